@@ -1,0 +1,223 @@
+"""Run configs: YAML files validated into typed dataclasses.
+
+A config names everything a training run depends on, so that a result can always be traced back to
+it. Unknown keys are errors (a typo must never silently fall back to a default), and every error
+names the file and the dotted key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import ConfigError
+
+
+@dataclass
+class DataConfig:
+    train: str = ""
+    """Training split in the internal annotation format (JSON path)."""
+    test: str = ""
+    """Optional test split, used by `scratchdet detect` when no --data is given."""
+    num_workers: int = 2
+    image_size: int = 300
+
+
+@dataclass
+class TrainConfig:
+    batch_size: int = 32
+    """Effective batch: images per optimizer step."""
+    micro_batch: int = 0
+    """Images per forward pass; batch_size must be a multiple. 0 means equal to batch_size."""
+    lr: float = 0.001
+    momentum: float = 0.9
+    weight_decay: float = 0.0005
+    max_steps: int = 100
+    milestones: list[int] = field(default_factory=list)
+    gamma: float = 0.1
+    warmup_steps: int = 0
+    warmup_factor: float = 1.0 / 3.0
+    """Warmup starts at lr * warmup_factor and rises linearly to lr (mmdetection's 'linear')."""
+    checkpoint_every: int = 50
+    device: str = "auto"
+    """'auto' picks CUDA when available, else CPU."""
+    amp: bool = True
+    """bf16 autocast; used on CUDA only (CPU bf16 is slower than fp32 on most CPUs)."""
+    channels_last: bool = True
+    """NHWC memory format on CUDA, where cuDNN convolutions are faster in it."""
+    deterministic: bool = False
+    """Deterministic algorithms: bit-identical resumes on CPU, slower on GPU."""
+    max_loss: float = 1.0e4
+    """A loss above this (or NaN/inf) ends the run as 'diverged', which is a result, not a crash."""
+    max_grad_norm: float = 0.0
+    """Gradient clipping threshold; 0 disables it (the papers do not clip)."""
+
+
+@dataclass
+class LossConfig:
+    iou_threshold: float = 0.5
+    neg_pos_ratio: float = 3.0
+    loc_weight: float = 1.0
+
+
+@dataclass
+class DetectConfig:
+    conf_threshold: float = 0.01
+    nms_threshold: float = 0.45
+    top_k: int = 400
+    keep_top_k: int = 200
+    batch_size: int = 8
+
+
+@dataclass
+class RunConfig:
+    seed: int = 0
+    model: dict[str, Any] = field(default_factory=lambda: {"name": "ssd300_vgg16"})
+    """Passed to scratchdet.models.build_model, which validates its keys."""
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    detect: DetectConfig = field(default_factory=DetectConfig)
+
+    @property
+    def micro_batch(self) -> int:
+        return self.train.micro_batch or self.train.batch_size
+
+    @property
+    def accumulation(self) -> int:
+        return self.train.batch_size // self.micro_batch
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+_POSITIVE = {
+    "train.batch_size", "train.max_steps", "train.checkpoint_every", "data.image_size",
+    "detect.top_k", "detect.keep_top_k", "detect.batch_size", "loss.neg_pos_ratio",
+}
+_NON_NEGATIVE = {
+    "train.lr", "train.momentum", "train.weight_decay", "train.warmup_steps", "train.micro_batch",
+    "data.num_workers", "train.max_grad_norm", "loss.loc_weight", "detect.conf_threshold",
+}
+_UNIT_INTERVAL = {"loss.iou_threshold", "detect.nms_threshold", "train.gamma", "train.warmup_factor"}
+
+
+def _check_type(value: Any, tp: Any, path: str | None, key: str) -> Any:
+    origin = typing.get_origin(tp)
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(path, key, f"expected a number, got {value!r}")
+        return float(value)
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(path, key, f"expected an integer, got {value!r}")
+        return value
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(path, key, f"expected true or false, got {value!r}")
+        return value
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(path, key, f"expected a string, got {value!r}")
+        return value
+    if origin is list:
+        (item_tp,) = typing.get_args(tp)
+        if not isinstance(value, list):
+            raise ConfigError(path, key, f"expected a list, got {value!r}")
+        return [_check_type(v, item_tp, path, f"{key}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(path, key, f"expected a mapping, got {value!r}")
+        return dict(value)
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, value, path, key)
+    if origin in (typing.Union, types.UnionType):  # pragma: no cover - no such fields yet
+        raise ConfigError(path, key, "union types are not supported in configs")
+    raise TypeError(f"unsupported config type {tp!r} for {key}")
+
+
+def _build(cls: type, raw: Any, path: str | None, prefix: str) -> Any:
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(path, prefix or "<top>", f"expected a mapping, got {raw!r}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(set(raw) - set(names))
+    if unknown:
+        where = f"{prefix}.{unknown[0]}" if prefix else unknown[0]
+        raise ConfigError(path, where, f"unknown key; allowed keys here: {', '.join(names)}")
+    kwargs = {}
+    for name in names:
+        if name in raw:
+            key = f"{prefix}.{name}" if prefix else name
+            kwargs[name] = _check_type(raw[name], hints[name], path, key)
+    return cls(**kwargs)
+
+
+def _check_ranges(cfg: RunConfig, path: str | None) -> None:
+    flat = {}
+    for section in ("data", "train", "loss", "detect"):
+        for k, v in dataclasses.asdict(getattr(cfg, section)).items():
+            flat[f"{section}.{k}"] = v
+    for key in _POSITIVE:
+        if flat[key] <= 0:
+            raise ConfigError(path, key, f"must be > 0, got {flat[key]}")
+    for key in _NON_NEGATIVE:
+        if flat[key] < 0:
+            raise ConfigError(path, key, f"must be >= 0, got {flat[key]}")
+    for key in _UNIT_INTERVAL:
+        if not 0 <= flat[key] <= 1:
+            raise ConfigError(path, key, f"must be in [0, 1], got {flat[key]}")
+    t = cfg.train
+    if t.micro_batch and t.batch_size % t.micro_batch:
+        raise ConfigError(path, "train.micro_batch",
+                          f"batch_size {t.batch_size} is not a multiple of micro_batch {t.micro_batch}")
+    if t.milestones != sorted(t.milestones) or any(m <= 0 for m in t.milestones):
+        raise ConfigError(path, "train.milestones", f"must be increasing positive steps, got {t.milestones}")
+    if t.device not in ("auto", "cpu", "cuda") and not t.device.startswith("cuda:"):
+        raise ConfigError(path, "train.device", f"must be auto, cpu, cuda or cuda:N, got {t.device!r}")
+    if "name" not in cfg.model and "family" not in cfg.model:
+        raise ConfigError(path, "model", "needs a 'name' (a canonical model) or a 'family'")
+
+
+def config_from_dict(raw: Any, path: str | Path | None = None) -> RunConfig:
+    p = None if path is None else str(path)
+    cfg = _build(RunConfig, raw, p, "")
+    _check_ranges(cfg, p)
+    return cfg
+
+
+def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> RunConfig:
+    """Load a YAML run config; `overrides` maps dotted keys to values (from the command line)."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(path, "<file>", "file not found") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(path, "<file>", f"malformed YAML: {exc}") from None
+    raw = {} if raw is None else raw
+    for dotted, value in (overrides or {}).items():
+        set_dotted(raw, dotted, value)
+    return config_from_dict(raw, path)
+
+
+def set_dotted(raw: dict[str, Any], dotted: str, value: Any) -> None:
+    node = raw
+    *parents, leaf = dotted.split(".")
+    for part in parents:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(None, dotted, f"'{part}' is not a mapping")
+    node[leaf] = value
+
+
+def dump_config(cfg: RunConfig) -> str:
+    return yaml.safe_dump(cfg.to_dict(), sort_keys=False)

@@ -1,0 +1,51 @@
+"""A deterministic, resumable stream of training samples.
+
+Step `s` consumes positions [s * B, (s + 1) * B) of an endless stream made of one seeded
+permutation of the dataset per epoch. Each position also fixes the seed of that sample's
+augmentation. So the data a step sees depends only on (seed, step), not on how many workers ran
+or whether the run was interrupted: a resumed run sees exactly what the uninterrupted one saw.
+"""
+
+from __future__ import annotations
+
+from typing import Iterator
+
+import torch
+
+
+def epoch_permutation(seed: int, epoch: int, n: int) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    return torch.randperm(n, generator=g)
+
+
+def sample_seed(seed: int, position: int) -> int:
+    """A per-sample augmentation seed, spread so that neighbouring positions are unrelated."""
+    return (seed * 6_364_136_223_846_793_005 + position * 1_442_695_040_888_963_407) % 2**63
+
+
+class StreamBatchSampler:
+    """Yields micro-batches of (position, dataset index) pairs from a given step onwards."""
+
+    def __init__(self, n: int, batch_size: int, micro_batch: int, seed: int, start_step: int,
+                 max_steps: int):
+        if n == 0:
+            raise ValueError("the training set is empty")
+        self.n, self.batch_size, self.micro_batch = n, batch_size, micro_batch
+        self.seed, self.start_step, self.max_steps = seed, start_step, max_steps
+
+    def __len__(self) -> int:
+        return (self.max_steps - self.start_step) * (self.batch_size // self.micro_batch)
+
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+        position = self.start_step * self.batch_size
+        end = self.max_steps * self.batch_size
+        epoch, perm = -1, None
+        while position < end:
+            batch = []
+            for p in range(position, position + self.micro_batch):
+                e = p // self.n
+                if e != epoch:
+                    epoch, perm = e, epoch_permutation(self.seed, e, self.n)
+                batch.append((p, int(perm[p % self.n])))
+            position += self.micro_batch
+            yield batch

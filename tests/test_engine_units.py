@@ -1,0 +1,88 @@
+"""The pieces that make training resumable: schedule, sample stream, metrics log, checkpoints."""
+
+import pickle
+
+import pytest
+import torch
+
+from scratchdet.config import TrainConfig
+from scratchdet.engine.checkpoint import load_checkpoint, save_checkpoint
+from scratchdet.engine.metrics_log import COLUMNS, MetricsLog
+from scratchdet.engine.sampling import StreamBatchSampler
+from scratchdet.engine.schedule import lr_at
+from scratchdet.errors import DataError
+from scratchdet.io import atomic_path
+
+
+def test_lr_warmup_then_multistep():
+    cfg = TrainConfig(lr=0.05, milestones=[10, 20], gamma=0.1, warmup_steps=4, warmup_factor=0.25)
+    assert lr_at(0, cfg) == pytest.approx(0.05 * 0.25)
+    assert lr_at(2, cfg) == pytest.approx(0.05 * (0.25 * 0.5 + 0.5))
+    assert lr_at(4, cfg) == pytest.approx(0.05)
+    assert lr_at(9, cfg) == pytest.approx(0.05)
+    assert lr_at(10, cfg) == pytest.approx(0.005)
+    assert lr_at(25, cfg) == pytest.approx(0.0005)
+
+
+def test_stream_resumes_where_it_stopped():
+    full = list(StreamBatchSampler(n=7, batch_size=4, micro_batch=2, seed=1, start_step=0, max_steps=6))
+    resumed = list(StreamBatchSampler(n=7, batch_size=4, micro_batch=2, seed=1, start_step=3, max_steps=6))
+    assert len(full) == 12 and resumed == full[6:]
+    positions = [p for batch in full for p, _ in batch]
+    assert positions == list(range(24))
+    # Every epoch is a permutation of the whole dataset.
+    indices = [i for batch in full for _, i in batch]
+    assert sorted(indices[:7]) == list(range(7)) and sorted(indices[7:14]) == list(range(7))
+    other_seed = list(StreamBatchSampler(n=7, batch_size=4, micro_batch=2, seed=2, start_step=0, max_steps=6))
+    assert other_seed != full
+
+
+def _row(step):
+    return {c: float(step) for c in COLUMNS} | {"step": step, "num_pos": 1}
+
+
+def test_metrics_log_truncate_drops_redone_and_cut_rows(tmp_path):
+    log = MetricsLog(tmp_path / "m.csv")
+    for s in range(5):
+        log.append(_row(s))
+    with open(log.path, "a") as fh:  # a row cut short by a kill
+        fh.write("5,0.1,")
+    log.truncate(3)
+    assert [int(r["step"]) for r in log.read()] == [0, 1, 2]
+    log.append(_row(3))
+    assert [int(r["step"]) for r in log.read()] == [0, 1, 2, 3]
+
+
+def test_checkpoint_roundtrip_and_refuses_pickled_objects(tmp_path):
+    good = tmp_path / "good.pt"
+    save_checkpoint({"model": {"w": torch.ones(2)}, "step": 3, "names": ["a"]}, good)
+    assert load_checkpoint(good)["step"] == 3
+
+    class Evil:
+        def __reduce__(self):
+            return (exec, ("import pathlib; pathlib.Path('%s').write_text('pwned')" % (tmp_path / "pwned"),))
+
+    evil = tmp_path / "evil.pt"
+    torch.save({"model": Evil()}, evil)
+    with pytest.raises(DataError, match="refused to load"):
+        load_checkpoint(evil)
+    assert not (tmp_path / "pwned").exists()
+
+    truncated = tmp_path / "cut.pt"
+    truncated.write_bytes(good.read_bytes()[:50])
+    with pytest.raises(DataError, match="unreadable or truncated"):
+        load_checkpoint(truncated)
+    with pytest.raises(DataError, match="not found"):
+        load_checkpoint(tmp_path / "nope.pt")
+    assert pickle  # the module under test must not need it to refuse
+
+
+def test_atomic_path_leaves_old_file_on_failure(tmp_path):
+    target = tmp_path / "out.json"
+    target.write_text("old")
+    with pytest.raises(RuntimeError):
+        with atomic_path(target) as tmp:
+            tmp.write_text("half")
+            raise RuntimeError("killed")
+    assert target.read_text() == "old"
+    assert list(tmp_path.iterdir()) == [target]
