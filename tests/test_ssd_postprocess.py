@@ -1,0 +1,139 @@
+"""Detection output: per-class NMS, top-k limits, equality with a per-class torchvision reference."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torchvision.ops import box_convert, nms
+
+from scratchdet.ssd.box_coder import decode
+from scratchdet.ssd.postprocess import postprocess
+
+VAR = (0.1, 0.1, 0.2, 0.2)
+
+
+def logits_for(probs: list[list[float]]) -> torch.Tensor:
+    """Logits whose softmax is ``probs`` (rows sum to 1)."""
+    return torch.tensor(probs, dtype=torch.float64).log().float()
+
+
+def priors_of(boxes_xyxy: list[list[float]]) -> torch.Tensor:
+    return box_convert(torch.tensor(boxes_xyxy), "xyxy", "cxcywh")
+
+
+def reference(loc, conf, priors, conf_threshold, nms_threshold, top_k, keep_top_k):
+    """Loop over images and classes with torchvision.ops.nms."""
+    results = []
+    for i in range(loc.shape[0]):
+        boxes = decode(loc[i], priors, VAR)
+        probs = conf[i].softmax(-1)
+        all_boxes, all_scores, all_labels = [], [], []
+        for c in range(1, conf.shape[-1]):
+            s = probs[:, c]
+            idx = torch.nonzero(s > conf_threshold).flatten()
+            idx = idx[s[idx].argsort(descending=True)][:top_k]
+            kept = idx[nms(boxes[idx], s[idx], nms_threshold)]
+            all_boxes.append(boxes[kept])
+            all_scores.append(s[kept])
+            all_labels.append(torch.full((len(kept),), c))
+        scores = torch.cat(all_scores)
+        order = scores.argsort(descending=True)[:keep_top_k]
+        results.append(
+            {
+                "boxes": torch.cat(all_boxes)[order],
+                "scores": scores[order],
+                "labels": torch.cat(all_labels)[order],
+            }
+        )
+    return results
+
+
+def test_nms_is_per_class():
+    # Boxes 0 and 1 overlap (IoU 0.78); box 2 is elsewhere.
+    priors = priors_of([[0.1, 0.1, 0.5, 0.5], [0.15, 0.1, 0.55, 0.5], [0.6, 0.6, 0.9, 0.9]])
+    conf = logits_for(
+        [
+            [0.05, 0.90, 0.05],  # class 1, strong
+            [0.05, 0.50, 0.45],  # class 1 (suppressed by box 0) and class 2 (kept)
+            [0.10, 0.05, 0.85],  # class 2, elsewhere
+        ]
+    ).unsqueeze(0)
+    (det,) = postprocess(torch.zeros(1, 3, 4), conf, priors, VAR, conf_threshold=0.3)
+    got = sorted(zip(det["labels"].tolist(), [round(s, 4) for s in det["scores"].tolist()]))
+    assert got == [(1, 0.9), (2, 0.45), (2, 0.85)]
+    assert det["scores"].tolist() == sorted(det["scores"].tolist(), reverse=True)
+    box_for_045 = det["boxes"][det["scores"].sub(0.45).abs().argmin()]
+    torch.testing.assert_close(box_for_045, torch.tensor([0.15, 0.1, 0.55, 0.5]))
+    # Threshold just above the box-1 class-2 score drops it.
+    (det,) = postprocess(torch.zeros(1, 3, 4), conf, priors, VAR, conf_threshold=0.46)
+    assert sorted(det["labels"].tolist()) == [1, 2]
+
+
+def test_classes_stay_separate_even_for_boxes_far_outside_the_image():
+    # Offsetting by class in batched_nms would map these two onto each other if coordinates
+    # below -1 were not shifted first; they belong to different classes and must both survive.
+    priors = priors_of([[-1.0, -1.0, 0.0, 0.0], [-3.0, -3.0, -2.0, -2.0], [0.5, 0.5, 1.0, 1.0]])
+    conf = logits_for([[0.1, 0.8, 0.1], [0.1, 0.1, 0.8], [0.1, 0.8, 0.1]]).unsqueeze(0)
+    (det,) = postprocess(torch.zeros(1, 3, 4), conf, priors, VAR, conf_threshold=0.5)
+    assert sorted(det["labels"].tolist()) == [1, 1, 2]
+
+
+def test_top_k_and_keep_top_k_limits():
+    gen = torch.Generator().manual_seed(0)
+    n = 30  # disjoint boxes on a grid: NMS removes nothing
+    xs = torch.arange(n, dtype=torch.float32) / n
+    boxes = torch.stack([xs, xs, xs + 0.5 / n, xs + 0.5 / n], 1)
+    priors = box_convert(boxes, "xyxy", "cxcywh")
+    conf = torch.randn(2, n, 4, generator=gen)
+    loc = torch.zeros(2, n, 4)
+    dets = postprocess(loc, conf, priors, VAR, conf_threshold=0.0, top_k=5, keep_top_k=1000)
+    for det in dets:
+        counts = torch.bincount(det["labels"], minlength=4)
+        assert counts.tolist() == [0, 5, 5, 5]
+    dets = postprocess(loc, conf, priors, VAR, conf_threshold=0.0, top_k=5, keep_top_k=7)
+    for i, det in enumerate(dets):
+        assert len(det["scores"]) == 7
+        # The 7 kept are the 7 best among the per-class top-5s.
+        per_class_top = conf[i].softmax(-1)[:, 1:].topk(5, dim=0).values.flatten()
+        torch.testing.assert_close(det["scores"], per_class_top.sort(descending=True).values[:7])
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_equals_per_class_reference(seed):
+    gen = torch.Generator().manual_seed(seed)
+    p, k = 300, 5
+    centres = torch.rand(p, 2, generator=gen)
+    sizes = 0.05 + 0.3 * torch.rand(p, 2, generator=gen)
+    priors = torch.cat([centres, sizes], 1)
+    loc = torch.randn(3, p, 4, generator=gen) * 0.5
+    conf = torch.randn(3, p, k, generator=gen) * 2
+    args = {"conf_threshold": 0.1, "nms_threshold": 0.45, "top_k": 40, "keep_top_k": 60}
+    got = postprocess(loc, conf, priors, VAR, **args)
+    ref = reference(loc, conf, priors, **args)
+    assert len(got) == 3
+    for g, r in zip(got, ref):
+        assert len(g["scores"]) == len(r["scores"]) > 0
+        torch.testing.assert_close(g["scores"], r["scores"])
+        assert torch.equal(g["labels"], r["labels"])
+        torch.testing.assert_close(g["boxes"], r["boxes"])
+        assert g["labels"].min() >= 1 and g["labels"].max() <= k - 1
+
+
+def test_nothing_above_threshold_gives_empty_results():
+    priors = priors_of([[0.1, 0.1, 0.5, 0.5], [0.6, 0.6, 0.9, 0.9]])
+    conf = logits_for([[0.98, 0.01, 0.01], [0.98, 0.01, 0.01]]).unsqueeze(0)
+    (det,) = postprocess(torch.zeros(1, 2, 4), conf, priors, VAR, conf_threshold=0.5)
+    assert det["boxes"].shape == (0, 4) and det["scores"].shape == (0,)
+    assert det["labels"].shape == (0,)
+
+
+def test_scores_are_softmax_probabilities_and_clip_option():
+    priors = priors_of([[-0.2, 0.1, 0.5, 1.3]])
+    conf = torch.tensor([[[0.0, math.log(3.0)]]])
+    (det,) = postprocess(torch.zeros(1, 1, 4), conf, priors, VAR)
+    assert det["scores"].item() == pytest.approx(0.75)
+    torch.testing.assert_close(det["boxes"][0], torch.tensor([-0.2, 0.1, 0.5, 1.3]))
+    (det,) = postprocess(torch.zeros(1, 1, 4), conf, priors, VAR, clip=True)
+    torch.testing.assert_close(det["boxes"][0], torch.tensor([0.0, 0.1, 0.5, 1.0]))
