@@ -1,0 +1,202 @@
+"""The training loop: SGD + warmup/multistep, gradient accumulation, resumable, divergence-aware.
+
+Outputs in the run directory:
+- `config.yaml`, `provenance.json`: what produced the run.
+- `metrics.csv`: one row per optimizer step.
+- `checkpoints/last.pt`: everything needed to resume (model, optimizer, step).
+- `model_final.pt`: the trained weights with the model config and class names.
+- `status.json`: `finished` or `diverged` (with the step and the reason); written last.
+
+Killing the process at any moment and running the same command again resumes from the last
+checkpoint and reaches the same weights: the data stream is a function of (seed, step), see
+`sampling.py`, and every file is replaced atomically.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import signal
+import time
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader
+
+from ..config import RunConfig, dump_config
+from ..data.annotations import class_names, load_annotations
+from ..data.dataset import DetectionDataset
+from ..errors import ConfigError
+from ..io import read_json, write_json, write_text
+from ..models import build_model
+from ..provenance import provenance, seed_everything
+from ..ssd.loss import MultiBoxLoss
+from ..ssd.matching import match, pad_targets
+from .checkpoint import load_checkpoint, save_checkpoint
+from .data import TrainSamples, collate_train
+from .metrics_log import MetricsLog
+from .schedule import lr_at
+from .sampling import StreamBatchSampler
+
+log = logging.getLogger(__name__)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+class _StopRequest:
+    """Turns SIGTERM/SIGINT into a flag checked between steps, so a checkpoint is saved first."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self._old: dict[int, Any] = {}
+
+    def __enter__(self) -> "_StopRequest":
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            try:
+                self._old[sig] = signal.signal(sig, self._handle)
+            except ValueError:  # not the main thread: leave signals alone
+                pass
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        self.signum = signum
+
+    def __exit__(self, *exc: Any) -> None:
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+
+
+def _divergence(loss: float, grad_norm: float, bound: float) -> str | None:
+    if not math.isfinite(loss):
+        return f"loss is {loss}"
+    if not math.isfinite(grad_norm):
+        return f"gradient norm is {grad_norm}"
+    if loss > bound:
+        return f"loss {loss:.4g} exceeded train.max_loss {bound:.4g}"
+    return None
+
+
+def train(cfg: RunConfig, out_dir: str | Path) -> dict[str, Any]:
+    """Train (or resume) the run in `out_dir`; returns the final status dict."""
+    out = Path(out_dir)
+    (out / "checkpoints").mkdir(parents=True, exist_ok=True)
+    status_path, last_path = out / "status.json", out / "checkpoints" / "last.pt"
+    device = resolve_device(cfg.train.device)
+    seed_everything(cfg.seed)
+    if cfg.train.deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = False
+    elif device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+
+    if status_path.exists() and (out / "model_final.pt").exists():
+        done = load_checkpoint(out / "model_final.pt")
+        if done.get("config") == cfg.to_dict():
+            log.info("%s already finished; nothing to do", out)
+            return read_json(status_path)
+        raise ConfigError(out / "config.yaml", "<run>", "this run directory holds a finished run "
+                          "with a different config; use a new --out or delete the directory")
+
+    ann = load_annotations(cfg.data.train)
+    names = class_names(ann)
+    model = build_model(cfg.model, num_classes=len(names)).to(device)
+    memory_format = torch.channels_last if (cfg.train.channels_last and device.type == "cuda") \
+        else torch.contiguous_format
+    model = model.to(memory_format=memory_format)
+    priors = model.priors.to(device)
+    variances = model.prior_config.variances
+    criterion = MultiBoxLoss(neg_pos_ratio=cfg.loss.neg_pos_ratio, loc_weight=cfg.loss.loc_weight)
+    optimizer = torch.optim.SGD(model.parameters(), lr=cfg.train.lr, momentum=cfg.train.momentum,
+                                weight_decay=cfg.train.weight_decay)
+
+    start_step = 0
+    metrics = MetricsLog(out / "metrics.csv")
+    if last_path.exists():
+        state = load_checkpoint(last_path, map_location=device)
+        if state.get("config") != cfg.to_dict():
+            raise ConfigError(last_path, "<run>", "the checkpoint to resume was made with a different "
+                              "config; use a new --out or delete the directory")
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        start_step = int(state["step"])
+        log.info("resuming %s from step %d", out, start_step)
+    metrics.truncate(start_step)
+    write_text(out / "config.yaml", dump_config(cfg))
+    write_json(out / "provenance.json", provenance(cfg.to_dict(), cfg.seed, device))
+
+    samples = TrainSamples(DetectionDataset(ann), cfg.data.image_size, cfg.seed)
+    sampler = StreamBatchSampler(len(samples), cfg.train.batch_size, cfg.micro_batch, cfg.seed,
+                                 start_step, cfg.train.max_steps)
+    loader = DataLoader(samples, batch_sampler=sampler, collate_fn=collate_train,
+                        num_workers=cfg.data.num_workers, pin_memory=device.type == "cuda",
+                        persistent_workers=False)
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if (cfg.train.amp and device.type == "cuda") \
+        else nullcontext()
+
+    def checkpoint(step: int) -> None:
+        save_checkpoint({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                         "step": step, "config": cfg.to_dict()}, last_path)
+
+    status: dict[str, Any] = {"status": "finished", "step": cfg.train.max_steps, "reason": None}
+    model.train()
+    step, micro, t0 = start_step, 0, time.perf_counter()
+    sums = torch.zeros(4, device=device)  # loss, loc, conf, num_pos over the micro-batches of a step
+    with _StopRequest() as stop:
+        for images, boxes, labels in loader:
+            if micro == 0:
+                for group in optimizer.param_groups:
+                    group["lr"] = lr_at(step, cfg.train)
+                optimizer.zero_grad(set_to_none=True)
+                sums.zero_()
+            images = images.to(device, non_blocking=True).contiguous(memory_format=memory_format)
+            gt_boxes, gt_labels, gt_mask = (t.to(device, non_blocking=True)
+                                            for t in pad_targets(boxes, labels))
+            loc_t, labels_t = match(gt_boxes, gt_labels, gt_mask, priors, variances,
+                                    iou_threshold=cfg.loss.iou_threshold)
+            with autocast:
+                loc_p, conf_p = model(images)
+            losses = criterion(loc_p.float(), conf_p.float(), loc_t, labels_t)
+            (losses["loss"] / cfg.accumulation).backward()
+            sums += torch.stack([losses["loss"].detach(), losses["loc"].detach(),
+                                 losses["conf"].detach(), losses["num_pos"].detach().float()])
+            micro += 1
+            if micro < cfg.accumulation:
+                continue
+            micro = 0
+            clip = cfg.train.max_grad_norm if cfg.train.max_grad_norm > 0 else math.inf
+            grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), clip))
+            loss, loc, conf, num_pos = (sums / torch.tensor([cfg.accumulation] * 3 + [1],
+                                                            device=device)).tolist()
+            reason = _divergence(loss, grad_norm, cfg.train.max_loss)
+            if reason is None:
+                optimizer.step()
+            elapsed = time.perf_counter() - t0
+            metrics.append({"step": step, "lr": optimizer.param_groups[0]["lr"], "loss": loss,
+                            "loc_loss": loc, "conf_loss": conf, "grad_norm": grad_norm,
+                            "num_pos": int(num_pos), "images_per_s": cfg.train.batch_size / elapsed,
+                            "elapsed_s": elapsed})
+            t0 = time.perf_counter()
+            if reason is not None:
+                status = {"status": "diverged", "step": step, "reason": reason}
+                log.warning("run %s diverged at step %d: %s", out, step, reason)
+                break
+            step += 1
+            if stop.signum is not None:
+                checkpoint(step)
+                log.warning("signal %d: saved checkpoint at step %d, exiting", stop.signum, step)
+                raise SystemExit(128 + stop.signum)
+            if step % cfg.train.checkpoint_every == 0 and step < cfg.train.max_steps:
+                checkpoint(step)
+
+    final = {"model": model.state_dict(), "model_config": dict(cfg.model), "class_names": names,
+             "image_size": cfg.data.image_size, "step": status["step"], "status": status["status"],
+             "config": cfg.to_dict()}
+    save_checkpoint(final, out / "model_final.pt")
+    write_json(status_path, status)
+    return status
