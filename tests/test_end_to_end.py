@@ -68,7 +68,7 @@ def test_console_script_reports_bad_config(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("train: {lr: fast}\n")
     proc = subprocess.run([exe, "train", "--config", str(bad), "--out", str(tmp_path / "r")],
-                          capture_output=True, text=True)
+                          capture_output=True, text=True, check=False)
     assert proc.returncode == 2
     assert f"{bad}: train.lr: expected a number" in proc.stderr
     assert "Traceback" not in proc.stderr

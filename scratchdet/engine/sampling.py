@@ -8,7 +8,7 @@ or whether the run was interrupted: a resumed run sees exactly what the uninterr
 
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 import torch
 

@@ -24,6 +24,7 @@ from typing import Any
 
 import torch
 from torch.utils.data import DataLoader
+from typing_extensions import Self
 
 from ..config import RunConfig, dump_config
 from ..data.annotations import class_names, load_annotations
@@ -37,8 +38,8 @@ from ..ssd.matching import match, pad_targets
 from .checkpoint import load_checkpoint, save_checkpoint
 from .data import TrainSamples, collate_train
 from .metrics_log import MetricsLog
-from .schedule import lr_at
 from .sampling import StreamBatchSampler
+from .schedule import lr_at
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +57,7 @@ class _StopRequest:
         self.signum: int | None = None
         self._old: dict[int, Any] = {}
 
-    def __enter__(self) -> "_StopRequest":
+    def __enter__(self) -> Self:
         for sig in (signal.SIGTERM, signal.SIGINT):
             try:
                 self._old[sig] = signal.signal(sig, self._handle)
@@ -67,7 +68,7 @@ class _StopRequest:
     def _handle(self, signum: int, frame: Any) -> None:
         self.signum = signum
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         for sig, old in self._old.items():
             signal.signal(sig, old)
 
