@@ -1,0 +1,302 @@
+"""The batched SSD augmentation: contract, box/pixel consistency, agreement with the per-image
+path."""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+from torchvision.transforms.v2 import functional as F
+
+from scratchdet.data.gpu_augment import SSDBatchAugment, apply_photometric
+from scratchdet.data.transforms import (
+    CAFFE_MEAN_RGB,
+    SSD_BATCH_SAMPLERS,
+    AugmentConfig,
+    BatchSampler,
+    PhotometricConfig,
+    SSDTrainTransform,
+    box_iou_batched,
+    boxes_to_canvas,
+    distort_image,
+    sample_photometric,
+)
+from scratchdet.errors import ConfigError
+
+MEAN = torch.tensor(CAFFE_MEAN_RGB)[:, None, None]
+KANGAROO = Path("/work/shared/datasets/kangaroo")
+NO_PHOTOMETRIC = PhotometricConfig(brightness_prob=0, contrast_prob=0, saturation_prob=0,
+                                   hue_prob=0)
+GEOMETRY = AugmentConfig(photometric=NO_PHOTOMETRIC)
+FIXED = AugmentConfig(photometric=NO_PHOTOMETRIC, expand_prob=0.0, samplers=(BatchSampler(),),
+                      interpolations=("linear",), mirror_prob=0.0)
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+def gen(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def white_box_batch(sizes, boxes):
+    """Black images of the given (h, w) with one white box each; boxes normalised, padded to G=2."""
+    images, norm = [], torch.zeros(len(sizes), 2, 4)
+    for i, ((h, w), (x0, y0, x1, y1)) in enumerate(zip(sizes, boxes)):
+        img = torch.zeros((3, h, w), dtype=torch.uint8)
+        img[:, y0:y1, x0:x1] = 255
+        images.append(img)
+        norm[i, 0] = torch.tensor([x0 / w, y0 / h, x1 / w, y1 / h])
+    mask = torch.tensor([[True, False]] * len(sizes))
+    labels = torch.tensor([[i + 1, 0] for i in range(len(sizes))])
+    return images, norm, labels, mask
+
+
+def bright_extent(out: torch.Tensor, threshold: float) -> torch.Tensor | None:
+    """Normalised extent of grey pixels >= threshold (excludes the non-grey mean fill)."""
+    lo, hi = (out + MEAN.to(out.device)).aminmax(dim=0)
+    bright = (lo >= threshold) & (hi - lo <= 6)
+    if not bright.any():
+        return None
+    ys, xs = torch.nonzero(bright, as_tuple=True)
+    extent = torch.stack([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]).float().cpu()
+    return extent / out.shape[-1]
+
+
+def check_contract(out, images, mask):
+    n, g = mask.shape
+    assert out.images.shape == (n, 3, 300, 300) and out.images.dtype == torch.float32
+    pixels = out.images + MEAN.to(out.images.device)
+    assert pixels.min() >= -1e-3 and pixels.max() <= 255 + 1e-3
+    assert out.boxes.shape == (n, g, 4) and out.labels.shape == (n, g) and out.mask.shape == (n, g)
+    assert not (out.mask & ~mask.to(out.mask.device)).any()  # padding never becomes a box
+    kept = out.boxes[out.mask]
+    assert (kept >= 0).all() and (kept <= 1).all()
+    assert (kept[:, 2] > kept[:, 0]).all() and (kept[:, 3] > kept[:, 1]).all()
+    assert (out.boxes[~out.mask] == 0).all() and (out.labels[~out.mask] == 0).all()
+
+
+def test_rejects_bad_arguments():
+    with pytest.raises(ConfigError):
+        SSDBatchAugment(interpolation="lanczos")
+    aug = SSDBatchAugment(seed=0)
+    img = torch.zeros((3, 8, 8), dtype=torch.uint8)
+    with pytest.raises(ValueError):
+        aug([img], torch.zeros(2, 1, 4), torch.zeros(2, 1), torch.ones(2, 1, dtype=torch.bool))
+    with pytest.raises(ValueError):
+        aug([img.float()], torch.zeros(1, 1, 4), torch.zeros(1, 1),
+            torch.ones(1, 1, dtype=torch.bool))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_output_contract(device):
+    sizes = [(120, 160), (90, 60), (200, 150), (64, 64)]
+    images, boxes, labels, mask = white_box_batch(sizes, [(20, 30, 100, 90), (10, 10, 50, 80),
+                                                          (0, 0, 150, 200), (30, 30, 34, 34)])
+    aug = SSDBatchAugment(seed=1)
+    for _ in range(3):
+        out = aug(images, boxes, labels, mask, device=device)
+        assert out.images.device.type == device
+        check_contract(out, images, mask)
+        assert torch.equal(out.labels[out.mask].cpu(), labels[out.mask.cpu()])
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_white_box_geometry_on_the_batched_path(device):
+    """Expand, crop, mirror and bilinear warp of a batch: each kept box matches its white pixels.
+
+    Bilinear interpolation crosses mid-grey exactly at a black/white edge, so threshold 128 finds
+    the edge to within a pixel; next to the mean fill it may move by up to ~0.35 source pixels."""
+    sizes = [(240, 320), (300, 200), (180, 180), (256, 384)]
+    rects = [(100, 60, 220, 170), (40, 90, 150, 240), (50, 40, 140, 130), (10, 20, 200, 230)]
+    images, boxes, labels, mask = white_box_batch(sizes, rects)
+    aug = SSDBatchAugment(config=GEOMETRY)
+    checked = {"kept": 0, "mirrored": 0, "expanded": 0}
+    for seed in range(8):
+        g = gen(seed)
+        heights = torch.tensor([h for h, _ in sizes])
+        widths = torch.tensor([w for _, w in sizes])
+        p = aug.sample(heights, widths, boxes.to(device), mask.to(device), g)
+        out = aug.apply(images, boxes.to(device), labels.to(device), mask.to(device), p)
+        check_contract(out, images, mask)
+        for i in range(len(sizes)):
+            if not out.mask[i, 0]:
+                continue
+            box = out.boxes[i, 0].cpu()
+            canvas_w = float(p.expansion.width[i])
+            crop_w = float(p.crops[i, 2] - p.crops[i, 0]) * canvas_w
+            tol = (1.0 + 0.35 * 300 / crop_w) / 300 + 1e-5
+            extent = bright_extent(out.images[i], 128)
+            assert extent is not None
+            assert (extent - box).abs().max() <= tol, (seed, i, extent, box)
+            checked["kept"] += 1
+            checked["mirrored"] += bool(p.mirror[i])
+            checked["expanded"] += canvas_w > sizes[i][1]
+    assert all(v >= 3 for v in checked.values()), checked
+
+
+def test_white_box_under_full_recipe():
+    sizes = [(200, 260), (180, 240), (220, 220)]
+    images, boxes, labels, mask = white_box_batch(sizes, [(60, 40, 180, 150), (20, 50, 150, 170),
+                                                          (80, 80, 200, 200)])
+    aug = SSDBatchAugment(seed=4)
+    kept = 0
+    for _ in range(6):
+        out = aug(images, boxes, labels, mask)
+        check_contract(out, images, mask)
+        for i in torch.nonzero(out.mask[:, 0]).flatten().tolist():
+            extent = bright_extent(out.images[i], 108)  # white >= (255 - 32) * 0.5
+            assert extent is not None
+            assert (extent - out.boxes[i, 0]).abs().max() <= 0.03
+            kept += 1
+    assert kept >= 6
+
+
+def test_matches_the_per_image_path_when_nothing_is_random():
+    """Whole image, no expansion, bilinear: both paths sample the same points (downscaling keeps
+    them inside the image), so they agree up to uint8 arithmetic."""
+    img = torch.randint(0, 256, (3, 450, 600), dtype=torch.uint8, generator=gen(5))
+    px = torch.tensor([[60.0, 45.0, 300.0, 400.0]])
+    cpu_out, cpu_boxes, _ = SSDTrainTransform(config=FIXED)(img, px, torch.tensor([2]))
+    norm = (px / torch.tensor([600, 450, 600, 450]))[None]
+    for mirror in (0.0, 1.0):
+        out = SSDBatchAugment(config=replace(FIXED, mirror_prob=mirror), seed=0)(
+            [img], norm, torch.tensor([[2]]), torch.tensor([[True]]))
+        expected = cpu_out.flip(-1) if mirror else cpu_out
+        # The per-image path's output went through v2's uint8 bilinear kernel: within one level.
+        assert (out.images[0] - expected).abs().max() <= 1.02
+        # The float resize samples the same points as the grid: equal up to float error.
+        exact = F.resize(img.float(), [300, 300], antialias=False) - MEAN
+        torch.testing.assert_close(out.images[0], exact.flip(-1) if mirror else exact,
+                                   atol=0.02, rtol=0)
+        want = cpu_boxes[0] if not mirror else torch.tensor(
+            [1 - cpu_boxes[0, 2], cpu_boxes[0, 1], 1 - cpu_boxes[0, 0], cpu_boxes[0, 3]])
+        torch.testing.assert_close(out.boxes[0, 0], want)
+
+
+def test_batched_photometric_equals_per_image_distortion():
+    imgs = torch.randint(0, 256, (64, 3, 12, 12), dtype=torch.uint8, generator=gen(6))
+    p = sample_photometric(64, gen(7), PhotometricConfig(channel_swap_prob=0.3))
+    batched = apply_photometric(imgs.float(), p)
+    for i in range(64):
+        single = distort_image(imgs[i], p, i)
+        assert torch.equal(batched[i], single.float()), i
+    # Images whose steps do not fire come out untouched even when others in the batch change.
+    idle = (p.brightness == 0) & (p.contrast == 1) & (p.saturation == 1) & (p.hue == 0)
+    assert idle.any() and torch.equal(batched[idle], imgs[idle].float())
+
+
+def test_parameter_distributions_and_crop_constraints():
+    n = 2000
+    heights = torch.randint(100, 500, (n,), generator=gen(8))
+    widths = torch.randint(100, 500, (n,), generator=gen(9))
+    centre = torch.rand(n, 2, 2, generator=gen(10)) * 0.6 + 0.2
+    half = torch.rand(n, 2, 2, generator=gen(11)) * 0.2 + 0.05
+    boxes = torch.cat([centre - half, centre + half], -1)
+    mask = torch.ones(n, 2, dtype=torch.bool)
+    mask[: n // 4, 1] = False
+    mask[: n // 10] = False  # images without boxes
+    p = SSDBatchAugment().sample(heights, widths, boxes, mask, gen(12))
+    assert abs(p.mirror.float().mean().item() - 0.5) < 0.04
+    expanded = p.expansion.width > widths
+    assert abs(expanded.float().mean().item() - 0.5) < 0.04
+    assert (p.expansion.width.double() / widths).max() <= 4.0
+    assert (p.sampler[: n // 10] == 0).all()  # no boxes: the whole canvas
+    gt = boxes_to_canvas(boxes, heights, widths, p.expansion)
+    iou = box_iou_batched(p.crops[:, None], gt)[:, 0].masked_fill(~mask, -1).max(1).values
+    for s, sampler in enumerate(SSD_BATCH_SAMPLERS):
+        picked = p.sampler == s
+        assert picked.any()  # IoU >= 0.9 is rare against small boxes in an expanded canvas
+        if sampler.min_iou is not None:
+            assert (iou[picked] >= sampler.min_iou - 1e-6).all()
+    assert (p.crops >= 0).all() and (p.crops <= 1 + 1e-6).all()
+
+
+def test_same_seed_same_batch():
+    images, boxes, labels, mask = white_box_batch([(100, 140), (80, 90)], [(10, 10, 60, 70),
+                                                                           (5, 20, 40, 60)])
+    a = SSDBatchAugment(seed=3)(images, boxes, labels, mask)
+    b = SSDBatchAugment(seed=3)(images, boxes, labels, mask)
+    c = SSDBatchAugment(seed=4)(images, boxes, labels, mask)
+    assert all(torch.equal(x, y) for x, y in zip(a, b))
+    assert not torch.equal(a.images, c.images)
+
+
+def test_zero_box_images_and_empty_batches():
+    images = [torch.full((3, 50, 70), 200, dtype=torch.uint8),
+              torch.zeros((3, 40, 40), dtype=torch.uint8)]
+    out = SSDBatchAugment(seed=0)(images, torch.zeros(2, 0, 4),
+                                  torch.zeros(2, 0, dtype=torch.int64),
+                                  torch.zeros(2, 0, dtype=torch.bool))
+    assert out.images.shape == (2, 3, 300, 300) and out.boxes.shape == (2, 0, 4)
+    assert torch.isfinite(out.images).all()
+    empty = SSDBatchAugment()([], torch.zeros(0, 3, 4), torch.zeros(0, 3),
+                              torch.zeros(0, 3, dtype=torch.bool))
+    assert empty.images.shape == (0, 3, 300, 300)
+
+
+def kangaroo_batch(count: int = 4):
+    if not (KANGAROO / "annots").is_dir():
+        pytest.skip("kangaroo dataset not present")
+    images, rows = [], []
+    for xml in sorted((KANGAROO / "annots").glob("*.xml"))[:count]:
+        root = ET.parse(xml).getroot()
+        with Image.open(KANGAROO / "images" / root.findtext("filename")) as pil:
+            img = F.pil_to_tensor(pil.convert("RGB"))
+        h, w = img.shape[-2:]
+        corners = [[float(o.findtext(f"bndbox/{k}")) for k in ("xmin", "ymin", "xmax", "ymax")]
+                   for o in root.iter("object")]
+        px = torch.tensor(corners) - torch.tensor([1.0, 1.0, 0.0, 0.0])  # VOC: 1-based inclusive
+        images.append(img)
+        rows.append(px / torch.tensor([w, h, w, h]))
+    g = max(len(r) for r in rows)
+    boxes = torch.zeros(len(rows), g, 4)
+    mask = torch.zeros(len(rows), g, dtype=torch.bool)
+    for i, r in enumerate(rows):
+        boxes[i, : len(r)] = r
+        mask[i, : len(r)] = True
+    labels = torch.arange(g).expand(len(rows), g).clone()
+    return images, boxes, labels, mask
+
+
+def test_real_photos_boxes_match_their_content():
+    """Each kept output box, mapped back through the sampled crop, is the visible part of its
+    input box, and the pixels inside it are that part of the photo."""
+    images, boxes, labels, mask = kangaroo_batch()
+    aug = SSDBatchAugment(config=GEOMETRY)
+    heights = torch.tensor([im.shape[-2] for im in images])
+    widths = torch.tensor([im.shape[-1] for im in images])
+    checked = 0
+    for seed in range(6):
+        p = aug.sample(heights, widths, boxes, mask, gen(seed))
+        out = aug.apply(images, boxes, labels, mask, p)
+        check_contract(out, images, mask)
+        for i, j in torch.nonzero(out.mask).tolist():
+            h, w = int(heights[i]), int(widths[i])
+            ew, eh = float(p.expansion.width[i]), float(p.expansion.height[i])
+            # The crop in the photo's pixels.
+            cx0 = float(p.crops[i, 0]) * ew - float(p.expansion.left[i])
+            cy0 = float(p.crops[i, 1]) * eh - float(p.expansion.top[i])
+            cw = float(p.crops[i, 2] - p.crops[i, 0]) * ew
+            ch = float(p.crops[i, 3] - p.crops[i, 1]) * eh
+            x0, y0, x1, y1 = (boxes[i, j] * torch.tensor([w, h, w, h])).tolist()
+            visible = torch.tensor([max(x0, cx0), max(y0, cy0),
+                                    min(x1, cx0 + cw), min(y1, cy0 + ch)])
+            ob = out.boxes[i, j].clone()
+            pixels = out.images[i] + MEAN
+            if p.mirror[i]:
+                ob = torch.stack([1 - ob[2], ob[1], 1 - ob[0], ob[3]])
+                pixels = pixels.flip(-1)
+            back = ob * torch.tensor([cw, ch, cw, ch]) + torch.tensor([cx0, cy0, cx0, cy0])
+            torch.testing.assert_close(back, visible, atol=0.02, rtol=0)
+            ob = ob * 300
+            if min(ob[2] - ob[0], ob[3] - ob[1]) < 24 or min(visible[2:] - visible[:2]) < 24:
+                continue
+            src = images[i][:, int(visible[1]):int(visible[3]), int(visible[0]):int(visible[2])]
+            dst = pixels[:, int(ob[1]):int(ob[3]), int(ob[0]):int(ob[2])]
+            sig = [F.resize(r.float()[None], [12, 12], antialias=True)[0] for r in (src, dst)]
+            assert (sig[0] - sig[1]).abs().mean() < 12
+            checked += 1
+    assert checked >= 8
