@@ -1,0 +1,156 @@
+"""SSD300 with the truncated VGG-16 of the SSD paper (and ScratchDet Table 1, DSOD Table 4).
+
+Backbone = torchvision's VGG-16 (or VGG-16-BN) features up to conv5_3, with SSD's changes: pool3
+rounds up (75 -> 38), pool5 is 3x3/1, and fc6/fc7 become a 3x3 conv with dilation 6 and a 1x1
+conv of 1024 channels. Sources: conv4_3 (38), fc7 (19), then SSD's extra layers (10, 5, 3, 1) or
+DSOD's dense prediction structure (10, 5, 3, 2; DSOD Table 4 "dense").
+
+From ImageNet weights, fc6/fc7 are decimated from the classifier exactly as SSD's
+``VGG_ILSVRC_16_layers_fc_reduced`` was: every 4th output unit, every 3rd kernel tap.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import ClassVar
+
+from torch import Tensor, nn
+from torchvision.models import VGG16_BN_Weights, VGG16_Weights, WeightsEnum
+from torchvision.models.vgg import cfgs, make_layers
+from torchvision.ops import Conv2dNormActivation
+
+from scratchdet.ssd.priors import num_priors_per_cell
+
+from .heads import MultiBoxHead
+from .layers import init_caffe
+from .options import ModelOptions, option
+from .prediction import DENSE_WIDTHS, SSD300_EXTRAS, ConvUnit, DenseExtras, PlainExtras
+from .pretrained import ImageNetInput, load_state_dict
+from .ssd import SSD, select_priors
+
+__all__ = ["VGG16Backbone", "VGGOptions", "build_vgg", "reduce_fc6", "reduce_fc7"]
+
+_BOOL = (False, True)
+
+
+@dataclasses.dataclass(frozen=True)
+class VGGOptions(ModelOptions):
+    """Keys of the ``vgg`` family; defaults are SSD300 trained from scratch (SSD300S)."""
+
+    family: ClassVar[str] = "vgg"
+
+    bn_backbone: bool = option(False, "BatchNorm after every backbone and extra-layer conv",
+                               choices=_BOOL)
+    bn_head: bool = option(False, "BatchNorm after the loc/conf convs", choices=_BOOL)
+    pretrained: bool = option(False, "torchvision ImageNet weights (VGG16 or VGG16_BN)",
+                              choices=_BOOL)
+    prediction: str = option("plain", "SSD extra layers or DSOD's dense structure",
+                             choices=("plain", "dense"))
+    l2norm: str = option("first", "L2Norm (scale 20) before the head: SSD puts it on conv4_3",
+                         choices=("none", "first", "all"))
+    priors: str | None = option(None, "prior sizes; null = coco for 80 classes, else voc",
+                                choices=(None, "voc", "coco"))
+
+
+def reduce_fc6(weight: Tensor, bias: Tensor) -> tuple[Tensor, Tensor]:
+    """VGG's fc6 ``Linear(C*7*7 -> N)`` as a 7x7 conv, decimated to N/4 x C x 3 x 3.
+
+    Every 4th output unit and every 3rd kernel tap; with pool5 at stride 1 the kept taps sit 6
+    pixels apart, hence fc6's dilation 6 (SSD's ``VGG_ILSVRC_16_layers_fc_reduced``).
+    """
+    conv = weight.view(weight.shape[0], -1, 7, 7)
+    return conv[::4, :, ::3, ::3].contiguous(), bias[::4].contiguous()
+
+
+def reduce_fc7(weight: Tensor, bias: Tensor) -> tuple[Tensor, Tensor]:
+    """VGG's fc7 ``Linear(N -> N)`` as a 1x1 conv keeping every 4th input and output unit."""
+    w = weight[::4, ::4]
+    return w.reshape(*w.shape, 1, 1).contiguous(), bias[::4].contiguous()
+
+
+def _unit(bn: bool) -> ConvUnit:
+    """conv -> [BN] -> ReLU; the conv has a bias only without BN."""
+
+    def make(cin: int, cout: int, kernel: int, stride: int, padding: int) -> nn.Module:
+        return Conv2dNormActivation(cin, cout, kernel, stride, padding,
+                                    norm_layer=nn.BatchNorm2d if bn else None)
+
+    return make
+
+
+class VGG16Backbone(nn.Module):
+    """Truncated VGG-16 (+ BN) -> [conv4_3, fc7, extras...].
+
+    With ``weights`` the input is first mapped to torchvision's ImageNet normalisation and, if
+    ``load_weights``, the trunk and fc6/fc7 are filled from those weights; the rest stays
+    Caffe-xavier initialised.
+    """
+
+    def __init__(self, bn: bool = False, prediction: str = "plain",
+                 weights: WeightsEnum | None = None, load_weights: bool = True) -> None:
+        super().__init__()
+        unit = _unit(bn)
+        features = list(make_layers(cfgs["D"], batch_norm=bn))  # torchvision's layer order
+        pools = [i for i, m in enumerate(features) if isinstance(m, nn.MaxPool2d)]
+        features[pools[2]].ceil_mode = True  # pool3: 75 -> 38 as Caffe rounds
+        self.input = ImageNetInput() if weights is not None else nn.Identity()
+        self.conv4_3 = nn.Sequential(*features[: pools[3]])
+        self.fc7 = nn.Sequential(
+            *features[pools[3]: pools[4]],
+            nn.MaxPool2d(3, 1, 1),  # pool5: keeps 19x19
+            Conv2dNormActivation(512, 1024, 3, 1, padding=6, dilation=6,  # fc6 (atrous)
+                                 norm_layer=nn.BatchNorm2d if bn else None),
+            unit(1024, 1024, 1, 1, 0),  # fc7
+        )
+        if prediction == "dense":
+            self.extras: nn.Module = DenseExtras(1024, DENSE_WIDTHS, unit)
+        else:
+            self.extras = PlainExtras(1024, SSD300_EXTRAS, unit)
+        self.out_channels = (512, 1024, *self.extras.out_channels)
+        self.out_sizes = (38, 19, *self.extras.out_sizes(19))
+        init_caffe(self)
+        if weights is not None and load_weights:
+            self._load_imagenet(load_state_dict(weights), features)
+
+    @property
+    def _fc6(self) -> nn.Conv2d:
+        return self.fc7[-2][0]
+
+    @property
+    def _fc7(self) -> nn.Conv2d:
+        return self.fc7[-1][0]
+
+    def _load_imagenet(self, state: dict[str, Tensor], features: list[nn.Module]) -> None:
+        trunk = nn.Sequential(*features)  # same module objects as in conv4_3 / fc7
+        trunk.load_state_dict({k.removeprefix("features."): v for k, v in state.items()
+                               if k.startswith("features.")})
+        fc6_w, fc6_b = reduce_fc6(state["classifier.0.weight"], state["classifier.0.bias"])
+        fc7_w, fc7_b = reduce_fc7(state["classifier.3.weight"], state["classifier.3.bias"])
+        self._fc6.weight.data.copy_(fc6_w)
+        self._fc7.weight.data.copy_(fc7_w)
+        if self._fc6.bias is not None:  # no bias when BN follows
+            self._fc6.bias.data.copy_(fc6_b)
+            self._fc7.bias.data.copy_(fc7_b)
+
+    def forward(self, x: Tensor) -> list[Tensor]:
+        c4 = self.conv4_3(self.input(x))
+        f7 = self.fc7(c4)
+        return [c4, f7, *self.extras(f7)]
+
+
+def build_vgg(opts: VGGOptions, num_classes: int, *, name: str = "",
+              load_pretrained: bool = True) -> SSD:
+    """SSD300-VGG16 for ``num_classes`` object classes (+ background); 26.29M parameters for 21.
+
+    ``load_pretrained=False`` builds the same network without fetching weights (used when a
+    checkpoint is about to be loaded into it).
+    """
+    weights: WeightsEnum | None = None
+    if opts.pretrained:
+        weights = (VGG16_BN_Weights.IMAGENET1K_V1 if opts.bn_backbone
+                   else VGG16_Weights.IMAGENET1K_V1)
+    backbone = VGG16Backbone(opts.bn_backbone, opts.prediction, weights, load_pretrained)
+    prior_config = select_priors(backbone.out_sizes, num_classes, opts.priors)
+    head = MultiBoxHead(backbone.out_channels, num_priors_per_cell(prior_config), num_classes + 1,
+                        bn=opts.bn_head, l2norm=opts.l2norm, init="caffe", bn_eps=1e-3)
+    return SSD(backbone, head, prior_config, name=name, config=opts.as_dict(name))
