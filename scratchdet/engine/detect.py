@@ -45,7 +45,8 @@ def load_trained_model(checkpoint: str | Path, device: torch.device) -> tuple[to
         if key not in state:
             raise DataError(checkpoint, f"not a trained-model file: missing '{key}' "
                                         "(pass model_final.pt from a training run)")
-    model = build_model(state["model_config"], num_classes=len(state["class_names"]))
+    model = build_model(state["model_config"], num_classes=len(state["class_names"]),
+                        load_pretrained=False)  # the checkpoint holds the trained weights
     model.load_state_dict(state["model"])
     return model.to(device).eval(), state
 

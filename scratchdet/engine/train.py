@@ -106,7 +106,9 @@ def train(cfg: RunConfig, out_dir: str | Path) -> dict[str, Any]:
 
     ann = load_annotations(cfg.data.train)
     names = class_names(ann)
-    model = build_model(cfg.model, num_classes=len(names)).to(device)
+    # A resumed run takes its weights from the checkpoint: no ImageNet download needed.
+    model = build_model(cfg.model, num_classes=len(names),
+                        load_pretrained=not last_path.exists()).to(device)
     memory_format = torch.channels_last if (cfg.train.channels_last and device.type == "cuda") \
         else torch.contiguous_format
     model = model.to(memory_format=memory_format)
