@@ -72,13 +72,45 @@ def cmd_data_check(args: argparse.Namespace) -> None:
 # --- train / detect / eval --------------------------------------------------------------------
 
 def cmd_train(args: argparse.Namespace) -> None:
+    import os
+
     from .config import load_config
+    from .engine.gpus import assign_gpus
+
+    nproc = args.nproc or max(1, args.gpus)
+    if "WORLD_SIZE" in os.environ:  # a torchrun worker: the launcher already chose the GPUs
+        claim = None
+    else:
+        claim = assign_gpus(args.gpus)  # held (flock) until this process exits
+        if nproc > 1:
+            raise SystemExit(_launch_workers(args, nproc))
     from .engine.train import train
 
     cfg = load_config(args.config, dict(_parse_override(o) for o in args.set))
     status = train(cfg, args.out)
     print(f"{args.out}: {status['status']} at step {status['step']}"
           + (f" ({status['reason']})" if status.get("reason") else ""))
+    del claim
+
+
+def _launch_workers(args: argparse.Namespace, nproc: int) -> int:
+    """Run this same training as `nproc` torchrun workers, forwarding SIGTERM/SIGINT to them."""
+    import signal
+    import subprocess
+
+    from .engine.distributed import torchrun_command
+
+    argv = ["train", "--config", str(args.config), "--out", str(args.out)]
+    for override in args.set:
+        argv += ["--set", override]
+    proc = subprocess.Popen(torchrun_command(nproc, argv))
+
+    def forward(signum: int, frame: Any) -> None:
+        proc.send_signal(signum)
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, forward)
+    return proc.wait()
 
 
 def cmd_detect(args: argparse.Namespace) -> None:
@@ -164,6 +196,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", required=True, help="run folder (resumed if it holds a checkpoint)")
     s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value, e.g. --set train.lr=0.05")
+    s.add_argument("--gpus", type=int, default=0,
+                   help="GPUs to claim on this machine (sets CUDA_VISIBLE_DEVICES unless already set)")
+    s.add_argument("--nproc", type=int, default=0,
+                   help="training processes (torch.distributed); default: one per GPU, or 1")
     s.set_defaults(func=cmd_train)
 
     s = sub.add_parser("detect", help="run a trained model over a split, write COCO-format results")

@@ -85,3 +85,15 @@ def test_atomic_path_leaves_old_file_on_failure(tmp_path):
         raise RuntimeError("killed")
     assert target.read_text() == "old"
     assert list(tmp_path.iterdir()) == [target]
+
+
+def test_stream_shards_across_processes():
+    single = list(StreamBatchSampler(n=9, batch_size=4, micro_batch=1, seed=0, start_step=1, max_steps=3))
+    shards = [list(StreamBatchSampler(n=9, batch_size=4, micro_batch=1, seed=0, start_step=1,
+                                      max_steps=3, rank=r, world_size=2)) for r in range(2)]
+    assert len(shards[0]) == len(shards[1]) == 4
+    merged = [b for pair in zip(*shards) for b in pair]  # micro-step k: rank 0 then rank 1
+    assert merged == single
+    with pytest.raises(ValueError, match="multiple"):
+        StreamBatchSampler(n=9, batch_size=4, micro_batch=3, seed=0, start_step=0, max_steps=1,
+                           world_size=2)

@@ -24,28 +24,39 @@ def sample_seed(seed: int, position: int) -> int:
 
 
 class StreamBatchSampler:
-    """Yields micro-batches of (position, dataset index) pairs from a given step onwards."""
+    """Yields micro-batches of (position, dataset index) pairs from a given step onwards.
+
+    With `world_size` processes, each micro-step covers `micro_batch * world_size` positions and
+    process `rank` takes its own slice of them, so together they see the single-process stream.
+    """
 
     def __init__(self, n: int, batch_size: int, micro_batch: int, seed: int, start_step: int,
-                 max_steps: int):
+                 max_steps: int, rank: int = 0, world_size: int = 1):
         if n == 0:
             raise ValueError("the training set is empty")
+        if batch_size % (micro_batch * world_size):
+            raise ValueError(f"batch_size {batch_size} is not a multiple of micro_batch "
+                             f"{micro_batch} x {world_size} processes")
         self.n, self.batch_size, self.micro_batch = n, batch_size, micro_batch
         self.seed, self.start_step, self.max_steps = seed, start_step, max_steps
+        self.rank, self.world_size = rank, world_size
 
     def __len__(self) -> int:
-        return (self.max_steps - self.start_step) * (self.batch_size // self.micro_batch)
+        return (self.max_steps - self.start_step) * (
+            self.batch_size // (self.micro_batch * self.world_size))
 
     def __iter__(self) -> Iterator[list[tuple[int, int]]]:
         position = self.start_step * self.batch_size
         end = self.max_steps * self.batch_size
+        stride = self.micro_batch * self.world_size
         epoch, perm = -1, None
         while position < end:
             batch = []
-            for p in range(position, position + self.micro_batch):
+            first = position + self.rank * self.micro_batch
+            for p in range(first, first + self.micro_batch):
                 e = p // self.n
                 if e != epoch:
                     epoch, perm = e, epoch_permutation(self.seed, e, self.n)
                 batch.append((p, int(perm[p % self.n])))
-            position += self.micro_batch
+            position += stride
             yield batch

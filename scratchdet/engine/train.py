@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from typing_extensions import Self
 
@@ -37,6 +38,7 @@ from ..ssd.loss import MultiBoxLoss
 from ..ssd.matching import match, pad_targets
 from .checkpoint import load_checkpoint, save_checkpoint
 from .data import TrainSamples, collate_train
+from .distributed import DistContext, init_distributed, shutdown_distributed
 from .metrics_log import MetricsLog
 from .sampling import StreamBatchSampler
 from .schedule import lr_at
@@ -84,25 +86,42 @@ def _divergence(loss: float, grad_norm: float, bound: float) -> str | None:
 
 
 def train(cfg: RunConfig, out_dir: str | Path) -> dict[str, Any]:
-    """Train (or resume) the run in `out_dir`; returns the final status dict."""
+    """Train (or resume) the run in `out_dir`; returns the final status dict.
+
+    Started by torchrun, each process trains on its slice of every batch and process 0 alone
+    writes files.
+    """
     out = Path(out_dir)
-    (out / "checkpoints").mkdir(parents=True, exist_ok=True)
+    status_path = out / "status.json"
+    ctx = init_distributed(resolve_device(cfg.train.device))
+    device = ctx.device(resolve_device(cfg.train.device))
+    try:
+        if status_path.exists() and (out / "model_final.pt").exists():
+            done = load_checkpoint(out / "model_final.pt")
+            if done.get("config") == cfg.to_dict():
+                log.info("%s already finished; nothing to do", out)
+                return read_json(status_path)
+            raise ConfigError(out / "config.yaml", "<run>", "this run directory holds a finished "
+                              "run with a different config; use a new --out or delete the directory")
+        if cfg.train.batch_size % (cfg.micro_batch * ctx.world_size):
+            raise ConfigError(None, "train.batch_size", f"{cfg.train.batch_size} is not a multiple "
+                              f"of micro_batch {cfg.micro_batch} x {ctx.world_size} processes")
+        return _train(cfg, out, ctx, device)
+    finally:
+        shutdown_distributed(ctx)
+
+
+def _train(cfg: RunConfig, out: Path, ctx: DistContext, device: torch.device) -> dict[str, Any]:
     status_path, last_path = out / "status.json", out / "checkpoints" / "last.pt"
-    device = resolve_device(cfg.train.device)
-    seed_everything(cfg.seed)
+    if ctx.is_main:
+        (out / "checkpoints").mkdir(parents=True, exist_ok=True)
+    seed_everything(cfg.seed)  # same initial weights on every process
     if cfg.train.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
         torch.backends.cudnn.benchmark = False
     elif device.type == "cuda":
         torch.backends.cudnn.benchmark = True
-
-    if status_path.exists() and (out / "model_final.pt").exists():
-        done = load_checkpoint(out / "model_final.pt")
-        if done.get("config") == cfg.to_dict():
-            log.info("%s already finished; nothing to do", out)
-            return read_json(status_path)
-        raise ConfigError(out / "config.yaml", "<run>", "this run directory holds a finished run "
-                          "with a different config; use a new --out or delete the directory")
+    accumulation = cfg.train.batch_size // (cfg.micro_batch * ctx.world_size)
 
     ann = load_annotations(cfg.data.train)
     names = class_names(ann)
@@ -123,31 +142,36 @@ def train(cfg: RunConfig, out_dir: str | Path) -> dict[str, Any]:
     if last_path.exists():
         state = load_checkpoint(last_path, map_location=device)
         if state.get("config") != cfg.to_dict():
-            raise ConfigError(last_path, "<run>", "the checkpoint to resume was made with a different "
-                              "config; use a new --out or delete the directory")
+            raise ConfigError(last_path, "<run>", "the checkpoint to resume was made with a "
+                              "different config; use a new --out or delete the directory")
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         start_step = int(state["step"])
         log.info("resuming %s from step %d", out, start_step)
-    metrics.truncate(start_step)
-    write_text(out / "config.yaml", dump_config(cfg))
-    write_json(out / "provenance.json", provenance(cfg.to_dict(), cfg.seed, device))
+    if ctx.is_main:
+        metrics.truncate(start_step)
+        write_text(out / "config.yaml", dump_config(cfg))
+        write_json(out / "provenance.json",
+                   provenance(cfg.to_dict(), cfg.seed, device) | {"world_size": ctx.world_size})
+    net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) \
+        if ctx.enabled else model
 
     samples = TrainSamples(DetectionDataset(ann), cfg.data.image_size, cfg.seed)
     sampler = StreamBatchSampler(len(samples), cfg.train.batch_size, cfg.micro_batch, cfg.seed,
-                                 start_step, cfg.train.max_steps)
+                                 start_step, cfg.train.max_steps, ctx.rank, ctx.world_size)
     loader = DataLoader(samples, batch_sampler=sampler, collate_fn=collate_train,
-                        num_workers=cfg.data.num_workers, pin_memory=device.type == "cuda",
-                        persistent_workers=False)
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if (cfg.train.amp and device.type == "cuda") \
-        else nullcontext()
+                        num_workers=cfg.data.num_workers, pin_memory=device.type == "cuda")
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) \
+        if (cfg.train.amp and device.type == "cuda") else nullcontext()
 
     def checkpoint(step: int) -> None:
-        save_checkpoint({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                         "step": step, "config": cfg.to_dict()}, last_path)
+        if ctx.is_main:
+            save_checkpoint({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                             "step": step, "config": cfg.to_dict()}, last_path)
+        ctx.barrier()
 
     status: dict[str, Any] = {"status": "finished", "step": cfg.train.max_steps, "reason": None}
-    model.train()
+    net.train()
     step, micro, t0 = start_step, 0, time.perf_counter()
     sums = torch.zeros(4, device=device)  # loss, loc, conf, num_pos over the micro-batches of a step
     with _StopRequest() as stop:
@@ -157,49 +181,56 @@ def train(cfg: RunConfig, out_dir: str | Path) -> dict[str, Any]:
                     group["lr"] = lr_at(step, cfg.train)
                 optimizer.zero_grad(set_to_none=True)
                 sums.zero_()
+            micro += 1
             images = images.to(device, non_blocking=True).contiguous(memory_format=memory_format)
             gt_boxes, gt_labels, gt_mask = (t.to(device, non_blocking=True)
                                             for t in pad_targets(boxes, labels))
             loc_t, labels_t = match(gt_boxes, gt_labels, gt_mask, priors, variances,
                                     iou_threshold=cfg.loss.iou_threshold)
-            with autocast:
-                loc_p, conf_p = model(images)
-            losses = criterion(loc_p.float(), conf_p.float(), loc_t, labels_t)
-            (losses["loss"] / cfg.accumulation).backward()
+            # Gradients are averaged across processes once per step, on the last micro-batch.
+            sync = nullcontext() if (micro == accumulation or not ctx.enabled) else net.no_sync()
+            with sync:
+                with autocast:
+                    loc_p, conf_p = net(images)
+                losses = criterion(loc_p.float(), conf_p.float(), loc_t, labels_t)
+                (losses["loss"] / accumulation).backward()
             sums += torch.stack([losses["loss"].detach(), losses["loc"].detach(),
                                  losses["conf"].detach(), losses["num_pos"].detach().float()])
-            micro += 1
-            if micro < cfg.accumulation:
+            if micro < accumulation:
                 continue
             micro = 0
             clip = cfg.train.max_grad_norm if cfg.train.max_grad_norm > 0 else math.inf
             grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), clip))
-            loss, loc, conf, num_pos = (sums / torch.tensor([cfg.accumulation] * 3 + [1],
-                                                            device=device)).tolist()
+            sums /= torch.tensor([accumulation] * 3 + [1 / ctx.world_size], device=device)
+            loss, loc, conf, num_pos = ctx.all_reduce_mean(sums).tolist()
             reason = _divergence(loss, grad_norm, cfg.train.max_loss)
             if reason is None:
                 optimizer.step()
             elapsed = time.perf_counter() - t0
-            metrics.append({"step": step, "lr": optimizer.param_groups[0]["lr"], "loss": loss,
-                            "loc_loss": loc, "conf_loss": conf, "grad_norm": grad_norm,
-                            "num_pos": int(num_pos), "images_per_s": cfg.train.batch_size / elapsed,
-                            "elapsed_s": elapsed})
+            if ctx.is_main:
+                metrics.append({"step": step, "lr": optimizer.param_groups[0]["lr"], "loss": loss,
+                                "loc_loss": loc, "conf_loss": conf, "grad_norm": grad_norm,
+                                "num_pos": round(num_pos),
+                                "images_per_s": cfg.train.batch_size / elapsed, "elapsed_s": elapsed})
             t0 = time.perf_counter()
             if reason is not None:
                 status = {"status": "diverged", "step": step, "reason": reason}
                 log.warning("run %s diverged at step %d: %s", out, step, reason)
                 break
             step += 1
-            if stop.signum is not None:
+            if ctx.any(stop.signum is not None, device):
                 checkpoint(step)
-                log.warning("signal %d: saved checkpoint at step %d, exiting", stop.signum, step)
-                raise SystemExit(128 + stop.signum)
+                signum = stop.signum or signal.SIGTERM
+                log.warning("signal %d: saved checkpoint at step %d, exiting", signum, step)
+                raise SystemExit(128 + signum)
             if step % cfg.train.checkpoint_every == 0 and step < cfg.train.max_steps:
                 checkpoint(step)
 
-    final = {"model": model.state_dict(), "model_config": dict(cfg.model), "class_names": names,
-             "image_size": cfg.data.image_size, "step": status["step"], "status": status["status"],
-             "config": cfg.to_dict()}
-    save_checkpoint(final, out / "model_final.pt")
-    write_json(status_path, status)
+    if ctx.is_main:
+        final = {"model": model.state_dict(), "model_config": dict(cfg.model), "class_names": names,
+                 "image_size": cfg.data.image_size, "step": status["step"],
+                 "status": status["status"], "config": cfg.to_dict()}
+        save_checkpoint(final, out / "model_final.pt")
+        write_json(status_path, status)
+    ctx.barrier()
     return status
