@@ -50,3 +50,15 @@ def test_loss_bound_is_a_divergence(tmp_path, synth_splits):
     status = read_json(run / "status.json")
     assert status == {"status": "diverged", "step": 0,
                       "reason": status["reason"]} and "exceeded train.max_loss" in status["reason"]
+
+
+def test_single_image_micro_batch_with_batchnorm_on_1x1_map_is_a_config_error(tmp_path, synth_splits):
+    from scratchdet.config import config_from_dict
+    from scratchdet.engine.train import train
+    from scratchdet.errors import ConfigError
+
+    cfg = config_from_dict({"model": {"name": "root_resnet18_ssd300"},
+                            "data": {"train": str(synth_splits["trainval"]), "num_workers": 0},
+                            "train": {"batch_size": 1, "max_steps": 1}})
+    with pytest.raises(ConfigError, match="train.micro_batch: 1 image"):
+        train(cfg, tmp_path / "run")

@@ -85,6 +85,16 @@ def _divergence(loss: float, grad_norm: float, bound: float) -> str | None:
     return None
 
 
+def _forward(net: torch.nn.Module, images: torch.Tensor, micro_batch: int):
+    try:
+        return net(images)
+    except ValueError as exc:
+        if "Expected more than 1 value per channel" not in str(exc):
+            raise
+        raise ConfigError(None, "train.micro_batch", f"{micro_batch} image(s) per forward pass is "
+                          "too few for BatchNorm on this model's 1x1 maps; use 2 or more") from None
+
+
 def train(cfg: RunConfig, out_dir: str | Path) -> dict[str, Any]:
     """Train (or resume) the run in `out_dir`; returns the final status dict.
 
@@ -191,7 +201,7 @@ def _train(cfg: RunConfig, out: Path, ctx: DistContext, device: torch.device) ->
             sync = nullcontext() if (micro == accumulation or not ctx.enabled) else net.no_sync()
             with sync:
                 with autocast:
-                    loc_p, conf_p = net(images)
+                    loc_p, conf_p = _forward(net, images, cfg.micro_batch)
                 losses = criterion(loc_p.float(), conf_p.float(), loc_t, labels_t)
                 (losses["loss"] / accumulation).backward()
             sums += torch.stack([losses["loss"].detach(), losses["loc"].detach(),
