@@ -27,6 +27,9 @@ class DataConfig:
     """Optional test split, used by `scratchdet detect` when no --data is given."""
     num_workers: int = 2
     image_size: int = 300
+    augment: str = "cpu"
+    """'cpu': per-image SSD augmentation in DataLoader workers; 'device': decode on the CPU, then
+    augment and match the whole batch on the training device (fast on a GPU)."""
 
 
 @dataclass
@@ -183,6 +186,8 @@ def _check_ranges(cfg: RunConfig, path: str | None) -> None:
         raise ConfigError(path, "train.milestones", f"must be increasing positive steps, got {t.milestones}")
     if t.device not in ("auto", "cpu", "cuda") and not t.device.startswith("cuda:"):
         raise ConfigError(path, "train.device", f"must be auto, cpu, cuda or cuda:N, got {t.device!r}")
+    if cfg.data.augment not in ("cpu", "device"):
+        raise ConfigError(path, "data.augment", f"must be cpu or device, got {cfg.data.augment!r}")
     if "name" not in cfg.model and "family" not in cfg.model:
         raise ConfigError(path, "model", "needs a 'name' (a canonical model) or a 'family'")
 

@@ -39,6 +39,7 @@ from ..ssd.matching import match, pad_targets
 from .checkpoint import load_checkpoint, save_checkpoint
 from .data import TrainSamples, collate_train
 from .distributed import DistContext, init_distributed, shutdown_distributed
+from .gpu_pipeline import DevicePipeline, RawSamples, collate_raw
 from .metrics_log import MetricsLog
 from .sampling import StreamBatchSampler
 from .schedule import lr_at
@@ -83,6 +84,21 @@ def _divergence(loss: float, grad_norm: float, bound: float) -> str | None:
     if loss > bound:
         return f"loss {loss:.4g} exceeded train.max_loss {bound:.4g}"
     return None
+
+
+def _input_pipeline(cfg: RunConfig, ann: dict, sampler_args: tuple, device: torch.device,
+                    priors: torch.Tensor, variances, memory_format: torch.memory_format):
+    """The DataLoader, and the on-device augmentation when `data.augment` is 'device'."""
+    dataset = DetectionDataset(ann)
+    sampler = StreamBatchSampler(len(dataset), *sampler_args)
+    common = {"batch_sampler": sampler, "num_workers": cfg.data.num_workers,
+              "pin_memory": device.type == "cuda"}
+    if cfg.data.augment == "device":
+        pipeline = DevicePipeline(priors, variances, seed=cfg.seed, size=cfg.data.image_size,
+                                  iou_threshold=cfg.loss.iou_threshold, memory_format=memory_format)
+        return DataLoader(RawSamples(dataset), collate_fn=collate_raw, **common), pipeline
+    samples = TrainSamples(dataset, cfg.data.image_size, cfg.seed)
+    return DataLoader(samples, collate_fn=collate_train, **common), None
 
 
 def _forward(net: torch.nn.Module, images: torch.Tensor, micro_batch: int):
@@ -166,11 +182,10 @@ def _train(cfg: RunConfig, out: Path, ctx: DistContext, device: torch.device) ->
     net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) \
         if ctx.enabled else model
 
-    samples = TrainSamples(DetectionDataset(ann), cfg.data.image_size, cfg.seed)
-    sampler = StreamBatchSampler(len(samples), cfg.train.batch_size, cfg.micro_batch, cfg.seed,
-                                 start_step, cfg.train.max_steps, ctx.rank, ctx.world_size)
-    loader = DataLoader(samples, batch_sampler=sampler, collate_fn=collate_train,
-                        num_workers=cfg.data.num_workers, pin_memory=device.type == "cuda")
+    loader, device_pipeline = _input_pipeline(cfg, ann, sampler_args=(
+        cfg.train.batch_size, cfg.micro_batch, cfg.seed, start_step, cfg.train.max_steps,
+        ctx.rank, ctx.world_size), device=device, priors=priors, variances=variances,
+        memory_format=memory_format)
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) \
         if (cfg.train.amp and device.type == "cuda") else nullcontext()
 
@@ -185,18 +200,22 @@ def _train(cfg: RunConfig, out: Path, ctx: DistContext, device: torch.device) ->
     step, micro, t0 = start_step, 0, time.perf_counter()
     sums = torch.zeros(4, device=device)  # loss, loc, conf, num_pos over the micro-batches of a step
     with _StopRequest() as stop:
-        for images, boxes, labels in loader:
+        for batch in loader:
             if micro == 0:
                 for group in optimizer.param_groups:
                     group["lr"] = lr_at(step, cfg.train)
                 optimizer.zero_grad(set_to_none=True)
                 sums.zero_()
             micro += 1
-            images = images.to(device, non_blocking=True).contiguous(memory_format=memory_format)
-            gt_boxes, gt_labels, gt_mask = (t.to(device, non_blocking=True)
-                                            for t in pad_targets(boxes, labels))
-            loc_t, labels_t = match(gt_boxes, gt_labels, gt_mask, priors, variances,
-                                    iou_threshold=cfg.loss.iou_threshold)
+            if device_pipeline is not None:
+                images, loc_t, labels_t = device_pipeline(batch)
+            else:
+                images, boxes, labels = batch
+                images = images.to(device, non_blocking=True).contiguous(memory_format=memory_format)
+                gt_boxes, gt_labels, gt_mask = (t.to(device, non_blocking=True)
+                                                for t in pad_targets(boxes, labels))
+                loc_t, labels_t = match(gt_boxes, gt_labels, gt_mask, priors, variances,
+                                        iou_threshold=cfg.loss.iou_threshold)
             # Gradients are averaged across processes once per step, on the last micro-batch.
             sync = nullcontext() if (micro == accumulation or not ctx.enabled) else net.no_sync()
             with sync:
