@@ -219,6 +219,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--status", help="status.json of the training run: a diverged run scores NaN")
     s.set_defaults(func=cmd_eval)
 
+    from .benchmark.cli import register as register_benchmark
+
+    register_benchmark(sub)
+
     s = sub.add_parser("models", help="list the canonical models")
     s.add_argument("--json", action="store_true")
     s.add_argument("--num-classes", type=int, default=20, help="object classes, background excluded")

@@ -1,0 +1,96 @@
+"""Inputs for the training benchmark: pre-made synthetic tensors and the real data pipelines."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader
+
+from ..data.annotations import load_annotations
+from ..data.dataset import DetectionDataset
+from ..data.transforms import CAFFE_MEAN_RGB
+from ..engine.data import TrainSamples, collate_train
+from ..engine.gpu_pipeline import DevicePipeline, RawSamples, TrainBatch, collate_raw
+from ..engine.sampling import StreamBatchSampler
+from ..ssd.matching import match, pad_targets
+
+
+def random_targets(batch: int, num_classes: int, generator: torch.Generator,
+                   boxes_per_image: int = 3) -> tuple[Tensor, Tensor, Tensor]:
+    """Padded normalised xyxy boxes, labels 1..C and an all-True mask (CPU tensors)."""
+    centre = torch.rand(batch, boxes_per_image, 2, generator=generator) * 0.6 + 0.2
+    half = torch.rand(batch, boxes_per_image, 2, generator=generator) * 0.25 + 0.03
+    boxes = torch.cat([centre - half, centre + half], -1).clamp(0, 1)
+    labels = torch.randint(1, num_classes + 1, (batch, boxes_per_image), generator=generator)
+    return boxes, labels, torch.ones(batch, boxes_per_image, dtype=torch.bool)
+
+
+def synthetic_images(batch: int, size: int, generator: torch.Generator) -> Tensor:
+    """Images in [0, 1] (the torchvision reference's input; ours is ``255 * x - mean``)."""
+    return torch.rand(batch, 3, size, size, generator=generator)
+
+
+def to_network_input(images01: Tensor) -> Tensor:
+    mean = torch.tensor(CAFFE_MEAN_RGB, device=images01.device)[None, :, None, None]
+    return images01 * 255.0 - mean
+
+
+def synthetic_batch(batch: int, num_classes: int, priors: Tensor, variances, size: int,
+                    memory_format: torch.memory_format, seed: int) -> TrainBatch:
+    """A fixed batch already on the priors' device: the step alone, no input cost."""
+    g = torch.Generator().manual_seed(seed)
+    images = to_network_input(synthetic_images(batch, size, g).to(priors.device))
+    boxes, labels, mask = (t.to(priors.device) for t in random_targets(batch, num_classes, g))
+    loc_t, labels_t = match(boxes, labels, mask, priors, variances)
+    return TrainBatch(images.contiguous(memory_format=memory_format), loc_t, labels_t)
+
+
+def training_split(data: str | None, n_images: int, workdir: str | Path) -> Path:
+    """The annotation JSON to read: ``data`` as given, else a synthetic VOC split in ``workdir``."""
+    if data:
+        return Path(data)
+    from ..data.annotations import save_annotations
+    from ..data.synth import make_synthetic_voc
+    from ..data.voc import read_voc
+
+    root = Path(workdir)
+    voc = make_synthetic_voc(root / "synth", n_trainval=n_images, n_test=1, seed=0)
+    out = root / "trainval.json"
+    save_annotations(read_voc(voc, "trainval"), out)
+    return out
+
+
+def _sampler(n: int, batch: int, steps: int, seed: int) -> StreamBatchSampler:
+    return StreamBatchSampler(n, batch, batch, seed, 0, steps)
+
+
+def device_augment_batches(split: Path, batch: int, steps: int, pipeline: DevicePipeline,
+                           workers: int, seed: int) -> Iterator[TrainBatch]:
+    """Light CPU decode in workers, then ``DevicePipeline`` (augment + match on the device)."""
+    dataset = DetectionDataset(load_annotations(split))
+    loader = DataLoader(RawSamples(dataset), batch_sampler=_sampler(len(dataset), batch, steps,
+                                                                    seed),
+                        collate_fn=collate_raw, num_workers=workers,
+                        pin_memory=pipeline.device.type == "cuda")
+    for raw in loader:
+        yield pipeline(raw)
+
+
+def cpu_augment_batches(split: Path, batch: int, steps: int, priors: Tensor, variances,
+                        memory_format: torch.memory_format, workers: int,
+                        seed: int, size: int = 300) -> Iterator[TrainBatch]:
+    """engine/train.py's path: per-image augmentation in CPU workers, then pad + match."""
+    dataset = DetectionDataset(load_annotations(split))
+    device = priors.device
+    loader = DataLoader(TrainSamples(dataset, size, seed),
+                        batch_sampler=_sampler(len(dataset), batch, steps, seed),
+                        collate_fn=collate_train, num_workers=workers,
+                        pin_memory=device.type == "cuda")
+    for images, boxes, labels in loader:
+        images = images.to(device, non_blocking=True).contiguous(memory_format=memory_format)
+        gt = (t.to(device, non_blocking=True) for t in pad_targets(boxes, labels))
+        loc_t, labels_t = match(*gt, priors, variances)
+        yield TrainBatch(images, loc_t, labels_t)

@@ -1,0 +1,111 @@
+"""Inference latency and FPS per model and batch size, NMS included (the papers' FPS column).
+
+One iteration = forward + ``scratchdet.ssd.postprocess`` (decode, per-class top-k, NMS, keep 200)
+on a fixed batch already on the device, with the device synchronised after each part so both are
+timed. Weights are the models' from-scratch initialisation: nearly every class score of an
+untrained head is above the 0.01 threshold, so NMS sees the most candidates it can (400 per
+class), which makes the NMS share an upper bound of what a trained model costs. ``process_cpu_ms`` is
+the CPU time of this process (all its threads) per iteration: on a shared CPU it varies less
+than wall time; on a GPU it is the host's share only.
+
+``fps.measured_fps(name)`` reads the result files back for the reports.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import time
+from contextlib import nullcontext
+from functools import partial
+from typing import Any
+
+import torch
+
+from ..data.transforms import CAFFE_MEAN_RGB
+from ..models import CANONICAL_MODELS, build_model, count_parameters
+from ..ssd.postprocess import postprocess
+from .common import (
+    Record,
+    check_positive,
+    default_out,
+    parse_model,
+    resolve_device,
+    summary,
+    timed,
+)
+from .fps import PAPER_FPS
+
+log = logging.getLogger(__name__)
+NUM_CLASSES = 20
+
+
+
+def _bench(model: torch.nn.Module, forward: Any, batch: int, args: argparse.Namespace,
+           device: torch.device, memory_format: torch.memory_format) -> dict[str, Any]:
+    g = torch.Generator().manual_seed(args.seed)
+    mean = torch.tensor(CAFFE_MEAN_RGB)[None, :, None, None]
+    images = (torch.rand(batch, 3, 300, 300, generator=g) * 255 - mean).to(device)
+    images = images.contiguous(memory_format=memory_format)
+    autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if args.amp and device.type == "cuda"
+                else nullcontext())
+    priors, variances = model.priors, model.prior_config.variances
+
+    def forward_only():
+        with autocast:
+            return forward(images)
+
+    fwd, post, total, cpu, dets = [], [], [], [], 0
+    with torch.inference_mode():
+        for i in range(args.warmup + args.iters):
+            c0 = time.process_time()
+            t_f, (loc, conf) = timed(forward_only, device)
+            t_p, out = timed(partial(postprocess, loc, conf, priors, variances), device)
+            if i >= args.warmup:
+                fwd.append(t_f)
+                post.append(t_p)
+                total.append(t_f + t_p)
+                cpu.append(time.process_time() - c0)
+                dets = sum(len(d["scores"]) for d in out) / batch
+    ms = lambda xs: [1000 * x for x in xs]
+    return {"latency_ms": summary(ms(total)), "forward_ms": summary(ms(fwd)),
+            "postprocess_ms": summary(ms(post)),
+            "process_cpu_ms": summary(ms(cpu)), "fps": summary([batch / t for t in total]),
+            "detections_per_image": dets}
+
+
+def run_infer(args: argparse.Namespace) -> dict[str, Any]:
+    check_positive("--iters", args.iters)
+    check_positive("--warmup", args.warmup, 0)
+    for b in args.batch_sizes:
+        check_positive("--batch-sizes", b)
+    device = resolve_device(args.device)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    memory_format = (torch.channels_last if args.channels_last and device.type == "cuda"
+                     else torch.contiguous_format)
+    config = {k: v for k, v in vars(args).items() if k not in ("func", "argv")}
+    config.update(memory_format=str(memory_format), num_classes=NUM_CLASSES,
+                  amp_active=args.amp and device.type == "cuda",
+                  postprocess="conf 0.01, NMS 0.45, top_k 400, keep_top_k 200 (defaults)")
+    record = Record("infer", device, config, getattr(args, "argv", None), args.seed)
+    for label, cfg in (parse_model(m) for m in args.models or CANONICAL_MODELS):
+        torch.manual_seed(args.seed)
+        model = build_model(cfg, NUM_CLASSES, load_pretrained=False).to(device).eval()
+        model = model.to(memory_format=memory_format)
+        forward = torch.compile(model) if args.compile else model
+        for batch in args.batch_sizes:
+            log.info("infer benchmark: %s at batch %d", label, batch)
+            row: dict[str, Any] = {"model": label, "model_config": cfg, "batch_size": batch,
+                                   "params": count_parameters(model)}
+            try:
+                row.update(_bench(model, forward, batch, args, device, memory_format))
+            except (torch.cuda.OutOfMemoryError, RuntimeError) as exc:
+                row["error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}"
+            if label in PAPER_FPS:
+                row["paper_fps"], row["paper_fps_source"] = PAPER_FPS[label]
+            record.add(row)
+        del model, forward
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+    return record.write(args.out or default_out("infer", device))

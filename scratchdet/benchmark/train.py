@@ -1,0 +1,250 @@
+"""Training throughput: images/s of a full step (forward, MultiBox loss, backward, SGD update).
+
+Per model and batch size, in one process and on one device:
+
+* ``synthetic``: a fixed batch already on the device with its targets matched: the step alone;
+* ``device_augment``: real data, light CPU decode + ``DevicePipeline`` (augment, match on device);
+* ``cpu_augment``: real data through engine/train.py's per-image CPU augmentation;
+* ``torchvision``: the model's backbone inside ``torchvision.models.detection.SSD`` with its own
+  anchors, head and loss, on the same synthetic batch (the reference); ``--reference vgg16`` adds
+  torchvision's own ``ssd300_vgg16``.
+
+``pipeline_cost[mode] = 1 - images/s(mode) / images/s(synthetic)``: the share of a step lost to
+the input pipeline. A mode that fails (e.g. CUDA out of memory) records its error and the run
+goes on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import logging
+import math
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import nullcontext
+from typing import Any
+
+import torch
+
+from ..models import build_model, count_parameters, resolve_config
+from ..ssd.loss import MultiBoxLoss
+from . import data as bdata
+from .common import Record, check_positive, default_out, parse_model, resolve_device, summary, sync
+from .tvref import backbone_reference, targets_for, torchvision_vgg16
+
+log = logging.getLogger(__name__)
+
+REAL_MODES = ("device_augment", "cpu_augment")
+NUM_CLASSES = 20  # VOC heads; the synthetic dataset's 5 labels are valid VOC labels
+LR = 1e-4  # small: random inputs must not blow the weights up while timing
+
+
+def _timed_steps(step: Callable[[], torch.Tensor], warmup: int, steps: int, repeats: int,
+                 device: torch.device) -> tuple[list[float], float]:
+    """Seconds per repeat of ``steps`` calls after ``warmup`` calls; and the last loss."""
+    loss = None
+    for _ in range(warmup):
+        loss = step()
+    times = []
+    for _ in range(repeats):
+        sync(device)
+        start = time.perf_counter()
+        for _ in range(steps):
+            loss = step()
+        sync(device)
+        times.append(time.perf_counter() - start)
+    return times, float(loss.detach()) if loss is not None else math.nan
+
+
+class _Trainer:
+    """One model's optimizer step on TrainBatch-es (ours) or torchvision inputs."""
+
+    def __init__(self, model: torch.nn.Module, device: torch.device, amp: bool):
+        self.model = model
+        self.optimizer = torch.optim.SGD(model.parameters(), lr=LR, momentum=0.9,
+                                         weight_decay=5e-4)
+        self.autocast = (torch.autocast("cuda", dtype=torch.bfloat16)
+                         if amp and device.type == "cuda" else nullcontext())
+        self.criterion = MultiBoxLoss()
+
+    def ours(self, forward: Callable, images, loc_t, labels_t) -> torch.Tensor:
+        self.optimizer.zero_grad(set_to_none=True)
+        with self.autocast:
+            loc_p, conf_p = forward(images)
+        loss = self.criterion(loc_p.float(), conf_p.float(), loc_t, labels_t)["loss"]
+        loss.backward()
+        self.optimizer.step()
+        return loss
+
+    def torchvision(self, images: list, targets: list) -> torch.Tensor:
+        self.optimizer.zero_grad(set_to_none=True)
+        with self.autocast:
+            losses = self.model(images, targets)
+        loss = sum(losses.values())
+        loss.backward()
+        self.optimizer.step()
+        return loss
+
+
+def _rate(times: Sequence[float], batch: int, steps: int) -> dict[str, Any]:
+    return {"images_per_s": summary([batch * steps / t for t in times]),
+            "step_ms": summary([1000 * t / steps for t in times])}
+
+
+def _release(device: torch.device) -> None:
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
+def _guard(fn: Callable[[], dict[str, Any]], device: torch.device) -> dict[str, Any]:
+    """Run one mode; a CUDA OOM (or any runtime failure) becomes an error entry."""
+    try:
+        return fn()
+    except (torch.cuda.OutOfMemoryError, RuntimeError) as exc:
+        log.warning("benchmark mode failed: %s", exc)
+        return {"error": f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}"}
+    finally:
+        _release(device)
+
+
+def _bench_ours(label: str, cfg: Any, batch: int, args: argparse.Namespace,
+                device: torch.device, memory_format: torch.memory_format,
+                split_path: Callable[[], Any]) -> dict[str, Any]:
+    """Our model in the synthetic and real-data modes; returns the row."""
+    torch.manual_seed(args.seed)
+    model = build_model(cfg, NUM_CLASSES, load_pretrained=False).to(device)
+    model = model.to(memory_format=memory_format).train()
+    forward = torch.compile(model) if args.compile else model
+    priors, variances = model.priors, model.prior_config.variances
+    trainer = _Trainer(model, device, args.amp)
+    total = args.warmup + args.steps * args.repeats
+    row: dict[str, Any] = {"model": label, "model_config": cfg, "batch_size": batch,
+                           "params": count_parameters(model), "priors": int(priors.shape[0]),
+                           "compiled": bool(args.compile), "modes": {}}
+
+    def run(batches: Iterator[bdata.TrainBatch]) -> dict[str, Any]:
+        times, loss = _timed_steps(lambda: trainer.ours(forward, *next(batches)), args.warmup,
+                                   args.steps, args.repeats, device)
+        return {**_rate(times, batch, args.steps), "last_loss": loss}
+
+    def synthetic() -> dict[str, Any]:
+        fixed = bdata.synthetic_batch(batch, NUM_CLASSES, priors, variances, 300, memory_format,
+                                      args.seed)
+        return run(iter(lambda: fixed, None))
+
+    def device_augment() -> dict[str, Any]:
+        pipeline = bdata.DevicePipeline(priors, variances, seed=args.seed,
+                                        memory_format=memory_format)
+        return run(bdata.device_augment_batches(split_path(), batch, total, pipeline,
+                                                args.workers, args.seed))
+
+    def cpu_augment() -> dict[str, Any]:
+        return run(bdata.cpu_augment_batches(split_path(), batch, total, priors, variances,
+                                             memory_format, args.workers, args.seed))
+
+    for mode, fn in (("synthetic", synthetic), ("device_augment", device_augment),
+                     ("cpu_augment", cpu_augment)):
+        if mode in args.modes:
+            row["modes"][mode] = _guard(fn, device)
+    return row
+
+
+def _bench_model(label: str, cfg: Any, batch: int, args: argparse.Namespace,
+                 device: torch.device, memory_format: torch.memory_format,
+                 split_path: Callable[[], Any]) -> dict[str, Any]:
+    row = _bench_ours(label, cfg, batch, args, device, memory_format, split_path)
+    _release(device)
+    if "torchvision" in args.modes and args.reference in ("backbone", "both"):
+        torch.manual_seed(args.seed)
+        fresh = build_model(cfg, NUM_CLASSES, load_pretrained=False)
+        row["modes"]["torchvision"] = _guard(
+            lambda: _bench_torchvision(backbone_reference(fresh), batch, args, device,
+                                       memory_format), device)
+        row["torchvision_model"] = "torchvision.models.detection.SSD(our backbone, SSDHead)"
+    _derive(row)
+    return row
+
+
+def _bench_torchvision(tv_model: torch.nn.Module, batch: int, args: argparse.Namespace,
+                       device: torch.device, memory_format: torch.memory_format) -> dict[str, Any]:
+    tv_model = tv_model.to(device).to(memory_format=memory_format).train()
+    trainer = _Trainer(tv_model, device, args.amp)
+    g = torch.Generator().manual_seed(args.seed)
+    images = list(bdata.synthetic_images(batch, 300, g).to(device))
+    boxes, labels, mask = (t.to(device) for t in bdata.random_targets(batch, NUM_CLASSES, g))
+    targets = targets_for(boxes, labels, mask, 300)
+    times, loss = _timed_steps(lambda: trainer.torchvision(images, targets), args.warmup,
+                               args.steps, args.repeats, device)
+    return {**_rate(times, batch, args.steps), "last_loss": loss,
+            "params": count_parameters(tv_model)}
+
+
+def _bench_tv_vgg16(batch: int, args: argparse.Namespace, device: torch.device,
+                    memory_format: torch.memory_format) -> dict[str, Any]:
+    torch.manual_seed(args.seed)
+    model = torchvision_vgg16(NUM_CLASSES + 1)
+    row = {"model": "torchvision.ssd300_vgg16", "model_config": None, "batch_size": batch,
+           "modes": {"torchvision": _guard(lambda: _bench_torchvision(
+               model, batch, args, device, memory_format), device)},
+           "torchvision_model": "torchvision.models.detection.ssd300_vgg16(weights=None)"}
+    _derive(row)
+    return row
+
+
+def _median_rate(entry: dict[str, Any] | None) -> float | None:
+    if not entry or "images_per_s" not in entry:
+        return None
+    return entry["images_per_s"]["median"]
+
+
+def _derive(row: dict[str, Any]) -> None:
+    """pipeline_cost per real mode, and our synthetic speed over torchvision's."""
+    synth = _median_rate(row["modes"].get("synthetic"))
+    row["pipeline_cost"] = {}
+    for mode in REAL_MODES:
+        real = _median_rate(row["modes"].get(mode))
+        if synth and real:
+            row["pipeline_cost"][mode] = round(1.0 - real / synth, 4)
+    tv = _median_rate(row["modes"].get("torchvision"))
+    row["speedup_vs_torchvision"] = round(synth / tv, 3) if synth and tv else None
+
+
+def run_train(args: argparse.Namespace) -> dict[str, Any]:
+    for name in ("steps", "repeats", "synth_images"):
+        check_positive(f"--{name.replace('_', '-')}", getattr(args, name))
+    check_positive("--warmup", args.warmup, 0)
+    check_positive("--workers", args.workers, 0)
+    for b in args.batch_sizes:
+        check_positive("--batch-sizes", b)
+    models = [parse_model(m) for m in args.models]
+    for _, cfg in models:
+        resolve_config(cfg)  # a bad name fails now, not after the first model's timings
+    device = resolve_device(args.device)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    memory_format = (torch.channels_last if args.channels_last and device.type == "cuda"
+                     else torch.contiguous_format)
+    config = {k: v for k, v in vars(args).items() if k not in ("func", "argv")}
+    config.update(memory_format=str(memory_format), amp_active=args.amp and device.type == "cuda",
+                  cudnn_benchmark=device.type == "cuda", num_classes=NUM_CLASSES, lr=LR)
+    record = Record("train", device, config, getattr(args, "argv", None), args.seed)
+
+    with tempfile.TemporaryDirectory(prefix="scratchdet-bench-") as tmp:
+        split_cache: dict[str, Any] = {}
+
+        def split_path():
+            if "path" not in split_cache:  # made on first use: synthetic-only runs skip it
+                split_cache["path"] = bdata.training_split(args.data, args.synth_images, tmp)
+            return split_cache["path"]
+
+        for batch in args.batch_sizes:
+            for label, cfg in models:
+                log.info("train benchmark: %s at batch %d", label, batch)
+                record.add(_bench_model(label, cfg, batch, args, device, memory_format,
+                                        split_path))
+            if "torchvision" in args.modes and args.reference in ("vgg16", "both"):
+                record.add(_bench_tv_vgg16(batch, args, device, memory_format))
+    return record.write(args.out or default_out("train", device))
