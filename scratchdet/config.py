@@ -60,6 +60,9 @@ class TrainConfig:
     """A loss above this (or NaN/inf) ends the run as 'diverged', which is a result, not a crash."""
     max_grad_norm: float = 0.0
     """Gradient clipping threshold; 0 disables it (the papers do not clip)."""
+    init_from: str = ""
+    """model_final.pt of another run to start from (DSOD's COCO -> VOC fine-tuning); tensors
+    whose shapes differ (the class scores: 81 vs 21) keep their fresh initialisation."""
 
 
 @dataclass

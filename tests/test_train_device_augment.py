@@ -40,3 +40,27 @@ def test_device_augmentation_trains_and_repeats(tmp_path, synth_splits):
 def test_unknown_augment_mode_is_a_config_error(synth_splits):
     with pytest.raises(ConfigError, match="data.augment"):
         _cfg(synth_splits["trainval"], augment="gpu")
+
+
+def test_init_from_copies_matching_tensors_and_keeps_new_class_scores(tmp_path, synth_splits):
+    from scratchdet.engine.train import initialise_from
+    from scratchdet.io import read_json
+    from scratchdet.models import build_model
+
+    source = tmp_path / "source"
+    train(_cfg(synth_splits["trainval"]), source)
+    target = build_model(TINY_DSOD, num_classes=7)  # other class count: conf heads differ
+    report = initialise_from(target, source / "model_final.pt")
+    trained = load_checkpoint(source / "model_final.pt")["model"]
+    own = target.state_dict()
+    assert report["loaded"] > 0 and report["skipped"]
+    assert all("conf" in name for name in report["skipped"])
+    for name, tensor in trained.items():
+        if name not in report["skipped"]:
+            assert torch.equal(own[name], tensor), name
+
+    cfg = config_from_dict(_cfg(synth_splits["trainval"]).to_dict()
+                           | {"train": _cfg(synth_splits["trainval"]).to_dict()["train"]
+                              | {"init_from": str(source / "model_final.pt")}})
+    train(cfg, tmp_path / "finetune")
+    assert read_json(tmp_path / "finetune" / "provenance.json")["init_from"]["loaded"] > 0

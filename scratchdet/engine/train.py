@@ -30,7 +30,7 @@ from typing_extensions import Self
 from ..config import RunConfig, dump_config
 from ..data.annotations import class_names, load_annotations
 from ..data.dataset import DetectionDataset
-from ..errors import ConfigError
+from ..errors import ConfigError, DataError
 from ..io import read_json, write_json, write_text
 from ..models import build_model
 from ..provenance import provenance, seed_everything
@@ -101,6 +101,25 @@ def _input_pipeline(cfg: RunConfig, ann: dict, sampler_args: tuple, device: torc
     return DataLoader(samples, collate_fn=collate_train, **common), None
 
 
+def initialise_from(model: torch.nn.Module, checkpoint: str | Path) -> dict[str, Any]:
+    """Copy every tensor of a trained model whose name and shape match; report what was not."""
+    source = load_checkpoint(checkpoint)
+    if "model" not in source:
+        raise DataError(checkpoint, "not a trained-model file (missing 'model')")
+    own = model.state_dict()
+    loaded, skipped = {}, []
+    for name, tensor in source["model"].items():
+        if name in own and own[name].shape == tensor.shape:
+            loaded[name] = tensor
+        else:
+            skipped.append(name)
+    if not loaded:
+        raise DataError(checkpoint, "no tensor matches this model's layers: a different architecture?")
+    model.load_state_dict(loaded, strict=False)
+    return {"checkpoint": str(checkpoint), "loaded": len(loaded), "skipped": skipped,
+            "fresh": sorted(set(own) - set(loaded))}
+
+
 def _forward(net: torch.nn.Module, images: torch.Tensor, micro_batch: int):
     try:
         return net(images)
@@ -163,6 +182,9 @@ def _train(cfg: RunConfig, out: Path, ctx: DistContext, device: torch.device) ->
     optimizer = torch.optim.SGD(model.parameters(), lr=cfg.train.lr, momentum=cfg.train.momentum,
                                 weight_decay=cfg.train.weight_decay)
 
+    init_report = None
+    if cfg.train.init_from and not last_path.exists():
+        init_report = initialise_from(model, cfg.train.init_from)
     start_step = 0
     metrics = MetricsLog(out / "metrics.csv")
     if last_path.exists():
@@ -178,7 +200,8 @@ def _train(cfg: RunConfig, out: Path, ctx: DistContext, device: torch.device) ->
         metrics.truncate(start_step)
         write_text(out / "config.yaml", dump_config(cfg))
         write_json(out / "provenance.json",
-                   provenance(cfg.to_dict(), cfg.seed, device) | {"world_size": ctx.world_size})
+                   provenance(cfg.to_dict(), cfg.seed, device)
+                   | {"world_size": ctx.world_size, "init_from": init_report})
     net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) \
         if ctx.enabled else model
 
