@@ -1,0 +1,225 @@
+"""Fetch and unpack the official dataset archives: resumable, checksummed, safe to extract.
+
+- `fetch` downloads into `<dest>.part`, resuming with an HTTP Range request after an interruption
+  (a server that ignores Range restarts from zero), verifies the md5/sha256 given in the workflow
+  config and only then renames the file to `dest`: a file at `dest` is always complete and verified.
+- `extract` refuses archive members that would land outside the target folder (absolute paths,
+  `..`, links pointing out, device files): tar uses the standard library's 'data' filter, zip is
+  checked member by member. Members are unpacked into a scratch folder beside the target and moved
+  into place, so archives that share a tree (VOC 2007 trainval and test) merge.
+
+Run as `python -m scratchdet.data.download {fetch,extract} ...` or through `register()`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import logging
+import os
+import shutil
+import tarfile
+import tempfile
+import time
+import urllib.error
+import urllib.request
+import zipfile
+from pathlib import Path
+
+from ..errors import DataError
+from ..io import write_text
+
+log = logging.getLogger(__name__)
+
+CHUNK = 1 << 20
+
+
+def file_digest(path: str | Path, algorithm: str) -> str:
+    h = hashlib.new(algorithm)
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(CHUNK), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def verify(path: str | Path, md5: str | None = None, sha256: str | None = None) -> None:
+    """Raise DataError unless `path` matches every checksum given."""
+    for algorithm, expected in (("md5", md5), ("sha256", sha256)):
+        if expected:
+            got = file_digest(path, algorithm)
+            if got.lower() != expected.lower():
+                raise DataError(path, f"{algorithm} is {got}, expected {expected}: a corrupt or "
+                                      "tampered file")
+
+
+def _open(url: str, start: int, timeout: float):
+    req = urllib.request.Request(url, headers={"User-Agent": "scratchdet-download"})
+    if start:
+        req.add_header("Range", f"bytes={start}-")
+    return urllib.request.urlopen(req, timeout=timeout)
+
+
+def _transfer(url: str, part: Path, timeout: float) -> None:
+    """Append the rest of `url` to `part` (resuming at its current size)."""
+    start = part.stat().st_size if part.exists() else 0
+    try:
+        resp = _open(url, start, timeout)
+    except urllib.error.HTTPError as exc:
+        if exc.code == 416 and start:  # nothing left to fetch: the partial file is whole
+            return
+        raise
+    with resp:
+        resumed = start and resp.status == 206
+        if start and not resumed:
+            log.info("%s: server ignored the range request; starting over", url)
+        with open(part, "ab" if resumed else "wb") as fh:
+            while block := resp.read(CHUNK):
+                fh.write(block)
+
+
+def fetch(url: str, dest: str | Path, md5: str | None = None, sha256: str | None = None,
+          retries: int = 5, timeout: float = 60.0, manual: str | None = None) -> Path:
+    """Download `url` to `dest` (resumable, verified); a verified `dest` is not fetched again.
+
+    `manual` marks an archive that needs a login (VOC 2012 test): it is never fetched, and the
+    error says how to obtain it.
+    """
+    dest = Path(dest)
+    if manual:
+        if not dest.exists():
+            raise DataError(dest, f"cannot be downloaded automatically: {manual}")
+        verify(dest, md5, sha256)
+        return dest
+    if not (md5 or sha256):
+        raise DataError(dest, f"no checksum configured for {url}: refusing an unverifiable download")
+    if dest.exists():
+        verify(dest, md5, sha256)
+        return dest
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    part = dest.with_name(dest.name + ".part")
+    for attempt in range(1, retries + 1):
+        try:
+            _transfer(url, part, timeout)
+            break
+        except (urllib.error.URLError, OSError) as exc:
+            if attempt == retries:
+                raise DataError(dest, f"download of {url} failed after {retries} tries: {exc} "
+                                      f"(the partial file {part.name} is kept; run again to resume)")
+            log.warning("%s: %s; resuming in %ds (try %d/%d)", url, exc, 2 ** attempt, attempt,
+                        retries)
+            time.sleep(2 ** attempt)
+    try:
+        verify(part, md5, sha256)
+    except DataError as exc:
+        part.unlink()  # resuming a corrupt file can never succeed
+        raise DataError(dest, f"{exc.problem}; removed it, run again to download afresh") from None
+    os.replace(part, dest)
+    return dest
+
+
+def _inside(root: Path, name: str) -> bool:
+    target = (root / name).resolve()
+    return target == root or root in target.parents
+
+
+def _extract_zip(archive: Path, into: Path) -> int:
+    with zipfile.ZipFile(archive) as zf:
+        for info in zf.infolist():
+            if os.path.isabs(info.filename) or not _inside(into, info.filename):
+                raise DataError(archive, f"member {info.filename!r} would be written outside "
+                                         f"{into}; refusing to extract")
+        zf.extractall(into)
+        return len(zf.infolist())
+
+
+def _extract_tar(archive: Path, into: Path) -> int:
+    with tarfile.open(archive) as tf:
+        members = tf.getmembers()
+        try:
+            tf.extractall(into, filter="data")
+        except tarfile.FilterError as exc:
+            raise DataError(archive, f"unsafe member refused: {exc}") from None
+        return len(members)
+
+
+def _merge_move(src: Path, dst: Path) -> None:
+    """Move the tree `src` into `dst`, merging folders and replacing files."""
+    for entry in src.iterdir():
+        target = dst / entry.name
+        if entry.is_dir() and not entry.is_symlink() and target.is_dir():
+            _merge_move(entry, target)
+        else:
+            if target.is_dir() and not target.is_symlink():
+                shutil.rmtree(target)
+            os.replace(entry, target)
+
+
+def extract(archive: str | Path, into: str | Path, marker: str | Path | None = None) -> int:
+    """Unpack a .tar(.gz) or .zip into `into`; write `marker` (a small summary) when done."""
+    archive, into = Path(archive), Path(into)
+    into.mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(prefix=f".{archive.name}.", dir=into))
+    try:
+        if zipfile.is_zipfile(archive):
+            n = _extract_zip(archive, scratch.resolve())
+        elif tarfile.is_tarfile(archive):
+            n = _extract_tar(archive, scratch)
+        else:
+            raise DataError(archive, "neither a tar nor a zip archive")
+        _merge_move(scratch, into)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    if marker:
+        write_text(marker, f"{archive.name}: {n} members extracted into {into}\n")
+    return n
+
+
+# --- command line ------------------------------------------------------------------------------
+
+def _cmd_fetch(args: argparse.Namespace) -> None:
+    print(fetch(args.url, args.out, md5=args.md5, sha256=args.sha256, retries=args.retries,
+                manual=args.manual))
+
+
+def _cmd_extract(args: argparse.Namespace) -> None:
+    n = extract(args.archive, args.into, args.marker)
+    print(f"{args.archive}: {n} members -> {args.into}")
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add `download` and `extract` to a subcommand group (e.g. `scratchdet data`)."""
+    s = subparsers.add_parser("download", help="fetch an archive (resumable, checksum-verified)")
+    s.add_argument("--url", required=True)
+    s.add_argument("--out", required=True, help="file to write once it is whole and verified")
+    s.add_argument("--md5")
+    s.add_argument("--sha256")
+    s.add_argument("--retries", type=int, default=5)
+    s.add_argument("--manual", help="never fetch: the file needs a login; this text says how")
+    s.set_defaults(func=_cmd_fetch)
+    s = subparsers.add_parser("extract", help="unpack a tar/zip, refusing members escaping --into")
+    s.add_argument("--archive", required=True)
+    s.add_argument("--into", required=True)
+    s.add_argument("--marker", help="file written when extraction has finished")
+    s.set_defaults(func=_cmd_extract)
+
+
+def main(argv: list[str] | None = None) -> int:
+    import sys
+
+    from ..errors import ScratchdetError
+
+    parser = argparse.ArgumentParser(prog="python -m scratchdet.data.download",
+                                     description=__doc__.splitlines()[0])
+    register(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        args.func(args)
+    except ScratchdetError as exc:
+        print(f"scratchdet: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
