@@ -1,0 +1,254 @@
+"""Paper tables (params/*.tsv) + a scale (config/scales/*.yaml) -> one run config per table row.
+
+The Snakefile plans one training job per row with these functions, and the report commands read
+results through the same `RunPaths`, so the file layout of a run is defined here only.
+
+A params table has one row per ablation: `row` (a path-safe id), descriptive columns shown in the
+report, then the fixed columns below, `paper_<metric>` columns with the paper's numbers (empty =
+unknown, `NAN` = the paper reports divergence) and a free-text `note`.
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import dataclasses
+import math
+import re
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .config import config_from_dict
+from .errors import ConfigError
+
+FIXED = ("row", "recipe", "train_data", "eval", "pretrained", "init_from", "model", "train", "note")
+PAPER_PREFIX = "paper_"
+NOT_METRICS = ("params_m", "fps")
+"""paper_ columns that are context rather than a metric of the trained run."""
+
+EVALS = {
+    # eval kind -> (local ground truth split, metric, evaluation-server split or None)
+    "voc07": ("voc07_test", "voc07", None),
+    "voc12": ("voc07_test", "voc12", "voc12_test"),
+    "coco": ("coco_val", "coco", "coco_testdev"),
+}
+
+# Logical split -> dataset file (under the data folder) for each kind of dataset. The synthetic
+# dataset stands in for every split at the smoke scale.
+SPLITS = {
+    "synth": {
+        "voc07+12": "synth/trainval.json", "voc07++12": "synth/trainval.json",
+        "coco": "synth/trainval.json", "voc07_test": "synth/test.json",
+        "voc12_test": "synth/test.json", "coco_val": "synth/test.json",
+        "coco_testdev": "synth/test.json",
+    },
+    "official": {
+        "voc07+12": "voc/trainval_0712.json", "voc07++12": "voc/trainval_0712_test07.json",
+        "coco": "coco/train2017.json", "voc07_test": "voc/test_07.json",
+        "voc12_test": "voc/test_12.json", "coco_val": "coco/val2017.json",
+        "coco_testdev": "coco/test-dev2017.json",
+    },
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Row:
+    table: str
+    id: str
+    recipe: str
+    train_data: str
+    eval: str
+    pretrained: bool
+    """Fine-tunes ImageNet weights (torchvision's, fetched when the row runs)."""
+    unpublished: bool
+    """Its ImageNet weights were never released: it cannot run at any scale."""
+    init_from: str | None
+    """'table/row' of the run whose final weights initialise this one (COCO -> VOC)."""
+    model: dict[str, Any]
+    train: dict[str, Any]
+    paper: dict[str, float | None]
+    """paper_ columns without the prefix; None = unknown, NaN = diverged in the paper."""
+    labels: dict[str, str]
+    """The descriptive columns, in table order."""
+    note: str
+
+    @property
+    def key(self) -> str:
+        return f"{self.table}/{self.id}"
+
+    @property
+    def metrics(self) -> list[str]:
+        return [k for k in self.paper if k not in NOT_METRICS]
+
+
+@dataclasses.dataclass(frozen=True)
+class RunPaths:
+    """Where every file of one row's run lives: `<results>/<scale>/<table>/<row>/...`."""
+
+    root: Path
+
+    @classmethod
+    def of(cls, results: str | Path, table: str, row: str) -> RunPaths:
+        return cls(Path(results) / table / row)
+
+    @property
+    def run_config(self) -> Path:
+        return self.root / "run.yaml"
+
+    @property
+    def train_dir(self) -> Path:
+        return self.root / "train"
+
+    @property
+    def model(self) -> Path:
+        return self.train_dir / "model_final.pt"
+
+    @property
+    def status(self) -> Path:
+        return self.train_dir / "status.json"
+
+    @property
+    def metrics_csv(self) -> Path:
+        return self.train_dir / "metrics.csv"
+
+    @property
+    def provenance(self) -> Path:
+        return self.train_dir / "provenance.json"
+
+    @property
+    def metrics(self) -> Path:
+        return self.root / "metrics.json"
+
+    def detections(self, split_file: str | Path) -> Path:
+        return self.root / f"dets_{Path(split_file).stem}.json"
+
+    @property
+    def voc_submission(self) -> Path:
+        return self.root / "voc2012_test_submission.tar.gz"
+
+    @property
+    def coco_submission(self) -> Path:
+        # The server reads the algorithm name between underscores: letters and digits only.
+        alg = re.sub(r"[^A-Za-z0-9]", "", self.root.name)
+        return self.root / f"detections_test-dev2017_{alg}_results.zip"
+
+
+def submission_file(row: Row, paths: RunPaths) -> Path | None:
+    """The evaluation-server upload file of a row (None when its metric is computed locally)."""
+    server = EVALS[row.eval][2]
+    return {"voc12_test": paths.voc_submission, "coco_testdev": paths.coco_submission}.get(server)
+
+
+def parse_paper_value(text: str, where: str) -> float | None:
+    text = text.strip()
+    if not text:
+        return None
+    if text.upper() == "NAN":
+        return math.nan
+    try:
+        return float(text)
+    except ValueError:
+        raise ConfigError(where, "paper value", f"expected a number, NAN or empty, got {text!r}") \
+            from None
+
+
+def _yaml_cell(text: str, where: str, key: str) -> dict[str, Any]:
+    try:
+        value = yaml.safe_load(text) if text.strip() else {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(where, key, f"malformed YAML: {exc}") from None
+    if not isinstance(value, dict):
+        raise ConfigError(where, key, f"expected a mapping like {{lr: 0.05}}, got {text!r}")
+    return value
+
+
+def load_table(path: str | Path) -> list[Row]:
+    """Parse one params table (the column schema is checked by the workflow's params schema)."""
+    path = Path(path)
+    with open(path, newline="") as fh:
+        records = list(csv.DictReader(fh, delimiter="\t"))
+    if not records:
+        raise ConfigError(path, "<file>", "no rows")
+    missing = [c for c in FIXED if c not in records[0]]
+    if missing:
+        raise ConfigError(path, missing[0], "missing column")
+    rows, seen = [], set()
+    for i, rec in enumerate(records, start=2):
+        where = f"{path}:{i}"
+        if rec["row"] in seen:
+            raise ConfigError(where, "row", f"duplicate row id {rec['row']!r}")
+        seen.add(rec["row"])
+        rows.append(Row(
+            table=path.stem, id=rec["row"], recipe=rec["recipe"], train_data=rec["train_data"],
+            eval=rec["eval"], pretrained=rec["pretrained"] != "no",
+            unpublished=rec["pretrained"] == "unpublished",
+            init_from=rec["init_from"] or None,
+            model=_yaml_cell(rec["model"], where, "model"),
+            train=_yaml_cell(rec["train"], where, "train"),
+            paper={k[len(PAPER_PREFIX):]: parse_paper_value(v, where)
+                   for k, v in rec.items() if k.startswith(PAPER_PREFIX)},
+            labels={k: v for k, v in rec.items()
+                    if k not in FIXED and not k.startswith(PAPER_PREFIX)},
+            note=rec["note"],
+        ))
+    return rows
+
+
+def check_references(tables: dict[str, list[Row]], scale: dict[str, Any]) -> None:
+    """Every recipe a row names exists in the scale; every init_from names a row."""
+    keys = {r.key: r for rows in tables.values() for r in rows}
+    for r in keys.values():
+        if r.recipe not in scale["recipes"]:
+            raise ConfigError(f"params/{r.table}.tsv", f"{r.id}.recipe",
+                              f"recipe {r.recipe!r} is not defined by the scale; defined: "
+                              f"{', '.join(sorted(scale['recipes']))}")
+        if r.init_from and r.init_from not in keys:
+            raise ConfigError(f"params/{r.table}.tsv", f"{r.id}.init_from",
+                              f"{r.init_from!r} is not a table/row of the loaded tables")
+
+
+def skip_reason(row: Row, tables: dict[str, list[Row]], scale: dict[str, Any]) -> str | None:
+    """Why `row` does not run at this scale (None: it runs). Never silent: reports show it."""
+    if row.unpublished:
+        return "needs ImageNet weights that were never published"
+    if row.pretrained and not scale["run_pretrained"]:
+        return scale["pretrained_skip_reason"]
+    if row.init_from:
+        table, rid = row.init_from.split("/")
+        parent = next(r for r in tables[table] if r.id == rid)
+        why = skip_reason(parent, tables, scale)
+        if why:
+            return f"its initialisation run {row.init_from} does not run ({why})"
+    return None
+
+
+def deep_merge(base: dict[str, Any], *overrides: dict[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(base)
+    for over in overrides:
+        for key, value in over.items():
+            if isinstance(value, dict) and isinstance(out.get(key), dict):
+                out[key] = deep_merge(out[key], value)
+            else:
+                out[key] = copy.deepcopy(value)
+    return out
+
+
+def split_file(scale: dict[str, Any], split: str, data_dir: str | Path = "data") -> str:
+    return str(Path(data_dir) / SPLITS[scale["dataset"]][split])
+
+
+def run_config(row: Row, scale: dict[str, Any], data_dir: str | Path = "data",
+               init_checkpoint: str | Path | None = None) -> dict[str, Any]:
+    """The run config of `row` at `scale`: scale base < recipe < the row's own overrides."""
+    gt_split = EVALS[row.eval][0]
+    raw = deep_merge(scale["base"], scale["recipes"][row.recipe], {"train": row.train}, {
+        "model": row.model,
+        "data": {"train": split_file(scale, row.train_data, data_dir),
+                 "test": split_file(scale, gt_split, data_dir)},
+    })
+    if init_checkpoint is not None:
+        raw["train"]["init_from"] = str(init_checkpoint)
+    config_from_dict(raw, f"{row.table}/{row.id}")  # fail at planning, not in the job
+    return raw

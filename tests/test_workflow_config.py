@@ -1,0 +1,125 @@
+"""params/*.tsv + config/scales/*.yaml -> run configs (scratchdet.workflow_config)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+import yaml
+from snakemake.utils import validate
+
+from scratchdet import workflow_config as wc
+from scratchdet.config import config_from_dict
+from scratchdet.errors import ConfigError
+from scratchdet.models import build_model, resolve_config
+from tests.test_models import ROW_CONFIGS
+
+ROOT = Path(__file__).resolve().parent.parent
+TABLE_FILES = sorted((ROOT / "params").glob("*.tsv"))
+SCALES = {p.stem: yaml.safe_load(p.read_text()) for p in (ROOT / "config/scales").glob("*.yaml")}
+TABLES = {p.stem: wc.load_table(p) for p in TABLE_FILES}
+ALL_ROWS = [r for rows in TABLES.values() for r in rows]
+
+
+def test_every_paper_table_has_a_params_file():
+    assert {p.stem for p in TABLE_FILES} == {
+        "dsod_table3", "dsod_table4", "dsod_table5", "dsod_table6", "scratchdet_table1",
+        "scratchdet_table2", "scratchdet_table3", "scratchdet_table4", "scratchdet_table5"}
+
+
+@pytest.mark.parametrize("path", TABLE_FILES, ids=lambda p: p.stem)
+def test_params_tables_pass_the_workflow_schema(path):
+    df = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False)
+    validate(df, str(ROOT / "workflow/schemas/params.schema.yaml"))
+
+
+@pytest.mark.parametrize("name", sorted(SCALES))
+def test_scales_pass_their_schema_and_define_every_recipe(name):
+    validate(SCALES[name], str(ROOT / "workflow/schemas/scale.schema.yaml"))
+    wc.check_references(TABLES, SCALES[name])
+
+
+def test_paper_values_from_specs():
+    rows = {r.key: r for r in ALL_ROWS}
+    assert rows["scratchdet_table1/scratch_bn-none_lr0.001"].paper["map"] == 67.6
+    assert math.isnan(rows["scratchdet_table1/scratch_bn-none_lr0.05"].paper["map"])  # NAN
+    assert rows["dsod_table3/ds64-36-48-1_stem"].paper["map"] is None  # not recovered
+    assert rows["dsod_table6/dsod300_coco"].paper == {
+        "AP": 29.3, "AP50": 47.3, "AP75": 30.6, "APs": 9.4, "APm": 31.5, "APl": 47.0}
+    nan_rows = [r.id for r in TABLES["scratchdet_table1"] if r.paper["map"] != r.paper["map"]]
+    assert nan_rows == ["scratch_bn-none_lr0.01", "scratch_bn-none_lr0.05",
+                        "scratch_bn-head_lr0.05", "pretrained_bn-none_lr0.05"]
+
+
+@pytest.mark.parametrize("row", ALL_ROWS, ids=lambda r: r.key)
+def test_every_row_model_builds_and_is_one_of_the_model_zoo_rows(row):
+    with torch.device("meta"):
+        model = build_model(row.model, 80 if row.eval == "coco" else 20, load_pretrained=False)
+    assert model.priors.shape[0] > 8000
+    zoo = {repr(sorted(resolve_config(c)[1].as_dict().items())) for _, c in ROW_CONFIGS}
+    zoo |= {repr(sorted(resolve_config({"name": "dsod300"})[1].as_dict().items()))}
+    assert repr(sorted(resolve_config(row.model)[1].as_dict().items())) in zoo
+
+
+@pytest.mark.parametrize("scale", sorted(SCALES))
+def test_every_row_gives_a_valid_run_config(scale):
+    for row in ALL_ROWS:
+        init = "results/x/model_final.pt" if row.init_from else None
+        cfg = config_from_dict(wc.run_config(row, SCALES[scale], "data", init))
+        assert cfg.model == row.model and cfg.train.init_from == (init or "")
+        for key, value in row.train.items():  # the row's overrides win over the recipe
+            assert getattr(cfg.train, key) == value
+
+
+def test_run_config_layers_scale_recipe_and_row():
+    row = next(r for r in TABLES["scratchdet_table1"] if r.id == "scratch_bn-head_lr0.01")
+    paper = wc.run_config(row, SCALES["paper"], "data")
+    assert paper["train"]["lr"] == 0.01  # row
+    assert paper["train"]["milestones"] == [40000, 75000, 90000]  # recipe
+    assert paper["data"] == {"num_workers": 8, "train": "data/voc/trainval_0712.json",
+                             "test": "data/voc/test_07.json"}  # scale base + split files
+    smoke = wc.run_config(row, SCALES["default"], "data")
+    assert smoke["train"]["lr"] == 0.01 and smoke["train"]["max_steps"] < 10
+    assert smoke["data"]["train"] == "data/synth/trainval.json"
+
+
+def test_a_bad_row_override_fails_at_planning():
+    row = TABLES["scratchdet_table1"][0]
+    bad = wc.Row(**{**row.__dict__, "train": {"lr": "fast"}})
+    with pytest.raises(ConfigError, match="train.lr"):
+        wc.run_config(bad, SCALES["default"])
+
+
+def test_skip_reasons_are_explicit():
+    default, paper = SCALES["default"], SCALES["paper"]
+    rows = {r.key: r for r in ALL_ROWS}
+    pre = rows["scratchdet_table1/pretrained_bn-both_lr0.01"]
+    assert wc.skip_reason(pre, TABLES, default) == "needs ImageNet weights, offline"
+    assert wc.skip_reason(pre, TABLES, paper) is None
+    lite = rows["dsod_table4/ds64-12-16-1_pretrained"]
+    assert "never published" in wc.skip_reason(lite, TABLES, paper)
+    assert wc.skip_reason(rows["scratchdet_table1/scratch_bn-none_lr0.001"], TABLES, default) is None
+    coco_to_voc = rows["scratchdet_table5/scratchdet300_coco_voc07"]
+    assert wc.skip_reason(coco_to_voc, TABLES, default) is None  # its COCO run runs too
+    orphan = wc.Row(**{**coco_to_voc.__dict__, "init_from": pre.key})
+    assert "does not run (needs ImageNet weights, offline)" in wc.skip_reason(orphan, TABLES, default)
+
+
+def test_load_table_errors_name_the_file_and_row(tmp_path):
+    src = (ROOT / "params/scratchdet_table3.tsv").read_text().splitlines()
+    (tmp_path / "t.tsv").write_text("\n".join([src[0], src[1], src[1]]) + "\n")
+    with pytest.raises(ConfigError, match=r"t.tsv:3.*duplicate row id"):
+        wc.load_table(tmp_path / "t.tsv")
+    (tmp_path / "u.tsv").write_text("\n".join([src[0], src[1].replace("80.4", "eighty")]) + "\n")
+    with pytest.raises(ConfigError, match="expected a number, NAN or empty"):
+        wc.load_table(tmp_path / "u.tsv")
+
+
+def test_run_paths_layout():
+    p = wc.RunPaths.of("results/paper", "dsod_table6", "dsod300_coco")
+    assert p.model == Path("results/paper/dsod_table6/dsod300_coco/train/model_final.pt")
+    assert p.detections("data/coco/val2017.json").name == "dets_val2017.json"
+    assert p.coco_submission.name == "detections_test-dev2017_dsod300coco_results.zip"
