@@ -1,0 +1,6 @@
+"""Reports of the workflow: paper tables (Markdown + CSV), figures, evaluation-server files.
+
+Modules: `tables` (reproduced vs paper per row), `figures` (ScratchDet Figure 1, precision-recall
+curves, detection grids), `precision_recall`, `submission` (VOC 2012 / COCO test-dev upload files
+and unlabelled test lists), `runconfig` (a row's run config), `cli` (the `report` commands).
+"""

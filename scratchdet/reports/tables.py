@@ -1,0 +1,212 @@
+"""One paper table as Markdown and CSV: per row the reproduced value, the paper's and the difference.
+
+Values are in percent like the papers. A diverged run reads NAN (as the papers print it); a row
+that did not run says why; a paper value that was not recovered stays empty. The header states
+the scale and the hardware the runs were trained on, read from the runs' own provenance.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ..io import read_json, write_text
+from ..workflow_config import Row, RunPaths, load_table, submission_file
+
+TITLES = {
+    "dsod_table3": "DSOD Table 3: ablation on PASCAL VOC 2007 test",
+    "dsod_table4": "DSOD Table 4: PASCAL VOC 2007 test",
+    "dsod_table5": "DSOD Table 5: PASCAL VOC 2012 test",
+    "dsod_table6": "DSOD Table 6: MS COCO test-dev",
+    "scratchdet_table1": "ScratchDet Table 1: BatchNorm and learning rate, SSD300 VGG-16, VOC 2007 test",
+    "scratchdet_table2": "ScratchDet Table 2: ResNet-18 root variants, VOC 2007 test",
+    "scratchdet_table3": "ScratchDet Table 3: ScratchDet300 on PASCAL VOC",
+    "scratchdet_table4": "ScratchDet Table 4: MS COCO test-dev",
+    "scratchdet_table5": "ScratchDet Table 5: from MS COCO to PASCAL VOC",
+}
+METRIC_NAMES = {"map": "mAP"}
+EVAL_NOTES = {
+    "voc07": "VOC 2007 test, 11-point mAP",
+    "voc12": "paper: VOC 2012 test (evaluation server); reproduced: the local test split with the "
+             "VOC 2012 AP rule (at the paper scale VOC 2007 test, which 07++12 trains on: an "
+             "optimistic number); the server upload file is listed per row",
+    "coco": "paper: COCO test-dev (evaluation server); reproduced: the local test split (COCO "
+            "val2017 at the paper scale); the server upload file is listed per row",
+}
+
+
+def fmt(value: float | None) -> str:
+    if value is None:
+        return ""
+    return "NAN" if math.isnan(value) else f"{value:.1f}"
+
+
+@dataclass
+class RowResult:
+    row: Row
+    status: str
+    """finished, diverged or not run"""
+    detail: str = ""
+    values: dict[str, float | None] = field(default_factory=dict)
+    """metric -> reproduced value in percent (None: no value, NaN: diverged)"""
+    params_m: float | None = None
+    submission: str = ""
+    hardware: str = ""
+
+
+def describe_hardware(prov: dict[str, Any]) -> str:
+    hw = prov.get("hardware", {})
+    if str(hw.get("device", "")).startswith("cuda") and hw.get("gpus"):
+        return f"{hw['gpus'][0]} (CUDA {hw.get('cuda')})"
+    return f"CPU ({hw.get('cpu') or 'unknown'}, {hw.get('cpu_count')} cores)"
+
+
+def _metric_value(metrics: dict[str, Any], name: str) -> float | None:
+    value = metrics.get("map") if name == "map" else metrics.get("stats", {}).get(name)
+    if metrics.get("diverged"):
+        return math.nan
+    return None if value is None else 100.0 * float(value)
+
+
+def count_params_m(model_cfg: dict[str, Any], num_classes: int) -> float:
+    """Parameters in millions the way the papers count them: learnable + BatchNorm statistics."""
+    import torch
+
+    from ..models.registry import build_model, count_parameters
+
+    with torch.device("meta"):
+        model = build_model(model_cfg, num_classes, load_pretrained=False)
+    stats = sum(b.numel() for n, b in model.named_buffers() if n.endswith(("running_mean",
+                                                                          "running_var")))
+    return (count_parameters(model) + stats) / 1e6
+
+
+def collect(rows: list[Row], results: str | Path, skips: dict[str, str]) -> list[RowResult]:
+    """Read each row's results (metrics.json, status, provenance) or its reason for not running."""
+    out = []
+    for row in rows:
+        paths = RunPaths.of(results, row.table, row.id)
+        res = RowResult(row, "not run", skips.get(row.id, ""))
+        if "params_m" in row.paper:
+            res.params_m = count_params_m(row.model, 80 if row.eval == "coco" else 20)
+        if row.id in skips:
+            out.append(res)
+            continue
+        metrics = read_json(paths.metrics)
+        status = read_json(paths.status)
+        res.status = status["status"]
+        res.detail = (f"at step {status['step']}: {status.get('reason')}"
+                      if res.status == "diverged" else f"{status['step']} steps")
+        res.values = {m: _metric_value(metrics, m) for m in row.metrics}
+        if paths.provenance.exists():
+            res.hardware = describe_hardware(read_json(paths.provenance))
+        server_file = submission_file(row, paths)
+        res.submission = str(server_file) if server_file else ""
+        out.append(res)
+    return out
+
+
+def _diff(ours: float | None, paper: float | None) -> float | None:
+    if ours is None or paper is None or math.isnan(ours) or math.isnan(paper):
+        return None
+    return round(ours, 1) - paper
+
+
+def table_columns(results: list[RowResult]) -> tuple[list[str], list[list[str]]]:
+    """Header and cells shared by the Markdown and CSV outputs."""
+    rows = [r.row for r in results]
+    labels = list(rows[0].labels)
+    show_pretrained = any(r.pretrained for r in rows)
+    metrics = rows[0].metrics
+    header = ["row", *labels] + (["pretrained"] if show_pretrained else [])
+    for m in metrics:
+        name = METRIC_NAMES.get(m, m)
+        header += [f"{name} reproduced", f"{name} paper", f"{name} diff"]
+    if "params_m" in rows[0].paper:
+        header += ["params (M) reproduced", "params (M) paper"]
+    if "fps" in rows[0].paper:
+        header += ["fps paper"]
+    header += ["status", "server file", "note"]
+    cells = []
+    for r in results:
+        line = [r.row.id, *r.row.labels.values()] + (["yes" if r.row.pretrained else "no"]
+                                                     if show_pretrained else [])
+        for m in metrics:
+            ours, paper = r.values.get(m), r.row.paper[m]
+            diff = _diff(ours, paper)
+            line += [fmt(ours) if r.status != "not run" else "not run", fmt(paper),
+                     "" if diff is None else f"{diff:+.1f}"]
+        if "params_m" in r.row.paper:
+            line += [f"{r.params_m:.2f}", fmt(r.row.paper["params_m"])]
+        if "fps" in r.row.paper:
+            line += [fmt(r.row.paper["fps"])]
+        status = r.status if r.status == "not run" and not r.detail else f"{r.status} ({r.detail})"
+        line += [status, r.submission, r.row.note]
+        cells.append(line)
+    return header, cells
+
+
+def header_lines(table: str, scale_name: str, scale: dict[str, Any],
+                 results: list[RowResult]) -> list[str]:
+    hardware = sorted({r.hardware for r in results if r.hardware}) or ["no run at this scale"]
+    evals = sorted({r.row.eval for r in results})
+    lines = [f"scale: {scale_name}: {scale['description'].strip()}",
+             f"hardware: {'; '.join(hardware)}"]
+    lines += [f"evaluation: {EVAL_NOTES[e]}" for e in evals]
+    if any("params_m" in r.row.paper for r in results):
+        lines.append("params: learnable parameters plus BatchNorm statistics, VOC head (20 "
+                     "classes; COCO rows 80), the way the paper counts a saved model")
+    lines.append("values in percent; diff = reproduced - paper; NAN = training diverged; "
+                 "empty paper value = not recovered from the paper")
+    return lines
+
+
+def _md_cell(text: str) -> str:
+    return text.replace("|", "\\|")
+
+
+def to_markdown(table: str, head: list[str], header: list[str], cells: list[list[str]],
+                smoke: bool) -> str:
+    out = [f"# {TITLES.get(table, table)}", ""]
+    if smoke:
+        out += ["**Smoke scale: numbers are not comparable to the paper.**", ""]
+    out += [f"- {line}" for line in head] + [""]
+    out.append("| " + " | ".join(header) + " |")
+    out.append("|" + "---|" * len(header))
+    out += ["| " + " | ".join(_md_cell(c) for c in line) + " |" for line in cells]
+    return "\n".join(out) + "\n"
+
+
+def to_csv(head: list[str], header: list[str], cells: list[list[str]]) -> str:
+    buf = io.StringIO()
+    for line in head:  # stated on top, as comment lines (pandas: read_csv(comment="#"))
+        buf.write(f"# {line}\n")
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows(cells)
+    return buf.getvalue()
+
+
+def write_table_report(params: str | Path, scale_file: str | Path, scale_name: str,
+                       results: str | Path, skips: dict[str, str], out_md: str | Path,
+                       out_csv: str | Path) -> list[RowResult]:
+    rows = load_table(params)
+    unknown = sorted(set(skips) - {r.id for r in rows})
+    if unknown:
+        from ..errors import ConfigError
+
+        raise ConfigError(params, "--skip", f"rows {unknown} are not in this table")
+    scale = yaml.safe_load(Path(scale_file).read_text())
+    table = Path(params).stem
+    found = collect(rows, results, skips)
+    header, cells = table_columns(found)
+    head = header_lines(table, scale_name, scale, found)
+    write_text(out_md, to_markdown(table, head, header, cells, scale["smoke"]))
+    write_text(out_csv, to_csv(head, header, cells))
+    return found

@@ -1,0 +1,267 @@
+"""scratchdet.reports: table reports, figures, evaluation-server files, run configs."""
+
+from __future__ import annotations
+
+import json
+import math
+import tarfile
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from scratchdet.data.annotations import load_annotations
+from scratchdet.errors import ConfigError, DataError
+from scratchdet.evaluation import evaluate
+from scratchdet.io import write_json
+from scratchdet.reports.cli import main as report_main
+from scratchdet.reports.figures import fluctuation
+from scratchdet.reports.precision_recall import precision_recall
+from scratchdet.reports.runconfig import write_run_config
+from scratchdet.reports.submission import coco_test_list, voc_submission, voc_test_list
+from scratchdet.reports.tables import write_table_report
+from scratchdet.workflow_config import RunPaths
+
+ROOT = Path(__file__).resolve().parent.parent
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def _detections(gt_path: Path, drop_every: int = 3) -> list[dict]:
+    """The ground truth as detections, minus every `drop_every`-th box, plus one miss per image."""
+    ds = json.loads(gt_path.read_text())
+    out = [{"image_id": a["image_id"], "category_id": a["category_id"], "bbox": a["bbox"],
+            "score": 0.9 - 0.001 * i}
+           for i, a in enumerate(ds["annotations"]) if i % drop_every]
+    out += [{"image_id": img["id"], "category_id": ds["categories"][0]["id"],
+             "bbox": [0.0, 0.0, 5.0, 5.0], "score": 0.95} for img in ds["images"]]
+    return out
+
+
+@pytest.fixture()
+def dets(synth_splits, tmp_path) -> Path:
+    path = tmp_path / "dets.json"
+    write_json(path, _detections(synth_splits["test"]))
+    return path
+
+
+# --- precision-recall --------------------------------------------------------------------------
+
+def test_pr_curves_agree_with_the_evaluation(synth_splits, dets):
+    curves = precision_recall(synth_splits["test"], dets)
+    reference = evaluate(synth_splits["test"], dets, "voc07")["per_class"]
+    assert set(curves) == set(reference)
+    for name, curve in curves.items():
+        if math.isnan(reference[name]):
+            assert math.isnan(curve.ap)
+        else:
+            assert curve.ap == pytest.approx(reference[name])
+            assert np.all(np.diff(curve.recall) >= 0) and curve.recall[-1] <= 1.0
+    assert any(0 < c.ap < 1 for c in curves.values())  # the test data is not trivial
+
+
+# --- table reports ------------------------------------------------------------------------------
+
+def _fake_run(results: Path, table: str, row: str, status: dict, metrics: dict,
+              device: str = "cpu") -> None:
+    """The files `scratchdet train` and `scratchdet eval` leave for one row."""
+    p = RunPaths.of(results, table, row)
+    write_json(p.status, status)
+    write_json(p.metrics, metrics)
+    write_json(p.provenance, {"hardware": {"device": device, "cpu": "x86_64", "cpu_count": 2}})
+
+
+def test_table_report_reads_nan_not_run_and_differences(tmp_path):
+    results = tmp_path / "results"
+    table = "scratchdet_table1"
+    params = ROOT / "params" / f"{table}.tsv"
+    rows = pd.read_csv(params, sep="\t", dtype=str, keep_default_na=False)
+    skips = {}
+    for rid, pre in zip(rows["row"], rows["pretrained"]):
+        if pre == "yes":
+            skips[rid] = "needs ImageNet weights, offline"
+        elif rid == "scratch_bn-none_lr0.05":
+            _fake_run(results, table, rid, {"status": "diverged", "step": 7, "reason": "loss is nan"},
+                      {"map": float("nan"), "diverged": True})
+        else:
+            _fake_run(results, table, rid, {"status": "finished", "step": 2, "reason": None},
+                      {"map": 0.5, "diverged": False})
+    md, csv_path = tmp_path / "t.md", tmp_path / "t.csv"
+    write_table_report(params, ROOT / "config/scales/default.yaml", "default", results, skips,
+                       md, csv_path)
+    text = md.read_text()
+    assert "Smoke scale: numbers are not comparable to the paper" in text
+    assert "hardware: CPU (x86_64, 2 cores)" in text
+    df = pd.read_csv(csv_path, comment="#", dtype=str, keep_default_na=False).set_index("row")
+    assert list(df.columns[:3]) == ["bn_backbone", "bn_head", "lr"]
+    assert df.loc["scratch_bn-none_lr0.001", "mAP reproduced"] == "50.0"
+    assert df.loc["scratch_bn-none_lr0.001", "mAP paper"] == "67.6"
+    assert df.loc["scratch_bn-none_lr0.001", "mAP diff"] == "-17.6"
+    diverged = df.loc["scratch_bn-none_lr0.05"]
+    assert (diverged["mAP reproduced"], diverged["mAP paper"], diverged["mAP diff"]) == \
+        ("NAN", "NAN", "")
+    assert diverged["status"] == "diverged (at step 7: loss is nan)"
+    skipped = df.loc["pretrained_bn-both_lr0.01"]
+    assert skipped["mAP reproduced"] == "not run"
+    assert skipped["status"] == "not run (needs ImageNet weights, offline)"
+    assert csv_path.read_text().startswith("# scale: default: smoke scale")
+
+
+def test_table_report_coco_metrics_params_and_server_file(tmp_path):
+    results = tmp_path / "results"
+    _fake_run(results, "dsod_table6", "dsod300_coco", {"status": "finished", "step": 9},
+              {"map": 0.25, "stats": {"AP": 0.25, "AP50": 0.5, "AP75": 0.2, "APs": 0.1,
+                                      "APm": 0.3, "APl": 0.4}}, device="cuda:0")
+    prov = RunPaths.of(results, "dsod_table6", "dsod300_coco").provenance
+    write_json(prov, {"hardware": {"device": "cuda:0", "gpus": ["NVIDIA H100"], "cuda": "12.8"}})
+    md, csv_path = tmp_path / "t.md", tmp_path / "t.csv"
+    write_table_report(ROOT / "params/dsod_table6.tsv", ROOT / "config/scales/paper.yaml", "paper",
+                       results, {}, md, csv_path)
+    df = pd.read_csv(csv_path, comment="#", dtype=str, keep_default_na=False)
+    assert df.loc[0, "AP50 reproduced"] == "50.0" and df.loc[0, "AP50 paper"] == "47.3"
+    assert df.loc[0, "AP50 diff"] == "+2.7"
+    assert df.loc[0, "server file"].endswith("detections_test-dev2017_dsod300coco_results.zip")
+    text = md.read_text()
+    assert "NVIDIA H100" in text and "Smoke scale" not in text
+
+
+def test_table_report_counts_parameters_like_the_paper(tmp_path):
+    params = ROOT / "params/dsod_table3.tsv"
+    rows = pd.read_csv(params, sep="\t", dtype=str, keep_default_na=False)["row"]
+    write_table_report(params, ROOT / "config/scales/default.yaml", "default", tmp_path,
+                       {r: "test" for r in rows}, tmp_path / "t.md", tmp_path / "t.csv")
+    df = pd.read_csv(tmp_path / "t.csv", comment="#", dtype=str, keep_default_na=False)
+    dsod = df.set_index("row").loc["ds64-192-48-1_stem_dense"]
+    assert dsod["params (M) reproduced"] == "14.80" and dsod["params (M) paper"] == "14.8"
+    assert (df["status"] == "not run (test)").all()
+
+
+def test_table_report_needs_every_run_result(tmp_path):
+    with pytest.raises(DataError, match="metrics.json"):
+        write_table_report(ROOT / "params/scratchdet_table3.tsv",
+                           ROOT / "config/scales/default.yaml", "default", tmp_path, {},
+                           tmp_path / "t.md", tmp_path / "t.csv")
+    with pytest.raises(ConfigError, match="not in this table"):
+        write_table_report(ROOT / "params/scratchdet_table3.tsv",
+                           ROOT / "config/scales/default.yaml", "default", tmp_path,
+                           {"no_such_row": "x"}, tmp_path / "t.md", tmp_path / "t.csv")
+
+
+# --- figures -------------------------------------------------------------------------------------
+
+def test_fluctuation_is_a_sliding_standard_deviation():
+    s = pd.Series([1.0, 3.0, 1.0, 3.0, 10.0])
+    assert fluctuation(s, 2).tolist() == [0.0, 1.0, 1.0, 1.0, 3.5]
+
+
+def test_figure_commands_write_pngs(synth_splits, dets, tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    pd.DataFrame({"step": range(5), "loss": [5, 4, float("inf"), 3, 2],
+                  "grad_norm": [1, 2, 3, 2, 1]}).to_csv(run / "metrics.csv", index=False)
+    outs = {name: tmp_path / f"{name}.png" for name in ("fig1", "pr", "grid")}
+    assert report_main(["figure1", "--run", f"a (paper 67.6)={run}", "--run", f"b={run}",
+                        "--out", str(outs["fig1"])]) == 0
+    assert report_main(["pr-curves", "--gt", str(synth_splits["test"]), "--dets", str(dets),
+                        "--out", str(outs["pr"])]) == 0
+    assert report_main(["detections", "--gt", str(synth_splits["test"]), "--dets", str(dets),
+                        "--num-images", "4", "--out", str(outs["grid"])]) == 0
+    for path in outs.values():
+        assert path.read_bytes().startswith(PNG)
+
+
+def test_figure1_names_a_run_without_metrics(tmp_path, capsys):
+    assert report_main(["figure1", "--run", f"x={tmp_path}", "--out", str(tmp_path / "f.png")]) == 2
+    assert "metrics.csv" in capsys.readouterr().err
+
+
+# --- evaluation-server files --------------------------------------------------------------------
+
+def test_voc_submission_writes_one_devkit_file_per_class(synth_splits, dets, tmp_path):
+    out = tmp_path / "voc.tar.gz"
+    n = voc_submission(synth_splits["test"], dets, out, comp="comp3")
+    ds = load_annotations(synth_splits["test"])
+    with tarfile.open(out) as tf:
+        names = tf.getnames()
+        assert names == [f"results/VOC2012/Main/comp3_det_test_{c['name']}.txt"
+                         for c in ds["categories"]]
+        lines = [line for name in names for line in tf.extractfile(name).read().decode().splitlines()]
+    assert len(lines) == n == len(json.loads(dets.read_text()))
+    first = json.loads(dets.read_text())[0]
+    stem = Path(next(i["file_name"] for i in ds["images"] if i["id"] == first["image_id"])).stem
+    x, y, w, h = first["bbox"]  # VOC corners are 1-based and inclusive
+    assert f"{stem} {first['score']:.6f} {x + 1:.1f} {y + 1:.1f} {x + w:.1f} {y + h:.1f}" in lines
+
+
+def test_coco_submission_zip_and_its_checks(synth_splits, dets, tmp_path):
+    out = tmp_path / "detections_test-dev2017_mine_results.zip"
+    assert report_main(["coco-submission", "--data", str(synth_splits["test"]), "--dets", str(dets),
+                        "--out", str(out)]) == 0
+    with zipfile.ZipFile(out) as zf:
+        assert zf.namelist() == ["detections_test-dev2017_mine_results.json"]
+        assert json.loads(zf.read(zf.namelist()[0])) == json.loads(dets.read_text())
+    assert report_main(["coco-submission", "--data", str(synth_splits["test"]), "--dets", str(dets),
+                        "--out", str(tmp_path / "results.zip")]) == 2
+    bad = tmp_path / "bad.json"
+    write_json(bad, [{"image_id": 10**6, "category_id": 1, "bbox": [0, 0, 1, 1], "score": 1}])
+    with pytest.raises(DataError, match="does not have"):
+        voc_submission(synth_splits["test"], bad, tmp_path / "x.tar.gz")
+
+
+def test_test_lists_have_images_and_no_labels(synth_splits, tmp_path):
+    n = voc_test_list(synth_splits["voc_dir"], "test", tmp_path / "voc.json")
+    ds = load_annotations(tmp_path / "voc.json")
+    labelled = load_annotations(synth_splits["test"])
+    assert n == len(labelled["images"]) and ds["annotations"] == []
+    assert [(i["file_name"], i["width"], i["height"]) for i in ds["images"]] == \
+        [(i["file_name"], i["width"], i["height"]) for i in labelled["images"]]
+    assert ds["categories"] == [{"id": c["id"], "name": c["name"]} for c in labelled["categories"]]
+    info = {"images": [{"id": 7, "file_name": labelled["images"][0]["file_name"],
+                        "width": labelled["images"][0]["width"],
+                        "height": labelled["images"][0]["height"], "license": 1}],
+            "categories": [{"id": 3, "name": "thing", "supercategory": "x"}]}
+    write_json(tmp_path / "info.json", info)
+    assert coco_test_list(tmp_path / "info.json", labelled["info"]["image_dir"],
+                          tmp_path / "coco.json") == 1
+    assert load_annotations(tmp_path / "coco.json")["images"][0]["id"] == 7
+    assert report_main(["test-list", "coco", "--images", "x", "--out", "y"]) == 2
+
+
+# --- run configs --------------------------------------------------------------------------------
+
+def test_run_config_is_validated_and_retires_a_stale_run(tmp_path):
+    cfg = {"model": {"name": "dsod300"}, "data": {"train": "t.json"}, "train": {"lr": 0.1}}
+    train_dir = tmp_path / "train"
+    train_dir.mkdir()
+    write_run_config(json.dumps(cfg), tmp_path / "run.yaml", train_dir)
+    written = yaml.safe_load((tmp_path / "run.yaml").read_text())
+    assert written["train"]["lr"] == 0.1 and written["train"]["batch_size"] == 32  # defaults
+    (train_dir / "config.yaml").write_text((tmp_path / "run.yaml").read_text())
+    write_run_config(json.dumps(cfg), tmp_path / "run.yaml", train_dir)
+    assert train_dir.exists()  # same config: resumable, kept
+    cfg["train"]["lr"] = 0.05
+    write_run_config(json.dumps(cfg), tmp_path / "run.yaml", train_dir)
+    assert not train_dir.exists()  # another config: its checkpoints cannot be resumed
+    with pytest.raises(ConfigError, match="train.lr"):
+        write_run_config(json.dumps({"train": {"lr": -1}}), tmp_path / "bad.yaml")
+    assert not (tmp_path / "bad.yaml").exists()
+
+
+def test_register_adds_the_report_family_to_a_command_line():
+    import argparse
+
+    from scratchdet.data.download import register as register_download
+    from scratchdet.reports.cli import cmd_table, register
+
+    parser = argparse.ArgumentParser(prog="scratchdet")
+    sub = parser.add_subparsers(dest="command", required=True)
+    register(sub)
+    register_download(sub.add_parser("data").add_subparsers(dest="data_command", required=True))
+    args = parser.parse_args(["report", "table", "--params", "p", "--scale", "s", "--scale-name",
+                              "default", "--results", "r", "--skip", "a=b c", "--out-md", "m",
+                              "--out-csv", "c"])
+    assert args.func is cmd_table and args.skip == ["a=b c"]
+    args = parser.parse_args(["data", "download", "--url", "http://x/y", "--out", "y", "--md5", "0"])
+    assert args.url == "http://x/y"
