@@ -1,0 +1,186 @@
+"""The Snakemake workflow: planned jobs per scale (through Snakemake's API), lint, config errors,
+and one real run of the default scale (marked slow) in a copy of the workflow."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tarfile
+from collections import Counter
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+from snakemake.api import SnakemakeApi
+from snakemake.exceptions import WorkflowError
+from snakemake.settings.enums import Quietness
+from snakemake.settings.types import ConfigSettings, DAGSettings, OutputSettings, ResourceSettings
+
+from scratchdet import workflow_config as wc
+from scratchdet.reports.tables import fmt
+
+ROOT = Path(__file__).resolve().parent.parent
+WORKFLOW_FILES = ("Snakefile", "workflow", "config", "params")
+TABLES = {p.stem: wc.load_table(p) for p in sorted((ROOT / "params").glob("*.tsv"))}
+ROWS = [r for rows in TABLES.values() for r in rows]
+
+
+@pytest.fixture()
+def workdir(tmp_path, monkeypatch) -> Path:
+    """A copy of the workflow (not the working tree, whose results/ and reports/ stay untouched)."""
+    for name in WORKFLOW_FILES:
+        src = ROOT / name
+        (shutil.copytree if src.is_dir() else shutil.copy)(src, tmp_path / name)
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def plan(workdir: Path, **config) -> list[str]:
+    """Output files of every job a dry run would execute (Snakemake's API, no network)."""
+    with SnakemakeApi(OutputSettings(quiet={Quietness.ALL})) as api:
+        wf = api.workflow(snakefile=workdir / "Snakefile", workdir=workdir,
+                          config_settings=ConfigSettings(config=config),
+                          resource_settings=ResourceSettings(cores=2))
+        updated: list[str] = []
+        wf.dag(DAGSettings()).execute_workflow(executor="dryrun", updated_files=updated)
+    return updated
+
+
+def train_jobs(files: list[str]) -> list[str]:
+    """table/row of each planned training job."""
+    return sorted("/".join(Path(f).parts[-4:-2]) for f in files if f.endswith("train/model_final.pt"))
+
+
+@pytest.fixture()
+def no_network(monkeypatch):
+    def refuse(*args, **kwargs):
+        raise AssertionError("planning tried to open a network connection")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+
+
+def _snakemake(*args: str, cwd: Path, timeout: int = 600) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+    return subprocess.run([sys.executable, "-m", "snakemake", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=timeout, check=False)
+
+
+# --- planning -----------------------------------------------------------------------------------
+
+def test_default_scale_plans_every_row_but_the_pretrained_ones(workdir):
+    planned = train_jobs(plan(workdir))
+    assert planned == sorted(r.key for r in ROWS if not r.pretrained)
+    assert len(planned) == 50  # 59 rows, 9 of them fine-tune ImageNet weights
+
+
+def test_paper_scale_plans_one_training_job_per_row(workdir, no_network):
+    planned = train_jobs(plan(workdir, scale="paper"))
+    # every row, the ImageNet and COCO -> VOC ones included, except DSOD's DS/64-12-16-1
+    # ImageNet row, whose weights were never published
+    assert planned == sorted(r.key for r in ROWS if not r.unpublished)
+    assert len(planned) == len(ROWS) - 1
+
+
+def test_paper_scale_plans_the_downloads_and_server_files_offline(workdir, no_network):
+    files = plan(workdir, scale="paper")
+    downloads = yaml.safe_load((workdir / "config/downloads.yaml").read_text())["downloads"]
+    assert sorted(Path(f).name for f in files if "/downloads/" in f) == sorted(downloads)
+    names = Counter(Path(f).name for f in files)
+    assert names["voc2012_test_submission.tar.gz"] >= 2  # DSOD Table 5, ScratchDet Table 3
+    assert sum(n.startswith("detections_test-dev2017_") for n in names) >= 2  # both COCO tables
+    assert "dets_test-dev2017.json" in names and "dets_val2017.json" in names
+    pretrained = [r.key for r in ROWS if r.pretrained and not r.unpublished]
+    assert set(pretrained) <= set(train_jobs(files))
+    # planning read nothing from the internet and wrote nothing
+    assert not (workdir / "data").exists() and not (workdir / "results").exists()
+
+
+def test_a_subset_of_tables_can_be_planned(workdir):
+    planned = train_jobs(plan(workdir, tables=["scratchdet_table3"]))
+    assert planned == ["scratchdet_table3/scratchdet300_voc07", "scratchdet_table3/scratchdet300_voc12"]
+
+
+# --- config errors ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("config, message", [
+    ({"scale": "huge"}, "'huge' is not one of ['default', 'paper']"),
+    ({"colour": "red"}, "('colour' was unexpected)"),
+    ({"showcase": ["dsod_table4"]}, "does not match"),
+])
+def test_a_wrong_config_key_or_value_is_a_clear_error(workdir, config, message):
+    with pytest.raises(WorkflowError) as err:
+        plan(workdir, **config)
+    assert "Error validating config file" in str(err.value) and message in str(err.value)
+
+
+def test_a_malformed_params_row_is_rejected_at_planning(workdir):
+    path = workdir / "params/scratchdet_table3.tsv"
+    path.write_text(path.read_text().replace("\tvoc07\t", "\tvoc2007\t", 1))
+    with pytest.raises(WorkflowError, match="'voc2007' is not one of"):
+        plan(workdir)
+
+
+def test_a_typo_in_a_figure_row_names_the_table(workdir):
+    with pytest.raises(ValueError, match="not a row of params/dsod_table4.tsv"):
+        plan(workdir, showcase=["dsod_table4/dsod301"])
+
+
+# --- lint ---------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("scale", ["default", "paper"])
+def test_lint_is_clean(workdir, scale):
+    done = _snakemake("--lint", "--config", f"scale={scale}", cwd=workdir, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "Congratulations, your workflow is in a good condition!" in done.stdout + done.stderr
+    assert "Lints for" not in done.stdout + done.stderr
+
+
+# --- the default scale, for real ---------------------------------------------------------------
+
+@pytest.mark.slow
+def test_default_scale_runs_and_reports_every_table(workdir):
+    done = _snakemake("--cores", "2", cwd=workdir, timeout=1800)
+    assert done.returncode == 0, done.stderr[-5000:]
+    reports = workdir / "reports/default"
+    for table, rows in TABLES.items():
+        text = (reports / f"{table}.md").read_text()
+        assert "Smoke scale: numbers are not comparable to the paper" in text
+        assert "hardware: CPU" in text
+        df = pd.read_csv(reports / f"{table}.csv", comment="#", dtype=str, keep_default_na=False)
+        assert list(df["row"]) == [r.id for r in rows]
+        metric = "mAP" if "map" in rows[0].paper else "AP"
+        for r, (_, line) in zip(rows, df.iterrows()):
+            assert line[f"{metric} paper"] == fmt(r.paper["map" if metric == "mAP" else "AP"])
+            if r.pretrained:
+                assert line["status"].startswith("not run (needs ImageNet weights")
+            else:
+                value = line[f"{metric} reproduced"]
+                assert value == "NAN" or 0.0 <= float(value) <= 100.0
+                assert line["status"].startswith(("finished", "diverged"))
+    figures = reports / "figures"
+    pngs = [figures / "scratchdet_figure1.png"] + [
+        figures / key / f"{kind}.png" for key in ("dsod_table4/dsod300",
+                                                  "scratchdet_table3/scratchdet300_voc07")
+        for kind in ("pr_curves", "detections")]
+    for png in pngs:
+        assert png.read_bytes().startswith(b"\x89PNG"), png
+    tar_path = workdir / "results/default/scratchdet_table3/scratchdet300_voc12/voc2012_test_submission.tar.gz"
+    with tarfile.open(tar_path) as tf:
+        assert all(n.startswith("results/VOC2012/Main/comp3_det_test_") for n in tf.getnames())
+
+    again = _snakemake("-n", "--cores", "2", cwd=workdir, timeout=300)
+    assert "Nothing to be done" in again.stdout + again.stderr  # no spurious reruns
+
+    html = _snakemake("--report", "report.html", cwd=workdir, timeout=300)
+    assert html.returncode == 0, html.stderr[-3000:]
+    assert (workdir / "report.html").stat().st_size > 100_000
+
+    # Editing one row retrains that row only (Snakemake sees its run config change).
+    path = workdir / "params/scratchdet_table1.tsv"
+    path.write_text(path.read_text().replace("{lr: 0.01}", "{lr: 0.02}", 1))
+    assert train_jobs(plan(workdir)) == ["scratchdet_table1/scratch_bn-none_lr0.01"]

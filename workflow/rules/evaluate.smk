@@ -1,0 +1,99 @@
+# Detection on the test sets, local evaluation (VOC 2007 test / COCO val2017 / the synthetic test
+# split) and the files the evaluation servers take (VOC 2012 test, COCO test-dev).
+
+
+rule detect:
+    input:
+        model=f"{RESULTS}/{{table}}/{{row}}/train/model_final.pt",
+        config=f"{RESULTS}/{{table}}/{{row}}/run.yaml",
+        data=lambda w: TEST_FILES[w.testset],
+    output:
+        f"{RESULTS}/{{table}}/{{row}}/dets_{{testset}}.json",
+    params:
+        workers=SCALE_CFG["detect_workers"],
+    log:
+        f"{LOGS}/{{table}}/{{row}}/detect_{{testset}}.log",
+    benchmark:
+        f"{BENCH}/{{table}}/{{row}}/detect_{{testset}}.tsv"
+    threads: res("detect", "threads")
+    resources:
+        gpu=res("detect", "gpu"),
+        mem_mb=res("detect", "mem_mb"),
+        runtime=res("detect", "runtime"),
+    conda:
+        "../envs/scratchdet.yaml"
+    shell:
+        "OMP_NUM_THREADS={threads} scratchdet detect --checkpoint {input.model}"
+        " --data {input.data} --config {input.config} --workers {params.workers}"
+        " --out {output} > {log} 2>&1"
+
+
+rule evaluate:
+    input:
+        gt=lambda w: local_gt(row_of(w)),
+        dets=lambda w: paths_of(w).detections(local_gt(row_of(w))),
+        status=f"{RESULTS}/{{table}}/{{row}}/train/status.json",
+    output:
+        f"{RESULTS}/{{table}}/{{row}}/metrics.json",
+    params:
+        metric=lambda w: wc.EVALS[row_of(w).eval][1],
+    log:
+        f"{LOGS}/{{table}}/{{row}}/evaluate.log",
+    benchmark:
+        f"{BENCH}/{{table}}/{{row}}/evaluate.tsv"
+    threads: 1
+    resources:
+        mem_mb=res("eval", "mem_mb"),
+        runtime=res("eval", "runtime"),
+        gpu=0,
+    conda:
+        "../envs/scratchdet.yaml"
+    shell:
+        "OMP_NUM_THREADS={threads} scratchdet eval --gt {input.gt} --dets {input.dets}"
+        " --metric {params.metric} --status {input.status} --out {output} > {log} 2>&1"
+
+
+rule voc_submission:
+    input:
+        data=split_file("voc12_test"),
+        dets=lambda w: paths_of(w).detections(split_file("voc12_test")),
+    output:
+        f"{RESULTS}/{{table}}/{{row}}/voc2012_test_submission.tar.gz",
+    params:
+        comp=lambda w: voc_competition(row_of(w)),
+    log:
+        f"{LOGS}/{{table}}/{{row}}/voc_submission.log",
+    benchmark:
+        f"{BENCH}/{{table}}/{{row}}/voc_submission.tsv"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=30,
+        gpu=0,
+    conda:
+        "../envs/scratchdet.yaml"
+    shell:
+        "python -m scratchdet.reports.cli voc-submission --data {input.data} --dets {input.dets}"
+        " --comp {params.comp} --out {output} > {log} 2>&1"
+
+
+rule coco_submission:
+    input:
+        data=split_file("coco_testdev"),
+        dets=lambda w: paths_of(w).detections(split_file("coco_testdev")),
+    output:
+        f"{RESULTS}/{{table}}/{{row}}/detections_test-dev2017_{{alg}}_results.zip",
+    log:
+        f"{LOGS}/{{table}}/{{row}}/coco_submission_{{alg}}.log",
+    benchmark:
+        f"{BENCH}/{{table}}/{{row}}/coco_submission_{{alg}}.tsv"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=30,
+        gpu=0,
+    conda:
+        "../envs/scratchdet.yaml"
+    shell:
+        "python -m scratchdet.reports.cli coco-submission --data {input.data} --dets {input.dets}"
+        " --out {output} > {log} 2>&1"

@@ -1,0 +1,113 @@
+# Reports in reports/<scale>/: per paper table a Markdown and a CSV file (reproduced, paper,
+# difference), ScratchDet Figure 1, precision-recall curves and detection grids of the showcase
+# runs. `snakemake --report` collects everything marked report() into one HTML file.
+
+
+rule table_report:
+    input:
+        params="params/{table}.tsv",
+        scale=SCALE_FILE,
+        metrics=lambda w: [str(run_paths(*k.split("/")).metrics) for k in run_keys(w.table)],
+        submissions=lambda w: [f for k in run_keys(w.table) for f in submissions(k)],
+    output:
+        md=report(f"{REPORTS}/{{table}}.md", caption="../report/table.rst", category="Tables",
+                  labels={"table": "{table}", "format": "Markdown"}),
+        csv=report(f"{REPORTS}/{{table}}.csv", caption="../report/table.rst", category="Tables",
+                   labels={"table": "{table}", "format": "CSV"}),
+    params:
+        results=RESULTS,
+        skips=lambda w: skip_options(w.table),
+        scale_name=SCALE,
+    log:
+        f"{LOGS}/report/{{table}}.log",
+    benchmark:
+        f"{BENCH}/report/{{table}}.tsv"
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=10,
+        gpu=0,
+    conda:
+        "../envs/scratchdet.yaml"
+    shell:
+        "python -m scratchdet.reports.cli table --params {input.params} --scale {input.scale}"
+        " --scale-name {params.scale_name} --results {params.results} {params.skips}"
+        " --out-md {output.md} --out-csv {output.csv} > {log} 2>&1"
+
+
+rule figure1:
+    input:
+        [str(run_paths(*k.split("/")).status) for k in FIGURE1],
+    output:
+        report(f"{REPORTS}/figures/scratchdet_figure1.png", caption="../report/figure1.rst",
+               category="Figures", labels={"figure": "ScratchDet Figure 1"}),
+    params:
+        runs=" ".join(f"--run {shlex.quote(figure1_label(k))}={run_paths(*k.split('/')).train_dir}"
+                      for k in FIGURE1),
+        title=shlex.quote(f"ScratchDet Figure 1, {SCALE} scale"
+                          + (" (smoke: not comparable to the paper)" if SCALE_CFG["smoke"] else "")),
+    log:
+        f"{LOGS}/report/figure1.log",
+    benchmark:
+        f"{BENCH}/report/figure1.tsv"
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=10,
+        gpu=0,
+    conda:
+        "../envs/scratchdet.yaml"
+    shell:
+        "python -m scratchdet.reports.cli figure1 {params.runs} --title {params.title}"
+        " --out {output} > {log} 2>&1"
+
+
+rule pr_curves:
+    input:
+        gt=lambda w: local_gt(row_of(w)),
+        dets=lambda w: paths_of(w).detections(local_gt(row_of(w))),
+    output:
+        report(f"{REPORTS}/figures/{{table}}/{{row}}/pr_curves.png", caption="../report/pr_curves.rst",
+               category="Figures", labels={"figure": "precision-recall", "run": "{table}/{row}"}),
+    params:
+        title="{table}/{row}",
+    log:
+        f"{LOGS}/report/{{table}}/{{row}}/pr_curves.log",
+    benchmark:
+        f"{BENCH}/report/{{table}}/{{row}}/pr_curves.tsv"
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=10,
+        gpu=0,
+    conda:
+        "../envs/scratchdet.yaml"
+    shell:
+        "python -m scratchdet.reports.cli pr-curves --gt {input.gt} --dets {input.dets}"
+        " --title {params.title} --out {output} > {log} 2>&1"
+
+
+rule detection_grid:
+    input:
+        gt=lambda w: local_gt(row_of(w)),
+        dets=lambda w: paths_of(w).detections(local_gt(row_of(w))),
+    output:
+        report(f"{REPORTS}/figures/{{table}}/{{row}}/detections.png",
+               caption="../report/detections.rst", category="Figures",
+               labels={"figure": "detections", "run": "{table}/{row}"}),
+    params:
+        title="{table}/{row}",
+    log:
+        f"{LOGS}/report/{{table}}/{{row}}/detections.log",
+    benchmark:
+        f"{BENCH}/report/{{table}}/{{row}}/detections.tsv"
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=10,
+        gpu=0,
+    conda:
+        "../envs/scratchdet.yaml"
+    shell:
+        "python -m scratchdet.reports.cli detections --gt {input.gt} --dets {input.dets}"
+        " --title {params.title} --out {output} > {log} 2>&1"
