@@ -87,7 +87,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     from .engine.train import train
 
     cfg = load_config(args.config, dict(_parse_override(o) for o in args.set))
-    status = train(cfg, args.out)
+    status = train(cfg, args.out, restart_stale=args.restart_stale)
     print(f"{args.out}: {status['status']} at step {status['step']}"
           + (f" ({status['reason']})" if status.get("reason") else ""))
     del claim
@@ -101,6 +101,8 @@ def _launch_workers(args: argparse.Namespace, nproc: int) -> int:
     from .engine.distributed import torchrun_command
 
     argv = ["train", "--config", str(args.config), "--out", str(args.out)]
+    if args.restart_stale:
+        argv.append("--restart-stale")
     for override in args.set:
         argv += ["--set", override]
     proc = subprocess.Popen(torchrun_command(nproc, argv))
@@ -140,6 +142,14 @@ def cmd_eval(args: argparse.Namespace) -> None:
     result["provenance"] = provenance()
     write_json(args.out, result)
     print(f"{args.out}: {args.metric} mAP = {result['map']:.4f}")
+
+
+def cmd_artifacts_push(args: argparse.Namespace) -> None:
+    from .artifacts import push
+
+    files = push(Path(args.results), None if args.no_data else Path(args.data), remote=args.remote)
+    print("\n".join(str(f) for f in files))
+    print("now commit them: git add " + " ".join(str(f) for f in files) + " && git commit")
 
 
 def cmd_models(args: argparse.Namespace) -> None:
@@ -183,6 +193,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--images", required=True)
     s.add_argument("--out", required=True)
     s.set_defaults(func=cmd_data_coco)
+    from .data.download import register as register_download
+
+    register_download(dsub)
     s = dsub.add_parser("check", help="report every fault in a dataset (JSON or VOC folder); exit 2 on a fatal one")
     s.add_argument("path")
     s.add_argument("--split", default="trainval", help="split list to read when PATH is a VOC folder")
@@ -196,6 +209,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", required=True, help="run folder (resumed if it holds a checkpoint)")
     s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value, e.g. --set train.lr=0.05")
+    s.add_argument("--restart-stale", action="store_true",
+                   help="discard a run in --out made with another config instead of refusing")
     s.add_argument("--gpus", type=int, default=0,
                    help="GPUs to claim on this machine (sets CUDA_VISIBLE_DEVICES unless already set)")
     s.add_argument("--nproc", type=int, default=0,
@@ -219,7 +234,19 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--status", help="status.json of the training run: a diverged run scores NaN")
     s.set_defaults(func=cmd_eval)
 
+    s = sub.add_parser("artifacts", help="version datasets and trained rows with DVC")
+    asub = s.add_subparsers(dest="artifacts_command", required=True)
+    s = asub.add_parser("push", help="dvc add + push the data folder and every finished row")
+    s.add_argument("--results", default="results/default", help="results folder of one scale")
+    s.add_argument("--data", default="data", help="prepared data folder (tracked as data.dvc)")
+    s.add_argument("--no-data", action="store_true", help="push the trained rows only")
+    s.add_argument("--remote", help="DVC remote (default: the repository's default remote)")
+    s.set_defaults(func=cmd_artifacts_push)
+
     from .benchmark.cli import register as register_benchmark
+    from .reports.cli import register as register_report
+
+    register_report(sub)
 
     register_benchmark(sub)
 

@@ -1,4 +1,8 @@
-"""What every result file records so a number can be traced back: code, packages, hardware, seed."""
+"""What every result file records so a number can be traced back: code, packages, hardware, seed.
+
+torch is imported inside the functions: light commands (eval, reports) record provenance too,
+and importing torch costs seconds per workflow job.
+"""
 
 from __future__ import annotations
 
@@ -10,9 +14,6 @@ import subprocess
 from importlib import metadata
 from pathlib import Path
 from typing import Any
-
-import numpy as np
-import torch
 
 PACKAGES = ("scratchdet", "torch", "torchvision", "numpy", "pycocotools", "pillow", "snakemake", "dvc")
 
@@ -40,7 +41,9 @@ def package_versions() -> dict[str, str | None]:
     return out
 
 
-def hardware(device: torch.device | str | None = None) -> dict[str, Any]:
+def hardware(device: Any = None) -> dict[str, Any]:
+    import torch
+
     info: dict[str, Any] = {
         "platform": platform.platform(),
         "python": platform.python_version(),
@@ -58,8 +61,10 @@ def hardware(device: torch.device | str | None = None) -> dict[str, Any]:
     return info
 
 
-def describe_device(device: torch.device | str) -> str:
+def describe_device(device: Any) -> str:
     """A human name for the device a number was measured on, for report headers."""
+    import torch
+
     device = torch.device(device)
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
@@ -67,7 +72,7 @@ def describe_device(device: torch.device | str) -> str:
 
 
 def provenance(config: dict[str, Any] | None = None, seed: int | None = None,
-               device: torch.device | str | None = None) -> dict[str, Any]:
+               device: Any = None) -> dict[str, Any]:
     return {
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "config": config,
@@ -79,6 +84,9 @@ def provenance(config: dict[str, Any] | None = None, seed: int | None = None,
 
 
 def seed_everything(seed: int) -> None:
+    import numpy as np
+    import torch
+
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)

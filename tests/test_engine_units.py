@@ -97,3 +97,14 @@ def test_stream_shards_across_processes():
     with pytest.raises(ValueError, match="multiple"):
         StreamBatchSampler(n=9, batch_size=4, micro_batch=3, seed=0, start_step=0, max_steps=1,
                            world_size=2)
+
+
+def test_atomic_outputs_get_ordinary_permissions(tmp_path):
+    import os
+
+    from scratchdet.io import write_text
+
+    write_text(tmp_path / "report.md", "x")
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (tmp_path / "report.md").stat().st_mode & 0o777 == 0o666 & ~umask

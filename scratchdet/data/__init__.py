@@ -1,24 +1,26 @@
 """Datasets: readers (VOC, COCO, synthetic) into one COCO-style annotation format, a torch Dataset
 over it, and a checker that counts every fault. See docs/ARCHITECTURE.md for the format."""
 
-from .annotations import (
-    class_names,
-    image_dir,
-    label_maps,
-    load_annotations,
-    merge_annotations,
-    save_annotations,
-    validate_annotations,
-)
-from .check import check_dataset, format_report
-from .coco import read_coco
-from .dataset import DetectionDataset, collate, read_image
-from .synth import SYNTH_CLASSES, make_synthetic_voc
-from .voc import VOC_CLASSES, read_voc, read_voc_files, read_voc_many
+from __future__ import annotations
 
-__all__ = [
-    "SYNTH_CLASSES", "VOC_CLASSES", "DetectionDataset", "check_dataset", "class_names", "collate",
-    "format_report", "image_dir", "label_maps", "load_annotations", "make_synthetic_voc",
-    "merge_annotations", "read_coco", "read_image", "read_voc", "read_voc_files", "read_voc_many",
-    "save_annotations", "validate_annotations",
-]
+import importlib
+from typing import Any
+
+# Loaded on first use (PEP 562): `scratchdet eval` and the report commands need the annotation
+# format but not torch, whose import costs seconds per workflow job.
+_EXPORTS = {
+    "class_names": "annotations", "image_dir": "annotations", "label_maps": "annotations",
+    "load_annotations": "annotations", "merge_annotations": "annotations",
+    "save_annotations": "annotations", "validate_annotations": "annotations",
+    "check_dataset": "check", "format_report": "check", "read_coco": "coco",
+    "DetectionDataset": "dataset", "collate": "dataset", "read_image": "dataset",
+    "SYNTH_CLASSES": "synth", "make_synthetic_voc": "synth",
+    "VOC_CLASSES": "voc", "read_voc": "voc", "read_voc_files": "voc", "read_voc_many": "voc",
+}
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)

@@ -74,7 +74,7 @@ else:
         conda:
             "../envs/scratchdet.yaml"
         shell:
-            "python -m scratchdet.data.download download --url {params.url} {params.verify}"
+            "scratchdet data download --url {params.url} {params.verify}"
             " --out {output} > {log} 2>&1"
 
     rule extract:
@@ -96,7 +96,7 @@ else:
         conda:
             "../envs/scratchdet.yaml"
         shell:
-            "python -m scratchdet.data.download extract --archive {input} --into {params.into}"
+            "scratchdet data extract --archive {input} --into {params.into}"
             " --marker {output} > {log} 2>&1"
 
     rule voc_split:
@@ -142,7 +142,7 @@ else:
         conda:
             "../envs/scratchdet.yaml"
         shell:
-            "python -m scratchdet.reports.cli test-list voc --voc-dir {params.voc_dir}"
+            "scratchdet report test-list voc --voc-dir {params.voc_dir}"
             " --split test --out {output} > {log} 2>&1"
 
     rule coco_split:
@@ -193,5 +193,5 @@ else:
         conda:
             "../envs/scratchdet.yaml"
         shell:
-            "python -m scratchdet.reports.cli test-list coco --image-info {params.info}"
+            "scratchdet report test-list coco --image-info {params.info}"
             " --images {params.images} --out {output} > {log} 2>&1"

@@ -73,7 +73,7 @@ rule voc_submission:
     conda:
         "../envs/scratchdet.yaml"
     shell:
-        "python -m scratchdet.reports.cli voc-submission --data {input.data} --dets {input.dets}"
+        "scratchdet report voc-submission --data {input.data} --dets {input.dets}"
         " --comp {params.comp} --out {output} > {log} 2>&1"
 
 
@@ -95,5 +95,5 @@ rule coco_submission:
     conda:
         "../envs/scratchdet.yaml"
     shell:
-        "python -m scratchdet.reports.cli coco-submission --data {input.data} --dets {input.dets}"
+        "scratchdet report coco-submission --data {input.data} --dets {input.dets}"
         " --out {output} > {log} 2>&1"

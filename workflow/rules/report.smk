@@ -30,7 +30,7 @@ rule table_report:
     conda:
         "../envs/scratchdet.yaml"
     shell:
-        "python -m scratchdet.reports.cli table --params {input.params} --scale {input.scale}"
+        "scratchdet report table --params {input.params} --scale {input.scale}"
         " --scale-name {params.scale_name} --results {params.results} {params.skips}"
         " --out-md {output.md} --out-csv {output.csv} > {log} 2>&1"
 
@@ -58,7 +58,7 @@ rule figure1:
     conda:
         "../envs/scratchdet.yaml"
     shell:
-        "python -m scratchdet.reports.cli figure1 {params.runs} --title {params.title}"
+        "scratchdet report figure1 {params.runs} --title {params.title}"
         " --out {output} > {log} 2>&1"
 
 
@@ -83,7 +83,7 @@ rule pr_curves:
     conda:
         "../envs/scratchdet.yaml"
     shell:
-        "python -m scratchdet.reports.cli pr-curves --gt {input.gt} --dets {input.dets}"
+        "scratchdet report pr-curves --gt {input.gt} --dets {input.dets}"
         " --title {params.title} --out {output} > {log} 2>&1"
 
 
@@ -109,5 +109,5 @@ rule detection_grid:
     conda:
         "../envs/scratchdet.yaml"
     shell:
-        "python -m scratchdet.reports.cli detections --gt {input.gt} --dets {input.dets}"
+        "scratchdet report detections --gt {input.gt} --dets {input.dets}"
         " --title {params.title} --out {output} > {log} 2>&1"

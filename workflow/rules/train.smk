@@ -19,15 +19,18 @@ rule run_config:
     conda:
         "../envs/scratchdet.yaml"
     shell:
-        "python -m scratchdet.reports.cli run-config --json {params.config:q}"
+        "scratchdet report run-config --json {params.config:q}"
         " --train-dir {params.train_dir} --out {output} > {log} 2>&1"
 
 
 rule train:
+    # The data and the starting weights are ancient(): a regenerated data file or a restored
+    # one (DVC gives it a new time) never retrains a row. A changed row config reruns
+    # run_config (params trigger), whose new run.yaml retrains the row.
     input:
         config=f"{RESULTS}/{{table}}/{{row}}/run.yaml",
-        data=lambda w: split_file(row_of(w).train_data),
-        init=lambda w: init_checkpoint(row_of(w)),
+        data=lambda w: ancient(split_file(row_of(w).train_data)),
+        init=lambda w: [ancient(f) for f in init_checkpoint(row_of(w))],
     output:
         model=f"{RESULTS}/{{table}}/{{row}}/train/model_final.pt",
         status=f"{RESULTS}/{{table}}/{{row}}/train/status.json",
@@ -45,5 +48,6 @@ rule train:
     conda:
         "../envs/scratchdet.yaml"
     shell:
-        "OMP_NUM_THREADS={threads} scratchdet -v train --config {input.config}"
+        "OMP_NUM_THREADS={threads} scratchdet -v train --config {input.config} --restart-stale"
         " --out {params.run_dir} --gpus {resources.gpu} > {log} 2>&1"
+
