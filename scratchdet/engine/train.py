@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import logging
 import math
+import os
+import shutil
 import signal
 import time
 from contextlib import nullcontext
@@ -130,13 +132,29 @@ def _forward(net: torch.nn.Module, images: torch.Tensor, micro_batch: int):
                           "too few for BatchNorm on this model's 1x1 maps; use 2 or more") from None
 
 
-def train(cfg: RunConfig, out_dir: str | Path) -> dict[str, Any]:
+def discard_stale_run(cfg: RunConfig, out: Path) -> bool:
+    """Delete a run in `out` that was made with another config; True if one was deleted."""
+    recorded = [p for p in (out / "checkpoints" / "last.pt", out / "model_final.pt") if p.exists()]
+    if not recorded or all(load_checkpoint(p).get("config") == cfg.to_dict() for p in recorded):
+        return False
+    for name in ("model_final.pt", "status.json", "metrics.csv", "config.yaml", "provenance.json"):
+        (out / name).unlink(missing_ok=True)
+    shutil.rmtree(out / "checkpoints", ignore_errors=True)
+    log.warning("%s held a run with another config: discarded, training anew", out)
+    return True
+
+
+def train(cfg: RunConfig, out_dir: str | Path, restart_stale: bool = False) -> dict[str, Any]:
     """Train (or resume) the run in `out_dir`; returns the final status dict.
 
+    A run folder holding a run made with another config is an error, unless `restart_stale`
+    (the workflow's choice: the row's config changed, so its old run is obsolete).
     Started by torchrun, each process trains on its slice of every batch and process 0 alone
     writes files.
     """
     out = Path(out_dir)
+    if restart_stale and int(os.environ.get("RANK", "0")) == 0:
+        discard_stale_run(cfg, out)
     status_path = out / "status.json"
     ctx = init_distributed(resolve_device(cfg.train.device))
     device = ctx.device(resolve_device(cfg.train.device))
