@@ -1,0 +1,152 @@
+"""A real single-node Slurm cluster (Debian's slurmctld, slurmd, munge) for the cluster tests.
+
+Everything lives in one temporary folder (config, state, logs, PID files); the daemons are
+stopped by their own PIDs, so nothing else on the machine is touched. Needs root (slurmd runs
+jobs as their submitting user and munged needs its key owned by the munge user).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+DAEMONS = ("munged", "slurmctld", "slurmd")
+# The Snakemake slurm executor drops every SLURM_* variable (SLURM_CONF too) before it calls
+# srun inside a job, so srun only finds the cluster through the default config path.
+SYSTEM_CONF = Path("/etc/slurm/slurm.conf")
+
+
+def missing_requirements() -> str | None:
+    """Why a cluster cannot be started here, or None."""
+    absent = [d for d in DAEMONS if shutil.which(d) is None and not Path(f"/usr/sbin/{d}").exists()]
+    if absent:
+        return f"not installed: {', '.join(absent)} (apt-get install slurmctld slurmd slurm-client munge)"
+    if os.geteuid() != 0:
+        return "the local Slurm cluster needs root"
+    return None
+
+
+def _exe(name: str) -> str:
+    return shutil.which(name) or f"/usr/sbin/{name}"
+
+
+class LocalSlurm:
+    def __init__(self, root: Path, cpus: int | None = None, memory_mb: int = 8000):
+        self.root = root
+        self.host = socket.gethostname().split(".")[0]
+        self.cpus = cpus or os.cpu_count() or 1
+        self.memory_mb = memory_mb
+        self.conf = root / "slurm.conf"
+        self.munge_socket = root / "munge" / "munge.socket"
+        self.env = {"SLURM_CONF": str(self.conf)}
+        self._linked_system_conf = False
+
+    def _write_config(self) -> None:
+        for sub in ("state", "spool", "munge"):
+            (self.root / sub).mkdir(parents=True, exist_ok=True)
+        r = self.root
+        self.conf.write_text(f"""\
+ClusterName=scratchdet-ci
+SlurmctldHost={self.host}
+SlurmUser=root
+SlurmdUser=root
+AuthType=auth/munge
+AuthInfo=socket={self.munge_socket}
+CredType=cred/munge
+StateSaveLocation={r}/state
+SlurmdSpoolDir={r}/spool
+SlurmctldPidFile={r}/slurmctld.pid
+SlurmdPidFile={r}/slurmd.pid
+SlurmctldLogFile={r}/slurmctld.log
+SlurmdLogFile={r}/slurmd.log
+SlurmctldPort=16817
+SlurmdPort=16818
+ProctrackType=proctrack/linuxproc
+TaskPlugin=task/none
+SchedulerType=sched/backfill
+SelectType=select/cons_tres
+SelectTypeParameters=CR_Core_Memory
+ReturnToService=2
+MpiDefault=none
+JobAcctGatherType=jobacct_gather/none
+AccountingStorageType=accounting_storage/none
+NodeName={self.host} CPUs={self.cpus} RealMemory={self.memory_mb} State=UNKNOWN
+PartitionName=ci Nodes={self.host} Default=YES MaxTime=INFINITE State=UP
+""")
+
+    def start(self, timeout: float = 60) -> None:
+        self._write_config()
+        if not SYSTEM_CONF.exists() and not SYSTEM_CONF.is_symlink():
+            SYSTEM_CONF.parent.mkdir(parents=True, exist_ok=True)
+            SYSTEM_CONF.symlink_to(self.conf)
+            self._linked_system_conf = True
+        key = self.root / "munge" / "munge.key"
+        key.write_bytes(os.urandom(1024))
+        key.chmod(0o400)
+        subprocess.run([_exe("munged"), "--force", f"--key-file={key}", f"--socket={self.munge_socket}",
+                        f"--pid-file={self.root / 'munge' / 'munged.pid'}",
+                        f"--log-file={self.root / 'munge' / 'munged.log'}",
+                        f"--seed-file={self.root / 'munge' / 'munged.seed'}"], check=True)
+        env = os.environ | self.env
+        subprocess.run([_exe("slurmctld"), "-c"], check=True, env=env)  # -c: no old state
+        subprocess.run([_exe("slurmd")], check=True, env=env)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            out = subprocess.run(["sinfo", "-h", "-o", "%t"], capture_output=True, text=True,
+                                 env=env, check=False).stdout.strip()
+            if out in ("idle", "mix", "alloc"):
+                return
+            time.sleep(0.5)
+        raise RuntimeError(f"Slurm did not come up; see {self.root}/slurmctld.log and slurmd.log")
+
+    def pids(self) -> dict[str, int]:
+        files = {"slurmd": self.root / "slurmd.pid", "slurmctld": self.root / "slurmctld.pid",
+                 "munged": self.root / "munge" / "munged.pid"}
+        return {name: int(p.read_text().split()[0]) for name, p in files.items() if p.exists()}
+
+    def stop(self, timeout: float = 20) -> None:
+        """SIGTERM each daemon by the PID it wrote, then SIGKILL what is still alive."""
+        pids = self.pids()
+        for pid in pids.values():
+            _signal(pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and any(_alive(p) for p in pids.values()):
+            time.sleep(0.2)
+        for pid in pids.values():
+            if _alive(pid):
+                _signal(pid, signal.SIGKILL)
+        if self._linked_system_conf:
+            SYSTEM_CONF.unlink(missing_ok=True)
+            self._linked_system_conf = False
+
+
+def _signal(pid: int, sig: int) -> None:
+    try:
+        os.kill(pid, sig)
+    except ProcessLookupError:
+        pass
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie child still answers kill(0); reap it if it is ours.
+    try:
+        done, _ = os.waitpid(pid, os.WNOHANG)
+        return done == 0
+    except ChildProcessError:
+        return Path(f"/proc/{pid}").exists() and "Z" not in _state(pid)
+
+
+def _state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2]
+    except (OSError, IndexError):
+        return ""
