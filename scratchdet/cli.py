@@ -257,9 +257,9 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+def run_parsed(args: argparse.Namespace, verbose: bool = False) -> int:
+    """Run a parsed subcommand: one line and exit status 2 for bad input, a traceback for bugs."""
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     func: Callable[[argparse.Namespace], None] = args.func
     try:
@@ -268,6 +268,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"scratchdet: error: {exc}", file=sys.stderr)
         return 2
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return run_parsed(args, verbose=args.verbose)
 
 
 if __name__ == "__main__":

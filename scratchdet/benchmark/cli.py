@@ -7,11 +7,8 @@ Heavy imports happen inside the commands, so ``scratchdet --help`` stays instant
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from collections.abc import Sequence
-
-from ..errors import ScratchdetError
 
 
 def _print_summary(data: dict) -> None:
@@ -78,14 +75,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     register(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(["benchmark", *argv])
     args.argv = argv
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    try:
-        args.func(args)
-    except ScratchdetError as exc:
-        print(f"scratchdet: error: {exc}", file=sys.stderr)
-        return 2
-    return 0
+    from ..cli import run_parsed
+
+    return run_parsed(args, verbose=verbose)
 
 
 if __name__ == "__main__":

@@ -202,24 +202,3 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     s.add_argument("--marker", help="file written when extraction has finished")
     s.set_defaults(func=_cmd_extract)
 
-
-def main(argv: list[str] | None = None) -> int:
-    import sys
-
-    from ..errors import ScratchdetError
-
-    parser = argparse.ArgumentParser(prog="python -m scratchdet.data.download",
-                                     description=__doc__.splitlines()[0])
-    register(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        args.func(args)
-    except ScratchdetError as exc:
-        print(f"scratchdet: error: {exc}", file=sys.stderr)
-        return 2
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

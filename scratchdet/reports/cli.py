@@ -7,7 +7,6 @@ in, `python -m scratchdet.reports.cli <command> ...` takes the same arguments.
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 
 
@@ -158,18 +157,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from ..errors import ScratchdetError
+    from ..cli import run_parsed
 
     parser = argparse.ArgumentParser(prog="scratchdet report", description=__doc__.splitlines()[0])
     add_commands(parser.add_subparsers(dest="report_command", required=True))
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        args.func(args)
-    except ScratchdetError as exc:
-        print(f"scratchdet: error: {exc}", file=sys.stderr)
-        return 2
-    return 0
+    return run_parsed(parser.parse_args(argv), verbose=True)
 
 
 if __name__ == "__main__":
