@@ -31,15 +31,6 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 RESULTS_DIR = REPO_ROOT / "benchmarks" / "results"
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(None, "--device", "CUDA was asked for but torch sees no GPU")
-    return device
-
-
 def device_slug(device: torch.device) -> str:
     """File-name part for a device: ``cpu`` or the GPU's name, e.g. ``nvidia_h100_80gb_hbm3``."""
     if device.type == "cpu":

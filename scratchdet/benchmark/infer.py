@@ -23,6 +23,7 @@ from typing import Any
 import torch
 
 from ..data.transforms import CAFFE_MEAN_RGB
+from ..engine.device import memory_format_for, resolve_device
 from ..models import CANONICAL_MODELS, build_model, count_parameters
 from ..ssd.postprocess import postprocess
 from .common import (
@@ -30,7 +31,6 @@ from .common import (
     check_positive,
     default_out,
     parse_model,
-    resolve_device,
     summary,
     timed,
 )
@@ -79,11 +79,10 @@ def run_infer(args: argparse.Namespace) -> dict[str, Any]:
     check_positive("--warmup", args.warmup, 0)
     for b in args.batch_sizes:
         check_positive("--batch-sizes", b)
-    device = resolve_device(args.device)
+    device = resolve_device(args.device, "--device")
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
-    memory_format = (torch.channels_last if args.channels_last and device.type == "cuda"
-                     else torch.contiguous_format)
+    memory_format = memory_format_for(device, args.channels_last)
     config = {k: v for k, v in vars(args).items() if k not in ("func", "argv")}
     config.update(memory_format=str(memory_format), num_classes=NUM_CLASSES,
                   amp_active=args.amp and device.type == "cuda",

@@ -28,10 +28,11 @@ from typing import Any
 
 import torch
 
+from ..engine.device import memory_format_for, resolve_device
 from ..models import build_model, count_parameters, resolve_config
 from ..ssd.loss import MultiBoxLoss
 from . import data as bdata
-from .common import Record, check_positive, default_out, parse_model, resolve_device, summary, sync
+from .common import Record, check_positive, default_out, parse_model, summary, sync
 from .tvref import backbone_reference, targets_for, torchvision_vgg16
 
 log = logging.getLogger(__name__)
@@ -222,11 +223,10 @@ def run_train(args: argparse.Namespace) -> dict[str, Any]:
     models = [parse_model(m) for m in args.models]
     for _, cfg in models:
         resolve_config(cfg)  # a bad name fails now, not after the first model's timings
-    device = resolve_device(args.device)
+    device = resolve_device(args.device, "--device")
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
-    memory_format = (torch.channels_last if args.channels_last and device.type == "cuda"
-                     else torch.contiguous_format)
+    memory_format = memory_format_for(device, args.channels_last)
     config = {k: v for k, v in vars(args).items() if k not in ("func", "argv")}
     config.update(memory_format=str(memory_format), amp_active=args.amp and device.type == "cuda",
                   cudnn_benchmark=device.type == "cuda", num_classes=NUM_CLASSES, lr=LR)

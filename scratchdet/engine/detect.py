@@ -17,7 +17,7 @@ from ..io import write_json
 from ..models import build_model
 from ..ssd.postprocess import postprocess
 from .checkpoint import load_checkpoint
-from .train import resolve_device
+from .device import resolve_device
 
 
 class _TestSamples(torch.utils.data.Dataset):
@@ -59,7 +59,7 @@ def detect(checkpoint: str | Path, data: str | Path, out: str | Path,
     A diverged run writes an empty list: its evaluation then reads NaN, as the papers' tables do.
     """
     cfg = cfg or DetectConfig()
-    dev = resolve_device(device)
+    dev = resolve_device(device, "--device")
     model, state = load_trained_model(checkpoint, dev)
     ann = load_annotations(data)
     names = [c["name"] for c in sorted(ann["categories"], key=lambda c: c["id"])]

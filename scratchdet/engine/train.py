@@ -40,6 +40,7 @@ from ..ssd.loss import MultiBoxLoss
 from ..ssd.matching import match, pad_targets
 from .checkpoint import load_checkpoint, save_checkpoint
 from .data import TrainSamples, collate_train
+from .device import memory_format_for, resolve_device
 from .distributed import DistContext, init_distributed, shutdown_distributed
 from .gpu_pipeline import DevicePipeline, RawSamples, collate_raw
 from .metrics_log import MetricsLog
@@ -47,12 +48,6 @@ from .sampling import StreamBatchSampler
 from .schedule import lr_at
 
 log = logging.getLogger(__name__)
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 class _StopRequest:
@@ -156,8 +151,9 @@ def train(cfg: RunConfig, out_dir: str | Path, restart_stale: bool = False) -> d
     if restart_stale and int(os.environ.get("RANK", "0")) == 0:
         discard_stale_run(cfg, out)
     status_path = out / "status.json"
-    ctx = init_distributed(resolve_device(cfg.train.device))
-    device = ctx.device(resolve_device(cfg.train.device))
+    requested = resolve_device(cfg.train.device, "train.device")
+    ctx = init_distributed(requested)
+    device = ctx.device(requested)
     try:
         if status_path.exists() and (out / "model_final.pt").exists():
             done = load_checkpoint(out / "model_final.pt")
@@ -191,8 +187,7 @@ def _train(cfg: RunConfig, out: Path, ctx: DistContext, device: torch.device) ->
     # A resumed run takes its weights from the checkpoint: no ImageNet download needed.
     model = build_model(cfg.model, num_classes=len(names),
                         load_pretrained=not last_path.exists()).to(device)
-    memory_format = torch.channels_last if (cfg.train.channels_last and device.type == "cuda") \
-        else torch.contiguous_format
+    memory_format = memory_format_for(device, cfg.train.channels_last)
     model = model.to(memory_format=memory_format)
     priors = model.priors.to(device)
     variances = model.prior_config.variances

@@ -13,12 +13,11 @@ import torch
 from torch import Tensor, nn
 from torchvision.models import WeightsEnum
 
+from scratchdet.data.transforms import CAFFE_MEAN_RGB  # the network input's mean
 from scratchdet.errors import ConfigError
 
 __all__ = ["CAFFE_MEAN_RGB", "ImageNetInput", "checkpoint_path", "load_state_dict"]
 
-# The network input of this project (docs/ARCHITECTURE.md): RGB pixels in [0, 255] minus this.
-CAFFE_MEAN_RGB = (123.0, 117.0, 104.0)
 
 
 def checkpoint_path(weights: WeightsEnum) -> str:
