@@ -20,6 +20,7 @@ include: "workflow/common.smk"
 rule all:
     input:
         tables=expand(f"{REPORTS}/{{table}}.{{ext}}", table=TABLES, ext=("md", "csv")),
+        records=expand(f"{RESULTS}/tables/{{table}}.json", table=TABLES),
         figure1=[f"{REPORTS}/figures/scratchdet_figure1.png"] if FIGURE1 else [],
         showcase=expand(f"{REPORTS}/figures/{{key}}/{{kind}}.png", key=SHOWCASE,
                         kind=("pr_curves", "detections")),

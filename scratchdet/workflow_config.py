@@ -3,6 +3,11 @@
 The Snakefile plans one training job per row with these functions, and the report commands read
 results through the same `RunPaths`, so the file layout of a run is defined here only.
 
+A run's folder is named after the digest of its run config (`<table>/<row>/<digest>/`): a changed
+config is a new folder, so Snakemake retrains it because its outputs are missing, never because of
+file times or its own metadata. That is what lets results restored by `dvc pull` (new file times,
+no `.snakemake/`) be reused, and a row whose config changed since be retrained.
+
 A params table has one row per ablation: `row` (a path-safe id), descriptive columns shown in the
 report, then the fixed columns below, `paper_<metric>` columns with the paper's numbers (empty =
 unknown, `NAN` = the paper reports divergence) and a free-text `note`.
@@ -13,6 +18,8 @@ from __future__ import annotations
 import copy
 import csv
 import dataclasses
+import hashlib
+import json
 import math
 import re
 from pathlib import Path
@@ -35,14 +42,13 @@ EVALS = {
     "coco": ("coco_val", "coco", "coco_testdev"),
 }
 
-# Logical split -> dataset file (under the data folder) for each kind of dataset. The synthetic
-# dataset stands in for every split at the smoke scale.
+# Logical split -> dataset file (under the dataset folder) for each kind of dataset. The
+# synthetic dataset stands in for every split at the smoke scale.
 SPLITS = {
     "synth": {
-        "voc07+12": "synth/trainval.json", "voc07++12": "synth/trainval.json",
-        "coco": "synth/trainval.json", "voc07_test": "synth/test.json",
-        "voc12_test": "synth/test.json", "coco_val": "synth/test.json",
-        "coco_testdev": "synth/test.json",
+        "voc07+12": "trainval.json", "voc07++12": "trainval.json", "coco": "trainval.json",
+        "voc07_test": "test.json", "voc12_test": "test.json", "coco_val": "test.json",
+        "coco_testdev": "test.json",
     },
     "official": {
         "voc07+12": "voc/trainval_0712.json", "voc07++12": "voc/trainval_0712_test07.json",
@@ -85,13 +91,13 @@ class Row:
 
 @dataclasses.dataclass(frozen=True)
 class RunPaths:
-    """Where every file of one row's run lives: `<results>/<scale>/<table>/<row>/...`."""
+    """Where every file of one row's run lives: `<results>/<scale>/<table>/<row>/<digest>/...`."""
 
     root: Path
 
     @classmethod
-    def of(cls, results: str | Path, table: str, row: str) -> RunPaths:
-        return cls(Path(results) / table / row)
+    def of(cls, results: str | Path, table: str, row: str, digest: str) -> RunPaths:
+        return cls(Path(results) / table / row / digest)
 
     @property
     def run_config(self) -> Path:
@@ -131,8 +137,18 @@ class RunPaths:
     @property
     def coco_submission(self) -> Path:
         # The server reads the algorithm name between underscores: letters and digits only.
-        alg = re.sub(r"[^A-Za-z0-9]", "", self.root.name)
+        alg = re.sub(r"[^A-Za-z0-9]", "", self.root.parent.name)
         return self.root / f"detections_test-dev2017_{alg}_results.zip"
+
+
+DIGEST_LENGTH = 10
+DIGEST_PATTERN = f"[0-9a-f]{{{DIGEST_LENGTH}}}"
+
+
+def config_digest(config: dict[str, Any]) -> str:
+    """Short content hash of a run config (key order and formatting do not matter)."""
+    text = json.dumps(config, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:DIGEST_LENGTH]
 
 
 def submission_file(row: Row, paths: RunPaths) -> Path | None:
@@ -235,8 +251,17 @@ def deep_merge(base: dict[str, Any], *overrides: dict[str, Any]) -> dict[str, An
     return out
 
 
+def dataset_dir(scale: dict[str, Any], data_dir: str | Path = "data") -> Path:
+    """The data folder of a scale's dataset. A synthetic dataset's folder names its recipe, so
+    that the run configs (and so their digests) change when the recipe does."""
+    if scale["dataset"] != "synth":
+        return Path(data_dir)
+    synth = scale["synth"]
+    return Path(data_dir) / "synth" / f"{synth['trainval']}trainval_{synth['test']}test_seed{synth['seed']}"
+
+
 def split_file(scale: dict[str, Any], split: str, data_dir: str | Path = "data") -> str:
-    return str(Path(data_dir) / SPLITS[scale["dataset"]][split])
+    return str(dataset_dir(scale, data_dir) / SPLITS[scale["dataset"]][split])
 
 
 def run_config(row: Row, scale: dict[str, Any], data_dir: str | Path = "data",

@@ -16,7 +16,7 @@ import yaml
 from scratchdet.data.annotations import load_annotations
 from scratchdet.errors import ConfigError, DataError
 from scratchdet.evaluation import evaluate
-from scratchdet.io import write_json
+from scratchdet.io import read_json, write_json
 from scratchdet.reports.cli import main as report_main
 from scratchdet.reports.figures import fluctuation
 from scratchdet.reports.precision_recall import precision_recall
@@ -65,12 +65,13 @@ def test_pr_curves_agree_with_the_evaluation(synth_splits, dets):
 # --- table reports ------------------------------------------------------------------------------
 
 def _fake_run(results: Path, table: str, row: str, status: dict, metrics: dict,
-              device: str = "cpu") -> None:
+              device: str = "cpu") -> RunPaths:
     """The files `scratchdet train` and `scratchdet eval` leave for one row."""
-    p = RunPaths.of(results, table, row)
+    p = RunPaths.of(results, table, row, "0123456789")
     write_json(p.status, status)
     write_json(p.metrics, metrics)
     write_json(p.provenance, {"hardware": {"device": device, "cpu": "x86_64", "cpu_count": 2}})
+    return p
 
 
 def test_table_report_reads_nan_not_run_and_differences(tmp_path):
@@ -78,19 +79,21 @@ def test_table_report_reads_nan_not_run_and_differences(tmp_path):
     table = "scratchdet_table1"
     params = ROOT / "params" / f"{table}.tsv"
     rows = pd.read_csv(params, sep="\t", dtype=str, keep_default_na=False)
-    skips = {}
+    skips, runs = {}, {}
     for rid, pre in zip(rows["row"], rows["pretrained"]):
         if pre == "yes":
             skips[rid] = "needs ImageNet weights, offline"
         elif rid == "scratch_bn-none_lr0.05":
-            _fake_run(results, table, rid, {"status": "diverged", "step": 7, "reason": "loss is nan"},
-                      {"map": float("nan"), "diverged": True})
+            runs[rid] = _fake_run(results, table, rid, {"status": "diverged", "step": 7,
+                                                        "reason": "loss is nan"},
+                                  {"map": float("nan"), "diverged": True}).root
         else:
-            _fake_run(results, table, rid, {"status": "finished", "step": 2, "reason": None},
-                      {"map": 0.5, "diverged": False})
+            runs[rid] = _fake_run(results, table, rid, {"status": "finished", "step": 2,
+                                                        "reason": None},
+                                  {"map": 0.5, "diverged": False}).root
     md, csv_path = tmp_path / "t.md", tmp_path / "t.csv"
-    write_table_report(params, ROOT / "config/scales/default.yaml", "default", results, skips,
-                       md, csv_path)
+    write_table_report(params, ROOT / "config/scales/default.yaml", "default", runs, skips,
+                       md, csv_path, tmp_path / "t.json")
     text = md.read_text()
     assert "Smoke scale: numbers are not comparable to the paper" in text
     assert "hardware: CPU (x86_64, 2 cores)" in text
@@ -107,18 +110,24 @@ def test_table_report_reads_nan_not_run_and_differences(tmp_path):
     assert skipped["mAP reproduced"] == "not run"
     assert skipped["status"] == "not run (needs ImageNet weights, offline)"
     assert csv_path.read_text().startswith("# scale: default: smoke scale")
+    record = {r["row"]: r for r in read_json(tmp_path / "t.json")["rows"]}
+    assert record["scratch_bn-none_lr0.05"]["reproduced"] == {"map": "NaN"}
+    assert record["scratch_bn-none_lr0.05"]["run"] == str(runs["scratch_bn-none_lr0.05"])
+    assert record["scratch_bn-none_lr0.001"]["reproduced"] == {"map": 50.0}
+    assert record["pretrained_bn-both_lr0.01"]["status"] == "not run"
+    assert record["pretrained_bn-both_lr0.01"]["run"] is None
 
 
 def test_table_report_coco_metrics_params_and_server_file(tmp_path):
     results = tmp_path / "results"
-    _fake_run(results, "dsod_table6", "dsod300_coco", {"status": "finished", "step": 9},
-              {"map": 0.25, "stats": {"AP": 0.25, "AP50": 0.5, "AP75": 0.2, "APs": 0.1,
-                                      "APm": 0.3, "APl": 0.4}}, device="cuda:0")
-    prov = RunPaths.of(results, "dsod_table6", "dsod300_coco").provenance
-    write_json(prov, {"hardware": {"device": "cuda:0", "gpus": ["NVIDIA H100"], "cuda": "12.8"}})
+    run = _fake_run(results, "dsod_table6", "dsod300_coco", {"status": "finished", "step": 9},
+                    {"map": 0.25, "stats": {"AP": 0.25, "AP50": 0.5, "AP75": 0.2, "APs": 0.1,
+                                            "APm": 0.3, "APl": 0.4}}, device="cuda:0")
+    write_json(run.provenance, {"hardware": {"device": "cuda:0", "gpus": ["NVIDIA H100"],
+                                             "cuda": "12.8"}})
     md, csv_path = tmp_path / "t.md", tmp_path / "t.csv"
     write_table_report(ROOT / "params/dsod_table6.tsv", ROOT / "config/scales/paper.yaml", "paper",
-                       results, {}, md, csv_path)
+                       {"dsod300_coco": run.root}, {}, md, csv_path)
     df = pd.read_csv(csv_path, comment="#", dtype=str, keep_default_na=False)
     assert df.loc[0, "AP50 reproduced"] == "50.0" and df.loc[0, "AP50 paper"] == "47.3"
     assert df.loc[0, "AP50 diff"] == "+2.7"
@@ -130,7 +139,7 @@ def test_table_report_coco_metrics_params_and_server_file(tmp_path):
 def test_table_report_counts_parameters_like_the_paper(tmp_path):
     params = ROOT / "params/dsod_table3.tsv"
     rows = pd.read_csv(params, sep="\t", dtype=str, keep_default_na=False)["row"]
-    write_table_report(params, ROOT / "config/scales/default.yaml", "default", tmp_path,
+    write_table_report(params, ROOT / "config/scales/default.yaml", "default", {},
                        {r: "test" for r in rows}, tmp_path / "t.md", tmp_path / "t.csv")
     df = pd.read_csv(tmp_path / "t.csv", comment="#", dtype=str, keep_default_na=False)
     dsod = df.set_index("row").loc["ds64-192-48-1_stem_dense"]
@@ -139,14 +148,18 @@ def test_table_report_counts_parameters_like_the_paper(tmp_path):
 
 
 def test_table_report_needs_every_run_result(tmp_path):
+    params = ROOT / "params/scratchdet_table3.tsv"
+    ids = list(pd.read_csv(params, sep="\t", dtype=str)["row"])
+    args = (ROOT / "config/scales/default.yaml", "default")
+    outs = (tmp_path / "t.md", tmp_path / "t.csv")
     with pytest.raises(DataError, match="metrics.json"):
-        write_table_report(ROOT / "params/scratchdet_table3.tsv",
-                           ROOT / "config/scales/default.yaml", "default", tmp_path, {},
-                           tmp_path / "t.md", tmp_path / "t.csv")
-    with pytest.raises(ConfigError, match="not in this table"):
-        write_table_report(ROOT / "params/scratchdet_table3.tsv",
-                           ROOT / "config/scales/default.yaml", "default", tmp_path,
-                           {"no_such_row": "x"}, tmp_path / "t.md", tmp_path / "t.csv")
+        write_table_report(params, *args, {i: tmp_path / i for i in ids}, {}, *outs)
+    with pytest.raises(ConfigError, match="neither a run folder nor a reason"):
+        write_table_report(params, *args, {ids[0]: tmp_path}, {}, *outs)
+    with pytest.raises(ConfigError, match="--skip: rows \\['no_such_row'\\] are not in this"):
+        write_table_report(params, *args, {}, {"no_such_row": "x", **{i: "x" for i in ids}}, *outs)
+    with pytest.raises(ConfigError, match="--run: rows"):
+        write_table_report(params, *args, {"no_such_row": tmp_path}, {i: "x" for i in ids}, *outs)
 
 
 # --- figures -------------------------------------------------------------------------------------
@@ -231,19 +244,11 @@ def test_test_lists_have_images_and_no_labels(synth_splits, tmp_path):
 
 # --- run configs --------------------------------------------------------------------------------
 
-def test_run_config_is_validated_and_retires_a_stale_run(tmp_path):
+def test_run_config_is_validated_before_it_is_written(tmp_path):
     cfg = {"model": {"name": "dsod300"}, "data": {"train": "t.json"}, "train": {"lr": 0.1}}
-    train_dir = tmp_path / "train"
-    train_dir.mkdir()
-    write_run_config(json.dumps(cfg), tmp_path / "run.yaml", train_dir)
+    write_run_config(json.dumps(cfg), tmp_path / "run.yaml")
     written = yaml.safe_load((tmp_path / "run.yaml").read_text())
     assert written["train"]["lr"] == 0.1 and written["train"]["batch_size"] == 32  # defaults
-    (train_dir / "config.yaml").write_text((tmp_path / "run.yaml").read_text())
-    write_run_config(json.dumps(cfg), tmp_path / "run.yaml", train_dir)
-    assert train_dir.exists()  # same config: resumable, kept
-    cfg["train"]["lr"] = 0.05
-    write_run_config(json.dumps(cfg), tmp_path / "run.yaml", train_dir)
-    assert not train_dir.exists()  # another config: its checkpoints cannot be resumed
     with pytest.raises(ConfigError, match="train.lr"):
         write_run_config(json.dumps({"train": {"lr": -1}}), tmp_path / "bad.yaml")
     assert not (tmp_path / "bad.yaml").exists()
@@ -260,8 +265,8 @@ def test_register_adds_the_report_family_to_a_command_line():
     register(sub)
     register_download(sub.add_parser("data").add_subparsers(dest="data_command", required=True))
     args = parser.parse_args(["report", "table", "--params", "p", "--scale", "s", "--scale-name",
-                              "default", "--results", "r", "--skip", "a=b c", "--out-md", "m",
+                              "default", "--run", "r=x/y", "--skip", "a=b c", "--out-md", "m",
                               "--out-csv", "c"])
-    assert args.func is cmd_table and args.skip == ["a=b c"]
+    assert args.func is cmd_table and args.skip == ["a=b c"] and args.run == ["r=x/y"]
     args = parser.parse_args(["data", "download", "--url", "http://x/y", "--out", "y", "--md5", "0"])
     assert args.url == "http://x/y"

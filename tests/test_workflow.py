@@ -52,7 +52,7 @@ def plan(workdir: Path, **config) -> list[str]:
 
 def train_jobs(files: list[str]) -> list[str]:
     """table/row of each planned training job."""
-    return sorted("/".join(Path(f).parts[-4:-2]) for f in files if f.endswith("train/model_final.pt"))
+    return sorted("/".join(Path(f).parts[-5:-3]) for f in files if f.endswith("train/model_final.pt"))
 
 
 @pytest.fixture()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -83,7 +84,7 @@ def test_run_config_layers_scale_recipe_and_row():
                              "test": "data/voc/test_07.json"}  # scale base + split files
     smoke = wc.run_config(row, SCALES["default"], "data")
     assert smoke["train"]["lr"] == 0.01 and smoke["train"]["max_steps"] < 10
-    assert smoke["data"]["train"] == "data/synth/trainval.json"
+    assert smoke["data"]["train"] == "data/synth/16trainval_4test_seed0/trainval.json"
 
 
 def test_a_bad_row_override_fails_at_planning():
@@ -119,7 +120,26 @@ def test_load_table_errors_name_the_file_and_row(tmp_path):
 
 
 def test_run_paths_layout():
-    p = wc.RunPaths.of("results/paper", "dsod_table6", "dsod300_coco")
-    assert p.model == Path("results/paper/dsod_table6/dsod300_coco/train/model_final.pt")
+    p = wc.RunPaths.of("results/paper", "dsod_table6", "dsod300_coco", "0123abcdef")
+    assert p.model == Path("results/paper/dsod_table6/dsod300_coco/0123abcdef/train/model_final.pt")
     assert p.detections("data/coco/val2017.json").name == "dets_val2017.json"
     assert p.coco_submission.name == "detections_test-dev2017_dsod300coco_results.zip"
+
+
+def test_config_digest_names_the_config_not_its_formatting():
+    a = {"train": {"lr": 0.1, "batch_size": 2}, "model": {"name": "dsod300"}}
+    b = {"model": {"name": "dsod300"}, "train": {"batch_size": 2, "lr": 0.1}}
+    assert wc.config_digest(a) == wc.config_digest(b)
+    assert re.fullmatch(wc.DIGEST_PATTERN, wc.config_digest(a))
+    b["train"]["lr"] = 0.05
+    assert wc.config_digest(a) != wc.config_digest(b)
+
+
+def test_a_rows_digest_follows_its_dataset_recipe_and_init_run():
+    row = next(r for r in TABLES["scratchdet_table1"] if r.id == "scratch_bn-head_lr0.01")
+    scale = SCALES["default"]
+    base = wc.config_digest(wc.run_config(row, scale, "data"))
+    other_data = {**scale, "synth": {**scale["synth"], "seed": 1}}
+    assert wc.config_digest(wc.run_config(row, other_data, "data")) != base
+    assert wc.config_digest(wc.run_config(row, scale, "data", "results/x/model_final.pt")) != base
+    assert wc.config_digest(wc.run_config(row, scale, "data")) == base

@@ -1,6 +1,7 @@
 # Shared by the workflow files in rules/: the validated config, the scale, the params tables and
 # the paths. Planning needs no network and imports no torch (a dry run stays fast).
 
+import functools
 import json
 import re
 import shlex
@@ -8,6 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 import yaml
+from snakemake.exceptions import WorkflowError
 from snakemake.utils import min_version, validate
 
 from scratchdet import workflow_config as wc
@@ -24,6 +26,7 @@ with open(SCALE_FILE) as _fh:
 validate(SCALE_CFG, "schemas/scale.schema.yaml")
 
 DATA = config["data_dir"]
+DATASET = str(wc.dataset_dir(SCALE_CFG, DATA))
 RESULTS = f"{config['results_dir']}/{SCALE}"
 REPORTS = f"{config['reports_dir']}/{SCALE}"
 LOGS = f"{RESULTS}/logs"
@@ -62,12 +65,25 @@ def row_of(wildcards):
     return ROWS[f"{wildcards.table}/{wildcards.row}"]
 
 
-def run_paths(table, row):
-    return wc.RunPaths.of(RESULTS, table, row)
+@functools.cache
+def row_config(key):
+    """The whole run config of a row. Its digest names the row's folder (key_paths)."""
+    row = ROWS[key]
+    init = init_checkpoint(row)
+    return wc.run_config(row, SCALE_CFG, DATA, init[0] if init else None)
+
+
+def key_paths(key):
+    """A row's files, in the folder named after its run config's digest: a changed config (of
+    the row, its recipe, its scale, its dataset or the run it starts from) is a new folder, so it
+    retrains because its outputs are missing. No file time or .snakemake/ record is involved,
+    which is what makes results restored by `dvc pull` reusable (every input below is ancient)."""
+    table, row = key.split("/")
+    return wc.RunPaths.of(RESULTS, table, row, wc.config_digest(row_config(key)))
 
 
 def paths_of(wildcards):
-    return run_paths(wildcards.table, wildcards.row)
+    return key_paths(f"{wildcards.table}/{wildcards.row}")
 
 
 def split_file(split):
@@ -80,12 +96,13 @@ def res(kind, key):
 
 
 def run_config_json(wildcards):
-    """The row's whole run config as a params string. Editing a row (or its recipe) changes it,
-    so Snakemake rewrites run.yaml and retrains that row, and only that row."""
-    row = row_of(wildcards)
-    init = init_checkpoint(row)
-    return json.dumps(wc.run_config(row, SCALE_CFG, DATA, init[0] if init else None),
-                      sort_keys=True)
+    """The row's run config for the folder asked for; a folder of another config is refused."""
+    key = f"{wildcards.table}/{wildcards.row}"
+    current = paths_of(wildcards).root.name
+    if wildcards.digest != current:
+        raise WorkflowError(f"{RESULTS}/{key}/{wildcards.digest} is not the folder of the row's "
+                            f"current run config ({current}); ask for the reports, not old folders")
+    return json.dumps(row_config(key), sort_keys=True)
 
 
 # Every file a split name can stand for, by file stem (detections are named after it).
@@ -97,6 +114,7 @@ wildcard_constraints:
     table="|".join(TABLES),
     row=r"[A-Za-z0-9][A-Za-z0-9._+-]*",
     testset="|".join(TEST_FILES),
+    digest=wc.DIGEST_PATTERN,
 
 
 # --- official datasets ----------------------------------------------------------------------------
@@ -128,7 +146,7 @@ VOC_SPLITS = {
 
 def init_checkpoint(row):
     """The final weights a row starts from ([] for none)."""
-    return [str(run_paths(*row.init_from.split("/")).model)] if row.init_from else []
+    return [str(key_paths(row.init_from).model)] if row.init_from else []
 
 
 def local_gt(row):
@@ -143,7 +161,7 @@ def voc_competition(row):
 
 def submissions(key):
     """The evaluation-server upload files of a row ([] when it is scored locally only)."""
-    path = wc.submission_file(ROWS[key], run_paths(*key.split("/")))
+    path = wc.submission_file(ROWS[key], key_paths(key))
     return [str(path)] if path else []
 
 
@@ -156,6 +174,12 @@ def figure1_label(key):
     row = ROWS[key]
     paper = row.paper.get("map")
     return row.id if paper is None else f"{row.id} (paper {fmt(paper)} mAP)"
+
+
+def run_options(table):
+    """--run ROW=FOLDER for each row of `table` that runs at this scale."""
+    return " ".join(f"--run {shlex.quote(f'{ROWS[k].id}={key_paths(k).root}')}"
+                    for k in run_keys(table))
 
 
 def skip_options(table):

@@ -25,15 +25,16 @@ def _pairs(values: list[str], option: str) -> dict[str, str]:
 def cmd_run_config(args: argparse.Namespace) -> None:
     from .runconfig import write_run_config
 
-    write_run_config(args.json, args.out, args.train_dir)
+    write_run_config(args.json, args.out)
     print(args.out)
 
 
 def cmd_table(args: argparse.Namespace) -> None:
     from .tables import write_table_report
 
-    found = write_table_report(args.params, args.scale, args.scale_name, args.results,
-                               _pairs(args.skip, "--skip"), args.out_md, args.out_csv)
+    found = write_table_report(args.params, args.scale, args.scale_name, _pairs(args.run, "--run"),
+                               _pairs(args.skip, "--skip"), args.out_md, args.out_csv,
+                               args.out_json)
     ran = sum(r.status != "not run" for r in found)
     print(f"{args.out_md}: {len(found)} rows, {ran} run, {len(found) - ran} not run")
 
@@ -93,18 +94,19 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     s = sub.add_parser("run-config", help="validate a run config given as JSON, write it as YAML")
     s.add_argument("--json", required=True, help="the whole run config as a JSON object")
     s.add_argument("--out", required=True)
-    s.add_argument("--train-dir", help="run folder to remove if it was trained with another config")
     s.set_defaults(func=cmd_run_config)
 
     s = sub.add_parser("table", help="a paper table as Markdown + CSV: reproduced, paper, diff")
     s.add_argument("--params", required=True, help="params/<table>.tsv")
     s.add_argument("--scale", required=True, help="config/scales/<scale>.yaml")
     s.add_argument("--scale-name", required=True)
-    s.add_argument("--results", required=True, help="results/<scale>")
+    s.add_argument("--run", action="append", default=[], metavar="ROW=RUN_DIR",
+                   help="a row's run folder (results/<scale>/<table>/<row>/<digest>)")
     s.add_argument("--skip", action="append", default=[], metavar="ROW=REASON",
                    help="a row that did not run at this scale, and why")
     s.add_argument("--out-md", required=True)
     s.add_argument("--out-csv", required=True)
+    s.add_argument("--out-json", help="the values, run folders and provenance, as JSON")
     s.set_defaults(func=cmd_table)
 
     s = sub.add_parser("figure1", help="ScratchDet Figure 1: loss, gradient norm, fluctuation")

@@ -3,6 +3,10 @@
 Values are in percent like the papers. A diverged run reads NAN (as the papers print it); a row
 that did not run says why; a paper value that was not recovered stays empty. The header states
 the scale and the hardware the runs were trained on, read from the runs' own provenance.
+
+A third output, the JSON record (kept with the results, not in git), holds the same values with
+each row's run folder and the provenance of the report itself. The workflow asks for it, so a
+fresh clone, whose committed Markdown and CSV exist but whose results do not, still runs.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from typing import Any
 
 import yaml
 
-from ..io import read_json, write_text
+from ..io import read_json, write_json, write_text
 from ..workflow_config import Row, RunPaths, load_table, submission_file
 
 TITLES = {
@@ -87,11 +91,13 @@ def count_params_m(model_cfg: dict[str, Any], num_classes: int) -> float:
     return (count_parameters(model) + stats) / 1e6
 
 
-def collect(rows: list[Row], results: str | Path, skips: dict[str, str]) -> list[RowResult]:
-    """Read each row's results (metrics.json, status, provenance) or its reason for not running."""
+def collect(rows: list[Row], runs: dict[str, str | Path], skips: dict[str, str]
+            ) -> list[RowResult]:
+    """Read each row's results (metrics.json, status, provenance) from its run folder in `runs`,
+    or its reason for not running from `skips`."""
     out = []
     for row in rows:
-        paths = RunPaths.of(results, row.table, row.id)
+        paths = RunPaths(Path(runs.get(row.id, "")))
         res = RowResult(row, "not run", skips.get(row.id, ""))
         if "params_m" in row.paper:
             res.params_m = count_params_m(row.model, 80 if row.eval == "coco" else 20)
@@ -194,19 +200,48 @@ def to_csv(head: list[str], header: list[str], cells: list[list[str]]) -> str:
 
 
 def write_table_report(params: str | Path, scale_file: str | Path, scale_name: str,
-                       results: str | Path, skips: dict[str, str], out_md: str | Path,
-                       out_csv: str | Path) -> list[RowResult]:
-    rows = load_table(params)
-    unknown = sorted(set(skips) - {r.id for r in rows})
-    if unknown:
-        from ..errors import ConfigError
+                       runs: dict[str, str | Path], skips: dict[str, str], out_md: str | Path,
+                       out_csv: str | Path, out_json: str | Path | None = None
+                       ) -> list[RowResult]:
+    """`runs`: row id -> its run folder; `skips`: row id -> why it did not run. Every row of the
+    table is in exactly one of them."""
+    from ..errors import ConfigError
 
-        raise ConfigError(params, "--skip", f"rows {unknown} are not in this table")
+    rows = load_table(params)
+    ids = {r.id for r in rows}
+    for option, given in (("--run", runs), ("--skip", skips)):
+        unknown = sorted(set(given) - ids)
+        if unknown:
+            raise ConfigError(params, option, f"rows {unknown} are not in this table")
+    missing = sorted(ids - set(runs) - set(skips))
+    if missing:
+        raise ConfigError(params, "--run", f"rows {missing} have neither a run folder nor a reason "
+                                           "for not running")
     scale = yaml.safe_load(Path(scale_file).read_text())
     table = Path(params).stem
-    found = collect(rows, results, skips)
+    found = collect(rows, runs, skips)
     header, cells = table_columns(found)
     head = header_lines(table, scale_name, scale, found)
     write_text(out_md, to_markdown(table, head, header, cells, scale["smoke"]))
     write_text(out_csv, to_csv(head, header, cells))
+    if out_json is not None:
+        write_json(out_json, record(table, scale_name, found, runs))
     return found
+
+
+def record(table: str, scale_name: str, found: list[RowResult], runs: dict[str, str | Path]
+           ) -> dict[str, Any]:
+    from ..provenance import provenance
+
+    def number(v: float | None) -> float | str | None:
+        return "NaN" if v is not None and math.isnan(v) else v
+
+    return {
+        "table": table, "scale": scale_name,
+        "rows": [{"row": r.row.id, "status": r.status, "detail": r.detail,
+                  "run": str(runs[r.row.id]) if r.row.id in runs else None,
+                  "reproduced": {m: number(v) for m, v in r.values.items()},
+                  "paper": {m: number(v) for m, v in r.row.paper.items()},
+                  "hardware": r.hardware} for r in found],
+        "provenance": provenance(),
+    }

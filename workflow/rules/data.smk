@@ -1,6 +1,8 @@
 # Datasets in the internal annotation format (docs/ARCHITECTURE.md).
-#   synth:    a synthetic VOCdevkit generated locally (default scale, no network).
+#   synth:    a synthetic VOCdevkit generated locally (default scale, no network), in a folder
+#             named after its recipe (size and seed).
 #   official: VOC 2007/2012 and COCO 2017 from their official sites, checksummed, then converted.
+# Inputs are ancient(): data restored by `dvc pull` (new file times) is not prepared again.
 # Evaluation-server test sets (VOC 2012 test, COCO test-dev) have no labels: they become image
 # lists that detection runs over, for the upload files.
 
@@ -8,7 +10,7 @@ if SCALE_CFG["dataset"] == "synth":
 
     rule synth_dataset:
         output:
-            directory(f"{DATA}/synth/VOCdevkit/VOCSYNTH"),
+            directory(f"{DATASET}/VOCdevkit/VOCSYNTH"),
         params:
             root=lambda w, output: str(Path(output[0]).parents[1]),
             trainval=SCALE_CFG["synth"]["trainval"],
@@ -31,9 +33,9 @@ if SCALE_CFG["dataset"] == "synth":
 
     rule synth_split:
         input:
-            f"{DATA}/synth/VOCdevkit/VOCSYNTH",
+            ancient(f"{DATASET}/VOCdevkit/VOCSYNTH"),
         output:
-            f"{DATA}/synth/{{split}}.json",
+            f"{DATASET}/{{split}}.json",
         wildcard_constraints:
             split="trainval|test",
         log:
@@ -101,7 +103,8 @@ else:
 
     rule voc_split:
         input:
-            lambda w: [f"{DATA}/extracted/{archive}.done" for archive, _, _ in VOC_SPLITS[w.name]],
+            lambda w: [ancient(f"{DATA}/extracted/{archive}.done")
+                       for archive, _, _ in VOC_SPLITS[w.name]],
         output:
             f"{DATA}/voc/{{name}}.json",
         params:
@@ -125,7 +128,7 @@ else:
 
     rule voc12_test_list:
         input:
-            f"{DATA}/extracted/VOC2012test.tar.done",
+            ancient(f"{DATA}/extracted/VOC2012test.tar.done"),
         output:
             f"{DATA}/voc/test_12.json",
         params:
@@ -147,8 +150,8 @@ else:
 
     rule coco_split:
         input:
-            f"{DATA}/extracted/annotations_trainval2017.zip.done",
-            f"{DATA}/extracted/{{split}}.zip.done",
+            ancient(f"{DATA}/extracted/annotations_trainval2017.zip.done"),
+            ancient(f"{DATA}/extracted/{{split}}.zip.done"),
         output:
             f"{DATA}/coco/{{split}}.json",
         params:
@@ -174,8 +177,8 @@ else:
 
     rule coco_testdev_list:
         input:
-            f"{DATA}/extracted/image_info_test2017.zip.done",
-            f"{DATA}/extracted/test2017.zip.done",
+            ancient(f"{DATA}/extracted/image_info_test2017.zip.done"),
+            ancient(f"{DATA}/extracted/test2017.zip.done"),
         output:
             f"{DATA}/coco/test-dev2017.json",
         params:

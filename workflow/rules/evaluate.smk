@@ -1,20 +1,21 @@
 # Detection on the test sets, local evaluation (VOC 2007 test / COCO val2017 / the synthetic test
-# split) and the files the evaluation servers take (VOC 2012 test, COCO test-dev).
+# split) and the files the evaluation servers take (VOC 2012 test, COCO test-dev). Inputs are
+# ancient() for the reason given in train.smk.
 
 
 rule detect:
     input:
-        model=f"{RESULTS}/{{table}}/{{row}}/train/model_final.pt",
-        config=f"{RESULTS}/{{table}}/{{row}}/run.yaml",
-        data=lambda w: TEST_FILES[w.testset],
+        model=ancient(f"{RESULTS}/{{table}}/{{row}}/{{digest}}/train/model_final.pt"),
+        config=ancient(f"{RESULTS}/{{table}}/{{row}}/{{digest}}/run.yaml"),
+        data=lambda w: ancient(TEST_FILES[w.testset]),
     output:
-        f"{RESULTS}/{{table}}/{{row}}/dets_{{testset}}.json",
+        f"{RESULTS}/{{table}}/{{row}}/{{digest}}/dets_{{testset}}.json",
     params:
         workers=SCALE_CFG["detect_workers"],
     log:
-        f"{LOGS}/{{table}}/{{row}}/detect_{{testset}}.log",
+        f"{LOGS}/{{table}}/{{row}}/{{digest}}/detect_{{testset}}.log",
     benchmark:
-        f"{BENCH}/{{table}}/{{row}}/detect_{{testset}}.tsv"
+        f"{BENCH}/{{table}}/{{row}}/{{digest}}/detect_{{testset}}.tsv"
     threads: res("detect", "threads")
     resources:
         gpu=res("detect", "gpu"),
@@ -30,17 +31,17 @@ rule detect:
 
 rule evaluate:
     input:
-        gt=lambda w: local_gt(row_of(w)),
-        dets=lambda w: paths_of(w).detections(local_gt(row_of(w))),
-        status=f"{RESULTS}/{{table}}/{{row}}/train/status.json",
+        gt=lambda w: ancient(local_gt(row_of(w))),
+        dets=lambda w: ancient(paths_of(w).detections(local_gt(row_of(w)))),
+        status=ancient(f"{RESULTS}/{{table}}/{{row}}/{{digest}}/train/status.json"),
     output:
-        f"{RESULTS}/{{table}}/{{row}}/metrics.json",
+        f"{RESULTS}/{{table}}/{{row}}/{{digest}}/metrics.json",
     params:
         metric=lambda w: wc.EVALS[row_of(w).eval][1],
     log:
-        f"{LOGS}/{{table}}/{{row}}/evaluate.log",
+        f"{LOGS}/{{table}}/{{row}}/{{digest}}/evaluate.log",
     benchmark:
-        f"{BENCH}/{{table}}/{{row}}/evaluate.tsv"
+        f"{BENCH}/{{table}}/{{row}}/{{digest}}/evaluate.tsv"
     threads: 1
     resources:
         mem_mb=res("eval", "mem_mb"),
@@ -55,16 +56,16 @@ rule evaluate:
 
 rule voc_submission:
     input:
-        data=split_file("voc12_test"),
-        dets=lambda w: paths_of(w).detections(split_file("voc12_test")),
+        data=ancient(split_file("voc12_test")),
+        dets=lambda w: ancient(paths_of(w).detections(split_file("voc12_test"))),
     output:
-        f"{RESULTS}/{{table}}/{{row}}/voc2012_test_submission.tar.gz",
+        f"{RESULTS}/{{table}}/{{row}}/{{digest}}/voc2012_test_submission.tar.gz",
     params:
         comp=lambda w: voc_competition(row_of(w)),
     log:
-        f"{LOGS}/{{table}}/{{row}}/voc_submission.log",
+        f"{LOGS}/{{table}}/{{row}}/{{digest}}/voc_submission.log",
     benchmark:
-        f"{BENCH}/{{table}}/{{row}}/voc_submission.tsv"
+        f"{BENCH}/{{table}}/{{row}}/{{digest}}/voc_submission.tsv"
     threads: 1
     resources:
         mem_mb=2000,
@@ -79,14 +80,14 @@ rule voc_submission:
 
 rule coco_submission:
     input:
-        data=split_file("coco_testdev"),
-        dets=lambda w: paths_of(w).detections(split_file("coco_testdev")),
+        data=ancient(split_file("coco_testdev")),
+        dets=lambda w: ancient(paths_of(w).detections(split_file("coco_testdev"))),
     output:
-        f"{RESULTS}/{{table}}/{{row}}/detections_test-dev2017_{{alg}}_results.zip",
+        f"{RESULTS}/{{table}}/{{row}}/{{digest}}/detections_test-dev2017_{{alg}}_results.zip",
     log:
-        f"{LOGS}/{{table}}/{{row}}/coco_submission_{{alg}}.log",
+        f"{LOGS}/{{table}}/{{row}}/{{digest}}/coco_submission_{{alg}}.log",
     benchmark:
-        f"{BENCH}/{{table}}/{{row}}/coco_submission_{{alg}}.tsv"
+        f"{BENCH}/{{table}}/{{row}}/{{digest}}/coco_submission_{{alg}}.tsv"
     threads: 1
     resources:
         mem_mb=4000,

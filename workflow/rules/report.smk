@@ -7,15 +7,18 @@ rule table_report:
     input:
         params="params/{table}.tsv",
         scale=SCALE_FILE,
-        metrics=lambda w: [str(run_paths(*k.split("/")).metrics) for k in run_keys(w.table)],
+        metrics=lambda w: [str(key_paths(k).metrics) for k in run_keys(w.table)],
         submissions=lambda w: [f for k in run_keys(w.table) for f in submissions(k)],
     output:
         md=report(f"{REPORTS}/{{table}}.md", caption="../report/table.rst", category="Tables",
                   labels={"table": "{table}", "format": "Markdown"}),
         csv=report(f"{REPORTS}/{{table}}.csv", caption="../report/table.rst", category="Tables",
                    labels={"table": "{table}", "format": "CSV"}),
+        # Kept with the results (not in git): a fresh clone, whose committed Markdown and CSV
+        # exist, still runs its rows rather than saying "nothing to be done".
+        record=f"{RESULTS}/tables/{{table}}.json",
     params:
-        results=RESULTS,
+        runs=lambda w: run_options(w.table),
         skips=lambda w: skip_options(w.table),
         scale_name=SCALE,
     log:
@@ -31,18 +34,18 @@ rule table_report:
         "../envs/scratchdet.yaml"
     shell:
         "scratchdet report table --params {input.params} --scale {input.scale}"
-        " --scale-name {params.scale_name} --results {params.results} {params.skips}"
-        " --out-md {output.md} --out-csv {output.csv} > {log} 2>&1"
+        " --scale-name {params.scale_name} {params.runs} {params.skips}"
+        " --out-md {output.md} --out-csv {output.csv} --out-json {output.record} > {log} 2>&1"
 
 
 rule figure1:
     input:
-        [str(run_paths(*k.split("/")).status) for k in FIGURE1],
+        [str(key_paths(k).status) for k in FIGURE1],
     output:
         report(f"{REPORTS}/figures/scratchdet_figure1.png", caption="../report/figure1.rst",
                category="Figures", labels={"figure": "ScratchDet Figure 1"}),
     params:
-        runs=" ".join(f"--run {shlex.quote(figure1_label(k))}={run_paths(*k.split('/')).train_dir}"
+        runs=" ".join(f"--run {shlex.quote(figure1_label(k))}={key_paths(k).train_dir}"
                       for k in FIGURE1),
         title=shlex.quote(f"ScratchDet Figure 1, {SCALE} scale"
                           + (" (smoke: not comparable to the paper)" if SCALE_CFG["smoke"] else "")),

@@ -1,16 +1,18 @@
-# One training job per params row that runs at this scale (results/<scale>/<table>/<row>/).
+# One training job per params row that runs at this scale, in results/<scale>/<table>/<row>/<digest>/
+# (the digest of its run config; common.smk's key_paths). Every input of every rule from here to
+# the metrics is ancient(): a changed config is a new folder, so no decision hangs on file times,
+# which `dvc pull` does not restore. A job that does run still reruns the jobs that use its output.
 
 
 rule run_config:
     output:
-        f"{RESULTS}/{{table}}/{{row}}/run.yaml",
+        f"{RESULTS}/{{table}}/{{row}}/{{digest}}/run.yaml",
     params:
         config=run_config_json,
-        train_dir=lambda w: str(paths_of(w).train_dir),
     log:
-        f"{LOGS}/{{table}}/{{row}}/run_config.log",
+        f"{LOGS}/{{table}}/{{row}}/{{digest}}/run_config.log",
     benchmark:
-        f"{BENCH}/{{table}}/{{row}}/run_config.tsv"
+        f"{BENCH}/{{table}}/{{row}}/{{digest}}/run_config.tsv"
     threads: 1
     resources:
         mem_mb=500,
@@ -19,27 +21,23 @@ rule run_config:
     conda:
         "../envs/scratchdet.yaml"
     shell:
-        "scratchdet report run-config --json {params.config:q}"
-        " --train-dir {params.train_dir} --out {output} > {log} 2>&1"
+        "scratchdet report run-config --json {params.config:q} --out {output} > {log} 2>&1"
 
 
 rule train:
-    # The data and the starting weights are ancient(): a regenerated data file or a restored
-    # one (DVC gives it a new time) never retrains a row. A changed row config reruns
-    # run_config (params trigger), whose new run.yaml retrains the row.
     input:
-        config=f"{RESULTS}/{{table}}/{{row}}/run.yaml",
+        config=ancient(f"{RESULTS}/{{table}}/{{row}}/{{digest}}/run.yaml"),
         data=lambda w: ancient(split_file(row_of(w).train_data)),
         init=lambda w: [ancient(f) for f in init_checkpoint(row_of(w))],
     output:
-        model=f"{RESULTS}/{{table}}/{{row}}/train/model_final.pt",
-        status=f"{RESULTS}/{{table}}/{{row}}/train/status.json",
+        model=f"{RESULTS}/{{table}}/{{row}}/{{digest}}/train/model_final.pt",
+        status=f"{RESULTS}/{{table}}/{{row}}/{{digest}}/train/status.json",
     params:
         run_dir=lambda w, output: str(Path(output.model).parent),
     log:
-        f"{LOGS}/{{table}}/{{row}}/train.log",
+        f"{LOGS}/{{table}}/{{row}}/{{digest}}/train.log",
     benchmark:
-        f"{BENCH}/{{table}}/{{row}}/train.tsv"
+        f"{BENCH}/{{table}}/{{row}}/{{digest}}/train.tsv"
     threads: res("train", "threads")
     resources:
         gpu=res("train", "gpu"),
