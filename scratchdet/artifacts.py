@@ -1,8 +1,10 @@
-"""Version datasets and trained rows with DVC: one .dvc file per training row, one for the data.
+"""Version datasets and trained rows with DVC: one .dvc file per training run, one for the data.
 
-`scratchdet artifacts push` tracks the prepared data directory (data.dvc) and every finished row
-folder (results/<scale>/<table>/<row>.dvc, so one row can be pulled alone), then pushes them to
-the DVC remote. Commit the .dvc files afterwards; `dvc pull` in another clone restores them.
+`scratchdet artifacts push` tracks the prepared data directory (data.dvc) and every finished run
+folder (results/<scale>/<table>/<row>/<digest>.dvc: one per row and run config, so one row can be
+pulled alone with `dvc pull -R results/<scale>/<table>/<row>`), then pushes them to the DVC
+remote. Commit the .dvc files afterwards; `dvc pull` in another clone restores them, and the
+workflow reuses them because a run folder is named after its config (workflow_config.RunPaths).
 """
 
 from __future__ import annotations
@@ -14,8 +16,8 @@ from .errors import ScratchdetError
 
 
 def finished_rows(results: Path) -> list[Path]:
-    """Row folders (<table>/<row>) whose training ended, finished or diverged."""
-    return sorted(p.parent.parent for p in results.glob("*/*/train/status.json"))
+    """Run folders (<table>/<row>/<digest>) whose training ended, finished or diverged."""
+    return sorted(p.parent.parent for p in results.glob("*/*/*/train/status.json"))
 
 
 def _dvc(*args: str, cwd: Path) -> None:

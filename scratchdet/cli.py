@@ -149,7 +149,10 @@ def cmd_artifacts_push(args: argparse.Namespace) -> None:
 
     files = push(Path(args.results), None if args.no_data else Path(args.data), remote=args.remote)
     print("\n".join(str(f) for f in files))
-    print("now commit them: git add " + " ".join(str(f) for f in files) + " && git commit")
+    ignores = sorted({str(f.parent / ".gitignore") for f in files
+                      if (f.parent / ".gitignore").exists()})
+    print("now commit them (DVC's .gitignore files too): git add "
+          + " ".join(map(str, [*files, *ignores])) + " && git commit")
 
 
 def cmd_models(args: argparse.Namespace) -> None:

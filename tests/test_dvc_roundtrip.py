@@ -1,0 +1,127 @@
+"""Artifacts versioned with DVC come back usable: a fresh clone that runs `dvc pull` regenerates
+the reports without training or evaluating anything, although DVC gives every restored file a new
+time and the clone has no .snakemake/ records; a row whose config changed since is retrained.
+
+Two real git repositories and a local DVC remote in a temporary folder, a subset of the default
+scale (the COCO -> VOC fine-tuning chain of DSOD Tables 5 and 6, three rows)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from tests.test_workflow import ROOT, plan, train_jobs
+
+TABLES = ["dsod_table5", "dsod_table6"]
+GIT = ["git", "-c", "user.name=scratchdet-test", "-c", "user.email=test@example.org",
+       "-c", "init.defaultBranch=main", "-c", "commit.gpgsign=false"]
+
+
+def run(*cmd: str, cwd: Path, timeout: int = 900) -> str:
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout,
+                          check=False)
+    assert proc.returncode == 0, f"{' '.join(cmd)}:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    return proc.stdout + proc.stderr
+
+
+def snakemake(*args: str, cwd: Path) -> str:
+    return run(sys.executable, "-m", "snakemake", "--cores", "2",
+               "--config", f"tables=[{','.join(TABLES)}]", *args, cwd=cwd)
+
+
+def project_copy(dest: Path) -> Path:
+    """The project's files as a new git repository (what a clone of this commit holds), minus
+    the .dvc files of artifacts pushed to a remote this test cannot see."""
+    listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+                            cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    for name in filter(None, listed.split("\0")):
+        src = ROOT / name
+        if name.endswith(".dvc") or not os.path.lexists(src):
+            continue
+        (dest / name).parent.mkdir(parents=True, exist_ok=True)
+        if src.is_symlink():
+            os.symlink(os.readlink(src), dest / name)
+        else:
+            shutil.copy2(src, dest / name)
+    run(*GIT, "init", "-q", cwd=dest)
+    run(*GIT, "add", "-A", cwd=dest)
+    run(*GIT, "commit", "-qm", "the project", cwd=dest)
+    return dest
+
+
+def use_remote(repo: Path, remote: Path) -> None:
+    """Point the committed default remote at `remote`, for this clone only (.dvc/config.local)."""
+    run("dvc", "remote", "modify", "--local", "local", "url", str(remote), cwd=repo)
+
+
+def newer_than_their_outputs(repo: Path) -> None:
+    """Whatever times DVC gave the restored files, make them the worst case: every file newer
+    than the files made from it (images > splits > run config > checkpoint > detections)."""
+    def stage(path: Path) -> int:
+        parts = path.relative_to(repo).parts
+        if parts[0] == "data":
+            return 4 if "VOCdevkit" in parts else 3
+        return 2 if path.name == "run.yaml" else 1 if "train" in parts else 0
+
+    now = time.time()
+    for path in [*(repo / "data").rglob("*"), *(repo / "results").rglob("*")]:
+        if path.is_file():
+            os.utime(path, (now + 10 * stage(path), now + 10 * stage(path)))
+
+
+@pytest.mark.slow
+def test_a_fresh_clone_pulls_results_instead_of_retraining(tmp_path):
+    remote = tmp_path / "remote"
+    first = project_copy(tmp_path / "first")
+    use_remote(first, remote)
+
+    # Run, push the artifacts, commit the .dvc files: what a researcher does after a run.
+    snakemake(cwd=first)
+    pushed = run(sys.executable, "-m", "scratchdet", "artifacts", "push", "--results",
+                 "results/default", cwd=first)
+    dvc_files = sorted(line for line in pushed.splitlines() if line.endswith(".dvc"))
+    assert dvc_files[0] == "data.dvc" and len(dvc_files) == 4, pushed  # the data + three rows
+    run(*GIT, "add", "-A", cwd=first)
+    run(*GIT, "commit", "-qm", "artifacts", cwd=first)
+    assert run("git", "status", "--porcelain", cwd=first) == ""
+    tracked = run("git", "ls-files", "results", "data", cwd=first).split()
+    assert tracked and all(f.endswith((".dvc", ".gitignore")) for f in tracked), tracked
+
+    second = tmp_path / "second"
+    run(*GIT, "clone", "-q", str(first), str(second), cwd=tmp_path)
+    assert not (second / "results").exists() or not any((second / "results").rglob("*.pt"))
+    use_remote(second, remote)
+    run("dvc", "pull", cwd=second)
+    assert any((second / "results").rglob("model_final.pt"))
+    assert not (second / ".snakemake").exists()
+    newer_than_their_outputs(second)
+
+    # Right after the pull, Snakemake plans no data, training or evaluation job: only reports
+    # (and their JSON records, kept with the results but not versioned).
+    planned = plan(second, tables=TABLES)
+    reports = [f"reports/default/{t}.{ext}" for t in TABLES for ext in ("md", "csv")]
+    records = [f"results/default/tables/{t}.json" for t in TABLES]
+    assert sorted(planned) == sorted(reports + records)
+    snakemake(cwd=second)
+    for table in TABLES:
+        ours = pd.read_csv(second / f"reports/default/{table}.csv", comment="#", dtype=str)
+        theirs = pd.read_csv(first / f"reports/default/{table}.csv", comment="#", dtype=str)
+        pd.testing.assert_frame_equal(ours, theirs)
+    assert [p.name for p in (second / "results/default/logs").iterdir()] == ["report"]
+
+    # A row whose config changed since the push is retrained, with the row fine-tuned from it;
+    # the other row of Table 5 keeps its pulled results.
+    params = second / "params/dsod_table6.tsv"
+    df = pd.read_csv(params, sep="\t", dtype=str, keep_default_na=False)
+    df.loc[df["row"] == "dsod300_coco", "train"] = "{lr: 0.02}"
+    df.to_csv(params, sep="\t", index=False)
+    assert train_jobs(plan(second, tables=TABLES)) == ["dsod_table5/dsod300_07pp12_coco",
+                                                       "dsod_table6/dsod300_coco"]
