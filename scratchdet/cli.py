@@ -118,11 +118,14 @@ def _launch_workers(args: argparse.Namespace, nproc: int) -> int:
 def cmd_detect(args: argparse.Namespace) -> None:
     from .config import DetectConfig, load_config
     from .engine.detect import detect
+    from .engine.gpus import assign_gpus
 
     cfg = load_config(args.config).detect if args.config else DetectConfig()
+    claim = assign_gpus(args.gpus)  # held (flock) until this process exits
     n = detect(args.checkpoint, args.data, args.out, cfg, device=args.device,
                num_workers=args.workers)
     print(f"{args.out}: {n} detections")
+    del claim
 
 
 def cmd_eval(args: argparse.Namespace) -> None:
@@ -227,6 +230,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--config", help="run config whose 'detect' section sets NMS and thresholds")
     s.add_argument("--device", default="auto")
     s.add_argument("--workers", type=int, default=2)
+    s.add_argument("--gpus", type=int, default=0, choices=(0, 1),
+                   help="claim a free GPU of this machine, as train --gpus does")
     s.set_defaults(func=cmd_detect)
 
     s = sub.add_parser("eval", help="score detections against ground truth")

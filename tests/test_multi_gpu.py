@@ -56,6 +56,29 @@ def test_assign_sets_visible_devices_or_respects_the_scheduler(tmp_path, monkeyp
     assert assign_gpus(0) is None
 
 
+def test_detection_claims_a_gpu_no_other_job_holds(tmp_path):
+    """Concurrent detection jobs of a multi-GPU machine get their own GPU too (paper scale)."""
+    import os
+
+    env = {k: v for k, v in os.environ.items() if k != "CUDA_VISIBLE_DEVICES"}
+    env.update(SCRATCHDET_NUM_GPUS="2", SCRATCHDET_GPU_LOCK_DIR=str(tmp_path))
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import time; from scratchdet.engine.gpus import claim_gpus; "
+        "c = claim_gpus(1); print('held', c.ids, flush=True); time.sleep(600)")],
+        stdout=subprocess.PIPE, text=True, env=env)
+    try:
+        assert holder.stdout.readline().strip() == "held [0]"
+        proc = subprocess.run([sys.executable, "-m", "scratchdet", "-v", "detect", "--gpus", "1",
+                               "--checkpoint", str(tmp_path / "none.pt"), "--data",
+                               str(tmp_path / "none.json"), "--out", str(tmp_path / "d.json")],
+                              capture_output=True, text=True, env=env, timeout=120, check=False)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert "claimed GPU 1 (CUDA_VISIBLE_DEVICES=1)" in proc.stderr, proc.stderr
+    assert proc.returncode == 2 and "none.pt" in proc.stderr  # then the missing checkpoint
+
+
 @pytest.mark.slow
 def test_two_process_training_on_cpu(tmp_path, synth_splits):
     cfg = {"seed": 0, "model": TINY_DSOD,

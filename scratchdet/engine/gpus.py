@@ -1,4 +1,4 @@
-"""Give each concurrently running training job its own GPUs on a multi-GPU machine.
+"""Give each concurrently running job (training, detection) its own GPUs on a multi-GPU machine.
 
 Snakemake counts `resources: gpu=N` against `--resources gpu=K` but does not say *which* GPUs a
 job may use, and does not set CUDA_VISIBLE_DEVICES. So each job claims N GPUs itself by taking
@@ -13,6 +13,7 @@ are renumbered from 0 and locks by index would collide between jobs on the same 
 from __future__ import annotations
 
 import fcntl
+import logging
 import os
 import shutil
 import subprocess
@@ -25,6 +26,8 @@ from ..errors import ConfigError
 
 LOCK_DIR_ENV = "SCRATCHDET_GPU_LOCK_DIR"
 GPU_COUNT_ENV = "SCRATCHDET_NUM_GPUS"
+
+log = logging.getLogger(__name__)
 
 
 def default_lock_dir() -> Path:
@@ -101,4 +104,6 @@ def assign_gpus(n: int, **kwargs) -> GpuClaim | None:
         return None
     claim = claim_gpus(n, **kwargs)
     os.environ["CUDA_VISIBLE_DEVICES"] = claim.visible_devices
+    log.info("claimed GPU %s (CUDA_VISIBLE_DEVICES=%s)", claim.visible_devices,
+             claim.visible_devices)
     return claim

@@ -26,7 +26,7 @@ rule detect:
     shell:
         "OMP_NUM_THREADS={threads} scratchdet detect --checkpoint {input.model}"
         " --data {input.data} --config {input.config} --workers {params.workers}"
-        " --out {output} > {log} 2>&1"
+        " --gpus {resources.gpu} --out {output} > {log} 2>&1"
 
 
 rule evaluate:
