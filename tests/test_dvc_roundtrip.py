@@ -99,6 +99,11 @@ def test_a_fresh_clone_pulls_results_instead_of_retraining(tmp_path):
     run(*GIT, "clone", "-q", str(first), str(second), cwd=tmp_path)
     assert not (second / "results").exists() or not any((second / "results").rglob("*.pt"))
     use_remote(second, remote)
+    # One row alone first: its run folder comes back, nothing else does.
+    run("dvc", "pull", "-R", "results/default/dsod_table6/dsod300_coco", cwd=second)
+    assert [p.parts[-5:-3] for p in (second / "results").rglob("model_final.pt")] == [
+        ("dsod_table6", "dsod300_coco")]
+    assert not (second / "data").exists()
     run("dvc", "pull", cwd=second)
     assert any((second / "results").rglob("model_final.pt"))
     assert not (second / ".snakemake").exists()
