@@ -8,8 +8,8 @@ number on a shared machine):
 * ``end_to_end``: ``scratchdet.evaluation.evaluate`` (reads both files, matches, AP);
 * ``read_detections``: ``load_detections`` alone;
 * ``match_and_ap``: ``voc_ap`` on data already in memory;
-* ``naive``: ``json.load`` + the devkit's per-detection loop kept as the test oracle
-  (``tests/test_eval_voc.py::reference_voc_ap``).
+* ``naive``: ``json.load`` + the devkit's per-detection loop, the tests' oracle
+  (``scratchdet.evaluation.reference.reference_voc_ap``).
 
 All must agree (max per-class difference <= 1e-9) or the benchmark fails. COCO: every installed
 backend (pycocotools, faster-coco-eval) on a smaller case (``--coco-images``); their 12 numbers
@@ -19,7 +19,6 @@ must be identical.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import math
 import tempfile
@@ -35,8 +34,9 @@ import torch
 from ..errors import ConfigError
 from ..evaluation import evaluate, load_detections, voc_ap
 from ..evaluation.coco import BACKENDS, available_backends, coco_eval
+from ..evaluation.reference import reference_voc_ap
 from ..evaluation.results_io import parser_name
-from .common import REPO_ROOT, Record, check_positive, summary
+from .common import Record, check_positive, summary
 
 VOC07_TEST_IMAGES, N_CLASSES, DETS_PER_IMAGE = 4952, 20, 200
 TOLERANCE = 1e-9
@@ -92,18 +92,6 @@ def make_case(out_dir: Path, n_images: int = VOC07_TEST_IMAGES, seed: int = 0,
     return gt_path, dets_path
 
 
-def reference_voc_ap() -> Callable[..., dict]:
-    """The test oracle, loaded from the checkout's tests (it is not part of the package)."""
-    path = REPO_ROOT / "tests" / "test_eval_voc.py"
-    if not path.exists():
-        raise ConfigError(None, "benchmark eval", f"needs the reference implementation in "
-                                                  f"{path} (run from a source checkout)")
-    spec = importlib.util.spec_from_file_location("_scratchdet_voc_oracle", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.reference_voc_ap
-
-
 def _measure(fn: Callable[[], Any], repeats: int) -> tuple[dict[str, Any], Any]:
     walls, cpus, out = [], [], None
     for _ in range(repeats):
@@ -132,7 +120,6 @@ def _voc_part(args: argparse.Namespace, folder: Path, record: Record) -> None:
     t0 = time.perf_counter()
     gt_path, dets_path = make_case(folder / "voc", n_images, args.seed)
     generate_s = time.perf_counter() - t0
-    reference = reference_voc_ap()
     with open(gt_path) as fh:
         gt = json.load(fh)
 
@@ -140,7 +127,7 @@ def _voc_part(args: argparse.Namespace, folder: Path, record: Record) -> None:
         with open(gt_path) as fh:
             gt_naive = json.load(fh)
         with open(dets_path) as fh:
-            return reference(gt_naive, json.load(fh), args.metric)
+            return reference_voc_ap(gt_naive, json.load(fh), args.metric)
 
     end_to_end, res_e2e = _measure(lambda: evaluate(gt_path, dets_path, args.metric),
                                    args.repeats)
