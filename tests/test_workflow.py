@@ -130,6 +130,13 @@ def test_a_typo_in_a_figure_row_names_the_table(workdir):
         plan(workdir, showcase=["dsod_table4/dsod301"])
 
 
+def test_a_run_folder_of_another_config_is_refused(workdir):
+    done = _snakemake("-n", "results/default/dsod_table6/dsod300_coco/0000000000/run.yaml",
+                      cwd=workdir, timeout=300)
+    assert done.returncode != 0
+    assert "0000000000 is not the folder of the row's current run config" in done.stdout + done.stderr
+
+
 # --- lint ---------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("scale", ["default", "paper"])
