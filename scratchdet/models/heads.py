@@ -12,7 +12,7 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from .layers import L2Norm, caffe_xavier_
+from .layers import L2Norm, caffe_xavier_, init_weights
 
 __all__ = ["HeadInit", "L2NormMode", "MultiBoxHead"]
 
@@ -58,19 +58,15 @@ class MultiBoxHead(nn.Module):
         return nn.Sequential(conv, nn.BatchNorm2d(cout, eps=eps)) if bn else conv
 
     def _init(self, init: HeadInit) -> None:
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                if init == "xavier":
-                    nn.init.xavier_uniform_(m.weight)
-                elif m.bias is None:  # Caffe ConvBNLayer with BN
-                    nn.init.normal_(m.weight, std=0.01)
-                else:
-                    caffe_xavier_(m.weight)
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
+        def conv_weight(conv: nn.Conv2d) -> None:
+            if init == "xavier":
+                nn.init.xavier_uniform_(conv.weight)
+            elif conv.bias is None:  # Caffe ConvBNLayer with BN
+                nn.init.normal_(conv.weight, std=0.01)
+            else:
+                caffe_xavier_(conv.weight)
+
+        init_weights(self, conv_weight)
 
     def forward(self, features: Sequence[Tensor]) -> tuple[Tensor, Tensor]:
         """``features`` in source order -> (loc [B, P, 4], conf [B, P, num_outputs]).

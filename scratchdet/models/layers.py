@@ -6,11 +6,13 @@ Nothing here is a family's block; the families' own blocks live in their modules
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterable
 
 import torch
 from torch import Tensor, nn
 
-__all__ = ["CenterCrop", "L2Norm", "caffe_xavier_", "conv_out_size", "init_caffe", "init_kaiming"]
+__all__ = ["CenterCrop", "L2Norm", "caffe_xavier_", "chain_outputs", "conv_out_size", "init_caffe",
+           "init_kaiming", "init_weights"]
 
 
 def caffe_xavier_(weight: Tensor) -> Tensor:
@@ -22,29 +24,38 @@ def caffe_xavier_(weight: Tensor) -> Tensor:
     return nn.init.kaiming_uniform_(weight, a=1.0, mode="fan_in", nonlinearity="leaky_relu")
 
 
-def init_caffe(module: nn.Module) -> None:
-    """Caffe-xavier convs with zero bias, BatchNorm weight 1 / bias 0 (DSOD and SSD releases)."""
+def init_weights(module: nn.Module, conv_weight: Callable[[nn.Conv2d], object]) -> None:
+    """Every conv's weight by `conv_weight`, its bias 0; every BatchNorm weight 1 / bias 0. The
+    families differ only in the conv rule."""
     for m in module.modules():
         if isinstance(m, nn.Conv2d):
-            caffe_xavier_(m.weight)
+            conv_weight(m)
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
         elif isinstance(m, nn.BatchNorm2d):
             nn.init.ones_(m.weight)
             nn.init.zeros_(m.bias)
+
+
+def init_caffe(module: nn.Module) -> None:
+    """Caffe-xavier convs with zero bias, BatchNorm weight 1 / bias 0 (DSOD and SSD releases)."""
+    init_weights(module, lambda conv: caffe_xavier_(conv.weight))
 
 
 def init_kaiming(module: nn.Module) -> None:
     """He-normal (fan_out) convolutions, BatchNorm 1/0: torchvision's ResNet init and mmcv's
     ``kaiming_init`` default, which ScratchDet's mmdetection release applies to its backbone."""
-    for m in module.modules():
-        if isinstance(m, nn.Conv2d):
-            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.BatchNorm2d):
-            nn.init.ones_(m.weight)
-            nn.init.zeros_(m.bias)
+    init_weights(module, lambda conv: nn.init.kaiming_normal_(conv.weight, mode="fan_out",
+                                                              nonlinearity="relu"))
+
+
+def chain_outputs(blocks: Iterable[nn.Module], x: Tensor) -> list[Tensor]:
+    """Apply `blocks` one after another; every block's output (the extra layers' sources)."""
+    outs = []
+    for block in blocks:
+        x = block(x)
+        outs.append(x)
+    return outs
 
 
 def conv_out_size(size: int, kernel: int, stride: int = 1, padding: int = 0, dilation: int = 1,

@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor, nn
 
-from .layers import conv_out_size
+from .layers import chain_outputs, conv_out_size
 
 __all__ = [
     "DENSE_WIDTHS",
@@ -66,11 +66,7 @@ class PlainExtras(nn.Module):
         return tuple(sizes)
 
     def forward(self, x: Tensor) -> list[Tensor]:
-        outs = []
-        for block in self.blocks:
-            x = block(x)
-            outs.append(x)
-        return outs
+        return chain_outputs(self.blocks, x)
 
 
 class LearnHalfReuseHalf(nn.Module):
@@ -111,8 +107,4 @@ class DenseExtras(nn.Module):
         return tuple(sizes)
 
     def forward(self, x: Tensor) -> list[Tensor]:
-        outs = []
-        for scale in self.scales:
-            x = scale(x)
-            outs.append(x)
-        return outs
+        return chain_outputs(self.scales, x)

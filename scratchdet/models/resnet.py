@@ -42,7 +42,7 @@ from scratchdet.errors import ConfigError
 from scratchdet.ssd.priors import num_priors_per_cell
 
 from .heads import MultiBoxHead
-from .layers import CenterCrop, conv_out_size, init_kaiming
+from .layers import CenterCrop, chain_outputs, conv_out_size, init_kaiming
 from .options import ModelOptions, option
 from .prediction import SSD300_EXTRAS, PlainExtras
 from .pretrained import ImageNetInput, load_state_dict
@@ -154,11 +154,7 @@ class ResidualExtras(nn.Module):
         return tuple(sizes)
 
     def forward(self, x: Tensor) -> list[Tensor]:
-        outs = []
-        for block in self.blocks:
-            x = block(x)
-            outs.append(x)
-        return outs
+        return chain_outputs(self.blocks, x)
 
 
 def _bn_unit(cin: int, cout: int, kernel: int, stride: int, padding: int) -> nn.Module:

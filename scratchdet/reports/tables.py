@@ -97,13 +97,13 @@ def collect(rows: list[Row], runs: dict[str, str | Path], skips: dict[str, str]
     or its reason for not running from `skips`."""
     out = []
     for row in rows:
-        paths = RunPaths(Path(runs.get(row.id, "")))
         res = RowResult(row, "not run", skips.get(row.id, ""))
         if "params_m" in row.paper:
             res.params_m = count_params_m(row.model, 80 if row.eval == "coco" else 20)
         if row.id in skips:
             out.append(res)
             continue
+        paths = RunPaths(Path(runs[row.id]))
         metrics = read_json(paths.metrics)
         status = read_json(paths.status)
         res.status = status["status"]

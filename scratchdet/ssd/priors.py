@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 from torch import Tensor
@@ -135,13 +135,7 @@ def ssd300_voc(feature_maps: Sequence[int] = (38, 19, 10, 5, 3, 1)) -> PriorConf
 
 def ssd300_coco(feature_maps: Sequence[int] = (38, 19, 10, 5, 3, 1)) -> PriorConfig:
     """SSD300 COCO priors: smaller minimum sizes (``ssd_coco.py``), same layout as VOC."""
-    return PriorConfig(
-        feature_maps=tuple(feature_maps),
-        steps=SSD300_STEPS,
-        min_sizes=COCO_MIN_SIZES,
-        max_sizes=COCO_MAX_SIZES,
-        aspect_ratios=SSD300_ASPECT_RATIOS,
-    )
+    return replace(ssd300_voc(feature_maps), min_sizes=COCO_MIN_SIZES, max_sizes=COCO_MAX_SIZES)
 
 
 def _dsod_steps(consistent_last_step: bool) -> tuple[float, ...]:
@@ -169,14 +163,8 @@ def dsod300_voc(consistent_last_step: bool = False) -> PriorConfig:
 
 def dsod300_coco(consistent_last_step: bool = False) -> PriorConfig:
     """DSOD300 COCO priors: COCO sizes (``DSOD300_coco.py``) on the 2x2-last-map layout."""
-    return PriorConfig(
-        feature_maps=DSOD300_FEATURE_MAPS,
-        steps=_dsod_steps(consistent_last_step),
-        min_sizes=COCO_MIN_SIZES,
-        max_sizes=COCO_MAX_SIZES,
-        aspect_ratios=SSD300_ASPECT_RATIOS,
-        note="" if consistent_last_step else "released DSOD: last step 300 on a 2x2 map",
-    )
+    return replace(dsod300_voc(consistent_last_step), min_sizes=COCO_MIN_SIZES,
+                   max_sizes=COCO_MAX_SIZES)
 
 
 def num_priors_per_cell(cfg: PriorConfig) -> tuple[int, ...]:
