@@ -18,6 +18,11 @@ import yaml
 
 from .errors import ConfigError
 
+AUGMENTATIONS = ("ssd", "none")
+"""Values of data.augment; scratchdet.data.transforms.augment_config maps them to recipes."""
+PIPELINES = ("auto", "cpu", "device")
+"""Values of data.pipeline."""
+
 
 @dataclass
 class DataConfig:
@@ -27,9 +32,14 @@ class DataConfig:
     """Optional test split, used by `scratchdet detect` when no --data is given."""
     num_workers: int = 2
     image_size: int = 300
-    augment: str = "cpu"
-    """'cpu': per-image SSD augmentation in DataLoader workers; 'device': decode on the CPU, then
-    augment and match the whole batch on the training device (fast on a GPU)."""
+    augment: str = "ssd"
+    """'ssd': the Caffe SSD training augmentation the papers use (photometric distortion, expand,
+    IoU-constrained crop, mirror, random interpolation); 'none': decode and resize only, for
+    debugging and memorisation checks."""
+    pipeline: str = "auto"
+    """Where the augmentation and matching run. 'cpu': per image in DataLoader workers;
+    'device': decode on the CPU, then augment and match the whole batch on the training device
+    (fast on a GPU); 'auto': 'device' when training on CUDA, else 'cpu'."""
 
 
 @dataclass
@@ -189,8 +199,14 @@ def _check_ranges(cfg: RunConfig, path: str | None) -> None:
         raise ConfigError(path, "train.milestones", f"must be increasing positive steps, got {t.milestones}")
     if t.device not in ("auto", "cpu", "cuda") and not t.device.startswith("cuda:"):
         raise ConfigError(path, "train.device", f"must be auto, cpu, cuda or cuda:N, got {t.device!r}")
-    if cfg.data.augment not in ("cpu", "device"):
-        raise ConfigError(path, "data.augment", f"must be cpu or device, got {cfg.data.augment!r}")
+    if cfg.data.augment not in AUGMENTATIONS:
+        hint = (" (the input path moved to data.pipeline: cpu, device or auto)"
+                if cfg.data.augment in PIPELINES else "")
+        raise ConfigError(path, "data.augment", f"must be one of {', '.join(AUGMENTATIONS)}, got "
+                                                f"{cfg.data.augment!r}{hint}")
+    if cfg.data.pipeline not in PIPELINES:
+        raise ConfigError(path, "data.pipeline", f"must be one of {', '.join(PIPELINES)}, got "
+                                                 f"{cfg.data.pipeline!r}")
     if "name" not in cfg.model and "family" not in cfg.model:
         raise ConfigError(path, "model", "needs a 'name' (a canonical model) or a 'family'")
 

@@ -27,7 +27,7 @@ def _cfg(train_json, **data):
 def test_device_augmentation_trains_and_repeats(tmp_path, synth_splits):
     runs = []
     for name in ("a", "b"):
-        status = train(_cfg(synth_splits["trainval"], augment="device"), tmp_path / name)
+        status = train(_cfg(synth_splits["trainval"], pipeline="device"), tmp_path / name)
         assert status["status"] == "finished"
         runs.append(tmp_path / name)
     rows = [MetricsLog(r / "metrics.csv").read() for r in runs]
@@ -38,8 +38,8 @@ def test_device_augmentation_trains_and_repeats(tmp_path, synth_splits):
 
 
 def test_unknown_augment_mode_is_a_config_error(synth_splits):
-    with pytest.raises(ConfigError, match="data.augment"):
-        _cfg(synth_splits["trainval"], augment="gpu")
+    with pytest.raises(ConfigError, match="data.pipeline"):
+        _cfg(synth_splits["trainval"], pipeline="gpu")
 
 
 def test_init_from_copies_matching_tensors_and_keeps_new_class_scores(tmp_path, synth_splits):

@@ -16,8 +16,11 @@ from torchvision.ops import box_iou
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms.v2 import functional as F
 
+from scratchdet.config import AUGMENTATIONS as config_augmentations
 from scratchdet.data.transforms import (
+    AUGMENTATIONS,
     CAFFE_MEAN_RGB,
+    NO_AUGMENTATION,
     SSD_BATCH_SAMPLERS,
     AugmentConfig,
     BatchSampler,
@@ -29,6 +32,7 @@ from scratchdet.data.transforms import (
     adjust_contrast,
     adjust_hue,
     adjust_saturation,
+    augment_config,
     box_iou_batched,
     crop_boxes,
     distort_image,
@@ -584,3 +588,23 @@ def test_real_photos_boxes_match_their_content():
                 assert diff < 12, (k, seed, float(diff))
                 checked += 1
     assert checked >= 8
+
+
+def test_no_augmentation_is_the_test_time_resize():
+    """`data.augment: none` decodes and resizes only: the same pixels and boxes as test time."""
+    g = torch.Generator().manual_seed(5)
+    image = torch.randint(0, 256, (3, 120, 200), dtype=torch.uint8, generator=g)
+    boxes = torch.tensor([[10.0, 20.0, 60.0, 100.0], [150.0, 0.0, 200.0, 40.0]])
+    labels = torch.tensor([1, 2])
+    out, out_boxes, out_labels = SSDTrainTransform(config=NO_AUGMENTATION)(
+        image, boxes, labels, generator=g)
+    ref, ref_boxes, _ = SSDTestTransform()(image, boxes, labels)
+    assert torch.equal(out, ref)
+    assert torch.allclose(out_boxes, ref_boxes) and out_labels.tolist() == [1, 2]
+
+
+def test_augment_names_agree_with_the_config_schema():
+    assert set(config_augmentations) == set(AUGMENTATIONS)
+    assert augment_config("none") is NO_AUGMENTATION
+    with pytest.raises(ConfigError, match="data.augment"):
+        augment_config("gpu")

@@ -193,6 +193,25 @@ class AugmentConfig:
                                   f"choose from {sorted(INTERPOLATIONS)}")
 
 
+NO_AUGMENTATION = AugmentConfig(
+    photometric=PhotometricConfig(brightness_prob=0.0, contrast_prob=0.0, saturation_prob=0.0,
+                                  hue_prob=0.0, channel_swap_prob=0.0),
+    expand_prob=0.0, samplers=(BatchSampler(),), mirror_prob=0.0, interpolations=("linear",))
+"""``data.augment: none``: the whole image, warp-resized (linear, as at test time); no
+distortion, expansion, crop or mirror. For debugging and memorisation checks."""
+
+AUGMENTATIONS: dict[str, AugmentConfig] = {"ssd": AugmentConfig(), "none": NO_AUGMENTATION}
+"""``data.augment`` name -> recipe (``scratchdet.config.AUGMENTATIONS`` lists the same names)."""
+
+
+def augment_config(name: str) -> AugmentConfig:
+    """The recipe of a ``data.augment`` value."""
+    if name not in AUGMENTATIONS:
+        raise ConfigError(None, "data.augment", f"must be one of {', '.join(AUGMENTATIONS)}, "
+                                                f"got {name!r}")
+    return AUGMENTATIONS[name]
+
+
 # --------------------------------------------------------------------------------------------
 # Photometric distortion
 # --------------------------------------------------------------------------------------------

@@ -5,16 +5,17 @@ from __future__ import annotations
 import torch
 
 from ..data.dataset import DetectionDataset
-from ..data.transforms import SSDTrainTransform
+from ..data.transforms import AugmentConfig, SSDTrainTransform
 from .sampling import sample_seed
 
 
 class TrainSamples(torch.utils.data.Dataset):
     """Indexed by (stream position, dataset index); the position seeds the augmentation."""
 
-    def __init__(self, dataset: DetectionDataset, image_size: int, seed: int):
+    def __init__(self, dataset: DetectionDataset, image_size: int, seed: int,
+                 augment: AugmentConfig | None = None):
         self.dataset = dataset
-        self.transform = SSDTrainTransform(size=image_size)
+        self.transform = SSDTrainTransform(size=image_size, config=augment)
         self.seed = seed
 
     def __len__(self) -> int:

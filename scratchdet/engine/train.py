@@ -32,6 +32,7 @@ from typing_extensions import Self
 from ..config import RunConfig, dump_config
 from ..data.annotations import class_names, load_annotations
 from ..data.dataset import DetectionDataset
+from ..data.transforms import augment_config
 from ..errors import ConfigError, DataError
 from ..io import read_json, write_json, write_text
 from ..models import build_model
@@ -83,6 +84,13 @@ def _divergence(loss: float, grad_norm: float, bound: float) -> str | None:
     return None
 
 
+def resolve_pipeline(name: str, device: torch.device) -> str:
+    """``data.pipeline`` for a run on ``device``: 'auto' is 'device' on CUDA, else 'cpu'."""
+    if name == "auto":
+        return "device" if device.type == "cuda" else "cpu"
+    return name
+
+
 def _input_pipeline(cfg: RunConfig, ann: dict, sampler_args: tuple, device: torch.device,
                     priors: torch.Tensor, variances, memory_format: torch.memory_format):
     """The DataLoader, and the on-device augmentation when `data.augment` is 'device'."""
@@ -90,11 +98,13 @@ def _input_pipeline(cfg: RunConfig, ann: dict, sampler_args: tuple, device: torc
     sampler = StreamBatchSampler(len(dataset), *sampler_args)
     common = {"batch_sampler": sampler, "num_workers": cfg.data.num_workers,
               "pin_memory": device.type == "cuda"}
-    if cfg.data.augment == "device":
+    augment = augment_config(cfg.data.augment)
+    if resolve_pipeline(cfg.data.pipeline, device) == "device":
         pipeline = DevicePipeline(priors, variances, seed=cfg.seed, size=cfg.data.image_size,
-                                  iou_threshold=cfg.loss.iou_threshold, memory_format=memory_format)
+                                  iou_threshold=cfg.loss.iou_threshold, memory_format=memory_format,
+                                  config=augment)
         return DataLoader(RawSamples(dataset), collate_fn=collate_raw, **common), pipeline
-    samples = TrainSamples(dataset, cfg.data.image_size, cfg.seed)
+    samples = TrainSamples(dataset, cfg.data.image_size, cfg.seed, augment)
     return DataLoader(samples, collate_fn=collate_train, **common), None
 
 
