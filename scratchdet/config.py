@@ -19,7 +19,7 @@ import yaml
 from .errors import ConfigError
 
 AUGMENTATIONS = ("ssd", "none")
-"""Values of data.augment; scratchdet.data.transforms.augment_config maps them to recipes."""
+"""Values of data.augment; scratchdet.input.recipe.augment_config maps them to recipes."""
 PIPELINES = ("auto", "cpu", "device")
 """Values of data.pipeline."""
 
@@ -70,6 +70,12 @@ class TrainConfig:
     """A loss above this (or NaN/inf) ends the run as 'diverged', which is a result, not a crash."""
     max_grad_norm: float = 0.0
     """Gradient clipping threshold; 0 disables it (the papers do not clip)."""
+    log_every: int = 20
+    """Steps between reads of the step metrics by the host: the metrics log, progress, the
+    divergence check and (with several processes) stop signals. The step itself never waits
+    for the host; a non-finite step is skipped on the device, as GradScaler does."""
+    compile: bool = False
+    """torch.compile the forward pass and the loss (shapes are static, so it compiles once)."""
     init_from: str = ""
     """model_final.pt of another run to start from (DSOD's COCO -> VOC fine-tuning); tensors
     whose shapes differ (the class scores: 81 vs 21) keep their fresh initialisation."""
@@ -89,6 +95,9 @@ class DetectConfig:
     top_k: int = 400
     keep_top_k: int = 200
     batch_size: int = 8
+    precise_bn: int = 0
+    """Re-estimate BatchNorm running statistics from this many training batches before
+    detection (PreciseBN, as in Detectron); 0 = off, as in the papers."""
 
 
 @dataclass
@@ -114,12 +123,14 @@ class RunConfig:
 
 
 _POSITIVE = {
-    "train.batch_size", "train.max_steps", "train.checkpoint_every", "data.image_size",
+    "train.batch_size", "train.max_steps", "train.checkpoint_every", "train.log_every",
+    "data.image_size",
     "detect.top_k", "detect.keep_top_k", "detect.batch_size", "loss.neg_pos_ratio",
 }
 _NON_NEGATIVE = {
     "train.lr", "train.momentum", "train.weight_decay", "train.warmup_steps", "train.micro_batch",
     "data.num_workers", "train.max_grad_norm", "loss.loc_weight", "detect.conf_threshold",
+    "detect.precise_bn",
 }
 _UNIT_INTERVAL = {"loss.iou_threshold", "detect.nms_threshold", "train.gamma", "train.warmup_factor"}
 

@@ -8,9 +8,9 @@ import torch
 from scratchdet.config import TrainConfig
 from scratchdet.engine.checkpoint import load_checkpoint, save_checkpoint
 from scratchdet.engine.metrics_log import COLUMNS, MetricsLog
-from scratchdet.engine.sampling import StreamBatchSampler
 from scratchdet.engine.schedule import lr_at
 from scratchdet.errors import DataError
+from scratchdet.input.sampling import StreamBatchSampler
 from scratchdet.io import atomic_path
 
 

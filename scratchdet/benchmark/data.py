@@ -7,15 +7,12 @@ from pathlib import Path
 
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader
 
+from ..config import config_from_dict
 from ..data.annotations import load_annotations
 from ..data.dataset import DetectionDataset
-from ..data.transforms import CAFFE_MEAN_RGB
-from ..engine.data import TrainSamples, collate_train
-from ..engine.gpu_pipeline import DevicePipeline, RawSamples, TrainBatch, collate_raw
-from ..engine.sampling import StreamBatchSampler
-from ..ssd.matching import match, pad_targets
+from ..input import CAFFE_MEAN_RGB, TrainBatch, build_train_input
+from ..ssd.matching import match
 
 
 def random_targets(batch: int, num_classes: int, generator: torch.Generator,
@@ -63,34 +60,14 @@ def training_split(data: str | None, n_images: int, workdir: str | Path) -> Path
     return out
 
 
-def _sampler(n: int, batch: int, steps: int, seed: int) -> StreamBatchSampler:
-    return StreamBatchSampler(n, batch, batch, seed, 0, steps)
-
-
-def device_augment_batches(split: Path, batch: int, steps: int, pipeline: DevicePipeline,
-                           workers: int, seed: int) -> Iterator[TrainBatch]:
-    """Light CPU decode in workers, then ``DevicePipeline`` (augment + match on the device)."""
+def pipeline_batches(split: Path, pipeline: str, batch: int, steps: int, priors: Tensor,
+                     variances, memory_format: torch.memory_format, workers: int,
+                     seed: int) -> Iterator[TrainBatch]:
+    """The training input exactly as ``scratchdet train`` builds it (``input.build_train_input``)
+    for ``pipeline`` ('cpu' or 'device'), with the SSD augmentation."""
+    cfg = config_from_dict({"seed": seed, "data": {"train": str(split), "num_workers": workers,
+                                                   "pipeline": pipeline},
+                            "train": {"batch_size": batch, "max_steps": steps}})
     dataset = DetectionDataset(load_annotations(split))
-    loader = DataLoader(RawSamples(dataset), batch_sampler=_sampler(len(dataset), batch, steps,
-                                                                    seed),
-                        collate_fn=collate_raw, num_workers=workers,
-                        pin_memory=pipeline.device.type == "cuda")
-    for raw in loader:
-        yield pipeline(raw)
-
-
-def cpu_augment_batches(split: Path, batch: int, steps: int, priors: Tensor, variances,
-                        memory_format: torch.memory_format, workers: int,
-                        seed: int, size: int = 300) -> Iterator[TrainBatch]:
-    """engine/train.py's path: per-image augmentation in CPU workers, then pad + match."""
-    dataset = DetectionDataset(load_annotations(split))
-    device = priors.device
-    loader = DataLoader(TrainSamples(dataset, size, seed),
-                        batch_sampler=_sampler(len(dataset), batch, steps, seed),
-                        collate_fn=collate_train, num_workers=workers,
-                        pin_memory=device.type == "cuda")
-    for images, boxes, labels in loader:
-        images = images.to(device, non_blocking=True).contiguous(memory_format=memory_format)
-        gt = (t.to(device, non_blocking=True) for t in pad_targets(boxes, labels))
-        loc_t, labels_t = match(*gt, priors, variances)
-        yield TrainBatch(images, loc_t, labels_t)
+    return iter(build_train_input(cfg, dataset, priors.device, priors, variances, start_step=0,
+                                  memory_format=memory_format))

@@ -3,8 +3,9 @@
 Per model and batch size, in one process and on one device:
 
 * ``synthetic``: a fixed batch already on the device with its targets matched: the step alone;
-* ``device_augment``: real data, light CPU decode + ``DevicePipeline`` (augment, match on device);
-* ``cpu_augment``: real data through engine/train.py's per-image CPU augmentation;
+* ``device_augment``: real data through the device input pipeline (``data.pipeline: device``:
+  light CPU decode, then augment + match on the device);
+* ``cpu_augment``: real data through the CPU input pipeline (per-image augmentation in workers);
 * ``torchvision``: the model's backbone inside ``torchvision.models.detection.SSD`` with its own
   anchors, head and loss, on the same synthetic batch (the reference); ``--reference vgg16`` adds
   torchvision's own ``ssd300_vgg16``.
@@ -28,9 +29,10 @@ from typing import Any
 
 import torch
 
+from ..config import config_from_dict
 from ..engine.device import memory_format_for, resolve_device
+from ..engine.step import TrainStep, make_optimizer
 from ..models import build_model, count_parameters, resolve_config
-from ..ssd.loss import MultiBoxLoss
 from . import data as bdata
 from .common import Record, check_positive, default_out, parse_model, summary, sync
 from .tvref import backbone_reference, targets_for, torchvision_vgg16
@@ -60,32 +62,33 @@ def _timed_steps(step: Callable[[], torch.Tensor], warmup: int, steps: int, repe
 
 
 class _Trainer:
-    """One model's optimizer step on TrainBatch-es (ours) or torchvision inputs."""
+    """The optimizer step of ``scratchdet train`` (``engine.step.TrainStep``) on our models, and
+    the same SGD around torchvision's detector for the reference."""
 
-    def __init__(self, model: torch.nn.Module, device: torch.device, amp: bool):
+    def __init__(self, model: torch.nn.Module, device: torch.device, amp: bool,
+                 compile: bool = False):
+        self.cfg = config_from_dict({"train": {"lr": LR, "amp": amp, "compile": compile}})
         self.model = model
-        self.optimizer = torch.optim.SGD(model.parameters(), lr=LR, momentum=0.9,
-                                         weight_decay=5e-4)
-        self.autocast = (torch.autocast("cuda", dtype=torch.bfloat16)
-                         if amp and device.type == "cuda" else nullcontext())
-        self.criterion = MultiBoxLoss()
+        self.device = device
+        self.step = None
 
-    def ours(self, forward: Callable, images, loc_t, labels_t) -> torch.Tensor:
-        self.optimizer.zero_grad(set_to_none=True)
-        with self.autocast:
-            loc_p, conf_p = forward(images)
-        loss = self.criterion(loc_p.float(), conf_p.float(), loc_t, labels_t)["loss"]
-        loss.backward()
-        self.optimizer.step()
-        return loss
+    def ours(self, batch: bdata.TrainBatch) -> torch.Tensor:
+        if self.step is None:
+            self.step = TrainStep(self.model, self.cfg, self.device, accumulation=1)
+        return self.step(LR, [batch])[0]
 
     def torchvision(self, images: list, targets: list) -> torch.Tensor:
-        self.optimizer.zero_grad(set_to_none=True)
+        if self.step is None:
+            self.step = make_optimizer(self.model, self.cfg)
+            self.autocast = (torch.autocast("cuda", dtype=torch.bfloat16)
+                             if self.cfg.train.amp and self.device.type == "cuda"
+                             else nullcontext())
+        self.step.zero_grad(set_to_none=True)
         with self.autocast:
             losses = self.model(images, targets)
         loss = sum(losses.values())
         loss.backward()
-        self.optimizer.step()
+        self.step.step()
         return loss
 
 
@@ -118,16 +121,15 @@ def _bench_ours(label: str, cfg: Any, batch: int, args: argparse.Namespace,
     torch.manual_seed(args.seed)
     model = build_model(cfg, NUM_CLASSES, load_pretrained=False).to(device)
     model = model.to(memory_format=memory_format).train()
-    forward = torch.compile(model) if args.compile else model
     priors, variances = model.priors, model.prior_config.variances
-    trainer = _Trainer(model, device, args.amp)
+    trainer = _Trainer(model, device, args.amp, args.compile)
     total = args.warmup + args.steps * args.repeats
     row: dict[str, Any] = {"model": label, "model_config": cfg, "batch_size": batch,
                            "params": count_parameters(model), "priors": int(priors.shape[0]),
                            "compiled": bool(args.compile), "modes": {}}
 
     def run(batches: Iterator[bdata.TrainBatch]) -> dict[str, Any]:
-        times, loss = _timed_steps(lambda: trainer.ours(forward, *next(batches)), args.warmup,
+        times, loss = _timed_steps(lambda: trainer.ours(next(batches)), args.warmup,
                                    args.steps, args.repeats, device)
         return {**_rate(times, batch, args.steps), "last_loss": loss}
 
@@ -136,18 +138,13 @@ def _bench_ours(label: str, cfg: Any, batch: int, args: argparse.Namespace,
                                       args.seed)
         return run(iter(lambda: fixed, None))
 
-    def device_augment() -> dict[str, Any]:
-        pipeline = bdata.DevicePipeline(priors, variances, seed=args.seed,
-                                        memory_format=memory_format)
-        return run(bdata.device_augment_batches(split_path(), batch, total, pipeline,
-                                                args.workers, args.seed))
+    def real(pipeline: str) -> Callable[[], dict[str, Any]]:
+        return lambda: run(bdata.pipeline_batches(split_path(), pipeline, batch, total, priors,
+                                                  variances, memory_format, args.workers,
+                                                  args.seed))
 
-    def cpu_augment() -> dict[str, Any]:
-        return run(bdata.cpu_augment_batches(split_path(), batch, total, priors, variances,
-                                             memory_format, args.workers, args.seed))
-
-    for mode, fn in (("synthetic", synthetic), ("device_augment", device_augment),
-                     ("cpu_augment", cpu_augment)):
+    for mode, fn in (("synthetic", synthetic), ("device_augment", real("device")),
+                     ("cpu_augment", real("cpu"))):
         if mode in args.modes:
             row["modes"][mode] = _guard(fn, device)
     return row

@@ -21,7 +21,7 @@ from torchvision.models.detection.anchor_utils import DefaultBoxGenerator
 from torchvision.models.detection.ssd import SSD as TorchvisionSSD
 from torchvision.models.detection.ssd import SSDHead, ssd300_vgg16
 
-from ..data.transforms import CAFFE_MEAN_RGB
+from ..input.recipe import CAFFE_MEAN_RGB
 from ..models import SSD
 
 MEAN_01 = [m / 255.0 for m in CAFFE_MEAN_RGB]

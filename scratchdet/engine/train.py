@@ -20,33 +20,27 @@ import os
 import shutil
 import signal
 import time
-from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader
 from typing_extensions import Self
 
 from ..config import RunConfig, dump_config
 from ..data.annotations import class_names, load_annotations
 from ..data.dataset import DetectionDataset
-from ..data.transforms import augment_config
 from ..errors import ConfigError, DataError
+from ..input import build_train_input
 from ..io import read_json, write_json, write_text
 from ..models import build_model
 from ..provenance import provenance, seed_everything
-from ..ssd.loss import MultiBoxLoss
-from ..ssd.matching import match, pad_targets
 from .checkpoint import load_checkpoint, save_checkpoint
-from .data import TrainSamples, collate_train
 from .device import memory_format_for, resolve_device
 from .distributed import DistContext, init_distributed, shutdown_distributed
-from .gpu_pipeline import DevicePipeline, RawSamples, collate_raw
 from .metrics_log import MetricsLog
-from .sampling import StreamBatchSampler
 from .schedule import lr_at
+from .step import METRICS, TrainStep, make_optimizer
 
 log = logging.getLogger(__name__)
 
@@ -84,28 +78,42 @@ def _divergence(loss: float, grad_norm: float, bound: float) -> str | None:
     return None
 
 
-def resolve_pipeline(name: str, device: torch.device) -> str:
-    """``data.pipeline`` for a run on ``device``: 'auto' is 'device' on CUDA, else 'cpu'."""
-    if name == "auto":
-        return "device" if device.type == "cuda" else "cpu"
-    return name
+class StepLog:
+    """Per-step metrics kept on the device and read by the host every ``log_every`` steps.
 
+    Row ``i`` of the buffer holds (loss, loc, conf, num_pos, grad_norm) of one optimizer step;
+    ``flush`` copies the rows once, averages them over the processes once, and returns them as
+    host rows. The step itself never waits for the host.
+    """
 
-def _input_pipeline(cfg: RunConfig, ann: dict, sampler_args: tuple, device: torch.device,
-                    priors: torch.Tensor, variances, memory_format: torch.memory_format):
-    """The DataLoader, and the on-device augmentation when `data.augment` is 'device'."""
-    dataset = DetectionDataset(ann)
-    sampler = StreamBatchSampler(len(dataset), *sampler_args)
-    common = {"batch_sampler": sampler, "num_workers": cfg.data.num_workers,
-              "pin_memory": device.type == "cuda"}
-    augment = augment_config(cfg.data.augment)
-    if resolve_pipeline(cfg.data.pipeline, device) == "device":
-        pipeline = DevicePipeline(priors, variances, seed=cfg.seed, size=cfg.data.image_size,
-                                  iou_threshold=cfg.loss.iou_threshold, memory_format=memory_format,
-                                  config=augment)
-        return DataLoader(RawSamples(dataset), collate_fn=collate_raw, **common), pipeline
-    samples = TrainSamples(dataset, cfg.data.image_size, cfg.seed, augment)
-    return DataLoader(samples, collate_fn=collate_train, **common), None
+    FIELDS = METRICS
+
+    def __init__(self, capacity: int, device: torch.device, ctx: DistContext):
+        self.buffer = torch.zeros(capacity, len(self.FIELDS), device=device)
+        self.steps: list[tuple[int, float]] = []  # (step, lr) of the rows
+        self.ctx = ctx
+        self.t0 = time.perf_counter()
+
+    def record(self, step: int, lr: float, values: torch.Tensor) -> None:
+        self.buffer[len(self.steps)].copy_(values)
+        self.steps.append((step, lr))
+
+    def __len__(self) -> int:
+        return len(self.steps)
+
+    def flush(self, batch_size: int) -> list[dict[str, Any]]:
+        if not self.steps:
+            return []
+        rows = self.ctx.all_reduce_mean(self.buffer[: len(self.steps)].clone()).tolist()
+        elapsed = (time.perf_counter() - self.t0) / len(self.steps)
+        out = [{"step": step, "lr": lr, **dict(zip(self.FIELDS, row)),
+                "images_per_s": batch_size / elapsed, "elapsed_s": elapsed}
+               for (step, lr), row in zip(self.steps, rows)]
+        for row in out:
+            row["num_pos"] = round(row["num_pos"] * self.ctx.world_size)
+        self.steps.clear()
+        self.t0 = time.perf_counter()
+        return out
 
 
 def initialise_from(model: torch.nn.Module, checkpoint: str | Path) -> dict[str, Any]:
@@ -125,16 +133,6 @@ def initialise_from(model: torch.nn.Module, checkpoint: str | Path) -> dict[str,
     model.load_state_dict(loaded, strict=False)
     return {"checkpoint": str(checkpoint), "loaded": len(loaded), "skipped": skipped,
             "fresh": sorted(set(own) - set(loaded))}
-
-
-def _forward(net: torch.nn.Module, images: torch.Tensor, micro_batch: int):
-    try:
-        return net(images)
-    except ValueError as exc:
-        if "Expected more than 1 value per channel" not in str(exc):
-            raise
-        raise ConfigError(None, "train.micro_batch", f"{micro_batch} image(s) per forward pass is "
-                          "too few for BatchNorm on this model's 1x1 maps; use 2 or more") from None
 
 
 def discard_stale_run(cfg: RunConfig, out: Path) -> bool:
@@ -190,24 +188,21 @@ def _train(cfg: RunConfig, out: Path, ctx: DistContext, device: torch.device) ->
         torch.backends.cudnn.benchmark = False
     elif device.type == "cuda":
         torch.backends.cudnn.benchmark = True
-    accumulation = cfg.train.batch_size // (cfg.micro_batch * ctx.world_size)
+    t = cfg.train
+    accumulation = t.batch_size // (cfg.micro_batch * ctx.world_size)
 
     ann = load_annotations(cfg.data.train)
     names = class_names(ann)
     # A resumed run takes its weights from the checkpoint: no ImageNet download needed.
     model = build_model(cfg.model, num_classes=len(names),
                         load_pretrained=not last_path.exists()).to(device)
-    memory_format = memory_format_for(device, cfg.train.channels_last)
+    memory_format = memory_format_for(device, t.channels_last)
     model = model.to(memory_format=memory_format)
-    priors = model.priors.to(device)
-    variances = model.prior_config.variances
-    criterion = MultiBoxLoss(neg_pos_ratio=cfg.loss.neg_pos_ratio, loc_weight=cfg.loss.loc_weight)
-    optimizer = torch.optim.SGD(model.parameters(), lr=cfg.train.lr, momentum=cfg.train.momentum,
-                                weight_decay=cfg.train.weight_decay)
+    optimizer = make_optimizer(model, cfg)
 
     init_report = None
-    if cfg.train.init_from and not last_path.exists():
-        init_report = initialise_from(model, cfg.train.init_from)
+    if t.init_from and not last_path.exists():
+        init_report = initialise_from(model, t.init_from)
     start_step = 0
     metrics = MetricsLog(out / "metrics.csv")
     if last_path.exists():
@@ -228,12 +223,11 @@ def _train(cfg: RunConfig, out: Path, ctx: DistContext, device: torch.device) ->
     net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) \
         if ctx.enabled else model
 
-    loader, device_pipeline = _input_pipeline(cfg, ann, sampler_args=(
-        cfg.train.batch_size, cfg.micro_batch, cfg.seed, start_step, cfg.train.max_steps,
-        ctx.rank, ctx.world_size), device=device, priors=priors, variances=variances,
-        memory_format=memory_format)
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) \
-        if (cfg.train.amp and device.type == "cuda") else nullcontext()
+    batches = build_train_input(cfg, DetectionDataset(ann), device, model.priors,
+                                model.prior_config.variances, start_step=start_step,
+                                rank=ctx.rank, world_size=ctx.world_size,
+                                memory_format=memory_format)
+    trainer = TrainStep(model, cfg, device, accumulation, net=net, optimizer=optimizer)
 
     def checkpoint(step: int) -> None:
         if ctx.is_main:
@@ -241,64 +235,51 @@ def _train(cfg: RunConfig, out: Path, ctx: DistContext, device: torch.device) ->
                              "step": step, "config": cfg.to_dict()}, last_path)
         ctx.barrier()
 
-    status: dict[str, Any] = {"status": "finished", "step": cfg.train.max_steps, "reason": None}
-    net.train()
-    step, micro, t0 = start_step, 0, time.perf_counter()
-    sums = torch.zeros(4, device=device)  # loss, loc, conf, num_pos over the micro-batches of a step
-    with _StopRequest() as stop:
-        for batch in loader:
-            if micro == 0:
-                for group in optimizer.param_groups:
-                    group["lr"] = lr_at(step, cfg.train)
-                optimizer.zero_grad(set_to_none=True)
-                sums.zero_()
-            micro += 1
-            if device_pipeline is not None:
-                images, loc_t, labels_t = device_pipeline(batch)
-            else:
-                images, boxes, labels = batch
-                images = images.to(device, non_blocking=True).contiguous(memory_format=memory_format)
-                gt_boxes, gt_labels, gt_mask = (t.to(device, non_blocking=True)
-                                                for t in pad_targets(boxes, labels))
-                loc_t, labels_t = match(gt_boxes, gt_labels, gt_mask, priors, variances,
-                                        iou_threshold=cfg.loss.iou_threshold)
-            # Gradients are averaged across processes once per step, on the last micro-batch.
-            sync = nullcontext() if (micro == accumulation or not ctx.enabled) else net.no_sync()
-            with sync:
-                with autocast:
-                    loc_p, conf_p = _forward(net, images, cfg.micro_batch)
-                losses = criterion(loc_p.float(), conf_p.float(), loc_t, labels_t)
-                (losses["loss"] / accumulation).backward()
-            sums += torch.stack([losses["loss"].detach(), losses["loc"].detach(),
-                                 losses["conf"].detach(), losses["num_pos"].detach().float()])
-            if micro < accumulation:
-                continue
-            micro = 0
-            clip = cfg.train.max_grad_norm if cfg.train.max_grad_norm > 0 else math.inf
-            grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), clip))
-            sums /= torch.tensor([accumulation] * 3 + [1 / ctx.world_size], device=device)
-            loss, loc, conf, num_pos = ctx.all_reduce_mean(sums).tolist()
-            reason = _divergence(loss, grad_norm, cfg.train.max_loss)
-            if reason is None:
-                optimizer.step()
-            elapsed = time.perf_counter() - t0
+    steplog = StepLog(t.log_every, device, ctx)
+
+    def flush() -> dict[str, Any] | None:
+        """Log the buffered steps; the status of the first diverged one, if any."""
+        for row in steplog.flush(t.batch_size):
+            reason = _divergence(row["loss"], row["grad_norm"], t.max_loss)
             if ctx.is_main:
-                metrics.append({"step": step, "lr": optimizer.param_groups[0]["lr"], "loss": loss,
-                                "loc_loss": loc, "conf_loss": conf, "grad_norm": grad_norm,
-                                "num_pos": round(num_pos),
-                                "images_per_s": cfg.train.batch_size / elapsed, "elapsed_s": elapsed})
-            t0 = time.perf_counter()
+                metrics.append(row)
             if reason is not None:
-                status = {"status": "diverged", "step": step, "reason": reason}
-                log.warning("run %s diverged at step %d: %s", out, step, reason)
-                break
+                return {"status": "diverged", "step": row["step"], "reason": reason}
+        return None
+
+    status: dict[str, Any] = {"status": "finished", "step": t.max_steps, "reason": None}
+    net.train()
+    step, lr, starting = start_step, t.lr, True
+    with _StopRequest() as stop:
+        for batch in batches:
+            if starting:
+                lr = lr_at(step, t)
+                trainer.begin(lr)
+            starting = trainer.micro_step(batch)
+            if not starting:
+                continue
+            # A non-finite step is skipped on the device; the host learns of it at the next read.
+            steplog.record(step, lr, trainer.finish())
             step += 1
-            if ctx.any(stop.signum is not None, device):
+            full = len(steplog) == t.log_every
+            # With several processes a stop signal is agreed on at the reads only (a collective).
+            stopping = ctx.any(stop.signum is not None, device) if ctx.enabled and full \
+                else stop.signum is not None and not ctx.enabled
+            due = step % t.checkpoint_every == 0 and step < t.max_steps
+            if full or due or stopping or step == t.max_steps:
+                diverged = flush()
+                if diverged is not None:
+                    status = diverged
+                    log.warning("run %s diverged at step %d: %s", out, status["step"],
+                                status["reason"])
+                    break
+                log.info("step %d/%d  lr %.4g", step, t.max_steps, lr)
+            if stopping:
                 checkpoint(step)
                 signum = stop.signum or signal.SIGTERM
                 log.warning("signal %d: saved checkpoint at step %d, exiting", signum, step)
                 raise SystemExit(128 + signum)
-            if step % cfg.train.checkpoint_every == 0 and step < cfg.train.max_steps:
+            if due:
                 checkpoint(step)
 
     if ctx.is_main:

@@ -19,6 +19,8 @@ computed in float32.
 
 from __future__ import annotations
 
+from contextlib import nullcontext
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -62,7 +64,10 @@ class MultiBoxLoss(nn.Module):
                 f"{tuple(conf_pred.shape)}, loc_t {tuple(loc_t.shape)}, labels_t "
                 f"{tuple(labels_t.shape)}"
             )
-        with torch.autocast(device_type=loc_pred.device.type, enabled=False):
+        device_type = loc_pred.device.type
+        no_autocast = torch.autocast(device_type, enabled=False) \
+            if torch.amp.is_autocast_available(device_type) else nullcontext()
+        with no_autocast:
             loc_pred, conf_pred, loc_t = loc_pred.float(), conf_pred.float(), loc_t.float()
             labels_t = labels_t.long()
             positive = labels_t > 0

@@ -1,0 +1,19 @@
+"""The training and test-time input: augmentation recipe, sample stream, both input pipelines.
+
+- ``recipe.py``: the SSD augmentation as data (``AugmentConfig``; ``data.augment`` names).
+- ``sampling.py``: the resumable sample stream and per-sample seeds.
+- ``photometric.py``, ``geometry.py``: the recipe's operations, for one image or a batch.
+- ``per_image.py``: one image on the CPU; ``sample_train_params`` draws every decision.
+- ``batched.py``: a whole batch on any device, from the same decisions.
+- ``pipeline.py``: the CPU and device pipelines behind ``build_train_input``; both yield
+  ``TrainBatch(images, loc_t, labels_t)`` on the training device.
+- ``test_time.py``: resize + mean for detection.
+"""
+
+from .pipeline import TrainBatch, TrainInput, build_train_input, resolve_pipeline
+from .recipe import AUGMENTATIONS, CAFFE_MEAN_RGB, NO_AUGMENTATION, AugmentConfig, augment_config
+from .test_time import SSDTestTransform
+
+__all__ = ["AUGMENTATIONS", "CAFFE_MEAN_RGB", "NO_AUGMENTATION", "AugmentConfig",
+           "SSDTestTransform", "TrainBatch", "TrainInput", "augment_config", "build_train_input",
+           "resolve_pipeline"]
