@@ -137,3 +137,25 @@ def test_scores_are_softmax_probabilities_and_clip_option():
     torch.testing.assert_close(det["boxes"][0], torch.tensor([-0.2, 0.1, 0.5, 1.3]))
     (det,) = postprocess(torch.zeros(1, 1, 4), conf, priors, VAR, clip=True)
     torch.testing.assert_close(det["boxes"][0], torch.tensor([0.0, 0.1, 0.5, 1.0]))
+
+
+@pytest.mark.parametrize("n", [0, 50, 6000])
+def test_one_call_nms_equals_torchvision_batched_nms(n):
+    """nms_by_group's one-call path (what it runs on a GPU) keeps what torchvision's
+    batched_nms keeps (its reference), at sizes where batched_nms loops over groups."""
+    from torchvision.ops import batched_nms
+
+    from scratchdet.ssd.postprocess import nms_by_group
+
+    g = torch.Generator().manual_seed(n)
+    xy = torch.rand(n, 2, generator=g) * 2 - 0.5  # some coordinates below 0, as decoded boxes
+    boxes = torch.cat([xy, xy + torch.rand(n, 2, generator=g) * 0.4 + 0.01], 1)
+    boxes = boxes - boxes.min().clamp(max=0) if n else boxes
+    scores = torch.rand(n, generator=g)
+    groups = torch.randint(0, 40, (n,), generator=g)
+    want = batched_nms(boxes, scores, groups, 0.45)
+    offsets = groups.to(boxes.dtype) * (boxes.max() + 1.0) if n else groups.float()
+    got = torch.ops.torchvision.nms(boxes + offsets[:, None], scores, 0.45) if n \
+        else nms_by_group(boxes, scores, groups, 0.45)
+    assert torch.equal(got, want)
+    assert torch.equal(nms_by_group(boxes, scores, groups, 0.45), want)
