@@ -25,8 +25,9 @@ from scratchdet.models import (
     resolve_config,
 )
 from scratchdet.models.dsod import DenseLayer
+from scratchdet.models.input import CAFFE_MEAN_RGB
 from scratchdet.models.layers import CenterCrop
-from scratchdet.models.pretrained import CAFFE_MEAN_RGB, ImageNetInput, checkpoint_path
+from scratchdet.models.pretrained import ImageNetInput, checkpoint_path
 from scratchdet.models.resnet import ResidualExtras
 from scratchdet.ssd.priors import make_priors, num_priors_per_cell, ssd300_voc
 
@@ -398,6 +399,14 @@ def test_canonical_configs_are_complete_and_overridable():
     assert again.config == m.config and count_parameters(again) == count_parameters(m)
     with pytest.raises(ConfigError, match="mapping"):
         build_model(["dsod300"], VOC)
+
+
+def test_network_input_mean_has_one_home():
+    from scratchdet.data import transforms
+    from scratchdet.models import pretrained
+
+    assert CAFFE_MEAN_RGB == (123.0, 117.0, 104.0)
+    assert transforms.CAFFE_MEAN_RGB is CAFFE_MEAN_RGB is pretrained.CAFFE_MEAN_RGB
 
 
 # --- ImageNet weights ----------------------------------------------------------------------------

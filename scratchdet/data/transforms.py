@@ -67,10 +67,7 @@ from torchvision.transforms import InterpolationMode
 from torchvision.transforms.v2 import functional as F
 
 from scratchdet.errors import ConfigError
-
-CAFFE_MEAN_RGB: tuple[float, float, float] = (123.0, 117.0, 104.0)
-"""Caffe SSD's ``mean_value: [104, 117, 123]`` (BGR), in this package's RGB order."""
-
+from scratchdet.models.input import CAFFE_MEAN_RGB  # the network input's mean (one home)
 
 # --------------------------------------------------------------------------------------------
 # Configuration

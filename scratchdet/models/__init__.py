@@ -11,6 +11,7 @@ Families (one builder each): ``dsod`` (DS/A-B-k-theta, plain or dense prediction
 
 from .dsod import DSODOptions, build_dsod
 from .heads import MultiBoxHead
+from .input import CAFFE_MEAN_RGB
 from .layers import L2Norm
 from .registry import (
     CANONICAL_MODELS,
@@ -26,6 +27,7 @@ from .ssd import SSD
 from .vgg import VGGOptions, build_vgg
 
 __all__ = [
+    "CAFFE_MEAN_RGB",
     "CANONICAL_MODELS",
     "DESCRIPTIONS",
     "FAMILIES",

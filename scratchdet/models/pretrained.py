@@ -13,8 +13,8 @@ import torch
 from torch import Tensor, nn
 from torchvision.models import WeightsEnum
 
-from scratchdet.data.transforms import CAFFE_MEAN_RGB  # the network input's mean
 from scratchdet.errors import ConfigError
+from scratchdet.models.input import CAFFE_MEAN_RGB  # the network input's mean
 
 __all__ = ["CAFFE_MEAN_RGB", "ImageNetInput", "checkpoint_path", "load_state_dict"]
 
