@@ -2,8 +2,8 @@
 
 A model config is ``{"name": <canonical>, <key>: <override>, ...}`` or
 ``{"family": "dsod" | "vgg" | "resnet", <key>: <value>, ...}`` (missing keys take the family's
-defaults). Every row of DSOD Tables 2-4 and ScratchDet Tables 1-3 is such a dict; see
-``tests/test_models.py::ROW_CONFIGS`` for the list.
+defaults). Every row of DSOD Tables 2-4 and ScratchDet Tables 1-3 is such a dict: the ``model``
+column of ``params/*.tsv``.
 """
 
 from __future__ import annotations
