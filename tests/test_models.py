@@ -4,8 +4,11 @@ source sizes, prior alignment, config errors, initialisation and ImageNet weight
 from __future__ import annotations
 
 import math
+import os
 import re
 import socket
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -16,7 +19,10 @@ from torch import nn
 from scratchdet.errors import ConfigError
 from scratchdet.models import (
     CANONICAL_MODELS,
+    FAMILIES,
     SSD,
+    DSODOptions,
+    Family,
     L2Norm,
     MultiBoxHead,
     build_dsod,
@@ -334,12 +340,11 @@ def test_bad_num_classes():
         build_model("dsod300", 0)
 
 
-def test_canonical_configs_are_complete_and_overridable():
-    for name, full in CANONICAL_MODELS.items():
-        got_name, opts = resolve_config(name)
-        assert got_name == name and opts.as_dict() == full
+def test_canonical_configs_are_overridable_and_rebuild_from_their_record():
     _, opts = resolve_config({"name": "dsod300", "theta": 1})
     assert opts.theta == 1.0 and isinstance(opts.theta, float)
+    _, opts = resolve_config({"name": "dsod300_smallest", "growth": 32})
+    assert (opts.bottleneck, opts.growth) == (64, 32)  # the variant's change stays, the row's wins
     with torch.device("meta"):
         m = build_model({"name": "ssd300_vgg16", "bn_backbone": True}, VOC)
     assert any(isinstance(x, nn.BatchNorm2d) for x in m.backbone.conv4_3)
@@ -350,6 +355,81 @@ def test_canonical_configs_are_complete_and_overridable():
     assert again.config == m.config and count_parameters(again) == count_parameters(m)
     with pytest.raises(ConfigError, match="mapping"):
         build_model(["dsod300"], VOC)
+
+
+# --- named models: declared as differences from their family's defaults --------------------------
+
+def test_named_models_are_their_family_defaults_with_their_changes():
+    for name, variant in CANONICAL_MODELS.items():
+        family = FAMILIES[variant.family]
+        assert family.variants[name] is variant
+        defaults = family.options().as_dict()
+        assert resolve_config(name) == (name, variant.options)
+        assert variant.options.as_dict() == {**defaults, **variant.changes}
+        assert all(defaults[k] != v for k, v in variant.changes.items())
+        assert variant.description
+    # each family's defaults are the model its options docstring names
+    for name in ("dsod300", "ssd300_vgg16", "scratchdet300"):
+        assert dict(CANONICAL_MODELS[name].changes) == {}
+    assert list(CANONICAL_MODELS) == [n for f in FAMILIES.values() for n in f.variants]
+
+
+def test_register_variant_refuses_restated_defaults_duplicates_and_bad_values():
+    family = Family(DSODOptions, builder="scratchdet.models.dsod:build_dsod")
+    variant = family.register_variant("tiny", "a small DSOD", growth=16, theta=0.5)
+    assert dict(variant.changes) == {"growth": 16, "theta": 0.5}
+    assert variant.options == DSODOptions(growth=16, theta=0.5) and variant.family == "dsod"
+    with pytest.raises(ValueError, match="declared twice"):
+        family.register_variant("tiny", "again", growth=8)
+    with pytest.raises(ValueError, match="restates .* growth"):
+        family.register_variant("restating", "says a default", growth=48, theta=0.5)
+    with pytest.raises(ValueError, match="restates .* theta"):
+        family.register_variant("int_for_float", "1 is the default 1.0", theta=1)
+    with pytest.raises(ConfigError) as err:
+        family.register_variant("typo", "a misspelt key", growht=16)
+    assert err.value.key == "model.growht"
+    assert set(family.variants) == {"tiny"}
+    assert family.build_function() is build_dsod
+
+
+# The workflow validates every params row when it plans a dry run: that must not import torch.
+TORCH_FREE_VALIDATION = """
+import sys
+from pathlib import Path
+
+from scratchdet.errors import ConfigError
+from scratchdet.models import CANONICAL_MODELS, build_model, list_models
+from scratchdet.models.registry import resolve_config
+from scratchdet.workflow_config import load_table
+
+rows = [r for p in sorted(Path("params").glob("*.tsv")) for r in load_table(p)]
+names = {resolve_config(row.model)[0] for row in rows}
+assert names <= set(CANONICAL_MODELS), names
+try:
+    resolve_config({"name": "scratchdet300", "depth": 152})
+except ConfigError as err:
+    assert err.key == "model.depth", err.key
+else:
+    raise AssertionError("no ConfigError")
+print(len(rows), sorted(m for m in ("torch", "torchvision") if m in sys.modules))
+"""
+
+
+def test_config_validation_does_not_import_torch():
+    proc = subprocess.run([sys.executable, "-c", TORCH_FREE_VALIDATION], check=False, cwd=ROOT,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)},
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    count, loaded = proc.stdout.split(maxsplit=1)
+    assert int(count) == len(PARAMS_ROWS) and loaded.strip() == "[]"
+
+
+def test_network_classes_are_imported_on_first_use():
+    from scratchdet import models
+
+    assert models.SSD is SSD and "SSD" in dir(models)
+    with pytest.raises(AttributeError, match="no attribute 'Detector'"):
+        models.Detector  # noqa: B018
 
 
 def test_network_input_mean_has_one_home():
