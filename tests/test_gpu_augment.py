@@ -18,12 +18,12 @@ from scratchdet.input.geometry import box_iou_batched, boxes_to_canvas
 from scratchdet.input.per_image import SSDTrainTransform
 from scratchdet.input.photometric import apply_photometric, distort_image, sample_photometric
 from scratchdet.input.recipe import (
-    CAFFE_MEAN_RGB,
     SSD_CROP_SAMPLERS,
     AugmentConfig,
     CropSampler,
     PhotometricConfig,
 )
+from scratchdet.models.input import CAFFE_MEAN_RGB
 
 MEAN = torch.tensor(CAFFE_MEAN_RGB)[:, None, None]
 KANGAROO = Path(__file__).resolve().parents[1] / ".." / "shared" / "datasets" / "kangaroo"

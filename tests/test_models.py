@@ -4,9 +4,13 @@ source sizes, prior alignment, config errors, initialisation and ImageNet weight
 from __future__ import annotations
 
 import math
+import os
 import re
 import socket
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -15,7 +19,10 @@ from torch import nn
 from scratchdet.errors import ConfigError
 from scratchdet.models import (
     CANONICAL_MODELS,
+    FAMILIES,
     SSD,
+    DSODOptions,
+    Family,
     L2Norm,
     MultiBoxHead,
     build_dsod,
@@ -25,78 +32,26 @@ from scratchdet.models import (
     resolve_config,
 )
 from scratchdet.models.dsod import DenseLayer
+from scratchdet.models.input import CAFFE_MEAN_RGB
 from scratchdet.models.layers import CenterCrop
-from scratchdet.models.pretrained import CAFFE_MEAN_RGB, ImageNetInput, checkpoint_path
+from scratchdet.models.pretrained import ImageNetInput, checkpoint_path
 from scratchdet.models.resnet import ResidualExtras
 from scratchdet.ssd.priors import make_priors, num_priors_per_cell, ssd300_voc
+from scratchdet.workflow_config import load_table
 
+ROOT = Path(__file__).resolve().parent.parent
 VOC = 20  # object classes; the models predict 21 scores per prior
+COCO = 80
 
-# --- every row of DSOD Tables 2-4 and ScratchDet Tables 1-3, as model configs ------------------
-# (paper mAP on VOC07 test in the comments; "?" = not recovered). Training settings (lr, data)
-# are not part of a model config: rows that differ only in those share a config.
-_DSOD_NO_STEM_PLAIN = {"family": "dsod", "stem": False, "prediction": "plain"}
-_R18 = {"name": "root_resnet18_ssd300"}
-_R18_7X7 = {"root_kernel": 7, "maxpool_kernel": 3}  # torchvision's ResNet root kernel and pool
-ROW_CONFIGS: list[tuple[str, dict]] = [
-    # DSOD Table 3 (rows 1-6 are also the Table 2 chain; DS/A-B-k-theta)
-    ("dsod_t3_r1_DS/32-12-16-0.5", {**_DSOD_NO_STEM_PLAIN, "stem_channels": 32, "bottleneck": 12,
-                                    "growth": 16, "theta": 0.5,
-                                    "transition_wo_pool": False}),  # 59.9
-    ("dsod_t3_r2_DS/32-12-16-0.5+twop", {**_DSOD_NO_STEM_PLAIN, "stem_channels": 32,
-                                         "bottleneck": 12, "growth": 16, "theta": 0.5}),  # 61.6
-    ("dsod_t3_r3_DS/32-12-16-1", {**_DSOD_NO_STEM_PLAIN, "stem_channels": 32, "bottleneck": 12,
-                                  "growth": 16, "theta": 1.0}),  # 64.5
-    ("dsod_t3_r4_DS/32-64-16-1", {**_DSOD_NO_STEM_PLAIN, "stem_channels": 32, "bottleneck": 64,
-                                  "growth": 16, "theta": 1.0}),  # 68.6
-    ("dsod_t3_r5_DS/64-64-16-1", {**_DSOD_NO_STEM_PLAIN, "stem_channels": 64, "bottleneck": 64,
-                                  "growth": 16, "theta": 1.0}),  # 69.7
-    ("dsod_t3_r6_DS/64-192-48-1", {**_DSOD_NO_STEM_PLAIN, "stem_channels": 64,
-                                   "bottleneck": 192, "growth": 48, "theta": 1.0}),  # 74.5
-    # rows 7-8: stem status not recovered; taken with the stem, as in params/dsod_table3.tsv
-    ("dsod_t3_r7_DS/64-12-16-1_stem", {"name": "dsod300_plain", "bottleneck": 12,
-                                       "growth": 16}),  # ? (Table 4, scratch: 70.7)
-    ("dsod_t3_r8_DS/64-36-48-1_stem", {"name": "dsod300_plain", "bottleneck": 36}),  # ?
-    ("dsod_t3_r9_stem_plain", {"name": "dsod300_plain"}),  # 77.3
-    ("dsod_t3_r10_stem_dense", {"name": "dsod300"}),  # 77.7 (+COCO data: 81.7)
-    ("dsod_t3_r11_DS/64-64-16-1_dense", {"name": "dsod300_smallest"}),  # 73.6
-    # DSOD Table 4 (SSD300S = SSD300 trained from scratch)
-    ("dsod_t4_ssd300s_vgg16", {"name": "ssd300_vgg16"}),  # 69.6
-    ("dsod_t4_ssd300s_vgg16_dense", {"name": "ssd300_vgg16", "prediction": "dense",
-                                     "l2norm": "all"}),  # 70.4
-    ("dsod_t4_ssd300_vgg16_pretrained", {"name": "ssd300_vgg16", "pretrained": True}),  # 75.8
-    ("dsod_t4_ssd300_vgg16_pretrained_dense", {"name": "ssd300_vgg16", "pretrained": True,
-                                               "prediction": "dense", "l2norm": "all"}),  # 76.1
-    ("dsod_t4_ssd300s_resnet101", {"name": "ssd300_resnet101"}),  # 63.8
-    # DS/64-12-16-1 from scratch (70.7) is row 7; its ImageNet-pretrained twin (70.3) cannot be
-    # built: torchvision has no DSOD weights ("pretrained" is not a dsod key).
-    # ScratchDet Table 1: truncated VGG-16, (pretrained, BN backbone, BN head); L2Norm removed
-    # as in ScratchDet's Sec. 4.1. The three learning rates are training settings.
-    ("sd_t1_scratch", {"name": "ssd300_vgg16", "l2norm": "none"}),  # 67.6 / NAN / NAN
-    ("sd_t1_scratch_bnhead", {"name": "ssd300_vgg16", "l2norm": "none", "bn_head": True}),
-    ("sd_t1_scratch_bnbackbone", {"name": "ssd300_vgg16", "l2norm": "none",
-                                  "bn_backbone": True}),  # 72.8 / 77.8 / 78.0
-    ("sd_t1_scratch_bn_both", {"name": "ssd300_vgg16_bn"}),  # 71.8 / 77.3 / 78.7
-    ("sd_t1_pretrained", {"name": "ssd300_vgg16", "l2norm": "none", "pretrained": True}),
-    ("sd_t1_pretrained_bn_both", {"name": "ssd300_vgg16_bn", "pretrained": True}),  # 77.6/78.2/75.5
-    # ScratchDet Table 2: ResNet-18 backbone, BN head; first conv "n: kxk" with / without
-    # downsampling (first root conv stride 2 / 1), max-pool kept
-    ("sd_t2_down_1x7x7", {**_R18, **_R18_7X7, "root_stride": 2, "root_convs": 1}),  # 73.1
-    ("sd_t2_down_1x3x3", {**_R18, "root_stride": 2, "root_convs": 1}),  # 73.2
-    ("sd_t2_down_2x3x3", {**_R18, "root_stride": 2, "root_convs": 2}),  # 74.9
-    ("sd_t2_down_3x3x3", {**_R18, "root_stride": 2, "root_convs": 3}),  # 75.4
-    ("sd_t2_nodown_1x7x7", {**_R18, **_R18_7X7, "root_stride": 1, "root_convs": 1}),  # 77.6 (-B)
-    ("sd_t2_nodown_1x3x3", {**_R18, "root_stride": 1, "root_convs": 1}),  # 77.8
-    ("sd_t2_nodown_2x3x3", {**_R18, "root_stride": 1, "root_convs": 2}),  # 78.1
-    ("sd_t2_nodown_3x3x3", {**_R18}),  # 78.5 (Root-ResNet-18)
-    ("sd_t2_nodown_4x3x3", {**_R18, "root_convs": 4}),  # 78.4
-    ("sd_t2_nodown_5x3x3", {**_R18, "root_convs": 5}),  # 78.5
-    # ScratchDet Figure 3: ResNet-18-A = no first max-pool (75.3); the others are Table 2 rows
-    ("sd_f3_resnet18_A", {**_R18, **_R18_7X7, "root_stride": 2, "root_convs": 1,
-                          "maxpool": False}),
-    # ScratchDet Table 3
-    ("sd_t3_scratchdet300", {"name": "scratchdet300"}),  # 80.4 (VOC12 78.5, COCO AP 32.7)
-]
+# --- every row of DSOD Tables 2-4 and ScratchDet Tables 1-3: the params tables' model cells -----
+# (paper numbers and assumptions are in the tables; training settings such as lr are not part of a
+# model config, so rows that differ only in those share a network)
+PARAMS_ROWS = {r.key: r for p in sorted((ROOT / "params").glob("*.tsv")) for r in load_table(p)}
+
+
+def _num_classes(row) -> int:
+    return COCO if row.train_data == "coco" else VOC
+
 
 # Documented source sizes: SSD300's, except where the last map is 2x2 (DSOD, dense prediction).
 SSD_SIZES = (38, 19, 10, 5, 3, 1)
@@ -109,14 +64,16 @@ def _expected_sizes(cfg: dict) -> tuple[int, ...]:
     return DSOD_SIZES if last_is_2x2 else SSD_SIZES
 
 
-def _unique_architectures() -> list[tuple[str, dict]]:
-    """Canonical models and rows, each distinct network once (rows may repeat a canonical)."""
+def _unique_architectures() -> list[tuple[str, dict, int]]:
+    """Canonical models and params rows, each distinct (network, classes) once: (id, cfg, C)."""
+    cases = [(f"canonical/{n}", {"name": n}, VOC) for n in CANONICAL_MODELS]
+    cases += [(key, row.model, _num_classes(row)) for key, row in PARAMS_ROWS.items()]
     seen, out = set(), []
-    for rid, cfg in [(n, {"name": n}) for n in CANONICAL_MODELS] + ROW_CONFIGS:
-        key = repr(sorted(resolve_config(cfg)[1].as_dict().items()))
+    for rid, cfg, num_classes in cases:
+        key = (repr(sorted(resolve_config(cfg)[1].as_dict().items())), num_classes)
         if key not in seen:
             seen.add(key)
-            out.append((rid, cfg))
+            out.append((rid, cfg, num_classes))
     return out
 
 
@@ -180,10 +137,11 @@ def test_list_models_rows():
 # --- forward + backward of every network, source sizes --------------------------------------------
 
 @pytest.mark.slow
-@pytest.mark.parametrize("cfg", [pytest.param(c, id=r) for r, c in _unique_architectures()])
-def test_forward_backward_and_source_sizes(cfg):
+@pytest.mark.parametrize("cfg, num_classes",
+                         [pytest.param(c, n, id=r) for r, c, n in _unique_architectures()])
+def test_forward_backward_and_source_sizes(cfg, num_classes):
     torch.manual_seed(0)
-    model = build_model(cfg, VOC, load_pretrained=False)  # pretrained rows: no download
+    model = build_model(cfg, num_classes, load_pretrained=False)  # pretrained rows: no download
     assert isinstance(model, SSD) and model.training
     images = torch.randn(2, 3, 300, 300)
     sources = model.backbone(images)
@@ -193,7 +151,7 @@ def test_forward_backward_and_source_sizes(cfg):
     assert tuple(s.shape[1] for s in sources) == model.source_channels
     loc, conf = model.head(sources)
     n = model.priors.shape[0]
-    assert loc.shape == (2, n, 4) and conf.shape == (2, n, VOC + 1)
+    assert loc.shape == (2, n, 4) and conf.shape == (2, n, num_classes + 1)
     (loc.square().mean() + conf.logsumexp(-1).mean()).backward()
     missing = [k for k, p in model.named_parameters() if p.requires_grad and p.grad is None]
     assert not missing, f"parameters outside the graph: {missing[:5]}"
@@ -307,8 +265,8 @@ def test_norm_layers_per_family():
 def test_resnet_roots():
     with torch.device("meta"):
         root = build_model("scratchdet300", VOC).backbone.root
-        r18a = build_model(dict(ROW_CONFIGS)["sd_f3_resnet18_A"], VOC).backbone.root
-        down = build_model(dict(ROW_CONFIGS)["sd_t2_down_2x3x3"], VOC)
+        r18a = build_model(PARAMS_ROWS["scratchdet_table2/resnet18-a"].model, VOC).backbone.root
+        down = build_model(PARAMS_ROWS["scratchdet_table2/ds_2x3x3"].model, VOC)
     assert [(c.kernel_size, c.stride) for c in _convs(root)] == [((3, 3), (1, 1))] * 3
     assert isinstance(root[-1], nn.MaxPool2d) and root[-1].kernel_size == 2
     assert not any(isinstance(x, nn.MaxPool2d) for x in r18a)
@@ -382,12 +340,11 @@ def test_bad_num_classes():
         build_model("dsod300", 0)
 
 
-def test_canonical_configs_are_complete_and_overridable():
-    for name, full in CANONICAL_MODELS.items():
-        got_name, opts = resolve_config(name)
-        assert got_name == name and opts.as_dict() == full
+def test_canonical_configs_are_overridable_and_rebuild_from_their_record():
     _, opts = resolve_config({"name": "dsod300", "theta": 1})
     assert opts.theta == 1.0 and isinstance(opts.theta, float)
+    _, opts = resolve_config({"name": "dsod300_smallest", "growth": 32})
+    assert (opts.bottleneck, opts.growth) == (64, 32)  # the variant's change stays, the row's wins
     with torch.device("meta"):
         m = build_model({"name": "ssd300_vgg16", "bn_backbone": True}, VOC)
     assert any(isinstance(x, nn.BatchNorm2d) for x in m.backbone.conv4_3)
@@ -398,6 +355,90 @@ def test_canonical_configs_are_complete_and_overridable():
     assert again.config == m.config and count_parameters(again) == count_parameters(m)
     with pytest.raises(ConfigError, match="mapping"):
         build_model(["dsod300"], VOC)
+
+
+# --- named models: declared as differences from their family's defaults --------------------------
+
+def test_named_models_are_their_family_defaults_with_their_changes():
+    for name, variant in CANONICAL_MODELS.items():
+        family = FAMILIES[variant.family]
+        assert family.variants[name] is variant
+        defaults = family.options().as_dict()
+        assert resolve_config(name) == (name, variant.options)
+        assert variant.options.as_dict() == {**defaults, **variant.changes}
+        assert all(defaults[k] != v for k, v in variant.changes.items())
+        assert variant.description
+    # each family's defaults are the model its options docstring names
+    for name in ("dsod300", "ssd300_vgg16", "scratchdet300"):
+        assert dict(CANONICAL_MODELS[name].changes) == {}
+    assert list(CANONICAL_MODELS) == [n for f in FAMILIES.values() for n in f.variants]
+
+
+def test_register_variant_refuses_restated_defaults_duplicates_and_bad_values():
+    family = Family(DSODOptions, builder="scratchdet.models.dsod:build_dsod")
+    variant = family.register_variant("tiny", "a small DSOD", growth=16, theta=0.5)
+    assert dict(variant.changes) == {"growth": 16, "theta": 0.5}
+    assert variant.options == DSODOptions(growth=16, theta=0.5) and variant.family == "dsod"
+    with pytest.raises(ValueError, match="declared twice"):
+        family.register_variant("tiny", "again", growth=8)
+    with pytest.raises(ValueError, match="restates .* growth"):
+        family.register_variant("restating", "says a default", growth=48, theta=0.5)
+    with pytest.raises(ValueError, match="restates .* theta"):
+        family.register_variant("int_for_float", "1 is the default 1.0", theta=1)
+    with pytest.raises(ConfigError) as err:
+        family.register_variant("typo", "a misspelt key", growht=16)
+    assert err.value.key == "model.growht"
+    assert set(family.variants) == {"tiny"}
+    assert family.build_function() is build_dsod
+
+
+# The workflow validates every params row when it plans a dry run: that must not import torch.
+TORCH_FREE_VALIDATION = """
+import sys
+from pathlib import Path
+
+from scratchdet.errors import ConfigError
+from scratchdet.models import CANONICAL_MODELS, build_model, list_models
+from scratchdet.models.registry import resolve_config
+from scratchdet.workflow_config import load_table
+
+rows = [r for p in sorted(Path("params").glob("*.tsv")) for r in load_table(p)]
+names = {resolve_config(row.model)[0] for row in rows}
+assert names <= set(CANONICAL_MODELS), names
+try:
+    resolve_config({"name": "scratchdet300", "depth": 152})
+except ConfigError as err:
+    assert err.key == "model.depth", err.key
+else:
+    raise AssertionError("no ConfigError")
+print(len(rows), sorted(m for m in ("torch", "torchvision") if m in sys.modules))
+"""
+
+
+def test_config_validation_does_not_import_torch():
+    proc = subprocess.run([sys.executable, "-c", TORCH_FREE_VALIDATION], check=False, cwd=ROOT,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)},
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    count, loaded = proc.stdout.split(maxsplit=1)
+    assert int(count) == len(PARAMS_ROWS) and loaded.strip() == "[]"
+
+
+def test_network_classes_are_imported_on_first_use():
+    from scratchdet import models
+
+    assert models.SSD is SSD and "SSD" in dir(models)
+    with pytest.raises(AttributeError, match="no attribute 'Detector'"):
+        models.Detector  # noqa: B018
+
+
+def test_network_input_mean_has_one_home():
+    from scratchdet.input import per_image, pipeline
+    from scratchdet.models import pretrained
+
+    assert CAFFE_MEAN_RGB == (123.0, 117.0, 104.0)
+    assert per_image.CAFFE_MEAN_RGB is pipeline.CAFFE_MEAN_RGB is CAFFE_MEAN_RGB \
+        is pretrained.CAFFE_MEAN_RGB
 
 
 # --- ImageNet weights ----------------------------------------------------------------------------

@@ -37,7 +37,6 @@ from scratchdet.input.photometric import (
 )
 from scratchdet.input.recipe import (
     AUGMENTATIONS,
-    CAFFE_MEAN_RGB,
     NO_AUGMENTATION,
     SSD_CROP_SAMPLERS,
     AugmentConfig,
@@ -46,6 +45,7 @@ from scratchdet.input.recipe import (
     augment_config,
 )
 from scratchdet.input.test_time import SSDTestTransform
+from scratchdet.models.input import CAFFE_MEAN_RGB
 
 MEAN = torch.tensor(CAFFE_MEAN_RGB)[:, None, None]
 KANGAROO = Path(__file__).resolve().parents[1] / ".." / "shared" / "datasets" / "kangaroo"

@@ -15,8 +15,7 @@ from snakemake.utils import validate
 from scratchdet import workflow_config as wc
 from scratchdet.config import config_from_dict
 from scratchdet.errors import ConfigError
-from scratchdet.models import build_model, resolve_config
-from tests.test_models import ROW_CONFIGS
+from scratchdet.models import build_model
 
 ROOT = Path(__file__).resolve().parent.parent
 TABLE_FILES = sorted((ROOT / "params").glob("*.tsv"))
@@ -56,13 +55,10 @@ def test_paper_values_from_specs():
 
 
 @pytest.mark.parametrize("row", ALL_ROWS, ids=lambda r: r.key)
-def test_every_row_model_builds_and_is_one_of_the_model_zoo_rows(row):
+def test_every_row_model_builds(row):
     with torch.device("meta"):
         model = build_model(row.model, 80 if row.eval == "coco" else 20, load_pretrained=False)
     assert model.priors.shape[0] > 8000
-    zoo = {repr(sorted(resolve_config(c)[1].as_dict().items())) for _, c in ROW_CONFIGS}
-    zoo |= {repr(sorted(resolve_config({"name": "dsod300"})[1].as_dict().items()))}
-    assert repr(sorted(resolve_config(row.model)[1].as_dict().items())) in zoo
 
 
 @pytest.mark.parametrize("scale", sorted(SCALES))

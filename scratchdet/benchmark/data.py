@@ -11,7 +11,8 @@ from torch import Tensor
 from ..config import config_from_dict
 from ..data.annotations import load_annotations
 from ..data.dataset import DetectionDataset
-from ..input import CAFFE_MEAN_RGB, TrainBatch, build_train_input
+from ..input import TrainBatch, build_train_input
+from ..models.input import CAFFE_MEAN_RGB
 from ..ssd.matching import match
 
 

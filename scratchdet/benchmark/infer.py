@@ -23,8 +23,8 @@ from typing import Any
 import torch
 
 from ..engine.device import memory_format_for, resolve_device
-from ..input.recipe import CAFFE_MEAN_RGB
 from ..models import CANONICAL_MODELS, build_model, count_parameters
+from ..models.input import CAFFE_MEAN_RGB
 from ..ssd.postprocess import postprocess
 from .common import (
     Record,

@@ -21,8 +21,8 @@ from torchvision.models.detection.anchor_utils import DefaultBoxGenerator
 from torchvision.models.detection.ssd import SSD as TorchvisionSSD
 from torchvision.models.detection.ssd import SSDHead, ssd300_vgg16
 
-from ..input.recipe import CAFFE_MEAN_RGB
 from ..models import SSD
+from ..models.input import CAFFE_MEAN_RGB
 
 MEAN_01 = [m / 255.0 for m in CAFFE_MEAN_RGB]
 STD_01 = [1.0 / 255.0] * 3

@@ -23,9 +23,10 @@ from ..config import DetectConfig, RunConfig, config_from_dict
 from ..data.annotations import label_maps, load_annotations
 from ..data.dataset import DetectionDataset
 from ..errors import DataError
-from ..input import CAFFE_MEAN_RGB, SSDTestTransform, build_train_input
+from ..input import SSDTestTransform, build_train_input
 from ..io import write_json
 from ..models import build_model
+from ..models.input import CAFFE_MEAN_RGB
 from ..ssd.postprocess import batch_detections
 from .checkpoint import load_checkpoint
 from .device import memory_format_for, resolve_device

@@ -11,9 +11,9 @@
 """
 
 from .pipeline import TrainBatch, TrainInput, build_train_input, resolve_pipeline
-from .recipe import AUGMENTATIONS, CAFFE_MEAN_RGB, NO_AUGMENTATION, AugmentConfig, augment_config
+from .recipe import AUGMENTATIONS, NO_AUGMENTATION, AugmentConfig, augment_config
 from .test_time import SSDTestTransform
 
-__all__ = ["AUGMENTATIONS", "CAFFE_MEAN_RGB", "NO_AUGMENTATION", "AugmentConfig",
+__all__ = ["AUGMENTATIONS", "NO_AUGMENTATION", "AugmentConfig",
            "SSDTestTransform", "TrainBatch", "TrainInput", "augment_config", "build_train_input",
            "resolve_pipeline"]

@@ -33,6 +33,7 @@ import torch.nn.functional as nnf
 from torch import Tensor
 
 from ..errors import ConfigError
+from ..models.input import CAFFE_MEAN_RGB
 from .geometry import Expansion, boxes_to_canvas, crop_boxes, mirror_boxes, sampling_grid
 from .per_image import TrainParams, mean_tensor, sample_train_params
 from .photometric import (
@@ -41,7 +42,7 @@ from .photometric import (
     apply_photometric,
     photometric_steps,
 )
-from .recipe import CAFFE_MEAN_RGB, AugmentConfig
+from .recipe import AugmentConfig
 from .sampling import SeededRandomness
 
 __all__ = ["GRID_SAMPLE_MODES", "AugmentedBatch", "BatchParams", "SSDBatchAugment",

@@ -37,6 +37,7 @@ from torchvision.transforms import InterpolationMode
 from torchvision.transforms.v2 import functional as F
 
 from ..errors import ConfigError
+from ..models.input import CAFFE_MEAN_RGB
 from .geometry import (
     Expansion,
     boxes_to_canvas,
@@ -46,7 +47,7 @@ from .geometry import (
     sample_expansion,
 )
 from .photometric import PhotometricParams, distort_image, sample_photometric
-from .recipe import CAFFE_MEAN_RGB, INTERPOLATIONS, AugmentConfig
+from .recipe import INTERPOLATIONS, AugmentConfig
 from .sampling import SeededRandomness, uniform
 
 __all__ = ["SSDTrainTransform", "TrainParams", "check_image_input", "mean_tensor",

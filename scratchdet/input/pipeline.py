@@ -36,12 +36,13 @@ from torch import Tensor
 from torch.utils.data import DataLoader
 from torchvision.transforms.v2 import functional as F
 
+from ..models.input import CAFFE_MEAN_RGB
 from ..ssd.matching import match
 from .batched import BatchParams, augment_batch
 from .geometry import Expansion
 from .per_image import SSDTrainTransform, normalise_boxes, sample_train_params
 from .photometric import PhotometricParams, photometric_steps
-from .recipe import CAFFE_MEAN_RGB, AugmentConfig, augment_config
+from .recipe import AugmentConfig, augment_config
 from .sampling import StreamBatchSampler, sample_generator
 
 if TYPE_CHECKING:

@@ -15,14 +15,9 @@ from torchvision.transforms import InterpolationMode
 
 from ..errors import ConfigError
 
-__all__ = ["AUGMENTATIONS", "CAFFE_INTERPOLATIONS", "CAFFE_MEAN_RGB", "INTERPOLATIONS", "NO_AUGMENTATION",
+__all__ = ["AUGMENTATIONS", "CAFFE_INTERPOLATIONS", "INTERPOLATIONS", "NO_AUGMENTATION",
            "SSD_CROP_SAMPLERS", "AugmentConfig", "CropSampler", "PhotometricConfig",
            "augment_config"]
-
-
-CAFFE_MEAN_RGB: tuple[float, float, float] = (123.0, 117.0, 104.0)
-"""Caffe SSD's ``mean_value: [104, 117, 123]`` (BGR), in this package's RGB order: the network
-input is ``image - mean``, no std (docs/ARCHITECTURE.md)."""
 
 
 @dataclass(frozen=True)

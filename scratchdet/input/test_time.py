@@ -9,8 +9,9 @@ from torch import Tensor
 from torchvision.transforms.v2 import functional as F
 
 from ..errors import ConfigError
+from ..models.input import CAFFE_MEAN_RGB
 from .per_image import mean_tensor, resize_mode
-from .recipe import CAFFE_MEAN_RGB, INTERPOLATIONS
+from .recipe import INTERPOLATIONS
 
 __all__ = ["SSDTestTransform"]
 

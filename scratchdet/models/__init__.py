@@ -3,38 +3,68 @@
     >>> model = build_model("dsod300", num_classes=20)            # VOC: 21 outputs per prior
     >>> model = build_model({"name": "ssd300_vgg16", "bn_backbone": True}, num_classes=20)
     >>> loc, conf = model(images)                                  # [B, P, 4], [B, P, 21]
+    >>> resolve_config({"name": "dsod300", "growth": 32})          # validation only: no torch
 
 Families (one builder each): ``dsod`` (DS/A-B-k-theta, plain or dense prediction), ``vgg``
 (SSD300 truncated VGG-16, BN switches, optional dense prediction, ImageNet weights) and
 ``resnet`` (ResNet-18/34/50/101 with ScratchDet's root variants and SSD or residual extras).
+
+Importing this package does not import torch: the options, the named models and
+``resolve_config`` are torch-free, and the network classes and builders below are imported when
+first used (``from scratchdet.models import SSD`` works as usual).
 """
 
-from .dsod import DSODOptions, build_dsod
-from .heads import MultiBoxHead
-from .layers import L2Norm
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from .dsod_options import DSODOptions
+from .family import Family, Variant
+from .input import CAFFE_MEAN_RGB
+from .options import ModelOptions
 from .registry import (
     CANONICAL_MODELS,
-    DESCRIPTIONS,
     FAMILIES,
     build_model,
     count_parameters,
     list_models,
     resolve_config,
 )
-from .resnet import ResNetOptions, build_resnet
-from .ssd import SSD
-from .vgg import VGGOptions, build_vgg
+from .resnet_options import ResNetOptions
+from .vgg_options import VGGOptions
+
+if TYPE_CHECKING:  # for type checkers and editors; at run time see __getattr__
+    from .dsod import build_dsod
+    from .heads import MultiBoxHead
+    from .layers import L2Norm
+    from .resnet import build_resnet
+    from .ssd import SSD
+    from .vgg import build_vgg
+
+# Public names that need torch: the module of each, imported on first access.
+_NETWORK_NAMES = {
+    "SSD": "ssd",
+    "L2Norm": "layers",
+    "MultiBoxHead": "heads",
+    "build_dsod": "dsod",
+    "build_resnet": "resnet",
+    "build_vgg": "vgg",
+}
 
 __all__ = [
+    "CAFFE_MEAN_RGB",
     "CANONICAL_MODELS",
-    "DESCRIPTIONS",
     "FAMILIES",
     "SSD",
     "DSODOptions",
+    "Family",
     "L2Norm",
+    "ModelOptions",
     "MultiBoxHead",
     "ResNetOptions",
     "VGGOptions",
+    "Variant",
     "build_dsod",
     "build_model",
     "build_resnet",
@@ -43,3 +73,14 @@ __all__ = [
     "list_models",
     "resolve_config",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _NETWORK_NAMES:
+        module = importlib.import_module(f"{__name__}.{_NETWORK_NAMES[name]}")
+        return getattr(module, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_NETWORK_NAMES})

@@ -12,57 +12,25 @@ layer, and the plain or dense prediction structure.
 
 from __future__ import annotations
 
-import dataclasses
-from typing import ClassVar
-
 import torch
 from torch import Tensor, nn
 from torchvision.ops import Conv2dNormActivation
 
 from scratchdet.ssd.priors import num_priors_per_cell
 
+from .dsod_options import DSODOptions
 from .heads import MultiBoxHead
 from .layers import conv_out_size, init_caffe
-from .options import ModelOptions, option
 from .prediction import DENSE_WIDTHS, DSOD_PLAIN_EXTRAS, DenseExtras, PlainExtras
 from .ssd import SSD, select_priors
 
-__all__ = ["DSODBackbone", "DSODOptions", "DenseLayer", "bn_relu_conv", "build_dsod"]
+__all__ = ["DSODBackbone", "DenseLayer", "bn_relu_conv", "build_dsod"]
 
 # Layers per dense block in DSOD300 (6, 8, 8, 8); the 19x19 output of the last backbone
 # transition has 256 channels with the dense prediction structure (released code).
 BLOCK_LAYERS = (6, 8, 8, 8)
 DENSE_SCALE2_HALF = 256
 ROOT_OUT_SIZE = 75  # both roots (stem block, DenseNet 7x7 + pool) take 300 to 75
-
-_BOOL = (False, True)
-_PRIORS = (None, "voc", "coco")
-_L2NORM = ("none", "first", "all")
-
-
-@dataclasses.dataclass(frozen=True)
-class DSODOptions(ModelOptions):
-    """Keys of the ``dsod`` family; defaults are DSOD300 (DS/64-192-48-1, dense)."""
-
-    family: ClassVar[str] = "dsod"
-
-    stem_channels: int = option(64, "A: channels of the first conv (stem: A, A, 2A)", kind=int,
-                                lo=1, hi=1024)
-    bottleneck: int = option(192, "B: channels of each dense layer's 1x1 bottleneck", kind=int,
-                             lo=1, hi=4096)
-    growth: int = option(48, "k: growth rate of the dense blocks", kind=int, lo=1, hi=1024)
-    theta: float = option(1.0, "compression of the transition layers", kind=float, lo=0.0,
-                          hi=1.0, lo_open=True)
-    stem: bool = option(True, "stem block (3 convs + pool) instead of 7x7/2 conv + 3x3/2 pool",
-                        choices=_BOOL)
-    transition_wo_pool: bool = option(True, "4 dense blocks with a transition w/o pooling "
-                                      "(else blocks 3 and 4 are one block)", choices=_BOOL)
-    prediction: str = option("dense", "prediction structure", choices=("dense", "plain"))
-    bn_head: bool = option(True, "BatchNorm after the loc/conf convs (released code)",
-                           choices=_BOOL)
-    l2norm: str = option("all", "L2Norm (scale 20) before the head", choices=_L2NORM)
-    priors: str | None = option(None, "prior sizes; null = coco for 80 classes, else voc",
-                                choices=_PRIORS)
 
 
 def bn_relu_conv(cin: int, cout: int, kernel: int, stride: int = 1,

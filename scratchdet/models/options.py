@@ -1,9 +1,9 @@
 """Typed, validated model options: one frozen dataclass per family, built from a plain dict.
 
 The ``params/`` tables and run configs hold model configs as small dicts. Each family declares its
-keys as dataclass fields whose metadata says what values are allowed, so a typo or a bad value is
-caught before any tensor is allocated and reported as ``ConfigError(None, "model.<key>", ...)``
-with the allowed keys or values spelled out.
+keys (in ``<family>_options.py``) as dataclass fields whose metadata says what values are allowed,
+so a typo or a bad value is caught before any tensor is allocated and reported as
+``ConfigError(None, "model.<key>", ...)`` with the allowed keys or values spelled out.
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ from torch import Tensor, nn
 from torchvision.models import WeightsEnum
 
 from scratchdet.errors import ConfigError
-from scratchdet.input.recipe import CAFFE_MEAN_RGB  # the network input's mean
+from scratchdet.models.input import CAFFE_MEAN_RGB  # the network input's mean
 
 __all__ = ["CAFFE_MEAN_RGB", "ImageNetInput", "checkpoint_path", "load_state_dict"]
 

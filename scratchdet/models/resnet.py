@@ -18,9 +18,7 @@ Caffe release) or ScratchDet's residual blocks of 128 channels (``extras: residu
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
-from typing import ClassVar
 
 from torch import Tensor, nn
 from torchvision.models import (
@@ -38,19 +36,17 @@ from torchvision.models import (
 from torchvision.models.resnet import BasicBlock, conv1x1
 from torchvision.ops import Conv2dNormActivation
 
-from scratchdet.errors import ConfigError
 from scratchdet.ssd.priors import num_priors_per_cell
 
 from .heads import MultiBoxHead
 from .layers import CenterCrop, chain_outputs, conv_out_size, init_kaiming
-from .options import ModelOptions, option
 from .prediction import SSD300_EXTRAS, PlainExtras
 from .pretrained import ImageNetInput, load_state_dict
+from .resnet_options import ResNetOptions
 from .ssd import SSD, select_priors
 
-__all__ = ["ResNetBackbone", "ResNetOptions", "ResidualExtras", "build_resnet"]
+__all__ = ["ResNetBackbone", "ResidualExtras", "build_resnet"]
 
-_BOOL = (False, True)
 _TORCHVISION: dict[int, tuple[Callable[..., ResNet], type[WeightsEnum]]] = {
     18: (resnet18, ResNet18_Weights),
     34: (resnet34, ResNet34_Weights),
@@ -59,54 +55,6 @@ _TORCHVISION: dict[int, tuple[Callable[..., ResNet], type[WeightsEnum]]] = {
 }
 ROOT_CHANNELS = 64  # what torchvision's layer1 expects
 EXTRA_WIDTH = 128  # ScratchDet's residual extra blocks
-
-
-@dataclasses.dataclass(frozen=True)
-class ResNetOptions(ModelOptions):
-    """Keys of the ``resnet`` family; defaults are ScratchDet300 (Root-ResNet-34)."""
-
-    family: ClassVar[str] = "resnet"
-
-    depth: int = option(34, "torchvision ResNet depth", choices=(18, 34, 50, 101))
-    root_kernel: int = option(3, "kernel of the root convs (ResNet: 7)", choices=(3, 7))
-    root_stride: int = option(1, "stride of the first root conv (ResNet: 2)", choices=(1, 2))
-    root_convs: int = option(3, "number of stacked root convs (ScratchDet Table 2: 1-5)",
-                             kind=int, lo=1, hi=5)
-    maxpool: bool = option(True, "max-pool after the root (ResNet-18-A removes it)",
-                           choices=_BOOL)
-    maxpool_kernel: int = option(2, "2 = 2x2/2 (ScratchDet's root), 3 = 3x3/2 pad 1 (ResNet)",
-                                 choices=(2, 3))
-    extras: str = option("residual", "extra blocks after layer4: ScratchDet's residual ones or "
-                         "SSD's conv layers", choices=("residual", "ssd"))
-    bn_head: bool = option(True, "BatchNorm after the loc/conf convs", choices=_BOOL)
-    l2norm: str = option("none", "L2Norm (scale 20) before the head; ScratchDet removes it",
-                         choices=("none", "first", "all"))
-    pretrained: bool = option(False, "torchvision ImageNet weights (standard ResNet root only)",
-                              choices=_BOOL)
-    priors: str | None = option(None, "prior sizes; null = coco for 80 classes, else voc",
-                                choices=(None, "voc", "coco"))
-
-    @property
-    def root_downsampling(self) -> int:
-        return self.root_stride * (2 if self.maxpool else 1)
-
-    @property
-    def standard_root(self) -> bool:
-        """torchvision's ResNet root: 7x7/2 conv, BN, ReLU, 3x3/2 max-pool."""
-        return (self.root_kernel, self.root_stride, self.root_convs, self.maxpool,
-                self.maxpool_kernel) == (7, 2, 1, True, 3)
-
-    def validate(self) -> None:
-        if self.root_downsampling not in (2, 4):
-            raise ConfigError(None, "model.root_stride",
-                              "the root must downsample 2x or 4x (root_stride 2 and/or maxpool) "
-                              "for the sources to be 38, 19, 10, 5, 3, 1; got "
-                              f"root_stride {self.root_stride} with maxpool {self.maxpool}")
-        if self.pretrained and not self.standard_root:
-            raise ConfigError(None, "model.pretrained",
-                              "ImageNet weights exist only for torchvision's ResNet root "
-                              "(root_kernel 7, root_stride 2, root_convs 1, maxpool true, "
-                              "maxpool_kernel 3)")
 
 
 def _root(opts: ResNetOptions) -> nn.Sequential:

@@ -11,9 +11,6 @@ From ImageNet weights, fc6/fc7 are decimated from the classifier exactly as SSD'
 
 from __future__ import annotations
 
-import dataclasses
-from typing import ClassVar
-
 from torch import Tensor, nn
 from torchvision.models import VGG16_BN_Weights, VGG16_Weights, WeightsEnum
 from torchvision.models.vgg import cfgs, make_layers
@@ -23,33 +20,12 @@ from scratchdet.ssd.priors import num_priors_per_cell
 
 from .heads import MultiBoxHead
 from .layers import init_caffe
-from .options import ModelOptions, option
 from .prediction import DENSE_WIDTHS, SSD300_EXTRAS, ConvUnit, DenseExtras, PlainExtras
 from .pretrained import ImageNetInput, load_state_dict
 from .ssd import SSD, select_priors
+from .vgg_options import VGGOptions
 
-__all__ = ["VGG16Backbone", "VGGOptions", "build_vgg", "reduce_fc6", "reduce_fc7"]
-
-_BOOL = (False, True)
-
-
-@dataclasses.dataclass(frozen=True)
-class VGGOptions(ModelOptions):
-    """Keys of the ``vgg`` family; defaults are SSD300 trained from scratch (SSD300S)."""
-
-    family: ClassVar[str] = "vgg"
-
-    bn_backbone: bool = option(False, "BatchNorm after every backbone and extra-layer conv",
-                               choices=_BOOL)
-    bn_head: bool = option(False, "BatchNorm after the loc/conf convs", choices=_BOOL)
-    pretrained: bool = option(False, "torchvision ImageNet weights (VGG16 or VGG16_BN)",
-                              choices=_BOOL)
-    prediction: str = option("plain", "SSD extra layers or DSOD's dense structure",
-                             choices=("plain", "dense"))
-    l2norm: str = option("first", "L2Norm (scale 20) before the head: SSD puts it on conv4_3",
-                         choices=("none", "first", "all"))
-    priors: str | None = option(None, "prior sizes; null = coco for 80 classes, else voc",
-                                choices=(None, "voc", "coco"))
+__all__ = ["VGG16Backbone", "build_vgg", "reduce_fc6", "reduce_fc7"]
 
 
 def reduce_fc6(weight: Tensor, bias: Tensor) -> tuple[Tensor, Tensor]:

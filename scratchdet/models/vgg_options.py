@@ -1,0 +1,43 @@
+"""The ``vgg`` family's keys (SSD300 on a truncated VGG-16) and its named models.
+
+No torch here: the network is ``vgg.py``, imported only when a model is built.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import ClassVar
+
+from .family import Family
+from .options import ModelOptions, option
+
+__all__ = ["VGG", "VGGOptions"]
+
+_BOOL = (False, True)
+
+
+@dataclasses.dataclass(frozen=True)
+class VGGOptions(ModelOptions):
+    """Keys of the ``vgg`` family; defaults are SSD300 trained from scratch (SSD300S)."""
+
+    family: ClassVar[str] = "vgg"
+
+    bn_backbone: bool = option(False, "BatchNorm after every backbone and extra-layer conv",
+                               choices=_BOOL)
+    bn_head: bool = option(False, "BatchNorm after the loc/conf convs", choices=_BOOL)
+    pretrained: bool = option(False, "torchvision ImageNet weights (VGG16 or VGG16_BN)",
+                              choices=_BOOL)
+    prediction: str = option("plain", "SSD extra layers or DSOD's dense structure",
+                             choices=("plain", "dense"))
+    l2norm: str = option("first", "L2Norm (scale 20) before the head: SSD puts it on conv4_3",
+                         choices=("none", "first", "all"))
+    priors: str | None = option(None, "prior sizes; null = coco for 80 classes, else voc",
+                                choices=(None, "voc", "coco"))
+
+
+VGG = Family(VGGOptions, builder="scratchdet.models.vgg:build_vgg")
+
+VGG.register_variant("ssd300_vgg16", "SSD300, truncated VGG-16, no BN, L2Norm on conv4_3 "
+                     "(SSD300S, DSOD Table 4)")
+VGG.register_variant("ssd300_vgg16_bn", "SSD300, VGG-16 with BN in backbone and head, no L2Norm "
+                     "(ScratchDet Table 1)", bn_backbone=True, bn_head=True, l2norm="none")
