@@ -271,3 +271,24 @@ def test_read_coco_errors_name_file_and_annotation(tmp_path: Path) -> None:
     src.write_text(json.dumps({"images": []}))
     with pytest.raises(DataError, match="missing list 'annotations'"):
         read_coco(src, tmp_path)
+
+
+def test_split_is_reproducible_disjoint_and_complete():
+    from scratchdet.data.split import split_dataset
+
+    images = [{"id": i, "file_name": f"{i}.jpg", "width": 10, "height": 10} for i in range(1, 21)]
+    anns = [{"id": i, "image_id": 1 + i % 20, "category_id": 1, "bbox": [0, 0, 5, 5],
+             "area": 25.0, "iscrowd": 0} for i in range(1, 41)]
+    ds = {"info": {"image_dir": "."}, "categories": [{"id": 1, "name": "a"}], "images": images,
+          "annotations": anns}
+    train, test = split_dataset(ds, 5, seed=3)
+    again_train, again_test = split_dataset({**ds, "images": images[::-1]}, 5, seed=3)
+    ids = lambda part: sorted(img["id"] for img in part["images"])  # noqa: E731
+    assert len(ids(test)) == 5 and len(ids(train)) == 15
+    assert ids(test) == ids(again_test) and ids(train) == ids(again_train)
+    assert not set(ids(test)) & set(ids(train))
+    assert {a["image_id"] for a in test["annotations"]} <= set(ids(test))
+    assert len(test["annotations"]) + len(train["annotations"]) == 40
+    assert ids(split_dataset(ds, 5, seed=4)[1]) != ids(test)
+    with pytest.raises(DataError, match="at least one image"):
+        split_dataset(ds, 20)

@@ -512,3 +512,15 @@ def test_fc6_fc7_decimation_from_the_classifier():
     with torch.device("meta"):
         fc6_conv = build_model("ssd300_vgg16", VOC).backbone.fc7[-2][0]
     assert fc6_conv.dilation == (6, 6) and fc6_conv.weight.shape == (1024, 512, 3, 3)
+
+
+def test_vgg_width_scales_every_conv_and_keeps_the_sources():
+    full = build_model("ssd300_vgg16_bn", VOC, load_pretrained=False)
+    narrow = build_model({"name": "ssd300_vgg16_bn", "width": 0.25}, VOC, load_pretrained=False)
+    assert narrow.source_sizes == full.source_sizes == (38, 19, 10, 5, 3, 1)
+    assert narrow.source_channels == tuple(c // 4 for c in full.source_channels)
+    assert count_parameters(narrow) < count_parameters(full) / 10
+    loc, conf = narrow(torch.zeros(2, 3, 300, 300))
+    assert loc.shape == (2, 8732, 4) and conf.shape == (2, 8732, 21)
+    with pytest.raises(ConfigError, match="model.width"):
+        build_model({"name": "ssd300_vgg16", "width": 0.5, "pretrained": True}, VOC)

@@ -35,6 +35,7 @@ from ..engine.step import TrainStep, make_optimizer
 from ..models import build_model, count_parameters, resolve_config
 from . import data as bdata
 from .common import Record, check_positive, default_out, parse_model, summary, sync
+from .host_traffic import HostTrafficCounter
 from .tvref import backbone_reference, targets_for, torchvision_vgg16
 
 log = logging.getLogger(__name__)
@@ -92,6 +93,28 @@ class _Trainer:
         return loss
 
 
+def _sync_check(step: Callable[[], torch.Tensor], device: torch.device) -> dict[str, Any]:
+    """Two more steps: one with its host traffic counted (``host_traffic.py``; the real-data
+    modes include fetching the batch, one copy in), one on CUDA under
+    ``torch.cuda.set_sync_debug_mode("error")``, which raises at the first synchronising call."""
+    with HostTrafficCounter(device) as traffic:
+        step()
+    out: dict[str, Any] = {"host_traffic": traffic.counts()}
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.set_sync_debug_mode("error")
+        try:
+            step()
+            out["sync_free"] = True
+        except RuntimeError as exc:
+            out["sync_free"] = False
+            out["sync_error"] = str(exc).splitlines()[0][:300]
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+            torch.cuda.synchronize(device)
+    return out
+
+
 def _rate(times: Sequence[float], batch: int, steps: int) -> dict[str, Any]:
     return {"images_per_s": summary([batch * steps / t for t in times]),
             "step_ms": summary([1000 * t / steps for t in times])}
@@ -123,7 +146,7 @@ def _bench_ours(label: str, cfg: Any, batch: int, args: argparse.Namespace,
     model = model.to(memory_format=memory_format).train()
     priors, variances = model.priors, model.prior_config.variances
     trainer = _Trainer(model, device, args.amp, args.compile)
-    total = args.warmup + args.steps * args.repeats
+    total = args.warmup + args.steps * args.repeats + 2  # + the two of _sync_check
     row: dict[str, Any] = {"model": label, "model_config": cfg, "batch_size": batch,
                            "params": count_parameters(model), "priors": int(priors.shape[0]),
                            "compiled": bool(args.compile), "modes": {}}
@@ -131,7 +154,8 @@ def _bench_ours(label: str, cfg: Any, batch: int, args: argparse.Namespace,
     def run(batches: Iterator[bdata.TrainBatch]) -> dict[str, Any]:
         times, loss = _timed_steps(lambda: trainer.ours(next(batches)), args.warmup,
                                    args.steps, args.repeats, device)
-        return {**_rate(times, batch, args.steps), "last_loss": loss}
+        return {**_rate(times, batch, args.steps), "last_loss": loss,
+                **_sync_check(lambda: trainer.ours(next(batches)), device)}
 
     def synthetic() -> dict[str, Any]:
         fixed = bdata.synthetic_batch(batch, NUM_CLASSES, priors, variances, 300, memory_format,

@@ -63,10 +63,16 @@ class VGG16Backbone(nn.Module):
     """
 
     def __init__(self, bn: bool = False, prediction: str = "plain",
-                 weights: WeightsEnum | None = None, load_weights: bool = True) -> None:
+                 weights: WeightsEnum | None = None, load_weights: bool = True,
+                 width: float = 1.0) -> None:
         super().__init__()
         unit = _unit(bn)
-        features = list(make_layers(cfgs["D"], batch_norm=bn))  # torchvision's layer order
+
+        def w(channels: int) -> int:
+            return max(8, round(channels * width))
+
+        # torchvision's layer order; `width` scales every conv (1 = VGG-16)
+        features = list(make_layers([v if v == "M" else w(v) for v in cfgs["D"]], batch_norm=bn))
         pools = [i for i, m in enumerate(features) if isinstance(m, nn.MaxPool2d)]
         features[pools[2]].ceil_mode = True  # pool3: 75 -> 38 as Caffe rounds
         self.input = ImageNetInput() if weights is not None else nn.Identity()
@@ -74,15 +80,16 @@ class VGG16Backbone(nn.Module):
         self.fc7 = nn.Sequential(
             *features[pools[3]: pools[4]],
             nn.MaxPool2d(3, 1, 1),  # pool5: keeps 19x19
-            Conv2dNormActivation(512, 1024, 3, 1, padding=6, dilation=6,  # fc6 (atrous)
+            Conv2dNormActivation(w(512), w(1024), 3, 1, padding=6, dilation=6,  # fc6 (atrous)
                                  norm_layer=nn.BatchNorm2d if bn else None),
-            unit(1024, 1024, 1, 1, 0),  # fc7
+            unit(w(1024), w(1024), 1, 1, 0),  # fc7
         )
         if prediction == "dense":
-            self.extras: nn.Module = DenseExtras(1024, DENSE_WIDTHS, unit)
+            self.extras: nn.Module = DenseExtras(w(1024), [w(c) for c in DENSE_WIDTHS], unit)
         else:
-            self.extras = PlainExtras(1024, SSD300_EXTRAS, unit)
-        self.out_channels = (512, 1024, *self.extras.out_channels)
+            specs = [(w(mid), w(out), stride, pad) for mid, out, stride, pad in SSD300_EXTRAS]
+            self.extras = PlainExtras(w(1024), specs, unit)
+        self.out_channels = (w(512), w(1024), *self.extras.out_channels)
         self.out_sizes = (38, 19, *self.extras.out_sizes(19))
         init_caffe(self)
         if weights is not None and load_weights:
@@ -125,7 +132,8 @@ def build_vgg(opts: VGGOptions, num_classes: int, *, name: str = "",
     if opts.pretrained:
         weights = (VGG16_BN_Weights.IMAGENET1K_V1 if opts.bn_backbone
                    else VGG16_Weights.IMAGENET1K_V1)
-    backbone = VGG16Backbone(opts.bn_backbone, opts.prediction, weights, load_pretrained)
+    backbone = VGG16Backbone(opts.bn_backbone, opts.prediction, weights, load_pretrained,
+                             opts.width)
     prior_config = select_priors(backbone.out_sizes, num_classes, opts.priors)
     head = MultiBoxHead(backbone.out_channels, num_priors_per_cell(prior_config), num_classes + 1,
                         bn=opts.bn_head, l2norm=opts.l2norm, init="caffe", bn_eps=1e-3)

@@ -8,6 +8,8 @@ from __future__ import annotations
 import dataclasses
 from typing import ClassVar
 
+from scratchdet.errors import ConfigError
+
 from .family import Family
 from .options import ModelOptions, option
 
@@ -33,6 +35,14 @@ class VGGOptions(ModelOptions):
                          choices=("none", "first", "all"))
     priors: str | None = option(None, "prior sizes; null = coco for 80 classes, else voc",
                                 choices=(None, "voc", "coco"))
+    width: float = option(1.0, "channel multiplier of every backbone and extra-layer conv: 1 is "
+                               "the papers' network; smaller ones are for quick checks on a CPU "
+                               "(no paper table uses them)", kind=float, lo=0.0, hi=1.0,
+                          lo_open=True)
+
+    def validate(self) -> None:
+        if self.pretrained and self.width != 1.0:
+            raise ConfigError(None, "model.width", "ImageNet weights exist for width 1 only")
 
 
 VGG = Family(VGGOptions, builder="scratchdet.models.vgg:build_vgg")
