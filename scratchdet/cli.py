@@ -43,6 +43,8 @@ def cmd_data_voc(args: argparse.Namespace) -> None:
     if len(args.voc_dir) != len(args.split):
         raise ConfigError(None, "--split", "give one --split per --voc-dir")
     ds = read_voc_many(pairs)
+    from .data.check import verify_images
+    verify_images(ds)  # every image decodes, so no training batch meets a broken one
     save_annotations(ds, args.out)
     print(f"{args.out}: {len(ds['images'])} images, {len(ds['annotations'])} boxes")
 
