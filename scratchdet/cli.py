@@ -97,6 +97,7 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 def _launch_workers(args: argparse.Namespace, nproc: int) -> int:
     """Run this same training as `nproc` torchrun workers, forwarding SIGTERM/SIGINT to them."""
+    import os
     import signal
     import subprocess
 
@@ -107,14 +108,22 @@ def _launch_workers(args: argparse.Namespace, nproc: int) -> int:
         argv.append("--restart-stale")
     for override in args.set:
         argv += ["--set", override]
-    proc = subprocess.Popen(torchrun_command(nproc, argv))
+    from .engine.run_lock import HELD_ENV, lock_run_folder
+
+    lock = lock_run_folder(args.out)  # held for the workers, whose rank 0 would take it
+    proc = subprocess.Popen(torchrun_command(nproc, argv),
+                            env=os.environ | {HELD_ENV: str(lock.path.resolve())})
 
     def forward(signum: int, frame: Any) -> None:
         proc.send_signal(signum)
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, forward)
-    return proc.wait()
+    with lock:
+        code = proc.wait()
+        if code:  # a refused run leaves no empty folder (as train() without workers)
+            lock.remove_if_unused()
+        return code
 
 
 def cmd_detect(args: argparse.Namespace) -> None:
@@ -226,7 +235,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_train)
 
     s = sub.add_parser("detect", help="run a trained model over a split, write COCO-format results")
-    s.add_argument("--checkpoint", required=True, help="model_final.pt of a training run")
+    s.add_argument("--checkpoint", required=True,
+                   help="model_final.pt (or a checkpoints/step_*.pt snapshot) of a training run")
     s.add_argument("--data", required=True, help="split in the internal annotation format")
     s.add_argument("--out", required=True)
     s.add_argument("--config", help="run config whose 'detect' section sets NMS and thresholds")

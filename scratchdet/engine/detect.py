@@ -18,6 +18,7 @@ from ..models import build_model
 from ..ssd.postprocess import postprocess
 from .checkpoint import load_checkpoint
 from .device import resolve_device
+from .run_lock import lock_output_file
 
 
 class _TestSamples(torch.utils.data.Dataset):
@@ -43,21 +44,29 @@ def load_trained_model(checkpoint: str | Path, device: torch.device) -> tuple[to
     state = load_checkpoint(checkpoint, map_location=device)
     for key in ("model", "model_config", "class_names"):
         if key not in state:
-            raise DataError(checkpoint, f"not a trained-model file: missing '{key}' "
-                                        "(pass model_final.pt from a training run)")
+            raise DataError(checkpoint, f"not a trained-model file: missing '{key}' (pass "
+                                        "model_final.pt or a checkpoints/step_*.pt of a run)")
     model = build_model(state["model_config"], num_classes=len(state["class_names"]),
                         load_pretrained=False)  # the checkpoint holds the trained weights
     model.load_state_dict(state["model"])
     return model.to(device).eval(), state
 
 
-@torch.inference_mode()
 def detect(checkpoint: str | Path, data: str | Path, out: str | Path,
            cfg: DetectConfig | None = None, device: str = "auto", num_workers: int = 2) -> int:
     """Write detections of `checkpoint` on split `data` to `out`; returns how many were written.
 
+    `checkpoint`: `model_final.pt` or any `checkpoints/step_*.pt` snapshot of a training run.
     A diverged run writes an empty list: its evaluation then reads NaN, as the papers' tables do.
+    One process writes `out` at a time (a second one is refused, see `run_lock.py`).
     """
+    with lock_output_file(out):
+        return _detect(checkpoint, data, out, cfg, device, num_workers)
+
+
+@torch.inference_mode()
+def _detect(checkpoint: str | Path, data: str | Path, out: str | Path, cfg: DetectConfig | None,
+            device: str, num_workers: int) -> int:
     cfg = cfg or DetectConfig()
     dev = resolve_device(device, "--device")
     model, state = load_trained_model(checkpoint, dev)
