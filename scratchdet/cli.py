@@ -96,7 +96,7 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 
 def _launch_workers(args: argparse.Namespace, nproc: int) -> int:
-    """Run this same training as `nproc` torchrun workers, forwarding SIGTERM/SIGINT to them."""
+    """Run this same training as `nproc` torchrun workers, forwarding SIGTERM/SIGINT/USR1."""
     import os
     import signal
     import subprocess
@@ -108,16 +108,17 @@ def _launch_workers(args: argparse.Namespace, nproc: int) -> int:
         argv.append("--restart-stale")
     for override in args.set:
         argv += ["--set", override]
+    from .engine.preemption import PREEMPT_SIGNAL, torchrun_signal_env
     from .engine.run_lock import HELD_ENV, lock_run_folder
 
     lock = lock_run_folder(args.out)  # held for the workers, whose rank 0 would take it
-    proc = subprocess.Popen(torchrun_command(nproc, argv),
-                            env=os.environ | {HELD_ENV: str(lock.path.resolve())})
+    proc = subprocess.Popen(torchrun_command(nproc, argv), env=os.environ | torchrun_signal_env()
+                            | {HELD_ENV: str(lock.path.resolve())})
 
     def forward(signum: int, frame: Any) -> None:
         proc.send_signal(signum)
 
-    for sig in (signal.SIGTERM, signal.SIGINT):
+    for sig in (signal.SIGTERM, signal.SIGINT, PREEMPT_SIGNAL):
         signal.signal(sig, forward)
     with lock:
         code = proc.wait()

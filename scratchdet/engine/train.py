@@ -52,6 +52,7 @@ from .device import memory_format_for, resolve_device
 from .distributed import DistContext, init_distributed, shutdown_distributed
 from .gpu_pipeline import DevicePipeline, RawSamples, collate_raw
 from .metrics_log import MetricsLog
+from .preemption import PREEMPT_SIGNAL, requeue_if_preempted
 from .run_lock import lock_run_folder
 from .sampling import StreamBatchSampler
 from .schedule import lr_at
@@ -67,7 +68,7 @@ class _StopRequest:
         self._old: dict[int, Any] = {}
 
     def __enter__(self) -> Self:
-        for sig in (signal.SIGTERM, signal.SIGINT):
+        for sig in (signal.SIGTERM, signal.SIGINT, PREEMPT_SIGNAL):
             try:
                 self._old[sig] = signal.signal(sig, self._handle)
             except ValueError:  # not the main thread: leave signals alone
@@ -75,7 +76,7 @@ class _StopRequest:
         return self
 
     def _handle(self, signum: int, frame: Any) -> None:
-        self.signum = signum
+        self.signum = self.signum or signum  # the first decides (USR1 then TERM: a preemption)
 
     def __exit__(self, *exc: object) -> None:
         for sig, old in self._old.items():
@@ -289,6 +290,7 @@ def _train(cfg: RunConfig, out: Path, ctx: DistContext, device: torch.device,
                 checkpoint(step)
                 signum = stop.signum or signal.SIGTERM
                 log.warning("signal %d: saved checkpoint at step %d, exiting", signum, step)
+                requeue_if_preempted(signum, ctx.is_main)
                 raise SystemExit(128 + signum)
             if step % cfg.train.checkpoint_every == 0 and step < cfg.train.max_steps:
                 checkpoint(step)
