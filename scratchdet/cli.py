@@ -79,6 +79,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     from .config import load_config
     from .engine.gpus import assign_gpus
 
+    cfg = load_config(args.config, dict(_parse_override(o) for o in args.set))  # before workers
     nproc = args.nproc or max(1, args.gpus)
     if "WORLD_SIZE" in os.environ:  # a torchrun worker: the launcher already chose the GPUs
         claim = None
@@ -88,7 +89,6 @@ def cmd_train(args: argparse.Namespace) -> None:
             raise SystemExit(_launch_workers(args, nproc))
     from .engine.train import train
 
-    cfg = load_config(args.config, dict(_parse_override(o) for o in args.set))
     status = train(cfg, args.out, restart_stale=args.restart_stale)
     print(f"{args.out}: {status['status']} at step {status['step']}"
           + (f" ({status['reason']})" if status.get("reason") else ""))

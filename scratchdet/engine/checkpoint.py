@@ -44,6 +44,7 @@ SNAPSHOT_DIR = "checkpoints"
 RUN_FILES = ("model_final.pt", "status.json", "metrics.csv", "config.yaml", "provenance.json")
 """The files of a training run folder besides its snapshots (written through atomic_path)."""
 _SNAPSHOT_NAME = re.compile(r"step_(\d{8,})\.pt")
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")  # torch's message bolds a phrase for terminals
 _LEGACY_NAME = "last.pt"  # the single checkpoint of runs made before snapshots were kept N deep
 
 
@@ -59,8 +60,9 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     try:
         obj = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
+        why = _ANSI.sub("", str(exc).splitlines()[0])
         raise DataError(path, f"refused to load: the checkpoint holds objects other than tensors "
-                              f"and plain containers ({str(exc).splitlines()[0]})") from None
+                              f"and plain containers ({why})") from None
     except (RuntimeError, EOFError, OSError) as exc:
         raise DataError(path, f"unreadable or truncated checkpoint ({exc})") from None
     if not isinstance(obj, dict):
