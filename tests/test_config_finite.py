@@ -8,6 +8,7 @@ import sys
 
 import pytest
 
+from scratchdet.cli import main
 from scratchdet.config import config_from_dict, load_config
 from scratchdet.errors import ConfigError
 
@@ -41,16 +42,24 @@ def test_an_override_cannot_sneak_nan_in(tmp_path):
 
 
 @pytest.mark.parametrize("text", ["- train\n- model\n", "42\n", "just a sentence\n"])
-def test_a_config_that_is_not_a_mapping_is_one_line_even_with_set(tmp_path, text):
+def test_a_config_that_is_not_a_mapping_is_one_line_even_with_set(tmp_path, capsys, text):
     path = tmp_path / "run.yaml"
     path.write_text(text)
+    argv = ["train", "--config", str(path), "--out", str(tmp_path / "run"), "--set", "train.lr=0.1"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and str(path) in err and "mapping" in err, err
+    assert not (tmp_path / "run").exists()
+
+
+def test_the_console_script_says_it_in_one_line(tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_text("- train\n- model\n")
     proc = subprocess.run([sys.executable, "-m", "scratchdet", "train", "--config", str(path),
                            "--out", str(tmp_path / "run"), "--set", "train.lr=0.1"],
                           capture_output=True, text=True, timeout=120, check=False)
-    assert proc.returncode == 2, proc.stderr
-    assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr, proc.stderr
-    assert str(path) in proc.stderr and "mapping" in proc.stderr
-    assert not (tmp_path / "run").exists()
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert proc.stderr.count("\n") == 1, proc.stderr
 
 
 def test_set_inside_a_scalar_section_names_the_file(tmp_path):

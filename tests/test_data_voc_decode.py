@@ -35,17 +35,26 @@ def _first_image(voc_dir: Path) -> Path:
     return voc_dir / "JPEGImages" / f"{stem}.jpg"
 
 
-@pytest.mark.parametrize("damage", ["truncated", "empty", "not_an_image"])
-def test_a_broken_jpeg_stops_the_conversion_naming_it(voc_dir, tmp_path, damage):
+def test_a_truncated_jpeg_stops_the_conversion_naming_it(voc_dir, tmp_path):
     image = _first_image(voc_dir)
     data = image.read_bytes()
-    image.write_bytes({"truncated": data[: len(data) // 2], "empty": b"",
-                       "not_an_image": b"<html>404</html>"}[damage])
+    image.write_bytes(data[: len(data) // 2])
     out = tmp_path / "trainval.json"
     proc = _data_voc(voc_dir, out)
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert proc.stderr.count("\n") == 1 and str(image) in proc.stderr, proc.stderr
-    assert not out.exists()
+    assert "truncated" in proc.stderr and not out.exists()
+
+
+@pytest.mark.parametrize("damage, words", [("empty", "image file is empty"),
+                                           ("not_an_image", "cannot decode image")])
+def test_empty_and_foreign_files_are_named(voc_dir, damage, words):
+    image = _first_image(voc_dir)
+    ds = read_voc(voc_dir, "trainval")  # the XML says 'a JPEG of this size'
+    image.write_bytes({"empty": b"", "not_an_image": b"<html>404</html>"}[damage])
+    with pytest.raises(DataError) as err:
+        verify_images(ds)
+    assert err.value.path == str(image) and words in err.value.problem
 
 
 def test_an_intact_split_converts_and_every_fault_is_counted(voc_dir, tmp_path):

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from scratchdet.cli import main
 from scratchdet.engine.run_lock import HELD_ENV, RUN_LOCK_NAME, lock_output_file, lock_run_folder
 from scratchdet.errors import DataError
 
@@ -33,39 +34,40 @@ def _stop(proc: subprocess.Popen) -> None:
     proc.wait()
 
 
-def _cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "scratchdet", *args], capture_output=True,
-                          text=True, timeout=300, check=False)
+def _cli(capsys, *args: str) -> tuple[int, str]:
+    """`scratchdet ARGS` in this process: (exit status, stderr)."""
+    code = main(list(args))
+    return code, capsys.readouterr().err
 
 
-def test_second_train_on_a_run_folder_refuses_naming_folder_and_holder(tmp_path, synth_splits):
+def test_second_train_on_a_run_folder_refuses_naming_folder_and_holder(tmp_path, synth_splits,
+                                                                        capsys):
     run = tmp_path / "run"
     config = tmp_path / "run.yaml"
     config.write_text(yaml.safe_dump({"model": TINY_DSOD, "data": {
         "train": str(synth_splits["trainval"]), "num_workers": 0}, "train": {"batch_size": 2}}))
     holder = _holder("lock_run_folder", run)
     try:
-        proc = _cli("train", "--config", str(config), "--out", str(run))
+        code, err = _cli(capsys, "train", "--config", str(config), "--out", str(run))
     finally:
         _stop(holder)  # SIGKILL: no cleanup code runs, the kernel drops the lock
-    assert proc.returncode == 2, proc.stderr
-    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
-    assert str(run) in proc.stderr and f"PID {holder.pid}" in proc.stderr, proc.stderr
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert str(run) in err and f"PID {holder.pid}" in err, err
     assert os.listdir(run) == [RUN_LOCK_NAME], "the refused run wrote nothing"
     with lock_run_folder(run) as lock:  # free again once its holder is dead
         assert lock.held
 
 
-def test_second_detect_on_one_output_file_refuses(tmp_path):
+def test_second_detect_on_one_output_file_refuses(tmp_path, capsys):
     out = tmp_path / "dets" / "detections.json"
     holder = _holder("lock_output_file", out)
     try:
-        proc = _cli("detect", "--checkpoint", str(tmp_path / "model_final.pt"), "--data",
-                    str(tmp_path / "test.json"), "--out", str(out))
+        code, err = _cli(capsys, "detect", "--checkpoint", str(tmp_path / "model_final.pt"),
+                         "--data", str(tmp_path / "test.json"), "--out", str(out))
     finally:
         _stop(holder)
-    assert proc.returncode == 2 and str(out) in proc.stderr, proc.stderr
-    assert f"PID {holder.pid}" in proc.stderr and "model_final.pt" not in proc.stderr
+    assert code == 2 and str(out) in err and f"PID {holder.pid}" in err, err
+    assert "model_final.pt" not in err  # refused before anything else
     assert not out.exists()
 
 
