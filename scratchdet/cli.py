@@ -43,6 +43,8 @@ def cmd_data_voc(args: argparse.Namespace) -> None:
     if len(args.voc_dir) != len(args.split):
         raise ConfigError(None, "--split", "give one --split per --voc-dir")
     ds = read_voc_many(pairs)
+    from .data.check import verify_images
+    verify_images(ds)  # every image decodes, so no training batch meets a broken one
     save_annotations(ds, args.out)
     print(f"{args.out}: {len(ds['images'])} images, {len(ds['annotations'])} boxes")
 
@@ -77,6 +79,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     from .config import load_config
     from .engine.gpus import assign_gpus
 
+    cfg = load_config(args.config, dict(_parse_override(o) for o in args.set))  # before workers
     nproc = args.nproc or max(1, args.gpus)
     if "WORLD_SIZE" in os.environ:  # a torchrun worker: the launcher already chose the GPUs
         claim = None
@@ -86,7 +89,6 @@ def cmd_train(args: argparse.Namespace) -> None:
             raise SystemExit(_launch_workers(args, nproc))
     from .engine.train import train
 
-    cfg = load_config(args.config, dict(_parse_override(o) for o in args.set))
     status = train(cfg, args.out, restart_stale=args.restart_stale)
     print(f"{args.out}: {status['status']} at step {status['step']}"
           + (f" ({status['reason']})" if status.get("reason") else ""))
@@ -94,7 +96,8 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 
 def _launch_workers(args: argparse.Namespace, nproc: int) -> int:
-    """Run this same training as `nproc` torchrun workers, forwarding SIGTERM/SIGINT to them."""
+    """Run this same training as `nproc` torchrun workers, forwarding SIGTERM/SIGINT/USR1."""
+    import os
     import signal
     import subprocess
 
@@ -105,14 +108,23 @@ def _launch_workers(args: argparse.Namespace, nproc: int) -> int:
         argv.append("--restart-stale")
     for override in args.set:
         argv += ["--set", override]
-    proc = subprocess.Popen(torchrun_command(nproc, argv))
+    from .engine.preemption import PREEMPT_SIGNAL, torchrun_signal_env
+    from .engine.run_lock import HELD_ENV, lock_run_folder
+
+    lock = lock_run_folder(args.out)  # held for the workers, whose rank 0 would take it
+    proc = subprocess.Popen(torchrun_command(nproc, argv), env=os.environ | torchrun_signal_env()
+                            | {HELD_ENV: str(lock.path.resolve())})
 
     def forward(signum: int, frame: Any) -> None:
         proc.send_signal(signum)
 
-    for sig in (signal.SIGTERM, signal.SIGINT):
+    for sig in (signal.SIGTERM, signal.SIGINT, PREEMPT_SIGNAL):
         signal.signal(sig, forward)
-    return proc.wait()
+    with lock:
+        code = proc.wait()
+        if code:  # a refused run leaves no empty folder (as train() without workers)
+            lock.remove_if_unused()
+        return code
 
 
 def cmd_detect(args: argparse.Namespace) -> None:
@@ -224,7 +236,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_train)
 
     s = sub.add_parser("detect", help="run a trained model over a split, write COCO-format results")
-    s.add_argument("--checkpoint", required=True, help="model_final.pt of a training run")
+    s.add_argument("--checkpoint", required=True,
+                   help="model_final.pt (or a checkpoints/step_*.pt snapshot) of a training run")
     s.add_argument("--data", required=True, help="split in the internal annotation format")
     s.add_argument("--out", required=True)
     s.add_argument("--config", help="run config whose 'detect' section sets NMS and thresholds")

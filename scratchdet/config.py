@@ -8,6 +8,7 @@ names the file and the dotted key.
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -17,6 +18,10 @@ from typing import Any
 import yaml
 
 from .errors import ConfigError
+
+__all__ = ["AUGMENTATIONS", "PIPELINES", "DataConfig", "DetectConfig", "LossConfig", "RunConfig",
+           "TrainConfig", "config_from_dict", "dump_config", "load_config", "same_config",
+           "set_dotted"]
 
 AUGMENTATIONS = ("ssd", "none")
 """Values of data.augment; scratchdet.input.recipe.augment_config maps them to recipes."""
@@ -58,6 +63,9 @@ class TrainConfig:
     warmup_factor: float = 1.0 / 3.0
     """Warmup starts at lr * warmup_factor and rises linearly to lr (mmdetection's 'linear')."""
     checkpoint_every: int = 50
+    keep_checkpoints: int = 3
+    """Periodic snapshots kept (checkpoints/step_<step>.pt): a run resumes from the newest one it
+    can read, so a snapshot damaged by a crash costs `checkpoint_every` steps, not the run."""
     device: str = "auto"
     """'auto' picks CUDA when available, else CPU."""
     amp: bool = True
@@ -123,7 +131,8 @@ class RunConfig:
 
 
 _POSITIVE = {
-    "train.batch_size", "train.max_steps", "train.checkpoint_every", "train.log_every",
+    "train.batch_size", "train.max_steps", "train.checkpoint_every", "train.keep_checkpoints",
+    "train.log_every",
     "data.image_size",
     "detect.top_k", "detect.keep_top_k", "detect.batch_size", "loss.neg_pos_ratio",
 }
@@ -140,7 +149,13 @@ def _check_type(value: Any, tp: Any, path: str | None, key: str) -> Any:
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(path, key, f"expected a number, got {value!r}")
-        return float(value)
+        try:
+            number = float(value)
+        except OverflowError:
+            number = math.inf
+        if not math.isfinite(number):
+            raise ConfigError(path, key, f"must be a finite number, got {value!r:.40}")
+        return number
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
             raise ConfigError(path, key, f"expected an integer, got {value!r}")
@@ -161,12 +176,25 @@ def _check_type(value: Any, tp: Any, path: str | None, key: str) -> Any:
     if origin is dict:
         if not isinstance(value, dict):
             raise ConfigError(path, key, f"expected a mapping, got {value!r}")
+        _check_finite(value, path, key)  # free-form (the model's options): its numbers too
         return dict(value)
     if dataclasses.is_dataclass(tp):
         return _build(tp, value, path, key)
     if origin in (typing.Union, types.UnionType):  # pragma: no cover - no such fields yet
         raise ConfigError(path, key, "union types are not supported in configs")
     raise TypeError(f"unsupported config type {tp!r} for {key}")
+
+
+def _check_finite(value: Any, path: str | None, key: str) -> None:
+    """NaN and infinity are never a setting: `lr: .nan` would train to NaN weights and exit 0."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(path, key, f"must be a finite number, got {value!r}")
+    if isinstance(value, dict):
+        for k, v in value.items():
+            _check_finite(v, path, f"{key}.{k}")
+    elif isinstance(value, (list, tuple)):
+        for i, v in enumerate(value):
+            _check_finite(v, path, f"{key}[{i}]")
 
 
 def _build(cls: type, raw: Any, path: str | None, prefix: str) -> Any:
@@ -239,19 +267,39 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Ru
     except yaml.YAMLError as exc:
         raise ConfigError(path, "<file>", f"malformed YAML: {exc}") from None
     raw = {} if raw is None else raw
+    if not isinstance(raw, dict):
+        raise ConfigError(path, "<top>", f"a run config is a mapping of sections, got a "
+                                         f"{type(raw).__name__}: {raw!r:.60}")
     for dotted, value in (overrides or {}).items():
-        set_dotted(raw, dotted, value)
+        set_dotted(raw, dotted, value, path)
     return config_from_dict(raw, path)
 
 
-def set_dotted(raw: dict[str, Any], dotted: str, value: Any) -> None:
+def set_dotted(raw: dict[str, Any], dotted: str, value: Any, path: str | Path | None = None
+               ) -> None:
+    """Set `raw[a][b][c] = value` for `dotted` 'a.b.c'; `path` names the file in errors."""
     node = raw
     *parents, leaf = dotted.split(".")
     for part in parents:
         node = node.setdefault(part, {})
         if not isinstance(node, dict):
-            raise ConfigError(None, dotted, f"'{part}' is not a mapping")
+            raise ConfigError(path, dotted, f"'{part}' is not a mapping in this config, so "
+                                            f"--set cannot set a key inside it")
     node[leaf] = value
+
+
+def same_config(recorded: Any, cfg: RunConfig) -> bool:
+    """Whether a config recorded in a run folder (a checkpoint's 'config') is `cfg`.
+
+    The recorded dict is read back through the schema first, so a key added since with its
+    default (e.g. train.keep_checkpoints) does not make an old run look like another run's.
+    """
+    if not isinstance(recorded, dict):
+        return False
+    try:
+        return config_from_dict(recorded).to_dict() == cfg.to_dict()
+    except ConfigError:  # a key since removed or renamed: not comparable, so not the same
+        return False
 
 
 def dump_config(cfg: RunConfig) -> str:

@@ -44,6 +44,8 @@ class LocalSlurm:
         self.conf = root / "slurm.conf"
         self.munge_socket = root / "munge" / "munge.socket"
         self.env = {"SLURM_CONF": str(self.conf)}
+        # Two partitions on the one node, as a cluster's CPU and GPU partitions.
+        self.cpu_partition, self.gpu_partition = "cpu", "gpu"
         self._linked_system_conf = False
 
     def _write_config(self) -> None:
@@ -76,7 +78,8 @@ MpiDefault=none
 JobAcctGatherType=jobacct_gather/none
 AccountingStorageType=accounting_storage/none
 NodeName={self.host} CPUs={self.cpus} RealMemory={self.memory_mb} State=UNKNOWN
-PartitionName=ci Nodes={self.host} Default=YES MaxTime=INFINITE State=UP
+PartitionName={self.cpu_partition} Nodes={self.host} Default=YES MaxTime=INFINITE State=UP
+PartitionName={self.gpu_partition} Nodes={self.host} MaxTime=INFINITE State=UP
 """)
 
     def start(self, timeout: float = 60) -> None:
@@ -103,6 +106,17 @@ PartitionName=ci Nodes={self.host} Default=YES MaxTime=INFINITE State=UP
                 return
             time.sleep(0.5)
         raise RuntimeError(f"Slurm did not come up; see {self.root}/slurmctld.log and slurmd.log")
+
+    def state(self, job: str) -> str:
+        """A job's state as squeue reports it (finished jobs stay listed for MinJobAge)."""
+        return subprocess.run(["squeue", "-h", "--states=all", "-j", job, "-o", "%T"],
+                              capture_output=True, text=True, env=os.environ | self.env,
+                              check=False).stdout.strip()
+
+    def start_now(self, job: str) -> None:
+        """Make a requeued job eligible at once: Slurm holds one back for ~2 minutes."""
+        subprocess.run(["scontrol", "update", f"jobid={job}", "StartTime=now"], check=True,
+                       env=os.environ | self.env)
 
     def pids(self) -> dict[str, int]:
         files = {"slurmd": self.root / "slurmd.pid", "slurmctld": self.root / "slurmctld.pid",

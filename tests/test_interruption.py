@@ -1,7 +1,9 @@
-"""Killing a run at any moment loses nothing: the resumed run ends where the uninterrupted one does."""
+"""Killing a run at any moment loses nothing: the resumed run ends where the uninterrupted one does,
+even when the kill damaged its newest snapshot; and no second process trains in the same folder."""
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 import sys
@@ -12,7 +14,7 @@ import pytest
 import torch
 import yaml
 
-from scratchdet.engine.checkpoint import load_checkpoint
+from scratchdet.engine.checkpoint import list_snapshots, load_checkpoint, snapshot_path
 from scratchdet.engine.metrics_log import MetricsLog
 
 # A narrow DSOD (the real family, a fraction of the width) keeps each step near a second on CPU.
@@ -34,9 +36,11 @@ def _train_cmd(config: Path, out: Path) -> list[str]:
     return [sys.executable, "-m", "scratchdet.cli", "train", "--config", str(config), "--out", str(out)]
 
 
-def _wait_for_checkpoint(proc: subprocess.Popen, path: Path, timeout: float = 300) -> None:
+def _wait_for_checkpoint(proc: subprocess.Popen, run: Path, count: int = 1,
+                         timeout: float = 300) -> None:
+    """Until `run` holds `count` snapshots (the training still running)."""
     deadline = time.monotonic() + timeout
-    while not path.exists():
+    while len(list_snapshots(run)) < count:
         assert proc.poll() is None, f"training exited early: {proc.communicate()}"
         assert time.monotonic() < deadline, "no checkpoint appeared"
         time.sleep(0.05)
@@ -69,7 +73,10 @@ def test_sigkill_then_rerun_reaches_identical_weights(tmp_path, synth_splits, re
     config = _write_config(tmp_path, synth_splits["trainval"])
     run = tmp_path / "run"
     proc = subprocess.Popen(_train_cmd(config, run), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    _wait_for_checkpoint(proc, run / "checkpoints" / "last.pt")
+    _wait_for_checkpoint(proc, run)
+    second = subprocess.run(_train_cmd(config, run), capture_output=True, text=True, check=False)
+    assert second.returncode == 2, second.stderr  # one run per folder, refused at once
+    assert f"{run}: this run folder is in use" in second.stderr and f"PID {proc.pid}" in second.stderr
     time.sleep(0.7)  # somewhere inside a later step, or inside a checkpoint write
     proc.kill()
     proc.communicate()
@@ -83,13 +90,43 @@ def test_sigterm_saves_a_checkpoint_and_exits(tmp_path, synth_splits, reference_
     config = _write_config(tmp_path, synth_splits["trainval"])
     run = tmp_path / "run"
     proc = subprocess.Popen(_train_cmd(config, run), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    _wait_for_checkpoint(proc, run / "checkpoints" / "last.pt")
+    _wait_for_checkpoint(proc, run)
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate()
     if proc.returncode == 0:
         pytest.skip("the run finished before the signal arrived")
     assert proc.returncode == 128 + signal.SIGTERM, err.decode()
-    saved = load_checkpoint(run / "checkpoints" / "last.pt")
-    assert len(_losses(run)) == saved["step"], "the log holds exactly the checkpointed steps"
+    step, newest = list_snapshots(run)[-1]
+    assert load_checkpoint(newest)["step"] == step, "the signal's snapshot is the newest"
+    assert len(_losses(run)) == step, "the log holds exactly the checkpointed steps"
     subprocess.run(_train_cmd(config, run), check=True, capture_output=True)
     _assert_same_result(run, reference_run)
+
+
+@pytest.mark.slow
+def test_a_damaged_newest_snapshot_costs_one_interval_not_the_run(tmp_path, synth_splits,
+                                                                  reference_run):
+    config = _write_config(tmp_path, synth_splits["trainval"])
+    run = tmp_path / "run"
+    proc = subprocess.Popen(_train_cmd(config, run), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    _wait_for_checkpoint(proc, run, count=2)
+    proc.kill()
+    proc.communicate()
+    snapshots = list_snapshots(run)
+    (older_step, _), (_, newest) = snapshots[-2:]
+    newest.write_bytes(newest.read_bytes()[: newest.stat().st_size // 3])  # cut short
+    leftover = run / "checkpoints" / f".{newest.name}.k1ll3d.tmp"  # a write a kill interrupted
+    leftover.write_bytes(b"half a checkpoint")
+    verbose = [*_train_cmd(config, run)[:3], "-v", *_train_cmd(config, run)[3:]]
+    rerun = subprocess.run(verbose, capture_output=True, text=True, check=True)
+    assert f"{newest}: unreadable or truncated checkpoint" in rerun.stderr, rerun.stderr
+    assert f"resuming {run} from step {older_step}" in rerun.stderr, rerun.stderr
+    assert not leftover.exists()
+    _assert_same_result(run, reference_run)
+    assert [s for s, _ in list_snapshots(run)] == [2, 3, 4], "keep_checkpoints: the last 3"
+    # A snapshot carries what detection needs, like model_final.pt.
+    dets = tmp_path / "dets.json"
+    subprocess.run([sys.executable, "-m", "scratchdet.cli", "detect", "--checkpoint",
+                    str(snapshot_path(run, 3)), "--data", str(synth_splits["test"]), "--out",
+                    str(dets), "--workers", "0"], check=True, capture_output=True)
+    assert isinstance(json.loads(dets.read_text()), list)

@@ -1,22 +1,38 @@
-"""The slurm profile, for real: a single-node Slurm cluster runs a subset of the default scale.
+"""The slurm profile, for real: a single-node Slurm cluster runs a subset of the default scale,
+with CPU and GPU jobs on their own partitions, and a training job that is requeued twice (the
+warning signal before the time limit, then a preemption) ends with the weights of a run that was
+never interrupted.
 
 In CI (CI=true) a missing Slurm installation is a failure, not a skip: .ci/run installs it.
 """
 
 from __future__ import annotations
 
+import ast
 import os
+import shlex
 import shutil
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
+import torch
+import yaml
+
+from scratchdet.engine.checkpoint import list_snapshots, load_checkpoint
+from scratchdet.engine.metrics_log import MetricsLog
+from scratchdet.io import read_json
 
 from .slurm_cluster import LocalSlurm, missing_requirements
+from .test_interruption import TINY_DSOD
 
 ROOT = Path(__file__).resolve().parent.parent
 WORKFLOW_FILES = ("Snakefile", "workflow", "config", "params")
+PROFILE = ROOT / "workflow" / "profiles" / "slurm" / "config.yaml"
+ENDED = ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY")
 # One small table keeps the cluster run to a few jobs; any table goes through the same rules.
 TABLES = "[dsod_table6]"
 
@@ -50,8 +66,8 @@ def test_default_scale_subset_runs_through_the_slurm_profile(slurm, tmp_path):
     for name in WORKFLOW_FILES:
         src = ROOT / name
         (shutil.copytree if src.is_dir() else shutil.copy)(src, tmp_path / name)
-    env = os.environ | slurm.env | {
-        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    env = _job_env(slurm) | {"SCRATCHDET_GPU_PARTITION": slurm.gpu_partition,
+                             "SCRATCHDET_CPU_PARTITION": slurm.cpu_partition}
     proc = subprocess.run(
         [sys.executable, "-m", "snakemake", "--workflow-profile", "workflow/profiles/slurm",
          "--config", f"tables={TABLES}", "--jobs", "2"],
@@ -64,3 +80,129 @@ def test_default_scale_subset_runs_through_the_slurm_profile(slurm, tmp_path):
     # The jobs really went through Slurm: the controller saw them finish.
     ctl_log = (slurm.root / "slurmctld.log").read_text()
     assert ctl_log.count("done") >= 3, ctl_log[-2000:]
+    # Training and detection ran on the GPU partition, everything else on the CPU one.
+    jobs = subprocess.run(["squeue", "-h", "--states=all", "-o", "%P %k"], capture_output=True,
+                          text=True, env=env, check=True).stdout.split("\n")
+    rules = {}
+    for line in filter(None, jobs):
+        partition, comment = line.split(" ", 1)
+        rules.setdefault(comment.removeprefix("rule_").split("_wildcards")[0], set()).add(partition)
+    assert rules["train"] == rules["detect"] == {slurm.gpu_partition}, rules
+    assert rules["evaluate"] == {slurm.cpu_partition}, rules
+
+
+def _job_env(slurm: LocalSlurm) -> dict[str, str]:
+    return os.environ | slurm.env | {
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+
+
+def _profile_sbatch_options() -> list[str]:
+    """What the slurm profile has the executor add to a training job's sbatch command."""
+    profile = yaml.safe_load(PROFILE.read_text())
+    options = ["--requeue"] if profile.get("slurm-requeue") else []
+    extra = profile["set-resources"]["train"].get("slurm_extra")
+    return options + (shlex.split(ast.literal_eval(extra)) if extra else [])
+
+
+def _wait(what: str, until, timeout: float = 600, poll: float = 0.2):
+    deadline = time.monotonic() + timeout
+    while not (value := until()):
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(poll)
+    return value
+
+
+@pytest.mark.slow
+def test_a_requeued_training_job_resumes_to_the_same_weights(slurm, tmp_path, synth_splits):
+    options = _profile_sbatch_options()
+    assert "--requeue" in options and any(o.startswith("--signal=USR1@") for o in options)
+    config = tmp_path / "run.yaml"
+    config.write_text(yaml.safe_dump({
+        "seed": 3, "model": TINY_DSOD,
+        "data": {"train": str(synth_splits["trainval"]), "num_workers": 0},
+        "train": {"batch_size": 2, "lr": 0.01, "max_steps": 6, "checkpoint_every": 1,
+                  "milestones": [4], "deterministic": True, "device": "cpu"}}))
+    env = _job_env(slurm) | {"OMP_NUM_THREADS": "1"}
+    train = [sys.executable, "-m", "scratchdet.cli", "-v", "train", "--config", str(config)]
+    # The uninterrupted run, on this machine, while the cluster runs the interrupted one.
+    reference = subprocess.Popen([*train, "--out", str(tmp_path / "reference")], env=env,
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    run, log = tmp_path / "run", tmp_path / "job.log"
+    script = tmp_path / "job.sh"  # as the executor does: the command is a step of the batch job
+    script.write_text(f"#!/bin/sh\nsrun -n1 {shlex.join([*train, '--out', str(run)])}\n")
+    job = subprocess.run(["sbatch", "--parsable", "--export=ALL", f"--output={log}",
+                          "--open-mode=append", "--time=30", "--cpus-per-task=1", "--mem=3000",
+                          *options, str(script)], capture_output=True, text=True, env=env,
+                         check=True).stdout.strip().split(";")[0]
+
+    def requeue_after_next_snapshot(how: list[str]) -> int:
+        """Once the job saved a snapshot, interrupt it; returns the step it saved on its way out."""
+        after = list_snapshots(run)[-1][0] if list_snapshots(run) else 0
+        _wait("a new snapshot", lambda: list_snapshots(run) and list_snapshots(run)[-1][0] > after
+              and slurm.state(job) == "RUNNING")
+        subprocess.run([*how, job], check=True, env=env)
+
+        def requeued() -> bool:
+            state = slurm.state(job)
+            assert state not in ENDED, f"the job ended ({state}) instead: {log.read_text()[-3000:]}"
+            return state == "PENDING"
+
+        _wait("the requeue", requeued)
+        saved = list_snapshots(run)[-1][0]
+        slurm.start_now(job)
+        return saved
+
+    # 1. The warning Slurm sends before the time limit (--signal=USR1@...): the job saves a
+    #    snapshot and requeues itself.
+    first = requeue_after_next_snapshot(["scancel", "--signal=USR1"])
+    # 2. A preemption (or an admin): Slurm stops the job (SIGTERM) and requeues it.
+    second = requeue_after_next_snapshot(["scontrol", "requeue"])
+    _wait("the job to finish", lambda: slurm.state(job) in ENDED)
+    assert reference.wait(timeout=600) == 0
+    text = log.read_text()
+    assert slurm.state(job) == "COMPLETED", text[-3000:]
+    assert f"Slurm job {job} requeued" in text, text[-3000:]
+    assert f"resuming {run} from step {first}" in text, text[-3000:]
+    assert f"resuming {run} from step {second}" in text, text[-3000:]
+    restarts = subprocess.run(["scontrol", "show", "job", job], capture_output=True, text=True,
+                              env=env, check=True).stdout
+    assert "Restarts=2" in restarts, restarts
+    final, expected = (load_checkpoint(r / "model_final.pt") for r in (run, tmp_path / "reference"))
+    assert final["step"] == expected["step"] == 6
+    for key, tensor in expected["model"].items():
+        assert torch.equal(final["model"][key], tensor), f"{key} differs after the requeues"
+    steps = [row["step"] for row in MetricsLog(run / "metrics.csv").read()]
+    assert steps == [str(i) for i in range(6)], "every step logged once"
+    losses = [(r["step"], r["loss"]) for r in MetricsLog(run / "metrics.csv").read()]
+    assert losses == [(r["step"], r["loss"]) for r in
+                      MetricsLog(tmp_path / "reference" / "metrics.csv").read()]
+
+
+@pytest.mark.slow
+def test_the_multinode_script_trains_one_run_over_several_torchrun_agents(slurm, tmp_path,
+                                                                          synth_splits):
+    """workflow/profiles/slurm/multinode.sbatch as the README runs it, with two tasks standing
+    in for two nodes (one torchrun agent each, one CPU process per agent, gloo)."""
+    config = tmp_path / "run.yaml"
+    config.write_text(yaml.safe_dump({
+        "seed": 0, "model": TINY_DSOD,
+        "data": {"train": str(synth_splits["trainval"]), "num_workers": 0},
+        "train": {"batch_size": 4, "micro_batch": 1, "lr": 0.01, "max_steps": 2,
+                  "checkpoint_every": 1, "device": "cpu"}}))
+    run, log = tmp_path / "run", tmp_path / "job.log"
+    with socket.socket() as s:  # a free port for the rendezvous
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = _job_env(slurm) | {"OMP_NUM_THREADS": "1", "SCRATCHDET_PROCS_PER_NODE": "1",
+                             "SCRATCHDET_RDZV_PORT": str(port)}
+    job = subprocess.run(["sbatch", "--parsable", "--export=ALL", f"--output={log}",
+                          "--nodes=1", "--ntasks-per-node=2", "--cpus-per-task=1", "--mem=6000",
+                          "--time=30", str(ROOT / "workflow/profiles/slurm/multinode.sbatch"),
+                          str(config), str(run)], capture_output=True, text=True, env=env,
+                         check=True).stdout.strip().split(";")[0]
+    _wait("the job to finish", lambda: slurm.state(job) in ENDED)
+    text = log.read_text() if log.exists() else ""
+    assert slurm.state(job) == "COMPLETED", text[-3000:]
+    assert read_json(run / "status.json")["status"] == "finished", text[-3000:]
+    assert read_json(run / "provenance.json")["world_size"] == 2
+    assert [r["step"] for r in MetricsLog(run / "metrics.csv").read()] == ["0", "1"]

@@ -31,6 +31,8 @@ from .annotations import (
 from .dataset import read_image
 from .voc import read_voc
 
+__all__ = ["check_dataset", "format_report", "verify_images"]
+
 
 def _image_problems(path: Path, width: int, height: int, decode: bool) -> list[Problem]:
     """Problems of one image file: missing, unreadable, truncated, or a size unlike the JSON's."""
@@ -115,6 +117,24 @@ def check_dataset(source: dict | str | Path, split: str = "trainval", decode: bo
         for found in pool.map(lambda job: _image_problems(*job), jobs):
             problems += found
     return _summarise(label, ds, problems, max_examples)
+
+
+def verify_images(ds: dict, json_path: str | Path | None = None, workers: int = 0) -> None:
+    """Decode every image of `ds` in full; DataError naming the first one that fails.
+
+    What `scratchdet data voc` runs before it writes a split: a truncated, empty or unreadable
+    JPEG (or one whose size disagrees with its XML) stops the conversion instead of the first
+    training batch that reads it. `workers` threads decode (0 = one per CPU).
+    """
+    root = image_dir(ds, json_path)
+    jobs = [(root / img["file_name"], img["width"], img["height"], True) for img in ds["images"]]
+    with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1) as pool:
+        found = [p for problems in pool.map(lambda job: _image_problems(*job), jobs)
+                 for p in problems]
+    if found:
+        more = (f" ({len(found) - 1} more image(s) fail too: `scratchdet data check` lists them)"
+                if len(found) > 1 else "")
+        raise DataError(found[0].path, found[0].message + more)
 
 
 def format_report(report: dict[str, Any]) -> str:

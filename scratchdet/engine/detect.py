@@ -31,6 +31,7 @@ from ..ssd.postprocess import batch_detections
 from .checkpoint import load_checkpoint
 from .device import memory_format_for, resolve_device
 from .precise_bn import precise_bn
+from .run_lock import lock_output_file
 
 log = logging.getLogger(__name__)
 
@@ -58,8 +59,8 @@ def load_trained_model(checkpoint: str | Path, device: torch.device) -> tuple[to
     state = load_checkpoint(checkpoint, map_location=device)
     for key in ("model", "model_config", "class_names"):
         if key not in state:
-            raise DataError(checkpoint, f"not a trained-model file: missing '{key}' "
-                                        "(pass model_final.pt from a training run)")
+            raise DataError(checkpoint, f"not a trained-model file: missing '{key}' (pass "
+                                        "model_final.pt or a checkpoints/step_*.pt of a run)")
     model = build_model(state["model_config"], num_classes=len(state["class_names"]),
                         load_pretrained=False)  # the checkpoint holds the trained weights
     model.load_state_dict(state["model"])
@@ -92,10 +93,18 @@ def detect(checkpoint: str | Path, data: str | Path, out: str | Path,
            cfg: DetectConfig | None = None, device: str = "auto", num_workers: int = 2) -> int:
     """Write detections of `checkpoint` on split `data` to `out`; returns how many were written.
 
+    `checkpoint`: `model_final.pt` or any `checkpoints/step_*.pt` snapshot of a training run.
     A diverged run writes an empty list: its evaluation then reads NaN, as the papers' tables do.
     With ``cfg.precise_bn`` > 0 the BatchNorm statistics are re-estimated from that many training
-    batches first (see ``precise_bn.py``).
+    batches first (see ``precise_bn.py``). One process writes `out` at a time (a second one is
+    refused, see `run_lock.py`).
     """
+    with lock_output_file(out):
+        return _detect(checkpoint, data, out, cfg, device, num_workers)
+
+
+def _detect(checkpoint: str | Path, data: str | Path, out: str | Path, cfg: DetectConfig | None,
+            device: str, num_workers: int) -> int:
     cfg = cfg or DetectConfig()
     dev = resolve_device(device, "--device")
     model, state = load_trained_model(checkpoint, dev)

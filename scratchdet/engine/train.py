@@ -3,12 +3,14 @@
 Outputs in the run directory:
 - `config.yaml`, `provenance.json`: what produced the run.
 - `metrics.csv`: one row per optimizer step.
-- `checkpoints/last.pt`: everything needed to resume (model, optimizer, step).
+- `checkpoints/step_<step>.pt`: the last `train.keep_checkpoints` snapshots, each with everything
+  needed to resume (model, optimizer, step) or to detect (see `checkpoint.py`).
 - `model_final.pt`: the trained weights with the model config and class names.
 - `status.json`: `finished` or `diverged` (with the step and the reason); written last.
+- `.run.lock`: held by the process training in the folder (`run_lock.py`): one run per folder.
 
-Killing the process at any moment and running the same command again resumes from the last
-checkpoint and reaches the same weights: the data stream is a function of (seed, step), see
+Killing the process at any moment and running the same command again resumes from the newest
+readable snapshot and reaches the same weights: the data stream is a function of (seed, step), see
 `sampling.py`, and every file is replaced atomically.
 """
 
@@ -17,7 +19,6 @@ from __future__ import annotations
 import logging
 import math
 import os
-import shutil
 import signal
 import time
 from pathlib import Path
@@ -27,7 +28,7 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 from typing_extensions import Self
 
-from ..config import RunConfig, dump_config
+from ..config import RunConfig, dump_config, same_config
 from ..data.annotations import class_names, load_annotations
 from ..data.dataset import DetectionDataset
 from ..errors import ConfigError, DataError
@@ -35,10 +36,19 @@ from ..input import build_train_input
 from ..io import read_json, write_json, write_text
 from ..models import build_model
 from ..provenance import provenance, seed_everything
-from .checkpoint import load_checkpoint, save_checkpoint
+from .checkpoint import (
+    CheckpointStore,
+    list_snapshots,
+    load_checkpoint,
+    read_init_source,
+    save_checkpoint,
+    trained_model_record,
+)
 from .device import memory_format_for, resolve_device
 from .distributed import DistContext, init_distributed, shutdown_distributed
 from .metrics_log import MetricsLog
+from .preemption import PREEMPT_SIGNAL, requeue_if_preempted
+from .run_lock import lock_run_folder
 from .schedule import lr_at
 from .step import METRICS, TrainStep, make_optimizer
 
@@ -53,7 +63,7 @@ class _StopRequest:
         self._old: dict[int, Any] = {}
 
     def __enter__(self) -> Self:
-        for sig in (signal.SIGTERM, signal.SIGINT):
+        for sig in (signal.SIGTERM, signal.SIGINT, PREEMPT_SIGNAL):
             try:
                 self._old[sig] = signal.signal(sig, self._handle)
             except ValueError:  # not the main thread: leave signals alone
@@ -61,7 +71,7 @@ class _StopRequest:
         return self
 
     def _handle(self, signum: int, frame: Any) -> None:
-        self.signum = signum
+        self.signum = self.signum or signum  # the first decides (USR1 then TERM: a preemption)
 
     def __exit__(self, *exc: object) -> None:
         for sig, old in self._old.items():
@@ -118,9 +128,7 @@ class StepLog:
 
 def initialise_from(model: torch.nn.Module, checkpoint: str | Path) -> dict[str, Any]:
     """Copy every tensor of a trained model whose name and shape match; report what was not."""
-    source = load_checkpoint(checkpoint)
-    if "model" not in source:
-        raise DataError(checkpoint, "not a trained-model file (missing 'model')")
+    source = read_init_source(checkpoint)
     own = model.state_dict()
     loaded, skipped = {}, []
     for name, tensor in source["model"].items():
@@ -135,18 +143,6 @@ def initialise_from(model: torch.nn.Module, checkpoint: str | Path) -> dict[str,
             "fresh": sorted(set(own) - set(loaded))}
 
 
-def discard_stale_run(cfg: RunConfig, out: Path) -> bool:
-    """Delete a run in `out` that was made with another config; True if one was deleted."""
-    recorded = [p for p in (out / "checkpoints" / "last.pt", out / "model_final.pt") if p.exists()]
-    if not recorded or all(load_checkpoint(p).get("config") == cfg.to_dict() for p in recorded):
-        return False
-    for name in ("model_final.pt", "status.json", "metrics.csv", "config.yaml", "provenance.json"):
-        (out / name).unlink(missing_ok=True)
-    shutil.rmtree(out / "checkpoints", ignore_errors=True)
-    log.warning("%s held a run with another config: discarded, training anew", out)
-    return True
-
-
 def train(cfg: RunConfig, out_dir: str | Path, restart_stale: bool = False) -> dict[str, Any]:
     """Train (or resume) the run in `out_dir`; returns the final status dict.
 
@@ -156,8 +152,18 @@ def train(cfg: RunConfig, out_dir: str | Path, restart_stale: bool = False) -> d
     writes files.
     """
     out = Path(out_dir)
-    if restart_stale and int(os.environ.get("RANK", "0")) == 0:
-        discard_stale_run(cfg, out)
+    if cfg.train.init_from and not list_snapshots(out):
+        read_init_source(cfg.train.init_from)  # refused before the run folder is created
+    with lock_run_folder(out):  # one process per run folder (rank 0 of several)
+        return _train_in(cfg, out, restart_stale)
+
+
+def _train_in(cfg: RunConfig, out: Path, restart_stale: bool) -> dict[str, Any]:
+    store = CheckpointStore(out, cfg.train.keep_checkpoints,
+                            writer=int(os.environ.get("RANK", "0")) == 0)
+    store.sweep()
+    if restart_stale and store.writer:
+        store.discard_if_stale(cfg)
     status_path = out / "status.json"
     requested = resolve_device(cfg.train.device, "train.device")
     ctx = init_distributed(requested)
@@ -165,7 +171,7 @@ def train(cfg: RunConfig, out_dir: str | Path, restart_stale: bool = False) -> d
     try:
         if status_path.exists() and (out / "model_final.pt").exists():
             done = load_checkpoint(out / "model_final.pt")
-            if done.get("config") == cfg.to_dict():
+            if same_config(done.get("config"), cfg):
                 log.info("%s already finished; nothing to do", out)
                 return read_json(status_path)
             raise ConfigError(out / "config.yaml", "<run>", "this run directory holds a finished "
@@ -173,15 +179,14 @@ def train(cfg: RunConfig, out_dir: str | Path, restart_stale: bool = False) -> d
         if cfg.train.batch_size % (cfg.micro_batch * ctx.world_size):
             raise ConfigError(None, "train.batch_size", f"{cfg.train.batch_size} is not a multiple "
                               f"of micro_batch {cfg.micro_batch} x {ctx.world_size} processes")
-        return _train(cfg, out, ctx, device)
+        return _train(cfg, out, ctx, device, store)
     finally:
         shutdown_distributed(ctx)
 
 
-def _train(cfg: RunConfig, out: Path, ctx: DistContext, device: torch.device) -> dict[str, Any]:
-    status_path, last_path = out / "status.json", out / "checkpoints" / "last.pt"
-    if ctx.is_main:
-        (out / "checkpoints").mkdir(parents=True, exist_ok=True)
+def _train(cfg: RunConfig, out: Path, ctx: DistContext, device: torch.device,
+           store: CheckpointStore) -> dict[str, Any]:
+    status_path, resume = out / "status.json", store.resume_point()
     seed_everything(cfg.seed)  # same initial weights on every process
     if cfg.train.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
@@ -195,21 +200,21 @@ def _train(cfg: RunConfig, out: Path, ctx: DistContext, device: torch.device) ->
     names = class_names(ann)
     # A resumed run takes its weights from the checkpoint: no ImageNet download needed.
     model = build_model(cfg.model, num_classes=len(names),
-                        load_pretrained=not last_path.exists()).to(device)
+                        load_pretrained=resume is None).to(device)
     memory_format = memory_format_for(device, t.channels_last)
     model = model.to(memory_format=memory_format)
     optimizer = make_optimizer(model, cfg)
 
     init_report = None
-    if t.init_from and not last_path.exists():
+    if t.init_from and resume is None:
         init_report = initialise_from(model, t.init_from)
     start_step = 0
     metrics = MetricsLog(out / "metrics.csv")
-    if last_path.exists():
-        state = load_checkpoint(last_path, map_location=device)
-        if state.get("config") != cfg.to_dict():
-            raise ConfigError(last_path, "<run>", "the checkpoint to resume was made with a "
+    if resume is not None:
+        if not same_config(resume.config, cfg):
+            raise ConfigError(resume.path, "<run>", "the checkpoint to resume was made with a "
                               "different config; use a new --out or delete the directory")
+        state = load_checkpoint(resume.path, map_location=device)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         start_step = int(state["step"])
@@ -230,9 +235,7 @@ def _train(cfg: RunConfig, out: Path, ctx: DistContext, device: torch.device) ->
     trainer = TrainStep(model, cfg, device, accumulation, net=net, optimizer=optimizer)
 
     def checkpoint(step: int) -> None:
-        if ctx.is_main:
-            save_checkpoint({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                             "step": step, "config": cfg.to_dict()}, last_path)
+        store.save(step, model, optimizer, cfg, names)  # rank 0 writes, the others wait
         ctx.barrier()
 
     steplog = StepLog(t.log_every, device, ctx)
@@ -278,15 +281,14 @@ def _train(cfg: RunConfig, out: Path, ctx: DistContext, device: torch.device) ->
                 checkpoint(step)
                 signum = stop.signum or signal.SIGTERM
                 log.warning("signal %d: saved checkpoint at step %d, exiting", signum, step)
+                requeue_if_preempted(signum, ctx.is_main)
                 raise SystemExit(128 + signum)
             if due:
                 checkpoint(step)
 
     if ctx.is_main:
-        final = {"model": model.state_dict(), "model_config": dict(cfg.model), "class_names": names,
-                 "image_size": cfg.data.image_size, "step": status["step"],
-                 "status": status["status"], "config": cfg.to_dict()}
-        save_checkpoint(final, out / "model_final.pt")
+        final = trained_model_record(model.state_dict(), cfg, names, status["step"])
+        save_checkpoint(final | {"status": status["status"]}, out / "model_final.pt")
         write_json(status_path, status)
     ctx.barrier()
     return status
