@@ -115,3 +115,26 @@ def test_subset_of_classes_and_bad_arguments(tmp_path: Path) -> None:
         make_synthetic_voc(tmp_path / "x", classes=("box", "hexagon"))
     with pytest.raises(ValueError, match="n_trainval"):
         make_synthetic_voc(tmp_path / "y", n_trainval=0)
+
+
+def test_object_size_and_count_knobs(tmp_path):
+    import json
+
+    from scratchdet.data.voc import read_voc
+
+    voc = make_synthetic_voc(tmp_path, n_trainval=12, n_test=2, seed=3, object_size=(0.2, 0.5),
+                             objects=(1, 2), classes=("box", "disc"))
+    ds = read_voc(voc, "trainval")
+    per_image = {}
+    for a in ds["annotations"]:
+        per_image[a["image_id"]] = per_image.get(a["image_id"], 0) + 1
+        img = next(i for i in ds["images"] if i["id"] == a["image_id"])
+        if a["truncated"]:
+            continue  # cut by the border: only its visible part is the box
+        side = max(a["bbox"][2], a["bbox"][3]) / min(img["width"], img["height"])
+        assert 0.2 * 0.7 <= side <= 0.5 * 1.42 + 0.01  # side x aspect (1:2..2:1) stretch
+    assert set(per_image.values()) <= {1, 2} and len(per_image) == 12
+    recorded = json.loads((voc / "generator.json").read_text())
+    assert recorded["object_size"] == [0.2, 0.5] and recorded["objects"] == [1, 2]
+    with pytest.raises(ValueError, match="object_size"):
+        make_synthetic_voc(tmp_path / "bad", 2, 1, object_size=(0.5, 0.2))

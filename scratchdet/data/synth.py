@@ -12,7 +12,9 @@ Layout written (a real VOCdevkit tree, readable by `voc.read_voc`):
 
 Images are 200-500 px on each side with a smooth colour gradient plus pixel noise and a few grey
 lines. Each class is a filled shape with its own colour (box/red, disc/blue, triangle/green,
-cross/yellow, ring/magenta), sized from ~12 px to 70% of the short side. About 10% of objects are
+cross/yellow, ring/magenta), sized from ~12 px to 70% of the short side, 1 to 5 per image, at
+random places (``object_size`` and ``objects`` narrow both: the learning tests use a few mid-sized
+objects, which a detector learns in minutes on a CPU while image-blind boxes still score ~0). About 10% of objects are
 drawn at low contrast and marked `difficult`; about 15% are cut by the image border and marked
 `truncated` (their box is the visible part). Boxes are the exact extent of the drawn pixels.
 
@@ -94,9 +96,13 @@ def _iou(a: tuple[float, ...], b: tuple[float, ...]) -> float:
     return inter / union if union > 0 else 0.0
 
 
-def _place(rng: np.random.Generator, W: int, H: int, truncate: bool) -> tuple[float, ...]:
-    """Corners of one object: log-uniform size, aspect 1:2..2:1; cut by a border if `truncate`."""
-    side = math.exp(rng.uniform(math.log(12), math.log(0.7 * min(W, H))))
+def _place(rng: np.random.Generator, W: int, H: int, truncate: bool,
+           size: tuple[float, float] | None) -> tuple[float, ...]:
+    """Corners of one object: log-uniform size (12 px to 70% of the short side, or the fractions
+    of the short side in `size`), aspect 1:2..2:1; cut by a border if `truncate`."""
+    lo, hi = (12.0, 0.7 * min(W, H)) if size is None else (size[0] * min(W, H),
+                                                             size[1] * min(W, H))
+    side = math.exp(rng.uniform(math.log(lo), math.log(hi)))
     ar = math.exp(rng.uniform(math.log(0.5), math.log(2.0)))
     w = min(max(side * math.sqrt(ar), 8.0), 0.9 * W)
     h = min(max(side / math.sqrt(ar), 8.0), 0.9 * H)
@@ -115,20 +121,22 @@ def _place(rng: np.random.Generator, W: int, H: int, truncate: bool) -> tuple[fl
     return (x0, y0, x0 + w, y0 + h)
 
 
-def _make_image(seed: int, number: int, classes: Sequence[str]) -> tuple[Image.Image, list[dict]]:
+def _make_image(seed: int, number: int, classes: Sequence[str],
+                size: tuple[float, float] | None = None,
+                count: tuple[int, int] = (1, 5)) -> tuple[Image.Image, list[dict]]:
     rng = np.random.default_rng([seed, number])
     W, H = (int(v) for v in rng.integers(SIZE_RANGE[0], SIZE_RANGE[1] + 1, size=2))
     img = _background(rng, W, H)
     objects: list[dict] = []
     placed: list[tuple[float, ...]] = []
-    n_obj = int(rng.integers(1, 6))
+    n_obj = int(rng.integers(count[0], count[1] + 1))
     for k in range(n_obj):
         # the first object cycles through the classes so that every class occurs even in tiny sets
         name = classes[(number % len(classes)) if k == 0 else int(rng.integers(len(classes)))]
         truncated = bool(rng.random() < P_TRUNCATED)
         difficult = bool(rng.random() < P_DIFFICULT)
         for _ in range(20):
-            corners = _place(rng, W, H, truncated)
+            corners = _place(rng, W, H, truncated, size)
             if all(_iou(corners, p) < 0.1 for p in placed):
                 break
         else:
@@ -181,14 +189,21 @@ def _voc_xml(folder: str, stem: str, W: int, H: int, objects: list[dict]) -> str
 
 def make_synthetic_voc(out_root: str | Path, n_trainval: int = 160, n_test: int = 80, seed: int = 0,
                        classes: Sequence[str] = SYNTH_CLASSES, name: str = "VOCSYNTH",
-                       overwrite: bool = False) -> Path:
+                       overwrite: bool = False, object_size: tuple[float, float] | None = None,
+                       objects: tuple[int, int] = (1, 5)) -> Path:
     """Write the synthetic tree and return its VOC folder (`out_root/VOCdevkit/{name}`).
 
     trainval holds images 1..n_trainval, test the next n_test; train/val split trainval by odd /
-    even image number. An existing folder is an error unless `overwrite`.
+    even image number. An existing folder is an error unless `overwrite`. `object_size`: object
+    sides as (min, max) fractions of the image's short side (default: 12 px to 0.7); `objects`:
+    (min, max) objects per image. Both are recorded in generator.json.
     """
     if n_trainval < 2 or n_test < 1:
         raise ValueError(f"need n_trainval >= 2 and n_test >= 1, got {n_trainval}, {n_test}")
+    if object_size is not None and not 0 < object_size[0] <= object_size[1] <= 0.9:
+        raise ValueError(f"object_size must be 0 < min <= max <= 0.9, got {object_size}")
+    if not 1 <= objects[0] <= objects[1]:
+        raise ValueError(f"objects must be 1 <= min <= max, got {objects}")
     unknown = [c for c in classes if c not in SHAPES]
     if unknown or not classes or len(set(classes)) != len(classes):
         raise ValueError(f"classes must be distinct names from {list(SHAPES)}, got {list(classes)}")
@@ -203,9 +218,9 @@ def make_synthetic_voc(out_root: str | Path, n_trainval: int = 160, n_test: int 
             (tmp / sub).mkdir(parents=True)
         stems = [f"{i:06d}" for i in range(1, n_trainval + n_test + 1)]
         for number, stem in enumerate(stems, start=1):
-            img, objects = _make_image(seed, number, list(classes))
+            img, drawn = _make_image(seed, number, list(classes), object_size, objects)
             img.save(tmp / "JPEGImages" / f"{stem}.jpg", "JPEG", quality=JPEG_QUALITY)
-            xml = _voc_xml(name, stem, img.width, img.height, objects)
+            xml = _voc_xml(name, stem, img.width, img.height, drawn)
             (tmp / "Annotations" / f"{stem}.xml").write_text(xml)
         trainval, test = stems[:n_trainval], stems[n_trainval:]
         splits = {"trainval": trainval, "test": test,
@@ -214,6 +229,9 @@ def make_synthetic_voc(out_root: str | Path, n_trainval: int = 160, n_test: int 
             (tmp / "ImageSets" / "Main" / f"{split}.txt").write_text("".join(s + "\n" for s in ids))
         params = {"generator": "scratchdet.data.synth", "version": GENERATOR_VERSION, "seed": seed,
                   "n_trainval": n_trainval, "n_test": n_test, "classes": list(classes)}
+        if object_size is not None or tuple(objects) != (1, 5):
+            params |= {"object_size": object_size and list(object_size),
+                       "objects": list(objects)}
         (tmp / "classes.txt").write_text("".join(c + "\n" for c in classes))
         (tmp / "generator.json").write_text(json.dumps(params, indent=1) + "\n")
         tmp.chmod(0o755)
