@@ -16,7 +16,7 @@ import pytest
 from .slurm_cluster import LocalSlurm, missing_requirements
 
 ROOT = Path(__file__).resolve().parent.parent
-WORKFLOW_FILES = ("Snakefile", "workflow", "config", "params")
+WORKFLOW_FILES = ("workflow", "config", "params")
 # One small table keeps the cluster run to a few jobs; any table goes through the same rules.
 TABLES = "[dsod_table6]"
 

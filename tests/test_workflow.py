@@ -24,7 +24,7 @@ from scratchdet import workflow_config as wc
 from scratchdet.reports.tables import fmt
 
 ROOT = Path(__file__).resolve().parent.parent
-WORKFLOW_FILES = ("Snakefile", "workflow", "config", "params")
+WORKFLOW_FILES = ("workflow", "config", "params")
 TABLES = {p.stem: wc.load_table(p) for p in sorted((ROOT / "params").glob("*.tsv"))}
 ROWS = [r for rows in TABLES.values() for r in rows]
 
@@ -42,7 +42,7 @@ def workdir(tmp_path, monkeypatch) -> Path:
 def plan(workdir: Path, **config) -> list[str]:
     """Output files of every job a dry run would execute (Snakemake's API, no network)."""
     with SnakemakeApi(OutputSettings(quiet={Quietness.ALL})) as api:
-        wf = api.workflow(snakefile=workdir / "Snakefile", workdir=workdir,
+        wf = api.workflow(snakefile=workdir / "workflow" / "Snakefile", workdir=workdir,
                           config_settings=ConfigSettings(config=config),
                           resource_settings=ResourceSettings(cores=2))
         updated: list[str] = []

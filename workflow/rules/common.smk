@@ -17,13 +17,13 @@ from scratchdet.reports.tables import fmt
 
 min_version("8.20")
 
-validate(config, "schemas/config.schema.yaml")
+validate(config, "../schemas/config.schema.yaml")
 
 SCALE = config["scale"]
 SCALE_FILE = f"config/scales/{SCALE}.yaml"
 with open(SCALE_FILE) as _fh:
     SCALE_CFG = yaml.safe_load(_fh)
-validate(SCALE_CFG, "schemas/scale.schema.yaml")
+validate(SCALE_CFG, "../schemas/scale.schema.yaml")
 
 DATA = config["data_dir"]
 DATASET = str(wc.dataset_dir(SCALE_CFG, DATA))
@@ -41,7 +41,7 @@ for _name in _table_names:
     if not _path.exists():
         raise ValueError(f"config tables: {_name!r} has no file {_path}")
     validate(pd.read_csv(_path, sep="\t", dtype=str, keep_default_na=False),
-             "schemas/params.schema.yaml")
+             "../schemas/params.schema.yaml")
     TABLES[_name] = wc.load_table(_path)
 wc.check_references(TABLES, SCALE_CFG)
 ROWS = {r.key: r for rows in TABLES.values() for r in rows}
