@@ -23,8 +23,9 @@ rule table_report:
             category="Tables",
             labels={"table": "{table}", "format": "CSV"},
         ),
-        # Kept with the results (not in git): a fresh clone, whose committed Markdown and CSV
-        # exist, still runs its rows rather than saying "nothing to be done".
+        # The values, run folders and provenance behind the table, kept with the results. Like
+        # the reports it is not in git: a clone has neither, so asking for either plans the
+        # table's jobs (a file already there is "up to date" to Snakemake).
         record=f"{RESULTS}/tables/{{table}}.json",
     params:
         runs=lambda w: PLAN.run_options(w.table),
