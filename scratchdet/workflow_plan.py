@@ -75,7 +75,9 @@ class Plan:
                 continue
             path = Path(params_dir) / f"{name}.tsv"
             if not path.exists():
-                raise ConfigError("config", "tables", f"{name!r} has no file {path}")
+                if name in selected:
+                    raise ConfigError("config", "tables", f"{name!r} has no file {path}")
+                continue  # a row's init_from names it: check_references says which row
             tables[name] = wc.load_table(path)
             wanted += [r.init_from.split("/")[0] for r in tables[name] if r.init_from]
         plan = cls(config, scale, tables, str(scale_file), list(selected))

@@ -116,6 +116,16 @@ def test_refs_into_unselected_tables_are_dropped_and_typos_are_errors():
         load(tables=["dsod_table9"])
 
 
+def test_an_init_from_into_a_missing_table_names_the_row(tmp_path):
+    for path in (ROOT / "params").glob("*.tsv"):
+        (tmp_path / path.name).write_text(path.read_text().replace(
+            "dsod_table6/dsod300_coco", "dsod_table7/dsod300_coco"))
+    cfg = config(tables=["dsod_table4"])
+    with pytest.raises(ConfigError, match=r"dsod_table4.tsv: dsod300_coco.init_from: "
+                                          r"'dsod_table7/dsod300_coco' is not a table/row"):
+        Plan.load(cfg, ROOT / "config/scales/default.yaml", tmp_path)
+
+
 def test_data_rule_arguments(paper):
     parts = shlex.split(paper.voc_split_options("trainval_0712"))
     assert parts == ["--voc-dir", "data/extracted/VOCtrainval_06-Nov-2007/VOCdevkit/VOC2007",
