@@ -1,7 +1,9 @@
 """Paper tables (params/*.tsv) + a scale (config/scales/*.yaml) -> one run config per table row.
 
-The Snakefile plans one training job per row with these functions, and the report commands read
-results through the same `RunPaths`, so the file layout of a run is defined here only.
+The workflow (workflow/rules/common.smk, through `scratchdet.workflow_plan`) plans one training job
+per row with these functions, and the report commands read results through the same `RunPaths`,
+so the file layout of a run is defined here only. Importing this module does not import torch (a
+dry run stays fast); checking a row's model cell does, until the model registry is torch-free.
 
 A run's folder is named after the digest of its run config (`<table>/<row>/<digest>/`): a changed
 config is a new folder, so Snakemake retrains it because its outputs are missing, never because of
@@ -22,6 +24,7 @@ import hashlib
 import json
 import math
 import re
+import shlex
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +32,15 @@ import yaml
 
 from .config import config_from_dict
 from .errors import ConfigError
+
+__all__ = [
+    "DIGEST_PATTERN", "EVALS", "FIXED", "RUN_WILDCARDS", "SPLITS", "SPLIT_ARCHIVES", "SYNTH_FOLDER",
+    "VOC_SOURCES",
+    "Row", "RunPaths", "check_references", "check_row", "check_scale", "config_digest",
+    "dataset_dir", "deep_merge", "download_options", "extracted_dir", "load_table",
+    "parse_paper_value", "run_config", "skip_reason", "split_file", "submission_file",
+    "voc_competition", "voc_split_sources",
+]
 
 FIXED = ("row", "recipe", "train_data", "eval", "pretrained", "init_from", "model", "train", "note")
 PAPER_PREFIX = "paper_"
@@ -58,6 +70,49 @@ SPLITS = {
     },
 }
 
+SYNTH_FOLDER = "{trainval}trainval_{test}test_seed{seed}"
+"""The synthetic dataset's folder under `<data>/synth/`, named after its recipe (`synth:`)."""
+
+VOC_SOURCES: dict[str, tuple[tuple[str, str, str], ...]] = {
+    # logical split -> the (archive, VOC year, image set) it merges, from the extracted devkits
+    "voc07+12": (("VOCtrainval_06-Nov-2007.tar", "VOC2007", "trainval"),
+                 ("VOCtrainval_11-May-2012.tar", "VOC2012", "trainval")),
+    "voc07++12": (("VOCtrainval_06-Nov-2007.tar", "VOC2007", "trainval"),
+                  ("VOCtest_06-Nov-2007.tar", "VOC2007", "test"),
+                  ("VOCtrainval_11-May-2012.tar", "VOC2012", "trainval")),
+    "voc07_test": (("VOCtest_06-Nov-2007.tar", "VOC2007", "test"),),
+}
+"""The labelled VOC splits; VOC 2012 test has no labels and becomes an image list instead."""
+
+
+SPLIT_ARCHIVES: dict[str, tuple[str, ...]] = {
+    # logical split of the official datasets -> the archives of config/downloads.yaml it needs
+    **{split: tuple(dict.fromkeys(a for a, _, _ in parts)) for split, parts in VOC_SOURCES.items()},
+    "voc12_test": ("VOC2012test.tar",),
+    "coco": ("annotations_trainval2017.zip", "train2017.zip"),
+    "coco_val": ("annotations_trainval2017.zip", "val2017.zip"),
+    "coco_testdev": ("image_info_test2017.zip", "test2017.zip"),
+}
+
+
+def voc_split_sources() -> dict[str, tuple[tuple[str, str, str], ...]]:
+    """Dataset file stem under `<data>/voc/` (as `SPLITS["official"]` names it) -> its sources."""
+    return {Path(SPLITS["official"][split]).stem: parts for split, parts in VOC_SOURCES.items()}
+
+
+def extracted_dir(data_dir: str | Path, archive: str, *parts: str) -> str:
+    """A path inside the folder that `archive` is extracted into (one folder per archive)."""
+    return str(Path(data_dir, "extracted", archive.split(".")[0], *parts))
+
+
+def download_options(entry: dict[str, Any]) -> str:
+    """`scratchdet data download` options that verify an archive of config/downloads.yaml, or
+    make the job stop and say how a person gets it (`manual`)."""
+    opts = [f"--{k} {entry[k]}" for k in ("md5", "sha256") if k in entry]
+    if "manual" in entry:
+        opts.append(f"--manual {shlex.quote(entry['manual'])}")
+    return " ".join(opts)
+
 
 @dataclasses.dataclass(frozen=True)
 class Row:
@@ -79,6 +134,8 @@ class Row:
     labels: dict[str, str]
     """The descriptive columns, in table order."""
     note: str
+    where: str = ""
+    """`<file>:<line>` of the row in its params table, for error messages."""
 
     @property
     def key(self) -> str:
@@ -89,15 +146,31 @@ class Row:
         return [k for k in self.paper if k not in NOT_METRICS]
 
 
+RUN_WILDCARDS = ("{table}", "{row}", "{digest}")
+"""The Snakemake wildcards of a run folder, `<results>/<scale>/{table}/{row}/{digest}`."""
+
+
 @dataclasses.dataclass(frozen=True)
 class RunPaths:
-    """Where every file of one row's run lives: `<results>/<scale>/<table>/<row>/<digest>/...`."""
+    """Where every file of one row's run lives: `<results>/<scale>/<table>/<row>/<digest>/...`.
+
+    `RunPaths.of(...)` gives one run's files; `RunPaths.wildcards(results)` gives the same layout
+    with Snakemake wildcards, which the rules use as their `output:` patterns. Nothing else spells
+    a run-folder path.
+    """
 
     root: Path
+    pattern: bool = False
+    """True for the wildcard form: names derived from the row become wildcards too."""
 
     @classmethod
     def of(cls, results: str | Path, table: str, row: str, digest: str) -> RunPaths:
         return cls(Path(results) / table / row / digest)
+
+    @classmethod
+    def wildcards(cls, results: str | Path) -> RunPaths:
+        """The layout as patterns with the wildcards `{table}`, `{row}` and `{digest}`."""
+        return cls(Path(results).joinpath(*RUN_WILDCARDS), pattern=True)
 
     @property
     def run_config(self) -> Path:
@@ -128,6 +201,7 @@ class RunPaths:
         return self.root / "metrics.json"
 
     def detections(self, split_file: str | Path) -> Path:
+        """Detections on a dataset file, named after its stem (`"{testset}"` in a pattern)."""
         return self.root / f"dets_{Path(split_file).stem}.json"
 
     @property
@@ -137,8 +211,13 @@ class RunPaths:
     @property
     def coco_submission(self) -> Path:
         # The server reads the algorithm name between underscores: letters and digits only.
-        alg = re.sub(r"[^A-Za-z0-9]", "", self.root.parent.name)
+        alg = "{alg}" if self.pattern else re.sub(r"[^A-Za-z0-9]", "", self.root.parent.name)
         return self.root / f"detections_test-dev2017_{alg}_results.zip"
+
+    def job_file(self, folder: str | Path, job: str, suffix: str = ".log") -> Path:
+        """A per-job file kept outside the run folder (a log, a benchmark), in `folder` under
+        the same `<table>/<row>/<digest>` as the run."""
+        return Path(folder).joinpath(*self.root.parts[-3:], f"{job}{suffix}")
 
 
 DIGEST_LENGTH = 10
@@ -155,6 +234,11 @@ def submission_file(row: Row, paths: RunPaths) -> Path | None:
     """The evaluation-server upload file of a row (None when its metric is computed locally)."""
     server = EVALS[row.eval][2]
     return {"voc12_test": paths.voc_submission, "coco_testdev": paths.coco_submission}.get(server)
+
+
+def voc_competition(row: Row) -> str:
+    """VOC's comp3 = trained on VOC data only; comp4 = any other data (ImageNet, COCO) too."""
+    return "comp4" if row.pretrained or row.init_from else "comp3"
 
 
 def parse_paper_value(text: str, where: str) -> float | None:
@@ -208,6 +292,7 @@ def load_table(path: str | Path) -> list[Row]:
             labels={k: v for k, v in rec.items()
                     if k not in FIXED and not k.startswith(PAPER_PREFIX)},
             note=rec["note"],
+            where=where,
         ))
     return rows
 
@@ -256,8 +341,7 @@ def dataset_dir(scale: dict[str, Any], data_dir: str | Path = "data") -> Path:
     that the run configs (and so their digests) change when the recipe does."""
     if scale["dataset"] != "synth":
         return Path(data_dir)
-    synth = scale["synth"]
-    return Path(data_dir) / "synth" / f"{synth['trainval']}trainval_{synth['test']}test_seed{synth['seed']}"
+    return Path(data_dir) / "synth" / SYNTH_FOLDER.format(**scale["synth"])
 
 
 def split_file(scale: dict[str, Any], split: str, data_dir: str | Path = "data") -> str:
@@ -275,5 +359,26 @@ def run_config(row: Row, scale: dict[str, Any], data_dir: str | Path = "data",
     })
     if init_checkpoint is not None:
         raw["train"]["init_from"] = str(init_checkpoint)
-    config_from_dict(raw, f"{row.table}/{row.id}")  # fail at planning, not in the job
+    config_from_dict(raw, row.where or row.key)  # fail at planning, not in the job
     return raw
+
+
+def check_scale(scale: dict[str, Any], scale_file: str | Path) -> None:
+    """Every recipe of a scale, laid over its base, is a valid run config (any model)."""
+    for name, recipe in scale["recipes"].items():
+        config_from_dict(deep_merge(scale["base"], recipe, {"model": {"name": "<any>"}}),
+                         f"{scale_file} (recipes.{name} over base)")
+
+
+def check_row(row: Row, scale: dict[str, Any]) -> None:
+    """A row's `model` cell against the model registry and its `train` cell against the run-config
+    schema, over its recipe (which `check_scale` found valid). A ConfigError names the params
+    file, the row's line and the key, when the workflow plans rather than when the job trains."""
+    from .models.registry import resolve_config  # imports torch until the registry is torch-free
+
+    try:
+        resolve_config(row.model)
+    except ConfigError as err:
+        raise ConfigError(row.where, err.key, err.problem) from None
+    config_from_dict(deep_merge(scale["base"], scale["recipes"][row.recipe],
+                                {"train": row.train, "model": row.model}), row.where)

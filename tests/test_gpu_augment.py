@@ -26,6 +26,7 @@ from scratchdet.input.recipe import (
 from scratchdet.models.input import CAFFE_MEAN_RGB
 
 MEAN = torch.tensor(CAFFE_MEAN_RGB)[:, None, None]
+# Real photographs from the shared data beside the repository; the tests using them skip without.
 KANGAROO = Path(__file__).resolve().parents[1] / ".." / "shared" / "datasets" / "kangaroo"
 NO_PHOTOMETRIC = PhotometricConfig(brightness_prob=0, contrast_prob=0, saturation_prob=0,
                                    hue_prob=0)

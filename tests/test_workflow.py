@@ -21,10 +21,11 @@ from snakemake.settings.enums import Quietness
 from snakemake.settings.types import ConfigSettings, DAGSettings, OutputSettings, ResourceSettings
 
 from scratchdet import workflow_config as wc
+from scratchdet.errors import ConfigError
 from scratchdet.reports.tables import fmt
 
 ROOT = Path(__file__).resolve().parent.parent
-WORKFLOW_FILES = ("Snakefile", "workflow", "config", "params")
+WORKFLOW_FILES = ("workflow", "config", "params", "benchmarks")
 TABLES = {p.stem: wc.load_table(p) for p in sorted((ROOT / "params").glob("*.tsv"))}
 ROWS = [r for rows in TABLES.values() for r in rows]
 
@@ -39,15 +40,25 @@ def workdir(tmp_path, monkeypatch) -> Path:
     return tmp_path
 
 
-def plan(workdir: Path, **config) -> list[str]:
+def plan(workdir: Path, *targets: str, **config) -> list[str]:
     """Output files of every job a dry run would execute (Snakemake's API, no network)."""
     with SnakemakeApi(OutputSettings(quiet={Quietness.ALL})) as api:
-        wf = api.workflow(snakefile=workdir / "Snakefile", workdir=workdir,
+        wf = api.workflow(snakefile=workdir / "workflow" / "Snakefile", workdir=workdir,
                           config_settings=ConfigSettings(config=config),
                           resource_settings=ResourceSettings(cores=2))
         updated: list[str] = []
-        wf.dag(DAGSettings()).execute_workflow(executor="dryrun", updated_files=updated)
+        wf.dag(DAGSettings(targets=set(targets))).execute_workflow(executor="dryrun",
+                                                                   updated_files=updated)
     return updated
+
+
+def rules_of(workdir: Path, **config) -> dict[str, str | None]:
+    """Rule name -> docstring, as the workflow defines them for `config`."""
+    with SnakemakeApi(OutputSettings(quiet={Quietness.ALL})) as api:
+        wf = api.workflow(snakefile=workdir / "workflow" / "Snakefile", workdir=workdir,
+                          config_settings=ConfigSettings(config=config),
+                          resource_settings=ResourceSettings(cores=2))
+        return {rule.name: rule.docstring for rule in wf._workflow.rules}
 
 
 def train_jobs(files: list[str]) -> list[str]:
@@ -105,6 +116,40 @@ def test_a_subset_of_tables_can_be_planned(workdir):
     assert planned == ["scratchdet_table3/scratchdet300_voc07", "scratchdet_table3/scratchdet300_voc12"]
 
 
+def test_a_tables_report_file_plans_that_table_only(workdir):
+    files = plan(workdir, "reports/default/dsod_table3.md")
+    rows = TABLES["dsod_table3"]
+    # its rows, and the run one of them is fine-tuned from (DSOD Table 6's COCO run)
+    assert train_jobs(files) == sorted({r.key for r in rows} | {r.init_from for r in rows
+                                                                if r.init_from})
+    assert {Path(f).name for f in files if f.startswith("reports/")} == {
+        "dsod_table3.md", "dsod_table3.csv"}
+    # the same jobs as selecting the table in the config (plus the all rule)
+    selected = plan(workdir, tables=["dsod_table3"])
+    assert train_jobs(selected) == train_jobs(files)
+    assert {Path(f).name for f in selected if f.startswith("reports/")} == {
+        "dsod_table3.md", "dsod_table3.csv"}
+    files = plan(workdir, "reports/default/scratchdet_table5.md")
+    assert train_jobs(files) == ["scratchdet_table4/scratchdet300_coco",
+                                 "scratchdet_table5/scratchdet300_coco_voc07",
+                                 "scratchdet_table5/scratchdet300_coco_voc12"]
+
+
+def test_the_rule_list_is_the_same_at_every_scale_and_every_rule_says_what_it_does(workdir):
+    default, paper = rules_of(workdir), rules_of(workdir, scale="paper")
+    assert sorted(default) == sorted(paper)
+    assert {"synth_dataset", "download", "imagenet_weights", "train", "table_report"} <= set(paper)
+    undocumented = [name for name, doc in default.items() if not (doc or "").strip()]
+    assert undocumented == []
+
+
+def test_paper_scale_fetches_imagenet_weights_in_jobs_of_their_own(workdir, no_network):
+    files = plan(workdir, scale="paper")
+    weights = sorted(Path(f).name for f in files if "/hub/checkpoints/" in f)
+    assert weights and all(f.endswith(".pth") for f in weights)
+    assert all(f.startswith("data/torch/hub/checkpoints/") for f in files if f.endswith(".pth"))
+
+
 # --- config errors ------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("config, message", [
@@ -126,8 +171,51 @@ def test_a_malformed_params_row_is_rejected_at_planning(workdir):
 
 
 def test_a_typo_in_a_figure_row_names_the_table(workdir):
-    with pytest.raises(ValueError, match="not a row of params/dsod_table4.tsv"):
+    with pytest.raises(ConfigError, match="not a row of params/dsod_table4.tsv"):
         plan(workdir, showcase=["dsod_table4/dsod301"])
+
+
+@pytest.mark.parametrize("old, new, message", [
+    ("{name: scratchdet300}", "{name: scratchdet300, bn_haed: true}",
+     r"params/scratchdet_table3.tsv:2: model.bn_haed: unknown key"),
+    ("{name: scratchdet300}", "{name: scratchdet301}",
+     r"params/scratchdet_table3.tsv:2: model.name: unknown model 'scratchdet301'"),
+    ("\t\t80.4", "\t{lr: fast}\t80.4",
+     r"params/scratchdet_table3.tsv:2: train.lr: expected"),
+    ("\t\t80.4", "\t{milestones: 40000}\t80.4",
+     r"params/scratchdet_table3.tsv:2: train.milestones"),
+])
+def test_a_bad_model_or_train_cell_fails_the_dry_run_naming_file_line_and_key(
+        workdir, old, new, message):
+    path = workdir / "params/scratchdet_table3.tsv"
+    text = path.read_text()
+    assert old in text
+    path.write_text(text.replace(old, new, 1))
+    with pytest.raises(ConfigError, match=message):
+        plan(workdir)
+
+
+def test_the_dry_run_is_short_and_states_what_a_paper_run_needs(workdir):
+    """`snakemake -n` as a user types it (with the default profile, which prints shell lines):
+    no run config on any line; at the paper scale the preflight comes first."""
+    done = _snakemake("-n", cwd=workdir, timeout=300)
+    out = done.stdout + done.stderr
+    assert done.returncode == 0, out[-3000:]
+    assert "Using workflow specific profile workflow/profiles/default" in out
+    assert '"max_steps"' not in out and "--json" not in out
+    assert "Preflight" not in out  # the smoke scale needs nothing from anyone
+    done = _snakemake("-n", "--quiet", "rules", "--config", "scale=paper", cwd=workdir,
+                      timeout=300)
+    out = done.stdout + done.stderr
+    assert done.returncode == 0, out[-3000:]
+    preflight = done.stderr[done.stderr.index("Preflight, paper scale"):]
+    assert "data/downloads/VOC2012test.tar: the VOC 2012 test images are only given" in preflight
+    assert "ImageNet weights: 2 file(s)" in preflight and "vgg16-397923af.pth" in preflight
+    # only CPU speed numbers are committed: no invented estimate, but what to run instead
+    assert "GPU-hours: no estimate. No GPU training benchmark is committed" in preflight
+    assert "train_cpu.json (CPU" in preflight
+    assert "scratchdet benchmark train --device cuda --models" in preflight
+    assert len(out.splitlines()) < 100
 
 
 def test_a_run_folder_of_another_config_is_refused(workdir):
@@ -147,11 +235,21 @@ def test_lint_is_clean(workdir, scale):
     assert "Lints for" not in done.stdout + done.stderr
 
 
+def test_snakefmt_is_clean():
+    """The workflow files are formatted as `snakefmt workflow/` leaves them (its settings are in
+    pyproject.toml)."""
+    done = subprocess.run([sys.executable, "-m", "snakefmt", "--check", "workflow"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
 # --- the default scale, for real ---------------------------------------------------------------
 
 @pytest.mark.slow
 def test_default_scale_runs_and_reports_every_table(workdir):
-    done = _snakemake("--cores", "2", cwd=workdir, timeout=1800)
+    # A cap against a hang, not a speed check: about 10 minutes on 2 idle cores, much more on a
+    # shared machine.
+    done = _snakemake("--cores", "2", cwd=workdir, timeout=3600)
     assert done.returncode == 0, done.stderr[-5000:]
     reports = workdir / "reports/default"
     for table, rows in TABLES.items():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import re
+import shlex
 from pathlib import Path
 
 import pandas as pd
@@ -120,6 +121,80 @@ def test_run_paths_layout():
     assert p.model == Path("results/paper/dsod_table6/dsod300_coco/0123abcdef/train/model_final.pt")
     assert p.detections("data/coco/val2017.json").name == "dets_val2017.json"
     assert p.coco_submission.name == "detections_test-dev2017_dsod300coco_results.zip"
+    assert p.job_file("results/paper/logs", "train") == Path(
+        "results/paper/logs/dsod_table6/dsod300_coco/0123abcdef/train.log")
+
+
+def test_the_wildcard_form_of_the_run_layout_formats_to_a_runs_files():
+    pattern = wc.RunPaths.wildcards("results/paper")
+    assert str(pattern.metrics) == "results/paper/{table}/{row}/{digest}/metrics.json"
+    assert str(pattern.detections("{testset}")) == \
+        "results/paper/{table}/{row}/{digest}/dets_{testset}.json"
+    assert pattern.coco_submission.name == "detections_test-dev2017_{alg}_results.zip"
+    assert str(pattern.job_file("L", "detect_{testset}", ".tsv")) == \
+        "L/{table}/{row}/{digest}/detect_{testset}.tsv"
+    run = wc.RunPaths.of("results/paper", "dsod_table6", "dsod300_coco", "0123abcdef")
+    values = {"table": "dsod_table6", "row": "dsod300_coco", "digest": "0123abcdef"}
+    for name in ("run_config", "train_dir", "model", "status", "metrics_csv", "provenance",
+                 "metrics", "voc_submission"):
+        assert str(getattr(pattern, name)).format(**values) == str(getattr(run, name)), name
+    assert str(pattern.coco_submission).format(**values, alg="dsod300coco") == \
+        str(run.coco_submission)
+
+
+def test_voc_splits_are_the_official_split_files():
+    sources = wc.voc_split_sources()
+    voc_files = {Path(f).stem for f in wc.SPLITS["official"].values() if f.startswith("voc/")}
+    assert set(sources) == voc_files - {"test_12"}  # VOC 2012 test: an image list, no labels
+    assert sources["trainval_0712_test07"][1] == ("VOCtest_06-Nov-2007.tar", "VOC2007", "test")
+    downloads = yaml.safe_load((ROOT / "config/downloads.yaml").read_text())["downloads"]
+    assert set(wc.SPLIT_ARCHIVES) == set(wc.SPLITS["official"])
+    assert {a for archives in wc.SPLIT_ARCHIVES.values() for a in archives} == set(downloads)
+
+
+def test_voc_competition_follows_the_training_data():
+    rows = {r.key: r for r in ALL_ROWS}
+    assert wc.voc_competition(rows["scratchdet_table3/scratchdet300_voc12"]) == "comp3"
+    assert wc.voc_competition(rows["scratchdet_table5/scratchdet300_coco_voc12"]) == "comp4"
+    assert wc.voc_competition(rows["scratchdet_table1/pretrained_bn-both_lr0.01"]) == "comp4"
+
+
+def test_download_options_verify_or_ask_a_person():
+    assert wc.download_options({"url": "u", "md5": "a" * 32}) == f"--md5 {'a' * 32}"
+    opts = wc.download_options({"url": "u", "manual": "log in; then put it 'here'"})
+    assert shlex.split(opts) == ["--manual", "log in; then put it 'here'"]
+    assert wc.extracted_dir("data", "VOCtest_06-Nov-2007.tar", "VOCdevkit") == \
+        "data/extracted/VOCtest_06-Nov-2007/VOCdevkit"
+
+
+def _with_cell(row: wc.Row, **cells) -> wc.Row:
+    return wc.Row(**{**row.__dict__, **cells})
+
+
+def test_check_row_names_the_params_file_line_and_key():
+    row = TABLES["scratchdet_table3"][1]
+    assert row.where.endswith("params/scratchdet_table3.tsv:3")
+    wc.check_row(row, SCALES["paper"])
+    with pytest.raises(ConfigError, match=r"scratchdet_table3.tsv:3: model.bn_haed: unknown key"):
+        wc.check_row(_with_cell(row, model={"name": "scratchdet300", "bn_haed": True}),
+                     SCALES["paper"])
+    with pytest.raises(ConfigError, match=r"scratchdet_table3.tsv:3: model.depth: expected one of"):
+        wc.check_row(_with_cell(row, model={"name": "scratchdet300", "depth": 35}),
+                     SCALES["default"])
+    with pytest.raises(ConfigError, match=r"scratchdet_table3.tsv:3: train.max_step: unknown key"):
+        wc.check_row(_with_cell(row, train={"max_step": 5}), SCALES["default"])
+    # over the paper recipe (batch 128, micro-batch 32) a micro-batch of 48 does not divide
+    with pytest.raises(ConfigError, match=r"scratchdet_table3.tsv:3: train.micro_batch"):
+        wc.check_row(_with_cell(row, train={"micro_batch": 48}), SCALES["paper"])
+
+
+def test_a_bad_recipe_names_the_scale_file_not_a_row():
+    scale = {**SCALES["default"], "recipes": {**SCALES["default"]["recipes"],
+                                               "dsod_coco": {"train": {"lr": -1}}}}
+    with pytest.raises(ConfigError,
+                       match=r"default.yaml \(recipes.dsod_coco over base\): train.lr"):
+        wc.check_scale(scale, "config/scales/default.yaml")
+    wc.check_scale(SCALES["default"], "config/scales/default.yaml")
 
 
 def test_config_digest_names_the_config_not_its_formatting():

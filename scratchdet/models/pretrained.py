@@ -1,22 +1,97 @@
 """ImageNet weights for backbones, through torchvision's weights API, with an actionable error.
 
 torchvision downloads into ``$TORCH_HOME/hub/checkpoints`` (default ``~/.cache/torch``) and
-reuses a file already there, which is how an offline machine is provisioned.
+reuses a file already there, which is how an offline machine is provisioned. The workflow does
+exactly that: its ``imagenet_weights`` jobs run ``python -m scratchdet.models.pretrained`` to
+fetch each file a row needs (verified against the SHA-256 prefix in its name, as torch.hub
+checks it) into the ``TORCH_HOME`` its training jobs then use, so training never downloads.
 """
 
 from __future__ import annotations
 
+import argparse
+import hashlib
 import os
+import re
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
 from urllib.parse import urlparse
 
 import torch
 from torch import Tensor, nn
-from torchvision.models import WeightsEnum
+from torchvision.models import (
+    ResNet18_Weights,
+    ResNet34_Weights,
+    ResNet50_Weights,
+    ResNet101_Weights,
+    VGG16_BN_Weights,
+    VGG16_Weights,
+    WeightsEnum,
+)
 
-from scratchdet.errors import ConfigError
+from scratchdet.errors import ConfigError, DataError, ScratchdetError
 from scratchdet.models.input import CAFFE_MEAN_RGB  # the network input's mean
 
-__all__ = ["CAFFE_MEAN_RGB", "ImageNetInput", "checkpoint_path", "load_state_dict"]
+__all__ = ["CAFFE_MEAN_RGB", "ImageNetInput", "checkpoint_path", "fetch_weights",
+           "imagenet_weights", "load_state_dict", "weights_file"]
+
+_RESNET = {18: ResNet18_Weights, 34: ResNet34_Weights, 50: ResNet50_Weights,
+           101: ResNet101_Weights}
+_HASH_PREFIX = re.compile(r"-([a-f0-9]{8,})\.")  # torch.hub's: <name>-<sha256 prefix>.<ext>
+
+
+def imagenet_weights(model: Mapping[str, Any] | str) -> WeightsEnum | None:
+    """The torchvision weights a model config fine-tunes (None: trained from scratch).
+
+    The same choice as the builders make (vgg.py: VGG16 or VGG16_BN by ``bn_backbone``;
+    resnet.py: by ``depth``); tests/test_pretrained_weights.py checks that they agree."""
+    from .registry import resolve_config  # registry imports this module
+
+    _, opts = resolve_config(model)
+    if not getattr(opts, "pretrained", False):
+        return None
+    if opts.family == "vgg":
+        return VGG16_BN_Weights.IMAGENET1K_V1 if opts.bn_backbone else VGG16_Weights.IMAGENET1K_V1
+    if opts.family == "resnet":
+        return _RESNET[opts.depth].IMAGENET1K_V1
+    return None
+
+
+def weights_file(weights: WeightsEnum) -> str:
+    """The file name torchvision stores ``weights`` under in ``$TORCH_HOME/hub/checkpoints``."""
+    return os.path.basename(urlparse(weights.url).path)
+
+
+def _sha256_prefix(path: Path) -> str:
+    match = _HASH_PREFIX.search(path.name)
+    if not match:
+        raise DataError(path, "the file name carries no SHA-256 prefix (<name>-<hex>.pth), so the "
+                              "download cannot be verified")
+    return match.group(1)
+
+
+def fetch_weights(url: str, dest: str | Path) -> Path:
+    """Download torchvision weights from ``url`` to ``dest`` (a ``hub/checkpoints`` path), checked
+    against the SHA-256 prefix in the file name; a verified file already there is kept.
+
+    Written through a temporary file (torch.hub's own), so a failed or interrupted download
+    leaves nothing at ``dest``."""
+    dest = Path(dest)
+    prefix = _sha256_prefix(dest)
+    if dest.exists():
+        digest = hashlib.sha256(dest.read_bytes()).hexdigest()
+        if digest.startswith(prefix):
+            return dest
+        raise DataError(dest, f"exists but its SHA-256 {digest[:12]}... does not start with "
+                              f"{prefix} (a corrupt copy): delete it and run again")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        torch.hub.download_url_to_file(url, str(dest), hash_prefix=prefix, progress=False)
+    except (OSError, RuntimeError) as err:  # URLError is an OSError; a wrong hash a RuntimeError
+        raise DataError(dest, f"cannot fetch {url}: {err}") from None
+    return dest
 
 
 
@@ -56,3 +131,24 @@ class ImageNetInput(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return x * self.scale.to(x.dtype) + self.shift.to(x.dtype)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m scratchdet.models.pretrained --url URL --out FILE``: one verified download."""
+    parser = argparse.ArgumentParser(prog="python -m scratchdet.models.pretrained",
+                                     description=fetch_weights.__doc__.splitlines()[0])
+    parser.add_argument("--url", required=True, help="torchvision's URL of the weights")
+    parser.add_argument("--out", required=True,
+                        help="destination: $TORCH_HOME/hub/checkpoints/<the URL's file name>")
+    args = parser.parse_args(argv)
+    try:
+        path = fetch_weights(args.url, args.out)
+    except ScratchdetError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(f"{path}: verified")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -4,23 +4,24 @@
 
 
 rule detect:
+    """Run the trained detector over a test split, writing COCO-format detections."""
     input:
-        model=ancient(f"{RESULTS}/{{table}}/{{row}}/{{digest}}/train/model_final.pt"),
-        config=ancient(f"{RESULTS}/{{table}}/{{row}}/{{digest}}/run.yaml"),
-        data=lambda w: ancient(TEST_FILES[w.testset]),
+        model=ancient(str(rules.train.output.model)),
+        config=ancient(str(rules.run_config.output.config)),
+        data=lambda w: ancient(PLAN.test_files[w.testset]),
     output:
-        f"{RESULTS}/{{table}}/{{row}}/{{digest}}/dets_{{testset}}.json",
+        dets=str(RUN.detections("{testset}")),
     params:
         workers=SCALE_CFG["detect_workers"],
     log:
-        f"{LOGS}/{{table}}/{{row}}/{{digest}}/detect_{{testset}}.log",
+        run_file(LOGS, "detect_{testset}"),
     benchmark:
-        f"{BENCH}/{{table}}/{{row}}/{{digest}}/detect_{{testset}}.tsv"
-    threads: res("detect", "threads")
+        run_file(BENCH, "detect_{testset}", ".tsv")
+    threads: PLAN.resource("detect", "threads")
     resources:
-        gpu=res("detect", "gpu"),
-        mem_mb=res("detect", "mem_mb"),
-        runtime=res("detect", "runtime"),
+        gpu=PLAN.resource("detect", "gpu"),
+        mem_mb=PLAN.resource("detect", "mem_mb"),
+        runtime=PLAN.resource("detect", "runtime"),
     conda:
         "../envs/scratchdet.yaml"
     shell:
@@ -30,22 +31,23 @@ rule detect:
 
 
 rule evaluate:
+    """Score the row's detections on its labelled test split (VOC07/VOC12 mAP or COCO AP)."""
     input:
-        gt=lambda w: ancient(local_gt(row_of(w))),
-        dets=lambda w: ancient(paths_of(w).detections(local_gt(row_of(w)))),
-        status=ancient(f"{RESULTS}/{{table}}/{{row}}/{{digest}}/train/status.json"),
+        gt=lambda w: ancient(PLAN.local_gt(row_of(w))),
+        dets=lambda w: ancient(detections(w, PLAN.local_gt(row_of(w)))),
+        status=ancient(str(rules.train.output.status)),
     output:
-        f"{RESULTS}/{{table}}/{{row}}/{{digest}}/metrics.json",
+        metrics=str(RUN.metrics),
     params:
         metric=lambda w: wc.EVALS[row_of(w).eval][1],
     log:
-        f"{LOGS}/{{table}}/{{row}}/{{digest}}/evaluate.log",
+        run_file(LOGS, "evaluate"),
     benchmark:
-        f"{BENCH}/{{table}}/{{row}}/{{digest}}/evaluate.tsv"
+        run_file(BENCH, "evaluate", ".tsv")
     threads: 1
     resources:
-        mem_mb=res("eval", "mem_mb"),
-        runtime=res("eval", "runtime"),
+        mem_mb=PLAN.resource("eval", "mem_mb"),
+        runtime=PLAN.resource("eval", "runtime"),
         gpu=0,
     conda:
         "../envs/scratchdet.yaml"
@@ -55,17 +57,19 @@ rule evaluate:
 
 
 rule voc_submission:
+    """The VOC 2012 test upload file of the evaluation server (comp3: VOC data only, comp4:
+    ImageNet or COCO too)."""
     input:
-        data=ancient(split_file("voc12_test")),
-        dets=lambda w: ancient(paths_of(w).detections(split_file("voc12_test"))),
+        data=ancient(PLAN.split_file("voc12_test")),
+        dets=lambda w: ancient(detections(w, PLAN.split_file("voc12_test"))),
     output:
-        f"{RESULTS}/{{table}}/{{row}}/{{digest}}/voc2012_test_submission.tar.gz",
+        str(RUN.voc_submission),
     params:
-        comp=lambda w: voc_competition(row_of(w)),
+        comp=lambda w: wc.voc_competition(row_of(w)),
     log:
-        f"{LOGS}/{{table}}/{{row}}/{{digest}}/voc_submission.log",
+        run_file(LOGS, "voc_submission"),
     benchmark:
-        f"{BENCH}/{{table}}/{{row}}/{{digest}}/voc_submission.tsv"
+        run_file(BENCH, "voc_submission", ".tsv")
     threads: 1
     resources:
         mem_mb=2000,
@@ -79,15 +83,16 @@ rule voc_submission:
 
 
 rule coco_submission:
+    """The COCO test-dev upload file of the evaluation server."""
     input:
-        data=ancient(split_file("coco_testdev")),
-        dets=lambda w: ancient(paths_of(w).detections(split_file("coco_testdev"))),
+        data=ancient(PLAN.split_file("coco_testdev")),
+        dets=lambda w: ancient(detections(w, PLAN.split_file("coco_testdev"))),
     output:
-        f"{RESULTS}/{{table}}/{{row}}/{{digest}}/detections_test-dev2017_{{alg}}_results.zip",
+        str(RUN.coco_submission),
     log:
-        f"{LOGS}/{{table}}/{{row}}/{{digest}}/coco_submission_{{alg}}.log",
+        run_file(LOGS, "coco_submission_{alg}"),
     benchmark:
-        f"{BENCH}/{{table}}/{{row}}/{{digest}}/coco_submission_{{alg}}.tsv"
+        run_file(BENCH, "coco_submission_{alg}", ".tsv")
     threads: 1
     resources:
         mem_mb=4000,

@@ -4,23 +4,33 @@
 
 
 rule table_report:
+    """One paper table: reproduced and paper values side by side, with every row's status."""
     input:
         params="params/{table}.tsv",
         scale=SCALE_FILE,
-        metrics=lambda w: [str(key_paths(k).metrics) for k in run_keys(w.table)],
-        submissions=lambda w: [f for k in run_keys(w.table) for f in submissions(k)],
+        metrics=lambda w: of_runs(rules.evaluate.output.metrics, PLAN.table_runs(w.table)),
+        submissions=lambda w: [f for k in PLAN.table_runs(w.table) for f in PLAN.submissions(k)],
     output:
-        md=report(f"{REPORTS}/{{table}}.md", caption="../report/table.rst", category="Tables",
-                  labels={"table": "{table}", "format": "Markdown"}),
-        csv=report(f"{REPORTS}/{{table}}.csv", caption="../report/table.rst", category="Tables",
-                   labels={"table": "{table}", "format": "CSV"}),
-        # Kept with the results (not in git): a fresh clone, whose committed Markdown and CSV
-        # exist, still runs its rows rather than saying "nothing to be done".
+        md=report(
+            f"{REPORTS}/{{table}}.md",
+            caption="../report/table.rst",
+            category="Tables",
+            labels={"table": "{table}", "format": "Markdown"},
+        ),
+        csv=report(
+            f"{REPORTS}/{{table}}.csv",
+            caption="../report/table.rst",
+            category="Tables",
+            labels={"table": "{table}", "format": "CSV"},
+        ),
+        # The values, run folders and provenance behind the table, kept with the results. Like
+        # the reports it is not in git: a clone has neither, so asking for either plans the
+        # table's jobs (a file already there is "up to date" to Snakemake).
         record=f"{RESULTS}/tables/{{table}}.json",
     params:
-        runs=lambda w: run_options(w.table),
-        skips=lambda w: skip_options(w.table),
-        scale_name=SCALE,
+        runs=lambda w: PLAN.run_options(w.table),
+        skips=lambda w: PLAN.skip_options(w.table),
+        scale_name=PLAN.scale_name,
     log:
         f"{LOGS}/report/{{table}}.log",
     benchmark:
@@ -39,16 +49,20 @@ rule table_report:
 
 
 rule figure1:
+    """ScratchDet Figure 1: training loss, gradient L2 norm and its fluctuation of the runs that
+    config/config.yaml names."""
     input:
-        [str(key_paths(k).status) for k in FIGURE1],
+        of_runs(rules.train.output.status, PLAN.figure1),
     output:
-        report(f"{REPORTS}/figures/scratchdet_figure1.png", caption="../report/figure1.rst",
-               category="Figures", labels={"figure": "ScratchDet Figure 1"}),
+        report(
+            f"{REPORTS}/figures/scratchdet_figure1.png",
+            caption="../report/figure1.rst",
+            category="Figures",
+            labels={"figure": "ScratchDet Figure 1"},
+        ),
     params:
-        runs=" ".join(f"--run {shlex.quote(figure1_label(k))}={key_paths(k).train_dir}"
-                      for k in FIGURE1),
-        title=shlex.quote(f"ScratchDet Figure 1, {SCALE} scale"
-                          + (" (smoke: not comparable to the paper)" if SCALE_CFG["smoke"] else "")),
+        runs=PLAN.figure1_options(),
+        title=figure1_title(PLAN.scale_name, SCALE_CFG),
     log:
         f"{LOGS}/report/figure1.log",
     benchmark:
@@ -61,17 +75,22 @@ rule figure1:
     conda:
         "../envs/scratchdet.yaml"
     shell:
-        "scratchdet report figure1 {params.runs} --title {params.title}"
+        "scratchdet report figure1 {params.runs} --title {params.title:q}"
         " --out {output} > {log} 2>&1"
 
 
 rule pr_curves:
+    """Per-class precision-recall curves of a showcase run."""
     input:
-        gt=lambda w: local_gt(row_of(w)),
-        dets=lambda w: paths_of(w).detections(local_gt(row_of(w))),
+        gt=lambda w: PLAN.local_gt(row_of(w)),
+        dets=lambda w: detections(w, PLAN.local_gt(row_of(w))),
     output:
-        report(f"{REPORTS}/figures/{{table}}/{{row}}/pr_curves.png", caption="../report/pr_curves.rst",
-               category="Figures", labels={"figure": "precision-recall", "run": "{table}/{row}"}),
+        report(
+            f"{REPORTS}/figures/{{table}}/{{row}}/pr_curves.png",
+            caption="../report/pr_curves.rst",
+            category="Figures",
+            labels={"figure": "precision-recall", "run": "{table}/{row}"},
+        ),
     params:
         title="{table}/{row}",
     log:
@@ -91,13 +110,17 @@ rule pr_curves:
 
 
 rule detection_grid:
+    """A grid of test images with the detections of a showcase run."""
     input:
-        gt=lambda w: local_gt(row_of(w)),
-        dets=lambda w: paths_of(w).detections(local_gt(row_of(w))),
+        gt=lambda w: PLAN.local_gt(row_of(w)),
+        dets=lambda w: detections(w, PLAN.local_gt(row_of(w))),
     output:
-        report(f"{REPORTS}/figures/{{table}}/{{row}}/detections.png",
-               caption="../report/detections.rst", category="Figures",
-               labels={"figure": "detections", "run": "{table}/{row}"}),
+        report(
+            f"{REPORTS}/figures/{{table}}/{{row}}/detections.png",
+            caption="../report/detections.rst",
+            category="Figures",
+            labels={"figure": "detections", "run": "{table}/{row}"},
+        ),
     params:
         title="{table}/{row}",
     log:

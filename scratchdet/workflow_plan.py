@@ -1,0 +1,293 @@
+"""What one invocation of the workflow plans: the validated config, the scale and the params rows,
+as the names and command-line arguments its rules use (workflow/rules/common.smk).
+
+The Snakemake files only wire these to rules; everything decided here is unit-tested
+(tests/test_workflow_plan.py). Planning reads no network and, at the default scale, imports no
+torch; at a scale that runs ImageNet-pretrained rows it asks torchvision which weight files those
+rows need (`imagenet_weights`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import shlex
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from . import workflow_config as wc
+from .errors import ConfigError
+
+__all__ = ["Plan", "figure1_label", "figure1_title", "repeated_option"]
+
+
+def repeated_option(option: str, pairs: Iterable[tuple[str, str]]) -> str:
+    """`--run 'a=b' --run 'c d=e'`: one shell-quoted KEY=VALUE per pair."""
+    return " ".join(f"{option} {shlex.quote(f'{key}={value}')}" for key, value in pairs)
+
+
+def figure1_label(row: wc.Row) -> str:
+    """A run's legend entry in ScratchDet Figure 1: its row id and the paper's mAP, if known."""
+    paper = row.paper.get("map")
+    if paper is None:
+        return row.id
+    from .reports.tables import fmt  # the reports' number format (NAN for a diverged run)
+
+    return f"{row.id} (paper {fmt(paper)} mAP)"
+
+
+def figure1_title(scale_name: str, scale: dict[str, Any]) -> str:
+    note = " (smoke: not comparable to the paper)" if scale["smoke"] else ""
+    return f"ScratchDet Figure 1, {scale_name} scale{note}"
+
+
+@dataclasses.dataclass(eq=False)
+class Plan:
+    """The rows of the selected tables at one scale, with every path and argument of their jobs."""
+
+    config: dict[str, Any]
+    """The Snakemake config (config/config.yaml, validated against its schema)."""
+    scale: dict[str, Any]
+    """config/scales/<scale>.yaml, validated against its schema."""
+    tables: dict[str, list[wc.Row]]
+    """Every loaded table: the selected ones and those a selected row is fine-tuned from."""
+    scale_file: str = ""
+    selected: list[str] = dataclasses.field(default_factory=list)
+    """The tables to report (config `tables`, or all of params/)."""
+
+    @classmethod
+    def load(cls, config: dict[str, Any], scale_file: str | Path | None = None,
+             params_dir: str | Path = "params") -> Plan:
+        """Read the scale and the selected params tables (with any table a selected row is
+        fine-tuned from) and check them all: recipes, references between rows, every row's model
+        and train cells. Errors name the file, line and key."""
+        scale_file = Path(scale_file or Path("config", "scales", f"{config['scale']}.yaml"))
+        scale = yaml.safe_load(scale_file.read_text())
+        selected = config["tables"] or sorted(p.stem for p in Path(params_dir).glob("*.tsv"))
+        tables: dict[str, list[wc.Row]] = {}
+        wanted = list(selected)
+        while wanted:
+            name = wanted.pop(0)
+            if name in tables:
+                continue
+            path = Path(params_dir) / f"{name}.tsv"
+            if not path.exists():
+                if name in selected:
+                    raise ConfigError("config", "tables", f"{name!r} has no file {path}")
+                continue  # a row's init_from names it: check_references says which row
+            tables[name] = wc.load_table(path)
+            wanted += [r.init_from.split("/")[0] for r in tables[name] if r.init_from]
+        plan = cls(config, scale, tables, str(scale_file), list(selected))
+        plan.check()
+        return plan
+
+    def check(self) -> None:
+        wc.check_references(self.tables, self.scale)
+        wc.check_scale(self.scale, self.scale_file)
+        for row in self.rows.values():
+            wc.check_row(row, self.scale)
+        _ = self.showcase, self.figure1
+
+    # --- folders ------------------------------------------------------------------------------
+
+    @property
+    def scale_name(self) -> str:
+        return self.config["scale"]
+
+    @property
+    def data(self) -> str:
+        return self.config["data_dir"]
+
+    @property
+    def dataset(self) -> str:
+        return str(wc.dataset_dir(self.scale, self.data))
+
+    @property
+    def results(self) -> str:
+        return f"{self.config['results_dir']}/{self.scale_name}"
+
+    @property
+    def reports(self) -> str:
+        return f"{self.config['reports_dir']}/{self.scale_name}"
+
+    @property
+    def logs(self) -> str:
+        return f"{self.results}/logs"
+
+    @property
+    def benchmarks(self) -> str:
+        """Snakemake's per-job timing files (not the speed benchmarks of benchmarks/)."""
+        return f"{self.results}/benchmarks"
+
+    @property
+    def torch_home(self) -> str:
+        """TORCH_HOME of the training jobs: the ImageNet weights are fetched into it by their own
+        jobs, so a training job on a compute node never reaches the internet."""
+        return str(Path(self.data, "torch"))
+
+    @property
+    def run_pattern(self) -> wc.RunPaths:
+        """The run-folder layout with the wildcards {table}, {row} and {digest}."""
+        return wc.RunPaths.wildcards(self.results)
+
+    # --- rows -----------------------------------------------------------------------------------
+
+    @functools.cached_property
+    def rows(self) -> dict[str, wc.Row]:
+        return {r.key: r for rows in self.tables.values() for r in rows}
+
+    @functools.cached_property
+    def skipped(self) -> dict[str, str]:
+        """table/row -> why it does not run at this scale."""
+        return {k: why for k, r in self.rows.items()
+                if (why := wc.skip_reason(r, self.tables, self.scale))}
+
+    @functools.cached_property
+    def run_keys(self) -> list[str]:
+        return [k for k in self.rows if k not in self.skipped]
+
+    def table_runs(self, table: str) -> list[str]:
+        """The rows of `table` that run at this scale."""
+        return [k for k in self.run_keys if self.rows[k].table == table]
+
+    def _refs(self, name: str) -> list[str]:
+        """The refs of config `name` that run: a ref into an unloaded table is dropped, a typo is
+        an error."""
+        refs = self.config[name]
+        for ref in refs:
+            if ref.split("/")[0] in self.tables and ref not in self.rows:
+                raise ConfigError("config", name,
+                                  f"{ref!r} is not a row of params/{ref.split('/')[0]}.tsv")
+        return [ref for ref in refs if ref.split("/")[0] in self.selected
+                and ref not in self.skipped]
+
+    @functools.cached_property
+    def showcase(self) -> list[str]:
+        return self._refs("showcase")
+
+    @functools.cached_property
+    def figure1(self) -> list[str]:
+        return self._refs("figure1")
+
+    # --- one row's run --------------------------------------------------------------------------
+
+    @functools.cache  # noqa: B019 (one Plan per invocation, kept for the whole run)
+    def row_config(self, key: str) -> dict[str, Any]:
+        """The whole run config of a row. Its digest names the row's folder (`paths`)."""
+        row = self.rows[key]
+        init = self.init_checkpoint(row)
+        return wc.run_config(row, self.scale, self.data, init[0] if init else None)
+
+    def paths(self, key: str) -> wc.RunPaths:
+        """A row's files, in the folder named after its run config's digest: a changed config (of
+        the row, its recipe, its scale, its dataset or the run it starts from) is a new folder,
+        so it retrains because its outputs are missing. No file time or .snakemake/ record is
+        involved, which is what makes results restored by `dvc pull` reusable."""
+        table, row = key.split("/")
+        return wc.RunPaths.of(self.results, table, row, wc.config_digest(self.row_config(key)))
+
+    def run_config_json(self, key: str, digest: str) -> str:
+        """The row's run config for the folder asked for; a folder of another config is refused."""
+        import json
+
+        current = self.paths(key).root.name
+        if digest != current:
+            raise ValueError(f"{self.results}/{key}/{digest} is not the folder of the row's "
+                             f"current run config ({current}); ask for the reports, not old "
+                             "folders")
+        return json.dumps(self.row_config(key), sort_keys=True)
+
+    def init_checkpoint(self, row: wc.Row) -> list[str]:
+        """The final weights a row starts from ([] for none)."""
+        return [str(self.paths(row.init_from).model)] if row.init_from else []
+
+    def run_wildcards(self, key: str) -> dict[str, str]:
+        """The values of the wildcards {table}, {row} and {digest} for a row's run."""
+        table, row = key.split("/")
+        return {"table": table, "row": row, "digest": self.paths(key).root.name}
+
+    def split_file(self, split: str) -> str:
+        """The dataset file of a logical split at this scale (the synthetic one stands in for
+        every split at the default scale)."""
+        return wc.split_file(self.scale, split, self.data)
+
+    def official_file(self, split: str) -> str:
+        """The file of a logical split of the official datasets, whatever the scale."""
+        return str(Path(self.data, wc.SPLITS["official"][split]))
+
+    def voc_split_options(self, name: str) -> str:
+        """`scratchdet data voc` options that merge the devkit splits of data/voc/<name>.json."""
+        return " ".join(
+            f"--voc-dir {shlex.quote(wc.extracted_dir(self.data, archive, 'VOCdevkit', year))} "
+            f"--split {image_set}" for archive, year, image_set in wc.voc_split_sources()[name])
+
+    def archives_of(self, dataset_file: str) -> tuple[str, ...]:
+        """The archives an official dataset file (as `official_file` names it) is made from."""
+        split = next(s for s in wc.SPLITS["official"] if self.official_file(s) == dataset_file)
+        return wc.SPLIT_ARCHIVES[split]
+
+    def local_gt(self, row: wc.Row) -> str:
+        """The labelled split a row is scored on here (VOC 2007 test for VOC 2012 rows)."""
+        return self.split_file(wc.EVALS[row.eval][0])
+
+    @property
+    def test_files(self) -> dict[str, str]:
+        """Every file a test split can stand for, by file stem (detections are named after it)."""
+        return {Path(self.split_file(s)).stem: self.split_file(s)
+                for s in ("voc07_test", "voc12_test", "coco_val", "coco_testdev")}
+
+    def submissions(self, key: str) -> list[str]:
+        """The evaluation-server upload files of a row ([] when it is scored locally only)."""
+        path = wc.submission_file(self.rows[key], self.paths(key))
+        return [str(path)] if path else []
+
+    def resource(self, kind: str, key: str) -> int:
+        """A resource of a job kind (train, detect, eval) at this scale."""
+        return self.scale["resources"][kind].get(key, 0)
+
+    # --- ImageNet weights ----------------------------------------------------------------------
+
+    @functools.cached_property
+    def imagenet_weights(self) -> dict[str, str]:
+        """File name -> URL of torchvision's ImageNet weights that the running rows fine-tune."""
+        files: dict[str, str] = {}
+        for key in self.run_keys:
+            files.update(self.weights_of(self.rows[key]))
+        return files
+
+    def weights_of(self, row: wc.Row) -> dict[str, str]:
+        if not row.pretrained or row.unpublished:
+            return {}
+        from .models.pretrained import imagenet_weights, weights_file  # torch: only when needed
+
+        weights = imagenet_weights(row.model)
+        return {} if weights is None else {weights_file(weights): weights.url}
+
+    def weight_files(self, row: wc.Row) -> list[str]:
+        """The weight files a row's training job reads from `torch_home`."""
+        return [str(Path(self.torch_home, "hub", "checkpoints", name))
+                for name in self.weights_of(row)]
+
+    # --- command-line arguments of the report rules --------------------------------------------
+
+    def run_options(self, table: str) -> str:
+        """--run ROW=FOLDER for each row of `table` that runs at this scale."""
+        return repeated_option("--run", ((self.rows[k].id, self.paths(k).root)
+                                         for k in self.table_runs(table)))
+
+    def skip_options(self, table: str) -> str:
+        """--skip ROW=REASON for each row of `table` that does not run at this scale."""
+        return repeated_option("--skip", ((self.rows[k].id, why)
+                                          for k, why in self.skipped.items()
+                                          if self.rows[k].table == table))
+
+    def figure1_options(self) -> str:
+        """--run LABEL=TRAIN_DIR for each run of ScratchDet Figure 1."""
+        return repeated_option("--run", ((figure1_label(self.rows[k]), self.paths(k).train_dir)
+                                         for k in self.figure1))
+
+    def download_options(self, archive: str) -> str:
+        return wc.download_options(self.config["downloads"][archive])

@@ -1,0 +1,76 @@
+"""The repository itself: no paths of one machine, the specs it cites inside it, a licence and a
+citation file that agree with pyproject.toml and the papers."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT / ".." / "shared"
+# An absolute path on some machine that ends in shared/papers or shared/datasets.
+MACHINE_PATH = re.compile(r"(?<![\w.])/[\w.-]+(?:/[\w.-]+)*/shared/(?:papers|datasets)\b")
+
+
+def tracked_text_files() -> list[str]:
+    listed = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, text=True,
+                            check=True).stdout
+    names = []
+    for name in filter(None, listed.split("\0")):
+        path = ROOT / name
+        if path.is_file() and not path.is_symlink() and b"\0" not in path.read_bytes()[:4096]:
+            names.append(name)
+    return names
+
+
+def machine_paths(name: str) -> list[str]:
+    text = (ROOT / name).read_text(errors="replace")
+    return [m.group(0) for m in MACHINE_PATH.finditer(text)]
+
+
+def test_no_tracked_file_names_a_machine_path():
+    found = {name: machine_paths(name) for name in tracked_text_files()}
+    assert {k: v for k, v in found.items() if v} == {}
+
+
+def test_specs_the_code_cites_live_in_the_repository():
+    assert (ROOT / "docs/SPECS.md").is_file()
+    for name in tracked_text_files():
+        if name == "tests/test_repository.py":
+            continue
+        for line in (ROOT / name).read_text(errors="replace").splitlines():
+            if "SPECS.md" in line:
+                assert re.search(r"(?:^|[^\w/.])(?:\.\./)?docs/SPECS\.md|\(SPECS\.md\)", line) \
+                    or name.startswith("docs/"), f"{name}: {line.strip()}"
+
+
+def test_license_and_citation_agree_with_the_package():
+    pyproject = (ROOT / "pyproject.toml").read_text()  # (tomllib needs Python 3.11)
+    project = {key: re.search(rf'^{key} = (.+)$', pyproject, re.MULTILINE).group(1)
+               for key in ("version", "license")}
+    assert project["license"] == '{ text = "MIT" }'
+    project["version"] = project["version"].strip('"')
+    assert (ROOT / "LICENSE").read_text().startswith("MIT License")
+    cff = yaml.safe_load((ROOT / "CITATION.cff").read_text())
+    assert cff["cff-version"] == "1.2.0" and cff["type"] == "software"
+    assert cff["license"] == "MIT" and cff["version"] == project["version"]
+    assert cff["message"] and cff["authors"]
+    years = {ref["title"].split(":")[0]: ref["year"] for ref in cff["references"]}
+    assert years == {"DSOD": 2017, "ScratchDet": 2019}
+    for ref in cff["references"]:
+        assert ref["type"] == "conference-paper" and ref["authors"] and ref["conference"]["name"]
+
+
+@pytest.mark.skipif(not (SHARED / "papers").is_dir(), reason="no ../shared/papers beside the repo")
+@pytest.mark.parametrize("paper", ["dsod-iccv2017.txt", "scratchdet-cvpr2019.txt"])
+def test_citation_titles_and_authors_are_those_of_the_papers(paper):
+    lines = (SHARED / "papers" / paper).read_text().splitlines()
+    cff = yaml.safe_load((ROOT / "CITATION.cff").read_text())
+    [ref] = [r for r in cff["references"] if r["title"] == lines[0].strip()]
+    byline = next(line for line in lines[1:4] if line.strip())
+    for author in ref["authors"]:
+        assert f"{author['given-names']} {author['family-names']}" in byline

@@ -1,0 +1,70 @@
+# Shared by every file in rules/ (the validated config, the scale and the params rows), planned by
+# scratchdet.workflow_plan.Plan (tested Python). Planning reads no network and, at the default
+# scale, needs no torch once the model registry imports without it: a dry run stays fast.
+
+import re
+import sys
+from pathlib import Path
+
+import pandas as pd
+import yaml
+from snakemake.utils import min_version, validate
+
+from scratchdet import workflow_config as wc
+from scratchdet.workflow_plan import Plan, figure1_title
+from scratchdet.workflow_preflight import preflight_report
+
+min_version("8.20")
+
+
+validate(config, "../schemas/config.schema.yaml")
+
+SCALE_FILE = f"config/scales/{config['scale']}.yaml"
+validate(yaml.safe_load(Path(SCALE_FILE).read_text()), "../schemas/scale.schema.yaml")
+for _name in config["tables"] or sorted(p.stem for p in Path("params").glob("*.tsv")):
+    if Path(f"params/{_name}.tsv").exists():  # a missing one is Plan.load's error
+        validate(
+            pd.read_csv(f"params/{_name}.tsv", sep="\t", dtype=str, keep_default_na=False),
+            "../schemas/params.schema.yaml",
+        )
+
+# Every row's model and train cells are checked here: a typo stops `snakemake -n`, naming the
+# params file, the line and the key.
+PLAN = Plan.load(config, SCALE_FILE)
+SCALE_CFG = PLAN.scale
+DATA = PLAN.data
+RESULTS = PLAN.results
+REPORTS = PLAN.reports
+LOGS = PLAN.logs
+BENCH = PLAN.benchmarks
+RUN = PLAN.run_pattern  # the run-folder layout with the wildcards {table}, {row} and {digest}
+
+if workflow.is_main_process:
+    print(preflight_report(PLAN), end="", file=sys.stderr)
+
+
+def row_of(wildcards):
+    return PLAN.rows[f"{wildcards.table}/{wildcards.row}"]
+
+
+def run_file(folder, job, suffix=".log"):
+    """A per-run log or benchmark file of the job `job`, under `folder` (LOGS or BENCH)."""
+    return str(RUN.job_file(folder, job, suffix))
+
+
+def extract_markers(archives):
+    """The files that say each archive is extracted."""
+    return [ancient(f"{DATA}/extracted/{a}.done") for a in archives]
+
+
+def detections(wildcards, split_file):
+    """The detect job's output for this run on `split_file` (the row's current run unless the
+    wildcards name a digest)."""
+    key = f"{wildcards.table}/{wildcards.row}"
+    run = {**PLAN.run_wildcards(key), **dict(wildcards.items())}
+    return expand(rules.detect.output.dets, testset=Path(split_file).stem, **run)
+
+
+def of_runs(pattern, keys):
+    """A rule's output `pattern` (with the run wildcards) for each run `table/row` in `keys`."""
+    return [expand(pattern, **PLAN.run_wildcards(key))[0] for key in keys]
