@@ -74,7 +74,12 @@ def test_sigkill_then_rerun_reaches_identical_weights(tmp_path, synth_splits, re
     run = tmp_path / "run"
     proc = subprocess.Popen(_train_cmd(config, run), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     _wait_for_checkpoint(proc, run)
-    second = subprocess.run(_train_cmd(config, run), capture_output=True, text=True, check=False)
+    proc.send_signal(signal.SIGSTOP)  # paused, still holding the folder, so it cannot finish first
+    try:
+        second = subprocess.run(_train_cmd(config, run), capture_output=True, text=True,
+                                check=False)
+    finally:
+        proc.send_signal(signal.SIGCONT)
     assert second.returncode == 2, second.stderr  # one run per folder, refused at once
     assert f"{run}: this run folder is in use" in second.stderr and f"PID {proc.pid}" in second.stderr
     time.sleep(0.7)  # somewhere inside a later step, or inside a checkpoint write
