@@ -17,6 +17,7 @@ from typing import Any
 import yaml
 
 from .errors import ConfigError, ScratchdetError
+from .evaluation.baselines import BASELINES
 
 
 def _parse_override(text: str) -> tuple[str, Any]:
@@ -29,22 +30,52 @@ def _parse_override(text: str) -> tuple[str, Any]:
 # --- data -------------------------------------------------------------------------------------
 
 def cmd_data_synth(args: argparse.Namespace) -> None:
-    from .data.synth import make_synthetic_voc
+    from .data.synth import SYNTH_CLASSES, make_synthetic_voc
 
-    root = make_synthetic_voc(args.out, n_trainval=args.trainval, n_test=args.test, seed=args.seed)
+    extra: dict[str, Any] = {}
+    if args.objects:
+        extra["objects"] = tuple(args.objects)
+    if args.object_size:
+        extra["object_size"] = tuple(args.object_size)
+    root = make_synthetic_voc(args.out, n_trainval=args.trainval, n_test=args.test, seed=args.seed,
+                              classes=args.classes or SYNTH_CLASSES, **extra)
     print(root)
+
+
+def cmd_data_split(args: argparse.Namespace) -> None:
+    from .data.annotations import load_annotations, save_annotations
+    from .data.split import split_dataset
+
+    ds = load_annotations(args.data, resolve_image_dir=False)
+    train, test = split_dataset(ds, args.test, seed=args.seed, source=args.data)
+    save_annotations(train, args.train_out)
+    save_annotations(test, args.test_out)
+    print(f"{args.train_out}: {len(train['images'])} images; "
+          f"{args.test_out}: {len(test['images'])} images")
 
 
 def cmd_data_voc(args: argparse.Namespace) -> None:
     from .data.annotations import save_annotations
     from .data.voc import read_voc_many
 
-    pairs = [(Path(d), s) for d, s in zip(args.voc_dir, args.split)]
-    if len(args.voc_dir) != len(args.split):
-        raise ConfigError(None, "--split", "give one --split per --voc-dir")
-    ds = read_voc_many(pairs)
+    if args.annotations:  # flat layout: a folder of XMLs next to a folder of images
+        from .data.voc import read_voc_files
+
+        if args.voc_dir or args.split or not args.images:
+            raise ConfigError(None, "--annotations", "give --annotations with --images, and "
+                                                     "without --voc-dir/--split")
+        xmls = sorted(Path(args.annotations).glob("*.xml"))
+        if not xmls:
+            raise ConfigError(None, "--annotations", f"no *.xml file in {args.annotations}")
+        ds = read_voc_files(xmls, args.images)
+    else:
+        if not args.voc_dir or len(args.voc_dir) != len(args.split or []):
+            raise ConfigError(None, "--split", "give --voc-dir with one --split each (or "
+                                               "--annotations with --images)")
+        ds = read_voc_many([(Path(d), s) for d, s in zip(args.voc_dir, args.split)])
     from .data.check import verify_images
-    verify_images(ds)  # every image decodes, so no training batch meets a broken one
+    for dropped in verify_images(ds, drop=args.drop_broken):  # no training batch meets one
+        print(f"dropped {dropped}", file=sys.stderr)
     save_annotations(ds, args.out)
     print(f"{args.out}: {len(ds['images'])} images, {len(ds['annotations'])} boxes")
 
@@ -128,11 +159,15 @@ def _launch_workers(args: argparse.Namespace, nproc: int) -> int:
 
 
 def cmd_detect(args: argparse.Namespace) -> None:
+    import dataclasses
+
     from .config import DetectConfig, load_config
     from .engine.detect import detect
     from .engine.gpus import assign_gpus
 
     cfg = load_config(args.config).detect if args.config else DetectConfig()
+    if args.precise_bn is not None:
+        cfg = dataclasses.replace(cfg, precise_bn=args.precise_bn)
     claim = assign_gpus(args.gpus)  # held (flock) until this process exits
     n = detect(args.checkpoint, args.data, args.out, cfg, device=args.device,
                num_workers=args.workers)
@@ -145,6 +180,11 @@ def cmd_eval(args: argparse.Namespace) -> None:
     from .io import read_json, write_json
     from .provenance import provenance
 
+    if (args.baseline is None) == (args.dets is None):
+        raise ConfigError(None, "--dets", "give either --dets or --baseline (with --train)")
+    if args.baseline is not None:
+        _eval_baseline(args)
+        return
     status = read_json(args.status) if args.status else {"status": "finished"}
     if status.get("status") == "diverged":
         result: dict[str, Any] = {"metric": args.metric, "map": float("nan"), "per_class": {},
@@ -157,6 +197,51 @@ def cmd_eval(args: argparse.Namespace) -> None:
     result["provenance"] = provenance()
     write_json(args.out, result)
     print(f"{args.out}: {args.metric} mAP = {result['map']:.4f}")
+
+
+def _eval_baseline(args: argparse.Namespace) -> None:
+    """Score an image-blind baseline (evaluation/baselines.py); its detections go to --dets-out."""
+    import tempfile
+
+    from .data.annotations import load_annotations
+    from .evaluation import evaluate
+    from .evaluation.baselines import baseline_detections
+    from .io import write_json
+    from .provenance import provenance
+
+    if not args.train:
+        raise ConfigError(None, "--train", "an image-blind baseline needs the training split "
+                                           "whose boxes it averages")
+    train = load_annotations(args.train, resolve_image_dir=False)
+    test = load_annotations(args.gt, resolve_image_dir=False)
+    dets = baseline_detections(args.baseline, train, test, str(args.train))
+    with tempfile.TemporaryDirectory(prefix="scratchdet-baseline-") as tmp:
+        path = Path(args.dets_out) if args.dets_out else Path(tmp) / "dets.json"
+        write_json(path, dets, indent=None)
+        result = evaluate(args.gt, path, args.metric)
+    result.update(baseline=args.baseline, diverged=False,
+                  inputs={"gt": str(args.gt), "train": str(args.train)}, provenance=provenance())
+    write_json(args.out, result)
+    print(f"{args.out}: {args.baseline} baseline {args.metric} mAP = {result['map']:.4f}")
+
+
+def cmd_curve(args: argparse.Namespace) -> None:
+    from .config import DetectConfig, load_config
+    from .engine.learning_curve import learning_curve
+
+    cfg = load_config(args.config).detect if args.config else DetectConfig()
+    if args.precise_bn is not None:
+        import dataclasses
+
+        cfg = dataclasses.replace(cfg, precise_bn=args.precise_bn)
+    rows = learning_curve(args.run, args.data, args.out, metric=args.metric, detect_cfg=cfg,
+                          device=args.device, num_workers=args.workers)
+    if args.figure:
+        from .reports.learning_curve import learning_curve_figure
+
+        learning_curve_figure({args.title or Path(args.run).name: args.out}, args.figure)
+    for row in rows:
+        print(f"step {row['step']:>7}: {args.metric} mAP {row['map']:.4f}  loss {row['loss']:.3f}")
 
 
 def cmd_artifacts_push(args: argparse.Namespace) -> None:
@@ -199,11 +284,28 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--trainval", type=int, default=160)
     s.add_argument("--test", type=int, default=80)
     s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--objects", type=int, nargs=2, metavar=("MIN", "MAX"),
+                   help="objects per image (default 1 5)")
+    s.add_argument("--object-size", type=float, nargs=2, metavar=("MIN", "MAX"),
+                   help="object sides as fractions of the image's short side (default 12 px to 0.7)")
+    s.add_argument("--classes", nargs="+", metavar="CLASS",
+                   help="classes to draw, of box disc triangle cross ring (default all)")
     s.set_defaults(func=cmd_data_synth)
+    s = dsub.add_parser("split", help="split one annotation file into train and test, by seed")
+    s.add_argument("--data", required=True, help="annotation file to split")
+    s.add_argument("--test", type=int, required=True, help="images that go to the test part")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--train-out", required=True)
+    s.add_argument("--test-out", required=True)
+    s.set_defaults(func=cmd_data_split)
     s = dsub.add_parser("voc", help="convert VOC splits to the internal annotation format")
-    s.add_argument("--voc-dir", action="append", required=True,
+    s.add_argument("--voc-dir", action="append",
                    help="VOCdevkit/VOC2007-style folder; repeat to merge years")
-    s.add_argument("--split", action="append", required=True, help="split list name, per --voc-dir")
+    s.add_argument("--split", action="append", help="split list name, per --voc-dir")
+    s.add_argument("--annotations", help="flat layout: a folder of VOC XMLs (with --images)")
+    s.add_argument("--images", help="flat layout: the folder of the images the XMLs name")
+    s.add_argument("--drop-broken", action="store_true",
+                   help="leave out images that do not decode (named on stderr) instead of failing")
     s.add_argument("--out", required=True)
     s.set_defaults(func=cmd_data_voc)
     s = dsub.add_parser("coco", help="convert a COCO instances file to the internal format")
@@ -245,15 +347,37 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--workers", type=int, default=2)
     s.add_argument("--gpus", type=int, default=0, choices=(0, 1),
                    help="claim a free GPU of this machine, as train --gpus does")
+    s.add_argument("--precise-bn", type=int, metavar="N",
+                   help="re-estimate BatchNorm statistics from N training batches first "
+                        "(PreciseBN; default: the config's detect.precise_bn, else off)")
     s.set_defaults(func=cmd_detect)
 
     s = sub.add_parser("eval", help="score detections against ground truth")
     s.add_argument("--gt", required=True)
-    s.add_argument("--dets", required=True)
+    s.add_argument("--dets", help="detections (COCO results format) to score")
     s.add_argument("--metric", choices=("voc07", "voc12", "coco"), default="voc07")
     s.add_argument("--out", required=True)
     s.add_argument("--status", help="status.json of the training run: a diverged run scores NaN")
+    s.add_argument("--baseline", choices=BASELINES,
+                   help="score an image-blind baseline instead of --dets: the mean training box "
+                        "and/or the whole image, score 1, in every image")
+    s.add_argument("--train", help="training split whose boxes the baseline averages")
+    s.add_argument("--dets-out", help="also write the baseline's detections here")
     s.set_defaults(func=cmd_eval)
+
+    s = sub.add_parser("curve", help="learning curve: score every kept snapshot of a run")
+    s.add_argument("--run", required=True, help="run folder (train.keep_checkpoints snapshots)")
+    s.add_argument("--data", required=True, help="split to score on")
+    s.add_argument("--out", required=True, help="CSV to write (provenance in <out>.meta.json)")
+    s.add_argument("--figure", help="also draw the curve as a PNG")
+    s.add_argument("--title", help="panel title (default: the run folder's name)")
+    s.add_argument("--metric", choices=("voc07", "voc12", "coco"), default="voc07")
+    s.add_argument("--config", help="run config whose 'detect' section sets NMS and thresholds")
+    s.add_argument("--precise-bn", type=int, metavar="N",
+                   help="re-estimate BatchNorm statistics from N training batches per snapshot")
+    s.add_argument("--device", default="auto")
+    s.add_argument("--workers", type=int, default=0)
+    s.set_defaults(func=cmd_curve)
 
     s = sub.add_parser("artifacts", help="version datasets and trained rows with DVC")
     asub = s.add_subparsers(dest="artifacts_command", required=True)

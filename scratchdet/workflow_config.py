@@ -39,7 +39,7 @@ __all__ = [
     "Row", "RunPaths", "check_references", "check_row", "check_scale", "config_digest",
     "dataset_dir", "deep_merge", "download_options", "extracted_dir", "load_table",
     "parse_paper_value", "run_config", "skip_reason", "split_file", "submission_file",
-    "voc_competition", "voc_split_sources",
+    "synth_folder", "synth_options", "voc_competition", "voc_split_sources",
 ]
 
 FIXED = ("row", "recipe", "train_data", "eval", "pretrained", "init_from", "model", "train", "note")
@@ -71,7 +71,33 @@ SPLITS = {
 }
 
 SYNTH_FOLDER = "{trainval}trainval_{test}test_seed{seed}"
-"""The synthetic dataset's folder under `<data>/synth/`, named after its recipe (`synth:`)."""
+"""The synthetic dataset's folder under `<data>/synth/`, named after its recipe (`synth:`); the
+optional object knobs add a suffix (`synth_folder`)."""
+
+
+def synth_folder(synth: dict[str, Any]) -> str:
+    """The folder name of a synthetic recipe: sizes and seed, then any object knobs, so that a
+    changed recipe is a new folder (and new run digests)."""
+    name = SYNTH_FOLDER.format(**synth)
+    if "objects" in synth:
+        name += "_obj{}-{}".format(*synth["objects"])
+    if "object_size" in synth:
+        name += "_size{}-{}".format(*synth["object_size"])
+    if "classes" in synth:
+        name += "_" + "-".join(synth["classes"])
+    return name
+
+
+def synth_options(synth: dict[str, Any]) -> str:
+    """`scratchdet data synth` options of a synthetic recipe (besides --out)."""
+    opts = [f"--trainval {synth['trainval']}", f"--test {synth['test']}", f"--seed {synth['seed']}"]
+    if "objects" in synth:
+        opts.append("--objects {} {}".format(*synth["objects"]))
+    if "object_size" in synth:
+        opts.append("--object-size {} {}".format(*synth["object_size"]))
+    if "classes" in synth:
+        opts.append("--classes " + " ".join(synth["classes"]))
+    return " ".join(opts)
 
 VOC_SOURCES: dict[str, tuple[tuple[str, str, str], ...]] = {
     # logical split -> the (archive, VOC year, image set) it merges, from the extracted devkits
@@ -200,6 +226,16 @@ class RunPaths:
     def metrics(self) -> Path:
         return self.root / "metrics.json"
 
+    @property
+    def learning_curve(self) -> Path:
+        """mAP of every kept snapshot on the row's test split (`scratchdet curve`)."""
+        return self.root / "learning_curve.csv"
+
+    @property
+    def learning_curve_precise_bn(self) -> Path:
+        """The same with the BatchNorm statistics re-estimated first (PreciseBN)."""
+        return self.root / "learning_curve_precise_bn.csv"
+
     def detections(self, split_file: str | Path) -> Path:
         """Detections on a dataset file, named after its stem (`"{testset}"` in a pattern)."""
         return self.root / f"dets_{Path(split_file).stem}.json"
@@ -312,6 +348,8 @@ def check_references(tables: dict[str, list[Row]], scale: dict[str, Any]) -> Non
 
 def skip_reason(row: Row, tables: dict[str, list[Row]], scale: dict[str, Any]) -> str | None:
     """Why `row` does not run at this scale (None: it runs). Never silent: reports show it."""
+    if "rows" in scale and row.key not in scale["rows"]:
+        return "not among the rows this scale trains"
     if row.unpublished:
         return "needs ImageNet weights that were never published"
     if row.pretrained and not scale["run_pretrained"]:
@@ -341,7 +379,7 @@ def dataset_dir(scale: dict[str, Any], data_dir: str | Path = "data") -> Path:
     that the run configs (and so their digests) change when the recipe does."""
     if scale["dataset"] != "synth":
         return Path(data_dir)
-    return Path(data_dir) / "synth" / SYNTH_FOLDER.format(**scale["synth"])
+    return Path(data_dir) / "synth" / synth_folder(scale["synth"])
 
 
 def split_file(scale: dict[str, Any], split: str, data_dir: str | Path = "data") -> str:
@@ -350,24 +388,34 @@ def split_file(scale: dict[str, Any], split: str, data_dir: str | Path = "data")
 
 def run_config(row: Row, scale: dict[str, Any], data_dir: str | Path = "data",
                init_checkpoint: str | Path | None = None) -> dict[str, Any]:
-    """The run config of `row` at `scale`: scale base < recipe < the row's own overrides."""
+    """The run config of `row` at `scale`: scale base < recipe < the row's own overrides < the
+    scale's `row_overrides` for the row (e.g. the proof scale's CPU-sized settings)."""
     gt_split = EVALS[row.eval][0]
     raw = deep_merge(scale["base"], scale["recipes"][row.recipe], {"train": row.train}, {
         "model": row.model,
         "data": {"train": split_file(scale, row.train_data, data_dir),
                  "test": split_file(scale, gt_split, data_dir)},
-    })
+    }, scale.get("row_overrides", {}).get(row.key, {}))
     if init_checkpoint is not None:
         raw["train"]["init_from"] = str(init_checkpoint)
     config_from_dict(raw, row.where or row.key)  # fail at planning, not in the job
     return raw
 
 
-def check_scale(scale: dict[str, Any], scale_file: str | Path) -> None:
-    """Every recipe of a scale, laid over its base, is a valid run config (any model)."""
+def check_scale(scale: dict[str, Any], scale_file: str | Path,
+                rows: dict[str, Row] | None = None) -> None:
+    """Every recipe of a scale, laid over its base, is a valid run config (any model); every row
+    the scale names (`rows`, `row_overrides`) exists among `rows`, when given."""
     for name, recipe in scale["recipes"].items():
         config_from_dict(deep_merge(scale["base"], recipe, {"model": {"name": "<any>"}}),
                          f"{scale_file} (recipes.{name} over base)")
+    if rows is None:
+        return
+    loaded = {key.split("/")[0] for key in rows}
+    for key in ("rows", "row_overrides"):
+        for ref in scale.get(key, []):
+            if ref.split("/")[0] in loaded and ref not in rows:  # other tables: not loaded now
+                raise ConfigError(scale_file, f"{key}.{ref}", "not a row of its params table")
 
 
 def check_row(row: Row, scale: dict[str, Any]) -> None:
@@ -381,4 +429,5 @@ def check_row(row: Row, scale: dict[str, Any]) -> None:
     except ConfigError as err:
         raise ConfigError(row.where, err.key, err.problem) from None
     config_from_dict(deep_merge(scale["base"], scale["recipes"][row.recipe],
-                                {"train": row.train, "model": row.model}), row.where)
+                                {"train": row.train, "model": row.model},
+                                scale.get("row_overrides", {}).get(row.key, {})), row.where)

@@ -66,7 +66,10 @@ class Plan:
         and train cells. Errors name the file, line and key."""
         scale_file = Path(scale_file or Path("config", "scales", f"{config['scale']}.yaml"))
         scale = yaml.safe_load(scale_file.read_text())
-        selected = config["tables"] or sorted(p.stem for p in Path(params_dir).glob("*.tsv"))
+        # No table named: all of params/, or those of the rows the scale trains (scale `rows`).
+        selected = config["tables"] or (
+            sorted({ref.split("/")[0] for ref in scale["rows"]}) if "rows" in scale
+            else sorted(p.stem for p in Path(params_dir).glob("*.tsv")))
         tables: dict[str, list[wc.Row]] = {}
         wanted = list(selected)
         while wanted:
@@ -86,7 +89,7 @@ class Plan:
 
     def check(self) -> None:
         wc.check_references(self.tables, self.scale)
-        wc.check_scale(self.scale, self.scale_file)
+        wc.check_scale(self.scale, self.scale_file, self.rows)
         for row in self.rows.values():
             wc.check_row(row, self.scale)
         _ = self.showcase, self.figure1
@@ -154,9 +157,9 @@ class Plan:
         return [k for k in self.run_keys if self.rows[k].table == table]
 
     def _refs(self, name: str) -> list[str]:
-        """The refs of config `name` that run: a ref into an unloaded table is dropped, a typo is
-        an error."""
-        refs = self.config[name]
+        """The refs of `name` (the scale's list, else the config's) that run: a ref into an
+        unloaded table is dropped, a typo is an error."""
+        refs = self.scale.get(name, self.config[name])  # a scale may choose its own
         for ref in refs:
             if ref.split("/")[0] in self.tables and ref not in self.rows:
                 raise ConfigError("config", name,
@@ -232,6 +235,51 @@ class Plan:
     def local_gt(self, row: wc.Row) -> str:
         """The labelled split a row is scored on here (VOC 2007 test for VOC 2012 rows)."""
         return self.split_file(wc.EVALS[row.eval][0])
+
+    # --- image-blind baselines and learning curves ----------------------------------------------
+
+    def baseline_name(self, row: wc.Row) -> str:
+        """The image-blind baseline a row is read against: its training split's boxes, scored on
+        its test split with its metric (one file for every row that shares the three)."""
+        train, gt = self.split_file(row.train_data), self.local_gt(row)
+        return f"{Path(train).stem}__{Path(gt).stem}__{wc.EVALS[row.eval][1]}"
+
+    @functools.cached_property
+    def baseline_jobs(self) -> dict[str, dict[str, str]]:
+        """Baseline name -> its training split, test split and metric, for every running row."""
+        jobs = {}
+        for key in self.run_keys:
+            row = self.rows[key]
+            jobs[self.baseline_name(row)] = {"train": self.split_file(row.train_data),
+                                             "gt": self.local_gt(row),
+                                             "metric": wc.EVALS[row.eval][1]}
+        return jobs
+
+    def baseline_file(self, key: str) -> str:
+        return f"{self.results}/baselines/{self.baseline_name(self.rows[key])}.json"
+
+    def baseline_options(self, table: str) -> str:
+        """--baseline ROW=FILE for each row of `table` that runs at this scale."""
+        return repeated_option("--baseline", ((self.rows[k].id, self.baseline_file(k))
+                                              for k in self.table_runs(table)))
+
+    @property
+    def learning_curves(self) -> bool:
+        """Whether this scale scores every kept snapshot of its runs (scale `learning_curves`)."""
+        return bool(self.scale.get("learning_curves", False))
+
+    @property
+    def precise_bn_check(self) -> int:
+        """Training batches of the PreciseBN comparison curve (0: none; scale
+        `precise_bn_check`)."""
+        return int(self.scale.get("precise_bn_check", 0))
+
+    def curve_options(self, kind: str) -> str:
+        """--curve LABEL=CSV (kind "plain") or --precise-bn-curve (kind "precise_bn") per run."""
+        attr, option = (("learning_curve", "--curve") if kind == "plain"
+                        else ("learning_curve_precise_bn", "--precise-bn-curve"))
+        return repeated_option(option, ((k, getattr(self.paths(k), attr))
+                                        for k in self.run_keys))
 
     @property
     def test_files(self) -> dict[str, str]:

@@ -57,3 +57,26 @@ def test_bad_inputs_name_the_problem():
         mean_boxes(empty, "train.json")
     with pytest.raises(DataError, match="unknown baseline"):
         baseline_detections("median", _dataset([[(1, (0, 0, 5, 5))]]), empty)
+
+
+def test_the_command_scores_a_baseline_and_refuses_a_muddle(tmp_path, synth_splits, capsys):
+    from scratchdet.cli import main
+    from scratchdet.io import read_json
+
+    out, dets = tmp_path / "blind.json", tmp_path / "dets.json"
+    assert main(["eval", "--gt", str(synth_splits["test"]), "--baseline", "mean-box",
+                 "--train", str(synth_splits["trainval"]), "--out", str(out),
+                 "--dets-out", str(dets)]) == 0
+    result = read_json(out)
+    test = load_annotations(synth_splits["test"], resolve_image_dir=False)
+    assert result["baseline"] == "mean-box" and 0 <= result["map"] <= 1
+    assert result["map"] == voc_ap(test, read_json(dets))["map"]
+    assert result["provenance"]["code"]
+    assert len(read_json(dets)) == len(test["images"]) * len(
+        mean_boxes(load_annotations(synth_splits["trainval"], resolve_image_dir=False)))
+    capsys.readouterr()
+    assert main(["eval", "--gt", str(synth_splits["test"]), "--baseline", "mean-box",
+                 "--out", str(out)]) == 2
+    assert "--train" in capsys.readouterr().err
+    assert main(["eval", "--gt", str(synth_splits["test"]), "--out", str(out)]) == 2
+    assert "give either --dets or --baseline" in capsys.readouterr().err

@@ -138,3 +138,17 @@ def test_object_size_and_count_knobs(tmp_path):
     assert recorded["object_size"] == [0.2, 0.5] and recorded["objects"] == [1, 2]
     with pytest.raises(ValueError, match="object_size"):
         make_synthetic_voc(tmp_path / "bad", 2, 1, object_size=(0.5, 0.2))
+
+
+def test_the_command_takes_the_object_knobs(tmp_path):
+    import json
+
+    from scratchdet.cli import main
+
+    assert main(["data", "synth", "--out", str(tmp_path), "--trainval", "4", "--test", "2",
+                 "--seed", "5", "--objects", "1", "2", "--object-size", "0.2", "0.4",
+                 "--classes", "box", "ring"]) == 0
+    recorded = json.loads((tmp_path / "VOCdevkit/VOCSYNTH/generator.json").read_text())
+    assert recorded["objects"] == [1, 2] and recorded["object_size"] == [0.2, 0.4]
+    classes = (tmp_path / "VOCdevkit/VOCSYNTH/classes.txt").read_text().split()
+    assert classes == ["box", "ring"]

@@ -260,3 +260,37 @@ def test_kangaroo_photographs() -> None:
     assert decoded + truncated == len(xmls) and decoded > 0.9 * len(xmls)
     boxes = np.array([a["bbox"] for a in ds["annotations"]])
     assert (boxes[:, 2:] > 0).all()
+
+
+def test_the_command_reads_a_flat_folder_drops_broken_images_and_splits(tmp_path: Path,
+                                                                         capsys) -> None:
+    """`data voc --annotations/--images` (a photo folder with XMLs, no split lists), a truncated
+    image refused or, with --drop-broken, left out by name; then `data split` by seed."""
+    from scratchdet.cli import main
+    from scratchdet.data.annotations import load_annotations
+
+    make_voc(tmp_path, {f"x{i}": (40, 30, [obj("emu")]) for i in range(6)})
+    broken = tmp_path / "JPEGImages/x3.jpg"
+    broken.write_bytes(broken.read_bytes()[: broken.stat().st_size // 2])
+    args = ["data", "voc", "--annotations", str(tmp_path / "Annotations"),
+            "--images", str(tmp_path / "JPEGImages"), "--out", str(tmp_path / "all.json")]
+    assert main(args) == 2
+    assert f"{broken}:" in capsys.readouterr().err
+    assert main([*args, "--drop-broken"]) == 0
+    assert f"dropped {broken}:" in capsys.readouterr().err
+    ds = load_annotations(tmp_path / "all.json")
+    assert sorted(i["file_name"] for i in ds["images"]) == [f"x{i}.jpg" for i in (0, 1, 2, 4, 5)]
+    assert len(ds["annotations"]) == 5
+
+    parts = [str(tmp_path / p) for p in ("train.json", "test.json")]
+    split = ["data", "split", "--data", str(tmp_path / "all.json"), "--test", "2", "--seed", "4",
+             "--train-out", parts[0], "--test-out", parts[1]]
+    assert main(split) == 0
+    train, test = (load_annotations(p) for p in parts)
+    assert len(train["images"]) == 3 and len(test["images"]) == 2
+    assert {i["id"] for i in train["images"]}.isdisjoint(i["id"] for i in test["images"])
+    first = Path(parts[1]).read_bytes()
+    assert main(split) == 0 and Path(parts[1]).read_bytes() == first  # same seed, same split
+    assert main(["data", "voc", "--annotations", str(tmp_path / "Annotations"),
+                 "--out", str(tmp_path / "x.json")]) == 2
+    assert "--images" in capsys.readouterr().err

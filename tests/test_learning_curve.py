@@ -7,6 +7,7 @@ import math
 import pandas as pd
 import pytest
 
+from scratchdet.cli import main
 from scratchdet.config import config_from_dict
 from scratchdet.engine.learning_curve import blind_scores, learning_curve
 from scratchdet.engine.train import train
@@ -37,6 +38,21 @@ def test_every_kept_snapshot_is_scored(tmp_path, synth_splits):
     png = tmp_path / "curve.png"
     learning_curve_figure({"tiny": out}, png, title="tiny", note="smoke")
     assert png.stat().st_size > 1000
+
+    # The same through the command line, with PreciseBN, and the report that compares the two.
+    precise = tmp_path / "curve_precise_bn.csv"
+    assert main(["curve", "--run", str(run), "--data", str(synth_splits["test"]), "--out",
+                 str(precise), "--precise-bn", "2", "--device", "cpu",
+                 "--figure", str(tmp_path / "precise.png")]) == 0
+    assert read_json(str(precise) + ".meta.json")["precise_bn"] == 2
+    assert list(pd.read_csv(precise)["step"]) == [2, 4, 6]
+    md, fig = tmp_path / "curves.md", tmp_path / "curves.png"
+    assert main(["report", "learning-curves", "--curve", f"tiny={out}",
+                 "--precise-bn-curve", f"tiny={precise}", "--out-md", str(md),
+                 "--out-png", str(fig)]) == 0
+    table = md.read_text()
+    assert "| tiny | 6 |" in table and "mAP with PreciseBN" in table
+    assert fig.stat().st_size > 1000
 
 
 def test_a_run_without_snapshots_is_an_error(tmp_path, synth_splits):

@@ -92,9 +92,12 @@ def test_table_report_reads_nan_not_run_and_differences(tmp_path):
                                                         "reason": None},
                                   {"map": 0.5, "diverged": False}).root
     md, csv_path = tmp_path / "t.md", tmp_path / "t.csv"
+    blind = tmp_path / "blind.json"
+    write_json(blind, {"metric": "voc07", "map": 0.031, "baseline": "image-blind"})
     write_table_report(params, ROOT / "config/scales/default.yaml", "default", runs, skips,
-                       md, csv_path, tmp_path / "t.json")
+                       md, csv_path, tmp_path / "t.json", {rid: blind for rid in runs})
     text = md.read_text()
+    assert "image-blind: the same split scored with per-class mean training boxes" in text
     assert "Smoke scale: numbers are not comparable to the paper" in text
     assert "hardware: CPU (x86_64, 2 cores)" in text
     df = pd.read_csv(csv_path, comment="#", dtype=str, keep_default_na=False).set_index("row")
@@ -102,6 +105,8 @@ def test_table_report_reads_nan_not_run_and_differences(tmp_path):
     assert df.loc["scratch_bn-none_lr0.001", "mAP reproduced"] == "50.0"
     assert df.loc["scratch_bn-none_lr0.001", "mAP paper"] == "67.6"
     assert df.loc["scratch_bn-none_lr0.001", "mAP diff"] == "-17.6"
+    assert df.loc["scratch_bn-none_lr0.001", "image-blind"] == "3.1"
+    assert df.loc["pretrained_bn-both_lr0.01", "image-blind"] == ""
     diverged = df.loc["scratch_bn-none_lr0.05"]
     assert (diverged["mAP reproduced"], diverged["mAP paper"], diverged["mAP diff"]) == \
         ("NAN", "NAN", "")
@@ -114,6 +119,7 @@ def test_table_report_reads_nan_not_run_and_differences(tmp_path):
     assert record["scratch_bn-none_lr0.05"]["reproduced"] == {"map": "NaN"}
     assert record["scratch_bn-none_lr0.05"]["run"] == str(runs["scratch_bn-none_lr0.05"])
     assert record["scratch_bn-none_lr0.001"]["reproduced"] == {"map": 50.0}
+    assert record["scratch_bn-none_lr0.001"]["image_blind"] == pytest.approx(3.1)
     assert record["pretrained_bn-both_lr0.01"]["status"] == "not run"
     assert record["pretrained_bn-both_lr0.01"]["run"] is None
 

@@ -153,7 +153,7 @@ def test_paper_scale_fetches_imagenet_weights_in_jobs_of_their_own(workdir, no_n
 # --- config errors ------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("config, message", [
-    ({"scale": "huge"}, "'huge' is not one of ['default', 'paper']"),
+    ({"scale": "huge"}, "'huge' is not one of ['default', 'proof', 'paper']"),
     ({"colour": "red"}, "('colour' was unexpected)"),
     ({"showcase": ["dsod_table4"]}, "does not match"),
 ])

@@ -67,7 +67,9 @@ def test_every_row_gives_a_valid_run_config(scale):
     for row in ALL_ROWS:
         init = "results/x/model_final.pt" if row.init_from else None
         cfg = config_from_dict(wc.run_config(row, SCALES[scale], "data", init))
-        assert cfg.model == row.model and cfg.train.init_from == (init or "")
+        overrides = SCALES[scale].get("row_overrides", {}).get(row.key, {})
+        assert cfg.model == {**row.model, **overrides.get("model", {})}  # the scale's, last
+        assert cfg.train.init_from == (init or "")
         for key, value in row.train.items():  # the row's overrides win over the recipe
             assert getattr(cfg.train, key) == value
 

@@ -145,3 +145,35 @@ def test_paper_scale_names_the_imagenet_weight_files_of_its_pretrained_rows(pape
     row = paper.rows["scratchdet_table1/pretrained_bn-both_lr0.01"]
     assert paper.weight_files(row) == ["data/torch/hub/checkpoints/vgg16_bn-6c64b313.pth"]
     assert paper.weight_files(paper.rows["scratchdet_table3/scratchdet300_voc07"]) == []
+
+
+def test_proof_scale_trains_its_rows_only_with_their_overrides_and_baselines():
+    proof = load(scale="proof")
+    rows = proof.scale["rows"]
+    assert sorted(proof.run_keys) == sorted(rows)
+    assert proof.selected == sorted({r.split("/")[0] for r in rows})  # only the tables involved
+    assert set(proof.skipped.values()) == {"not among the rows this scale trains"}
+    vgg = proof.row_config("scratchdet_table1/scratch_bn-both_lr0.01")
+    assert vgg["model"]["width"] == 0.25 and vgg["train"]["lr"] == 0.01  # row's own lr stays
+    dsod = proof.row_config("dsod_table3/ds32-12-16-0.5_3blocks")
+    assert "width" not in dsod["model"] and dsod["train"]["lr"] == proof.scale["recipes"][
+        "dsod_voc0712"]["train"]["lr"]
+    assert proof.dataset == "data/synth/96trainval_32test_seed1_obj1-3_size0.15-0.6_box-disc-triangle"
+    # One baseline for the four rows: same training split, test split and metric.
+    assert list(proof.baseline_jobs) == ["trainval__test__voc07"]
+    job = proof.baseline_jobs["trainval__test__voc07"]
+    assert job == {"train": f"{proof.dataset}/trainval.json", "gt": f"{proof.dataset}/test.json",
+                   "metric": "voc07"}
+    assert proof.learning_curves and proof.precise_bn_check > 0
+    options = shlex.split(proof.curve_options("precise_bn"))
+    assert options[::2] == ["--precise-bn-curve"] * len(rows)
+    assert options[1].endswith("/learning_curve_precise_bn.csv")
+
+
+def test_a_scale_row_that_does_not_exist_is_named(tmp_path):
+    scale = yaml.safe_load((ROOT / "config/scales/proof.yaml").read_text())
+    scale["row_overrides"] = {"dsod_table3/no_such_row": {"model": {"growth": 8}}}
+    path = tmp_path / "proof.yaml"
+    path.write_text(yaml.safe_dump(scale))
+    with pytest.raises(ConfigError, match="row_overrides.dsod_table3/no_such_row"):
+        Plan.load(config(scale="proof"), path, ROOT / "params")

@@ -119,22 +119,29 @@ def check_dataset(source: dict | str | Path, split: str = "trainval", decode: bo
     return _summarise(label, ds, problems, max_examples)
 
 
-def verify_images(ds: dict, json_path: str | Path | None = None, workers: int = 0) -> None:
+def verify_images(ds: dict, json_path: str | Path | None = None, workers: int = 0,
+                  drop: bool = False) -> list[str]:
     """Decode every image of `ds` in full; DataError naming the first one that fails.
 
     What `scratchdet data voc` runs before it writes a split: a truncated, empty or unreadable
     JPEG (or one whose size disagrees with its XML) stops the conversion instead of the first
-    training batch that reads it. `workers` threads decode (0 = one per CPU).
+    training batch that reads it. With `drop`, such images (and their boxes) are removed from
+    `ds` instead, and the returned list says which and why. `workers` threads decode (0 = one per
+    CPU).
     """
     root = image_dir(ds, json_path)
     jobs = [(root / img["file_name"], img["width"], img["height"], True) for img in ds["images"]]
     with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1) as pool:
-        found = [p for problems in pool.map(lambda job: _image_problems(*job), jobs)
-                 for p in problems]
-    if found:
+        per_image = list(pool.map(lambda job: _image_problems(*job), jobs))
+    found = [p for problems in per_image for p in problems]
+    if found and not drop:
         more = (f" ({len(found) - 1} more image(s) fail too: `scratchdet data check` lists them)"
                 if len(found) > 1 else "")
         raise DataError(found[0].path, found[0].message + more)
+    bad = {img["id"] for img, problems in zip(ds["images"], per_image) if problems}
+    ds["images"] = [img for img in ds["images"] if img["id"] not in bad]
+    ds["annotations"] = [a for a in ds["annotations"] if a["image_id"] not in bad]
+    return [f"{p.path}: {p.message}" for p in found]
 
 
 def format_report(report: dict[str, Any]) -> str:

@@ -34,9 +34,19 @@ def cmd_table(args: argparse.Namespace) -> None:
 
     found = write_table_report(args.params, args.scale, args.scale_name, _pairs(args.run, "--run"),
                                _pairs(args.skip, "--skip"), args.out_md, args.out_csv,
-                               args.out_json)
+                               args.out_json, _pairs(args.baseline, "--baseline"))
     ran = sum(r.status != "not run" for r in found)
     print(f"{args.out_md}: {len(found)} rows, {ran} run, {len(found) - ran} not run")
+
+
+def cmd_learning_curves(args: argparse.Namespace) -> None:
+    from .learning_curve import learning_curve_figure, learning_curve_table
+
+    curves = _pairs(args.curve, "--curve")
+    precise = _pairs(args.precise_bn_curve, "--precise-bn-curve")
+    learning_curve_figure(curves, args.out_png, args.title, args.note)
+    rows = learning_curve_table(curves, precise, args.out_md, args.title, args.note)
+    print(f"{args.out_md}: {len(rows)} runs")
 
 
 def cmd_figure1(args: argparse.Namespace) -> None:
@@ -107,7 +117,21 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--out-md", required=True)
     s.add_argument("--out-csv", required=True)
     s.add_argument("--out-json", help="the values, run folders and provenance, as JSON")
+    s.add_argument("--baseline", action="append", default=[], metavar="ROW=METRICS_JSON",
+                   help="the image-blind baseline's metrics for a row (scratchdet eval "
+                        "--baseline), shown in its own column")
     s.set_defaults(func=cmd_table)
+
+    s = sub.add_parser("learning-curves", help="learning curves of runs, as a PNG and a table")
+    s.add_argument("--curve", action="append", required=True, metavar="LABEL=CSV",
+                   help="a run's learning curve (scratchdet curve)")
+    s.add_argument("--precise-bn-curve", action="append", default=[], metavar="LABEL=CSV",
+                   help="the same run's curve with PreciseBN, for the comparison column")
+    s.add_argument("--title", default="learning curves")
+    s.add_argument("--note", default="", help="a line under the title (e.g. the scale)")
+    s.add_argument("--out-md", required=True)
+    s.add_argument("--out-png", required=True)
+    s.set_defaults(func=cmd_learning_curves)
 
     s = sub.add_parser("figure1", help="ScratchDet Figure 1: loss, gradient norm, fluctuation")
     s.add_argument("--run", action="append", required=True, metavar="LABEL=RUN_DIR")

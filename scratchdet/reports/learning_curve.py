@@ -13,9 +13,9 @@ import pandas as pd
 from matplotlib.ticker import MaxNLocator
 
 from ..errors import DataError
-from ..io import atomic_path, read_json
+from ..io import atomic_path, read_json, write_text
 
-__all__ = ["learning_curve_figure"]
+__all__ = ["learning_curve_figure", "learning_curve_table"]
 
 
 def learning_curve_figure(curves: dict[str, str | Path], out: str | Path, title: str = "",
@@ -58,3 +58,47 @@ def learning_curve_figure(curves: dict[str, str | Path], out: str | Path, title:
     with atomic_path(out) as tmp:
         fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
     plt.close(fig)
+
+
+def _read_curve(path: str | Path) -> tuple[pd.DataFrame, dict]:
+    path = Path(path)
+    if not path.exists():
+        raise DataError(path, "learning curve CSV not found")
+    meta_path = Path(str(path) + ".meta.json")
+    return pd.read_csv(path), (read_json(meta_path) if meta_path.exists() else {})
+
+
+def learning_curve_table(curves: dict[str, str | Path], precise_bn: dict[str, str | Path],
+                         out: str | Path, title: str = "", note: str = "") -> list[list[str]]:
+    """Markdown: per run its last snapshot's step and mAP, the image-blind baseline, the margin,
+    the best mAP along the curve and, for runs in ``precise_bn``, the last mAP with PreciseBN."""
+    header = ["run", "step", "mAP", "image-blind", "mAP - image-blind", "best mAP (step)"]
+    if precise_bn:
+        header += ["mAP with PreciseBN", "PreciseBN batches"]
+    cells = []
+    for label, path in curves.items():
+        df, meta = _read_curve(path)
+        last = df.iloc[-1]
+        blind = max((meta.get("blind") or {"": float("nan")}).values())
+        best = df.loc[df["map"].idxmax()] if df["map"].notna().any() else last
+        line = [label, str(int(last["step"])), f"{100 * last['map']:.1f}",
+                f"{100 * blind:.1f}", f"{100 * (last['map'] - blind):+.1f}",
+                f"{100 * best['map']:.1f} ({int(best['step'])})"]
+        if precise_bn:
+            if label in precise_bn:
+                pdf, pmeta = _read_curve(precise_bn[label])
+                line += [f"{100 * pdf.iloc[-1]['map']:.1f}", str(pmeta.get("precise_bn", ""))]
+            else:
+                line += ["", ""]
+        cells.append(line)
+    lines = [f"# {title or 'learning curves'}", ""]
+    if note:
+        lines += [f"- {note}", ""]
+    lines += [("- mAP in percent, on each run's test split; image-blind: the best of the mean "
+              "training box and the whole image, score 1, in every test image (it never looks "
+              "at the pixels)"), ""]
+    lines.append("| " + " | ".join(header) + " |")
+    lines.append("|" + "---|" * len(header))
+    lines += ["| " + " | ".join(c.replace("|", "\\|") for c in line) + " |" for line in cells]
+    write_text(out, "\n".join(lines) + "\n")
+    return cells

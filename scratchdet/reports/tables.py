@@ -62,6 +62,8 @@ class RowResult:
     params_m: float | None = None
     submission: str = ""
     hardware: str = ""
+    blind: float | None = None
+    """the image-blind baseline's main metric on the same split, in percent (None: not given)"""
 
 
 def describe_hardware(prov: dict[str, Any]) -> str:
@@ -91,10 +93,10 @@ def count_params_m(model_cfg: dict[str, Any], num_classes: int) -> float:
     return (count_parameters(model) + stats) / 1e6
 
 
-def collect(rows: list[Row], runs: dict[str, str | Path], skips: dict[str, str]
-            ) -> list[RowResult]:
+def collect(rows: list[Row], runs: dict[str, str | Path], skips: dict[str, str],
+            baselines: dict[str, str | Path] | None = None) -> list[RowResult]:
     """Read each row's results (metrics.json, status, provenance) from its run folder in `runs`,
-    or its reason for not running from `skips`."""
+    or its reason for not running from `skips`; its image-blind baseline from `baselines`."""
     out = []
     for row in rows:
         res = RowResult(row, "not run", skips.get(row.id, ""))
@@ -110,6 +112,8 @@ def collect(rows: list[Row], runs: dict[str, str | Path], skips: dict[str, str]
         res.detail = (f"at step {status['step']}: {status.get('reason')}"
                       if res.status == "diverged" else f"{status['step']} steps")
         res.values = {m: _metric_value(metrics, m) for m in row.metrics}
+        if baselines and row.id in baselines:
+            res.blind = 100.0 * float(read_json(baselines[row.id])["map"])
         if paths.provenance.exists():
             res.hardware = describe_hardware(read_json(paths.provenance))
         server_file = submission_file(row, paths)
@@ -134,6 +138,9 @@ def table_columns(results: list[RowResult]) -> tuple[list[str], list[list[str]]]
     for m in metrics:
         name = METRIC_NAMES.get(m, m)
         header += [f"{name} reproduced", f"{name} paper", f"{name} diff"]
+    show_blind = any(r.blind is not None for r in results)
+    if show_blind:
+        header += ["image-blind"]
     if "params_m" in rows[0].paper:
         header += ["params (M) reproduced", "params (M) paper"]
     if "fps" in rows[0].paper:
@@ -148,6 +155,8 @@ def table_columns(results: list[RowResult]) -> tuple[list[str], list[list[str]]]
             diff = _diff(ours, paper)
             line += [fmt(ours) if r.status != "not run" else "not run", fmt(paper),
                      "" if diff is None else f"{diff:+.1f}"]
+        if show_blind:
+            line += [fmt(r.blind)]
         if "params_m" in r.row.paper:
             line += [f"{r.params_m:.2f}", fmt(r.row.paper["params_m"])]
         if "fps" in r.row.paper:
@@ -170,6 +179,10 @@ def header_lines(table: str, scale_name: str, scale: dict[str, Any],
                      "classes; COCO rows 80), the way the paper counts a saved model")
     lines.append("values in percent; diff = reproduced - paper; NAN = training diverged; "
                  "empty paper value = not recovered from the paper")
+    if any(r.blind is not None for r in results):
+        lines.append("image-blind: the same split scored with per-class mean training boxes (and "
+                     "the whole image) in every image, a prediction that never looks at the "
+                     "pixels; a row that learned to detect beats it")
     return lines
 
 
@@ -201,15 +214,15 @@ def to_csv(head: list[str], header: list[str], cells: list[list[str]]) -> str:
 
 def write_table_report(params: str | Path, scale_file: str | Path, scale_name: str,
                        runs: dict[str, str | Path], skips: dict[str, str], out_md: str | Path,
-                       out_csv: str | Path, out_json: str | Path | None = None
-                       ) -> list[RowResult]:
+                       out_csv: str | Path, out_json: str | Path | None = None,
+                       baselines: dict[str, str | Path] | None = None) -> list[RowResult]:
     """`runs`: row id -> its run folder; `skips`: row id -> why it did not run. Every row of the
     table is in exactly one of them."""
     from ..errors import ConfigError
 
     rows = load_table(params)
     ids = {r.id for r in rows}
-    for option, given in (("--run", runs), ("--skip", skips)):
+    for option, given in (("--run", runs), ("--skip", skips), ("--baseline", baselines or {})):
         unknown = sorted(set(given) - ids)
         if unknown:
             raise ConfigError(params, option, f"rows {unknown} are not in this table")
@@ -219,7 +232,7 @@ def write_table_report(params: str | Path, scale_file: str | Path, scale_name: s
                                            "for not running")
     scale = yaml.safe_load(Path(scale_file).read_text())
     table = Path(params).stem
-    found = collect(rows, runs, skips)
+    found = collect(rows, runs, skips, baselines)
     header, cells = table_columns(found)
     head = header_lines(table, scale_name, scale, found)
     write_text(out_md, to_markdown(table, head, header, cells, scale["smoke"]))
@@ -242,6 +255,7 @@ def record(table: str, scale_name: str, found: list[RowResult], runs: dict[str, 
                   "run": str(runs[r.row.id]) if r.row.id in runs else None,
                   "reproduced": {m: number(v) for m, v in r.values.items()},
                   "paper": {m: number(v) for m, v in r.row.paper.items()},
+                  "image_blind": r.blind,
                   "hardware": r.hardware} for r in found],
         "provenance": provenance(),
     }

@@ -38,6 +38,8 @@ REPORTS = PLAN.reports
 LOGS = PLAN.logs
 BENCH = PLAN.benchmarks
 RUN = PLAN.run_pattern  # the run-folder layout with the wildcards {table}, {row} and {digest}
+# The synthetic dataset's folder at this scale ("" when the scale uses the official datasets).
+SYNTH_NAME = wc.synth_folder(SCALE_CFG["synth"]) if SCALE_CFG["dataset"] == "synth" else ""
 
 if workflow.is_main_process:
     print(preflight_report(PLAN), end="", file=sys.stderr)

@@ -1,7 +1,7 @@
 # Datasets in the internal annotation format (docs/ARCHITECTURE.md). The rules are the same at
 # every scale; the scale's dataset decides which of them its runs need:
-#   synth:    a synthetic VOCdevkit generated locally (default scale, no network), in a folder
-#             named after its recipe (size and seed), so these rules read the recipe from the path.
+#   synth:    a synthetic VOCdevkit generated locally (default and proof scales, no network), in a
+#             folder named after its recipe (sizes, seed and object knobs: wc.synth_folder).
 #   official: VOC 2007/2012 and COCO 2017 from their official sites, checksummed, then converted.
 # Inputs are ancient(): data restored by `dvc pull` (new file times) is not prepared again.
 # Evaluation-server test sets (VOC 2012 test, COCO test-dev) have no labels: they become image
@@ -9,19 +9,16 @@
 
 
 rule synth_dataset:
-    """Generate a synthetic VOCdevkit of the given size and seed (the default scale's data)."""
+    """Generate the scale's synthetic VOCdevkit (its recipe names the folder)."""
     output:
-        directory(f"{DATA}/synth/{wc.SYNTH_FOLDER}/VOCdevkit/VOCSYNTH"),
+        directory(f"{DATA}/synth/{SYNTH_NAME}/VOCdevkit/VOCSYNTH"),
     params:
         root=lambda w, output: str(Path(output[0]).parents[1]),
-    wildcard_constraints:
-        trainval=r"\d+",
-        test=r"\d+",
-        seed=r"\d+",
+        recipe=wc.synth_options(SCALE_CFG["synth"]) if SYNTH_NAME else "",
     log:
-        f"{LOGS}/data/synth_{wc.SYNTH_FOLDER}.log",
+        f"{LOGS}/data/synth_{SYNTH_NAME}.log",
     benchmark:
-        f"{BENCH}/data/synth_{wc.SYNTH_FOLDER}.tsv"
+        f"{BENCH}/data/synth_{SYNTH_NAME}.tsv"
     threads: 1
     resources:
         mem_mb=1000,
@@ -30,8 +27,7 @@ rule synth_dataset:
     conda:
         "../envs/scratchdet.yaml"
     shell:
-        "scratchdet data synth --out {params.root} --trainval {wildcards.trainval}"
-        " --test {wildcards.test} --seed {wildcards.seed} > {log} 2>&1"
+        "scratchdet data synth --out {params.root} {params.recipe} > {log} 2>&1"
 
 
 rule synth_split:

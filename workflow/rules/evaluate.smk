@@ -56,6 +56,65 @@ rule evaluate:
         " --metric {params.metric} --status {input.status} --out {output} > {log} 2>&1"
 
 
+rule baseline:
+    """The image-blind baseline of a training and test split: per class the mean training box
+    (and the whole image) in every test image, scored like the rows trained on that split."""
+    input:
+        train=lambda w: ancient(PLAN.baseline_jobs[w.name]["train"]),
+        gt=lambda w: ancient(PLAN.baseline_jobs[w.name]["gt"]),
+    output:
+        f"{RESULTS}/baselines/{{name}}.json",
+    params:
+        metric=lambda w: PLAN.baseline_jobs[w.name]["metric"],
+    log:
+        f"{LOGS}/baselines/{{name}}.log",
+    benchmark:
+        f"{BENCH}/baselines/{{name}}.tsv"
+    threads: 1
+    resources:
+        mem_mb=PLAN.resource("eval", "mem_mb"),
+        runtime=PLAN.resource("eval", "runtime"),
+        gpu=0,
+    conda:
+        "../envs/scratchdet.yaml"
+    shell:
+        "scratchdet eval --baseline image-blind --train {input.train} --gt {input.gt}"
+        " --metric {params.metric} --out {output} > {log} 2>&1"
+
+
+rule learning_curve:
+    """Every kept snapshot of a run, detected and scored on its test split (scales with
+    `learning_curves: true`); the _precise_bn curve re-estimates the BatchNorm statistics from
+    `precise_bn_check` training batches before each detection."""
+    input:
+        status=ancient(str(rules.train.output.status)),
+        config=ancient(str(rules.run_config.output.config)),
+        gt=lambda w: ancient(PLAN.local_gt(row_of(w))),
+    output:
+        str(RUN.root / "learning_curve{variant}.csv"),
+    wildcard_constraints:
+        variant="|_precise_bn",
+    params:
+        train_dir=lambda w, input: str(Path(input.status).parent),
+        precise_bn=lambda w: f"--precise-bn {PLAN.precise_bn_check}" if w.variant else "",
+        workers=SCALE_CFG["detect_workers"],
+    log:
+        run_file(LOGS, "learning_curve{variant}"),
+    benchmark:
+        run_file(BENCH, "learning_curve{variant}", ".tsv")
+    threads: PLAN.resource("detect", "threads")
+    resources:
+        gpu=PLAN.resource("detect", "gpu"),
+        mem_mb=PLAN.resource("detect", "mem_mb"),
+        runtime=PLAN.resource("detect", "runtime"),
+    conda:
+        "../envs/scratchdet.yaml"
+    shell:
+        "OMP_NUM_THREADS={threads} scratchdet curve --run {params.train_dir} --data {input.gt}"
+        " --config {input.config} {params.precise_bn} --workers {params.workers}"
+        " --out {output} > {log} 2>&1"
+
+
 rule voc_submission:
     """The VOC 2012 test upload file of the evaluation server (comp3: VOC data only, comp4:
     ImageNet or COCO too)."""

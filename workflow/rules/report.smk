@@ -10,6 +10,7 @@ rule table_report:
         scale=SCALE_FILE,
         metrics=lambda w: of_runs(rules.evaluate.output.metrics, PLAN.table_runs(w.table)),
         submissions=lambda w: [f for k in PLAN.table_runs(w.table) for f in PLAN.submissions(k)],
+        baselines=lambda w: sorted({PLAN.baseline_file(k) for k in PLAN.table_runs(w.table)}),
     output:
         md=report(
             f"{REPORTS}/{{table}}.md",
@@ -30,6 +31,7 @@ rule table_report:
     params:
         runs=lambda w: PLAN.run_options(w.table),
         skips=lambda w: PLAN.skip_options(w.table),
+        baselines=lambda w: PLAN.baseline_options(w.table),
         scale_name=PLAN.scale_name,
     log:
         f"{LOGS}/report/{{table}}.log",
@@ -44,7 +46,7 @@ rule table_report:
         "../envs/scratchdet.yaml"
     shell:
         "scratchdet report table --params {input.params} --scale {input.scale}"
-        " --scale-name {params.scale_name} {params.runs} {params.skips}"
+        " --scale-name {params.scale_name} {params.runs} {params.skips} {params.baselines}"
         " --out-md {output.md} --out-csv {output.csv} --out-json {output.record} > {log} 2>&1"
 
 
@@ -137,3 +139,48 @@ rule detection_grid:
     shell:
         "scratchdet report detections --gt {input.gt} --dets {input.dets}"
         " --title {params.title} --out {output} > {log} 2>&1"
+
+
+rule learning_curves:
+    """Learning curves of every run of the scale next to its image-blind baseline, as a figure
+    and a table (with the PreciseBN comparison when the scale asks for it)."""
+    input:
+        curves=of_runs(str(RUN.learning_curve), PLAN.run_keys),
+        precise_bn=(
+            of_runs(str(RUN.learning_curve_precise_bn), PLAN.run_keys)
+            if PLAN.precise_bn_check
+            else []
+        ),
+    output:
+        md=report(
+            f"{REPORTS}/learning_curves.md",
+            caption="../report/learning_curves.rst",
+            category="Learning",
+            labels={"figure": "learning curves", "format": "Markdown"},
+        ),
+        png=report(
+            f"{REPORTS}/figures/learning_curves.png",
+            caption="../report/learning_curves.rst",
+            category="Learning",
+            labels={"figure": "learning curves", "format": "PNG"},
+        ),
+    params:
+        curves=PLAN.curve_options("plain"),
+        precise_bn=PLAN.curve_options("precise_bn") if PLAN.precise_bn_check else "",
+        title=f"learning curves, {PLAN.scale_name} scale",
+        note=SCALE_CFG["description"].strip(),
+    log:
+        f"{LOGS}/report/learning_curves.log",
+    benchmark:
+        f"{BENCH}/report/learning_curves.tsv"
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=10,
+        gpu=0,
+    conda:
+        "../envs/scratchdet.yaml"
+    shell:
+        "scratchdet report learning-curves {params.curves} {params.precise_bn}"
+        " --title {params.title:q} --note {params.note:q}"
+        " --out-md {output.md} --out-png {output.png} > {log} 2>&1"

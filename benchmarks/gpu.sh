@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# Every GPU measurement of the project in one script, sized for one lent GPU (about 8 minutes on
+# an H200): the training-step and inference benchmarks (scratchdet/benchmark/, beside
+# torchvision's SSD and the synthetic-tensor step), then the proof of learning on real photos:
+# scratchdet300 and dsod300 trained from scratch with their papers' lr and the device input
+# pipeline on a fixed split of the kangaroo photos, each for TRAIN_SECONDS, stopped by SIGTERM
+# (the run saves a snapshot and exits, engine/preemption.py), then every snapshot scored on the
+# held-out photos next to the image-blind baseline (scratchdet curve, scratchdet eval --baseline).
+#
+#   OUT=/path/to/results KANGAROO=gpu_data/kangaroo bash benchmarks/gpu.sh
+#
+# Results go under $OUT: train_cuda.json, infer_cuda.json (benchmarks/README.md explains them)
+# and proof/gpu/ (curves as CSV + PNG, baseline, split files, run configs and provenance).
+# The environment can shrink it for a CPU rehearsal (tests/test_gpu_script.py):
+# DEVICE=cpu MODELS=... BATCH=2 TRAIN_SECONDS=20 BENCH=0.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+: "${OUT:?set OUT to the folder the results go to}"
+KANGAROO=${KANGAROO:-gpu_data/kangaroo}
+DEVICE=${DEVICE:-cuda}
+TRAIN_SECONDS=${TRAIN_SECONDS:-150}
+BATCH=${BATCH:-32}
+BENCH=${BENCH:-1}
+# model name and its paper's base lr (ScratchDet: 0.05; DSOD: 0.1), one pair per line
+MODELS=${MODELS:-"scratchdet300 0.05
+dsod300 0.1"}
+scratchdet() { python -m scratchdet.cli "$@"; }
+mkdir -p "$OUT/proof/gpu"
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv > "$OUT/device.csv" 2>&1 || true
+
+if [ "$BENCH" = 1 ]; then
+    names=$(printf '%s\n' "$MODELS" | awk '{print $1}')
+    # shellcheck disable=SC2086
+    scratchdet benchmark train --models $names --batch-sizes "$BATCH" --steps 20 --warmup 10 \
+        --repeats 3 --workers 8 --modes synthetic device_augment cpu_augment torchvision \
+        --device "$DEVICE" --out "$OUT/train_cuda.json"
+    # shellcheck disable=SC2086
+    scratchdet benchmark infer --models $names --batch-sizes 1 "$BATCH" --device "$DEVICE" \
+        --out "$OUT/infer_cuda.json"
+fi
+
+proof="$OUT/proof/gpu"
+scratchdet data voc --annotations "$KANGAROO/annots" --images "$KANGAROO/images" --drop-broken \
+    --out "$proof/kangaroo.json"
+scratchdet data split --data "$proof/kangaroo.json" --test 33 --seed 0 \
+    --train-out "$proof/train.json" --test-out "$proof/test.json"
+scratchdet eval --baseline image-blind --train "$proof/train.json" --gt "$proof/test.json" \
+    --out "$proof/image_blind.json"
+
+printf '%s\n' "$MODELS" | while read -r model lr; do
+    [ -n "$model" ] || continue
+    run="$proof/$model"
+    cat > "$proof/$model.yaml" <<YAML
+seed: 0
+model: {name: $model}
+data: {train: $proof/train.json, test: $proof/test.json, augment: ssd, pipeline: auto, num_workers: 8}
+train: {device: $DEVICE, batch_size: $BATCH, lr: $lr, warmup_steps: 100, max_steps: 3000,
+        milestones: [2400], checkpoint_every: 150, keep_checkpoints: 30, log_every: 25}
+YAML
+    # The run stops itself at TRAIN_SECONDS: SIGTERM makes it save a snapshot and exit (143).
+    code=0
+    timeout -s TERM "$TRAIN_SECONDS" python -m scratchdet.cli train --config "$proof/$model.yaml" \
+        --out "$run" > "$proof/$model.train.log" 2>&1 || code=$?
+    if [ "$code" != 0 ] && [ "$code" != 124 ] && [ "$code" != 143 ]; then
+        echo "training $model failed with $code" >&2; tail -20 "$proof/$model.train.log" >&2; exit 1
+    fi
+    scratchdet curve --run "$run" --data "$proof/test.json" --out "$proof/${model}_curve.csv" \
+        --figure "$proof/${model}_curve.png" --title "$model, kangaroo, $DEVICE" \
+        --device "$DEVICE" --workers 4
+    # Checkpoints stay on the device machine: the curves, logs and provenance come back.
+    rm -rf "$run/checkpoints" "$run"/model_*.pt
+done
+echo "done: $(ls "$OUT" "$proof" | tr '\n' ' ')"
