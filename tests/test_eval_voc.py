@@ -268,6 +268,10 @@ def test_load_detections_round_trip(tmp_path, parser: str) -> None:
      "detection 0: bbox .* non-negative width"),
     ("[{\"image_id\": 1, \"category_id\": 1, \"bbox\": [0, 0, 1, 1e999], \"score\": 1}]",
      "(must be finite|infinity)"),  # json reads inf, orjson refuses to
+    ("[{\"image_id\": 1, \"category_id\": 1, \"bbox\": [0, 0, 1, 1], \"score\": NaN}]",
+     "(NaN: the detections hold non-finite numbers|score nan is not finite)"),  # json reads NaN
+    ("[{\"image_id\": 1, \"category_id\": 1, \"bbox\": [0, 0, 1, 1], \"score\": -Infinity}]",
+     "(Infinity: the detections hold non-finite numbers|score -inf is not finite)"),
     ("[{\"image_id\": 1, \"category_id\": 1, \"bbox\": [0, 0, 1, 1], \"score\": null}]",
      "score must be a number"),
     (("[{\"image_id\": 1, \"category_id\": 1, \"bbox\": [0, 0, 1, 1], \"score\": 1},"

@@ -90,6 +90,20 @@ def test_a_verified_file_is_not_fetched_again(server, tmp_path):
     assert _Handler.requests == []
 
 
+def test_a_corrupt_existing_file_is_named_with_what_to_do(server, tmp_path):
+    dest = tmp_path / "a.bin"
+    dest.write_bytes(PAYLOAD[:-1])
+    with pytest.raises(DataError, match="a.bin: .*md5 is .*delete it and run again"):
+        fetch(server, dest, md5=MD5)
+    assert dest.exists() and _Handler.requests == []  # kept, not overwritten behind the user
+
+
+def test_a_missing_source_mentions_no_partial_file(tmp_path):
+    with pytest.raises(DataError, match="failed after 1 tries") as info:
+        fetch("http://127.0.0.1:9/nothing", tmp_path / "a.bin", md5=MD5, retries=1)
+    assert "partial file" not in str(info.value)
+
+
 def test_manual_archives_are_never_fetched(server, tmp_path):
     with pytest.raises(DataError, match="log in first"):
         fetch(server, tmp_path / "t.tar", manual="log in first")

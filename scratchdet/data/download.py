@@ -93,7 +93,11 @@ def fetch(url: str, dest: str | Path, md5: str | None = None, sha256: str | None
     if not (md5 or sha256):
         raise DataError(dest, f"no checksum configured for {url}: refusing an unverifiable download")
     if dest.exists():
-        verify(dest, md5, sha256)
+        try:
+            verify(dest, md5, sha256)
+        except DataError as exc:  # kept: it may be the user's own copy; say what to do
+            raise DataError(dest, f"{exc.problem}; this existing file is not the one expected: "
+                                  "delete it and run again to download it afresh") from None
         return dest
     dest.parent.mkdir(parents=True, exist_ok=True)
     part = dest.with_name(dest.name + ".part")
@@ -103,8 +107,10 @@ def fetch(url: str, dest: str | Path, md5: str | None = None, sha256: str | None
             break
         except (urllib.error.URLError, OSError) as exc:
             if attempt == retries:
-                raise DataError(dest, f"download of {url} failed after {retries} tries: {exc} "
-                                      f"(the partial file {part.name} is kept; run again to resume)")
+                kept = (f" (the partial file {part.name} is kept; run again to resume)"
+                        if part.exists() and part.stat().st_size else "")
+                raise DataError(dest, f"download of {url} failed after {retries} tries: "
+                                      f"{exc}{kept}")
             log.warning("%s: %s; resuming in %ds (try %d/%d)", url, exc, 2 ** attempt, attempt,
                         retries)
             time.sleep(2 ** attempt)

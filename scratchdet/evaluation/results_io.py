@@ -88,7 +88,25 @@ def _parse(raw: bytes, path: Source) -> Any:
             return _orjson.loads(raw)
         return json.loads(raw)
     except ValueError as exc:  # JSONDecodeError (json and orjson) and UnicodeDecodeError
-        raise DataError(path, f"malformed JSON: {exc}") from None
+        raise DataError(path, f"malformed JSON: {exc}{_non_finite_hint(raw, exc)}") from None
+
+
+def _non_finite_hint(raw: bytes, exc: ValueError) -> str:
+    """Why a parse failed, where the cause is a NaN or an infinity (JSON has neither): the
+    detector produced non-finite scores or boxes, which no metric can rank."""
+    pos = getattr(exc, "pos", None)
+    if pos is None:  # orjson: "... (char N)" in the message
+        import re
+
+        found = re.search(r"char (\d+)", str(exc))
+        pos = int(found.group(1)) if found else None
+    window = raw[max(0, (pos or 0) - 12):(pos or 0) + 12] if pos is not None else raw[:0]
+    for token in (b"NaN", b"Infinity"):
+        if token in window or (pos is None and token in raw):
+            return (f" ({token.decode()}: the detections hold non-finite numbers, which "
+                    "JSON does not allow and no metric can rank; the model that wrote them "
+                    "diverged or is broken)")
+    return ""
 
 
 def load_detections(path: Source) -> np.ndarray:
@@ -137,7 +155,8 @@ def _check_values(out: np.ndarray, xywh: np.ndarray, source: Source) -> None:
     """Finite scores and boxes, w, h >= 0; then store the box columns into `out`."""
     if not np.isfinite(out["score"]).all():
         i = int(np.flatnonzero(~np.isfinite(out["score"]))[0])
-        raise DataError(source, f"detection {i}: score {out['score'][i]} is not finite")
+        raise DataError(source, f"detection {i}: score {out['score'][i]} is not finite (the "
+                                "model that wrote it diverged or is broken)")
     bad = ~np.isfinite(xywh).all(axis=1) | (xywh[:, 2] < 0) | (xywh[:, 3] < 0)
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
