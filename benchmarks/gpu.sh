@@ -9,10 +9,11 @@
 #
 #   OUT=/path/to/results KANGAROO=gpu_data/kangaroo bash benchmarks/gpu.sh
 #
-# Results go under $OUT: train_cuda.json, infer_cuda.json (benchmarks/README.md explains them)
+# Results go under $OUT: train_cuda.json, train_cuda_compile.json, infer_cuda.json
+# (benchmarks/README.md explains them; `scratchdet benchmark table` renders them)
 # and proof/gpu/ (curves as CSV + PNG, baseline, split files, run configs and provenance).
 # The environment can shrink it for a CPU rehearsal (tests/test_gpu_script.py):
-# DEVICE=cpu MODELS=... BATCH=2 TRAIN_SECONDS=20 BENCH=0.
+# DEVICE=cpu MODELS='tiny 0.05 {...}' BATCH=2 TRAIN_SECONDS=20 BENCH_MODELS='{...}' BATCHES=2.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 : "${OUT:?set OUT to the folder the results go to}"
@@ -20,22 +21,32 @@ KANGAROO=${KANGAROO:-gpu_data/kangaroo}
 DEVICE=${DEVICE:-cuda}
 TRAIN_SECONDS=${TRAIN_SECONDS:-150}
 BATCH=${BATCH:-32}
+WORKERS=${WORKERS:-8}
 BENCH=${BENCH:-1}
-# model name and its paper's base lr (ScratchDet: 0.05; DSOD: 0.1), one pair per line
-MODELS=${MODELS:-"scratchdet300 0.05
-dsod300 0.1"}
+BENCH_MODELS=${BENCH_MODELS:-"scratchdet300 dsod300 ssd300_vgg16_bn"}
+BATCHES=${BATCHES:-"32 128"}
+# One line per proof run: a label, its paper's base lr (ScratchDet: 0.05; DSOD: 0.1), the model.
+MODELS=${MODELS:-"scratchdet300 0.05 {name: scratchdet300}
+dsod300 0.1 {name: dsod300}"}
 scratchdet() { python -m scratchdet.cli "$@"; }
 mkdir -p "$OUT/proof/gpu"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv > "$OUT/device.csv" 2>&1 || true
 
 if [ "$BENCH" = 1 ]; then
-    names=$(printf '%s\n' "$MODELS" | awk '{print $1}')
+    # Training img/s: synthetic tensors, device pipeline, CPU pipeline, torchvision's SSD on the
+    # same backbone; then the same with torch.compile. Inference FPS with NMS at batch 1 and 32.
+    # Each benchmark also runs one step under torch.cuda.set_sync_debug_mode (the sync count).
     # shellcheck disable=SC2086
-    scratchdet benchmark train --models $names --batch-sizes "$BATCH" --steps 20 --warmup 10 \
-        --repeats 3 --workers 8 --modes synthetic device_augment cpu_augment torchvision \
+    scratchdet benchmark train --models $BENCH_MODELS --batch-sizes $BATCHES --steps 15 \
+        --warmup 10 --repeats 3 --workers "$WORKERS" \
+        --modes synthetic device_augment cpu_augment torchvision \
         --device "$DEVICE" --out "$OUT/train_cuda.json"
     # shellcheck disable=SC2086
-    scratchdet benchmark infer --models $names --batch-sizes 1 "$BATCH" --device "$DEVICE" \
+    scratchdet benchmark train --models $BENCH_MODELS --batch-sizes $BATCHES --steps 15 \
+        --warmup 15 --repeats 3 --workers "$WORKERS" --modes synthetic device_augment --compile \
+        --device "$DEVICE" --out "$OUT/train_cuda_compile.json"
+    # shellcheck disable=SC2086
+    scratchdet benchmark infer --models $BENCH_MODELS --batch-sizes 1 32 --device "$DEVICE" \
         --out "$OUT/infer_cuda.json"
 fi
 
@@ -47,13 +58,13 @@ scratchdet data split --data "$proof/kangaroo.json" --test 33 --seed 0 \
 scratchdet eval --baseline image-blind --train "$proof/train.json" --gt "$proof/test.json" \
     --out "$proof/image_blind.json"
 
-printf '%s\n' "$MODELS" | while read -r model lr; do
+printf '%s\n' "$MODELS" | while read -r model lr spec; do
     [ -n "$model" ] || continue
     run="$proof/$model"
     cat > "$proof/$model.yaml" <<YAML
 seed: 0
-model: {name: $model}
-data: {train: $proof/train.json, test: $proof/test.json, augment: ssd, pipeline: auto, num_workers: 8}
+model: $spec
+data: {train: $proof/train.json, test: $proof/test.json, augment: ssd, pipeline: auto, num_workers: $WORKERS}
 train: {device: $DEVICE, batch_size: $BATCH, lr: $lr, warmup_steps: 100, max_steps: 3000,
         milestones: [2400], checkpoint_every: 150, keep_checkpoints: 30, log_every: 25}
 YAML
@@ -66,7 +77,7 @@ YAML
     fi
     scratchdet curve --run "$run" --data "$proof/test.json" --out "$proof/${model}_curve.csv" \
         --figure "$proof/${model}_curve.png" --title "$model, kangaroo, $DEVICE" \
-        --device "$DEVICE" --workers 4
+        --device "$DEVICE" --workers "$WORKERS"
     # Checkpoints stay on the device machine: the curves, logs and provenance come back.
     rm -rf "$run/checkpoints" "$run"/model_*.pt
 done

@@ -275,6 +275,9 @@ def cmd_models(args: argparse.Namespace) -> None:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="scratchdet", description=__doc__.splitlines()[0])
     p.add_argument("-v", "--verbose", action="store_true", help="log progress to stderr")
+    from . import __version__
+
+    p.add_argument("--version", action="version", version=f"scratchdet {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 
     data = sub.add_parser("data", help="make, convert and check datasets")

@@ -8,6 +8,7 @@ import io
 import json
 import math
 import random
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -139,3 +140,25 @@ def test_evaluate_coco_end_to_end(tmp_path) -> None:
     assert res["map"] == pytest.approx(pycocotools_direct(gt, dets)[0],
                                        abs=TOLERANCE[res["backend"]], rel=0)
     assert np.isfinite(res["map"])
+
+
+@pytest.mark.parametrize("info", [None, {"description": "other tool", "year": 2017}])
+def test_a_standard_coco_ground_truth_is_scored_as_it_is(tmp_path, synth_splits, info):
+    """Ground truth written by other tools has no `info.image_dir` (or no `info`): scoring needs
+    no image, so it is accepted, with the same result as the internal file."""
+    ours = json.loads(Path(synth_splits["test"]).read_text())
+    standard = {"images": [{k: i[k] for k in ("id", "file_name", "width", "height")}
+                           for i in ours["images"]],
+                "annotations": [{**{k: a[k] for k in ("id", "image_id", "category_id", "bbox",
+                                                       "area", "iscrowd")},
+                                 "segmentation": []} for a in ours["annotations"]],
+                "categories": ours["categories"], "licenses": []}
+    if info is not None:
+        standard["info"] = info
+    gt = tmp_path / "instances.json"
+    gt.write_text(json.dumps(standard))
+    dets = tmp_path / "dets.json"
+    dets.write_text(json.dumps([{"image_id": a["image_id"], "category_id": a["category_id"],
+                                 "bbox": a["bbox"], "score": 1.0} for a in ours["annotations"]]))
+    assert evaluate(gt, dets, "coco")["map"] == evaluate(synth_splits["test"], dets, "coco")["map"]
+    assert evaluate(gt, dets, "voc07")["map"] == pytest.approx(1.0)

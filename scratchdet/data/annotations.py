@@ -252,10 +252,17 @@ def load_annotations(path: str | Path, resolve_image_dir: bool = True) -> dict:
     """Read and validate an internal-format JSON.
 
     With `resolve_image_dir` (the default) `info.image_dir` is made absolute, so the dict can be
-    used without remembering where it came from.
+    used without remembering where it came from. Without it (scoring, baselines: no pixel is
+    read) a standard COCO file is accepted as it is: an `info` without `image_dir`, or no `info`
+    at all, as in files other tools write.
     """
     path = Path(path)
-    ds = validate_annotations(read_json(path), path)
+    raw = read_json(path)
+    if not resolve_image_dir and isinstance(raw, dict):
+        info = raw.setdefault("info", {})
+        if isinstance(info, dict) and "image_dir" not in info:
+            raw["info"] = {**info, "image_dir": "."}  # never read: scoring needs no images
+    ds = validate_annotations(raw, path)
     if resolve_image_dir:
         ds["info"]["image_dir"] = str(image_dir(ds, path))
     return ds
