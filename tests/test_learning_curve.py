@@ -51,7 +51,7 @@ def test_every_kept_snapshot_is_scored(tmp_path, synth_splits):
                  "--precise-bn-curve", f"tiny={precise}", "--out-md", str(md),
                  "--out-png", str(fig)]) == 0
     table = md.read_text()
-    assert "| tiny | 6 |" in table and "mAP with PreciseBN" in table
+    assert "| tiny | finished | 6 |" in table and "mAP with PreciseBN" in table
     assert fig.stat().st_size > 1000
 
 

@@ -51,6 +51,9 @@ def learning_curve_figure(curves: dict[str, str | Path], out: str | Path, title:
         more = loss_ax.get_legend_handles_labels()
         ax.legend(lines[0] + more[0], lines[1] + more[1], fontsize=7, loc="center right")
         suffix = " (PreciseBN)" if meta.get("precise_bn") else ""
+        status = _status(meta)
+        if status.startswith("diverged"):
+            suffix += f"\n{status.split(' (')[0]}"
         ax.set_title(f"{label}{suffix}", fontsize=9)
     if title or note:
         fig.suptitle("\n".join(t for t in (title, note) if t), fontsize=9)
@@ -68,11 +71,23 @@ def _read_curve(path: str | Path) -> tuple[pd.DataFrame, dict]:
     return pd.read_csv(path), (read_json(meta_path) if meta_path.exists() else {})
 
 
+def _status(meta: dict) -> str:
+    """How the run ended, from its status.json: a diverged run's curve ends at its bad step."""
+    status_file = Path(meta.get("run", ""), "status.json")
+    if not meta.get("run") or not status_file.exists():
+        return ""
+    status = read_json(status_file)
+    if status.get("status") == "diverged":
+        return f"diverged at step {status.get('step')} ({status.get('reason')})"
+    return str(status.get("status", ""))
+
+
 def learning_curve_table(curves: dict[str, str | Path], precise_bn: dict[str, str | Path],
                          out: str | Path, title: str = "", note: str = "") -> list[list[str]]:
     """Markdown: per run its last snapshot's step and mAP, the image-blind baseline, the margin,
     the best mAP along the curve and, for runs in ``precise_bn``, the last mAP with PreciseBN."""
-    header = ["run", "step", "mAP", "image-blind", "mAP - image-blind", "best mAP (step)"]
+    header = ["run", "status", "step", "mAP", "image-blind", "mAP - image-blind",
+              "best mAP (step)"]
     if precise_bn:
         header += ["mAP with PreciseBN", "PreciseBN batches"]
     cells = []
@@ -81,7 +96,7 @@ def learning_curve_table(curves: dict[str, str | Path], precise_bn: dict[str, st
         last = df.iloc[-1]
         blind = max((meta.get("blind") or {"": float("nan")}).values())
         best = df.loc[df["map"].idxmax()] if df["map"].notna().any() else last
-        line = [label, str(int(last["step"])), f"{100 * last['map']:.1f}",
+        line = [label, _status(meta), str(int(last["step"])), f"{100 * last['map']:.1f}",
                 f"{100 * blind:.1f}", f"{100 * (last['map'] - blind):+.1f}",
                 f"{100 * best['map']:.1f} ({int(best['step'])})"]
         if precise_bn:
@@ -94,9 +109,10 @@ def learning_curve_table(curves: dict[str, str | Path], precise_bn: dict[str, st
     lines = [f"# {title or 'learning curves'}", ""]
     if note:
         lines += [f"- {note}", ""]
-    lines += [("- mAP in percent, on each run's test split; image-blind: the best of the mean "
-              "training box and the whole image, score 1, in every test image (it never looks "
-              "at the pixels)"), ""]
+    lines += [("- mAP in percent, on each run's test split, at the last kept snapshot (a diverged "
+               "run's model detects nothing); image-blind: the best of the mean training box "
+               "and the whole image, score 1, in every test image (it never looks at the "
+               "pixels)"), ""]
     lines.append("| " + " | ".join(header) + " |")
     lines.append("|" + "---|" * len(header))
     lines += ["| " + " | ".join(c.replace("|", "\\|") for c in line) + " |" for line in cells]
