@@ -13,7 +13,8 @@
 # (benchmarks/README.md explains them; `scratchdet benchmark table` renders them)
 # and proof/gpu/ (curves as CSV + PNG, baseline, split files, run configs and provenance).
 # The environment can shrink it for a CPU rehearsal (tests/test_gpu_script.py):
-# DEVICE=cpu MODELS='tiny 0.05 {...}' BATCH=2 TRAIN_SECONDS=20 BENCH_MODELS='{...}' BATCHES=2.
+# DEVICE=cpu COMPILE=0 WORKERS=0 BATCH=2 BATCHES=2 TRAIN_SECONDS=20 BENCH_MODELS=dsod300_smallest
+# MODELS='tiny 0.05 {name: dsod300_smallest}'.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 : "${OUT:?set OUT to the folder the results go to}"
@@ -23,6 +24,7 @@ TRAIN_SECONDS=${TRAIN_SECONDS:-150}
 BATCH=${BATCH:-32}
 WORKERS=${WORKERS:-8}
 BENCH=${BENCH:-1}
+COMPILE=${COMPILE:-1}  # torch.compile benchmarks (minutes of compiling on a CPU: 0 there)
 BENCH_MODELS=${BENCH_MODELS:-"scratchdet300 dsod300 ssd300_vgg16_bn"}
 BATCHES=${BATCHES:-"32 128"}
 # One line per proof run: a label, its paper's base lr (ScratchDet: 0.05; DSOD: 0.1), the model.
@@ -41,10 +43,12 @@ if [ "$BENCH" = 1 ]; then
         --warmup 10 --repeats 3 --workers "$WORKERS" \
         --modes synthetic device_augment cpu_augment torchvision \
         --device "$DEVICE" --out "$OUT/train_cuda.json"
-    # shellcheck disable=SC2086
-    scratchdet benchmark train --models $BENCH_MODELS --batch-sizes $BATCHES --steps 15 \
-        --warmup 15 --repeats 3 --workers "$WORKERS" --modes synthetic device_augment --compile \
-        --device "$DEVICE" --out "$OUT/train_cuda_compile.json"
+    if [ "$COMPILE" = 1 ]; then
+        # shellcheck disable=SC2086
+        scratchdet benchmark train --models $BENCH_MODELS --batch-sizes $BATCHES --steps 15 \
+            --warmup 15 --repeats 3 --workers "$WORKERS" --modes synthetic device_augment \
+            --compile --device "$DEVICE" --out "$OUT/train_cuda_compile.json"
+    fi
     # shellcheck disable=SC2086
     scratchdet benchmark infer --models $BENCH_MODELS --batch-sizes 1 32 --device "$DEVICE" \
         --out "$OUT/infer_cuda.json"

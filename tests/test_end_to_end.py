@@ -19,7 +19,7 @@ from scratchdet.io import read_json
 def _config(tmp_path, train_json, **train):
     cfg = {
         "seed": 0,
-        "model": {"name": "ssd300_vgg16", "bn_backbone": True, "bn_head": True},
+        "model": {"name": "ssd300_vgg16", "bn_backbone": True, "bn_head": True, "width": 0.25},
         "data": {"train": str(train_json), "num_workers": 0},
         "train": {"batch_size": 4, "micro_batch": 2, "lr": 0.01, "max_steps": 2,
                   "checkpoint_every": 2, "deterministic": True} | train,
