@@ -13,7 +13,7 @@
 # (benchmarks/README.md explains them; `scratchdet benchmark table` renders them)
 # and proof/gpu/ (curves as CSV + PNG, baseline, split files, run configs and provenance).
 # The environment can shrink it for a CPU rehearsal (tests/test_gpu_script.py):
-# DEVICE=cpu COMPILE=0 WORKERS=0 BATCH=2 BATCHES=2 TRAIN_SECONDS=20 BENCH_MODELS=dsod300_smallest
+# DEVICE=cpu COMPILE=0 WORKERS=0 BATCH=2 BATCHES=2 INFER_BATCHES=1 TRAIN_SECONDS=20 BENCH_MODELS=dsod300_smallest
 # MODELS='tiny 0.05 {name: dsod300_smallest}'.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -27,6 +27,7 @@ BENCH=${BENCH:-1}
 COMPILE=${COMPILE:-1}  # torch.compile benchmarks (minutes of compiling on a CPU: 0 there)
 BENCH_MODELS=${BENCH_MODELS:-"scratchdet300 dsod300 ssd300_vgg16_bn"}
 BATCHES=${BATCHES:-"32 128"}
+INFER_BATCHES=${INFER_BATCHES:-"1 32"}
 # One line per proof run: a label, its paper's base lr (ScratchDet: 0.05; DSOD: 0.1), the model.
 MODELS=${MODELS:-"scratchdet300 0.05 {name: scratchdet300}
 dsod300 0.1 {name: dsod300}"}
@@ -50,7 +51,7 @@ if [ "$BENCH" = 1 ]; then
             --compile --device "$DEVICE" --out "$OUT/train_cuda_compile.json"
     fi
     # shellcheck disable=SC2086
-    scratchdet benchmark infer --models $BENCH_MODELS --batch-sizes 1 32 --device "$DEVICE" \
+    scratchdet benchmark infer --models $BENCH_MODELS --batch-sizes $INFER_BATCHES --device "$DEVICE" \
         --out "$OUT/infer_cuda.json"
 fi
 
