@@ -158,16 +158,23 @@ def _launch_workers(args: argparse.Namespace, nproc: int) -> int:
         return code
 
 
-def cmd_detect(args: argparse.Namespace) -> None:
+def _detect_config(args: argparse.Namespace):
+    """The `detect` section of --config (or the defaults), with --precise-bn laid over it."""
     import dataclasses
 
     from .config import DetectConfig, load_config
-    from .engine.detect import detect
-    from .engine.gpus import assign_gpus
 
     cfg = load_config(args.config).detect if args.config else DetectConfig()
     if args.precise_bn is not None:
         cfg = dataclasses.replace(cfg, precise_bn=args.precise_bn)
+    return cfg
+
+
+def cmd_detect(args: argparse.Namespace) -> None:
+    from .engine.detect import detect
+    from .engine.gpus import assign_gpus
+
+    cfg = _detect_config(args)
     claim = assign_gpus(args.gpus)  # held (flock) until this process exits
     n = detect(args.checkpoint, args.data, args.out, cfg, device=args.device,
                num_workers=args.workers)
@@ -226,15 +233,10 @@ def _eval_baseline(args: argparse.Namespace) -> None:
 
 
 def cmd_curve(args: argparse.Namespace) -> None:
-    from .config import DetectConfig, load_config
     from .engine.learning_curve import learning_curve
 
-    cfg = load_config(args.config).detect if args.config else DetectConfig()
-    if args.precise_bn is not None:
-        import dataclasses
-
-        cfg = dataclasses.replace(cfg, precise_bn=args.precise_bn)
-    rows = learning_curve(args.run, args.data, args.out, metric=args.metric, detect_cfg=cfg,
+    rows = learning_curve(args.run, args.data, args.out, metric=args.metric,
+                          detect_cfg=_detect_config(args),
                           device=args.device, num_workers=args.workers)
     if args.figure:
         from .reports.learning_curve import learning_curve_figure

@@ -88,7 +88,9 @@ def test_a_fresh_clone_pulls_results_instead_of_retraining(tmp_path):
     pushed = run(sys.executable, "-m", "scratchdet", "artifacts", "push", "--results",
                  "results/default", cwd=first)
     dvc_files = sorted(line for line in pushed.splitlines() if line.endswith(".dvc"))
-    assert dvc_files[0] == "data.dvc" and len(dvc_files) == 4, pushed  # the data + three rows
+    # the data, three rows and the scale's image-blind baselines
+    assert dvc_files[0] == "data.dvc" and len(dvc_files) == 5, pushed
+    assert "results/default/baselines.dvc" in dvc_files, pushed
     run(*GIT, "add", "-A", cwd=first)
     run(*GIT, "commit", "-qm", "artifacts", cwd=first)
     assert run("git", "status", "--porcelain", cwd=first) == ""

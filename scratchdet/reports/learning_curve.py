@@ -27,12 +27,7 @@ def learning_curve_figure(curves: dict[str, str | Path], out: str | Path, title:
         raise DataError(out, "no learning curve to draw")
     fig, axes = plt.subplots(1, len(curves), figsize=(4.2 * len(curves), 3.4), squeeze=False)
     for ax, (label, path) in zip(axes[0], curves.items()):
-        path = Path(path)
-        if not path.exists():
-            raise DataError(path, "learning curve CSV not found")
-        df = pd.read_csv(path)
-        meta_path = Path(str(path) + ".meta.json")
-        meta = read_json(meta_path) if meta_path.exists() else {}
+        df, meta = _read_curve(path)
         metric = meta.get("metric", "mAP")
         ax.plot(df["step"], df["map"], "o-", color="tab:blue", label=f"{metric} mAP")
         blind = meta.get("blind") or {}
