@@ -14,6 +14,7 @@ from matplotlib.ticker import MaxNLocator
 
 from ..errors import DataError
 from ..io import atomic_path, read_json, write_text
+from .tables import to_markdown
 
 __all__ = ["learning_curve_figure", "learning_curve_table"]
 
@@ -101,15 +102,9 @@ def learning_curve_table(curves: dict[str, str | Path], precise_bn: dict[str, st
             else:
                 line += ["", ""]
         cells.append(line)
-    lines = [f"# {title or 'learning curves'}", ""]
-    if note:
-        lines += [f"- {note}", ""]
-    lines += [("- mAP in percent, on each run's test split, at the last kept snapshot (a diverged "
-               "run's model detects nothing); image-blind: the best of the mean training box "
-               "and the whole image, score 1, in every test image (it never looks at the "
-               "pixels)"), ""]
-    lines.append("| " + " | ".join(header) + " |")
-    lines.append("|" + "---|" * len(header))
-    lines += ["| " + " | ".join(c.replace("|", "\\|") for c in line) + " |" for line in cells]
-    write_text(out, "\n".join(lines) + "\n")
+    head = ([note] if note else []) + [
+        ("mAP in percent, on each run's test split, at the last kept snapshot (a diverged run's "
+        "model detects nothing); image-blind: the best of the mean training box and the whole "
+        "image, score 1, in every test image (it never looks at the pixels)")]
+    write_text(out, to_markdown(title or "learning curves", head, header, cells, smoke=False))
     return cells
