@@ -98,6 +98,10 @@ class LossConfig:
 
 @dataclass
 class DetectConfig:
+    """Test-time settings; the post-processing defaults are the released SSD/DSOD test nets' (Caffe
+    ``DetectionOutputLayer``: confidence 0.01, NMS 0.45, top 400 per class, 200 per image) and
+    ``scratchdet.ssd.postprocess`` takes its defaults from here."""
+
     conf_threshold: float = 0.01
     nms_threshold: float = 0.45
     top_k: int = 400

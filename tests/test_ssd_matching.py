@@ -164,5 +164,6 @@ def test_match_handles_zero_slots():
         torch.zeros(2, 0, dtype=torch.long),
         torch.zeros(2, 0, dtype=torch.bool),
         priors,
+        VAR,
     )
     assert loc_t.shape == (2, 10, 4) and (lab == 0).all()

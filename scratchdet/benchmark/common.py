@@ -29,6 +29,9 @@ from ..provenance import describe_device, provenance
 SCHEMA = 1
 REPO_ROOT = Path(__file__).resolve().parents[2]
 RESULTS_DIR = REPO_ROOT / "benchmarks" / "results"
+# Object classes of the benchmarked heads (VOC: 20 + background); the synthetic dataset's labels
+# are valid VOC labels.
+NUM_CLASSES = 20
 
 
 def device_slug(device: torch.device) -> str:

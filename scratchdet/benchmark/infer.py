@@ -29,6 +29,7 @@ from ..models import CANONICAL_MODELS, build_model, count_parameters
 from ..models.input import CAFFE_MEAN_RGB
 from ..ssd.postprocess import batch_detections
 from .common import (
+    NUM_CLASSES,
     Record,
     check_positive,
     default_out,
@@ -40,7 +41,6 @@ from .fps import PAPER_FPS
 from .host_traffic import HostTrafficCounter
 
 log = logging.getLogger(__name__)
-NUM_CLASSES = 20
 
 
 

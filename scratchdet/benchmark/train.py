@@ -34,14 +34,13 @@ from ..engine.device import memory_format_for, resolve_device
 from ..engine.step import TrainStep, make_optimizer
 from ..models import build_model, count_parameters, resolve_config
 from . import data as bdata
-from .common import Record, check_positive, default_out, parse_model, summary, sync
+from .common import NUM_CLASSES, Record, check_positive, default_out, parse_model, summary, sync
 from .host_traffic import HostTrafficCounter
 from .tvref import backbone_reference, targets_for, torchvision_vgg16
 
 log = logging.getLogger(__name__)
 
 REAL_MODES = ("device_augment", "cpu_augment")
-NUM_CLASSES = 20  # VOC heads; the synthetic dataset's 5 labels are valid VOC labels
 LR = 1e-4  # small: random inputs must not blow the weights up while timing
 
 

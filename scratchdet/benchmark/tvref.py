@@ -49,8 +49,8 @@ def backbone_reference(model: SSD) -> TorchvisionSSD:
         scales=[s / size for s in pc.min_sizes] + [pc.max_sizes[-1] / size],
         steps=[round(s) for s in pc.steps], clip=pc.clip)
     head = SSDHead(list(model.backbone.out_channels), anchors.num_anchors_per_location(),
-                   model.num_classes)
-    return TorchvisionSSD(_DictBackbone(model.backbone), anchors, (size, size), model.num_classes,
+                   model.num_outputs)
+    return TorchvisionSSD(_DictBackbone(model.backbone), anchors, (size, size), model.num_outputs,
                           image_mean=MEAN_01, image_std=STD_01, head=head)
 
 

@@ -39,12 +39,12 @@ if TYPE_CHECKING:  # for type checkers and editors; at run time see __getattr__
     from .heads import MultiBoxHead
     from .layers import L2Norm
     from .resnet import build_resnet
-    from .ssd import SSD
+    from .detector import SSD
     from .vgg import build_vgg
 
 # Public names that need torch: the module of each, imported on first access.
 _NETWORK_NAMES = {
-    "SSD": "ssd",
+    "SSD": "detector",
     "L2Norm": "layers",
     "MultiBoxHead": "heads",
     "build_dsod": "dsod",

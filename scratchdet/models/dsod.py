@@ -22,7 +22,7 @@ from .dsod_options import DSODOptions
 from .heads import MultiBoxHead
 from .layers import conv_out_size, init_caffe
 from .prediction import DENSE_WIDTHS, DSOD_PLAIN_EXTRAS, DenseExtras, PlainExtras
-from .ssd import SSD, select_priors
+from .detector import SSD, select_priors
 
 __all__ = ["DSODBackbone", "DenseLayer", "bn_relu_conv", "build_dsod"]
 

@@ -27,7 +27,7 @@ from .vgg_options import VGG
 if TYPE_CHECKING:
     from torch import nn
 
-    from .ssd import SSD
+    from .detector import SSD
 
 __all__ = ["CANONICAL_MODELS", "FAMILIES", "build_model", "count_parameters", "list_models",
            "resolve_config"]

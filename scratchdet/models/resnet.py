@@ -43,7 +43,7 @@ from .layers import CenterCrop, chain_outputs, conv_out_size, init_kaiming
 from .prediction import SSD300_EXTRAS, PlainExtras
 from .pretrained import ImageNetInput, load_state_dict
 from .resnet_options import ResNetOptions
-from .ssd import SSD, select_priors
+from .detector import SSD, select_priors
 
 __all__ = ["ResNetBackbone", "ResidualExtras", "build_resnet"]
 

@@ -22,7 +22,7 @@ from .heads import MultiBoxHead
 from .layers import init_caffe
 from .prediction import DENSE_WIDTHS, SSD300_EXTRAS, ConvUnit, DenseExtras, PlainExtras
 from .pretrained import ImageNetInput, load_state_dict
-from .ssd import SSD, select_priors
+from .detector import SSD, select_priors
 from .vgg_options import VGGOptions
 
 __all__ = ["VGG16Backbone", "build_vgg", "reduce_fc6", "reduce_fc7"]

@@ -99,7 +99,7 @@ def match(
     gt_labels: Tensor,
     gt_mask: Tensor,
     priors: Tensor,
-    variances: Sequence[float] | Tensor = (0.1, 0.1, 0.2, 0.2),
+    variances: Sequence[float] | Tensor,
     iou_threshold: float = 0.5,
 ) -> tuple[Tensor, Tensor]:
     """Training targets for a padded batch.

@@ -21,6 +21,7 @@ import torch
 from torch import Tensor
 from torchvision.ops import batched_nms, nms
 
+from scratchdet.config import DetectConfig
 from scratchdet.ssd.box_coder import decode
 
 __all__ = ["Detections", "batch_detections", "nms_by_group", "postprocess"]
@@ -28,6 +29,7 @@ __all__ = ["Detections", "batch_detections", "nms_by_group", "postprocess"]
 MAX_ONE_CALL_BOXES = 100_000
 """Above this many candidates the one-call NMS would need a > 1.2 GB suppression mask
 (N^2 / 8 bytes); torchvision's per-group loop takes over."""
+_DEFAULTS = DetectConfig()  # the released test-time settings: one home, the run config's defaults
 
 
 def nms_by_group(boxes: Tensor, scores: Tensor, groups: Tensor, iou_threshold: float) -> Tensor:
@@ -70,10 +72,10 @@ def batch_detections(
     loc: Tensor,
     conf: Tensor,
     priors: Tensor,
-    variances: Sequence[float] | Tensor = (0.1, 0.1, 0.2, 0.2),
-    conf_threshold: float = 0.01,
-    nms_threshold: float = 0.45,
-    top_k: int = 400,
+    variances: Sequence[float] | Tensor,
+    conf_threshold: float = _DEFAULTS.conf_threshold,
+    nms_threshold: float = _DEFAULTS.nms_threshold,
+    top_k: int = _DEFAULTS.top_k,
     clip: bool = False,
 ) -> Detections:
     """Steps 1-3 for a whole batch with one NMS keyed by (image, class) (``nms_by_group``).
@@ -114,11 +116,11 @@ def postprocess(
     loc: Tensor,
     conf: Tensor,
     priors: Tensor,
-    variances: Sequence[float] | Tensor = (0.1, 0.1, 0.2, 0.2),
-    conf_threshold: float = 0.01,
-    nms_threshold: float = 0.45,
-    top_k: int = 400,
-    keep_top_k: int = 200,
+    variances: Sequence[float] | Tensor,
+    conf_threshold: float = _DEFAULTS.conf_threshold,
+    nms_threshold: float = _DEFAULTS.nms_threshold,
+    top_k: int = _DEFAULTS.top_k,
+    keep_top_k: int = _DEFAULTS.keep_top_k,
     clip: bool = False,
 ) -> list[dict[str, Tensor]]:
     """Detections per image: dicts of ``boxes [N,4]`` xyxy normalised, ``scores [N]``,

@@ -79,8 +79,8 @@ class SSD(nn.Module):
         return tuple(self.backbone.out_channels)
 
     @property
-    def num_classes(self) -> int:
-        """Outputs per prior, background included."""
+    def num_outputs(self) -> int:
+        """Class scores per prior, background included (``num_classes + 1`` of build_model)."""
         return self.head.num_outputs
 
     def forward(self, images: Tensor) -> tuple[Tensor, Tensor]:
