@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+__all__ = ["ConfigError", "DataError", "ScratchdetError"]
+
 
 class ScratchdetError(Exception):
     """Base class for errors caused by bad input rather than by a bug."""

@@ -10,6 +10,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+__all__ = ["atomic_path", "read_json", "write_json", "write_text"]
+
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 

@@ -15,6 +15,16 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+__all__ = [
+    "PACKAGES",
+    "code_version",
+    "describe_device",
+    "hardware",
+    "package_versions",
+    "provenance",
+    "seed_everything",
+]
+
 PACKAGES = ("scratchdet", "torch", "torchvision", "numpy", "pycocotools", "pillow", "snakemake", "dvc")
 
 

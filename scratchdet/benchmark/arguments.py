@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import os
 
+__all__ = ["MODEL_HELP", "TRAIN_MODES", "eval", "infer", "train"]
+
 TRAIN_MODES = ("synthetic", "device_augment", "cpu_augment", "torchvision")
 MODEL_HELP = ("canonical names or inline YAML mappings for build_model, e.g. "
               "'{family: dsod, stem_channels: 8, bottleneck: 8, growth: 4}' (tiny CI model)")

@@ -10,6 +10,8 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+__all__ = ["cmd_eval", "cmd_infer", "cmd_table", "cmd_train", "main", "register"]
+
 
 def _print_summary(data: dict) -> None:
     print(f"{data['benchmark']} benchmark on {data['device']}: {len(data['results'])} rows")

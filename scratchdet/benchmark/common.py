@@ -26,6 +26,23 @@ from ..errors import ConfigError
 from ..io import write_json
 from ..provenance import describe_device, provenance
 
+__all__ = [
+    "NUM_CLASSES",
+    "REPO_ROOT",
+    "RESULTS_DIR",
+    "SCHEMA",
+    "Record",
+    "check_positive",
+    "command_line",
+    "default_out",
+    "device_slug",
+    "load_average",
+    "parse_model",
+    "summary",
+    "sync",
+    "timed",
+]
+
 SCHEMA = 1
 REPO_ROOT = Path(__file__).resolve().parents[2]
 RESULTS_DIR = REPO_ROOT / "benchmarks" / "results"

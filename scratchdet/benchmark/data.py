@@ -15,6 +15,15 @@ from ..input import TrainBatch, build_train_input
 from ..models.input import CAFFE_MEAN_RGB
 from ..ssd.matching import match
 
+__all__ = [
+    "pipeline_batches",
+    "random_targets",
+    "synthetic_batch",
+    "synthetic_images",
+    "to_network_input",
+    "training_split",
+]
+
 
 def random_targets(batch: int, num_classes: int, generator: torch.Generator,
                    boxes_per_image: int = 3) -> tuple[Tensor, Tensor, Tensor]:

@@ -38,6 +38,8 @@ from ..evaluation.reference import reference_voc_ap
 from ..evaluation.results_io import parser_name
 from .common import Record, check_positive, summary
 
+__all__ = ["TOLERANCE", "make_case", "max_difference", "run_eval"]
+
 VOC07_TEST_IMAGES, N_CLASSES, DETS_PER_IMAGE = 4952, 20, 200
 TOLERANCE = 1e-9
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+__all__ = ["PAPER_FPS", "RESULTS_DIR", "measured_fps"]
+
 RESULTS_DIR = Path(__file__).resolve().parents[2] / "benchmarks" / "results"
 
 #: FPS as printed in the papers (batch 1, NVIDIA Titan X, Caffe), for comparison columns.

@@ -40,6 +40,8 @@ from .common import (
 from .fps import PAPER_FPS
 from .host_traffic import HostTrafficCounter
 
+__all__ = ["run_infer"]
+
 log = logging.getLogger(__name__)
 
 

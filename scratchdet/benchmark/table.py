@@ -14,6 +14,8 @@ from typing import Any
 
 from ..io import read_json, write_text
 
+__all__ = ["ORDER", "TABLES", "eval_table", "infer_table", "render", "train_table", "write_into"]
+
 START, END = "<!-- results:start -->", "<!-- results:end -->"
 ORDER = {"train": 0, "infer": 1, "eval": 2}
 

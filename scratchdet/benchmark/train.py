@@ -38,6 +38,8 @@ from .common import NUM_CLASSES, Record, check_positive, default_out, parse_mode
 from .host_traffic import HostTrafficCounter
 from .tvref import backbone_reference, targets_for, torchvision_vgg16
 
+__all__ = ["LR", "REAL_MODES", "run_train"]
+
 log = logging.getLogger(__name__)
 
 REAL_MODES = ("device_augment", "cpu_augment")

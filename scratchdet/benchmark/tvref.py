@@ -24,6 +24,8 @@ from torchvision.models.detection.ssd import SSDHead, ssd300_vgg16
 from ..models import SSD
 from ..models.input import CAFFE_MEAN_RGB
 
+__all__ = ["MEAN_01", "STD_01", "backbone_reference", "targets_for", "torchvision_vgg16"]
+
 MEAN_01 = [m / 255.0 for m in CAFFE_MEAN_RGB]
 STD_01 = [1.0 / 255.0] * 3
 

@@ -28,6 +28,28 @@ import numpy as np
 from ..errors import DataError
 from ..io import read_json, write_json
 
+__all__ = [
+    "BOX_TOLERANCE",
+    "CLIP_TOLERANCE",
+    "FATAL_KINDS",
+    "FLAG_KEYS",
+    "WARNING_KINDS",
+    "BoxTable",
+    "ImageBoxes",
+    "Problem",
+    "ProblemLog",
+    "boxes_by_image",
+    "class_names",
+    "image_dir",
+    "iter_problems",
+    "label_maps",
+    "load_annotations",
+    "merge_annotations",
+    "save_annotations",
+    "structure_problem",
+    "validate_annotations",
+]
+
 BOX_TOLERANCE = 0.01
 """Pixels a box may exceed the image by in the internal format (float round-off only)."""
 

@@ -21,6 +21,8 @@ from ..errors import DataError
 from ..io import read_json
 from .annotations import CLIP_TOLERANCE, ProblemLog, validate_annotations
 
+__all__ = ["read_coco"]
+
 
 def read_coco(instances_json: str | Path, image_dir: str | Path,
               log: ProblemLog | None = None) -> dict:

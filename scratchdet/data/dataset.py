@@ -30,6 +30,8 @@ from PIL import Image
 from ..errors import DataError
 from .annotations import BoxTable, image_dir, load_annotations, validate_annotations
 
+__all__ = ["DetectionDataset", "Transform", "collate", "read_image"]
+
 Transform = Callable[[torch.Tensor, torch.Tensor, torch.Tensor],
                      tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
 

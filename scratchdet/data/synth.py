@@ -38,6 +38,17 @@ from PIL import Image, ImageDraw
 
 from ..errors import DataError
 
+__all__ = [
+    "GENERATOR_VERSION",
+    "JPEG_QUALITY",
+    "P_DIFFICULT",
+    "P_TRUNCATED",
+    "SHAPES",
+    "SIZE_RANGE",
+    "SYNTH_CLASSES",
+    "make_synthetic_voc",
+]
+
 SYNTH_CLASSES: tuple[str, ...] = ("box", "disc", "triangle", "cross", "ring")
 SHAPES = {  # name -> base colour (RGB)
     "box": (220, 40, 40),

@@ -37,6 +37,16 @@ from PIL import Image
 from ..errors import DataError
 from .annotations import CLIP_TOLERANCE, ProblemLog, merge_annotations, validate_annotations
 
+__all__ = [
+    "IMAGE_EXTENSIONS",
+    "VOC_CLASSES",
+    "default_classes",
+    "read_split_ids",
+    "read_voc",
+    "read_voc_files",
+    "read_voc_many",
+]
+
 VOC_CLASSES: tuple[str, ...] = (
     "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
     "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train",

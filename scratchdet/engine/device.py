@@ -6,6 +6,8 @@ import torch
 
 from ..errors import ConfigError
 
+__all__ = ["memory_format_for", "resolve_device"]
+
 
 def resolve_device(name: str, key: str = "device") -> torch.device:
     """'auto' = CUDA when available, else CPU; asking for CUDA without a GPU is a ConfigError."""

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+__all__ = ["DistContext", "init_distributed", "shutdown_distributed", "torchrun_command"]
+
 
 @dataclass(frozen=True)
 class DistContext:

@@ -24,6 +24,16 @@ from typing import IO
 
 from ..errors import ConfigError
 
+__all__ = [
+    "GPU_COUNT_ENV",
+    "LOCK_DIR_ENV",
+    "GpuClaim",
+    "assign_gpus",
+    "claim_gpus",
+    "count_gpus",
+    "default_lock_dir",
+]
+
 LOCK_DIR_ENV = "SCRATCHDET_GPU_LOCK_DIR"
 GPU_COUNT_ENV = "SCRATCHDET_NUM_GPUS"
 

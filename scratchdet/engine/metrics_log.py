@@ -9,6 +9,8 @@ from typing import Any
 
 from ..io import write_text
 
+__all__ = ["COLUMNS", "MetricsLog"]
+
 COLUMNS = ("step", "lr", "loss", "loc_loss", "conf_loss", "grad_norm", "num_pos", "images_per_s",
            "elapsed_s")
 

@@ -6,6 +6,8 @@ import bisect
 
 from ..config import TrainConfig
 
+__all__ = ["lr_at"]
+
 
 def lr_at(step: int, cfg: TrainConfig) -> float:
     """Linear warmup from lr * warmup_factor, then multiply by gamma at each milestone passed.

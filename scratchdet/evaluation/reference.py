@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import math
 
+__all__ = ["reference_voc_ap"]
+
 
 def _iou(d: list[float], g: list[float]) -> float:
     """Same arithmetic, in the same order, as voc.match_detections (so ties compare equal)."""

@@ -29,6 +29,21 @@ import numpy as np
 
 from ..errors import DataError
 
+__all__ = [
+    "DET_DTYPE",
+    "FIELDS",
+    "TABLE_MAX",
+    "Source",
+    "as_detections",
+    "detections_from_list",
+    "detections_to_list",
+    "float_rows",
+    "index_of",
+    "load_detections",
+    "lookup",
+    "parser_name",
+]
+
 try:  # optional: ~4x faster than orjson here, with the type checks done while parsing
     import msgspec as _msgspec
 except ImportError:  # pragma: no cover - depends on the environment

@@ -35,11 +35,11 @@ from .resnet_options import ResNetOptions
 from .vgg_options import VGGOptions
 
 if TYPE_CHECKING:  # for type checkers and editors; at run time see __getattr__
+    from .detector import SSD
     from .dsod import build_dsod
     from .heads import MultiBoxHead
     from .layers import L2Norm
     from .resnet import build_resnet
-    from .detector import SSD
     from .vgg import build_vgg
 
 # Public names that need torch: the module of each, imported on first access.

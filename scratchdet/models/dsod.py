@@ -18,11 +18,11 @@ from torchvision.ops import Conv2dNormActivation
 
 from scratchdet.ssd.priors import num_priors_per_cell
 
+from .detector import SSD, select_priors
 from .dsod_options import DSODOptions
 from .heads import MultiBoxHead
 from .layers import conv_out_size, init_caffe
 from .prediction import DENSE_WIDTHS, DSOD_PLAIN_EXTRAS, DenseExtras, PlainExtras
-from .detector import SSD, select_priors
 
 __all__ = ["DSODBackbone", "DenseLayer", "bn_relu_conv", "build_dsod"]
 

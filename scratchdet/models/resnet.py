@@ -38,12 +38,12 @@ from torchvision.ops import Conv2dNormActivation
 
 from scratchdet.ssd.priors import num_priors_per_cell
 
+from .detector import SSD, select_priors
 from .heads import MultiBoxHead
 from .layers import CenterCrop, chain_outputs, conv_out_size, init_kaiming
 from .prediction import SSD300_EXTRAS, PlainExtras
 from .pretrained import ImageNetInput, load_state_dict
 from .resnet_options import ResNetOptions
-from .detector import SSD, select_priors
 
 __all__ = ["ResNetBackbone", "ResidualExtras", "build_resnet"]
 

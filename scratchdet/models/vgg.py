@@ -18,11 +18,11 @@ from torchvision.ops import Conv2dNormActivation
 
 from scratchdet.ssd.priors import num_priors_per_cell
 
+from .detector import SSD, select_priors
 from .heads import MultiBoxHead
 from .layers import init_caffe
 from .prediction import DENSE_WIDTHS, SSD300_EXTRAS, ConvUnit, DenseExtras, PlainExtras
 from .pretrained import ImageNetInput, load_state_dict
-from .detector import SSD, select_priors
 from .vgg_options import VGGOptions
 
 __all__ = ["VGG16Backbone", "build_vgg", "reduce_fc6", "reduce_fc7"]
