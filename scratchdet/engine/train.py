@@ -9,6 +9,9 @@ Outputs in the run directory:
 - `status.json`: `finished` or `diverged` (with the step and the reason); written last.
 - `.run.lock`: held by the process training in the folder (`run_lock.py`): one run per folder.
 
+Progress (step/total, rate, ETA, the loss of the last read) goes to stderr: a bar on a terminal,
+a line every `train.log_every` steps in a log (`scratchdet.progress`).
+
 Killing the process at any moment and running the same command again resumes from the newest
 readable snapshot and reaches the same weights: the data stream is a function of (seed, step), see
 `sampling.py`, and every file is replaced atomically.
@@ -35,6 +38,7 @@ from ..errors import ConfigError, DataError
 from ..input import build_train_input
 from ..io import read_json, write_json, write_text
 from ..models import build_model
+from ..progress import Progress
 from ..provenance import provenance, seed_everything
 from .checkpoint import (
     CheckpointStore,
@@ -239,10 +243,16 @@ def _train(cfg: RunConfig, out: Path, ctx: DistContext, device: torch.device,
         ctx.barrier()
 
     steplog = StepLog(t.log_every, device, ctx)
+    # Counts steps on the host; the loss shown is the mean of the rows of the last read.
+    progress = Progress("train", t.max_steps, unit="step", initial=start_step,
+                        every=t.log_every, enabled=ctx.is_main)
 
     def flush() -> dict[str, Any] | None:
         """Log the buffered steps; the status of the first diverged one, if any."""
-        for row in steplog.flush(t.batch_size):
+        rows = steplog.flush(t.batch_size)
+        if rows:
+            progress.set(loss=sum(r["loss"] for r in rows) / len(rows), lr=rows[-1]["lr"])
+        for row in rows:
             reason = _divergence(row["loss"], row["grad_norm"], t.max_loss)
             if ctx.is_main:
                 metrics.append(row)
@@ -253,7 +263,7 @@ def _train(cfg: RunConfig, out: Path, ctx: DistContext, device: torch.device,
     status: dict[str, Any] = {"status": "finished", "step": t.max_steps, "reason": None}
     net.train()
     step, lr, starting = start_step, t.lr, True
-    with _StopRequest() as stop:
+    with _StopRequest() as stop, progress:
         for batch in batches:
             if starting:
                 lr = lr_at(step, t)
@@ -264,19 +274,20 @@ def _train(cfg: RunConfig, out: Path, ctx: DistContext, device: torch.device,
             # A non-finite step is skipped on the device; the host learns of it at the next read.
             steplog.record(step, lr, trainer.finish())
             step += 1
-            full = len(steplog) == t.log_every
+            # Reads at multiples of log_every (so progress lines show a fresh loss), at
+            # snapshots, at a stop and at the end: never more than log_every rows apart.
+            full = step % t.log_every == 0
             # With several processes a stop signal is agreed on at the reads only (a collective).
             stopping = ctx.any(stop.signum is not None, device) if ctx.enabled and full \
                 else stop.signum is not None and not ctx.enabled
             due = step % t.checkpoint_every == 0 and step < t.max_steps
-            if full or due or stopping or step == t.max_steps:
-                diverged = flush()
-                if diverged is not None:
-                    status = diverged
-                    log.warning("run %s diverged at step %d: %s", out, status["step"],
-                                status["reason"])
-                    break
-                log.info("step %d/%d  lr %.4g", step, t.max_steps, lr)
+            diverged = flush() if full or due or stopping or step == t.max_steps else None
+            progress.update()
+            if diverged is not None:
+                status = diverged
+                log.warning("run %s diverged at step %d: %s", out, status["step"],
+                            status["reason"])
+                break
             if stopping:
                 checkpoint(step)
                 signum = stop.signum or signal.SIGTERM
