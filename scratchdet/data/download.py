@@ -3,6 +3,7 @@
 - `fetch` downloads into `<dest>.part`, resuming with an HTTP Range request after an interruption
   (a server that ignores Range restarts from zero), verifies the md5/sha256 given in the workflow
   config and only then renames the file to `dest`: a file at `dest` is always complete and verified.
+  Bytes done/total and the rate go to stderr (`scratchdet.progress`).
 - `extract` refuses archive members that would land outside the target folder (absolute paths,
   `..`, links pointing out, device files): tar uses the standard library's 'data' filter, zip is
   checked member by member. Members are unpacked into a scratch folder beside the target and moved
@@ -28,6 +29,7 @@ from pathlib import Path
 
 from ..errors import DataError
 from ..io import write_text
+from ..progress import Progress
 
 log = logging.getLogger(__name__)
 
@@ -59,8 +61,14 @@ def _open(url: str, start: int, timeout: float):
     return urllib.request.urlopen(req, timeout=timeout)
 
 
-def _transfer(url: str, part: Path, timeout: float) -> None:
-    """Append the rest of `url` to `part` (resuming at its current size)."""
+def _total_size(resp, start: int) -> int | None:
+    """The whole file's size, if the response says (a 206 counts from `start`)."""
+    length = resp.headers.get("Content-Length", "")
+    return start + int(length) if length.isdigit() else None
+
+
+def _transfer(url: str, part: Path, timeout: float, name: str) -> None:
+    """Append the rest of `url` to `part` (resuming at its current size); bytes to stderr."""
     start = part.stat().st_size if part.exists() else 0
     try:
         resp = _open(url, start, timeout)
@@ -72,9 +80,16 @@ def _transfer(url: str, part: Path, timeout: float) -> None:
         resumed = start and resp.status == 206
         if start and not resumed:
             log.info("%s: server ignored the range request; starting over", url)
-        with open(part, "ab" if resumed else "wb") as fh:
+        done = start if resumed else 0
+        total = _total_size(resp, done)
+        # A line every 5% of a known size, every 64 MiB otherwise (and every 30 s).
+        every = None if total else 64 * CHUNK
+        with open(part, "ab" if resumed else "wb") as fh, \
+                Progress(f"download {name}", total, initial=done, every=every,
+                         in_bytes=True) as progress:
             while block := resp.read(CHUNK):
                 fh.write(block)
+                progress.update(len(block))
 
 
 def fetch(url: str, dest: str | Path, md5: str | None = None, sha256: str | None = None,
@@ -103,7 +118,7 @@ def fetch(url: str, dest: str | Path, md5: str | None = None, sha256: str | None
     part = dest.with_name(dest.name + ".part")
     for attempt in range(1, retries + 1):
         try:
-            _transfer(url, part, timeout)
+            _transfer(url, part, timeout, dest.name)
             break
         except (urllib.error.URLError, OSError) as exc:
             if attempt == retries:

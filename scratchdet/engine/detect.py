@@ -4,7 +4,7 @@ Batched end to end: workers decode and resize to uint8 (pinned, copied without b
 device subtracts the mean, runs the model (bf16 autocast, channels-last, cuDNN autotuning on
 CUDA) and ``ssd.postprocess.batch_detections`` (one NMS for the whole batch), and the batch's
 detections come back to the host in one copy; boxes are scaled to each image on the host with
-numpy.
+numpy. Images done/total go to stderr (``scratchdet.progress``).
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from ..input import SSDTestTransform, build_train_input
 from ..io import write_json
 from ..models import build_model
 from ..models.input import CAFFE_MEAN_RGB
+from ..progress import Progress
 from ..ssd.postprocess import batch_detections
 from .checkpoint import load_checkpoint
 from .device import memory_format_for, resolve_device
@@ -135,19 +136,21 @@ def _detect(checkpoint: str | Path, data: str | Path, out: str | Path, cfg: Dete
     mean = torch.tensor(CAFFE_MEAN_RGB, device=dev)[None, :, None, None]
     priors, variances = model.priors, torch.tensor(model.prior_config.variances, device=dev)
     found: list[np.ndarray] = []
-    for pixels, indices in loader:
-        images = (pixels.to(dev, non_blocking=True).float() - mean) \
-            .contiguous(memory_format=memory_format)
-        loc, conf = _forward(model, images, autocast)
-        d = batch_detections(loc.float(), conf.float(), priors, variances,
-                             conf_threshold=cfg.conf_threshold, nms_threshold=cfg.nms_threshold,
-                             top_k=cfg.top_k)
-        rows = torch.cat([d.image[:, None].float(), d.labels[:, None].float(),
-                          d.scores[:, None], d.boxes, d.rank[:, None].float()], dim=1).cpu()
-        rows = rows.numpy()
-        rows = rows[rows[:, 7] < cfg.keep_top_k]
-        rows[:, 0] = indices.numpy()[rows[:, 0].astype(np.int64)]  # batch slot -> dataset index
-        found.append(rows)
+    with Progress("detect", len(dataset), unit="image") as progress:  # after each batch's copy
+        for pixels, indices in loader:
+            images = (pixels.to(dev, non_blocking=True).float() - mean) \
+                .contiguous(memory_format=memory_format)
+            loc, conf = _forward(model, images, autocast)
+            d = batch_detections(loc.float(), conf.float(), priors, variances,
+                                 conf_threshold=cfg.conf_threshold, nms_threshold=cfg.nms_threshold,
+                                 top_k=cfg.top_k)
+            rows = torch.cat([d.image[:, None].float(), d.labels[:, None].float(),
+                              d.scores[:, None], d.boxes, d.rank[:, None].float()], dim=1).cpu()
+            rows = rows.numpy()
+            rows = rows[rows[:, 7] < cfg.keep_top_k]
+            rows[:, 0] = indices.numpy()[rows[:, 0].astype(np.int64)]  # batch slot -> dataset index
+            found.append(rows)
+            progress.update(len(indices))
     results = _to_coco(np.concatenate(found) if found else np.zeros((0, 8), np.float32),
                        dataset, label_to_cat)
     write_json(out, results, indent=None)
