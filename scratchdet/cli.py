@@ -203,6 +203,10 @@ def cmd_eval(args: argparse.Namespace) -> None:
     result["inputs"] = {"gt": str(args.gt), "dets": str(args.dets)}
     result["provenance"] = provenance()
     write_json(args.out, result)
+    if "stats" in result and args.metric == "coco":  # pycocotools' 12 lines, as it prints them
+        from .evaluation.coco import summary_lines
+
+        print("\n".join(summary_lines(result["stats"])))
     print(f"{args.out}: {args.metric} mAP = {result['map']:.4f}")
 
 

@@ -3,12 +3,15 @@
 The numbers are pycocotools' own (`faster_coco_eval`, a C++ port that gives identical results,
 is used when installed because pycocotools' Python loops take minutes on COCO val). Nothing is
 written to disk: the COCO objects are built from the dicts already in memory, and the libraries'
-progress printing is captured.
+printing is captured; `summary_lines` gives back pycocotools' 12-line summary from the numbers.
+pycocotools evaluates the images in slices, so images done/total go to stderr
+(``scratchdet.progress``); the slices give exactly the numbers of one call.
 """
 
 from __future__ import annotations
 
 import contextlib
+import copy
 import io
 import math
 from typing import Any
@@ -16,12 +19,19 @@ from typing import Any
 import numpy as np
 
 from ..errors import ConfigError, DataError
+from ..progress import Progress
 from .results_io import Source, as_detections, detections_to_list, index_of
 from .voc import GroundTruth, prepare_ground_truth
 
 STAT_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl",
               "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
 BACKENDS = ("faster_coco_eval", "pycocotools")
+# pycocotools' summarize(): (AP or AR, IoU, area, maxDets) of each of the 12 numbers.
+_SUMMARY = [(True, None, "all", 100), (True, 0.5, "all", 100), (True, 0.75, "all", 100),
+            (True, None, "small", 100), (True, None, "medium", 100), (True, None, "large", 100),
+            (False, None, "all", 1), (False, None, "all", 10), (False, None, "all", 100),
+            (False, None, "small", 100), (False, None, "medium", 100),
+            (False, None, "large", 100)]
 
 
 def available_backends() -> list[str]:
@@ -74,6 +84,41 @@ def _coco_from(coco_cls: Any, images: list, categories: list, annotations: list)
     return obj
 
 
+def summary_lines(stats: dict[str, float]) -> list[str]:
+    """pycocotools' summary, as `summarize()` prints it, from `coco_eval`'s ``stats`` (NaN: -1)."""
+    lines = []
+    for name, (ap, iou, area, max_dets) in zip(STAT_NAMES, _SUMMARY):
+        value = stats[name]
+        lines.append(" {:<18} {} @[ IoU={:<9} | area={:>6s} | maxDets={:>3d} ] = {:0.3f}".format(
+            "Average Precision" if ap else "Average Recall", "(AP)" if ap else "(AR)",
+            "0.50:0.95" if iou is None else f"{iou:0.2f}", area, max_dets,
+            -1.0 if math.isnan(value) else value))
+    return lines
+
+
+def _evaluate_in_slices(evaluator: Any, progress: Progress) -> None:
+    """pycocotools' ``evaluate()`` over slices of the images, then its state for all of them.
+
+    Each image is scored alone (``evaluateImg`` per image, class and area), so the slices'
+    ``evalImgs``, put back in pycocotools' [class][area][image] order, are one call's.
+    """
+    params = evaluator.params
+    image_ids = [int(i) for i in np.unique(params.imgIds)]
+    size = progress.every
+    slices = [image_ids[i:i + size] for i in range(0, len(image_ids), size)]
+    parts = []
+    for ids in slices:
+        params.imgIds = ids
+        evaluator.evaluate()
+        parts.append(evaluator.evalImgs)
+        progress.update(len(ids))
+    cells = len(params.catIds if params.useCats else [-1]) * len(params.areaRng)
+    evaluator.evalImgs = [e for cell in range(cells) for ids, part in zip(slices, parts)
+                          for e in part[cell * len(ids):(cell + 1) * len(ids)]]
+    params.imgIds = image_ids
+    evaluator._paramsEval = copy.deepcopy(params)
+
+
 def coco_eval(gt: Any, dets: Any, *, backend: str | None = None,
               gt_source: Source = "ground truth", dets_source: Source = "<detections>") -> dict:
     """pycocotools bbox evaluation of `dets` (COCO results list or DET_DTYPE array) against `gt`.
@@ -107,7 +152,12 @@ def coco_eval(gt: Any, dets: Any, *, backend: str | None = None,
             coco_dt = _coco_from(coco_cls, [dict(img) for img in images],
                                  [dict(cat) for cat in categories], [])
         evaluator = eval_cls(coco_gt, coco_dt, "bbox")
-        evaluator.evaluate()
+        with Progress("eval coco", len(images), unit="image") as progress:
+            if backend == "pycocotools":
+                _evaluate_in_slices(evaluator, progress)
+            else:  # one C++ call
+                evaluator.evaluate()
+                progress.update(len(images))
         evaluator.accumulate()
         evaluator.summarize()
 
