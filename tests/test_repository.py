@@ -74,3 +74,16 @@ def test_citation_titles_and_authors_are_those_of_the_papers(paper):
     byline = next(line for line in lines[1:4] if line.strip())
     for author in ref["authors"]:
         assert f"{author['given-names']} {author['family-names']}" in byline
+
+
+def test_every_package_file_the_docs_name_exists():
+    """A renamed module leaves no stale path in the Markdown docs."""
+    named = re.compile(r"\bscratchdet/[\w/]+\.py\b")
+    stale = {}
+    for name in tracked_text_files():
+        if name.endswith(".md"):
+            text = (ROOT / name).read_text(errors="replace")
+            missing = sorted({m for m in named.findall(text) if not (ROOT / m).is_file()})
+            if missing:
+                stale[name] = missing
+    assert stale == {}

@@ -1,4 +1,4 @@
-"""`data.augment: device` trains through the whole-batch pipeline, reproducibly."""
+"""`data.pipeline: device` trains through the whole-batch input pipeline, reproducibly."""
 
 from __future__ import annotations
 
