@@ -11,8 +11,13 @@ from scratchdet.cli import main
 from scratchdet.config import config_from_dict
 from scratchdet.engine.learning_curve import blind_scores, learning_curve
 from scratchdet.engine.train import train
-from scratchdet.io import read_json
-from scratchdet.reports.learning_curve import learning_curve_figure
+from scratchdet.io import read_json, write_json
+from scratchdet.reports.learning_curve import (
+    draw_learning_curves,
+    learning_curve_figure,
+    learning_curve_table,
+)
+from scratchdet.reports.tables import meta_path
 
 from .test_interruption import TINY_DSOD
 
@@ -60,3 +65,25 @@ def test_a_run_without_snapshots_is_an_error(tmp_path, synth_splits):
 
     with pytest.raises(DataError, match="no snapshot"):
         learning_curve(tmp_path, synth_splits["test"], tmp_path / "c.csv")
+
+
+def test_curve_reports_read_the_csv_and_its_sidecar(tmp_path):
+    """The table and the figure take the baseline from <csv>.meta.json; the figure prints the
+    scale's note and whole training steps."""
+    import matplotlib.pyplot as plt
+
+    curve = tmp_path / "curve.csv"
+    pd.DataFrame({"step": [1, 2, 3], "map": [0.1, 0.4, 0.3], "loss": [3.0, 2.0, 1.0],
+                  "checkpoint": ["a", "b", "model_final.pt"]}).to_csv(curve, index=False)
+    write_json(meta_path(curve), {"metric": "voc07", "blind": {"mean_box": 0.05, "whole": 0.02}})
+    cells = learning_curve_table({"run": curve}, {}, tmp_path / "c.md", "curves", "smoke note")
+    assert cells == [["run", "", "3", "30.0", "5.0", "+25.0", "40.0 (2)"]]
+    assert "- smoke note" in (tmp_path / "c.md").read_text()
+    fig = draw_learning_curves({"run": curve}, "curves", "smoke note")
+    fig.canvas.draw()
+    assert fig.texts[0].get_text() == "curves\nsmoke note"
+    ax = fig.axes[0]
+    assert "image-blind (mean_box) 0.050" in [t.get_text() for t in ax.get_legend().texts]
+    ticks = [t.get_text() for t in ax.get_xticklabels() if t.get_text()]
+    assert ticks and all(t.isdigit() for t in ticks), ticks
+    plt.close(fig)

@@ -18,15 +18,23 @@ from scratchdet.errors import ConfigError, DataError
 from scratchdet.evaluation import evaluate
 from scratchdet.io import read_json, write_json
 from scratchdet.reports.cli import main as report_main
-from scratchdet.reports.figures import fluctuation
+from scratchdet.reports.figures import (
+    draw_detection_grid,
+    draw_figure1,
+    draw_pr_curves,
+    fluctuation,
+)
+from scratchdet.reports.learning_curve import draw_learning_curves
 from scratchdet.reports.precision_recall import precision_recall
 from scratchdet.reports.runconfig import write_run_config
 from scratchdet.reports.submission import coco_test_list, voc_submission, voc_test_list
-from scratchdet.reports.tables import write_table_report
+from scratchdet.reports.tables import meta_path, write_table_report
 from scratchdet.workflow_config import RunPaths
 
 ROOT = Path(__file__).resolve().parent.parent
 PNG = b"\x89PNG\r\n\x1a\n"
+DEFAULT_SCALE = yaml.safe_load((ROOT / "config/scales/default.yaml").read_text())
+SMOKE_NOTE = DEFAULT_SCALE["description"].strip()
 
 
 def _detections(gt_path: Path, drop_every: int = 3) -> list[dict]:
@@ -100,7 +108,7 @@ def test_table_report_reads_nan_not_run_and_differences(tmp_path):
     assert "image-blind: the same split scored with per-class mean training boxes" in text
     assert "Smoke scale: numbers are not comparable to the paper" in text
     assert "hardware: CPU (x86_64, 2 cores)" in text
-    df = pd.read_csv(csv_path, comment="#", dtype=str, keep_default_na=False).set_index("row")
+    df = pd.read_csv(csv_path, dtype=str, keep_default_na=False).set_index("row")
     assert list(df.columns[:3]) == ["bn_backbone", "bn_head", "lr"]
     assert df.loc["scratch_bn-none_lr0.001", "mAP reproduced"] == "50.0"
     assert df.loc["scratch_bn-none_lr0.001", "mAP paper"] == "67.6"
@@ -114,7 +122,19 @@ def test_table_report_reads_nan_not_run_and_differences(tmp_path):
     skipped = df.loc["pretrained_bn-both_lr0.01"]
     assert skipped["mAP reproduced"] == "not run"
     assert skipped["status"] == "not run (needs ImageNet weights, offline)"
-    assert csv_path.read_text().startswith("# scale: default: smoke scale")
+    # A plain CSV, its notes in the sidecar: the lines the Markdown states on top, the scale,
+    # the inputs and the provenance.
+    assert csv_path.read_text().startswith("row,bn_backbone,bn_head,lr,pretrained,mAP reproduced,")
+    assert "#" not in csv_path.read_text()
+    assert list(pd.read_csv(csv_path).index) == list(range(len(rows)))
+    meta = read_json(meta_path(csv_path))
+    assert meta_path(csv_path).name == "t.csv.meta.json"
+    assert meta["scale"] == {"name": "default", "description": SMOKE_NOTE, "smoke": True}
+    assert meta["notes"][0] == f"scale: default: {SMOKE_NOTE}"
+    assert meta["notes"][1] == "hardware: CPU (x86_64, 2 cores)"
+    assert all(f"- {line}" in text for line in meta["notes"])
+    assert meta["table"] == table and meta["params"] == str(params)
+    assert meta["provenance"]["code"] and meta["provenance"]["packages"]["scratchdet"]
     record = {r["row"]: r for r in read_json(tmp_path / "t.json")["rows"]}
     assert record["scratch_bn-none_lr0.05"]["reproduced"] == {"map": "NaN"}
     assert record["scratch_bn-none_lr0.05"]["run"] == str(runs["scratch_bn-none_lr0.05"])
@@ -134,12 +154,15 @@ def test_table_report_coco_metrics_params_and_server_file(tmp_path):
     md, csv_path = tmp_path / "t.md", tmp_path / "t.csv"
     write_table_report(ROOT / "params/dsod_table6.tsv", ROOT / "config/scales/paper.yaml", "paper",
                        {"dsod300_coco": run.root}, {}, md, csv_path)
-    df = pd.read_csv(csv_path, comment="#", dtype=str, keep_default_na=False)
+    df = pd.read_csv(csv_path, dtype=str, keep_default_na=False)
     assert df.loc[0, "AP50 reproduced"] == "50.0" and df.loc[0, "AP50 paper"] == "47.3"
     assert df.loc[0, "AP50 diff"] == "+2.7"
     assert df.loc[0, "server file"].endswith("detections_test-dev2017_dsod300coco_results.zip")
     text = md.read_text()
     assert "NVIDIA H100" in text and "Smoke scale" not in text
+    meta = read_json(meta_path(csv_path))
+    assert meta["scale"]["name"] == "paper" and meta["scale"]["smoke"] is False
+    assert "hardware: NVIDIA H100 (CUDA 12.8)" in meta["notes"]
 
 
 def test_table_report_counts_parameters_like_the_paper(tmp_path):
@@ -147,7 +170,7 @@ def test_table_report_counts_parameters_like_the_paper(tmp_path):
     rows = pd.read_csv(params, sep="\t", dtype=str, keep_default_na=False)["row"]
     write_table_report(params, ROOT / "config/scales/default.yaml", "default", {},
                        {r: "test" for r in rows}, tmp_path / "t.md", tmp_path / "t.csv")
-    df = pd.read_csv(tmp_path / "t.csv", comment="#", dtype=str, keep_default_na=False)
+    df = pd.read_csv(tmp_path / "t.csv", dtype=str, keep_default_na=False)
     dsod = df.set_index("row").loc["ds64-192-48-1_stem_dense"]
     assert dsod["params (M) reproduced"] == "14.80" and dsod["params (M) paper"] == "14.8"
     assert (df["status"] == "not run (test)").all()
@@ -182,13 +205,79 @@ def test_figure_commands_write_pngs(synth_splits, dets, tmp_path):
                   "grad_norm": [1, 2, 3, 2, 1]}).to_csv(run / "metrics.csv", index=False)
     outs = {name: tmp_path / f"{name}.png" for name in ("fig1", "pr", "grid")}
     assert report_main(["figure1", "--run", f"a (paper 67.6)={run}", "--run", f"b={run}",
-                        "--out", str(outs["fig1"])]) == 0
+                        "--note", "smoke", "--out", str(outs["fig1"])]) == 0
     assert report_main(["pr-curves", "--gt", str(synth_splits["test"]), "--dets", str(dets),
                         "--out", str(outs["pr"])]) == 0
     assert report_main(["detections", "--gt", str(synth_splits["test"]), "--dets", str(dets),
-                        "--num-images", "4", "--out", str(outs["grid"])]) == 0
+                        "--num-images", "4", "--note", "smoke", "--out", str(outs["grid"])]) == 0
     for path in outs.values():
         assert path.read_bytes().startswith(PNG)
+
+
+def _texts(fig) -> str:
+    """Every text of a figure (title, note, legend), with line breaks as spaces."""
+    texts = list(fig.texts) + [t for leg in fig.legends for t in (leg.get_title(), *leg.texts)]
+    return " ".join(" ".join(t.get_text().split()) for t in texts)
+
+
+def _steps_run(tmp_path: Path, steps: int = 3) -> Path:
+    run = tmp_path / "run"
+    run.mkdir()
+    pd.DataFrame({"step": range(steps), "loss": np.linspace(5, 2, steps),
+                  "grad_norm": np.linspace(1, 2, steps)}).to_csv(run / "metrics.csv", index=False)
+    return run
+
+
+def test_every_figure_prints_the_scales_note(synth_splits, dets, tmp_path):
+    import matplotlib.pyplot as plt
+
+    run = _steps_run(tmp_path)
+    curve = tmp_path / "curve.csv"
+    pd.DataFrame({"step": [1, 2], "map": [0.1, 0.2], "loss": [3.0, 2.0],
+                  "checkpoint": ["a", "b"]}).to_csv(curve, index=False)
+    figures = {
+        "figure1": draw_figure1({"a": run}, note=SMOKE_NOTE)[0],
+        "pr": draw_pr_curves(synth_splits["test"], dets, "t/r", note=SMOKE_NOTE)[0],
+        "grid": draw_detection_grid(synth_splits["test"], dets, "t/r", num_images=2,
+                                    note=SMOKE_NOTE)[0],
+        "curves": draw_learning_curves({"a": curve}, "curves", note=SMOKE_NOTE),
+    }
+    for name, fig in figures.items():
+        assert SMOKE_NOTE in _texts(fig), name
+        plt.close(fig)
+    fig, _ = draw_figure1({"a": run}, title="plain")  # no note given, none printed
+    assert _texts(fig) == "plain"
+    plt.close(fig)
+
+
+def test_step_axes_are_labelled_with_whole_steps(tmp_path):
+    import matplotlib.pyplot as plt
+
+    fig, _ = draw_figure1({"a": _steps_run(tmp_path, steps=2)})  # steps 0 and 1
+    fig.canvas.draw()
+    for ax in fig.axes:
+        labels = [t.get_text() for t in ax.get_xticklabels() if t.get_text()]
+        assert labels and all(label.lstrip("−-").isdigit() for label in labels), labels
+    plt.close(fig)
+
+
+def test_detection_grid_legend_says_what_the_boxes_are(synth_splits, dets):
+    import matplotlib.pyplot as plt
+
+    fig, n = draw_detection_grid(synth_splits["test"], dets, num_images=2, min_score=0.5)
+    [legend] = fig.legends
+    entries = [t.get_text() for t in legend.texts]
+    # the ground truth, then every class with a detection of score >= 0.5 in the two images
+    ds = load_annotations(synth_splits["test"])
+    first = {img["id"] for img in sorted(ds["images"], key=lambda i: i["id"])[:2]}
+    names = {c["id"]: c["name"] for c in ds["categories"]}
+    shown = {d["category_id"] for d in json.loads(dets.read_text())
+             if d["image_id"] in first and d["score"] >= 0.5}
+    assert n == 2 and entries == ["ground truth"] + [names[c] for c in sorted(shown)]
+    title = legend.get_title().get_text()
+    assert "score >= 0.5" in title and "ground truth (white)" in title
+    assert legend.legend_handles[0].get_edgecolor()[:3] == (1.0, 1.0, 1.0)
+    plt.close(fig)
 
 
 def test_figure1_names_a_run_without_metrics(tmp_path, capsys):

@@ -52,21 +52,22 @@ def cmd_learning_curves(args: argparse.Namespace) -> None:
 def cmd_figure1(args: argparse.Namespace) -> None:
     from .figures import figure1
 
-    window = figure1(_pairs(args.run, "--run"), args.out, args.window, args.title)
+    window = figure1(_pairs(args.run, "--run"), args.out, args.window, args.title, args.note)
     print(f"{args.out}: fluctuation window {window} steps")
 
 
 def cmd_pr_curves(args: argparse.Namespace) -> None:
     from .figures import pr_figure
 
-    aps = pr_figure(args.gt, args.dets, args.out, args.title)
+    aps = pr_figure(args.gt, args.dets, args.out, args.title, args.note)
     print(f"{args.out}: {len(aps)} classes")
 
 
 def cmd_detections(args: argparse.Namespace) -> None:
     from .figures import detection_grid
 
-    n = detection_grid(args.gt, args.dets, args.out, args.title, args.num_images, args.min_score)
+    n = detection_grid(args.gt, args.dets, args.out, args.title, args.num_images, args.min_score,
+                       note=args.note)
     print(f"{args.out}: {n} images")
 
 
@@ -115,7 +116,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--skip", action="append", default=[], metavar="ROW=REASON",
                    help="a row that did not run at this scale, and why")
     s.add_argument("--out-md", required=True)
-    s.add_argument("--out-csv", required=True)
+    s.add_argument("--out-csv", required=True, help="plain CSV (notes in <out-csv>.meta.json)")
     s.add_argument("--out-json", help="the values, run folders and provenance, as JSON")
     s.add_argument("--baseline", action="append", default=[], metavar="ROW=METRICS_JSON",
                    help="the image-blind baseline's metrics for a row (scratchdet eval "
@@ -128,7 +129,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--precise-bn-curve", action="append", default=[], metavar="LABEL=CSV",
                    help="the same run's curve with PreciseBN, for the comparison column")
     s.add_argument("--title", default="learning curves")
-    s.add_argument("--note", default="", help="a line under the title (e.g. the scale)")
+    s.add_argument("--note", default="", help="a line under the title (the scale's description)")
     s.add_argument("--out-md", required=True)
     s.add_argument("--out-png", required=True)
     s.set_defaults(func=cmd_learning_curves)
@@ -137,6 +138,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--run", action="append", required=True, metavar="LABEL=RUN_DIR")
     s.add_argument("--window", type=int, help="fluctuation window in steps (default: 2%%)")
     s.add_argument("--title", default="ScratchDet Figure 1")
+    s.add_argument("--note", default="", help="a line under the title (the scale's description)")
     s.add_argument("--out", required=True)
     s.set_defaults(func=cmd_figure1)
 
@@ -146,6 +148,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         s.add_argument("--gt", required=True)
         s.add_argument("--dets", required=True)
         s.add_argument("--title", default="")
+        s.add_argument("--note", default="",
+                       help="a line under the title (the scale's description)")
         s.add_argument("--out", required=True)
         if name == "detections":
             s.add_argument("--num-images", type=int, default=6)

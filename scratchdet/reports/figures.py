@@ -1,11 +1,15 @@
 """PNG figures: ScratchDet Figure 1 (training curves), precision-recall curves, detection grids.
 
-Matplotlib runs headless (Agg); every PNG is written through `scratchdet.io.atomic_path`.
+Each `draw_*` function returns the matplotlib Figure (to inspect or restyle); the function of the
+same figure without the prefix writes it as a PNG. Every figure takes the scale's `note` (its
+`description` in config/scales/, as the tables state it) and prints it under the title. Matplotlib
+runs headless (Agg); every PNG is written through `scratchdet.io.atomic_path`.
 """
 
 from __future__ import annotations
 
 import math
+import textwrap
 from pathlib import Path
 
 import matplotlib
@@ -14,16 +18,32 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+from matplotlib.patches import Patch
+from matplotlib.ticker import MaxNLocator
 
 from ..errors import DataError
 from ..io import atomic_path, read_json
 from .precision_recall import precision_recall
 
 
-def _save(fig: plt.Figure, out: str | Path) -> None:
+def save_png(fig: plt.Figure, out: str | Path) -> None:
+    """Write `fig` as a PNG (atomically) and close it."""
     with atomic_path(out) as tmp:
         fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
     plt.close(fig)
+
+
+def heading(fig: plt.Figure, title: str, note: str = "") -> None:
+    """The figure's title, with `note` (the scale's description) wrapped to its width below it."""
+    width = max(40, int(11 * fig.get_figwidth()))  # characters of the title font per line
+    lines = [t for t in (title, textwrap.fill(note.strip(), width, break_on_hyphens=False)) if t]
+    if lines:
+        fig.suptitle("\n".join(lines))
+
+
+def integer_steps(ax: plt.Axes) -> None:
+    """Label the x axis (training steps) with whole numbers only."""
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
 
 
 def read_metrics(run_dir: str | Path) -> pd.DataFrame:
@@ -43,16 +63,17 @@ def fluctuation(grad_norm: pd.Series, window: int) -> pd.Series:
     return grad_norm.rolling(window, min_periods=1).std(ddof=0)
 
 
-def figure1(runs: dict[str, str | Path], out: str | Path, window: int | None = None,
-            title: str = "ScratchDet Figure 1") -> int:
+def draw_figure1(runs: dict[str, str | Path], window: int | None = None,
+                 title: str = "ScratchDet Figure 1", note: str = "") -> tuple[plt.Figure, int]:
     """ScratchDet Figure 1: (a) loss, (b) gradient L2 norm, (c) its fluctuation, per run.
 
-    `window` defaults to 2% of the longest run (at least 2 steps); returns the window used.
+    `window` defaults to 2% of the longest run (at least 2 steps); returns the figure and the
+    window used.
     """
     frames = {label: read_metrics(d) for label, d in runs.items()}
     longest = max(len(df) for df in frames.values())
     window = window or max(2, math.ceil(0.02 * longest))
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4), layout="constrained")
     for label, df in frames.items():
         axes[0].plot(df["step"], df["loss"], label=label)
         axes[1].plot(df["step"], df["grad_norm"], label=label)
@@ -62,20 +83,31 @@ def figure1(runs: dict[str, str | Path], out: str | Path, window: int | None = N
     for ax, panel in zip(axes, panels):
         ax.set_title(panel)
         ax.set_xlabel("step")
+        integer_steps(ax)
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8)
-    fig.suptitle(title)
-    _save(fig, out)
+    heading(fig, title, note)
+    return fig, window
+
+
+def figure1(runs: dict[str, str | Path], out: str | Path, window: int | None = None,
+            title: str = "ScratchDet Figure 1", note: str = "") -> int:
+    """`draw_figure1` written to `out`; returns the fluctuation window used."""
+    fig, window = draw_figure1(runs, window, title, note)
+    save_png(fig, out)
     return window
 
 
-def pr_figure(gt: str | Path, dets: str | Path, out: str | Path, title: str = "") -> dict:
-    """One precision-recall panel per class (VOC rules); returns {class: AP (VOC07)}."""
+def draw_pr_curves(gt: str | Path, dets: str | Path, title: str = "", note: str = ""
+                   ) -> tuple[plt.Figure, dict[str, float]]:
+    """One precision-recall panel per class (VOC rules); returns the figure and
+    {class: AP (VOC07)}."""
     curves = precision_recall(gt, dets)
     n = len(curves)
     cols = min(5, n)
     rows = math.ceil(n / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(3 * cols, 2.8 * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(3 * cols, 2.8 * rows), squeeze=False,
+                             layout="constrained")
     aps = {}
     for ax, (name, c) in zip(axes.flat, curves.items()):
         aps[name] = c.ap
@@ -91,14 +123,28 @@ def pr_figure(gt: str | Path, dets: str | Path, out: str | Path, title: str = ""
         ax.set_xlabel("recall")
     for ax in axes[:, 0]:
         ax.set_ylabel("precision")
-    fig.suptitle(title or "precision-recall", y=1.0 + 0.08 / rows)
-    _save(fig, out)
+    heading(fig, title or "precision-recall", note)
+    return fig, aps
+
+
+def pr_figure(gt: str | Path, dets: str | Path, out: str | Path, title: str = "",
+              note: str = "") -> dict[str, float]:
+    """`draw_pr_curves` written to `out`; returns {class: AP (VOC07)}."""
+    fig, aps = draw_pr_curves(gt, dets, title, note)
+    save_png(fig, out)
     return aps
 
 
-def detection_grid(gt: str | Path, dets: str | Path, out: str | Path, title: str = "",
-                   num_images: int = 6, min_score: float = 0.3, max_per_image: int = 10) -> int:
-    """The first `num_images` test images with ground truth (white) and detections (coloured)."""
+GT_COLOUR = "white"
+"""Ground-truth boxes are drawn thin in this colour, detections thick in their class's colour."""
+
+
+def draw_detection_grid(gt: str | Path, dets: str | Path, title: str = "", num_images: int = 6,
+                        min_score: float = 0.3, max_per_image: int = 10, note: str = ""
+                        ) -> tuple[plt.Figure, int]:
+    """The first `num_images` test images with ground truth (white) and the detections scoring at
+    least `min_score` (coloured by class, labelled with class and score), and a legend saying so;
+    returns the figure and the number of images."""
     import torch
     from torchvision.utils import draw_bounding_boxes
 
@@ -117,12 +163,14 @@ def detection_grid(gt: str | Path, dets: str | Path, out: str | Path, title: str
     images = sorted(ds["images"], key=lambda im: im["id"])[:num_images]
     cols = min(3, len(images))
     rows = math.ceil(len(images) / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(5 * cols, 4.5 * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(5 * cols, 4.5 * rows), squeeze=False,
+                             layout="constrained")
+    shown: set[int] = set()  # classes with a drawn detection, for the legend
     for ax, img in zip(axes.flat, images):
         pixels = read_image(Path(ds["info"]["image_dir"]) / img["file_name"])
         gt_boxes = torch.as_tensor(truth[img["id"]].boxes, dtype=torch.float32).reshape(-1, 4) \
             if img["id"] in truth else torch.zeros(0, 4)
-        pixels = draw_bounding_boxes(pixels, gt_boxes, colors="white", width=1)
+        pixels = draw_bounding_boxes(pixels, gt_boxes, colors=GT_COLOUR, width=1)
         kept = sorted((d for d in by_image.get(img["id"], []) if d["score"] >= min_score),
                       key=lambda d: -d["score"])[:max_per_image]
         if kept:  # clipped for display: an untrained model's boxes can leave the image
@@ -132,10 +180,26 @@ def detection_grid(gt: str | Path, dets: str | Path, out: str | Path, title: str
             pixels = draw_bounding_boxes(
                 pixels, xyxy, labels=[f"{names[d['category_id']]} {d['score']:.2f}" for d in kept],
                 colors=[colours[d["category_id"]] for d in kept], width=3)
+            shown.update(d["category_id"] for d in kept)
         ax.imshow(pixels.permute(1, 2, 0).numpy())
-        ax.set_title(f"{img['file_name']}: {len(kept)} detections >= {min_score}", fontsize=9)
+        ax.set_title(f"{img['file_name']}: {len(kept)} detections >= {min_score:g}", fontsize=9)
     for ax in axes.flat:
         ax.axis("off")
-    fig.suptitle(title or "detections")
-    _save(fig, out)
-    return len(images)
+    handles = [Patch(facecolor="none", edgecolor=GT_COLOUR, linewidth=1, label="ground truth")]
+    handles += [Patch(facecolor="none", edgecolor=np.array(colours[cid]) / 255, linewidth=3,
+                      label=names[cid]) for cid in sorted(shown)]
+    fig.legend(handles=handles, loc="outside lower center", ncols=min(len(handles), 6),
+               fontsize=8, facecolor="0.6", framealpha=1.0,  # grey, so white boxes show
+               title=f"boxes: ground truth (white) and detections with score >= {min_score:g}, "
+                     "coloured by class, labelled class and score", title_fontsize=8)
+    heading(fig, title or "detections", note)
+    return fig, len(images)
+
+
+def detection_grid(gt: str | Path, dets: str | Path, out: str | Path, title: str = "",
+                   num_images: int = 6, min_score: float = 0.3, max_per_image: int = 10,
+                   note: str = "") -> int:
+    """`draw_detection_grid` written to `out`; returns the number of images."""
+    fig, n = draw_detection_grid(gt, dets, title, num_images, min_score, max_per_image, note)
+    save_png(fig, out)
+    return n

@@ -10,23 +10,24 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import pandas as pd
-from matplotlib.ticker import MaxNLocator
 
-from ..errors import DataError
-from ..io import atomic_path, read_json, write_text
-from .tables import to_markdown
+from ..errors import ConfigError, DataError
+from ..io import read_json, write_text
+from .figures import heading, integer_steps, save_png
+from .tables import meta_path, to_markdown
 
-__all__ = ["learning_curve_figure", "learning_curve_table"]
+__all__ = ["draw_learning_curves", "learning_curve_figure", "learning_curve_table"]
 
 
-def learning_curve_figure(curves: dict[str, str | Path], out: str | Path, title: str = "",
-                          note: str = "") -> None:
+def draw_learning_curves(curves: dict[str, str | Path], title: str = "", note: str = ""
+                         ) -> plt.Figure:
     """One panel per run (``label -> curve CSV``): mAP (left axis) and loss (right axis) per
-    step, the best image-blind baseline as a dashed line; ``note`` under the title (e.g. the
-    scale's warning)."""
+    step, the best image-blind baseline as a dashed line; ``note`` under the title (the scale's
+    description)."""
     if not curves:
-        raise DataError(out, "no learning curve to draw")
-    fig, axes = plt.subplots(1, len(curves), figsize=(4.2 * len(curves), 3.4), squeeze=False)
+        raise ConfigError(None, "--curve", "no learning curve to draw")
+    fig, axes = plt.subplots(1, len(curves), figsize=(4.2 * len(curves), 3.4), squeeze=False,
+                             layout="constrained")
     for ax, (label, path) in zip(axes[0], curves.items()):
         df, meta = _read_curve(path)
         metric = meta.get("metric", "mAP")
@@ -39,7 +40,7 @@ def learning_curve_figure(curves: dict[str, str | Path], out: str | Path, title:
         ax.set_ylim(0, 1)
         ax.set_xlabel("training step")
         ax.set_ylabel("mAP", color="tab:blue")
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        integer_steps(ax)
         loss_ax = ax.twinx()
         loss_ax.plot(df["step"], df["loss"], "s:", color="tab:red", label="training loss")
         loss_ax.set_ylabel("loss", color="tab:red")
@@ -51,20 +52,22 @@ def learning_curve_figure(curves: dict[str, str | Path], out: str | Path, title:
         if status.startswith("diverged"):
             suffix += f"\n{status.split(' (')[0]}"
         ax.set_title(f"{label}{suffix}", fontsize=9)
-    if title or note:
-        fig.suptitle("\n".join(t for t in (title, note) if t), fontsize=9)
-    fig.tight_layout()
-    with atomic_path(out) as tmp:
-        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
-    plt.close(fig)
+    heading(fig, title, note)
+    return fig
+
+
+def learning_curve_figure(curves: dict[str, str | Path], out: str | Path, title: str = "",
+                          note: str = "") -> None:
+    """`draw_learning_curves` written to `out`."""
+    save_png(draw_learning_curves(curves, title, note), out)
 
 
 def _read_curve(path: str | Path) -> tuple[pd.DataFrame, dict]:
     path = Path(path)
     if not path.exists():
         raise DataError(path, "learning curve CSV not found")
-    meta_path = Path(str(path) + ".meta.json")
-    return pd.read_csv(path), (read_json(meta_path) if meta_path.exists() else {})
+    meta = meta_path(path)
+    return pd.read_csv(path), (read_json(meta) if meta.exists() else {})
 
 
 def _status(meta: dict) -> str:

@@ -4,7 +4,11 @@ Values are in percent like the papers. A diverged run reads NAN (as the papers p
 that did not run says why; a paper value that was not recovered stays empty. The header states
 the scale and the hardware the runs were trained on, read from the runs' own provenance.
 
-A third output, the JSON record (kept with the results, not in git), holds the same values with
+The CSV is plain (the header row first, `pandas.read_csv(path)` reads it); what the Markdown
+states on top (scale, hardware, evaluation, notes), the inputs and the provenance go to its
+sidecar `<csv>.meta.json` (`meta_path`), the name the learning-curve CSVs use too.
+
+A fourth output, the JSON record (kept with the results, not in git), holds the same values with
 each row's run folder and the provenance of the report itself. The workflow asks for it, so a
 fresh clone, whose committed Markdown and CSV exist but whose results do not, still runs.
 """
@@ -43,6 +47,14 @@ EVAL_NOTES = {
     "coco": "paper: COCO test-dev (evaluation server); reproduced: the local test split (COCO "
             "val2017 at the paper scale); the server upload file is listed per row",
 }
+
+
+META_SUFFIX = ".meta.json"
+
+
+def meta_path(csv_path: str | Path) -> Path:
+    """The sidecar of a report CSV: `<csv>.meta.json`, what the CSV's header row cannot say."""
+    return Path(str(csv_path) + META_SUFFIX)
 
 
 def fmt(value: float | None) -> str:
@@ -202,14 +214,24 @@ def to_markdown(table: str, head: list[str], header: list[str], cells: list[list
     return "\n".join(out) + "\n"
 
 
-def to_csv(head: list[str], header: list[str], cells: list[list[str]]) -> str:
+def to_csv(header: list[str], cells: list[list[str]]) -> str:
+    """A plain CSV: the header row, then one line per row (its notes go to the sidecar)."""
     buf = io.StringIO()
-    for line in head:  # stated on top, as comment lines (pandas: read_csv(comment="#"))
-        buf.write(f"# {line}\n")
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(header)
     writer.writerows(cells)
     return buf.getvalue()
+
+
+def csv_meta(table: str, scale_name: str, scale: dict[str, Any], head: list[str],
+             params: str | Path, scale_file: str | Path, prov: dict[str, Any]) -> dict[str, Any]:
+    """The CSV's sidecar: the scale, the lines the Markdown states on top (`head`), the inputs
+    and the provenance of the report."""
+    return {"table": table, "title": TITLES.get(table, table),
+            "scale": {"name": scale_name, "description": scale["description"].strip(),
+                      "smoke": scale["smoke"]},
+            "notes": head, "params": str(params), "scale_file": str(scale_file),
+            "provenance": prov}
 
 
 def write_table_report(params: str | Path, scale_file: str | Path, scale_name: str,
@@ -217,8 +239,10 @@ def write_table_report(params: str | Path, scale_file: str | Path, scale_name: s
                        out_csv: str | Path, out_json: str | Path | None = None,
                        baselines: dict[str, str | Path] | None = None) -> list[RowResult]:
     """`runs`: row id -> its run folder; `skips`: row id -> why it did not run. Every row of the
-    table is in exactly one of them."""
+    table is in exactly one of them. Writes `out_md`, `out_csv` and its `meta_path` sidecar,
+    and `out_json` when given."""
     from ..errors import ConfigError
+    from ..provenance import provenance
 
     rows = load_table(params)
     ids = {r.id for r in rows}
@@ -236,16 +260,17 @@ def write_table_report(params: str | Path, scale_file: str | Path, scale_name: s
     header, cells = table_columns(found)
     head = header_lines(table, scale_name, scale, found)
     write_text(out_md, to_markdown(table, head, header, cells, scale["smoke"]))
-    write_text(out_csv, to_csv(head, header, cells))
+    write_text(out_csv, to_csv(header, cells))
+    prov = provenance()
+    write_json(meta_path(out_csv), csv_meta(table, scale_name, scale, head, params, scale_file,
+                                            prov))
     if out_json is not None:
-        write_json(out_json, record(table, scale_name, found, runs))
+        write_json(out_json, record(table, scale_name, found, runs, prov))
     return found
 
 
-def record(table: str, scale_name: str, found: list[RowResult], runs: dict[str, str | Path]
-           ) -> dict[str, Any]:
-    from ..provenance import provenance
-
+def record(table: str, scale_name: str, found: list[RowResult], runs: dict[str, str | Path],
+           prov: dict[str, Any]) -> dict[str, Any]:
     def number(v: float | None) -> float | str | None:
         return "NaN" if v is not None and math.isnan(v) else v
 
@@ -257,5 +282,5 @@ def record(table: str, scale_name: str, found: list[RowResult], runs: dict[str, 
                   "paper": {m: number(v) for m, v in r.row.paper.items()},
                   "image_blind": r.blind,
                   "hardware": r.hardware} for r in found],
-        "provenance": provenance(),
+        "provenance": prov,
     }
