@@ -21,11 +21,9 @@ from pathlib import Path
 from typing import Any
 
 from ..config import DetectConfig
-from ..data.annotations import load_annotations
 from ..errors import DataError
 from ..evaluation import evaluate
-from ..evaluation.baselines import BASELINES, baseline_detections
-from ..evaluation.voc import voc_ap
+from ..evaluation.baselines import score_baselines
 from ..io import read_json, write_json, write_text
 from ..provenance import provenance
 from .checkpoint import list_snapshots
@@ -38,13 +36,8 @@ COLUMNS = ("step", "map", "loss", "checkpoint")
 
 
 def blind_scores(train: str | Path, test: str | Path, metric: str = "voc07") -> dict[str, float]:
-    """The image-blind baselines of ``test`` (predictions from ``train``'s boxes), by kind."""
-    if metric == "coco":
-        raise DataError(test, "image-blind baselines are scored with the VOC metrics here")
-    train_ds = load_annotations(train, resolve_image_dir=False)
-    test_ds = load_annotations(test, resolve_image_dir=False)
-    return {kind: voc_ap(test_ds, baseline_detections(kind, train_ds, test_ds, str(train)),
-                         metric, gt_source=test)["map"] for kind in BASELINES}
+    """The image-blind baselines' mAP on ``test`` (predictions from ``train``'s boxes), by kind."""
+    return {kind: result["map"] for kind, (result, _) in score_baselines(train, test, metric).items()}
 
 
 def _mean_loss(rows: list[dict[str, str]], after: int, upto: int) -> float:
@@ -89,7 +82,7 @@ def learning_curve(run: str | Path, data: str | Path, out_csv: str | Path, *,
         if (run / "provenance.json").exists() else None
     meta = {"run": str(run), "data": str(data), "metric": metric,
             "precise_bn": (detect_cfg or DetectConfig()).precise_bn,
-            "blind": blind_scores(train, data, metric) if train and metric != "coco" else None,
+            "blind": blind_scores(train, data, metric) if train else None,
             "blind_train_split": train, "provenance": provenance()}
     write_json(Path(str(out_csv) + ".meta.json"), meta)
     return rows

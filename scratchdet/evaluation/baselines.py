@@ -17,15 +17,17 @@ crowd boxes do not. The output is a list in the COCO results format, like ``scra
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from ..data.annotations import load_annotations
 from ..errors import DataError
 
 BASELINES = ("mean-box", "whole-image", "image-blind")
 
-__all__ = ["BASELINES", "baseline_detections", "mean_boxes"]
+__all__ = ["BASELINES", "baseline_detections", "mean_boxes", "score_baselines"]
 
 
 def mean_boxes(train: dict, source: str = "<train annotations>") -> dict[int, np.ndarray]:
@@ -78,4 +80,25 @@ def baseline_detections(kind: str, train: dict, test: dict,
                 out.append({"image_id": img["id"], "category_id": cat,
                             "bbox": [round(float(v), 2) for v in (x0, y0, x1 - x0, y1 - y0)],
                             "score": score})
+    return out
+
+
+def score_baselines(train: str | Path, test: str | Path, metric: str = "voc07",
+                    kinds: tuple[str, ...] = BASELINES) -> dict[str, tuple[dict, list]]:
+    """Each baseline of ``kinds`` for the split ``test`` (boxes averaged over ``train``), scored
+    with ``metric`` as ``scratchdet eval`` scores detections: kind -> (result, detections).
+
+    The one scorer of the baselines (``scratchdet eval --baseline`` and the learning curves)."""
+    from .coco import coco_eval
+    from .voc import voc_ap
+
+    train_ds = load_annotations(train, resolve_image_dir=False)
+    test_ds = load_annotations(test, resolve_image_dir=False)
+    out = {}
+    for kind in kinds:
+        dets = baseline_detections(kind, train_ds, test_ds, str(train))
+        source = f"<{kind} baseline>"
+        result = (coco_eval(test_ds, dets, gt_source=test, dets_source=source) if metric == "coco"
+                  else voc_ap(test_ds, dets, metric, gt_source=test, dets_source=source))
+        out[kind] = (result, dets)
     return out
