@@ -114,13 +114,14 @@ def test_a_fresh_clone_pulls_results_instead_of_retraining(tmp_path):
     # Right after the pull, Snakemake plans no data, training or evaluation job: only reports
     # (and their JSON records, kept with the results but not versioned).
     planned = plan(second, tables=TABLES)
-    reports = [f"reports/default/{t}.{ext}" for t in TABLES for ext in ("md", "csv")]
+    reports = [f"reports/default/{t}.{ext}" for t in TABLES
+               for ext in ("md", "csv", "csv.meta.json")]
     records = [f"results/default/tables/{t}.json" for t in TABLES]
     assert sorted(planned) == sorted(reports + records)
     snakemake(cwd=second)
     for table in TABLES:
-        ours = pd.read_csv(second / f"reports/default/{table}.csv", comment="#", dtype=str)
-        theirs = pd.read_csv(first / f"reports/default/{table}.csv", comment="#", dtype=str)
+        ours = pd.read_csv(second / f"reports/default/{table}.csv", dtype=str)
+        theirs = pd.read_csv(first / f"reports/default/{table}.csv", dtype=str)
         pd.testing.assert_frame_equal(ours, theirs)
     assert [p.name for p in (second / "results/default/logs").iterdir()] == ["report"]
 

@@ -123,12 +123,12 @@ def test_a_tables_report_file_plans_that_table_only(workdir):
     assert train_jobs(files) == sorted({r.key for r in rows} | {r.init_from for r in rows
                                                                 if r.init_from})
     assert {Path(f).name for f in files if f.startswith("reports/")} == {
-        "dsod_table3.md", "dsod_table3.csv"}
+        "dsod_table3.md", "dsod_table3.csv", "dsod_table3.csv.meta.json"}
     # the same jobs as selecting the table in the config (plus the all rule)
     selected = plan(workdir, tables=["dsod_table3"])
     assert train_jobs(selected) == train_jobs(files)
     assert {Path(f).name for f in selected if f.startswith("reports/")} == {
-        "dsod_table3.md", "dsod_table3.csv"}
+        "dsod_table3.md", "dsod_table3.csv", "dsod_table3.csv.meta.json"}
     files = plan(workdir, "reports/default/scratchdet_table5.md")
     assert train_jobs(files) == ["scratchdet_table4/scratchdet300_coco",
                                  "scratchdet_table5/scratchdet300_coco_voc07",
@@ -256,7 +256,7 @@ def test_default_scale_runs_and_reports_every_table(workdir):
         text = (reports / f"{table}.md").read_text()
         assert "Smoke scale: numbers are not comparable to the paper" in text
         assert "hardware: CPU" in text
-        df = pd.read_csv(reports / f"{table}.csv", comment="#", dtype=str, keep_default_na=False)
+        df = pd.read_csv(reports / f"{table}.csv", dtype=str, keep_default_na=False)
         assert list(df["row"]) == [r.id for r in rows]
         metric = "mAP" if "map" in rows[0].paper else "AP"
         for r, (_, line) in zip(rows, df.iterrows()):
@@ -270,7 +270,7 @@ def test_default_scale_runs_and_reports_every_table(workdir):
                 assert (value == "NAN") == line["status"].startswith("diverged")
     # Divergence is a result: SSD without BatchNorm at lr 0.05 diverges here as in the paper,
     # its row reads NAN, and the workflow went on to finish every other row and report.
-    table1 = pd.read_csv(reports / "scratchdet_table1.csv", comment="#", dtype=str,
+    table1 = pd.read_csv(reports / "scratchdet_table1.csv", dtype=str,
                          keep_default_na=False).set_index("row")
     assert table1.loc["scratch_bn-none_lr0.05", "mAP reproduced"] == "NAN"
     assert table1.loc["scratch_bn-none_lr0.05", "status"].startswith("diverged")

@@ -1,6 +1,15 @@
-# Reports in reports/<scale>/: per paper table a Markdown and a CSV file (reproduced, paper,
-# difference), ScratchDet Figure 1, precision-recall curves and detection grids of the showcase
-# runs. `snakemake --report` collects everything marked report() into one HTML file.
+# Reports in reports/<scale>/: per paper table a Markdown and a plain CSV file (reproduced,
+# paper, difference) with the CSV's notes in <table>.csv.meta.json, ScratchDet Figure 1,
+# precision-recall curves and detection grids of the showcase runs. `snakemake --report`
+# collects everything marked report() into one HTML file.
+
+from scratchdet.reports.tables import meta_path
+
+# The scale's description (config/scales/<scale>.yaml), as the tables state it: under every
+# figure's title, and on the HTML report's landing page, whose text (report/workflow.rst) Snakemake
+# renders with the config only.
+SCALE_NOTE = SCALE_CFG["description"].strip()
+config["scale_description"] = SCALE_NOTE
 
 
 rule table_report:
@@ -23,6 +32,12 @@ rule table_report:
             caption="../report/table.rst",
             category="Tables",
             labels={"table": "{table}", "format": "CSV"},
+        ),
+        meta=report(
+            str(meta_path(f"{REPORTS}/{{table}}.csv")),
+            caption="../report/table.rst",
+            category="Tables",
+            labels={"table": "{table}", "format": "CSV notes (JSON)"},
         ),
         # The values, run folders and provenance behind the table, kept with the results. Like
         # the reports it is not in git: a clone has neither, so asking for either plans the
@@ -65,6 +80,7 @@ rule figure1:
     params:
         runs=PLAN.figure1_options(),
         title=figure1_title(PLAN.scale_name, SCALE_CFG),
+        note=SCALE_NOTE,
     log:
         f"{LOGS}/report/figure1.log",
     benchmark:
@@ -78,7 +94,7 @@ rule figure1:
         "../envs/scratchdet.yaml"
     shell:
         "scratchdet report figure1 {params.runs} --title {params.title:q}"
-        " --out {output} > {log} 2>&1"
+        " --note {params.note:q} --out {output} > {log} 2>&1"
 
 
 rule pr_curves:
@@ -95,6 +111,7 @@ rule pr_curves:
         ),
     params:
         title="{table}/{row}",
+        note=SCALE_NOTE,
     log:
         f"{LOGS}/report/{{table}}/{{row}}/pr_curves.log",
     benchmark:
@@ -108,7 +125,7 @@ rule pr_curves:
         "../envs/scratchdet.yaml"
     shell:
         "scratchdet report pr-curves --gt {input.gt} --dets {input.dets}"
-        " --title {params.title} --out {output} > {log} 2>&1"
+        " --title {params.title} --note {params.note:q} --out {output} > {log} 2>&1"
 
 
 rule detection_grid:
@@ -125,6 +142,7 @@ rule detection_grid:
         ),
     params:
         title="{table}/{row}",
+        note=SCALE_NOTE,
     log:
         f"{LOGS}/report/{{table}}/{{row}}/detections.log",
     benchmark:
@@ -138,7 +156,7 @@ rule detection_grid:
         "../envs/scratchdet.yaml"
     shell:
         "scratchdet report detections --gt {input.gt} --dets {input.dets}"
-        " --title {params.title} --out {output} > {log} 2>&1"
+        " --title {params.title} --note {params.note:q} --out {output} > {log} 2>&1"
 
 
 rule learning_curves:
@@ -168,7 +186,7 @@ rule learning_curves:
         curves=PLAN.curve_options("plain"),
         precise_bn=PLAN.curve_options("precise_bn") if PLAN.precise_bn_check else "",
         title=f"learning curves, {PLAN.scale_name} scale",
-        note=SCALE_CFG["description"].strip(),
+        note=SCALE_NOTE,
     log:
         f"{LOGS}/report/learning_curves.log",
     benchmark:
