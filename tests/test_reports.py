@@ -29,7 +29,7 @@ from scratchdet.reports.precision_recall import precision_recall
 from scratchdet.reports.runconfig import write_run_config
 from scratchdet.reports.submission import coco_test_list, voc_submission, voc_test_list
 from scratchdet.reports.tables import meta_path, write_table_report
-from scratchdet.workflow_config import RunPaths
+from scratchdet.workflow_config import RunPaths, load_table
 
 ROOT = Path(__file__).resolve().parent.parent
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -142,6 +142,18 @@ def test_table_report_reads_nan_not_run_and_differences(tmp_path):
     assert record["scratch_bn-none_lr0.001"]["image_blind"] == pytest.approx(3.1)
     assert record["pretrained_bn-both_lr0.01"]["status"] == "not run"
     assert record["pretrained_bn-both_lr0.01"]["run"] is None
+
+
+def test_committed_report_csvs_are_plain_with_their_sidecar():
+    csvs = sorted((ROOT / "reports/proof").glob("*.csv"))
+    assert csvs
+    for path in csvs:
+        df = pd.read_csv(path, dtype=str, keep_default_na=False)
+        assert df.columns[0] == "row" and len(df) == len(load_table(ROOT / "params" / f"{path.stem}.tsv")), path
+        meta = read_json(meta_path(path))
+        assert meta["table"] == path.stem and meta["scale"]["name"] == "proof"
+        text = path.with_suffix(".md").read_text()
+        assert all(f"- {line}\n" in text for line in meta["notes"])  # what the Markdown states
 
 
 def test_table_report_coco_metrics_params_and_server_file(tmp_path):
