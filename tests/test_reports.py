@@ -292,6 +292,36 @@ def test_detection_grid_legend_says_what_the_boxes_are(synth_splits, dets):
     plt.close(fig)
 
 
+@pytest.mark.parametrize("scale", ["default", "proof"])
+def test_html_report_landing_page_states_the_scale(tmp_path, monkeypatch, scale):
+    """workflow/report/workflow.rst rendered as `snakemake --report` renders it: Jinja with the
+    workflow's config, then docutils."""
+    import shutil
+
+    from docutils.core import publish_parts
+    from jinja2 import Environment
+    from snakemake.api import SnakemakeApi
+    from snakemake.settings.enums import Quietness
+    from snakemake.settings.types import ConfigSettings, OutputSettings, ResourceSettings
+
+    for name in ("workflow", "config", "params", "benchmarks"):  # as tests/test_workflow.py
+        shutil.copytree(ROOT / name, tmp_path / name)
+    monkeypatch.chdir(tmp_path)
+    with SnakemakeApi(OutputSettings(quiet={Quietness.ALL})) as api:
+        wf = api.workflow(snakefile=tmp_path / "workflow/Snakefile", workdir=tmp_path,
+                          config_settings=ConfigSettings(config={"scale": scale}),
+                          resource_settings=ResourceSettings(cores=1))._workflow
+
+        class Snakemake:
+            config = wf.config
+
+        rst = Path(str(wf.report_text.get_path_or_uri(secret_free=True))).read_text()
+    html = publish_parts(Environment().from_string(rst).render(snakemake=Snakemake),
+                         writer="html")["html_body"]
+    description = yaml.safe_load((ROOT / f"config/scales/{scale}.yaml").read_text())["description"]
+    assert "admonition" in html and " ".join(description.split()) in " ".join(html.split())
+
+
 def test_figure1_names_a_run_without_metrics(tmp_path, capsys):
     assert report_main(["figure1", "--run", f"x={tmp_path}", "--out", str(tmp_path / "f.png")]) == 2
     assert "metrics.csv" in capsys.readouterr().err
