@@ -1,4 +1,5 @@
-"""Atomic file output: a reader (Snakemake, a resumed run) never sees a half-written file."""
+"""Atomic file output: a reader (Snakemake, a resumed run) never sees a half-written file; the
+name of a CSV's sidecar (what its header row cannot say: config, notes, provenance)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-__all__ = ["atomic_path", "read_json", "write_json", "write_text"]
+__all__ = ["META_SUFFIX", "atomic_path", "meta_path", "read_json", "write_json", "write_text"]
+
+META_SUFFIX = ".meta.json"
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
@@ -58,3 +61,8 @@ def read_json(path: str | Path) -> Any:
         raise DataError(path, f"malformed JSON: {exc}") from None
     except UnicodeDecodeError as exc:
         raise DataError(path, f"not a text file: {exc}") from None
+
+
+def meta_path(csv_path: str | Path) -> Path:
+    """The sidecar of a CSV this package writes (reports, learning curves): ``<csv>.meta.json``."""
+    return Path(str(csv_path) + META_SUFFIX)

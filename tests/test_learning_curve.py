@@ -11,13 +11,12 @@ from scratchdet.cli import main
 from scratchdet.config import config_from_dict
 from scratchdet.engine.learning_curve import blind_scores, learning_curve
 from scratchdet.engine.train import train
-from scratchdet.io import read_json, write_json
+from scratchdet.io import meta_path, read_json, write_json
 from scratchdet.reports.learning_curve import (
     draw_learning_curves,
     learning_curve_figure,
     learning_curve_table,
 )
-from scratchdet.reports.tables import meta_path
 
 from .test_interruption import TINY_DSOD
 

@@ -16,7 +16,7 @@ import yaml
 from scratchdet.data.annotations import load_annotations
 from scratchdet.errors import ConfigError, DataError
 from scratchdet.evaluation import evaluate
-from scratchdet.io import read_json, write_json
+from scratchdet.io import meta_path, read_json, write_json
 from scratchdet.reports.cli import main as report_main
 from scratchdet.reports.figures import (
     draw_detection_grid,
@@ -28,7 +28,7 @@ from scratchdet.reports.learning_curve import draw_learning_curves
 from scratchdet.reports.precision_recall import precision_recall
 from scratchdet.reports.runconfig import write_run_config
 from scratchdet.reports.submission import coco_test_list, voc_submission, voc_test_list
-from scratchdet.reports.tables import meta_path, write_table_report
+from scratchdet.reports.tables import write_table_report
 from scratchdet.workflow_config import RunPaths, load_table
 
 ROOT = Path(__file__).resolve().parent.parent

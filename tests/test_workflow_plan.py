@@ -95,9 +95,7 @@ def test_figure1_labels_and_title():
     row = wc.load_table(ROOT / "params/scratchdet_table1.tsv")
     by_id = {r.id: r for r in row}
     assert figure1_label(by_id["scratch_bn-none_lr0.01"]) == "scratch_bn-none_lr0.01 (paper NAN mAP)"
-    smoke = yaml.safe_load((ROOT / "config/scales/default.yaml").read_text())
-    assert figure1_title("default", smoke) == \
-        "ScratchDet Figure 1, default scale (smoke: not comparable to the paper)"
+    assert figure1_title("default") == "ScratchDet Figure 1, default scale"
 
 
 def test_a_selected_table_loads_the_tables_its_rows_are_fine_tuned_from():

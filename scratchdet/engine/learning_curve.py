@@ -24,7 +24,7 @@ from ..config import DetectConfig
 from ..errors import DataError
 from ..evaluation import evaluate
 from ..evaluation.baselines import score_baselines
-from ..io import read_json, write_json, write_text
+from ..io import meta_path, read_json, write_json, write_text
 from ..provenance import provenance
 from .checkpoint import list_snapshots
 from .detect import detect
@@ -84,5 +84,5 @@ def learning_curve(run: str | Path, data: str | Path, out_csv: str | Path, *,
             "precise_bn": (detect_cfg or DetectConfig()).precise_bn,
             "blind": blind_scores(train, data, metric) if train else None,
             "blind_train_split": train, "provenance": provenance()}
-    write_json(Path(str(out_csv) + ".meta.json"), meta)
+    write_json(meta_path(out_csv), meta)
     return rows

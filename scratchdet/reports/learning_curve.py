@@ -12,9 +12,9 @@ import matplotlib.pyplot as plt
 import pandas as pd
 
 from ..errors import ConfigError, DataError
-from ..io import read_json, write_text
+from ..io import meta_path, read_json, write_text
 from .figures import heading, integer_steps, save_png
-from .tables import meta_path, to_markdown
+from .tables import to_markdown
 
 __all__ = ["draw_learning_curves", "learning_curve_figure", "learning_curve_table"]
 

@@ -24,7 +24,7 @@ from typing import Any
 
 import yaml
 
-from ..io import read_json, write_json, write_text
+from ..io import meta_path, read_json, write_json, write_text
 from ..workflow_config import Row, RunPaths, load_table, submission_file
 
 TITLES = {
@@ -47,14 +47,6 @@ EVAL_NOTES = {
     "coco": "paper: COCO test-dev (evaluation server); reproduced: the local test split (COCO "
             "val2017 at the paper scale); the server upload file is listed per row",
 }
-
-
-META_SUFFIX = ".meta.json"
-
-
-def meta_path(csv_path: str | Path) -> Path:
-    """The sidecar of a report CSV: `<csv>.meta.json`, what the CSV's header row cannot say."""
-    return Path(str(csv_path) + META_SUFFIX)
 
 
 def fmt(value: float | None) -> str:

@@ -3,7 +3,7 @@
 # precision-recall curves and detection grids of the showcase runs. `snakemake --report`
 # collects everything marked report() into one HTML file.
 
-from scratchdet.reports.tables import meta_path
+from scratchdet.io import meta_path
 
 # The scale's description (config/scales/<scale>.yaml), as the tables state it: under every
 # figure's title, and on the HTML report's landing page, whose text (report/workflow.rst) Snakemake
@@ -79,7 +79,7 @@ rule figure1:
         ),
     params:
         runs=PLAN.figure1_options(),
-        title=figure1_title(PLAN.scale_name, SCALE_CFG),
+        title=figure1_title(PLAN.scale_name),
         note=SCALE_NOTE,
     log:
         f"{LOGS}/report/figure1.log",
