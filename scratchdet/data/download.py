@@ -31,6 +31,8 @@ from ..errors import DataError
 from ..io import write_text
 from ..progress import Progress
 
+__all__ = ["CHUNK", "extract", "fetch", "file_digest", "register", "verify"]
+
 log = logging.getLogger(__name__)
 
 CHUNK = 1 << 20

@@ -56,6 +56,8 @@ from .run_lock import lock_run_folder
 from .schedule import lr_at
 from .step import METRICS, TrainStep, make_optimizer
 
+__all__ = ["StepLog", "initialise_from", "train"]
+
 log = logging.getLogger(__name__)
 
 

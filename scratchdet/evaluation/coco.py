@@ -23,6 +23,8 @@ from ..progress import Progress
 from .results_io import Source, as_detections, detections_to_list, index_of
 from .voc import GroundTruth, prepare_ground_truth
 
+__all__ = ["BACKENDS", "STAT_NAMES", "available_backends", "coco_eval", "summary_lines"]
+
 STAT_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl",
               "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
 BACKENDS = ("faster_coco_eval", "pycocotools")

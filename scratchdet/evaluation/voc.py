@@ -27,6 +27,16 @@ import numpy as np
 from ..errors import ConfigError, DataError
 from .results_io import Source, as_detections, float_rows, index_of, lookup
 
+__all__ = [
+    "METRICS",
+    "GroundTruth",
+    "ap_voc07",
+    "ap_voc12",
+    "match_detections",
+    "prepare_ground_truth",
+    "voc_ap",
+]
+
 METRICS = ("voc07", "voc12")
 
 

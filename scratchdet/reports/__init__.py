@@ -4,3 +4,5 @@ Modules: `tables` (reproduced vs paper per row), `figures` (ScratchDet Figure 1,
 curves, detection grids), `precision_recall`, `submission` (VOC 2012 / COCO test-dev upload files
 and unlabelled test lists), `runconfig` (a row's run config), `cli` (the `report` commands).
 """
+
+__all__ = []

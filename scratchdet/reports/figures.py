@@ -25,6 +25,21 @@ from ..errors import DataError
 from ..io import atomic_path, read_json
 from .precision_recall import precision_recall
 
+__all__ = [
+    "GT_COLOUR",
+    "detection_grid",
+    "draw_detection_grid",
+    "draw_figure1",
+    "draw_pr_curves",
+    "figure1",
+    "fluctuation",
+    "heading",
+    "integer_steps",
+    "pr_figure",
+    "read_metrics",
+    "save_png",
+]
+
 
 def save_png(fig: plt.Figure, out: str | Path) -> None:
     """Write `fig` as a PNG (atomically) and close it."""

@@ -17,6 +17,8 @@ from ..evaluation.results_io import index_of, load_detections
 from ..evaluation.voc import ap_voc07, match_detections, prepare_ground_truth
 from ..io import read_json
 
+__all__ = ["Curve", "precision_recall"]
+
 
 @dataclass
 class Curve:

@@ -13,6 +13,8 @@ from ..config import config_from_dict, dump_config
 from ..errors import ConfigError
 from ..io import write_text
 
+__all__ = ["write_run_config"]
+
 
 def write_run_config(config_json: str, out: str | Path) -> str:
     """Validate `config_json`, write it as YAML to `out`; return the YAML text."""

@@ -23,6 +23,8 @@ from ..data.voc import IMAGE_EXTENSIONS, VOC_CLASSES
 from ..errors import DataError
 from ..io import atomic_path, read_json
 
+__all__ = ["coco_submission", "coco_test_list", "voc_submission", "voc_test_list"]
+
 
 def _checked_detections(data: str | Path, dets: str | Path) -> tuple[dict, list[dict]]:
     ds = load_annotations(data, resolve_image_dir=False)

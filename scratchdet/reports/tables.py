@@ -27,6 +27,24 @@ import yaml
 from ..io import meta_path, read_json, write_json, write_text
 from ..workflow_config import Row, RunPaths, load_table, submission_file
 
+__all__ = [
+    "EVAL_NOTES",
+    "METRIC_NAMES",
+    "TITLES",
+    "RowResult",
+    "collect",
+    "count_params_m",
+    "csv_meta",
+    "describe_hardware",
+    "fmt",
+    "header_lines",
+    "record",
+    "table_columns",
+    "to_csv",
+    "to_markdown",
+    "write_table_report",
+]
+
 TITLES = {
     "dsod_table3": "DSOD Table 3: ablation on PASCAL VOC 2007 test",
     "dsod_table4": "DSOD Table 4: PASCAL VOC 2007 test",
