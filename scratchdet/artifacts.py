@@ -1,19 +1,53 @@
-"""Version datasets and trained rows with DVC: one .dvc file per training run, one for the data.
+"""Version datasets and trained rows with DVC, each scale on its own remote.
 
-`scratchdet artifacts push` tracks the prepared data directory (data.dvc) and every finished run
-folder (results/<scale>/<table>/<row>/<digest>.dvc: one per row and run config, so one row can be
-pulled alone with `dvc pull -R results/<scale>/<table>/<row>`) and the scale's image-blind
-baselines (results/<scale>/baselines.dvc), then pushes them to the DVC
-remote. Commit the .dvc files afterwards; `dvc pull` in another clone restores them, and the
-workflow reuses them because a run folder is named after its config (workflow_config.RunPaths).
+All of a scale's .dvc files live under its results folder, so `dvc pull -R results/<scale>`
+restores one scale (and `dvc pull` every committed one):
+
+- `results/<scale>/<table>/<row>/<digest>.dvc`: one finished run folder (one row, one run
+  config: `dvc pull -R results/<scale>/<table>/<row>` restores one row);
+- `results/<scale>/baselines.dvc`: the scale's image-blind baselines;
+- `results/<scale>/data.dvc`: a synthetic scale's dataset folder (`data/synth/<recipe>`); the
+  official datasets of the paper scale download with checksums and are not pushed unless asked.
+
+Remotes (`.dvc/config`): the repository's default remote `shipped` is the committed folder
+`dvc-remote/` (a path relative to `.dvc/`), holding the default scale's artifacts, so a clone
+restores them anywhere, offline. The default scale's weights (two training steps) are not
+versioned at all (`.dvcignore`): its run folders keep their configs, training logs, statuses,
+detections and metrics, and a job that needs the weights retrains the row. Every other scale
+goes to the lab's own remote `lab`, which each clone configures (`dvc remote add --local lab
+URL`); its .dvc files name that remote (`remote: lab`), so that a plain `dvc pull` fetches
+each file from where it was pushed.
+
+`push` and `pull` check that every remote they use answers before DVC runs, so an unreachable
+or unconfigured remote is one line naming it and the command that sets it.
 """
 
 from __future__ import annotations
 
+import os
+import re
 import subprocess
+import threading
 from pathlib import Path
+from typing import Any
+
+import yaml
 
 from .errors import ScratchdetError
+
+__all__ = [
+    "LAB_REMOTE", "REMOTE_TIMEOUT_S", "SHIPPED_REMOTE", "SHIPPED_SCALE", "check_remote",
+    "dvc_remote_of", "finished_rows", "pull", "push", "remote_url", "scale_dataset",
+    "scale_remote",
+]
+
+SHIPPED_REMOTE = "shipped"
+"""The repository's default remote: the committed folder dvc-remote/ (default scale only)."""
+LAB_REMOTE = "lab"
+"""The remote of every other scale, configured per clone (`dvc remote add --local lab URL`)."""
+SHIPPED_SCALE = "default"
+REMOTE_TIMEOUT_S = 60
+"""How long a remote may take to answer whether its folder exists."""
 
 
 def finished_rows(results: Path) -> list[Path]:
@@ -21,23 +55,196 @@ def finished_rows(results: Path) -> list[Path]:
     return sorted(p.parent.parent for p in results.glob("*/*/*/train/status.json"))
 
 
+def scale_remote(results: Path) -> str | None:
+    """The remote a scale's artifacts go to: the repository's default remote (None) for the
+    default scale, `lab` for every other."""
+    return None if results.name == SHIPPED_SCALE else LAB_REMOTE
+
+
+def scale_dataset(results: Path, repo: Path = Path(".")) -> Path | None:
+    """The dataset folder of the scale whose results are `results` (results/<scale>), relative
+    to the repository: a synthetic scale's generated folder; None for the official datasets."""
+    from . import workflow_config as wc
+
+    scale_file = Path("config", "scales", f"{results.name}.yaml")
+    if not (repo / scale_file).is_file():
+        raise ScratchdetError(f"{scale_file}: no such scale file for the results folder "
+                              f"{results} (give --data DIR or --no-data)")
+    scale = yaml.safe_load((repo / scale_file).read_text())
+    if scale.get("dataset") != "synth":
+        return None
+    config = yaml.safe_load((repo / "config" / "config.yaml").read_text()) or {}
+    return wc.dataset_dir(scale, config.get("data_dir", "data"))
+
+
 def _dvc(*args: str, cwd: Path) -> None:
     proc = subprocess.run(["dvc", *args], cwd=cwd, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
-        raise ScratchdetError(f"dvc {' '.join(args[:2])} failed: {proc.stderr.strip() or proc.stdout}")
+        # DVC's message is its first paragraph, and the first line of the next (the details
+        # of a validation error come after a blank line, then a code frame).
+        paragraphs = re.split(r"\n\s*\n", (proc.stderr or proc.stdout).strip())
+        message = " ".join([paragraphs[0], *(p.splitlines()[0] for p in paragraphs[1:2])])
+        raise ScratchdetError(f"dvc {args[0]} failed: {_one_line(message)}")
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+def _open_repo(repo: Path) -> Any:
+    from dvc.exceptions import NotDvcRepoError
+    from dvc.repo import Repo
+
+    try:
+        return Repo(str(repo))
+    except NotDvcRepoError:
+        raise ScratchdetError(f"{repo.resolve()}: not a DVC repository (run this in the "
+                              "scratchdet checkout)") from None
+
+
+def remote_url(repo: Path, name: str | None) -> tuple[str, str]:
+    """(name, url) of the remote `name` (None: the repository's default remote), as the merged
+    DVC config (.dvc/config, then .dvc/config.local) sets it."""
+    with _open_repo(repo) as dvc_repo:
+        config = dvc_repo.config
+        name = name or config["core"].get("remote")
+        if not name:
+            raise ScratchdetError(f"{repo / '.dvc' / 'config'}: no default DVC remote (core.remote)")
+        remote = config["remote"].get(name)
+        if remote is None:
+            raise ScratchdetError(f"DVC remote {name!r} is not configured in this clone: add it "
+                                  f"with `dvc remote add --local {name} <URL>`")
+        return name, str(remote["url"])
+
+
+def check_remote(repo: Path, name: str | None, for_push: bool = False) -> str:
+    """Raise a one-line ScratchdetError unless the remote `name` (None: the default) answers:
+    its folder exists (for a push, its parent is enough: DVC creates the folder). Returns the
+    remote's name."""
+    name, url = remote_url(repo, name)
+
+    def probe() -> str | None:
+        with _open_repo(repo) as dvc_repo:
+            remote = dvc_repo.cloud.get_remote(name)
+            fs, path = remote.fs, remote.path
+            if fs.exists(path):
+                return None
+            if for_push and fs.exists(fs.parent(path)):
+                return None
+            return f"no folder {path}" if for_push else f"no folder {path} (nothing pushed yet?)"
+
+    answer: dict[str, Any] = {}
+
+    def ask() -> None:
+        try:
+            answer["problem"] = probe()
+        except Exception as exc:  # noqa: BLE001 - whatever the protocol raises is the reason
+            answer["error"] = exc
+
+    # A daemon thread: a remote that never answers does not hold the process at exit.
+    thread = threading.Thread(target=ask, daemon=True)
+    thread.start()
+    thread.join(REMOTE_TIMEOUT_S)
+    if thread.is_alive():
+        problem = f"no answer within {REMOTE_TIMEOUT_S} s"
+    elif isinstance(answer.get("error"), ScratchdetError):
+        raise answer["error"]
+    elif "error" in answer:
+        problem = _one_line(f"{type(answer['error']).__name__}: {answer['error']}")
+    else:
+        problem = answer["problem"]
+    if problem:
+        raise ScratchdetError(f"DVC remote {name!r} ({url}) cannot be reached: {problem}; set its "
+                              f"url with `dvc remote modify --local {name} url <URL>`")
+    return name
+
+
+def dvc_remote_of(dvc_file: Path) -> str | None:
+    """The remote a .dvc file names for its output (None: the repository's default)."""
+    outs = (yaml.safe_load(dvc_file.read_text()) or {}).get("outs") or [{}]
+    return outs[0].get("remote")
+
+
+def _set_remote(dvc_file: Path, remote: str | None) -> None:
+    """Name `remote` in every output of `dvc_file` (None: remove the name: the default). DVC's
+    own YAML writer, which quotes what YAML 1.2 would misread (a digest like 7120035e42 is a
+    float to DVC's reader unless quoted)."""
+    from dvc.utils.serialize import modify_yaml
+
+    if dvc_remote_of(dvc_file) == remote:
+        return
+    with modify_yaml(str(dvc_file)) as content:
+        for out in content["outs"]:
+            out.pop("remote", None)
+            if remote:
+                out["remote"] = remote
+
+
+def _track_dataset(data: Path, results: Path, repo: Path) -> Path:
+    """Track the dataset folder `data` as results/<scale>/data.dvc (its own folder is ignored by
+    git, so the .dvc file sits with the scale's other ones and names the folder relatively)."""
+    dvc_file = results / "data.dvc"
+    rel = Path(os.path.relpath(repo / data, repo / results)).as_posix()
+    if not (repo / dvc_file).exists() or (
+            (yaml.safe_load((repo / dvc_file).read_text()) or {}).get("outs", [{}])[0].get("path")
+            != rel):
+        from dvc.utils.serialize import dump_yaml
+
+        dump_yaml(str(repo / dvc_file), {"outs": [{"path": rel}]})
+    _dvc("commit", "--force", str(dvc_file), cwd=repo)
+    return dvc_file
 
 
 def push(results: Path, data: Path | None, repo: Path = Path("."), remote: str | None = None
          ) -> list[Path]:
-    """`dvc add` the data folder and each finished row, `dvc push` them; returns the .dvc files."""
-    rows = finished_rows(results)
+    """Track the dataset folder `data` and each finished row of `results`, and push them to
+    `remote` (default: the scale's, `scale_remote`); returns the .dvc files to commit."""
+    results = _in_repo(results, repo)
+    rows = finished_rows(repo / results)
     if not rows:
         raise ScratchdetError(f"{results}: no finished training row to push")
+    if data is not None and not (repo / data).is_dir():
+        raise ScratchdetError(f"{data}: no such data folder to push (give --data DIR or "
+                              "--no-data)")
+    name = check_remote(repo, remote or scale_remote(results), for_push=True)
     # The image-blind baselines of the scale (derived from the data alone) travel with the rows,
     # so a restored clone regenerates its reports without recomputing them.
-    baselines = [results / "baselines"] if (results / "baselines").is_dir() else []
-    targets = ([data] if data is not None else []) + rows + baselines
+    baselines = [repo / results / "baselines"] if (repo / results / "baselines").is_dir() else []
+    targets = [p.relative_to(repo) for p in rows + baselines]
     _dvc("add", *(str(t) for t in targets), cwd=repo)
     dvc_files = [t.with_name(t.name + ".dvc") for t in targets]
-    _dvc("push", *(["-r", remote] if remote else []), *(str(f) for f in dvc_files), cwd=repo)
+    if data is not None:
+        dvc_files.insert(0, _track_dataset(_in_repo(data, repo), results, repo))
+    # Name the remote in each .dvc file unless it is the repository's default one.
+    default_name = _default_remote(repo)
+    for f in dvc_files:
+        _set_remote(repo / f, None if name == default_name else name)
+    _dvc("push", *(str(f) for f in dvc_files), cwd=repo)
+    return dvc_files
+
+
+def _in_repo(path: Path, repo: Path) -> Path:
+    """`path` relative to the repository, as DVC's targets are (unchanged if outside it)."""
+    rel = Path(os.path.relpath(repo / path, repo))
+    return path if rel.parts[:1] == ("..",) else rel
+
+
+def _default_remote(repo: Path) -> str | None:
+    with _open_repo(repo) as dvc_repo:
+        return dvc_repo.config["core"].get("remote")
+
+
+def pull(results: Path, repo: Path = Path("."), remote: str | None = None) -> list[Path]:
+    """`dvc pull` every .dvc file under `results` (a scale's, or one table's or row's folder),
+    after checking that each remote they name (or `remote`) answers; returns the .dvc files."""
+    results = _in_repo(results, repo)
+    dvc_files = sorted(p.relative_to(repo) for p in (repo / results).rglob("*.dvc"))
+    if not dvc_files:
+        raise ScratchdetError(f"{results}: no .dvc file to pull (nothing of it was pushed and "
+                              "committed)")
+    for name in sorted({remote} if remote else {dvc_remote_of(repo / f) for f in dvc_files},
+                       key=str):
+        check_remote(repo, name)
+    _dvc("pull", *(["-r", remote] if remote else []), *(str(f) for f in dvc_files),
+         cwd=repo)
     return dvc_files

@@ -251,14 +251,23 @@ def cmd_curve(args: argparse.Namespace) -> None:
 
 
 def cmd_artifacts_push(args: argparse.Namespace) -> None:
-    from .artifacts import push
+    from .artifacts import push, scale_dataset
 
-    files = push(Path(args.results), None if args.no_data else Path(args.data), remote=args.remote)
+    results = Path(args.results)
+    data = None if args.no_data else Path(args.data) if args.data else scale_dataset(results)
+    files = push(results, data, remote=args.remote)
     print("\n".join(str(f) for f in files))
     ignores = sorted({str(f.parent / ".gitignore") for f in files
                       if (f.parent / ".gitignore").exists()})
     print("now commit them (DVC's .gitignore files too): git add "
           + " ".join(map(str, [*files, *ignores])) + " && git commit")
+
+
+def cmd_artifacts_pull(args: argparse.Namespace) -> None:
+    from .artifacts import pull
+
+    files = pull(Path(args.results), remote=args.remote)
+    print(f"restored {len(files)} DVC-tracked folders of {args.results}")
 
 
 def cmd_models(args: argparse.Namespace) -> None:
@@ -392,10 +401,17 @@ def build_parser() -> argparse.ArgumentParser:
     asub = s.add_subparsers(dest="artifacts_command", required=True)
     s = asub.add_parser("push", help="dvc add + push the data folder and every finished row")
     s.add_argument("--results", default="results/default", help="results folder of one scale")
-    s.add_argument("--data", default="data", help="prepared data folder (tracked as data.dvc)")
+    s.add_argument("--data", help="data folder to track as <results>/data.dvc (default: the "
+                   "scale's synthetic dataset; none for the official datasets)")
     s.add_argument("--no-data", action="store_true", help="push the trained rows only")
-    s.add_argument("--remote", help="DVC remote (default: the repository's default remote)")
+    s.add_argument("--remote", help="DVC remote (default: the scale's: the repository's default "
+                   "remote for the default scale, 'lab' for the others)")
     s.set_defaults(func=cmd_artifacts_push)
+    s = asub.add_parser("pull", help="check the remotes answer, then dvc pull a results folder")
+    s.add_argument("--results", default="results/default",
+                   help="results folder of one scale (or of one table or row in it)")
+    s.add_argument("--remote", help="DVC remote (default: the one each .dvc file names)")
+    s.set_defaults(func=cmd_artifacts_pull)
 
     from .benchmark.cli import register as register_benchmark
     from .reports.cli import register as register_report
