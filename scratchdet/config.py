@@ -8,6 +8,7 @@ names the file and the dotted key.
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import types
 import typing
@@ -308,3 +309,20 @@ def same_config(recorded: Any, cfg: RunConfig) -> bool:
 
 def dump_config(cfg: RunConfig) -> str:
     return yaml.safe_dump(cfg.to_dict(), sort_keys=False)
+
+
+def write_run_config(config_json: str, out: str | Path) -> str:
+    """Validate a run config given as JSON, write it as YAML to `out`; return the YAML text.
+
+    The workflow's first job per row (`scratchdet workflow run-config`): the config arrives as
+    Snakemake params and goes into the run folder named after its digest, validated before any
+    training (model keys are checked by `scratchdet train`, which needs torch)."""
+    from .io import write_text
+
+    try:
+        raw = json.loads(config_json)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(out, "<json>", f"malformed JSON: {exc}") from None
+    text = dump_config(config_from_dict(raw, out))
+    write_text(out, text)
+    return text

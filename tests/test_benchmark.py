@@ -17,9 +17,10 @@ import numpy as np
 import pytest
 
 from scratchdet.benchmark import measured_fps
-from scratchdet.benchmark.cli import main, register
 from scratchdet.benchmark.common import parse_model, summary
 from scratchdet.benchmark.table import END, START, render, write_into
+from scratchdet.cli import main
+from scratchdet.cli.benchmark import register
 from scratchdet.errors import ConfigError
 
 TINY = "{family: dsod, stem_channels: 8, bottleneck: 8, growth: 4}"
@@ -67,7 +68,7 @@ def test_parse_model_accepts_names_and_inline_mappings():
 
 def test_train_benchmark_tiny(tmp_path, synth_splits):
     out = tmp_path / "train.json"
-    rc = main(["train", "--models", TINY, "--batch-sizes", "2", "--steps", "1", "--warmup", "0",
+    rc = main(["benchmark", "train", "--models", TINY, "--batch-sizes", "2", "--steps", "1", "--warmup", "0",
                "--repeats", "2", "--workers", "0", "--reference", "backbone",
                "--data", str(synth_splits["trainval"]), "--out", str(out)])
     assert rc == 0
@@ -92,7 +93,7 @@ def test_train_benchmark_tiny(tmp_path, synth_splits):
 
 def test_infer_benchmark_tiny_and_measured_fps(tmp_path):
     out = tmp_path / "infer_cpu.json"
-    assert main(["infer", "--models", TINY, "--batch-sizes", "1", "2", "--iters", "2",
+    assert main(["benchmark", "infer", "--models", TINY, "--batch-sizes", "1", "2", "--iters", "2",
                  "--warmup", "0", "--out", str(out)]) == 0
     data = check_record(out, "infer")
     assert [(r["model"], r["batch_size"]) for r in data["results"]] == [(TINY, 1), (TINY, 2)]
@@ -121,7 +122,7 @@ def test_infer_benchmark_tiny_and_measured_fps(tmp_path):
 
 def test_eval_benchmark_tiny_agrees_with_the_reference(tmp_path):
     out = tmp_path / "eval.json"
-    assert main(["eval", "--scale", "0.004", "--coco-images", "10", "--repeats", "2",
+    assert main(["benchmark", "eval", "--scale", "0.004", "--coco-images", "10", "--repeats", "2",
                  "--out", str(out)]) == 0
     data = check_record(out, "eval")
     voc, coco = data["results"]
@@ -139,16 +140,16 @@ def test_eval_benchmark_tiny_agrees_with_the_reference(tmp_path):
 
 
 def test_bad_options_are_one_line_errors(tmp_path, capsys):
-    assert main(["eval", "--scale", "2", "--out", str(tmp_path / "x.json")]) == 2
+    assert main(["benchmark", "eval", "--scale", "2", "--out", str(tmp_path / "x.json")]) == 2
     assert "--scale" in capsys.readouterr().err
-    assert main(["train", "--models", "no_such_model", "--batch-sizes", "1", "--steps", "1",
+    assert main(["benchmark", "train", "--models", "no_such_model", "--batch-sizes", "1", "--steps", "1",
                  "--modes", "synthetic", "--out", str(tmp_path / "y.json")]) == 2
     assert not (tmp_path / "x.json").exists() and not (tmp_path / "y.json").exists()
 
 
 def test_table_renders_result_files_into_the_readme(tmp_path):
     results = tmp_path / "results"
-    assert main(["eval", "--scale", "0.002", "--coco-images", "0", "--repeats", "1",
+    assert main(["benchmark", "eval", "--scale", "0.002", "--coco-images", "0", "--repeats", "1",
                  "--out", str(results / "eval_cpu.json")]) == 0
     text = render(results)
     assert "### eval: `eval_cpu.json`" in text and "scratchdet benchmark eval" in text
@@ -162,7 +163,7 @@ def test_table_renders_result_files_into_the_readme(tmp_path):
 
 def test_register_adds_the_subcommands_without_importing_torch():
     code = ("import argparse, sys\n"
-            "from scratchdet.benchmark.cli import register\n"
+            "from scratchdet.cli.benchmark import register\n"
             "p = argparse.ArgumentParser(); register(p.add_subparsers(dest='command'))\n"
             "a = p.parse_args(['benchmark', 'train', '--batch-sizes', '2'])\n"
             "assert a.batch_sizes == [2] and callable(a.func)\n"

@@ -13,11 +13,12 @@ import pandas as pd
 import pytest
 import yaml
 
+from scratchdet.cli import main
+from scratchdet.config import write_run_config
 from scratchdet.data.annotations import load_annotations
 from scratchdet.errors import ConfigError, DataError
 from scratchdet.evaluation import evaluate
 from scratchdet.io import meta_path, read_json, write_json
-from scratchdet.reports.cli import main as report_main
 from scratchdet.reports.figures import (
     draw_detection_grid,
     draw_figure1,
@@ -26,7 +27,6 @@ from scratchdet.reports.figures import (
 )
 from scratchdet.reports.learning_curve import draw_learning_curves
 from scratchdet.reports.precision_recall import precision_recall
-from scratchdet.reports.runconfig import write_run_config
 from scratchdet.reports.submission import coco_test_list, voc_submission, voc_test_list
 from scratchdet.reports.tables import write_table_report
 from scratchdet.workflow_config import RunPaths, load_table
@@ -216,11 +216,11 @@ def test_figure_commands_write_pngs(synth_splits, dets, tmp_path):
     pd.DataFrame({"step": range(5), "loss": [5, 4, float("inf"), 3, 2],
                   "grad_norm": [1, 2, 3, 2, 1]}).to_csv(run / "metrics.csv", index=False)
     outs = {name: tmp_path / f"{name}.png" for name in ("fig1", "pr", "grid")}
-    assert report_main(["figure1", "--run", f"a (paper 67.6)={run}", "--run", f"b={run}",
+    assert main(["report", "figure1", "--run", f"a (paper 67.6)={run}", "--run", f"b={run}",
                         "--note", "smoke", "--out", str(outs["fig1"])]) == 0
-    assert report_main(["pr-curves", "--gt", str(synth_splits["test"]), "--dets", str(dets),
+    assert main(["report", "pr-curves", "--gt", str(synth_splits["test"]), "--dets", str(dets),
                         "--out", str(outs["pr"])]) == 0
-    assert report_main(["detections", "--gt", str(synth_splits["test"]), "--dets", str(dets),
+    assert main(["report", "detections", "--gt", str(synth_splits["test"]), "--dets", str(dets),
                         "--num-images", "4", "--note", "smoke", "--out", str(outs["grid"])]) == 0
     for path in outs.values():
         assert path.read_bytes().startswith(PNG)
@@ -323,7 +323,7 @@ def test_html_report_landing_page_states_the_scale(tmp_path, monkeypatch, scale)
 
 
 def test_figure1_names_a_run_without_metrics(tmp_path, capsys):
-    assert report_main(["figure1", "--run", f"x={tmp_path}", "--out", str(tmp_path / "f.png")]) == 2
+    assert main(["report", "figure1", "--run", f"x={tmp_path}", "--out", str(tmp_path / "f.png")]) == 2
     assert "metrics.csv" in capsys.readouterr().err
 
 
@@ -347,12 +347,12 @@ def test_voc_submission_writes_one_devkit_file_per_class(synth_splits, dets, tmp
 
 def test_coco_submission_zip_and_its_checks(synth_splits, dets, tmp_path):
     out = tmp_path / "detections_test-dev2017_mine_results.zip"
-    assert report_main(["coco-submission", "--data", str(synth_splits["test"]), "--dets", str(dets),
+    assert main(["report", "coco-submission", "--data", str(synth_splits["test"]), "--dets", str(dets),
                         "--out", str(out)]) == 0
     with zipfile.ZipFile(out) as zf:
         assert zf.namelist() == ["detections_test-dev2017_mine_results.json"]
         assert json.loads(zf.read(zf.namelist()[0])) == json.loads(dets.read_text())
-    assert report_main(["coco-submission", "--data", str(synth_splits["test"]), "--dets", str(dets),
+    assert main(["report", "coco-submission", "--data", str(synth_splits["test"]), "--dets", str(dets),
                         "--out", str(tmp_path / "results.zip")]) == 2
     bad = tmp_path / "bad.json"
     write_json(bad, [{"image_id": 10**6, "category_id": 1, "bbox": [0, 0, 1, 1], "score": 1}])
@@ -376,7 +376,7 @@ def test_test_lists_have_images_and_no_labels(synth_splits, tmp_path):
     assert coco_test_list(tmp_path / "info.json", labelled["info"]["image_dir"],
                           tmp_path / "coco.json") == 1
     assert load_annotations(tmp_path / "coco.json")["images"][0]["id"] == 7
-    assert report_main(["test-list", "coco", "--images", "x", "--out", "y"]) == 2
+    assert main(["data", "test-list", "coco", "--images", "x", "--out", "y"]) == 2
 
 
 # --- run configs --------------------------------------------------------------------------------
@@ -391,19 +391,14 @@ def test_run_config_is_validated_before_it_is_written(tmp_path):
     assert not (tmp_path / "bad.yaml").exists()
 
 
-def test_register_adds_the_report_family_to_a_command_line():
+def test_the_report_commands_parse_repeated_pairs():
     import argparse
 
-    from scratchdet.data.download import register as register_download
-    from scratchdet.reports.cli import cmd_table, register
+    from scratchdet.cli.report import cmd_table, register
 
     parser = argparse.ArgumentParser(prog="scratchdet")
-    sub = parser.add_subparsers(dest="command", required=True)
-    register(sub)
-    register_download(sub.add_parser("data").add_subparsers(dest="data_command", required=True))
+    register(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(["report", "table", "--params", "p", "--scale", "s", "--scale-name",
                               "default", "--run", "r=x/y", "--skip", "a=b c", "--out-md", "m",
                               "--out-csv", "c"])
     assert args.func is cmd_table and args.skip == ["a=b c"] and args.run == ["r=x/y"]
-    args = parser.parse_args(["data", "download", "--url", "http://x/y", "--out", "y", "--md5", "0"])
-    assert args.url == "http://x/y"

@@ -87,3 +87,43 @@ def test_every_package_file_the_docs_name_exists():
             if missing:
                 stale[name] = missing
     assert stale == {}
+
+
+def _package_modules() -> list[Path]:
+    return sorted(p for p in (ROOT / "scratchdet").rglob("*.py") if p.name != "__main__.py")
+
+
+def test_every_module_declares_its_public_names():
+    """`__all__` in every module of the package, naming only what the module has (defines,
+    re-exports or imports on first use), and never a private name."""
+    import ast
+    import importlib
+
+    problems = []
+    for path in _package_modules():
+        where = path.relative_to(ROOT)
+        tree = ast.parse(path.read_text())
+        if not any(isinstance(n, ast.Assign) and any(getattr(t, "id", None) == "__all__"
+                                                     for t in n.targets) for n in tree.body):
+            problems.append(f"{where}: no __all__")
+            continue
+        dotted = ".".join(where.with_suffix("").parts).removesuffix(".__init__")
+        module = importlib.import_module(dotted)
+        for name in module.__all__:
+            if name.startswith("_") and name != "__version__":
+                problems.append(f"{where}: private name {name} in __all__")
+            elif not hasattr(module, name):
+                problems.append(f"{where}: {name} in __all__ is not defined")
+    assert problems == []
+
+
+def test_no_module_imports_a_private_name_of_another():
+    import ast
+
+    found = []
+    for path in _package_modules():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                found += [f"{path.relative_to(ROOT)}: {node.module}.{a.name}" for a in node.names
+                          if a.name.startswith("_") and not a.name.startswith("__")]
+    assert found == []

@@ -25,11 +25,10 @@ import yaml
 from ..errors import ConfigError
 from ..io import write_json
 from ..provenance import describe_device, provenance
+from .fps import RESULTS_DIR
 
 __all__ = [
     "NUM_CLASSES",
-    "REPO_ROOT",
-    "RESULTS_DIR",
     "SCHEMA",
     "Record",
     "check_positive",
@@ -44,8 +43,6 @@ __all__ = [
 ]
 
 SCHEMA = 1
-REPO_ROOT = Path(__file__).resolve().parents[2]
-RESULTS_DIR = REPO_ROOT / "benchmarks" / "results"
 # Object classes of the benchmarked heads (VOC: 20 + background); the synthetic dataset's labels
 # are valid VOC labels.
 NUM_CLASSES = 20
@@ -107,17 +104,15 @@ def parse_model(spec: str) -> tuple[str, str | dict[str, Any]]:
 
 
 def command_line(argv: Sequence[str] | None) -> str:
-    """The ``scratchdet benchmark ...`` command that reproduces this run."""
-    if argv is not None:
-        return "scratchdet benchmark " + shlex.join(argv)
-    args = sys.argv
-    if "benchmark" in args:
-        return "scratchdet " + shlex.join(args[args.index("benchmark"):])
-    return "scratchdet benchmark " + shlex.join(args[1:])
+    """The ``scratchdet benchmark ...`` command that reproduces this run, from the command line
+    after the program's name (default ``sys.argv[1:]``)."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    args = args[args.index("benchmark"):] if "benchmark" in args else ["benchmark", *args]
+    return "scratchdet " + shlex.join(args)
 
 
 def default_out(kind: str, device: torch.device) -> Path:
-    return Path("benchmarks") / "results" / f"{kind}_{device_slug(device)}.json"
+    return RESULTS_DIR / f"{kind}_{device_slug(device)}.json"
 
 
 def load_average() -> list[float] | None:

@@ -14,7 +14,6 @@ Run as `python -m scratchdet.data.download {fetch,extract} ...` or through `regi
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import logging
 import os
@@ -31,7 +30,7 @@ from ..errors import DataError
 from ..io import write_text
 from ..progress import Progress
 
-__all__ = ["CHUNK", "extract", "fetch", "file_digest", "register", "verify"]
+__all__ = ["CHUNK", "extract", "fetch", "file_digest", "verify"]
 
 log = logging.getLogger(__name__)
 
@@ -195,33 +194,3 @@ def extract(archive: str | Path, into: str | Path, marker: str | Path | None = N
     if marker:
         write_text(marker, f"{archive.name}: {n} members extracted into {into}\n")
     return n
-
-
-# --- command line ------------------------------------------------------------------------------
-
-def _cmd_fetch(args: argparse.Namespace) -> None:
-    print(fetch(args.url, args.out, md5=args.md5, sha256=args.sha256, retries=args.retries,
-                manual=args.manual))
-
-
-def _cmd_extract(args: argparse.Namespace) -> None:
-    n = extract(args.archive, args.into, args.marker)
-    print(f"{args.archive}: {n} members -> {args.into}")
-
-
-def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add `download` and `extract` to a subcommand group (e.g. `scratchdet data`)."""
-    s = subparsers.add_parser("download", help="fetch an archive (resumable, checksum-verified)")
-    s.add_argument("--url", required=True)
-    s.add_argument("--out", required=True, help="file to write once it is whole and verified")
-    s.add_argument("--md5")
-    s.add_argument("--sha256")
-    s.add_argument("--retries", type=int, default=5)
-    s.add_argument("--manual", help="never fetch: the file needs a login; this text says how")
-    s.set_defaults(func=_cmd_fetch)
-    s = subparsers.add_parser("extract", help="unpack a tar/zip, refusing members escaping --into")
-    s.add_argument("--archive", required=True)
-    s.add_argument("--into", required=True)
-    s.add_argument("--marker", help="file written when extraction has finished")
-    s.set_defaults(func=_cmd_extract)
-

@@ -18,7 +18,7 @@ rule synth_dataset:
     log:
         f"{LOGS}/data/synth_{SYNTH_NAME}.log",
     benchmark:
-        f"{BENCH}/data/synth_{SYNTH_NAME}.tsv"
+        f"{JOB_TIMES}/data/synth_{SYNTH_NAME}.tsv"
     threads: 1
     resources:
         mem_mb=1000,
@@ -42,7 +42,7 @@ rule synth_split:
     log:
         f"{LOGS}/data/synth_{{name}}_{{split}}.log",
     benchmark:
-        f"{BENCH}/data/synth_{{name}}_{{split}}.tsv"
+        f"{JOB_TIMES}/data/synth_{{name}}_{{split}}.tsv"
     threads: 1
     resources:
         mem_mb=1000,
@@ -68,7 +68,7 @@ rule download:
     log:
         f"{LOGS}/data/download_{{archive}}.log",
     benchmark:
-        f"{BENCH}/data/download_{{archive}}.tsv"
+        f"{JOB_TIMES}/data/download_{{archive}}.tsv"
     retries: 2
     threads: 1
     resources:
@@ -92,7 +92,7 @@ rule extract:
     log:
         f"{LOGS}/data/extract_{{archive}}.log",
     benchmark:
-        f"{BENCH}/data/extract_{{archive}}.tsv"
+        f"{JOB_TIMES}/data/extract_{{archive}}.tsv"
     threads: 1
     resources:
         mem_mb=1000,
@@ -118,7 +118,7 @@ rule voc_split:
     log:
         f"{LOGS}/data/voc_{{name}}.log",
     benchmark:
-        f"{BENCH}/data/voc_{{name}}.tsv"
+        f"{JOB_TIMES}/data/voc_{{name}}.tsv"
     threads: 1
     resources:
         mem_mb=4000,
@@ -141,7 +141,7 @@ rule voc12_test_list:
     log:
         f"{LOGS}/data/voc12_test_list.log",
     benchmark:
-        f"{BENCH}/data/voc12_test_list.tsv"
+        f"{JOB_TIMES}/data/voc12_test_list.tsv"
     threads: 1
     resources:
         mem_mb=2000,
@@ -150,7 +150,7 @@ rule voc12_test_list:
     conda:
         "../envs/scratchdet.yaml"
     shell:
-        "scratchdet report test-list voc --voc-dir {params.voc_dir}"
+        "scratchdet data test-list voc --voc-dir {params.voc_dir}"
         " --split test --out {output} > {log} 2>&1"
 
 
@@ -170,7 +170,7 @@ rule coco_split:
     log:
         f"{LOGS}/data/coco_{{split}}.log",
     benchmark:
-        f"{BENCH}/data/coco_{{split}}.tsv"
+        f"{JOB_TIMES}/data/coco_{{split}}.tsv"
     threads: 1
     resources:
         mem_mb=16000,
@@ -197,7 +197,7 @@ rule coco_testdev_list:
     log:
         f"{LOGS}/data/coco_testdev_list.log",
     benchmark:
-        f"{BENCH}/data/coco_testdev_list.tsv"
+        f"{JOB_TIMES}/data/coco_testdev_list.tsv"
     threads: 1
     resources:
         mem_mb=4000,
@@ -206,7 +206,7 @@ rule coco_testdev_list:
     conda:
         "../envs/scratchdet.yaml"
     shell:
-        "scratchdet report test-list coco --image-info {params.info}"
+        "scratchdet data test-list coco --image-info {params.info}"
         " --images {params.images} --out {output} > {log} 2>&1"
 
 
@@ -223,7 +223,7 @@ rule imagenet_weights:
     log:
         f"{LOGS}/data/imagenet_weights_{{weights}}.log",
     benchmark:
-        f"{BENCH}/data/imagenet_weights_{{weights}}.tsv"
+        f"{JOB_TIMES}/data/imagenet_weights_{{weights}}.tsv"
     retries: 2
     threads: 1
     resources:

@@ -1,7 +1,7 @@
 """Snakemake script of the rule run_config: write the run config that the workflow planned.
 
 The config arrives as `snakemake.params.config` (JSON) rather than on a shell line, which the
-default profile prints for every job of a dry run. It goes through `scratchdet report run-config`
+default profile prints for every job of a dry run. It goes through `scratchdet workflow run-config`
 in-process, so the file is validated and written exactly as that command does it.
 """
 
@@ -13,6 +13,6 @@ from scratchdet.cli import main
 snakemake = globals()["snakemake"]  # injected by Snakemake's script directive
 
 with open(snakemake.log[0], "w") as log, redirect_stdout(log), redirect_stderr(log):
-    code = main(["report", "run-config", "--json", snakemake.params.config,
+    code = main(["workflow", "run-config", "--json", snakemake.params.config,
                  "--out", snakemake.output.config])
 sys.exit(code)

@@ -1,0 +1,77 @@
+"""``scratchdet train``: train (or resume) one run, on the CPU, one GPU or several."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from typing import Any
+
+from .runner import parse_override
+
+__all__ = ["register"]
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    from ..config import load_config
+    from ..engine.gpus import assign_gpus
+
+    cfg = load_config(args.config, dict(parse_override(o) for o in args.set))  # before workers
+    nproc = args.nproc or max(1, args.gpus)
+    if "WORLD_SIZE" in os.environ:  # a torchrun worker: the launcher already chose the GPUs
+        claim = None
+    else:
+        claim = assign_gpus(args.gpus)  # held (flock) until this process exits
+        if nproc > 1:
+            raise SystemExit(_launch_workers(args, nproc))
+    from ..engine.train import train
+
+    status = train(cfg, args.out, restart_stale=args.restart_stale)
+    print(f"{args.out}: {status['status']} at step {status['step']}"
+          + (f" ({status['reason']})" if status.get("reason") else ""))
+    del claim
+
+
+def _launch_workers(args: argparse.Namespace, nproc: int) -> int:
+    """Run this same training as `nproc` torchrun workers, forwarding SIGTERM/SIGINT/USR1."""
+    import signal
+    import subprocess
+
+    from ..engine.distributed import torchrun_command
+    from ..engine.preemption import PREEMPT_SIGNAL, torchrun_signal_env
+    from ..engine.run_lock import HELD_ENV, lock_run_folder
+
+    argv = ["train", "--config", str(args.config), "--out", str(args.out)]
+    if args.restart_stale:
+        argv.append("--restart-stale")
+    for override in args.set:
+        argv += ["--set", override]
+    lock = lock_run_folder(args.out)  # held for the workers, whose rank 0 would take it
+    proc = subprocess.Popen(torchrun_command(nproc, argv), env=os.environ | torchrun_signal_env()
+                            | {HELD_ENV: str(lock.path.resolve())})
+
+    def forward(signum: int, frame: Any) -> None:
+        proc.send_signal(signum)
+
+    for sig in (signal.SIGTERM, signal.SIGINT, PREEMPT_SIGNAL):
+        signal.signal(sig, forward)
+    with lock:
+        code = proc.wait()
+        if code:  # a refused run leaves no empty folder (as train() without workers)
+            lock.remove_if_unused()
+        return code
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``train``."""
+    s = subparsers.add_parser("train", help="train (or resume) one run")
+    s.add_argument("--config", required=True, help="YAML run config")
+    s.add_argument("--out", required=True, help="run folder (resumed if it holds a checkpoint)")
+    s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value, e.g. --set train.lr=0.05")
+    s.add_argument("--restart-stale", action="store_true",
+                   help="discard a run in --out made with another config instead of refusing")
+    s.add_argument("--gpus", type=int, default=0,
+                   help="GPUs to claim on this machine (sets CUDA_VISIBLE_DEVICES unless already set)")
+    s.add_argument("--nproc", type=int, default=0,
+                   help="training processes (torch.distributed); default: one per GPU, or 1")
+    s.set_defaults(func=cmd_train)
