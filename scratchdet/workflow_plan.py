@@ -121,9 +121,10 @@ class Plan:
         return f"{self.results}/logs"
 
     @property
-    def benchmarks(self) -> str:
-        """Snakemake's per-job timing files (not the speed benchmarks of benchmarks/)."""
-        return f"{self.results}/benchmarks"
+    def job_times(self) -> str:
+        """Snakemake's per-job timing files (its `benchmark:` directive; the speed benchmarks
+        are `scratchdet benchmark`'s, in benchmarks/)."""
+        return f"{self.results}/job_times"
 
     @property
     def torch_home(self) -> str:

@@ -15,12 +15,12 @@ from pathlib import Path
 from typing import Any
 
 from . import workflow_config as wc
+from .benchmark.fps import RESULTS_DIR
 from .workflow_plan import Plan
 
 __all__ = ["Estimate", "estimate_row", "gpu_train_benchmark", "needed_archives", "preflight_report",
            "train_benchmarks"]
 
-BENCHMARKS_DIR = Path("benchmarks") / "results"
 AUGMENT_MODE = {"cpu": "cpu_augment", "device": "device_augment"}
 """A run config's `data.augment` -> the benchmark mode that measures the same input pipeline."""
 
@@ -39,7 +39,7 @@ def needed_archives(plan: Plan) -> list[str]:
     return [a for a in plan.config["downloads"] if a in archives]
 
 
-def train_benchmarks(folder: str | Path = BENCHMARKS_DIR) -> list[tuple[Path, dict[str, Any]]]:
+def train_benchmarks(folder: str | Path = RESULTS_DIR) -> list[tuple[Path, dict[str, Any]]]:
     """Every `scratchdet benchmark train` result file in `folder`, with its path."""
     found = []
     for path in sorted(Path(folder).glob("*.json")):
@@ -49,7 +49,7 @@ def train_benchmarks(folder: str | Path = BENCHMARKS_DIR) -> list[tuple[Path, di
     return found
 
 
-def gpu_train_benchmark(folder: str | Path = BENCHMARKS_DIR) -> tuple[Path, dict[str, Any]] | None:
+def gpu_train_benchmark(folder: str | Path = RESULTS_DIR) -> tuple[Path, dict[str, Any]] | None:
     """The newest training benchmark measured on a CUDA GPU, or None."""
     gpu = [(p, d) for p, d in train_benchmarks(folder) if d.get("device_type") == "cuda"]
     return max(gpu, key=lambda pd: pd[1].get("provenance", {}).get("created", "")) if gpu else None
@@ -131,7 +131,7 @@ def _gpu_hours(plan: Plan, bench_dir: Path) -> list[str]:
     return lines
 
 
-def preflight_report(plan: Plan, bench_dir: str | Path = BENCHMARKS_DIR) -> str:
+def preflight_report(plan: Plan, bench_dir: str | Path = RESULTS_DIR) -> str:
     """The preflight text ("" at a smoke scale that needs nothing from a person)."""
     manual = [a for a in needed_archives(plan) if "manual" in plan.config["downloads"][a]]
     weights = plan.imagenet_weights

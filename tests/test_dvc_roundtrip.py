@@ -161,12 +161,12 @@ def test_a_fresh_clone_pulls_results_instead_of_retraining(tmp_path):
     assert not (second / "data").exists()
     run("dvc", "pull", cwd=second)
     # Byte for byte what the first clone versioned: all but weights, locks and temporary files
-    # (.dvcignore), logs, benchmarks and table records.
+    # (.dvcignore), logs, job times and table records.
     unversioned = ("*.pt", ".*.lock", ".*.tmp")
     assert restored_files(second, "data", "results") == {
         k: v for k, v in restored_files(first, "data", "results").items()
         if not any(fnmatch.fnmatch(Path(k).name, pattern) for pattern in unversioned)
-        and Path(k).parts[2] not in ("logs", "benchmarks", "tables")}
+        and Path(k).parts[2] not in ("logs", "job_times", "tables")}
     assert not any((second / "results").rglob("*.pt"))  # the smoke scale's weights stay behind
     assert not (second / ".snakemake").exists()
     newer_than_their_outputs(second)

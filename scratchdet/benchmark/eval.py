@@ -37,6 +37,7 @@ from ..evaluation.coco import BACKENDS, available_backends, coco_eval
 from ..evaluation.reference import reference_voc_ap
 from ..evaluation.results_io import parser_name
 from .common import Record, check_positive, summary
+from .fps import RESULTS_DIR
 
 __all__ = ["TOLERANCE", "make_case", "max_difference", "run_eval"]
 
@@ -196,4 +197,4 @@ def run_eval(args: argparse.Namespace) -> dict[str, Any]:
         _voc_part(args, folder, record)
         if args.coco_images:
             _coco_part(args, folder, record)
-    return record.write(args.out or Path("benchmarks") / "results" / "eval_cpu.json")
+    return record.write(args.out or RESULTS_DIR / "eval_cpu.json")

@@ -6,7 +6,9 @@ from pathlib import Path
 
 __all__ = ["PAPER_FPS", "RESULTS_DIR", "measured_fps"]
 
-RESULTS_DIR = Path(__file__).resolve().parents[2] / "benchmarks" / "results"
+RESULTS_DIR = Path("benchmarks") / "results"
+"""Where the speed results live, relative to the repository root (where the workflow and the
+documented commands run): the one home of that path."""
 
 #: FPS as printed in the papers (batch 1, NVIDIA Titan X, Caffe), for comparison columns.
 PAPER_FPS: dict[str, tuple[float, str]] = {

@@ -36,7 +36,7 @@ DATA = PLAN.data
 RESULTS = PLAN.results
 REPORTS = PLAN.reports
 LOGS = PLAN.logs
-BENCH = PLAN.benchmarks
+JOB_TIMES = PLAN.job_times
 RUN = PLAN.run_pattern  # the run-folder layout with the wildcards {table}, {row} and {digest}
 # The synthetic dataset's folder at this scale ("" when the scale uses the official datasets).
 SYNTH_NAME = wc.synth_folder(SCALE_CFG["synth"]) if SCALE_CFG["dataset"] == "synth" else ""
@@ -50,7 +50,7 @@ def row_of(wildcards):
 
 
 def run_file(folder, job, suffix=".log"):
-    """A per-run log or benchmark file of the job `job`, under `folder` (LOGS or BENCH)."""
+    """A per-run log or timing file of the job `job`, under `folder` (LOGS or JOB_TIMES)."""
     return str(RUN.job_file(folder, job, suffix))
 
 

@@ -16,7 +16,7 @@ rule detect:
     log:
         run_file(LOGS, "detect_{testset}"),
     benchmark:
-        run_file(BENCH, "detect_{testset}", ".tsv")
+        run_file(JOB_TIMES, "detect_{testset}", ".tsv")
     threads: PLAN.resource("detect", "threads")
     resources:
         gpu=PLAN.resource("detect", "gpu"),
@@ -43,7 +43,7 @@ rule evaluate:
     log:
         run_file(LOGS, "evaluate"),
     benchmark:
-        run_file(BENCH, "evaluate", ".tsv")
+        run_file(JOB_TIMES, "evaluate", ".tsv")
     threads: 1
     resources:
         mem_mb=PLAN.resource("eval", "mem_mb"),
@@ -69,7 +69,7 @@ rule baseline:
     log:
         f"{LOGS}/baselines/{{name}}.log",
     benchmark:
-        f"{BENCH}/baselines/{{name}}.tsv"
+        f"{JOB_TIMES}/baselines/{{name}}.tsv"
     threads: 1
     resources:
         mem_mb=PLAN.resource("eval", "mem_mb"),
@@ -101,7 +101,7 @@ rule learning_curve:
     log:
         run_file(LOGS, "learning_curve{variant}"),
     benchmark:
-        run_file(BENCH, "learning_curve{variant}", ".tsv")
+        run_file(JOB_TIMES, "learning_curve{variant}", ".tsv")
     threads: PLAN.resource("detect", "threads")
     resources:
         gpu=PLAN.resource("detect", "gpu"),
@@ -128,7 +128,7 @@ rule voc_submission:
     log:
         run_file(LOGS, "voc_submission"),
     benchmark:
-        run_file(BENCH, "voc_submission", ".tsv")
+        run_file(JOB_TIMES, "voc_submission", ".tsv")
     threads: 1
     resources:
         mem_mb=2000,
@@ -151,7 +151,7 @@ rule coco_submission:
     log:
         run_file(LOGS, "coco_submission_{alg}"),
     benchmark:
-        run_file(BENCH, "coco_submission_{alg}", ".tsv")
+        run_file(JOB_TIMES, "coco_submission_{alg}", ".tsv")
     threads: 1
     resources:
         mem_mb=4000,

@@ -51,7 +51,7 @@ rule table_report:
     log:
         f"{LOGS}/report/{{table}}.log",
     benchmark:
-        f"{BENCH}/report/{{table}}.tsv"
+        f"{JOB_TIMES}/report/{{table}}.tsv"
     threads: 1
     resources:
         mem_mb=1000,
@@ -84,7 +84,7 @@ rule figure1:
     log:
         f"{LOGS}/report/figure1.log",
     benchmark:
-        f"{BENCH}/report/figure1.tsv"
+        f"{JOB_TIMES}/report/figure1.tsv"
     threads: 1
     resources:
         mem_mb=1000,
@@ -115,7 +115,7 @@ rule pr_curves:
     log:
         f"{LOGS}/report/{{table}}/{{row}}/pr_curves.log",
     benchmark:
-        f"{BENCH}/report/{{table}}/{{row}}/pr_curves.tsv"
+        f"{JOB_TIMES}/report/{{table}}/{{row}}/pr_curves.tsv"
     threads: 1
     resources:
         mem_mb=1000,
@@ -146,7 +146,7 @@ rule detection_grid:
     log:
         f"{LOGS}/report/{{table}}/{{row}}/detections.log",
     benchmark:
-        f"{BENCH}/report/{{table}}/{{row}}/detections.tsv"
+        f"{JOB_TIMES}/report/{{table}}/{{row}}/detections.tsv"
     threads: 1
     resources:
         mem_mb=1000,
@@ -190,7 +190,7 @@ rule learning_curves:
     log:
         f"{LOGS}/report/learning_curves.log",
     benchmark:
-        f"{BENCH}/report/learning_curves.tsv"
+        f"{JOB_TIMES}/report/learning_curves.tsv"
     threads: 1
     resources:
         mem_mb=1000,

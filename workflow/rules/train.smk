@@ -18,7 +18,7 @@ rule run_config:
     log:
         run_file(LOGS, "run_config"),
     benchmark:
-        run_file(BENCH, "run_config", ".tsv")
+        run_file(JOB_TIMES, "run_config", ".tsv")
     threads: 1
     resources:
         mem_mb=500,
@@ -46,7 +46,7 @@ rule train:
     log:
         run_file(LOGS, "train"),
     benchmark:
-        run_file(BENCH, "train", ".tsv")
+        run_file(JOB_TIMES, "train", ".tsv")
     threads: PLAN.resource("train", "threads")
     resources:
         gpu=PLAN.resource("train", "gpu"),
