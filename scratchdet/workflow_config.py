@@ -226,15 +226,19 @@ class RunPaths:
     def metrics(self) -> Path:
         return self.root / "metrics.json"
 
+    def learning_curve_file(self, variant: str) -> Path:
+        """A learning curve of the run: ``variant`` "" (mAP of every kept snapshot on the row's
+        test split, `scratchdet curve`) or "_precise_bn" (the BatchNorm statistics re-estimated
+        first, PreciseBN); ``"{variant}"`` in a pattern."""
+        return self.root / f"learning_curve{variant}.csv"
+
     @property
     def learning_curve(self) -> Path:
-        """mAP of every kept snapshot on the row's test split (`scratchdet curve`)."""
-        return self.root / "learning_curve.csv"
+        return self.learning_curve_file("")
 
     @property
     def learning_curve_precise_bn(self) -> Path:
-        """The same with the BatchNorm statistics re-estimated first (PreciseBN)."""
-        return self.root / "learning_curve_precise_bn.csv"
+        return self.learning_curve_file("_precise_bn")
 
     def detections(self, split_file: str | Path) -> Path:
         """Detections on a dataset file, named after its stem (`"{testset}"` in a pattern)."""

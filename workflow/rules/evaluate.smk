@@ -91,7 +91,7 @@ rule learning_curve:
         config=ancient(str(rules.run_config.output.config)),
         gt=lambda w: ancient(PLAN.local_gt(row_of(w))),
     output:
-        str(RUN.root / "learning_curve{variant}.csv"),
+        str(RUN.learning_curve_file("{variant}")),
     wildcard_constraints:
         variant="|_precise_bn",
     params:
