@@ -35,6 +35,8 @@ PROFILE = ROOT / "workflow" / "profiles" / "slurm" / "config.yaml"
 ENDED = ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY")
 # One small table keeps the cluster run to a few jobs; any table goes through the same rules.
 TABLES = "[dsod_table6]"
+# One cluster at a time: under pytest-xdist, every test of this file runs in the same worker.
+pytestmark = pytest.mark.xdist_group("slurm")
 
 
 @pytest.fixture(scope="module")
