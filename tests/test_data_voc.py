@@ -19,8 +19,8 @@ from scratchdet.data.voc import (
 )
 from scratchdet.errors import DataError
 
-# Real photographs from the shared data beside the repository; the tests using them skip without.
-KANGAROO = Path(__file__).resolve().parents[1] / ".." / "shared" / "datasets" / "kangaroo"
+from .paths import KANGAROO
+
 # torchvision 0.29 announces that its codecs move to torchcodec; the decoder itself is what we test
 pytestmark = pytest.mark.filterwarnings("ignore:The image decoding:DeprecationWarning")
 

@@ -14,8 +14,9 @@ from scratchdet.data.synth import make_synthetic_voc
 from scratchdet.data.voc import read_voc, read_voc_files
 from scratchdet.errors import DataError
 
+from .paths import KANGAROO
+
 # Tests reach shared data as ../shared relative to the repository root; absent, they skip.
-KANGAROO = Path(__file__).resolve().parent.parent.parent / "shared" / "datasets" / "kangaroo"
 pytestmark = pytest.mark.filterwarnings("ignore:The image decoding:DeprecationWarning")
 
 

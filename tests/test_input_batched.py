@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import xml.etree.ElementTree as ET
 from dataclasses import replace
-from pathlib import Path
 
 import pytest
 import torch
@@ -23,13 +22,10 @@ from scratchdet.input.recipe import (
     CropSampler,
     PhotometricConfig,
 )
-from scratchdet.models.input import CAFFE_MEAN_RGB
 
-MEAN = torch.tensor(CAFFE_MEAN_RGB)[:, None, None]
-# Real photographs from the shared data beside the repository; the tests using them skip without.
-KANGAROO = Path(__file__).resolve().parents[1] / ".." / "shared" / "datasets" / "kangaroo"
-NO_PHOTOMETRIC = PhotometricConfig(brightness_prob=0, contrast_prob=0, saturation_prob=0,
-                                   hue_prob=0)
+from .paths import KANGAROO
+from .test_transforms import MEAN, NO_PHOTOMETRIC
+
 GEOMETRY = AugmentConfig(photometric=NO_PHOTOMETRIC)
 FIXED = AugmentConfig(photometric=NO_PHOTOMETRIC, expand_prob=0.0, samplers=(CropSampler(),),
                       interpolations=("linear",), mirror_prob=0.0)

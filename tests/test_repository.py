@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT / ".." / "shared"
+from .paths import ROOT, SHARED
+
 # An absolute path on some machine that ends in shared/papers or shared/datasets.
 MACHINE_PATH = re.compile(r"(?<![\w.])/[\w.-]+(?:/[\w.-]+)*/shared/(?:papers|datasets)\b")
 

@@ -6,7 +6,6 @@ import colorsys
 import pickle
 import xml.etree.ElementTree as ET
 from dataclasses import replace
-from pathlib import Path
 
 import pytest
 import torch
@@ -47,9 +46,9 @@ from scratchdet.input.recipe import (
 from scratchdet.input.test_time import SSDTestTransform
 from scratchdet.models.input import CAFFE_MEAN_RGB
 
+from .paths import KANGAROO
+
 MEAN = torch.tensor(CAFFE_MEAN_RGB)[:, None, None]
-# Real photographs from the shared data beside the repository; the tests using them skip without.
-KANGAROO = Path(__file__).resolve().parents[1] / ".." / "shared" / "datasets" / "kangaroo"
 NO_PHOTOMETRIC = PhotometricConfig(brightness_prob=0, contrast_prob=0, saturation_prob=0,
                                    hue_prob=0)
 # Geometry only, nearest-neighbour resize: box edges must match pixel edges to one pixel.
