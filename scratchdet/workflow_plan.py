@@ -265,6 +265,17 @@ class Plan:
                                               for k in self.table_runs(table)))
 
     @property
+    def synth_name(self) -> str:
+        """The folder of this scale's synthetic dataset under data/synth (named after its recipe);
+        "unused" at the scales on the official datasets, whose plans never ask for it."""
+        return wc.synth_folder(self.scale["synth"]) if self.scale["dataset"] == "synth" else "unused"
+
+    @property
+    def synth_options(self) -> str:
+        """`scratchdet data synth` options of this scale's recipe (besides --out)."""
+        return wc.synth_options(self.scale["synth"]) if self.scale["dataset"] == "synth" else ""
+
+    @property
     def learning_curves(self) -> bool:
         """Whether this scale scores every kept snapshot of its runs (scale `learning_curves`)."""
         return bool(self.scale.get("learning_curves", False))

@@ -175,3 +175,10 @@ def test_a_scale_row_that_does_not_exist_is_named(tmp_path):
     path.write_text(yaml.safe_dump(scale))
     with pytest.raises(ConfigError, match="row_overrides.dsod_table3/no_such_row"):
         Plan.load(config(scale="proof"), path, ROOT / "params")
+
+
+def test_the_synthetic_dataset_folder_is_named_at_every_scale():
+    assert load().synth_name.startswith("16trainval_4test_seed0")
+    assert "--trainval 16 --test 4 --seed 0" in load().synth_options
+    paper = load(scale="paper")  # official datasets: a placeholder, never an empty path part
+    assert paper.synth_name == "unused" and paper.synth_options == ""

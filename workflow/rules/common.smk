@@ -39,7 +39,7 @@ LOGS = PLAN.logs
 JOB_TIMES = PLAN.job_times
 RUN = PLAN.run_pattern  # the run-folder layout with the wildcards {table}, {row} and {digest}
 # The synthetic dataset's folder at this scale ("" when the scale uses the official datasets).
-SYNTH_NAME = wc.synth_folder(SCALE_CFG["synth"]) if SCALE_CFG["dataset"] == "synth" else ""
+SYNTH_NAME = PLAN.synth_name
 
 if workflow.is_main_process:
     print(preflight_report(PLAN), end="", file=sys.stderr)

@@ -14,7 +14,7 @@ rule synth_dataset:
         directory(f"{DATA}/synth/{SYNTH_NAME}/VOCdevkit/VOCSYNTH"),
     params:
         root=lambda w, output: str(Path(output[0]).parents[1]),
-        recipe=wc.synth_options(SCALE_CFG["synth"]) if SYNTH_NAME else "",
+        recipe=PLAN.synth_options,
     log:
         f"{LOGS}/data/synth_{SYNTH_NAME}.log",
     benchmark:
