@@ -8,7 +8,7 @@ __all__ = ["register"]
 
 
 def cmd_run_config(args: argparse.Namespace) -> None:
-    from ..reports.runconfig import write_run_config
+    from ..config import write_run_config
 
     write_run_config(args.json, args.out)
     print(args.out)
