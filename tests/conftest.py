@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -22,6 +23,17 @@ def synth_splits(tmp_path_factory) -> dict[str, Path]:
         save_annotations(read_voc(voc_dir, split), out[split])
     out["voc_dir"] = voc_dir
     return out
+
+
+def pytest_configure(config):
+    """Under pytest-xdist each worker computes with one thread: two workers (and the jobs of a
+    workflow test) share two cores, and torch's OpenMP threads spin-wait against each other
+    when there are more of them than cores (an augmented learning test took 8x longer)."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        os.environ["OMP_NUM_THREADS"] = "1"  # the commands the tests start
+        import torch
+
+        torch.set_num_threads(1)
 
 
 # The slowest tests first: with `pytest -n 2` (pyproject's addopts) the two workers then end
