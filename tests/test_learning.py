@@ -22,14 +22,19 @@ The image-blind score on those four training images is 0.11.
 
 With the SSD augmentation (`GENERALISE_SET`: one class, one or two objects, 64 training and 16
 held-out images; DSOD Table 3 row 1 options, batch 8, lr 0.05 after a 10-step warmup), held-out
-mAP at steps 20 / 40 / 60 / 80 / 100 / 120:
+mAP at steps 20 / 40 / ... / 200, measured with one thread (as the tests run):
 
-- CPU input pipeline:    0.02 / 0.10 / 0.24 / 0.16 / 0.30 / 0.46
-- device input pipeline: 0.00 / 0.01 / 0.09 / 0.29 / 0.36 / 0.29
+- CPU input pipeline:    0.01 / 0.02 / 0.19 / 0.19 / 0.24 / 0.12 / 0.46 / 0.48 / 0.37 / 0.50
+- device input pipeline: 0.01 / 0.04 / 0.15 / 0.23 / 0.36 / 0.38 / 0.41 / 0.65 / 0.66 / 0.66
 
-and 0.0065 for the image-blind boxes. The curves are noisy from snapshot to snapshot (a batch of
-8 augmented images per step), so the bar is 0.15 above the baseline, about half the lowest score
-measured at step 120.
+and 0.0065 for the image-blind boxes. One snapshot can dip far below its neighbours (0.12 at step
+120 on the CPU pipeline: a batch of 8 augmented images per step), so the test scores the last
+three snapshots (steps 120, 140, 160) and asserts that their median is 0.15 above the baseline
+(measured medians: 0.46 CPU, 0.41 device). With two threads the same runs scored 0.46 / 0.29 at
+step 120: the curves depend on the arithmetic's order, the learning does not.
+
+The tests compute with one thread (`one_thread`), whatever pytest's worker layout, so that CI
+runs the curves measured here.
 """
 
 from __future__ import annotations
@@ -41,7 +46,7 @@ from scratchdet.data.annotations import save_annotations
 from scratchdet.data.synth import make_synthetic_voc
 from scratchdet.data.voc import read_voc
 from scratchdet.engine.detect import detect
-from scratchdet.engine.learning_curve import blind_scores
+from scratchdet.engine.learning_curve import blind_scores, learning_curve
 from scratchdet.engine.train import train
 from scratchdet.evaluation import evaluate
 
@@ -60,7 +65,20 @@ MEMORISE = {
 MEMORISE_SET = {"object_size": (0.15, 0.6), "objects": (1, 3),
                 "classes": ("box", "disc", "triangle")}
 GENERALISE_SET = {"object_size": (0.2, 0.6), "objects": (1, 2), "classes": ("box",)}
-GENERALISE_STEPS = 120
+GENERALISE_STEPS = 160
+GENERALISE_SNAPSHOTS = 3  # the last snapshots scored: steps 120, 140 and 160
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """The budgets were measured with one thread; more threads change the order of the
+    arithmetic, hence the curves (not whether the model learns)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 def _splits(root, n_train: int, n_test: int, seed: int, recipe: dict) -> dict[str, str]:
@@ -107,9 +125,23 @@ def test_memorises_four_images_from_scratch(tmp_path, family):
 @pytest.mark.parametrize("pipeline", ["cpu", "device"])
 def test_learns_to_look_with_augmentation(tmp_path, pipeline):
     """The SSD augmentation on, through either input pipeline: a short run finds objects on
-    held-out images that image-blind boxes miss."""
+    held-out images that image-blind boxes miss (the median of its last three snapshots)."""
     splits = _splits(tmp_path / "data", 64, 16, seed=2, recipe=GENERALISE_SET)
-    score, blind = _train_and_score(tmp_path, splits, DSOD_ROW1, steps=GENERALISE_STEPS, batch=8,
-                                    augment="ssd", pipeline=pipeline, split="test")
+    interval = 20
+    cfg = config_from_dict({"seed": 0, "model": DSOD_ROW1,
+                            "data": {"train": splits["trainval"], "num_workers": 0,
+                                     "augment": "ssd", "pipeline": pipeline},
+                            "train": {"batch_size": 8, "lr": 0.05, "max_steps": GENERALISE_STEPS,
+                                      "warmup_steps": 10, "checkpoint_every": interval,
+                                      "keep_checkpoints": GENERALISE_SNAPSHOTS - 1,
+                                      "log_every": 25, "device": "cpu", "amp": False,
+                                      "channels_last": False}})
+    run = tmp_path / "run"
+    assert train(cfg, run)["status"] == "finished"
+    rows = learning_curve(run, splits["test"], tmp_path / "curve.csv", device="cpu")
+    steps = [GENERALISE_STEPS - interval * k for k in reversed(range(GENERALISE_SNAPSHOTS))]
+    assert [r["step"] for r in rows] == steps
+    scores = sorted(r["map"] for r in rows)
+    blind = max(blind_scores(splits["trainval"], splits["test"]).values())
     assert blind < 0.05, blind
-    assert score >= blind + 0.15, (pipeline, score, blind)
+    assert scores[len(scores) // 2] >= blind + 0.15, (pipeline, rows, blind)
