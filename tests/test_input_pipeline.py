@@ -44,7 +44,7 @@ def batches(synth_splits, dataset, device="cpu", *, pipeline="cpu", augment="ssd
 
 def test_layout_round_trips_targets_and_decisions(dataset):
     layout = HostLayout(batch=2, height=40, width=64, max_boxes=3, decisions=True)
-    assert layout.pixel_bytes % 16 == 0 and layout.nbytes == layout.pixel_bytes + 4 * 2 * (18 + 19)
+    assert layout.pixel_bytes % 16 == 0 and layout.nbytes == layout.pixel_bytes + 4 * 2 * (18 + 20)
     buffer = torch.zeros(layout.nbytes, dtype=torch.uint8)
     pixels, table = layout.views(buffer)
     assert pixels.shape == (2, 3, 40, 64) and table.shape == (2, layout.columns)
@@ -68,6 +68,7 @@ def test_layout_round_trips_targets_and_decisions(dataset):
                                                                            field).dtype))
     assert torch.equal(got.expansion.width, stacked.expansion.width)
     assert torch.equal(got.crops, stacked.crops) and torch.equal(got.mirror, stacked.mirror)
+    assert torch.equal(got.interpolation, stacked.interpolation)
     with pytest.raises(ValueError, match="max_boxes"):
         layout.fill_targets(table, [torch.zeros(4, 4)], [torch.zeros(4)])
 

@@ -35,6 +35,25 @@ def cmd_eval(args: argparse.Namespace) -> None:
     _print_summary(run_eval(args))
 
 
+def cmd_pipeline(args: argparse.Namespace) -> None:
+    from ..benchmark.pipeline import run_pipeline
+
+    run_pipeline(args)
+
+
+def _pipeline_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--batch-size", type=int, default=8, help="images per batch (default 8)")
+    p.add_argument("--batches", type=int, default=2, help="batches per image set (default 2)")
+    p.add_argument("--size", type=int, default=300, help="output side (default 300)")
+    p.add_argument("--photos", help="also a flat VOC folder of photos (annots/, images/), e.g. "
+                                    "../shared/datasets/kangaroo")
+    p.add_argument("--repeats", type=int, default=7, help="timed rounds, interleaved (default 7)")
+    p.add_argument("--warmup", type=int, default=1, help="untimed rounds first (default 1)")
+    p.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the images and the draws")
+    p.add_argument("--out", help=f"result JSON (default {RESULTS_DIR}/pipeline_cpu.json)")
+
+
 def cmd_table(args: argparse.Namespace) -> None:
     from ..benchmark.table import render, write_into
 
@@ -62,6 +81,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         p = sub.add_parser(name, help=helptext)
         add(p)
         p.set_defaults(func=func)
+    p = sub.add_parser("pipeline", help="per-image cost of the device and cpu input pipelines "
+                                        "vs torchvision's SSD augmentation, on the CPU")
+    _pipeline_options(p)
+    p.set_defaults(func=cmd_pipeline)
     p = sub.add_parser("table", help="Markdown tables of the result files")
     p.add_argument("--results", default=str(RESULTS_DIR), help="folder of result JSONs")
     p.add_argument("--write", help="README whose results block to replace (else print)")

@@ -130,9 +130,14 @@ def adjust_hue(x: Tensor, delta: Tensor | float) -> Tensor:
     h6 = torch.where(maxc == r, (g - b) / safe,
                      torch.where(maxc == g, 2.0 + (b - r) / safe, 4.0 + (r - g) / safe))
     h6 = h6 + _per_image(delta, h6, trailing=2) / 30.0  # 180 units = 6 sectors
+    # h6 lies in [-4, 8] (|delta| <= 90): two conditional shifts wrap it into [0, 6), much
+    # cheaper than torch.remainder (a division and a floor per element).
+    h6 = torch.where(h6 < 0.0, h6 + 6.0, h6)
+    h6 = torch.where(h6 >= 6.0, h6 - 6.0, h6)
     out = []
     for n in (5.0, 3.0, 1.0):  # R, G, B
-        k = torch.remainder(h6 + n, 6.0)
+        k = h6 + n  # in [1, 11): k mod 6 by one conditional shift
+        k = torch.where(k >= 6.0, k - 6.0, k)
         out.append(maxc - span * torch.minimum(k, 4.0 - k).clamp(0.0, 1.0))
     return saturate_uint8(torch.stack(out, dim=-3))
 

@@ -38,10 +38,10 @@ from torchvision.transforms.v2 import functional as F
 
 from ..models.input import CAFFE_MEAN_RGB
 from ..ssd.matching import match
-from .batched import BatchParams, augment_batch
+from .batched import BatchParams, HostPlan, augment_batch, host_plan
 from .geometry import Expansion
 from .per_image import SSDTrainTransform, normalise_boxes, sample_train_params
-from .photometric import PhotometricParams, photometric_steps
+from .photometric import PhotometricParams
 from .recipe import AugmentConfig, augment_config
 from .sampling import StreamBatchSampler, sample_generator
 
@@ -49,8 +49,8 @@ if TYPE_CHECKING:
     from ..config import RunConfig
     from ..data.dataset import DetectionDataset
 
-__all__ = ["MAX_CANVAS", "HostBatch", "HostLayout", "TrainBatch", "TrainInput",
-           "build_train_input", "dataset_canvas", "resolve_pipeline"]
+__all__ = ["MAX_CANVAS", "HostBatch", "HostLayout", "TrainBatch", "TrainInput", "augment_buffer",
+           "build_train_input", "dataset_canvas", "device_pipeline_on_cpu", "resolve_pipeline"]
 
 MAX_CANVAS = 1024
 """Largest side of the device pipeline's canvas; larger images are downscaled in the workers
@@ -94,8 +94,9 @@ class HostLayout:
     @property
     def columns(self) -> int:
         targets = 6 * self.max_boxes  # boxes (4G), labels (G), mask (G)
-        # size (2), photometric (5 + channel order 3), expansion (4), crop (4), mirror (1)
-        return targets + (19 if self.decisions else 0)
+        # size (2), photometric (5 + channel order 3), expansion (4), crop (4), mirror (1),
+        # interpolation (1)
+        return targets + (20 if self.decisions else 0)
 
     @property
     def pixel_bytes(self) -> int:
@@ -125,7 +126,8 @@ class HostLayout:
         photometric = PhotometricParams(d[:, 2], d[:, 3], d[:, 4], d[:, 5], d[:, 6] > 0.5,
                                         d[:, 7:10].long())
         expansion = Expansion(*(d[:, k].long() for k in range(10, 14)))
-        return d[:, :2].long(), BatchParams(photometric, expansion, d[:, 14:18], d[:, 18] > 0.5)
+        return d[:, :2].long(), BatchParams(photometric, expansion, d[:, 14:18], d[:, 18] > 0.5,
+                                            d[:, 19].long())
 
     def fill_targets(self, table: Tensor, boxes: Sequence[Tensor],
                      labels: Sequence[Tensor]) -> None:
@@ -145,7 +147,8 @@ class HostLayout:
                    *(getattr(p, f).float()[:, None] for f in _PHOTOMETRIC),
                    p.channel_order.float(),
                    *(getattr(e, f).float()[:, None] for f in ("height", "width", "top", "left")),
-                   stacked.crops, stacked.mirror.float()[:, None]]
+                   stacked.crops, stacked.mirror.float()[:, None],
+                   stacked.interpolation.float()[:, None]]
         table[:, 6 * self.max_boxes:] = torch.cat(columns, dim=1)
 
 
@@ -154,12 +157,17 @@ class HostBatch:
     """A micro-batch as the workers hand it over; the DataLoader pins ``buffer``."""
 
     buffer: Tensor  # uint8 [layout.nbytes]
-    steps: frozenset[str]  # photometric steps some image needs (device pipeline)
+    plan: HostPlan | None  # device pipeline: what the device needs to know without asking
     positions: tuple[int, ...]  # stream positions, for debugging
+
+    @property
+    def steps(self) -> HostPlan | None:
+        """The former name of ``plan`` (it held the photometric steps alone)."""
+        return self.plan
 
     def pin_memory(self) -> HostBatch:
         """Called by DataLoader(pin_memory=True) in its pinning thread."""
-        return HostBatch(self.buffer.pin_memory(), self.steps, self.positions)
+        return HostBatch(self.buffer.pin_memory(), self.plan, self.positions)
 
 
 # --------------------------------------------------------------------------------------------
@@ -227,17 +235,17 @@ class _Pack:
         pixels, table = layout.views(buffer)
         table.zero_()
         layout.fill_targets(table, [s[1] for s in samples], [s[2] for s in samples])
-        steps: frozenset[str] = frozenset()
+        plan = None
         if layout.decisions:
-            pixels.zero_()
-            for i, s in enumerate(samples):
+            for i, s in enumerate(samples):  # the rest of the canvas is never read
                 pixels[i, :, : s[0].shape[-2], : s[0].shape[-1]] = s[0]
             params = BatchParams.stack([s[3] for s in samples])
-            layout.fill_decisions(table, [tuple(s[0].shape[-2:]) for s in samples], params)
-            steps = photometric_steps(params.photometric)
+            sizes_of = [tuple(s[0].shape[-2:]) for s in samples]
+            layout.fill_decisions(table, sizes_of, params)
+            plan = host_plan(torch.tensor(sizes_of), params)
         else:
             torch.stack([s[0] for s in samples], out=pixels)
-        return HostBatch(buffer, steps, tuple(int(s[-1]) for s in samples))
+        return HostBatch(buffer, plan, tuple(int(s[-1]) for s in samples))
 
 
 def dataset_canvas(dataset: DetectionDataset, cap: int = MAX_CANVAS) -> tuple[int, int]:
@@ -256,12 +264,42 @@ def max_boxes(dataset: DetectionDataset) -> int:
 # --------------------------------------------------------------------------------------------
 
 
+def augment_buffer(layout: HostLayout, buffer: Tensor, mean: Tensor, size: int,
+                   plan: HostPlan | None = None) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """A micro-batch's buffer (on the device) -> (images ``[B, 3, S, S]`` float32 - mean, boxes
+    ``[B, G, 4]``, labels ``[B, G]``, mask ``[B, G]``): the augmentation, before matching.
+    ``plan`` comes from the ``HostBatch``; without it, it is read back from the table (a device
+    sync)."""
+    pixels, table = layout.views(buffer)
+    boxes, labels, mask = layout.targets(table)
+    if not layout.decisions:
+        return pixels.float() - mean[None, :, None, None], boxes, labels, mask
+    sizes, params = layout.decisions_of(table)
+    return tuple(augment_batch(pixels, sizes, boxes, labels, mask, params, mean, size, plan))
+
+
+def device_pipeline_on_cpu(samples: Sequence[tuple[Tensor, Tensor, Tensor]], seeds: Sequence[int],
+                           positions: Sequence[int], canvas: tuple[int, int], size: int,
+                           config: AugmentConfig) -> Tensor:
+    """The device pipeline's whole work for a micro-batch, in this process on the CPU: each
+    sample (uint8 image, pixel boxes, labels) as a worker prepares it, packed, then augmented.
+    Returns the images ``[B, 3, S, S]``; for the pipeline benchmark and tests."""
+    prepare = _DecideOnCpu(canvas, config)
+    prepared = [prepare(image, boxes, labels, sample_generator(seed, position)) + (position,)
+                for (image, boxes, labels), seed, position in zip(samples, seeds, positions)]
+    layout = HostLayout(len(samples), *canvas, max(1, max(len(s[1]) for s in samples)),
+                        decisions=True)
+    host = _Pack(layout)(prepared)
+    mean = torch.as_tensor(CAFFE_MEAN_RGB, dtype=torch.float32)
+    return augment_buffer(layout, host.buffer, mean, size, host.plan)[0]
+
+
 class TrainInput:
     """Iterates ``TrainBatch`` micro-batches on ``device`` from a resumable stream position."""
 
     def __init__(self, loader: DataLoader, layout: HostLayout, device: torch.device,
-                 priors: Tensor, variances: Sequence[float], *, size: int, iou_threshold: float, memory_format: torch.memory_format,
-                 interpolation: str = "bilinear"):
+                 priors: Tensor, variances: Sequence[float], *, size: int, iou_threshold: float,
+                 memory_format: torch.memory_format):
         self.loader, self.layout, self.device = loader, layout, device
         self.priors = priors
         self.variances = torch.as_tensor(variances, dtype=torch.float32, device=device)
@@ -269,11 +307,10 @@ class TrainInput:
         self.size = size
         self.iou_threshold = float(iou_threshold)
         self.memory_format = memory_format
-        self.interpolation = interpolation
 
     def __iter__(self) -> Iterator[TrainBatch]:
         for buffer, host in self._transfers():
-            yield self.to_train_batch(buffer, host.steps)
+            yield self.to_train_batch(buffer, host.plan)
 
     def _transfers(self) -> Iterator[tuple[Tensor, HostBatch]]:
         """(buffer on the device, host batch): one non-blocking copy each, one batch ahead on a
@@ -299,18 +336,11 @@ class TrainInput:
             ahead = start(next(hosts, None))
             yield buffer, host
 
-    def to_train_batch(self, buffer: Tensor, steps: frozenset[str] = frozenset()) -> TrainBatch:
-        """A copied buffer -> images and matched targets; device ops only, no host sync."""
-        layout = self.layout
-        pixels, table = layout.views(buffer)
-        boxes, labels, mask = layout.targets(table)
-        if layout.decisions:
-            sizes, params = layout.decisions_of(table)
-            aug = augment_batch(pixels, sizes, boxes, labels, mask, params, self.mean, self.size,
-                                self.interpolation, steps)
-            images, boxes, labels, mask = aug
-        else:
-            images = pixels.float() - self.mean[None, :, None, None]
+    def to_train_batch(self, buffer: Tensor, plan: HostPlan | None = None) -> TrainBatch:
+        """A copied buffer -> images and matched targets; device ops only, no host sync (given
+        the host batch's ``plan``; see ``augment_buffer``)."""
+        images, boxes, labels, mask = augment_buffer(self.layout, buffer, self.mean, self.size,
+                                                     plan)
         loc_t, labels_t = match(boxes, labels, mask, self.priors, self.variances,
                                 iou_threshold=self.iou_threshold)
         return TrainBatch(images.contiguous(memory_format=self.memory_format), loc_t, labels_t)
