@@ -138,9 +138,10 @@ def test_pipelines_draw_the_same_decisions_under_the_full_recipe(synth_splits, d
         both = (c.labels_t > 0) & (d.labels_t > 0)
         positives += int(both.sum())
         assert torch.allclose(c.loc_t[both], d.loc_t[both], atol=2e-3)
-        # Same crop, same mirror, same photometric draws: the pictures match up to the
-        # interpolation (the CPU path picks one of five per image, the device path bilinear).
-        assert (c.images - d.images).abs().mean() < 12
+        # Same crop, mirror, photometric draws and interpolation (drawn per image in the same
+        # stream): the pictures differ only where the device path's order (distortion after
+        # the resize, docs/SPECS.md) and its subsampling of crops beyond 600 pixels show.
+        assert (c.images - d.images).abs().mean() < 2.5
     assert positives > 100
 
 

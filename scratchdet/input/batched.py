@@ -75,6 +75,7 @@ __all__ = [
     "host_plan",
     "interpolation_code",
     "resample_crops",
+    "window_axis",
 ]
 
 DEVICE_INTERPOLATIONS: dict[str, tuple[str, bool]] = {
@@ -178,7 +179,7 @@ def host_plan(sizes: Tensor, params: BatchParams) -> HostPlan:
     return HostPlan(photometric_steps(params.photometric), crop_plans(sizes, params))
 
 
-def _window_axis(start: int, length: int, extent: int, limit: int
+def window_axis(start: int, length: int, extent: int, limit: int
                  ) -> tuple[int, int, int, slice | None]:
     """One axis of a crop window: (window length n, first and last window pixel that lies in
     the image, the source slice that fills them, or None when no pixel does). Window pixel m is
@@ -233,8 +234,8 @@ def resample_crops(pixels: Tensor, plans: Sequence[CropPlan], size: int, limit: 
     colour = pixels.new_empty((b, 3, size, size))
     result = Resampled(colour, [None] * b, [None] * b)
     for i, p in enumerate(plans):
-        ny, y0, y1, rows = _window_axis(p.top, p.height, p.image_height, limit)
-        nx, x0, x1, cols = _window_axis(p.left, p.width, p.image_width, limit)
+        ny, y0, y1, rows = window_axis(p.top, p.height, p.image_height, limit)
+        nx, x0, x1, cols = window_axis(p.left, p.width, p.image_width, limit)
         if rows is None or cols is None:  # only fill in the crop
             colour[i] = 0
             result.coverage[i] = colour.new_zeros((1, size, size), dtype=torch.float32)
@@ -274,7 +275,7 @@ def resample_crops(pixels: Tensor, plans: Sequence[CropPlan], size: int, limit: 
 
 def augment_batch(pixels: Tensor, sizes: Tensor, boxes: Tensor, labels: Tensor, mask: Tensor,
                   params: BatchParams, mean: Tensor, size: int, plan: HostPlan | None = None,
-                  limit: int | None = None) -> AugmentedBatch:
+                  limit: int | None = None, per_image: bool | None = None) -> AugmentedBatch:
     """Apply ``params`` to a padded batch; every tensor on one device, nothing copied.
 
     ``pixels`` uint8 ``[B, 3, H, W]``: image i in its top-left ``sizes[i]`` = (h, w) corner (the
@@ -286,13 +287,16 @@ def augment_batch(pixels: Tensor, sizes: Tensor, boxes: Tensor, labels: Tensor, 
     The photometric distortion runs on the whole batch at once with per-image parameters (the
     identity where a step does not fire); on the CPU, where a batched op saves no kernel launch,
     image by image on the part of the output its image reaches, skipping the steps that do not
-    fire (``distort_image``: the same per-pixel arithmetic, so the same result).
+    fire (``distort_image``: the same per-pixel arithmetic, so the same result). ``per_image``
+    picks one of the two regardless of the device (default: by the device).
     """
     limit = 2 * size if limit is None else int(limit)
     if plan is None:
         plan = host_plan(sizes.cpu(), params.to("cpu"))
     res = resample_crops(pixels, plan.crops, size, limit)
-    if pixels.device.type == "cpu":
+    if per_image is None:
+        per_image = pixels.device.type == "cpu"
+    if per_image:
         colour = res.colour
         for i, shown in enumerate(res.shown):
             view = colour[i] if shown is None else colour[i, :, shown[0], shown[1]]
