@@ -3,10 +3,10 @@
 Three ways to turn decoded uint8 images and their boxes into a batch of 300 x 300 network inputs
 (``float32``, image - mean) and boxes, timed on the same images in one process, interleaved:
 
-* ``device``: the device pipeline (``data.pipeline: device``) run on the CPU: what its workers
-  do (``pipeline.DecideOnCpu``: downscale to the canvas if needed, draw the decisions), the
-  packing into the fixed canvas (``pipeline.Pack``) and the batched augmentation
-  (``TrainInput.augment``);
+* ``device``: the device pipeline (``data.pipeline: device``) run on the CPU
+  (``pipeline.device_pipeline_on_cpu``): what its workers do (downscale to the canvas if
+  needed, draw the decisions), the packing into the fixed canvas (the set's largest image) and
+  the batched augmentation (``pipeline.augment_buffer``);
 * ``cpu``: the CPU pipeline (``data.pipeline: cpu``): ``per_image.SSDTrainTransform`` per image,
   stacked, minus the mean;
 * ``torchvision``: torchvision's SSD augmentation as its detection reference recipe has it

@@ -3,43 +3,47 @@
 The random decisions are those of the per-image path: each image's ``TrainParams`` come from
 ``per_image.sample_train_params`` (on the CPU, one generator per sample), stacked into
 ``BatchParams``, the interpolation included (one of Caffe's five per image, drawn from the same
-stream). Applying them is a short tensor program over the batch, with static shapes; the only
-per-batch choices (which interpolations and photometric steps some image needs) are known on the
-host when the batch is packed, so nothing reads a value back from the device:
+stream, so both pipelines make the same choice for the same sample). What the device must know
+to size its work (each image's crop and interpolation, the photometric steps some image needs)
+is known on the host when the batch is packed (``HostPlan``), so nothing reads a value back from
+the device. Applying the decisions:
 
-1. **window**: each image's crop is cut out of the padded uint8 batch by an index gather, into a
-   fixed ``W x W`` grid (``W = 2 S``): at the source resolution when the crop fits, else every
-   ``k``-th pixel with the smallest integer ``k`` that makes it fit (so never below twice the
-   output resolution). A fourth channel marks the pixels that belong to the image: the rest is
-   the expansion's mean fill. Only these pixels become float, whatever the size of the largest
-   image in the dataset (the padded batch itself stays uint8).
-2. **resample** (crop + mirror + warp to ``S x S``), one call per interpolation that some image
-   drew, on those images (``DEVICE_INTERPOLATIONS``): ``grid_sample`` for linear, nearest and
-   cubic; the antialiased ``area`` and ``lanczos4`` sample the crop at ``2 S`` with
-   ``grid_sample`` then shrink with ``F.interpolate(antialias=True)`` (a per-image crop cannot go
-   through ``F.interpolate`` in one batched call). The image and its coverage are resampled
-   together (premultiplied), so the mean fill is blended in exactly where the image ends.
-3. **photometric distortion** at the output resolution, on the image's colour only (the fill is
-   never distorted: each pixel is ``coverage * distorted + (1 - coverage) * mean``), with
-   per-image parameters ``[B]`` (a step that does not fire for an image gets the identity value),
-   in Caffe's two orders.
+1. **crop window** (``window_axis``): each image's crop is read straight out of the padded uint8
+   batch, at its own resolution when it fits in ``2 S`` pixels a side, else every ``k``-th pixel
+   with the smallest ``k`` that fits (never below twice the output resolution). Where the crop
+   reaches into the expansion's fill, the window holds zeros there. Nothing else of the batch
+   is read: the work follows each image's crop, not the largest image of the dataset.
+2. **resize** to ``S x S`` and mirror, image by image (a crop's window has its own size, which
+   no batched resize takes), with the image's drawn interpolation through v2's uint8 kernels,
+   those of the per-image path (``DEVICE_INTERPOLATIONS``). With fill in the window, the result
+   is the image's colour premultiplied by its coverage; the coverage (separable: the product of
+   the two axes' 1-D resizes) divides it back out, so the colour is the image's alone.
+3. **photometric distortion** at the output resolution, on the image's colour only; each pixel
+   is then ``coverage * distorted + (1 - coverage) * mean``, so the fill is never distorted. On
+   a GPU the batch is distorted at once with per-image parameters ``[B]`` (a step that does not
+   fire for an image gets the identity value; Caffe's two orders run in the same ops); on the
+   CPU image by image on the part of the output its image reaches, skipping the steps that do
+   not fire (the same per-pixel arithmetic, so the same result).
 4. boxes filtered by centre-in-crop, clipped and mirrored in place: padded ``[B, G, 4]`` + mask.
 
 Differences from the per-image path (and from Caffe), none of which changes a decision:
 
-* **the photometric distortion comes after the resampling** (Caffe distorts the original image,
-  then expands, crops and resizes). Cropping commutes with it exactly (it acts per pixel) and the
-  fill is excluded, but interpolation does not: where neighbouring pixels differ in hue, or a
-  step saturates some of them at 0 or 255, distorting the blend differs from blending the
-  distorted pixels. On photographs the difference is small next to the interpolation's own
-  (tests/test_input_batched.py measures it on real photos; docs/SPECS.md has the numbers); in
-  exchange the distortion costs ``S x S`` per image instead of the largest image of the dataset;
-* crops larger than ``2 S`` are subsampled by an integer step before the interpolation (every
-  interpolation but the antialiased ones reads only a few source pixels per output pixel anyway);
-* ``area`` (OpenCV's box filter) and ``lanczos4`` (4 lobes, no antialiasing in OpenCV) are
-  antialiased bilinear and bicubic, as on the per-image path where tensors lack both kernels;
-  here they shrink from a ``2 S`` supersampled crop;
-* the expanded canvas is never built: the coverage channel is the fill.
+* **the photometric distortion comes after the resize** (Caffe distorts the original image,
+  then expands, crops and resizes). Cropping commutes with it exactly (it acts per pixel), the
+  fill is excluded, and nearest interpolation (which only selects pixels) commutes, but a
+  blending interpolation does not: where neighbouring pixels differ in hue, or a step saturates
+  some of them at 0 or 255, distorting the blend differs from blending the distorted pixels.
+  On photographs that is 0.2 grey levels on average, 2 to 4 at the 99th percentile
+  (tests/test_input_batched.py measures it; docs/SPECS.md), against ~1.2 between linear and
+  cubic interpolation of the same crop; in exchange the distortion costs at most ``S x S`` per
+  image instead of the whole photo (or, before, the largest image of the dataset);
+* crops wider than ``2 S`` are subsampled by an integer step before the resize;
+* ``lanczos4`` is antialiased bicubic (the per-image path uses v2's lanczos, which has no
+  F.interpolate kernel; OpenCV's has 4 lobes and no antialiasing); ``area`` (OpenCV's box
+  filter) is antialiased bilinear on both paths;
+* the resized colour is rounded to whole grey levels before the distortion (the per-image path
+  distorts whole grey levels too, before its uint8 resize);
+* the expanded canvas is never built: the coverage is the fill.
 """
 
 from __future__ import annotations
@@ -85,8 +89,9 @@ DEVICE_INTERPOLATIONS: dict[str, tuple[str, bool]] = {
     "cubic": ("bicubic", False),
     "lanczos4": ("bicubic", True),
 }
-"""Caffe's interp_mode -> (the ``grid_sample``/``F.interpolate`` mode, antialiased): the device
-path's closest batched equivalent of each (the per-image path's are ``recipe.INTERPOLATIONS``)."""
+"""Caffe's interp_mode -> (the v2 / ``F.interpolate`` mode, antialiased) on the device path: the
+per-image path's (``recipe.INTERPOLATIONS``), except lanczos4, antialiased bicubic (v2's lanczos
+has no ``F.interpolate`` kernel, so not every device has it)."""
 
 
 def interpolation_code(name: str) -> int:

@@ -8,19 +8,24 @@ are augmented:
 
 - ``cpu``: DataLoader workers decode, augment and resize each image (``per_image.py``) and ship
   uint8 ``[3, S, S]`` images; the device subtracts the mean and matches the targets to the priors.
-- ``device``: workers only decode and draw the decisions; the device applies them to the whole
-  batch at once (``batched.augment_batch``), then matches. Fast on a GPU, where per-image CPU
-  augmentation cannot keep up.
+- ``device``: workers only decode and draw the decisions; the device applies them to the batch
+  (``batched.augment_batch``: each crop resized with its drawn interpolation, the photometric
+  distortion at the output resolution), then matches. Fast on a GPU, where per-image CPU
+  augmentation cannot keep up; on a CPU it costs no more than the ``cpu`` pipeline
+  (``scratchdet benchmark pipeline``), whatever the size of the dataset's largest image.
 
 Fast by construction. Every micro-batch reaches the device as **one** pinned uint8 buffer copied
 without blocking (on a side stream, one batch ahead, on CUDA): the pixels (uint8 until the device)
 followed by a float32 table with one row per image (boxes, labels and box mask padded to a fixed
-``max_boxes``; for the device pipeline also the image size and the drawn decisions). Shapes never
-change within a run: the batch, the box slots (the largest box count of the dataset) and the
-device pipeline's canvas (the largest image of the dataset, capped at ``MAX_CANVAS`` by
-downscaling larger images in the workers) are fixed when the pipeline is built. Constants (the
-mean, the variances) are made on the device once. Nothing after the copy reads a value back to
-the host, so the training step never waits for the input.
+``max_boxes``; for the device pipeline also the image size and the drawn decisions). Its shape
+never changes within a run: the batch, the box slots (the largest box count of the dataset) and
+the device pipeline's canvas (the largest image of the dataset, capped at ``MAX_CANVAS`` by
+downscaling larger images in the workers) are fixed when the pipeline is built; the device
+reads only each image's crop out of the canvas. What the device pipeline must know to size its
+work (each image's crop and interpolation, the photometric steps some image needs) travels
+beside the buffer as host values (``HostBatch.plan``). Constants (the mean, the variances) are
+made on the device once. Nothing after the copy reads a value back to the host, so the training
+step never waits for the input.
 """
 
 from __future__ import annotations
