@@ -176,3 +176,24 @@ def test_one_training_step_through_the_pipeline(synth_splits, dataset, pipeline)
     loss, _, _, num_pos, grad_norm = metrics.tolist()
     assert math.isfinite(loss) and loss > 0 and num_pos > 0 and math.isfinite(grad_norm)
     assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters()))
+
+
+def test_pipeline_benchmark_tiny(tmp_path):
+    """``scratchdet benchmark pipeline`` writes the component-benchmark schema: per image set,
+    the device and cpu pipelines against torchvision's SSD augmentation and against each other,
+    min and median in ms per image, and their ratios."""
+    from scratchdet.cli import main
+    from scratchdet.io import read_json
+
+    out = tmp_path / "pipeline.json"
+    assert main(["benchmark", "pipeline", "--batch-size", "2", "--batches", "1", "--repeats", "1",
+                 "--warmup", "0", "--out", str(out)]) == 0
+    data = read_json(out)
+    assert data["benchmark"] == "pipeline" and data["command"].startswith("scratchdet benchmark")
+    assert len(data["cases"]) == 6 and len(data["results"]) == 2
+    for case in data["cases"]:
+        for side in ("ours", "reference"):
+            assert case[side]["name"] and 0 < case[side]["min_ms"] <= case[side]["median_ms"]
+        assert case["ratio_min"] == round(case["ours"]["min_ms"] / case["reference"]["min_ms"], 4)
+    assert data["results"][1]["canvas"] == [1024, 1024]  # the set with one large image
+    assert main(["benchmark", "pipeline", "--repeats", "0", "--out", str(out)]) == 2
