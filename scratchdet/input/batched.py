@@ -185,7 +185,7 @@ def host_plan(sizes: Tensor, params: BatchParams) -> HostPlan:
 
 
 def window_axis(start: int, length: int, extent: int, limit: int
-                 ) -> tuple[int, int, int, slice | None]:
+                ) -> tuple[int, int, int, slice | None]:
     """One axis of a crop window: (window length n, first and last window pixel that lies in
     the image, the source slice that fills them, or None when no pixel does). Window pixel m is
     source pixel ``start + k m + k // 2``, with ``k`` the smallest step giving ``n <= limit``
