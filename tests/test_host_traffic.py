@@ -63,10 +63,11 @@ def test_a_training_micro_batch_is_one_copy_and_nothing_back(synth_splits, pipel
     step = TrainStep(model, cfg, META, accumulation=1)
     with HostTrafficCounter(META) as seen:
         buffer = host.buffer.to(META, non_blocking=True)
-        batch = batches.to_train_batch(buffer, host.steps)
+        batch = batches.to_train_batch(buffer, host.steps, host.slots)
         step.begin(0.01)
         step.micro_step(batch)
     assert batch.images.shape == (4, 3, 300, 300)
+    assert host.slots <= batches.layout.max_boxes  # the batch's bucket, known on the host
     assert seen.counts() == {"to_device": 1, "to_host": 0, "data_dependent": 0}, seen
 
 

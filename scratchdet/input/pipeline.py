@@ -16,7 +16,8 @@ Fast by construction. Every micro-batch reaches the device as **one** pinned uin
 without blocking (on a side stream, one batch ahead, on CUDA): the pixels (uint8 until the device)
 followed by a float32 table with one row per image (boxes, labels and box mask padded to a fixed
 ``max_boxes``; for the device pipeline also the image size and the drawn decisions). Shapes never
-change within a run: the batch, the box slots (the largest box count of the dataset) and the
+change within a run: the batch, the buffer's box slots (the largest box count of the dataset;
+matching uses the batch's bucket of them, ``matching.box_slots``) and the
 device pipeline's canvas (the largest image of the dataset, capped at ``MAX_CANVAS`` by
 downscaling larger images in the workers) are fixed when the pipeline is built. Constants (the
 mean, the variances) are made on the device once. Nothing after the copy reads a value back to
@@ -37,7 +38,7 @@ from torch.utils.data import DataLoader
 from torchvision.transforms.v2 import functional as F
 
 from ..models.input import CAFFE_MEAN_RGB
-from ..ssd.matching import match
+from ..ssd.matching import box_slots, match
 from .batched import BatchParams, augment_batch
 from .geometry import Expansion
 from .per_image import SSDTrainTransform, normalise_boxes, sample_train_params
@@ -156,10 +157,11 @@ class HostBatch:
     buffer: Tensor  # uint8 [layout.nbytes]
     steps: frozenset[str]  # photometric steps some image needs (device pipeline)
     positions: tuple[int, ...]  # stream positions, for debugging
+    slots: int | None = None  # box slots the device matches (matching.box_slots), None: all
 
     def pin_memory(self) -> HostBatch:
         """Called by DataLoader(pin_memory=True) in its pinning thread."""
-        return HostBatch(self.buffer.pin_memory(), self.steps, self.positions)
+        return HostBatch(self.buffer.pin_memory(), self.steps, self.positions, self.slots)
 
 
 # --------------------------------------------------------------------------------------------
@@ -237,7 +239,8 @@ class _Pack:
             steps = photometric_steps(params.photometric)
         else:
             torch.stack([s[0] for s in samples], out=pixels)
-        return HostBatch(buffer, steps, tuple(int(s[-1]) for s in samples))
+        slots = box_slots(max(len(s[1]) for s in samples), layout.max_boxes)
+        return HostBatch(buffer, steps, tuple(int(s[-1]) for s in samples), slots)
 
 
 def dataset_canvas(dataset: DetectionDataset, cap: int = MAX_CANVAS) -> tuple[int, int]:
@@ -273,7 +276,7 @@ class TrainInput:
 
     def __iter__(self) -> Iterator[TrainBatch]:
         for buffer, host in self._transfers():
-            yield self.to_train_batch(buffer, host.steps)
+            yield self.to_train_batch(buffer, host.steps, host.slots)
 
     def _transfers(self) -> Iterator[tuple[Tensor, HostBatch]]:
         """(buffer on the device, host batch): one non-blocking copy each, one batch ahead on a
@@ -299,11 +302,14 @@ class TrainInput:
             ahead = start(next(hosts, None))
             yield buffer, host
 
-    def to_train_batch(self, buffer: Tensor, steps: frozenset[str] = frozenset()) -> TrainBatch:
-        """A copied buffer -> images and matched targets; device ops only, no host sync."""
+    def to_train_batch(self, buffer: Tensor, steps: frozenset[str] = frozenset(),
+                       slots: int | None = None) -> TrainBatch:
+        """A copied buffer -> images and matched targets; device ops only, no host sync.
+        ``slots`` (known on the host when the batch was packed) trims the box slots to the
+        batch's bucket, so that matching does not pay for the dataset's most crowded image."""
         layout = self.layout
         pixels, table = layout.views(buffer)
-        boxes, labels, mask = layout.targets(table)
+        boxes, labels, mask = (t[:, :slots] for t in layout.targets(table))
         if layout.decisions:
             sizes, params = layout.decisions_of(table)
             aug = augment_batch(pixels, sizes, boxes, labels, mask, params, self.mean, self.size,
