@@ -8,8 +8,14 @@ Follows Caffe's ``DetectionOutputLayer`` (which produced the papers' numbers):
 3. greedy NMS per class (a box is suppressed when IoU ``> nms_threshold``);
 4. keep the ``keep_top_k`` highest-scoring detections over all classes.
 
-The whole batch is vectorised: one ``topk`` over ``[B, C, P]``, one confidence filter and one
-``batched_nms`` call keyed by (image, class); results leave the device in one copy.
+The whole batch at once: one confidence filter over ``[B * C, P]`` (a row per image and class;
+before any top-k, so a trained head's few candidates are all that is ranked), then one
+``scratchdet::topk_nms`` call. On the CPU it takes each row's top-k and runs torchvision ``nms``
+on that row alone (torchvision's ``batched_nms`` scans every candidate once per group above
+4,000 boxes); elsewhere it ranks all rows' candidates with one sort and runs one offset ``nms``
+(``nms_by_group``). Everything whose size depends on the data is inside that one operator, so
+``batch_detections`` compiles as one graph (``torch.compile(fullgraph=True)``). Results leave
+the device in one copy.
 """
 
 from __future__ import annotations
@@ -24,11 +30,15 @@ from torchvision.ops import batched_nms, nms
 from scratchdet.config import DetectConfig
 from scratchdet.ssd.box_coder import decode
 
-__all__ = ["Detections", "batch_detections", "nms_by_group", "postprocess"]
+__all__ = ["Detections", "batch_detections", "nms_by_group", "postprocess", "topk_nms",
+           "topk_nms_vectorised"]
 
 MAX_ONE_CALL_BOXES = 100_000
 """Above this many candidates the one-call NMS would need a > 1.2 GB suppression mask
 (N^2 / 8 bytes); torchvision's per-group loop takes over."""
+_ONE_CALL_CPU = 1000
+"""Most candidates of one image that the CPU path suppresses in one offset NMS call (its cost
+grows with candidates x kept, across classes)."""
 _DEFAULTS = DetectConfig()  # the released test-time settings: one home, the run config's defaults
 
 
@@ -46,6 +56,81 @@ def nms_by_group(boxes: Tensor, scores: Tensor, groups: Tensor, iou_threshold: f
         return batched_nms(boxes, scores, groups, iou_threshold)
     offsets = groups.to(boxes.dtype) * (boxes.max() + 1.0)
     return nms(boxes + offsets[:, None], scores, iou_threshold)
+
+
+def topk_nms_vectorised(boxes: Tensor, scores: Tensor, above: Tensor, top_k: int,
+                        iou_threshold: float, classes: int) -> Tensor:
+    """``topk_nms`` without a loop over the rows (its path off the CPU; public for the test that
+    compares the two): the candidates from one ``nonzero``, their rank in their row from one
+    sort, then one offset NMS over the survivors (``nms_by_group``)."""
+    r, p = scores.shape
+    flat = above.flatten().nonzero().squeeze(1)  # (row, prior) order
+    if flat.shape[0] == 0:
+        return flat
+    rows = flat // p
+    cand = scores.flatten()[flat]
+    # One key: the row (ascending), then the score (descending); both exact in float64.
+    order = (rows.double() * 2.0 + (1.0 - cand.double())).argsort()
+    starts = torch.searchsorted(rows, torch.arange(r, device=rows.device))
+    rank = torch.arange(flat.shape[0], device=rows.device) - starts[rows[order]]
+    order = order[rank < top_k]
+    flat, rows = flat[order], rows[order]
+    cand_boxes = boxes[(rows // classes) * p + flat % p]
+    cand_boxes = cand_boxes - cand_boxes.min().clamp(max=0)  # non-negative: offsets separate
+    return flat[nms_by_group(cand_boxes, cand[order], rows, iou_threshold)]
+
+
+@torch.library.custom_op("scratchdet::topk_nms", mutates_args=())
+def topk_nms(boxes: Tensor, scores: Tensor, above: Tensor, top_k: int, iou_threshold: float,
+             classes: int) -> Tensor:
+    """Per row of ``scores [R, P]`` (row = image * classes + class), its candidates (``above``:
+    the score passed the confidence threshold), their ``top_k`` best, then greedy NMS
+    (torchvision ``nms``) on ``boxes [B * P, 4]`` of the row's image.
+
+    Returns the kept candidates as flat indices into ``scores`` (row * P + prior), image by
+    image (in no set order within an image). On the CPU an image whose rows need no top-k and
+    have at most ``_ONE_CALL_CPU`` candidates in all takes one NMS with the classes offset apart
+    (as torchvision's ``batched_nms`` does at that size); otherwise each row is handled on its
+    own (the top-k of the full row when more than ``top_k`` pass), so nothing scans other rows'
+    candidates. Off the CPU, ``topk_nms_vectorised``. One operator, so that ``torch.compile``
+    sees one node of data-dependent size.
+    """
+    if scores.device.type != "cpu":
+        return topk_nms_vectorised(boxes, scores, above, top_k, iou_threshold, classes)
+    p = scores.shape[1]
+    counts = torch.count_nonzero(above, dim=1).view(-1, classes)
+    out = []
+    for image, (most, total) in enumerate(zip(counts.amax(1).tolist(),
+                                              counts.sum(1).tolist())):
+        first = image * classes  # the image's first row
+        if total == 0:
+            continue
+        if most <= top_k and total <= _ONE_CALL_CPU:  # no top-k to take: one NMS per image
+            flat = above[first:first + classes].flatten().nonzero().squeeze(1)  # class * P + prior
+            cand = boxes[image * p + flat % p]
+            cand = cand - cand.min().clamp(max=0)  # non-negative: the offsets separate classes
+            cand = cand + (flat // p).to(cand.dtype)[:, None] * (cand.max() + 1.0)
+            kept = nms(cand, scores[first:first + classes].flatten()[flat], iou_threshold)
+            out.append(flat[kept] + first * p)
+            continue
+        for row in range(first, first + classes):  # a row at a time
+            count = int(counts[image, row - first])
+            if count == 0:
+                continue
+            if count > top_k:  # the row's top_k are all above the threshold
+                seg, order = scores[row].topk(top_k)
+            else:
+                order = above[row].nonzero().squeeze(1)
+                seg = scores[row, order]
+            kept = nms(boxes[order + image * p], seg, iou_threshold)
+            out.append(order[kept] + row * p)
+    return torch.cat(out) if out else torch.zeros(0, dtype=torch.long)
+
+
+@topk_nms.register_fake
+def _topk_nms_fake(boxes, scores, above, top_k, iou_threshold, classes):
+    n = torch.library.get_ctx().new_dynamic_size()
+    return scores.new_empty(n, dtype=torch.long)
 
 
 class Detections(NamedTuple):
@@ -78,38 +163,30 @@ def batch_detections(
     top_k: int = _DEFAULTS.top_k,
     clip: bool = False,
 ) -> Detections:
-    """Steps 1-3 for a whole batch with one NMS keyed by (image, class) (``nms_by_group``).
+    """Steps 1-3 for a whole batch: the confidence filter, then one ``topk_nms`` over the
+    (image, class) rows.
 
     ``keep_top_k`` (step 4) is left to the caller as ``rank < keep_top_k``, so that the result can
-    go to the host in one copy before anything is filtered. Two ops depend on the data: the
-    confidence threshold and the NMS itself (each one host sync per batch, not per image).
+    go to the host in one copy before anything is filtered. One op depends on the data,
+    ``topk_nms`` (one host sync per batch, not per image).
     """
     _check(loc, conf, priors, top_k, 1)
     b, p, _ = loc.shape
     boxes = decode(loc.float(), priors.float(), variances)
     if clip:
         boxes = boxes.clamp(0.0, 1.0)
-    scores = conf.float().softmax(dim=-1)[..., 1:]  # [B, P, C]
-    c = scores.shape[-1]
-    k = min(top_k, p)
-    cand_scores, cand_idx = scores.transpose(1, 2).topk(k, dim=2)  # [B, C, k], sorted per class
-    image = torch.arange(b, device=loc.device)[:, None, None].expand(b, c, k)
-    label = torch.arange(1, c + 1, device=loc.device)[None, :, None].expand(b, c, k)
-    keep = (cand_scores > conf_threshold).flatten().nonzero().squeeze(1)
-    image, label = image.flatten()[keep], label.flatten()[keep]
-    cand_scores, cand_idx = cand_scores.flatten()[keep], cand_idx.flatten()[keep]
-    cand_boxes = boxes[image, cand_idx]
-    # batched_nms separates groups by offsetting boxes by group * (max coordinate + 1); that only
-    # separates them if no coordinate is below -1. Unclipped decoded boxes can be, so translate to
-    # non-negative coordinates first (IoU is translation-invariant).
-    shifted = cand_boxes - cand_boxes.min().clamp(max=0) if len(keep) else cand_boxes
-    kept = nms_by_group(shifted, cand_scores, image * c + label, nms_threshold)  # score order
-    order = image[kept].sort(stable=True).indices  # by image; score order within each image
-    kept = kept[order]
-    image = image[kept]
-    rank = torch.arange(len(kept), device=loc.device) - torch.searchsorted(image, image)
-    return Detections(image, cand_boxes[kept], cand_scores[kept], label[kept], rank)
-
+    # [B * C, P]: a row per (image, class), so that each row's candidates are contiguous.
+    scores = conf.float().softmax(dim=-1)[..., 1:].transpose(1, 2).reshape(-1, p)
+    c = scores.shape[0] // b
+    above = scores > conf_threshold  # before any top-k: a trained head has few candidates
+    kept = topk_nms(boxes.reshape(b * p, 4), scores, above, top_k, float(nms_threshold), c)
+    image, label, prior = kept // (c * p), (kept // p) % c + 1, kept % p
+    cand_scores = scores.flatten()[kept]
+    # By image, then by decreasing score: one exact key (image ascending, 1 - score ascending).
+    order = (image.double() * 2.0 + (1.0 - cand_scores.double())).argsort()
+    image, label, prior, cand_scores = image[order], label[order], prior[order], cand_scores[order]
+    rank = torch.arange(image.shape[0], device=loc.device) - torch.searchsorted(image, image)
+    return Detections(image, boxes[image, prior], cand_scores, label, rank)
 
 @torch.no_grad()
 def postprocess(
