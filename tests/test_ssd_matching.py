@@ -7,7 +7,7 @@ import pytest
 import torch
 from torchvision.ops import box_convert, box_iou
 
-from scratchdet.ssd.box_coder import decode, encode
+from scratchdet.ssd.box_coder import decode, encode, encode_parts
 from scratchdet.ssd.matching import box_iou_batched, box_slots, match, match_indices, pad_targets
 from scratchdet.ssd.priors import make_priors, ssd300_voc
 
@@ -34,6 +34,14 @@ def test_encode_decode_round_trip_batched():
     loc = encode(gt, priors, VAR)
     assert loc.shape == (2, 3, 500, 4)
     torch.testing.assert_close(decode(loc, priors, VAR), gt, rtol=1e-5, atol=1e-6)
+
+
+def test_encode_parts_recombine_to_encode():
+    gen = torch.Generator().manual_seed(5)
+    priors = make_priors(ssd300_voc())[:300]
+    gt = random_boxes(300, gen)
+    gt_part, offset, scale = encode_parts(gt, priors, VAR)
+    torch.testing.assert_close((gt_part - offset) / scale, encode(gt, priors, VAR))
 
 
 def test_encode_known_values():

@@ -35,7 +35,7 @@ import torch
 from torch import Tensor
 from torchvision.ops import box_convert
 
-from scratchdet.ssd.box_coder import encode
+from scratchdet.ssd.box_coder import encode_parts
 
 __all__ = ["MIN_OVERLAP", "MIN_SLOTS", "box_iou_batched", "box_slots", "match", "match_indices",
            "pad_targets"]
@@ -157,17 +157,26 @@ def match_indices(gt_boxes: Tensor, gt_mask: Tensor, priors: Tensor) -> tuple[Te
     key = torch.empty(b, g, k, dtype=torch.float64, device=device)
     cand = torch.empty(b, g, k, dtype=torch.long, device=device)
     usable = torch.empty(b, g, k, dtype=torch.bool, device=device)
-    overlap = torch.empty(b, p, dtype=torch.float32, device=device)
-    gt_idx = torch.empty(b, p, dtype=torch.long, device=device)
+    # One spare column: where the bipartite step writes a GT that found no prior (below).
+    overlap = torch.empty(b, p + 1, dtype=torch.float32, device=device)
+    gt_idx = torch.empty(b, p + 1, dtype=torch.long, device=device)
+    if g > 0xFFFF:
+        raise ValueError(f"{g} GT slots: at most {0xFFFF} supported")
+    slot = (0xFFFF - torch.arange(g, device=device)).view(g, 1)  # [G, 1], reversed
     step = _chunk(b, g, p, device)
     for s in range(0, b, step):
         e = min(b, s + step)
         iou = box_iou_batched(boxes[s:e], priors_xyxy)
         # Step 2's candidates: each GT's k best priors, ordered as Caffe's scan meets them.
-        torch.topk(iou * tie, k, dim=2, out=(key[s:e], cand[s:e]))
+        torch.topk(iou.double().mul_(tie), k, dim=2, out=(key[s:e], cand[s:e]))
         torch.gt(iou.gather(2, cand[s:e]), MIN_OVERLAP, out=usable[s:e])  # step 1
-        # Step 3's choice: the best GT (the first on ties, as torch.max) of every prior.
-        torch.max(iou, dim=1, out=(overlap[s:e], gt_idx[s:e]))
+        # Step 3's choice: the best GT of every prior, the first on ties. IoUs are >= 0, so
+        # their float32 bits order as the values: one amax over (bits, reversed GT index)
+        # packed into int64 (torch.max with indices over this dim is ten times slower).
+        packed = iou.view(torch.int32).long().mul_(1 << 16).add_(slot)
+        best = packed.amax(dim=1)
+        torch.bitwise_and(best, 0xFFFF, out=gt_idx[s:e, :p]).neg_().add_(0xFFFF)
+        overlap[s:e, :p].view(torch.int32).copy_(best.bitwise_right_shift_(16))
 
     # Step 2 (bipartite): g masked rounds of Caffe's greedy on the [B, G, k] candidates.
     # rank > 0 marks a candidate still available (prior free, GT in the pool, overlap > 1e-6);
@@ -188,13 +197,10 @@ def match_indices(gt_boxes: Tensor, gt_mask: Tensor, priors: Tensor) -> tuple[Te
         rank[batch, j] = torch.where(found[:, None], 0, rank[batch, j])  # GT leaves the pool
         rank = rank.masked_fill_(cand == i[:, None, None], 0)  # its prior is taken
 
-    forced = torch.full((b, p + 1), -1, dtype=torch.long, device=device)
-    forced.scatter_(1, winner, torch.arange(g, device=device).expand(b, g))  # distinct priors
-    forced = forced[:, :p]
-    is_forced = forced >= 0
-    gt_idx = torch.where(is_forced, forced, gt_idx)
-    overlap = torch.where(is_forced, torch.full_like(overlap, 2.0), overlap)
-    return gt_idx, overlap
+    # The bipartite matches override step 3 (each prior at most once: distinct priors).
+    gt_idx.scatter_(1, winner, torch.arange(g, device=device).expand(b, g))
+    overlap.scatter_(1, winner, 2.0)
+    return gt_idx[:, :p], overlap[:, :p]
 
 
 def match(
@@ -228,15 +234,18 @@ def match(
     device = gt_boxes.device
     with torch.no_grad():
         gt_idx, overlap = match_indices(gt_boxes, gt_mask.bool(), priors)
-        boxes, gt_labels, priors = gt_boxes.float(), gt_labels.long(), priors.float()
+        gt_labels = gt_labels.long()
+        gt_part, prior_offset, prior_scale = encode_parts(gt_boxes.float(), priors.float(),
+                                                          variances)
+        background = ~((overlap >= iou_threshold) & (overlap > MIN_OVERLAP))
         loc_t = torch.empty(b, p, 4, dtype=torch.float32, device=device)
         labels = torch.empty(b, p, dtype=torch.long, device=device)
         step = _chunk(b, 4, p, device)
         for s in range(0, b, step):  # in chunks on the CPU, see _chunk
             e = min(b, s + step)
-            idx, ov = gt_idx[s:e], overlap[s:e]
-            positive = (ov >= iou_threshold) & (ov > MIN_OVERLAP)
-            torch.gather(gt_labels[s:e], 1, idx, out=labels[s:e]).masked_fill_(~positive, 0)
-            matched = torch.gather(boxes[s:e], 1, idx.unsqueeze(-1).expand(e - s, p, 4))
-            loc_t[s:e] = encode(matched, priors, variances).masked_fill_(~positive[..., None], 0)
+            idx, bg = gt_idx[s:e], background[s:e]
+            torch.gather(gt_labels[s:e], 1, idx, out=labels[s:e]).masked_fill_(bg, 0)
+            loc = torch.gather(gt_part[s:e], 1, idx.unsqueeze(-1).expand(e - s, p, 4),
+                               out=loc_t[s:e])
+            loc.sub_(prior_offset).div_(prior_scale).masked_fill_(bg.unsqueeze(-1), 0.0)
     return loc_t, labels
