@@ -177,11 +177,11 @@ def test_vectorised_topk_nms_keeps_what_the_cpu_loop_keeps(top_k):
     from scratchdet.ssd.postprocess import topk_nms, topk_nms_vectorised
 
     loc, conf, priors = _random_head(3)
-    boxes = decode(loc, priors, VAR).reshape(-1, 4)
-    scores = conf.softmax(-1)[..., 1:].transpose(1, 2).reshape(-1, loc.shape[1])
+    boxes = decode(loc, priors, VAR)
+    scores = conf.softmax(-1)[..., 1:]
     above = scores > 0.1
-    want = topk_nms(boxes, scores, above, top_k, 0.45, 4)
-    got = topk_nms_vectorised(boxes, scores, above, top_k, 0.45, 4)
+    want = topk_nms(boxes, scores, above, top_k, 0.45)
+    got = topk_nms_vectorised(boxes, scores, above, top_k, 0.45)
     assert len(want) > 100
     assert sorted(got.tolist()) == sorted(want.tolist())
 

@@ -8,14 +8,14 @@ Follows Caffe's ``DetectionOutputLayer`` (which produced the papers' numbers):
 3. greedy NMS per class (a box is suppressed when IoU ``> nms_threshold``);
 4. keep the ``keep_top_k`` highest-scoring detections over all classes.
 
-The whole batch at once: one confidence filter over ``[B * C, P]`` (a row per image and class;
-before any top-k, so a trained head's few candidates are all that is ranked), then one
-``scratchdet::topk_nms`` call. On the CPU it takes each row's top-k and runs torchvision ``nms``
-on that row alone (torchvision's ``batched_nms`` scans every candidate once per group above
-4,000 boxes); elsewhere it ranks all rows' candidates with one sort and runs one offset ``nms``
-(``nms_by_group``). Everything whose size depends on the data is inside that one operator, so
-``batch_detections`` compiles as one graph (``torch.compile(fullgraph=True)``). Results leave
-the device in one copy.
+The whole batch at once: one confidence filter over ``[B, P, C]`` (before any top-k, so a
+trained head's few candidates are all that is ranked), then one ``scratchdet::topk_nms`` call. On
+the CPU it takes each (image, class) group's top-k and runs torchvision ``nms`` on that group
+alone, or on a whole image when it has few candidates (torchvision's ``batched_nms`` scans every
+candidate once per group above 4,000 boxes); elsewhere it ranks all groups' candidates with one
+sort and runs one offset ``nms`` (``nms_by_group``). Everything whose size depends on the data is
+inside that one operator, so ``batch_detections`` compiles as one graph
+(``torch.compile(fullgraph=True)``). Results leave the device in one copy.
 """
 
 from __future__ import annotations
@@ -59,76 +59,78 @@ def nms_by_group(boxes: Tensor, scores: Tensor, groups: Tensor, iou_threshold: f
 
 
 def topk_nms_vectorised(boxes: Tensor, scores: Tensor, above: Tensor, top_k: int,
-                        iou_threshold: float, classes: int) -> Tensor:
-    """``topk_nms`` without a loop over the rows (its path off the CPU; public for the test that
-    compares the two): the candidates from one ``nonzero``, their rank in their row from one
-    sort, then one offset NMS over the survivors (``nms_by_group``)."""
-    r, p = scores.shape
-    flat = above.flatten().nonzero().squeeze(1)  # (row, prior) order
+                        iou_threshold: float) -> Tensor:
+    """``topk_nms`` without a loop over images and classes (its path off the CPU; public for the
+    test that compares the two): the candidates from one ``nonzero``, their rank in their
+    (image, class) group from one sort, then one offset NMS over the survivors."""
+    b, p, c = scores.shape
+    flat = above.transpose(1, 2).flatten().nonzero().squeeze(1)  # (image, class, prior) order
     if flat.shape[0] == 0:
         return flat
-    rows = flat // p
-    cand = scores.flatten()[flat]
-    # One key: the row (ascending), then the score (descending); both exact in float64.
-    order = (rows.double() * 2.0 + (1.0 - cand.double())).argsort()
-    starts = torch.searchsorted(rows, torch.arange(r, device=rows.device))
-    rank = torch.arange(flat.shape[0], device=rows.device) - starts[rows[order]]
+    groups, prior = flat // p, flat % p
+    image, label = groups // c, groups % c
+    cand = scores[image, prior, label]
+    # One key: the group (ascending), then the score (descending); both exact in float64.
+    order = (groups.double() * 2.0 + (1.0 - cand.double())).argsort()
+    starts = torch.searchsorted(groups, torch.arange(b * c, device=groups.device))
+    rank = torch.arange(flat.shape[0], device=groups.device) - starts[groups[order]]
     order = order[rank < top_k]
-    flat, rows = flat[order], rows[order]
-    cand_boxes = boxes[(rows // classes) * p + flat % p]
+    image, prior, label = image[order], prior[order], label[order]
+    cand_boxes = boxes[image, prior]
     cand_boxes = cand_boxes - cand_boxes.min().clamp(max=0)  # non-negative: offsets separate
-    return flat[nms_by_group(cand_boxes, cand[order], rows, iou_threshold)]
+    kept = nms_by_group(cand_boxes, cand[order], groups[order], iou_threshold)
+    return (image[kept] * p + prior[kept]) * c + label[kept]
 
 
 @torch.library.custom_op("scratchdet::topk_nms", mutates_args=())
-def topk_nms(boxes: Tensor, scores: Tensor, above: Tensor, top_k: int, iou_threshold: float,
-             classes: int) -> Tensor:
-    """Per row of ``scores [R, P]`` (row = image * classes + class), its candidates (``above``:
-    the score passed the confidence threshold), their ``top_k`` best, then greedy NMS
-    (torchvision ``nms``) on ``boxes [B * P, 4]`` of the row's image.
+def topk_nms(boxes: Tensor, scores: Tensor, above: Tensor, top_k: int,
+             iou_threshold: float) -> Tensor:
+    """Per image and class: the candidates (``above``: the score passed the confidence
+    threshold), their ``top_k`` best, then greedy NMS (torchvision ``nms``).
 
-    Returns the kept candidates as flat indices into ``scores`` (row * P + prior), image by
-    image (in no set order within an image). On the CPU an image whose rows need no top-k and
-    have at most ``_ONE_CALL_CPU`` candidates in all takes one NMS with the classes offset apart
-    (as torchvision's ``batched_nms`` does at that size); otherwise each row is handled on its
-    own (the top-k of the full row when more than ``top_k`` pass), so nothing scans other rows'
-    candidates. Off the CPU, ``topk_nms_vectorised``. One operator, so that ``torch.compile``
-    sees one node of data-dependent size.
+    ``boxes [B, P, 4]``, ``scores`` and ``above [B, P, C]`` (foreground classes). Returns the
+    kept candidates as flat indices into ``scores`` ((image * P + prior) * C + class), image by
+    image (in no set order within an image). On the CPU an image whose classes need no top-k and
+    that has at most ``_ONE_CALL_CPU`` candidates takes one NMS with the classes offset apart (as
+    torchvision's ``batched_nms`` does at that size); otherwise each class is handled on its own
+    (the top-k of its full column when more than ``top_k`` pass), so nothing scans other
+    groups' candidates. Off the CPU, ``topk_nms_vectorised``. One operator, so that
+    ``torch.compile`` sees one node of data-dependent size.
     """
     if scores.device.type != "cpu":
-        return topk_nms_vectorised(boxes, scores, above, top_k, iou_threshold, classes)
-    p = scores.shape[1]
-    counts = torch.count_nonzero(above, dim=1).view(-1, classes)
+        return topk_nms_vectorised(boxes, scores, above, top_k, iou_threshold)
+    b, p, c = scores.shape
+    counts = torch.count_nonzero(above, dim=1)  # [B, C]
     out = []
     for image, (most, total) in enumerate(zip(counts.amax(1).tolist(),
                                               counts.sum(1).tolist())):
-        first = image * classes  # the image's first row
         if total == 0:
             continue
+        base = image * p * c
         if most <= top_k and total <= _ONE_CALL_CPU:  # no top-k to take: one NMS per image
-            flat = above[first:first + classes].flatten().nonzero().squeeze(1)  # class * P + prior
-            cand = boxes[image * p + flat % p]
+            flat = above[image].flatten().nonzero().squeeze(1)  # prior * C + class
+            cand = boxes[image][flat // c]
             cand = cand - cand.min().clamp(max=0)  # non-negative: the offsets separate classes
-            cand = cand + (flat // p).to(cand.dtype)[:, None] * (cand.max() + 1.0)
-            kept = nms(cand, scores[first:first + classes].flatten()[flat], iou_threshold)
-            out.append(flat[kept] + first * p)
+            cand = cand + (flat % c).to(cand.dtype)[:, None] * (cand.max() + 1.0)
+            kept = nms(cand, scores[image].flatten()[flat], iou_threshold)
+            out.append(flat[kept] + base)
             continue
-        for row in range(first, first + classes):  # a row at a time
-            count = int(counts[image, row - first])
+        for label, count in enumerate(counts[image].tolist()):  # a class at a time
             if count == 0:
                 continue
-            if count > top_k:  # the row's top_k are all above the threshold
-                seg, order = scores[row].topk(top_k)
+            column = scores[image, :, label]
+            if count > top_k:  # the column's top_k are all above the threshold
+                seg, order = column.topk(top_k)
             else:
-                order = above[row].nonzero().squeeze(1)
-                seg = scores[row, order]
-            kept = nms(boxes[order + image * p], seg, iou_threshold)
-            out.append(order[kept] + row * p)
+                order = above[image, :, label].nonzero().squeeze(1)
+                seg = column[order]
+            kept = nms(boxes[image, order], seg, iou_threshold)
+            out.append(order[kept] * c + (base + label))
     return torch.cat(out) if out else torch.zeros(0, dtype=torch.long)
 
 
 @topk_nms.register_fake
-def _topk_nms_fake(boxes, scores, above, top_k, iou_threshold, classes):
+def _topk_nms_fake(boxes, scores, above, top_k, iou_threshold):
     n = torch.library.get_ctx().new_dynamic_size()
     return scores.new_empty(n, dtype=torch.long)
 
@@ -164,7 +166,7 @@ def batch_detections(
     clip: bool = False,
 ) -> Detections:
     """Steps 1-3 for a whole batch: the confidence filter, then one ``topk_nms`` over the
-    (image, class) rows.
+    (image, class) groups.
 
     ``keep_top_k`` (step 4) is left to the caller as ``rank < keep_top_k``, so that the result can
     go to the host in one copy before anything is filtered. One op depends on the data,
@@ -175,18 +177,17 @@ def batch_detections(
     boxes = decode(loc.float(), priors.float(), variances)
     if clip:
         boxes = boxes.clamp(0.0, 1.0)
-    # [B * C, P]: a row per (image, class), so that each row's candidates are contiguous.
-    scores = conf.float().softmax(dim=-1)[..., 1:].transpose(1, 2).reshape(-1, p)
-    c = scores.shape[0] // b
+    scores = conf.float().softmax(dim=-1)[..., 1:]  # [B, P, C] view, no copy
+    c = scores.shape[-1]
     above = scores > conf_threshold  # before any top-k: a trained head has few candidates
-    kept = topk_nms(boxes.reshape(b * p, 4), scores, above, top_k, float(nms_threshold), c)
-    image, label, prior = kept // (c * p), (kept // p) % c + 1, kept % p
-    cand_scores = scores.flatten()[kept]
+    kept = topk_nms(boxes, scores, above, top_k, float(nms_threshold))
+    image, prior, label = kept // (p * c), (kept // c) % p, kept % c
+    cand_scores = scores[image, prior, label]
     # By image, then by decreasing score: one exact key (image ascending, 1 - score ascending).
     order = (image.double() * 2.0 + (1.0 - cand_scores.double())).argsort()
-    image, label, prior, cand_scores = image[order], label[order], prior[order], cand_scores[order]
+    image, prior, label, cand_scores = image[order], prior[order], label[order], cand_scores[order]
     rank = torch.arange(image.shape[0], device=loc.device) - torch.searchsorted(image, image)
-    return Detections(image, boxes[image, prior], cand_scores, label, rank)
+    return Detections(image, boxes[image, prior], cand_scores, label + 1, rank)
 
 @torch.no_grad()
 def postprocess(
