@@ -129,10 +129,11 @@ def _tie_factor(p: int, device: torch.device) -> Tensor:
 
 def _chunk(b: int, g: int, p: int, device: torch.device) -> int:
     """Images per chunk of the ``[B, G, P]`` stage: the whole batch off the CPU (the caching
-    allocator recycles memory); on the CPU about 256k IoUs (1 MB), so that the dozen passes over them stay in cache and because a fresh tensor
-    above glibc's mmap threshold page-faults on every call (a 36 MB one cost 75 ms on the 2-core
-    benchmark machine, more than the arithmetic), while a small one is recycled and stays in
-    cache. The loop's length depends on shapes only: no host sync."""
+    allocator recycles memory); on the CPU about 256k IoUs (1 MB), so that the dozen passes over
+    them stay in cache, and because a fresh tensor above glibc's mmap threshold page-faults on
+    every call (a 36 MB one cost 75 ms on the 2-core benchmark machine, more than the
+    arithmetic) while a small one is recycled. The loop's length depends on shapes only: no
+    host sync."""
     if device.type != "cpu":
         return b
     return max(1, min(b, _CPU_CHUNK_ELEMENTS // max(1, g * p)))
