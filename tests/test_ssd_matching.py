@@ -318,3 +318,20 @@ def test_match_handles_zero_slots():
         VAR,
     )
     assert loc_t.shape == (2, 10, 4) and (lab == 0).all()
+
+
+def test_matching_benchmark_writes_the_component_schema(tmp_path):
+    """``scratchdet benchmark matching`` (tiny): both sides timed, the ``cases`` schema."""
+    from scratchdet.cli import main
+    from scratchdet.io import read_json
+
+    out = tmp_path / "matching.json"
+    assert main(["benchmark", "matching", "--batch-size", "2", "--boxes", "3", "--repeats", "2",
+                 "--warmup", "0", "--out", str(out)]) == 0
+    (case,) = read_json(out)["cases"]
+    assert case["case"] == "batch 2, 3 boxes" and case["box_slots"] == 4
+    assert case["reference"]["name"].startswith("torchvision")
+    for side in ("ours", "reference"):
+        assert 0 < case[side]["min_ms"] <= case[side]["median_ms"]
+    assert case["ratio_min"] == pytest.approx(
+        case["ours"]["min_ms"] / case["reference"]["min_ms"], rel=1e-3)

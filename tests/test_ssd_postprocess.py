@@ -199,3 +199,20 @@ def test_batch_detections_compiles_as_one_graph():
     assert len(want.image) > 0
     for g, w in zip(got, want):
         assert torch.equal(g, w)
+
+
+def test_postprocess_benchmark_writes_the_component_schema(tmp_path):
+    """``scratchdet benchmark postprocess`` (tiny): both kinds of scores, the ``cases`` schema;
+    the reference is torchvision's own postprocess_detections and finds detections too."""
+    from scratchdet.cli import main
+    from scratchdet.io import read_json
+
+    out = tmp_path / "postprocess.json"
+    assert main(["benchmark", "postprocess", "--batch-size", "1", "--repeats", "2",
+                 "--warmup", "0", "--out", str(out)]) == 0
+    cases = read_json(out)["cases"]
+    assert [c["case"] for c in cases] == ["batch 1, untrained scores", "batch 1, peaked scores"]
+    for case in cases:
+        assert case["reference"]["name"] == "torchvision SSD.postprocess_detections"
+        assert case["detections_per_image"] > 0
+        assert 0 < case["ours"]["min_ms"] <= case["ours"]["median_ms"]
