@@ -100,8 +100,10 @@ def test_top_k_and_keep_top_k_limits():
         torch.testing.assert_close(det["scores"], per_class_top.sort(descending=True).values[:7])
 
 
-@pytest.mark.parametrize("seed", [0, 1])
-def test_equals_per_class_reference(seed):
+@pytest.mark.parametrize(("seed", "top_k"), [(0, 40), (1, 40), (2, 400)])
+def test_equals_per_class_reference(seed, top_k):
+    """top_k 40: rows with more candidates take a top-k and an NMS each; 400: no row needs a
+    top-k and each image takes one NMS with its classes offset apart (the two CPU paths)."""
     gen = torch.Generator().manual_seed(seed)
     p, k = 300, 5
     centres = torch.rand(p, 2, generator=gen)
@@ -109,7 +111,7 @@ def test_equals_per_class_reference(seed):
     priors = torch.cat([centres, sizes], 1)
     loc = torch.randn(3, p, 4, generator=gen) * 0.5
     conf = torch.randn(3, p, k, generator=gen) * 2
-    args = {"conf_threshold": 0.1, "nms_threshold": 0.45, "top_k": 40, "keep_top_k": 60}
+    args = {"conf_threshold": 0.1, "nms_threshold": 0.45, "top_k": top_k, "keep_top_k": 60}
     got = postprocess(loc, conf, priors, VAR, **args)
     ref = reference(loc, conf, priors, **args)
     assert len(got) == 3
@@ -159,3 +161,58 @@ def test_one_call_nms_equals_torchvision_batched_nms(n):
         else nms_by_group(boxes, scores, groups, 0.45)
     assert torch.equal(got, want)
     assert torch.equal(nms_by_group(boxes, scores, groups, 0.45), want)
+
+
+def _random_head(seed: int, b: int = 3, p: int = 300, k: int = 5):
+    gen = torch.Generator().manual_seed(seed)
+    priors = torch.cat([torch.rand(p, 2, generator=gen),
+                        0.05 + 0.3 * torch.rand(p, 2, generator=gen)], 1)
+    return (torch.randn(b, p, 4, generator=gen) * 0.5, torch.randn(b, p, k, generator=gen) * 2,
+            priors)
+
+
+@pytest.mark.parametrize("top_k", [40, 400])
+def test_vectorised_topk_nms_keeps_what_the_cpu_loop_keeps(top_k):
+    """The path off the CPU (one sort, one offset NMS) against the CPU's loop, on the CPU."""
+    from scratchdet.ssd.postprocess import topk_nms, topk_nms_vectorised
+
+    loc, conf, priors = _random_head(3)
+    boxes = decode(loc, priors, VAR)
+    scores = conf.softmax(-1)[..., 1:]
+    above = scores > 0.1
+    want = topk_nms(boxes, scores, above, top_k, 0.45)
+    got = topk_nms_vectorised(boxes, scores, above, top_k, 0.45)
+    assert len(want) > 100
+    assert sorted(got.tolist()) == sorted(want.tolist())
+
+
+def test_batch_detections_compiles_as_one_graph():
+    """fullgraph=True fails on any graph break; the compiled function gives the same result."""
+    from scratchdet.ssd.postprocess import batch_detections
+
+    loc, conf, priors = _random_head(4)
+    variances = torch.tensor(VAR)
+    torch._dynamo.reset()
+    compiled = torch.compile(batch_detections, fullgraph=True, backend="aot_eager")
+    got = compiled(loc, conf, priors, variances, 0.1, 0.45, 40)
+    want = batch_detections(loc, conf, priors, variances, 0.1, 0.45, 40)
+    assert len(want.image) > 0
+    for g, w in zip(got, want):
+        assert torch.equal(g, w)
+
+
+def test_postprocess_benchmark_writes_the_component_schema(tmp_path):
+    """``scratchdet benchmark postprocess`` (tiny): both kinds of scores, the ``cases`` schema;
+    the reference is torchvision's own postprocess_detections and finds detections too."""
+    from scratchdet.cli import main
+    from scratchdet.io import read_json
+
+    out = tmp_path / "postprocess.json"
+    assert main(["benchmark", "postprocess", "--batch-size", "1", "--repeats", "2",
+                 "--warmup", "0", "--out", str(out)]) == 0
+    cases = read_json(out)["cases"]
+    assert [c["case"] for c in cases] == ["batch 1, untrained scores", "batch 1, peaked scores"]
+    for case in cases:
+        assert case["reference"]["name"] == "torchvision SSD.postprocess_detections"
+        assert case["detections_per_image"] > 0
+        assert 0 < case["ours"]["min_ms"] <= case["ours"]["median_ms"]

@@ -10,7 +10,7 @@ constant few per batch; ``HostTrafficCounter`` checks it on any device, includin
 ``torch.tensor``/``torch.as_tensor`` calls that build a ``device`` tensor from host data
 (``TorchFunctionMode``; they copy without going through the dispatcher). On ``meta`` a
 data-dependent op cannot run; it is counted and answered with a stand-in result (``nonzero``:
-every element; NMS: nothing kept) so that the code under test carries on. On CUDA the training benchmark also runs a step under
+every element; NMS, ``topk_nms``: nothing kept) so that the code under test carries on. On CUDA the training benchmark also runs a step under
 ``torch.cuda.set_sync_debug_mode("error")``.
 """
 
@@ -31,7 +31,7 @@ _DATA_DEPENDENT = {"aten._local_scalar_dense.default", "aten.nonzero.default",
                    "aten.nonzero_static.default", "aten.masked_select.default",
                    "aten._unique2.default", "aten.unique_dim.default",
                    "aten.unique_consecutive.default", "aten.repeat_interleave.Tensor",
-                   "torchvision.nms.default"}
+                   "torchvision.nms.default", "scratchdet.topk_nms.default"}
 
 
 @dataclass
@@ -104,7 +104,7 @@ def _fake_result(name: str, args: tuple) -> Any:
         return False if x.dtype == torch.bool else 0
     if name.startswith("aten.nonzero"):  # every element: what follows runs on its full size
         return torch.ones(x.shape, dtype=torch.bool).nonzero().to(x.device)
-    if name == "torchvision.nms.default":
+    if name in ("torchvision.nms.default", "scratchdet.topk_nms.default"):
         return torch.empty(0, dtype=torch.long, device=x.device)
     if name == "aten.index.Tensor":
         return x.new_empty((0,) + tuple(x.shape[1:]))

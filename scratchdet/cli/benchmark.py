@@ -54,6 +54,30 @@ def _pipeline_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", help=f"result JSON (default {RESULTS_DIR}/pipeline_cpu.json)")
 
 
+def cmd_matching(args: argparse.Namespace) -> None:
+    from ..benchmark.matching import run_matching
+
+    run_matching(args)
+
+
+def cmd_postprocess(args: argparse.Namespace) -> None:
+    from ..benchmark.postprocess import run_postprocess
+
+    run_postprocess(args)
+
+
+def _component(p: argparse.ArgumentParser, kind: str) -> None:
+    """Options of the component benchmarks against torchvision (matching, postprocess)."""
+    p.add_argument("--batch-size", type=int, default=32, help="images per batch (default 32)")
+    p.add_argument("--repeats", type=int, default=15,
+                   help="timed runs of each side, interleaved (default 15)")
+    p.add_argument("--warmup", type=int, default=2, help="untimed rounds first (default 2)")
+    p.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's)")
+    p.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:1, auto")
+    p.add_argument("--seed", type=int, default=0, help="seed of the synthetic inputs")
+    p.add_argument("--out", help=f"result JSON (default {RESULTS_DIR}/{kind}_<device>.json)")
+
+
 def cmd_table(args: argparse.Namespace) -> None:
     from ..benchmark.table import render, write_into
 
@@ -85,6 +109,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                                         "vs torchvision's SSD augmentation, on the CPU")
     _pipeline_options(p)
     p.set_defaults(func=cmd_pipeline)
+    p = sub.add_parser("matching", help="batched prior matching vs torchvision SSD's per-image "
+                                        "matcher")
+    _component(p, "matching")
+    p.add_argument("--boxes", nargs="+", type=int, default=[3, 20, 50],
+                   help="ground-truth boxes per image, each a case (default 3 20 50)")
+    p.set_defaults(func=cmd_matching)
+    p = sub.add_parser("postprocess", help="detection output vs torchvision SSD's "
+                                           "postprocess_detections")
+    _component(p, "postprocess")
+    p.add_argument("--scores", nargs="+", choices=("untrained", "peaked"),
+                   default=["untrained", "peaked"], help="kinds of head outputs (default both)")
+    p.set_defaults(func=cmd_postprocess)
     p = sub.add_parser("table", help="Markdown tables of the result files")
     p.add_argument("--results", default=str(RESULTS_DIR), help="folder of result JSONs")
     p.add_argument("--write", help="README whose results block to replace (else print)")

@@ -18,8 +18,9 @@ Fast by construction. Every micro-batch reaches the device as **one** pinned uin
 without blocking (on a side stream, one batch ahead, on CUDA): the pixels (uint8 until the device)
 followed by a float32 table with one row per image (boxes, labels and box mask padded to a fixed
 ``max_boxes``; for the device pipeline also the image size and the drawn decisions). Its shape
-never changes within a run: the batch, the box slots (the largest box count of the dataset) and
-the device pipeline's canvas (the largest image of the dataset, capped at ``MAX_CANVAS`` by
+never changes within a run: the batch, the buffer's box slots (the largest box count of the
+dataset; matching uses the batch's bucket of them, ``matching.box_slots``) and the device
+pipeline's canvas (the largest image of the dataset, capped at ``MAX_CANVAS`` by
 downscaling larger images in the workers) are fixed when the pipeline is built; the device
 reads only each image's crop out of the canvas. What the device pipeline must know to size its
 work (each image's crop and interpolation, the photometric steps some image needs) travels
@@ -42,7 +43,7 @@ from torch.utils.data import DataLoader
 from torchvision.transforms.v2 import functional as F
 
 from ..models.input import CAFFE_MEAN_RGB
-from ..ssd.matching import match
+from ..ssd.matching import box_slots, match
 from .batched import BatchParams, HostPlan, augment_batch, host_plan
 from .geometry import Expansion
 from .per_image import SSDTrainTransform, normalise_boxes, sample_train_params
@@ -164,6 +165,7 @@ class HostBatch:
     buffer: Tensor  # uint8 [layout.nbytes]
     plan: HostPlan | None  # device pipeline: what the device needs to know without asking
     positions: tuple[int, ...]  # stream positions, for debugging
+    slots: int | None = None  # box slots the device matches (matching.box_slots), None: all
 
     @property
     def steps(self) -> HostPlan | None:
@@ -172,7 +174,7 @@ class HostBatch:
 
     def pin_memory(self) -> HostBatch:
         """Called by DataLoader(pin_memory=True) in its pinning thread."""
-        return HostBatch(self.buffer.pin_memory(), self.plan, self.positions)
+        return HostBatch(self.buffer.pin_memory(), self.plan, self.positions, self.slots)
 
 
 # --------------------------------------------------------------------------------------------
@@ -250,7 +252,8 @@ class _Pack:
             plan = host_plan(torch.tensor(sizes_of), params)
         else:
             torch.stack([s[0] for s in samples], out=pixels)
-        return HostBatch(buffer, plan, tuple(int(s[-1]) for s in samples))
+        slots = box_slots(max(len(s[1]) for s in samples), layout.max_boxes)
+        return HostBatch(buffer, plan, tuple(int(s[-1]) for s in samples), slots)
 
 
 def dataset_canvas(dataset: DetectionDataset, cap: int = MAX_CANVAS) -> tuple[int, int]:
@@ -270,13 +273,14 @@ def max_boxes(dataset: DetectionDataset) -> int:
 
 
 def augment_buffer(layout: HostLayout, buffer: Tensor, mean: Tensor, size: int,
-                   plan: HostPlan | None = None) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+                   plan: HostPlan | None = None, slots: int | None = None
+                   ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """A micro-batch's buffer (on the device) -> (images ``[B, 3, S, S]`` float32 - mean, boxes
     ``[B, G, 4]``, labels ``[B, G]``, mask ``[B, G]``): the augmentation, before matching.
     ``plan`` comes from the ``HostBatch``; without it, it is read back from the table (a device
-    sync)."""
+    sync). ``slots``: the box slots kept (``HostBatch.slots``), None: all of the layout's."""
     pixels, table = layout.views(buffer)
-    boxes, labels, mask = layout.targets(table)
+    boxes, labels, mask = (t[:, :slots] for t in layout.targets(table))
     if not layout.decisions:
         return pixels.float() - mean[None, :, None, None], boxes, labels, mask
     sizes, params = layout.decisions_of(table)
@@ -315,7 +319,7 @@ class TrainInput:
 
     def __iter__(self) -> Iterator[TrainBatch]:
         for buffer, host in self._transfers():
-            yield self.to_train_batch(buffer, host.plan)
+            yield self.to_train_batch(buffer, host.plan, host.slots)
 
     def _transfers(self) -> Iterator[tuple[Tensor, HostBatch]]:
         """(buffer on the device, host batch): one non-blocking copy each, one batch ahead on a
@@ -341,11 +345,14 @@ class TrainInput:
             ahead = start(next(hosts, None))
             yield buffer, host
 
-    def to_train_batch(self, buffer: Tensor, plan: HostPlan | None = None) -> TrainBatch:
+    def to_train_batch(self, buffer: Tensor, plan: HostPlan | None = None,
+                       slots: int | None = None) -> TrainBatch:
         """A copied buffer -> images and matched targets; device ops only, no host sync (given
-        the host batch's ``plan``; see ``augment_buffer``)."""
+        the host batch's ``plan``; see ``augment_buffer``). ``slots`` (known on the host when the
+        batch was packed) trims the box slots to the batch's bucket, so that matching does not
+        pay for the dataset's most crowded image."""
         images, boxes, labels, mask = augment_buffer(self.layout, buffer, self.mean, self.size,
-                                                     plan)
+                                                     plan, slots)
         loc_t, labels_t = match(boxes, labels, mask, self.priors, self.variances,
                                 iou_threshold=self.iou_threshold)
         return TrainBatch(images.contiguous(memory_format=self.memory_format), loc_t, labels_t)

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-__all__ = ["decode", "encode", "variance_tensor"]
+__all__ = ["decode", "encode", "encode_parts", "variance_tensor"]
 
 # Largest log-size offset decode will exponentiate (as torchvision's detection box coder): keeps
 # wild predictions finite so NMS never sees inf/NaN. exp(4.135) = 62.5 prior widths, far beyond
@@ -44,6 +44,22 @@ def encode(gt_xyxy: Tensor, priors_cxcywh: Tensor, variances: Sequence[float] | 
     d_ctr = (g_ctr - p_ctr) / (p_wh * v[:2])
     d_wh = torch.log(g_wh / p_wh) / v[2:]
     return torch.cat([d_ctr, d_wh], dim=-1)
+
+
+def encode_parts(gt_xyxy: Tensor, priors_cxcywh: Tensor,
+                 variances: Sequence[float] | Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """``encode`` split into what depends on the box and what on the prior:
+    ``encode(gt, priors) == (gt_part - prior_offset) / prior_scale`` up to rounding (the size
+    offset as ``log(g) - log(p)`` instead of ``log(g / p)``). Matching gathers ``gt_part`` (one
+    row per ground truth) for every prior, so that encoding a batch takes three passes."""
+    v = variance_tensor(variances, priors_cxcywh)
+    p_ctr, p_wh = priors_cxcywh[..., :2], priors_cxcywh[..., 2:]
+    g_ctr = (gt_xyxy[..., :2] + gt_xyxy[..., 2:]) / 2
+    g_wh = (gt_xyxy[..., 2:] - gt_xyxy[..., :2]).clamp_min(_MIN_SIZE)
+    gt_part = torch.cat([g_ctr, g_wh.log()], dim=-1)
+    prior_offset = torch.cat([p_ctr, p_wh.log()], dim=-1)
+    prior_scale = torch.cat([p_wh * v[:2], v[2:].expand_as(p_wh)], dim=-1)
+    return gt_part, prior_offset, prior_scale
 
 
 def decode(loc: Tensor, priors_cxcywh: Tensor, variances: Sequence[float] | Tensor) -> Tensor:

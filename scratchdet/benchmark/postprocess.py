@@ -1,0 +1,109 @@
+"""``scratchdet benchmark postprocess``: detection output against torchvision SSD's.
+
+Ours: ``ssd.postprocess.postprocess`` (softmax, decode, confidence threshold, per-class top-k,
+per-class NMS, the best ``keep_top_k`` per image) on one batch of raw head outputs. Reference:
+torchvision's own ``SSD.postprocess_detections`` (a loop over images and classes, then
+``batched_nms`` per image), called with the same thresholds and limits (confidence 0.01, top 400
+per class, NMS 0.45, 200 per image), its box coder with weights 10, 10, 5, 5 (the variances 0.1
+and 0.2) and the SSD300 VOC priors as anchors, in pixels of a 300 x 300 input.
+
+Two kinds of scores: ``untrained`` (near-uniform softmax, so every one of the 20 foreground
+scores of every prior passes the 0.01 threshold: the worst case, as at the start of training)
+and ``peaked`` (a trained-looking head: most priors confidently background, a few confidently
+one class). Interleaved repetitions as in ``benchmark matching``.
+"""
+
+from __future__ import annotations
+
+import argparse
+from types import SimpleNamespace
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from ..config import DetectConfig
+from ..engine.device import resolve_device
+from ..ssd.postprocess import postprocess
+from ..ssd.priors import make_priors, ssd300_voc
+from .common import NUM_CLASSES, Record, check_positive, default_out
+from .matching import VARIANCES, case_record, compare
+
+__all__ = ["SCORES", "head_outputs", "run_postprocess", "torchvision_postprocess"]
+
+SCORES = ("untrained", "peaked")
+_SIZE = 300
+
+
+def head_outputs(kind: str, batch: int, num_priors: int, seed: int) -> tuple[Tensor, Tensor]:
+    """Raw ``loc [B,P,4]`` and ``conf [B,P,C+1]`` of the ``kind`` of head (``SCORES``)."""
+    g = torch.Generator().manual_seed(seed)
+    loc = 0.5 * torch.randn(batch, num_priors, 4, generator=g)
+    conf = 0.1 * torch.randn(batch, num_priors, NUM_CLASSES + 1, generator=g)
+    if kind == "peaked":
+        # 3% of the priors are confidently one object class, the rest confidently background.
+        obj = torch.rand(batch, num_priors, generator=g) < 0.03
+        cls = torch.randint(1, NUM_CLASSES + 1, (batch, num_priors), generator=g)
+        cls = torch.where(obj, cls, torch.zeros_like(cls))
+        conf = conf + 8.0 * torch.nn.functional.one_hot(cls, NUM_CLASSES + 1)
+    elif kind != "untrained":
+        raise ValueError(f"scores {kind!r}: one of {SCORES}")
+    return loc, conf
+
+
+def torchvision_postprocess(loc: Tensor, conf: Tensor, anchors_px: Tensor,
+                            settings: DetectConfig) -> list[dict[str, Tensor]]:
+    """torchvision's ``SSD.postprocess_detections`` itself, on a stand-in for the model that
+    holds only what the method reads."""
+    from torchvision.models.detection._utils import BoxCoder
+    from torchvision.models.detection.ssd import SSD
+
+    model = SimpleNamespace(box_coder=BoxCoder(weights=(10.0, 10.0, 5.0, 5.0)),
+                            score_thresh=settings.conf_threshold,
+                            topk_candidates=settings.top_k, nms_thresh=settings.nms_threshold,
+                            detections_per_img=settings.keep_top_k)
+    head = {"bbox_regression": loc, "cls_logits": conf}
+    return SSD.postprocess_detections(model, head, [anchors_px] * loc.shape[0],
+                                      [(_SIZE, _SIZE)] * loc.shape[0])
+
+
+def run_postprocess(args: argparse.Namespace) -> dict[str, Any]:
+    check_positive("--repeats", args.repeats)
+    check_positive("--warmup", args.warmup, 0)
+    check_positive("--batch-size", args.batch_size)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = resolve_device(args.device, "--device")
+    from torchvision.ops import box_convert
+
+    settings = DetectConfig()
+    priors = make_priors(ssd300_voc()).to(device)
+    anchors_px = box_convert(priors, "cxcywh", "xyxy") * _SIZE
+    variances = torch.tensor(VARIANCES, device=device)
+    config = {k: v for k, v in vars(args).items() if k not in ("func", "argv")}
+    config.update(threads=torch.get_num_threads(), priors=int(priors.shape[0]),
+                  num_classes=NUM_CLASSES, conf_threshold=settings.conf_threshold,
+                  nms_threshold=settings.nms_threshold, top_k=settings.top_k,
+                  keep_top_k=settings.keep_top_k)
+    record = Record("postprocess", device, config, getattr(args, "argv", None), args.seed)
+    cases = []
+    for kind in args.scores:
+        loc, conf = (t.to(device) for t in head_outputs(kind, args.batch_size, priors.shape[0],
+                                                        args.seed))
+        dets = postprocess(loc, conf, priors, variances)
+        per_image = sum(len(d["scores"]) for d in dets) / len(dets)
+        ours, ref = compare(lambda: postprocess(loc, conf, priors, variances),
+                            lambda: torchvision_postprocess(loc, conf, anchors_px, settings),
+                            args.repeats, args.warmup, device)
+        entry, row = case_record(f"batch {args.batch_size}, {kind} scores",
+                                 "scratchdet postprocess", ours,
+                                 "torchvision SSD.postprocess_detections", ref,
+                                 detections_per_image=round(per_image, 2))
+        cases.append(entry)
+        record.add(row)
+        print(f"{entry['case']}: ours {entry['ours']['min_ms']:.1f}/"
+              f"{entry['ours']['median_ms']:.1f} ms, torchvision "
+              f"{entry['reference']['min_ms']:.1f}/{entry['reference']['median_ms']:.1f} ms "
+              f"(min/median); ratio {entry['ratio_min']:.2f}/{entry['ratio_median']:.2f}")
+    record.data["cases"] = cases
+    return record.write(args.out or default_out("postprocess", device))
