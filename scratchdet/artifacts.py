@@ -31,9 +31,8 @@ import threading
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from .errors import ScratchdetError
+from .yaml_io import load_yaml
 
 __all__ = [
     "LAB_REMOTE", "REMOTE_TIMEOUT_S", "SHIPPED_REMOTE", "SHIPPED_SCALE", "check_remote",
@@ -70,10 +69,10 @@ def scale_dataset(results: Path, repo: Path = Path(".")) -> Path | None:
     if not (repo / scale_file).is_file():
         raise ScratchdetError(f"{scale_file}: no such scale file for the results folder "
                               f"{results} (give --data DIR or --no-data)")
-    scale = yaml.safe_load((repo / scale_file).read_text())
+    scale = load_yaml(repo / scale_file)
     if scale.get("dataset") != "synth":
         return None
-    config = yaml.safe_load((repo / "config" / "config.yaml").read_text()) or {}
+    config = load_yaml(repo / "config" / "config.yaml") or {}
     return wc.dataset_dir(scale, config.get("data_dir", "data"))
 
 
@@ -161,7 +160,7 @@ def check_remote(repo: Path, name: str | None, for_push: bool = False) -> str:
 
 def dvc_remote_of(dvc_file: Path) -> str | None:
     """The remote a .dvc file names for its output (None: the repository's default)."""
-    outs = (yaml.safe_load(dvc_file.read_text()) or {}).get("outs") or [{}]
+    outs = (load_yaml(dvc_file) or {}).get("outs") or [{}]
     return outs[0].get("remote")
 
 
@@ -186,7 +185,7 @@ def _track_dataset(data: Path, results: Path, repo: Path) -> Path:
     dvc_file = results / "data.dvc"
     rel = Path(os.path.relpath(repo / data, repo / results)).as_posix()
     if not (repo / dvc_file).exists() or (
-            (yaml.safe_load((repo / dvc_file).read_text()) or {}).get("outs", [{}])[0].get("path")
+            (load_yaml(repo / dvc_file) or {}).get("outs", [{}])[0].get("path")
             != rel):
         from dvc.utils.serialize import dump_yaml
 

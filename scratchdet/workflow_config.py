@@ -28,10 +28,9 @@ import shlex
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from .config import config_from_dict
 from .errors import ConfigError
+from .yaml_io import parse_yaml
 
 __all__ = [
     "DIGEST_PATTERN", "EVALS", "FIXED", "RUN_WILDCARDS", "SPLITS", "SPLIT_ARCHIVES", "SYNTH_FOLDER",
@@ -295,10 +294,7 @@ def parse_paper_value(text: str, where: str) -> float | None:
 
 
 def _yaml_cell(text: str, where: str, key: str) -> dict[str, Any]:
-    try:
-        value = yaml.safe_load(text) if text.strip() else {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(where, key, f"malformed YAML: {exc}") from None
+    value = parse_yaml(text, where, key) if text.strip() else {}
     if not isinstance(value, dict):
         raise ConfigError(where, key, f"expected a mapping like {{lr: 0.05}}, got {text!r}")
     return value

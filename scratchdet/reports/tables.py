@@ -22,10 +22,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from ..io import meta_path, read_json, write_json, write_text
 from ..workflow_config import Row, RunPaths, load_table, submission_file
+from ..yaml_io import load_yaml
 
 __all__ = [
     "EVAL_NOTES",
@@ -264,7 +263,7 @@ def write_table_report(params: str | Path, scale_file: str | Path, scale_name: s
     if missing:
         raise ConfigError(params, "--run", f"rows {missing} have neither a run folder nor a reason "
                                            "for not running")
-    scale = yaml.safe_load(Path(scale_file).read_text())
+    scale = load_yaml(scale_file)
     table = Path(params).stem
     found = collect(rows, runs, skips, baselines)
     header, cells = table_columns(found)
