@@ -129,8 +129,9 @@ def test_a_16_bit_png_is_read_as_8_bit_pixels_by_every_path(tree, tmp_path):
 
 def test_a_run_config_with_two_train_sections_is_refused(tmp_path, synth_splits):
     path = tmp_path / "run.yaml"
-    path.write_text(f"data: {{train: {synth_splits['trainval']}}}\n"
-                    "train: {lr: 0.01}\nmodel: {name: dsod300}\ntrain: {lr: 0.001}\n")
+    path.write_text(f"data: {{train: {synth_splits['trainval']}, num_workers: 0}}\n"
+                    "train: {lr: 0.01, max_steps: 1}\nmodel: {name: dsod300_smallest}\n"
+                    "train: {lr: 0.001, max_steps: 1}\n")
     line = refused(cli("train", "--config", path, "--out", tmp_path / "run"), path, "train")
     assert "duplicate" in line and "line 4" in line
     assert not (tmp_path / "run").exists()
@@ -174,27 +175,25 @@ def test_lr_written_1e_3_is_the_number_it_looks_like(tmp_path, synth_splits):
 
 def test_a_resume_on_other_data_is_refused_naming_both(tmp_path, synth_splits):
     train_json = tmp_path / "train.json"
-    shutil.copy(synth_splits["trainval"], train_json)
-    ann = load_annotations(train_json)
+    ann = load_annotations(synth_splits["trainval"])
+    save_annotations(ann, train_json)
     config = run_config(tmp_path, train_json)
     out = tmp_path / "run"
-    ok(cli("train", "--config", config, "--out", out, "--set", "train.max_steps=1"))
-    # stopped after a snapshot: make it look interrupted (the same config, more steps)
+    ok(cli("train", "--config", config, "--out", out))
+    # as if stopped after the snapshot of step 1
     (out / "status.json").unlink()
     (out / "model_final.pt").unlink()
     other = dict(ann, images=ann["images"][:8],
                  annotations=[a for a in ann["annotations"]
                               if a["image_id"] in {i["id"] for i in ann["images"][:8]}])
     save_annotations(other, train_json)
-    line = refused(cli("train", "--config", config, "--out", out, "--set", "train.max_steps=1"),
-                   train_json)
+    line = refused(cli("train", "--config", config, "--out", out), train_json)
     assert "different data" in line and line.count("sha256:") == 2
     # a finished run is not reported finished on other data either
     save_annotations(ann, train_json)
-    ok(cli("train", "--config", config, "--out", out, "--set", "train.max_steps=1"))
+    ok(cli("train", "--config", config, "--out", out))
     save_annotations(other, train_json)
-    refused(cli("train", "--config", config, "--out", out, "--set", "train.max_steps=1"),
-            train_json, "different data")
+    refused(cli("train", "--config", config, "--out", out), train_json, "different data")
 
 
 # --- 4. a split without boxes -------------------------------------------------------------------
