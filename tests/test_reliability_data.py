@@ -371,3 +371,92 @@ def test_a_params_row_missing_a_cell_is_one_line(tmp_path):
     path.write_text("\n".join(lines) + "\n")
     with pytest.raises(ConfigError, match=r"t\.tsv: model: missing column"):
         load_table(path)
+
+
+# --- 7, 8. results restored by DVC are verified ---------------------------------------------------
+
+
+def _dvc_repo(tmp_path: Path) -> tuple[Path, Path, Path]:
+    """A git + DVC repository with one pushed run folder whose metrics say mAP 0.0; returns
+    (repo, the metrics file, the remote folder)."""
+    repo, remote = tmp_path / "repo", tmp_path / "remote"
+    run_dir = repo / "results/default/t/row/abc"
+    (run_dir / "train").mkdir(parents=True)
+    metrics = run_dir / "metrics.json"
+    metrics.write_text('{"map": 0.0, "ap": [0.0, 0.0]}\n')
+    (run_dir / "train/status.json").write_text('{"status": "finished", "step": 2}\n')
+    for cmd in (["git", "init", "-q"], ["dvc", "init", "-q"],
+                ["dvc", "remote", "add", "-d", "shipped", str(remote)],
+                ["dvc", "add", "-q", "results/default/t/row/abc"], ["dvc", "push", "-q"]):
+        subprocess.run(cmd, cwd=repo, check=True, capture_output=True)
+    return repo, metrics, remote
+
+
+def _corrupt_in_place(path: Path) -> None:
+    """0.0 -> 0.9 in the file, keeping its size and time (what DVC's state trusts)."""
+    stat = path.stat()
+    path.chmod(0o644)
+    path.write_bytes(path.read_bytes().replace(b'"map": 0.0', b'"map": 0.9'))
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert path.stat().st_size == stat.st_size
+
+
+def _object(root: Path, data: bytes) -> Path:
+    import hashlib
+
+    md5 = hashlib.md5(data, usedforsecurity=False).hexdigest()
+    return root / "files/md5" / md5[:2] / md5[2:]
+
+
+@pytest.mark.skipif(shutil.which("dvc") is None, reason="needs DVC")
+def test_a_cache_object_altered_in_place_is_caught_after_a_pull(tmp_path):
+    repo, metrics, _ = _dvc_repo(tmp_path)
+    _corrupt_in_place(_object(repo / ".dvc/cache", metrics.read_bytes()))
+    shutil.rmtree(metrics.parent)
+    refused(cli("artifacts", "pull", "--results", "results/default", cwd=repo),
+            "metrics.json", "corrupt", "abc.dvc")
+    # after a plain `dvc pull` (which restores 0.9 and calls it up to date), verify says so
+    shutil.rmtree(metrics.parent)
+    subprocess.run(["dvc", "pull", "-q"], cwd=repo, check=True, capture_output=True)
+    assert b'"map": 0.9' in metrics.read_bytes()
+    refused(cli("artifacts", "verify", "--results", "results/default", cwd=repo),
+            "metrics.json", "corrupt")
+
+
+@pytest.mark.skipif(shutil.which("dvc") is None, reason="needs DVC")
+def test_a_corrupt_object_in_the_remote_is_caught_after_a_pull(tmp_path):
+    repo, metrics, remote = _dvc_repo(tmp_path)
+    _corrupt_in_place(_object(remote, metrics.read_bytes()))
+    shutil.rmtree(metrics.parent)
+    shutil.rmtree(repo / ".dvc/cache")  # a fresh clone: everything comes from the remote
+    refused(cli("artifacts", "pull", "--results", "results/default", cwd=repo),
+            "metrics.json", "corrupt")
+    # an intact pull passes and says how much it checked
+    repo2, _, _ = _dvc_repo(tmp_path / "second")
+    shutil.rmtree(repo2 / "results/default/t/row/abc")
+    assert "verified" in ok(cli("artifacts", "pull", "--results", "results/default", cwd=repo2))
+    assert "2 files match" in ok(cli("artifacts", "verify", "--results", "results/default",
+                                     cwd=repo2))
+
+
+@pytest.mark.skipif(shutil.which("dvc") is None, reason="needs DVC")
+def test_a_report_reads_no_number_from_a_damaged_pulled_copy(tmp_path):
+    """After a plain `dvc pull` of a damaged cache object the table would show 90.0 mAP: the
+    report checks what DVC restored; a file made again since (a retrained row) is not DVC's."""
+    from scratchdet.errors import ScratchdetError
+    from scratchdet.reports.tables import collect
+    from scratchdet.workflow_config import load_table
+
+    repo, metrics, _ = _dvc_repo(tmp_path)
+    _corrupt_in_place(_object(repo / ".dvc/cache", metrics.read_bytes()))
+    shutil.rmtree(metrics.parent)
+    subprocess.run(["dvc", "pull", "-q"], cwd=repo, check=True, capture_output=True)
+    row = next(r for r in load_table(Path(__file__).resolve().parent.parent
+                                     / "params/dsod_table4.tsv") if "params_m" not in r.paper
+               or r.paper["params_m"] is None)
+    with pytest.raises(ScratchdetError, match=r"metrics\.json: corrupt"):
+        collect([row], {row.id: metrics.parent}, {})
+    metrics.chmod(0o644)
+    metrics.write_text('{"map": 0.25}\n')  # the row retrained and scored again
+    (found,) = collect([row], {row.id: metrics.parent}, {})
+    assert found.values["map"] == 25.0

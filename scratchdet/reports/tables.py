@@ -118,6 +118,11 @@ def collect(rows: list[Row], runs: dict[str, str | Path], skips: dict[str, str],
             baselines: dict[str, str | Path] | None = None) -> list[RowResult]:
     """Read each row's results (metrics.json, status, provenance) from its run folder in `runs`,
     or its reason for not running from `skips`; its image-blind baseline from `baselines`."""
+    from ..artifacts import verify_restored
+
+    reads = [p for row_id, run in runs.items() if row_id not in skips
+             for p in (RunPaths(Path(run)).metrics, RunPaths(Path(run)).status)]
+    verify_restored(reads + [Path(p) for p in (baselines or {}).values()])  # a pulled copy intact
     out = []
     for row in rows:
         res = RowResult(row, "not run", skips.get(row.id, ""))
