@@ -74,6 +74,12 @@ def cmd_coco(args: argparse.Namespace) -> None:
     from ..data.coco import read_coco
 
     ds = read_coco(args.ann, args.images)
+    if not ds["annotations"]:  # as data voc: nothing to train or score on
+        from ..errors import DataError
+
+        raise DataError(args.ann, f"no object in any of its {len(ds['images'])} images: nothing "
+                                  "to train or evaluate on (an unlabelled split is `scratchdet "
+                                  "data test-list`)")
     save_annotations(ds, args.out)
     print(f"{args.out}: {len(ds['images'])} images, {len(ds['annotations'])} boxes")
 

@@ -251,7 +251,7 @@ def _train(cfg: RunConfig, out: Path, ctx: DistContext, device: torch.device,
         write_text(out / "config.yaml", dump_config(cfg))
         write_json(out / "provenance.json",
                    provenance(cfg.to_dict(), cfg.seed, device)
-                   | {"world_size": ctx.world_size, "init_from": init_report})
+                   | {"world_size": ctx.world_size, "init_from": init_report, "data": data})
     net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) \
         if ctx.enabled else model
 
