@@ -67,7 +67,11 @@ def parse_yaml(text: str, where: str | Path | None = None, key: str = "<file>") 
     try:
         return yaml.load(text, Loader=StrictLoader)  # StrictLoader is a SafeLoader
     except _DuplicateKey as exc:
-        dotted = _dotted_path(text, exc.line) or str(exc.key)
+        dotted = _dotted_path(text, exc.line)
+        if dotted is None:
+            dotted = str(exc.key)
+        elif dotted.rsplit(".", 1)[-1] != str(exc.key):  # in a flow mapping: `train: {lr: ..}`
+            dotted = f"{dotted}.{exc.key}"
         raise ConfigError(where, dotted, f"duplicate key: given on line {exc.first} and again on "
                                          f"line {exc.line}; keep one") from None
     except yaml.YAMLError as exc:
@@ -79,12 +83,12 @@ def _dotted_path(text: str, line: int) -> str | None:
     lines = text.splitlines()
     if not 0 < line <= len(lines):
         return None
-    match = re.match(r"^(\s*)([^\s:#][^:#]*?)\s*:", lines[line - 1])
+    match = re.match(r"^(\s*)([^\s:#{[-][^:#]*?)\s*:", lines[line - 1])
     if not match:
         return None
     indent, parts = len(match.group(1)), [match.group(2).strip().strip("'\"")]
     for above in reversed(lines[:line - 1]):
-        m = re.match(r"^(\s*)([^\s:#-][^:#]*?)\s*:", above)
+        m = re.match(r"^(\s*)([^\s:#{[-][^:#]*?)\s*:", above)
         if m and len(m.group(1)) < indent:
             parts.insert(0, m.group(2).strip().strip("'\""))
             indent = len(m.group(1))

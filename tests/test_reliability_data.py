@@ -139,12 +139,16 @@ def test_a_run_config_with_two_train_sections_is_refused(tmp_path, synth_splits)
 
 def test_duplicate_keys_are_refused_in_every_yaml_the_project_reads(tmp_path):
     from scratchdet.errors import ConfigError
-    from scratchdet.yaml_io import load_yaml
+    from scratchdet.yaml_io import dump_yaml, load_yaml, parse_yaml
 
     path = tmp_path / "scale.yaml"
     path.write_text("smoke: true\nsynth:\n  seed: 1\n  seed: 2\n")
     with pytest.raises(ConfigError, match=r"synth\.seed.*duplicate key.*line 4"):
         load_yaml(path)
+    with pytest.raises(ConfigError, match=r"t\.tsv:3: train\.lr: duplicate key"):  # a flow cell
+        parse_yaml("train: {lr: 0.01, lr: 0.02}", "t.tsv:3")
+    assert parse_yaml(dump_yaml({"digest": "7120035e42", "lr": 1e-3})) == {
+        "digest": "7120035e42", "lr": 0.001}  # what the project writes reads back as written
     # no module of the package reads YAML past the one loader (cli/runner.py's --set values
     # come next, with issue 20's traceback work; config.py reads their `1e-3` as a number)
     root = Path(__file__).resolve().parent.parent / "scratchdet"
