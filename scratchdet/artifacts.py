@@ -31,14 +31,13 @@ import threading
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from .errors import ScratchdetError
+from .yaml_io import load_yaml
 
 __all__ = [
     "LAB_REMOTE", "REMOTE_TIMEOUT_S", "SHIPPED_REMOTE", "SHIPPED_SCALE", "check_remote",
     "dvc_remote_of", "finished_rows", "pull", "push", "remote_url", "scale_dataset",
-    "scale_remote",
+    "scale_remote", "verify", "verify_restored",
 ]
 
 SHIPPED_REMOTE = "shipped"
@@ -70,10 +69,10 @@ def scale_dataset(results: Path, repo: Path = Path(".")) -> Path | None:
     if not (repo / scale_file).is_file():
         raise ScratchdetError(f"{scale_file}: no such scale file for the results folder "
                               f"{results} (give --data DIR or --no-data)")
-    scale = yaml.safe_load((repo / scale_file).read_text())
+    scale = load_yaml(repo / scale_file)
     if scale.get("dataset") != "synth":
         return None
-    config = yaml.safe_load((repo / "config" / "config.yaml").read_text()) or {}
+    config = load_yaml(repo / "config" / "config.yaml") or {}
     return wc.dataset_dir(scale, config.get("data_dir", "data"))
 
 
@@ -161,7 +160,7 @@ def check_remote(repo: Path, name: str | None, for_push: bool = False) -> str:
 
 def dvc_remote_of(dvc_file: Path) -> str | None:
     """The remote a .dvc file names for its output (None: the repository's default)."""
-    outs = (yaml.safe_load(dvc_file.read_text()) or {}).get("outs") or [{}]
+    outs = (load_yaml(dvc_file) or {}).get("outs") or [{}]
     return outs[0].get("remote")
 
 
@@ -186,7 +185,7 @@ def _track_dataset(data: Path, results: Path, repo: Path) -> Path:
     dvc_file = results / "data.dvc"
     rel = Path(os.path.relpath(repo / data, repo / results)).as_posix()
     if not (repo / dvc_file).exists() or (
-            (yaml.safe_load((repo / dvc_file).read_text()) or {}).get("outs", [{}])[0].get("path")
+            (load_yaml(repo / dvc_file) or {}).get("outs", [{}])[0].get("path")
             != rel):
         from dvc.utils.serialize import dump_yaml
 
@@ -247,4 +246,100 @@ def pull(results: Path, repo: Path = Path("."), remote: str | None = None) -> li
         check_remote(repo, name)
     _dvc("pull", *(["-r", remote] if remote else []), *(str(f) for f in dvc_files),
          cwd=repo)
+    verify(dvc_files, repo)
     return dvc_files
+
+
+def _md5(path: Path) -> str:
+    import hashlib
+
+    digest = hashlib.md5(usedforsecurity=False)
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def verify(dvc_files: list[Path], repo: Path = Path(".")) -> int:
+    """Check every file the .dvc files restored against the MD5 its producer's `dvc add`
+    recorded (the .dvc file, and for a folder its listing in the cache, itself checked against
+    the .dvc file); returns the number of files checked.
+
+    DVC trusts its cache: an object altered in place (same size and time) or a corrupt object
+    fetched from a remote is checked out as it is, and `dvc status` says up to date. A mismatch is
+    one line naming the file, so no report reads a wrong number from it."""
+    import json
+
+    with _open_repo(repo) as dvc_repo:
+        cache = dvc_repo.cache.local
+        checked = 0
+        for dvc_file in dvc_files:
+            for out in (load_yaml(repo / dvc_file) or {}).get("outs") or []:
+                oid, target = str(out.get("md5") or ""), repo / Path(dvc_file).parent / out["path"]
+                if not oid:
+                    continue
+                if not oid.endswith(".dir"):
+                    _check_md5(target, oid, dvc_file)
+                    checked += 1
+                    continue
+                listing = Path(cache.oid_to_path(oid))
+                _check_md5(listing, oid[:-len(".dir")], dvc_file, what="DVC cache listing of "
+                           f"{target.relative_to(repo) if target.is_relative_to(repo) else target}")
+                for entry in json.loads(listing.read_text()):
+                    _check_md5(target / entry["relpath"], entry["md5"], dvc_file)
+                    checked += 1
+        return checked
+
+
+def _check_md5(path: Path, expected: str, dvc_file: Path, what: str = "") -> None:
+    if not path.is_file():
+        raise ScratchdetError(f"{path}: missing after the pull, although {dvc_file} lists it")
+    found = _md5(path)
+    if found != expected:
+        raise ScratchdetError(
+            f"{path}: {what + ' ' if what else ''}corrupt: MD5 {found}, but {dvc_file} records "
+            f"{expected} (a damaged copy in the DVC cache or remote: delete the file and "
+            f".dvc/cache/files/md5/{expected[:2]}/{expected[2:]}, pull again; if it comes back "
+            "damaged, push it again from a good copy or retrain the row)")
+
+
+def verify_restored(paths: list[Path]) -> None:
+    """Check each file that DVC restored and has not been rewritten since (DVC's state records
+    it as it is now) against the MD5 DVC vouches for: a report reads no number from a damaged
+    cache or remote copy even after a plain `dvc pull`. Files outside a DVC repository, or made
+    again since (a retrained row), are not DVC's to vouch for and are left alone."""
+    roots: dict[Path, list[Path]] = {}
+    for path in paths:
+        path = Path(path).resolve()
+        root = next((d for d in path.parents if (d / ".dvc").is_dir()), None)
+        if root is not None and path.is_file():
+            roots.setdefault(root, []).append(path)
+    for root, files in roots.items():
+        vouched = _vouched_md5(root, files)
+        for path, expected in vouched.items():
+            found = _md5(path)
+            if found != expected:
+                raise ScratchdetError(
+                    f"{path}: corrupt: MD5 {found}, but DVC restored it as {expected} (a damaged "
+                    "copy in the DVC cache or remote); run `scratchdet artifacts verify` and pull "
+                    "it again")
+
+
+def _vouched_md5(root: Path, files: list[Path]) -> dict[Path, str]:
+    """file -> the MD5 DVC's state records for it as it is now (files it does not know: left
+    out). Any failure to read DVC's state leaves the files unchecked rather than failing a
+    report."""
+    try:
+        with _open_repo(root) as dvc_repo:
+            out = {}
+            for path in files:
+                _, info = dvc_repo.state.get(str(path), dvc_repo.fs)
+                if info is not None and info.name == "md5" and info.value:
+                    out[path] = str(info.value)
+            return out
+    except Exception as exc:  # noqa: BLE001 - DVC missing or its state unreadable: no check
+        import logging
+
+        logging.getLogger(__name__).info("DVC state of %s not read (%s): files not verified",
+                                         root, exc)
+        return {}

@@ -10,24 +10,53 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import re
 import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from .errors import ConfigError
+from .yaml_io import EXPONENT_FLOAT, dump_yaml, load_yaml
 
 __all__ = ["AUGMENTATIONS", "PIPELINES", "DataConfig", "DetectConfig", "LossConfig", "RunConfig",
-           "TrainConfig", "config_from_dict", "dump_config", "load_config", "same_config",
-           "set_dotted"]
+           "TrainConfig", "bounded", "config_from_dict", "dump_config", "load_config", "same_config",
+           "set_dotted", "setting_ranges"]
 
 AUGMENTATIONS = ("ssd", "none")
 """Values of data.augment; scratchdet.input.recipe.augment_config maps them to recipes."""
 PIPELINES = ("auto", "cpu", "device")
 """Values of data.pipeline."""
+
+
+def bounded(default: float, interval: str) -> Any:
+    """A numeric setting and its allowed range, e.g. `bounded(0.9, "[0, 1)")`: an interval with
+    `inf` for no upper bound. Every int/float setting declares one (a test checks), and loading
+    refuses a value outside it naming the file and the key, so that e.g.
+    `detect.conf_threshold: 1.5` is not a run that silently detects nothing."""
+    _parse_interval(interval)  # a malformed spec fails at import, not at the first bad value
+    return field(default=default, metadata={"range": interval})
+
+
+def _parse_interval(spec: str) -> tuple[float, float, bool, bool]:
+    """'(0, 1]' -> (low, high, low_closed, high_closed)."""
+    m = re.fullmatch(r"([\[(])\s*(-?[\d.]+|-inf)\s*,\s*(-?[\d.]+|inf)\s*([\])])", spec)
+    if not m:
+        raise ValueError(f"malformed range {spec!r}")
+    return float(m.group(2)), float(m.group(3)), m.group(1) == "[", m.group(4) == "]"
+
+
+def _range_problem(value: float, spec: str) -> str | None:
+    """None when `value` lies in `spec`, else what the error says."""
+    low, high, low_closed, high_closed = _parse_interval(spec)
+    inside = (value >= low if low_closed else value > low) and (
+        value <= high if high_closed else value < high)
+    if inside:
+        return None
+    if math.isinf(high):
+        return f"must be {'>=' if low_closed else '>'} {low:g}, got {value}"
+    return f"must be in {spec}, got {value}"
 
 
 @dataclass
@@ -36,8 +65,8 @@ class DataConfig:
     """Training split in the internal annotation format (JSON path)."""
     test: str = ""
     """Optional test split, used by `scratchdet detect` when no --data is given."""
-    num_workers: int = 2
-    image_size: int = 300
+    num_workers: int = bounded(2, "[0, inf)")
+    image_size: int = bounded(300, "(0, inf)")
     augment: str = "ssd"
     """'ssd': the Caffe SSD training augmentation the papers use (photometric distortion, expand,
     IoU-constrained crop, mirror, random interpolation); 'none': decode and resize only, for
@@ -50,21 +79,21 @@ class DataConfig:
 
 @dataclass
 class TrainConfig:
-    batch_size: int = 32
+    batch_size: int = bounded(32, "(0, inf)")
     """Effective batch: images per optimizer step."""
-    micro_batch: int = 0
+    micro_batch: int = bounded(0, "[0, inf)")
     """Images per forward pass; batch_size must be a multiple. 0 means equal to batch_size."""
-    lr: float = 0.001
-    momentum: float = 0.9
-    weight_decay: float = 0.0005
-    max_steps: int = 100
+    lr: float = bounded(0.001, "(0, inf)")
+    momentum: float = bounded(0.9, "[0, 1)")
+    weight_decay: float = bounded(0.0005, "[0, inf)")
+    max_steps: int = bounded(100, "(0, inf)")
     milestones: list[int] = field(default_factory=list)
-    gamma: float = 0.1
-    warmup_steps: int = 0
-    warmup_factor: float = 1.0 / 3.0
+    gamma: float = bounded(0.1, "(0, 1]")
+    warmup_steps: int = bounded(0, "[0, inf)")
+    warmup_factor: float = bounded(1.0 / 3.0, "(0, 1]")
     """Warmup starts at lr * warmup_factor and rises linearly to lr (mmdetection's 'linear')."""
-    checkpoint_every: int = 50
-    keep_checkpoints: int = 3
+    checkpoint_every: int = bounded(50, "(0, inf)")
+    keep_checkpoints: int = bounded(3, "(0, inf)")
     """Periodic snapshots kept (checkpoints/step_<step>.pt): a run resumes from the newest one it
     can read, so a snapshot damaged by a crash costs `checkpoint_every` steps, not the run."""
     device: str = "auto"
@@ -75,11 +104,11 @@ class TrainConfig:
     """NHWC memory format on CUDA, where cuDNN convolutions are faster in it."""
     deterministic: bool = False
     """Deterministic algorithms: bit-identical resumes on CPU, slower on GPU."""
-    max_loss: float = 1.0e4
+    max_loss: float = bounded(1.0e4, "(0, inf)")
     """A loss above this (or NaN/inf) ends the run as 'diverged', which is a result, not a crash."""
-    max_grad_norm: float = 0.0
+    max_grad_norm: float = bounded(0.0, "[0, inf)")
     """Gradient clipping threshold; 0 disables it (the papers do not clip)."""
-    log_every: int = 20
+    log_every: int = bounded(20, "(0, inf)")
     """Steps between reads of the step metrics by the host: the metrics log, progress, the
     divergence check and (with several processes) stop signals. The step itself never waits
     for the host; a non-finite step is skipped on the device, as GradScaler does."""
@@ -92,9 +121,9 @@ class TrainConfig:
 
 @dataclass
 class LossConfig:
-    iou_threshold: float = 0.5
-    neg_pos_ratio: float = 3.0
-    loc_weight: float = 1.0
+    iou_threshold: float = bounded(0.5, "(0, 1]")
+    neg_pos_ratio: float = bounded(3.0, "(0, inf)")
+    loc_weight: float = bounded(1.0, "[0, inf)")
 
 
 @dataclass
@@ -103,19 +132,19 @@ class DetectConfig:
     ``DetectionOutputLayer``: confidence 0.01, NMS 0.45, top 400 per class, 200 per image) and
     ``scratchdet.ssd.postprocess`` takes its defaults from here."""
 
-    conf_threshold: float = 0.01
-    nms_threshold: float = 0.45
-    top_k: int = 400
-    keep_top_k: int = 200
-    batch_size: int = 8
-    precise_bn: int = 0
+    conf_threshold: float = bounded(0.01, "[0, 1]")
+    nms_threshold: float = bounded(0.45, "[0, 1]")
+    top_k: int = bounded(400, "(0, inf)")
+    keep_top_k: int = bounded(200, "(0, inf)")
+    batch_size: int = bounded(8, "(0, inf)")
+    precise_bn: int = bounded(0, "[0, inf)")
     """Re-estimate BatchNorm running statistics from this many training batches before
     detection (PreciseBN, as in Detectron); 0 = off, as in the papers."""
 
 
 @dataclass
 class RunConfig:
-    seed: int = 0
+    seed: int = bounded(0, "[0, inf)")
     model: dict[str, Any] = field(default_factory=lambda: {"name": "ssd300_vgg16"})
     """Passed to scratchdet.models.build_model, which validates its keys."""
     data: DataConfig = field(default_factory=DataConfig)
@@ -135,23 +164,22 @@ class RunConfig:
         return dataclasses.asdict(self)
 
 
-_POSITIVE = {
-    "train.batch_size", "train.max_steps", "train.checkpoint_every", "train.keep_checkpoints",
-    "train.log_every",
-    "data.image_size",
-    "detect.top_k", "detect.keep_top_k", "detect.batch_size", "loss.neg_pos_ratio",
-}
-_NON_NEGATIVE = {
-    "train.lr", "train.momentum", "train.weight_decay", "train.warmup_steps", "train.micro_batch",
-    "data.num_workers", "train.max_grad_norm", "loss.loc_weight", "detect.conf_threshold",
-    "detect.precise_bn",
-}
-_UNIT_INTERVAL = {"loss.iou_threshold", "detect.nms_threshold", "train.gamma", "train.warmup_factor"}
+def setting_ranges() -> dict[str, str]:
+    """Dotted key -> allowed interval of every bounded setting (`bounded` fields)."""
+    out = {f.name: f.metadata["range"] for f in dataclasses.fields(RunConfig)
+           if "range" in f.metadata}
+    for section in ("data", "train", "loss", "detect"):
+        cls = typing.get_type_hints(RunConfig)[section]
+        out |= {f"{section}.{f.name}": f.metadata["range"] for f in dataclasses.fields(cls)
+                if "range" in f.metadata}
+    return out
 
 
 def _check_type(value: Any, tp: Any, path: str | None, key: str) -> Any:
     origin = typing.get_origin(tp)
     if tp is float:
+        if isinstance(value, str) and EXPONENT_FLOAT.match(value.strip()):
+            value = float(value)  # `1e-3` read by a YAML 1.1 reader (a --set value): a number
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(path, key, f"expected a number, got {value!r}")
         try:
@@ -222,19 +250,13 @@ def _build(cls: type, raw: Any, path: str | None, prefix: str) -> Any:
 
 
 def _check_ranges(cfg: RunConfig, path: str | None) -> None:
-    flat = {}
-    for section in ("data", "train", "loss", "detect"):
-        for k, v in dataclasses.asdict(getattr(cfg, section)).items():
-            flat[f"{section}.{k}"] = v
-    for key in _POSITIVE:
-        if flat[key] <= 0:
-            raise ConfigError(path, key, f"must be > 0, got {flat[key]}")
-    for key in _NON_NEGATIVE:
-        if flat[key] < 0:
-            raise ConfigError(path, key, f"must be >= 0, got {flat[key]}")
-    for key in _UNIT_INTERVAL:
-        if not 0 <= flat[key] <= 1:
-            raise ConfigError(path, key, f"must be in [0, 1], got {flat[key]}")
+    for key, spec in setting_ranges().items():
+        node: Any = cfg
+        for part in key.split("."):
+            node = getattr(node, part)
+        problem = _range_problem(node, spec)
+        if problem:
+            raise ConfigError(path, key, problem)
     t = cfg.train
     if t.micro_batch and t.batch_size % t.micro_batch:
         raise ConfigError(path, "train.micro_batch",
@@ -265,12 +287,7 @@ def config_from_dict(raw: Any, path: str | Path | None = None) -> RunConfig:
 def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> RunConfig:
     """Load a YAML run config; `overrides` maps dotted keys to values (from the command line)."""
     path = Path(path)
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(path, "<file>", "file not found") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(path, "<file>", f"malformed YAML: {exc}") from None
+    raw = load_yaml(path)  # duplicate keys refused, 1e-3 a number
     raw = {} if raw is None else raw
     if not isinstance(raw, dict):
         raise ConfigError(path, "<top>", f"a run config is a mapping of sections, got a "
@@ -308,7 +325,7 @@ def same_config(recorded: Any, cfg: RunConfig) -> bool:
 
 
 def dump_config(cfg: RunConfig) -> str:
-    return yaml.safe_dump(cfg.to_dict(), sort_keys=False)
+    return dump_yaml(cfg.to_dict())
 
 
 def write_run_config(config_json: str, out: str | Path) -> str:

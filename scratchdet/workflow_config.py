@@ -28,10 +28,9 @@ import shlex
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from .config import config_from_dict
 from .errors import ConfigError
+from .yaml_io import parse_yaml
 
 __all__ = [
     "DIGEST_PATTERN", "EVALS", "FIXED", "RUN_WILDCARDS", "SPLITS", "SPLIT_ARCHIVES", "SYNTH_FOLDER",
@@ -295,10 +294,7 @@ def parse_paper_value(text: str, where: str) -> float | None:
 
 
 def _yaml_cell(text: str, where: str, key: str) -> dict[str, Any]:
-    try:
-        value = yaml.safe_load(text) if text.strip() else {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(where, key, f"malformed YAML: {exc}") from None
+    value = parse_yaml(text, where, key) if text.strip() else {}
     if not isinstance(value, dict):
         raise ConfigError(where, key, f"expected a mapping like {{lr: 0.05}}, got {text!r}")
     return value
@@ -307,16 +303,27 @@ def _yaml_cell(text: str, where: str, key: str) -> dict[str, Any]:
 def load_table(path: str | Path) -> list[Row]:
     """Parse one params table (the column schema is checked by the workflow's params schema)."""
     path = Path(path)
-    with open(path, newline="") as fh:
-        records = list(csv.DictReader(fh, delimiter="\t"))
+    with open(path, newline="", encoding="utf-8-sig") as fh:
+        reader = csv.DictReader(fh, delimiter="\t")
+        records = list(reader)
+        header = reader.fieldnames or []
     if not records:
         raise ConfigError(path, "<file>", "no rows")
-    missing = [c for c in FIXED if c not in records[0]]
+    missing = [c for c in FIXED if c not in header]
     if missing:
-        raise ConfigError(path, missing[0], "missing column")
+        raise ConfigError(path, missing[0], f"missing column (the header has {len(header)} "
+                                            f"tab-separated names; every table has {', '.join(FIXED)})")
     rows, seen = [], set()
     for i, rec in enumerate(records, start=2):
         where = f"{path}:{i}"
+        short = [k for k, v in rec.items() if v is None]  # a row with fewer cells than the header
+        if short:
+            raise ConfigError(where, short[0], f"{len(short)} field(s) missing: the row has "
+                                               f"{len(header) - len(short)} tab-separated cells, "
+                                               f"the header {len(header)}")
+        if None in rec:  # more cells than the header: DictReader files them under None
+            raise ConfigError(where, "<row>", f"{len(rec[None])} field(s) too many: the header has "
+                                              f"{len(header)} tab-separated names")
         if rec["row"] in seen:
             raise ConfigError(where, "row", f"duplicate row id {rec['row']!r}")
         seen.add(rec["row"])

@@ -16,10 +16,9 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from . import workflow_config as wc
 from .errors import ConfigError
+from .yaml_io import load_yaml
 
 __all__ = ["Plan", "figure1_label", "figure1_title", "repeated_option"]
 
@@ -65,7 +64,7 @@ class Plan:
         fine-tuned from) and check them all: recipes, references between rows, every row's model
         and train cells. Errors name the file, line and key."""
         scale_file = Path(scale_file or Path("config", "scales", f"{config['scale']}.yaml"))
-        scale = yaml.safe_load(scale_file.read_text())
+        scale = load_yaml(scale_file)
         # No table named: all of params/, or those of the rows the scale trains (scale `rows`).
         selected = config["tables"] or (
             sorted({ref.split("/")[0] for ref in scale["rows"]}) if "rows" in scale

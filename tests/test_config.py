@@ -35,7 +35,7 @@ def test_override_dotted_keys(tmp_path):
     ({"train": {"milestones": [9, 5]}}, "train.milestones", "increasing"),
     ({"train": {"amp": "yes"}}, "train.amp", "true or false"),
     ({"train": {"device": "tpu"}}, "train.device", "auto, cpu"),
-    ({"loss": {"iou_threshold": 1.5}}, "loss.iou_threshold", "[0, 1]"),
+    ({"loss": {"iou_threshold": 1.5}}, "loss.iou_threshold", "(0, 1]"),
     ({"model": {"bn_head": True}}, "model", "name"),
 ])
 def test_errors_name_key_and_problem(tmp_path, raw, key, words):

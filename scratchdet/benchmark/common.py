@@ -20,11 +20,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 
 from ..errors import ConfigError
 from ..io import write_json
 from ..provenance import describe_device, provenance
+from ..yaml_io import parse_yaml
 from .fps import RESULTS_DIR
 
 __all__ = [
@@ -93,10 +93,7 @@ def parse_model(spec: str) -> tuple[str, str | dict[str, Any]]:
     mapping such as ``{family: dsod, growth: 8}`` (for tiny CI runs)."""
     spec = spec.strip()
     if spec.startswith("{"):
-        try:
-            cfg = yaml.safe_load(spec)
-        except yaml.YAMLError as exc:
-            raise ConfigError(None, "--models", f"cannot parse {spec!r}: {exc}") from None
+        cfg = parse_yaml(spec, None, "--models")
         if not isinstance(cfg, dict):
             raise ConfigError(None, "--models", f"{spec!r} is not a mapping")
         return spec, cfg

@@ -1,4 +1,4 @@
-"""``scratchdet artifacts push|pull``: version datasets and trained rows with DVC."""
+"""``scratchdet artifacts push|pull|verify``: version datasets and trained rows with DVC."""
 
 from __future__ import annotations
 
@@ -25,7 +25,17 @@ def cmd_pull(args: argparse.Namespace) -> None:
     from ..artifacts import pull
 
     files = pull(Path(args.results), remote=args.remote)
-    print(f"restored {len(files)} DVC-tracked folders of {args.results}")
+    print(f"restored {len(files)} DVC-tracked folders of {args.results} (each file verified)")
+
+
+def cmd_verify(args: argparse.Namespace) -> None:
+    from ..artifacts import verify
+    from ..errors import ScratchdetError
+
+    files = sorted(Path(args.results).rglob("*.dvc"))
+    if not files:
+        raise ScratchdetError(f"{args.results}: no .dvc file to verify")
+    print(f"{args.results}: {verify(files)} files match what their .dvc files record")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -45,3 +55,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="results folder of one scale (or of one table or row in it)")
     s.add_argument("--remote", help="DVC remote (default: the one each .dvc file names)")
     s.set_defaults(func=cmd_pull)
+    s = sub.add_parser("verify", help="check every DVC-restored file of a results folder against "
+                                      "the MD5 its .dvc file records (after a plain dvc pull)")
+    s.add_argument("--results", default="results/default",
+                   help="results folder of one scale (or of one table or row in it)")
+    s.set_defaults(func=cmd_verify)

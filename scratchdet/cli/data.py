@@ -55,6 +55,14 @@ def cmd_voc(args: argparse.Namespace) -> None:
             raise ConfigError(None, "--split", "give --voc-dir with one --split each (or "
                                                "--annotations with --images)")
         ds = read_voc_many([(Path(d), s) for d, s in zip(args.voc_dir, args.split)])
+    if not ds["annotations"]:  # nothing to train or score on: refused, not "0 boxes" and exit 0
+        from ..errors import DataError
+
+        source = args.annotations or ", ".join(f"{d}/ImageSets/Main/{s}.txt"
+                                               for d, s in zip(args.voc_dir, args.split))
+        raise DataError(source, f"no object in any of its {len(ds['images'])} images' XML files: "
+                                "nothing to train or evaluate on (an unlabelled split is "
+                                "`scratchdet data test-list`)")
     for dropped in verify_images(ds, drop=args.drop_broken):  # no training batch meets one
         print(f"dropped {dropped}", file=sys.stderr)
     save_annotations(ds, args.out)
@@ -66,6 +74,12 @@ def cmd_coco(args: argparse.Namespace) -> None:
     from ..data.coco import read_coco
 
     ds = read_coco(args.ann, args.images)
+    if not ds["annotations"]:  # as data voc: nothing to train or score on
+        from ..errors import DataError
+
+        raise DataError(args.ann, f"no object in any of its {len(ds['images'])} images: nothing "
+                                  "to train or evaluate on (an unlabelled split is `scratchdet "
+                                  "data test-list`)")
     save_annotations(ds, args.out)
     print(f"{args.out}: {len(ds['images'])} images, {len(ds['annotations'])} boxes")
 

@@ -39,12 +39,15 @@ __all__ = [
     "Problem",
     "ProblemLog",
     "boxes_by_image",
+    "check_trainable",
     "class_names",
+    "data_record",
     "image_dir",
     "iter_problems",
     "label_maps",
     "load_annotations",
     "merge_annotations",
+    "same_data",
     "save_annotations",
     "structure_problem",
     "validate_annotations",
@@ -74,7 +77,7 @@ FATAL_KINDS = (
     "truncated_image",
     "size_mismatch",
 )
-WARNING_KINDS = ("empty_image", "clipped_box", "dropped_box")
+WARNING_KINDS = ("empty_image", "clipped_box", "dropped_box", "exif_orientation")
 
 
 @dataclass(frozen=True)
@@ -409,3 +412,41 @@ def boxes_by_image(ds: dict, skip_crowd: bool = False) -> dict[int, ImageBoxes]:
     """Ground truth keyed by image id (convenience for evaluation code)."""
     table = BoxTable(ds, skip_crowd=skip_crowd)
     return {img["id"]: table[i] for i, img in enumerate(ds["images"])}
+
+
+def check_trainable(ds: dict, path: str | Path) -> None:
+    """DataError unless `ds` has a category and a box to learn from: a split without either
+    would "train" with a zero loss (or build a model of no classes) and report a finished run."""
+    if not ds["categories"]:
+        raise DataError(path, "the category list is empty: no class to train a detector of")
+    if not any(not a.get("iscrowd") for a in ds["annotations"]):
+        raise DataError(path, f"no boxes to train on ({len(ds['images'])} images, no non-crowd "
+                              "annotation): is this the right split?")
+
+
+def data_record(path: str | Path) -> dict[str, str]:
+    """What a run trains on, to record with it: the annotation file's SHA-256 and that of its
+    image list (file names and sizes), and one digest of both. A resume compares it
+    (`same_data`), so a run whose split was replaced does not continue on other data."""
+    import hashlib
+    import json
+
+    raw = Path(path).read_bytes()
+    try:
+        images = json.loads(raw).get("images") or []
+        listing = "\n".join(f"{i.get('file_name')}\t{i.get('width')}x{i.get('height')}"
+                            for i in images if isinstance(i, dict))
+    except (ValueError, AttributeError):
+        listing = ""  # not loadable: load_annotations names the fault
+    ann = hashlib.sha256(raw).hexdigest()
+    img = hashlib.sha256(listing.encode()).hexdigest()
+    return {"file": str(path), "annotations_sha256": ann, "images_sha256": img,
+            "sha256": hashlib.sha256(f"{ann}\n{img}".encode()).hexdigest()}
+
+
+def same_data(recorded: Any, current: dict[str, str] | None) -> bool:
+    """Whether a recorded `data_record` is `current`; a run of an older version recorded none,
+    and is taken as the same (nothing to compare)."""
+    if not isinstance(recorded, dict) or current is None:
+        return True
+    return recorded.get("sha256") == current["sha256"]

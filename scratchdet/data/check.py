@@ -31,7 +31,10 @@ from .annotations import (
 from .dataset import read_image
 from .voc import read_voc
 
-__all__ = ["check_dataset", "format_report", "verify_images"]
+__all__ = ["EXIF_ORIENTATION", "check_dataset", "format_report", "verify_images"]
+
+EXIF_ORIENTATION = 0x0112
+"""The EXIF tag that asks viewers to rotate or mirror an image (1 = as stored)."""
 
 
 def _image_problems(path: Path, width: int, height: int, decode: bool) -> list[Problem]:
@@ -53,7 +56,20 @@ def _image_problems(path: Path, width: int, height: int, decode: bool) -> list[P
     if (w, h) != (width, height):
         return [Problem("size_mismatch", p,
                         f"image is {w}x{h} but the annotations say {width}x{height}")]
+    orientation = _exif_orientation(path)
+    if orientation not in (1, None):
+        return [Problem("exif_orientation", p, f"EXIF orientation {orientation} is not applied: "
+                        "pixels and boxes are used as stored (VOC boxes are in stored pixels)")]
     return []
+
+
+def _exif_orientation(path: Path) -> int | None:
+    """The image's EXIF orientation tag (None when it has none or it cannot be read)."""
+    try:
+        with Image.open(path) as im:
+            return im.getexif().get(EXIF_ORIENTATION)
+    except (OSError, ValueError, SyntaxError):
+        return None
 
 
 def _summarise(source: str, ds: dict | None, problems: Iterable[Problem],
@@ -133,12 +149,13 @@ def verify_images(ds: dict, json_path: str | Path | None = None, workers: int = 
     jobs = [(root / img["file_name"], img["width"], img["height"], True) for img in ds["images"]]
     with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1) as pool:
         per_image = list(pool.map(lambda job: _image_problems(*job), jobs))
-    found = [p for problems in per_image for p in problems]
+    found = [p for problems in per_image for p in problems if p.fatal]
     if found and not drop:
         more = (f" ({len(found) - 1} more image(s) fail too: `scratchdet data check` lists them)"
                 if len(found) > 1 else "")
         raise DataError(found[0].path, found[0].message + more)
-    bad = {img["id"] for img, problems in zip(ds["images"], per_image) if problems}
+    bad = {img["id"] for img, problems in zip(ds["images"], per_image)
+           if any(p.fatal for p in problems)}
     ds["images"] = [img for img in ds["images"] if img["id"] not in bad]
     ds["annotations"] = [a for a in ds["annotations"] if a["image_id"] not in bad]
     return [f"{p.path}: {p.message}" for p in found]

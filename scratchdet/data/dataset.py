@@ -1,7 +1,9 @@
 """A torch Dataset over the internal annotation format.
 
 Images are decoded to uint8 RGB tensors `[3, H, W]` with torchvision's decoder (libjpeg-turbo,
-handles grayscale and CMYK JPEG, PNG, WebP, GIF) and with Pillow for anything else. A truncated or
+handles grayscale and CMYK JPEG, PNG, WebP, GIF) and with Pillow for anything else. 16-bit
+samples (16-bit PNG, 16-bit grey TIFF) become their top byte on both paths. EXIF orientation is
+never applied: annotations are in the stored pixel orientation (`data check` warns of the tag). A truncated or
 unreadable file, or one whose size disagrees with the JSON (the boxes would then be wrong), is a
 DataError naming the file.
 
@@ -46,8 +48,26 @@ except ImportError:  # a future torchvision without them: Pillow only
 
 def _decode_pil(path: str) -> torch.Tensor:
     with Image.open(path) as im:
-        rgb = np.array(im.convert("RGB"))  # load() raises OSError on a truncated file
+        if im.mode.startswith("I;16"):  # 16-bit grey: the top byte, as for 16-bit PNGs below
+            grey = (np.array(im).astype(np.uint16) >> 8).astype(np.uint8)
+            rgb = np.repeat(grey[:, :, None], 3, axis=2)
+        elif im.mode in ("I", "F"):  # 32-bit samples: no one scale maps them to 0-255
+            raise DataError(path, f"32-bit {im.mode!r} samples are not supported; convert the "
+                                  "image to 8 bits per channel")
+        else:
+            rgb = np.array(im.convert("RGB"))  # load() raises OSError on a truncated file
     return torch.from_numpy(rgb).permute(2, 0, 1).contiguous()
+
+
+def _to_uint8(image: torch.Tensor) -> torch.Tensor:
+    """16-bit samples (a 16-bit PNG decodes to uint16, values up to 65535) -> their top byte,
+    torchvision's own conversion (`to_dtype(..., scale=True)`: a right shift by 8), so that such
+    an image is the 8-bit image it shows instead of pixel values the network never saw."""
+    if image.dtype == torch.uint8:
+        return image
+    from torchvision.transforms.v2.functional import to_dtype
+
+    return to_dtype(image, torch.uint8, scale=True)
 
 
 def read_image(path: str | Path) -> torch.Tensor:
@@ -61,7 +81,10 @@ def read_image(path: str | Path) -> torch.Tensor:
                 raise DataError(path, "image file is empty")
             data = torch.frombuffer(bytearray(raw), dtype=torch.uint8)
             try:
-                return decode_image(data, mode=ImageReadMode.RGB)
+                # EXIF orientation is not applied (here, in Pillow's fallback and in the readers'
+                # header sizes): VOC boxes are in the stored pixel orientation.
+                return _to_uint8(decode_image(data, mode=ImageReadMode.RGB,
+                                              apply_exif_orientation=False))
             except RuntimeError as exc:  # decoding bytes: the message holds no path
                 if "truncated" in str(exc) or "incomplete" in str(exc):
                     raise DataError(path, "image file is truncated") from None

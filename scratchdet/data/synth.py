@@ -26,6 +26,7 @@ leaves a half-written dataset.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import math
 import shutil
@@ -223,6 +224,24 @@ def make_synthetic_voc(out_root: str | Path, n_trainval: int = 160, n_test: int 
     if target.exists() and not overwrite:
         raise DataError(target, "already exists; delete it or pass overwrite=True")
     devkit.mkdir(parents=True, exist_ok=True)
+    # One writer per tree: two at once (other seeds) would both report success while the folder
+    # holds one's data. The lock file stays (removing it would let a third writer in unlocked).
+    with open(devkit / f".{name}.lock", "a") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise DataError(target, "another process is writing this dataset now; wait for it "
+                                    "(or write to another --out)") from None
+        if target.exists() and not overwrite:  # finished by another writer meanwhile
+            raise DataError(target, "already exists; delete it or pass overwrite=True")
+        return _write_tree(devkit, target, name, n_trainval, n_test, seed, classes,
+                           object_size, objects)
+
+
+def _write_tree(devkit: Path, target: Path, name: str, n_trainval: int, n_test: int, seed: int,
+                classes: Sequence[str], object_size: tuple[float, float] | None,
+                objects: tuple[int, int]) -> Path:
+    """Build the tree in a temporary folder beside `target`, then rename it into place."""
     tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=devkit))
     try:
         for sub in ("Annotations", "JPEGImages", "ImageSets/Main"):

@@ -197,7 +197,7 @@ def read_split_ids(voc_dir: str | Path, split: str) -> list[str]:
     """Image ids listed in ImageSets/Main/{split}.txt (first column, blank lines ignored)."""
     path = Path(voc_dir) / "ImageSets" / "Main" / f"{split}.txt"
     try:
-        lines = path.read_text().splitlines()
+        lines = path.read_text(encoding="utf-8-sig").splitlines()  # a byte-order mark is no id
     except FileNotFoundError:
         available = sorted(p.stem for p in path.parent.glob("*.txt") if "_" not in p.stem)
         raise DataError(path, f"split list not found (splits present: {available or 'none'})"
@@ -213,7 +213,8 @@ def default_classes(voc_dir: str | Path) -> tuple[str, ...]:
     path = Path(voc_dir) / "classes.txt"
     if not path.is_file():
         return VOC_CLASSES
-    names = tuple(line.strip() for line in path.read_text().splitlines() if line.strip())
+    names = tuple(line.strip() for line in path.read_text(encoding="utf-8-sig").splitlines()
+                  if line.strip())
     if not names or len(set(names)) != len(names):
         raise DataError(path, "must list one or more distinct class names, one per line")
     return names
@@ -248,9 +249,15 @@ def read_voc(voc_dir: str | Path, split: str, classes: Sequence[str] | None = No
         if not xml_path.is_file():
             log.add("missing_file", xml_path, f"image id {stem!r} from {list_path} has no XML")
             continue
-        file_name = f"{stem}.jpg"
-        if file_name not in present:
-            log.add("missing_image", jpeg_dir / file_name, f"image of {xml_path.name} not found")
+        # 000005.jpg as in the devkit, else the same stem with another image extension in any
+        # case (000005.JPG, as cameras and some exports name them)
+        file_name = next((stem + ext for ext in IMAGE_EXTENSIONS if stem + ext in present),
+                         None) or next((n for n in sorted(present) if Path(n).stem == stem
+                                        and Path(n).suffix.lower() in IMAGE_EXTENSIONS), None)
+        if file_name is None:
+            log.add("missing_image", jpeg_dir / f"{stem}.jpg",
+                    f"image of {xml_path.name} not found (nor {stem} with another image "
+                    f"extension: {', '.join(sorted({e.lower() for e in IMAGE_EXTENSIONS}))}, any case)")
             continue
         root = _parse_xml(xml_path, log)
         if root is not None:

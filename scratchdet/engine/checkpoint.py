@@ -31,6 +31,7 @@ from typing import Any
 import torch
 
 from ..config import RunConfig, same_config
+from ..data.annotations import same_data
 from ..errors import DataError
 from ..io import atomic_path
 
@@ -109,6 +110,8 @@ class Snapshot:
     step: int
     path: Path
     config: Any
+    data: Any = None
+    """The `data_record` of what the run trained on (None: a snapshot of an older version)."""
 
 
 class CheckpointStore:
@@ -171,7 +174,8 @@ class CheckpointStore:
             except DataError as exc:
                 log.warning("%s; trying an older snapshot", exc)
                 continue
-            self._resume, self._resume_read = Snapshot(step, path, state.get("config")), True
+            self._resume = Snapshot(step, path, state.get("config"), state.get("data"))
+            self._resume_read = True
             return self._resume
         if found:
             raise DataError(self.folder, f"none of the {len(found)} snapshot(s) can be read (see "
@@ -180,7 +184,7 @@ class CheckpointStore:
         self._resume_read = True
         return None
 
-    def discard_if_stale(self, cfg: RunConfig) -> bool:
+    def discard_if_stale(self, cfg: RunConfig, data: dict[str, str] | None = None) -> bool:
         """Delete a run of another config, or one nothing readable is left of; True if deleted.
 
         What the workflow's `--restart-stale` does: the row's config changed (or its files were
@@ -190,8 +194,11 @@ class CheckpointStore:
         reason = None
         if final.exists():
             try:
-                if not same_config(load_checkpoint(final).get("config"), cfg):
+                done = load_checkpoint(final)
+                if not same_config(done.get("config"), cfg):
                     reason = "a finished run of another config"
+                elif not same_data(done.get("data"), data):
+                    reason = "a finished run on other data"
                 elif (self.run_dir / "status.json").exists():
                     return False  # this config's finished run: its snapshots no longer matter
             except DataError as exc:
@@ -204,6 +211,8 @@ class CheckpointStore:
                 reason = "no readable snapshot"
             if snap is not None and not same_config(snap.config, cfg):
                 reason = "a run of another config"
+            elif snap is not None and not same_data(snap.data, data):
+                reason = "a run on other data"
         if reason is None:
             return False
         for name in RUN_FILES:
@@ -214,13 +223,14 @@ class CheckpointStore:
         return True
 
     def save(self, step: int, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-             cfg: RunConfig, class_names: list[str]) -> Path | None:
+             cfg: RunConfig, class_names: list[str], data: dict[str, str] | None = None
+             ) -> Path | None:
         """Write the snapshot of `step` (rank 0 only), then drop all but the newest `keep`."""
         if not self.writer:
             return None
         path = snapshot_path(self.run_dir, step)
         record = trained_model_record(model.state_dict(), cfg, class_names, step)
-        save_checkpoint(record | {"optimizer": optimizer.state_dict()}, path)
+        save_checkpoint(record | {"optimizer": optimizer.state_dict(), "data": data}, path)
         found = list_snapshots(self.run_dir)
         for other_step, other in found:
             if other_step > step:  # unreadable ones a resume skipped: that future is redone

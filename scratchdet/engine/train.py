@@ -32,7 +32,13 @@ from torch.nn.parallel import DistributedDataParallel
 from typing_extensions import Self
 
 from ..config import RunConfig, dump_config, same_config
-from ..data.annotations import class_names, load_annotations
+from ..data.annotations import (
+    check_trainable,
+    class_names,
+    data_record,
+    load_annotations,
+    same_data,
+)
 from ..data.dataset import DetectionDataset
 from ..errors import ConfigError, DataError
 from ..input import build_train_input
@@ -168,8 +174,9 @@ def _train_in(cfg: RunConfig, out: Path, restart_stale: bool) -> dict[str, Any]:
     store = CheckpointStore(out, cfg.train.keep_checkpoints,
                             writer=int(os.environ.get("RANK", "0")) == 0)
     store.sweep()
+    data = data_record(cfg.data.train) if Path(cfg.data.train).is_file() else None
     if restart_stale and store.writer:
-        store.discard_if_stale(cfg)
+        store.discard_if_stale(cfg, data)
     status_path = out / "status.json"
     requested = resolve_device(cfg.train.device, "train.device")
     ctx = init_distributed(requested)
@@ -178,6 +185,7 @@ def _train_in(cfg: RunConfig, out: Path, restart_stale: bool) -> dict[str, Any]:
         if status_path.exists() and (out / "model_final.pt").exists():
             done = load_checkpoint(out / "model_final.pt")
             if same_config(done.get("config"), cfg):
+                _check_same_data(done.get("data"), data, out)
                 log.info("%s already finished; nothing to do", out)
                 return read_json(status_path)
             raise ConfigError(out / "config.yaml", "<run>", "this run directory holds a finished "
@@ -185,13 +193,24 @@ def _train_in(cfg: RunConfig, out: Path, restart_stale: bool) -> dict[str, Any]:
         if cfg.train.batch_size % (cfg.micro_batch * ctx.world_size):
             raise ConfigError(None, "train.batch_size", f"{cfg.train.batch_size} is not a multiple "
                               f"of micro_batch {cfg.micro_batch} x {ctx.world_size} processes")
-        return _train(cfg, out, ctx, device, store)
+        return _train(cfg, out, ctx, device, store, data)
     finally:
         shutdown_distributed(ctx)
 
 
+def _check_same_data(recorded: Any, data: dict[str, str] | None, out: Path) -> None:
+    """DataError naming both data sets unless the run in `out` recorded `data` (or nothing)."""
+    if same_data(recorded, data):
+        return
+    assert data is not None
+    raise DataError(data["file"], f"the run in {out} trained on different data: "
+                                  f"{recorded.get('file')} (sha256:{recorded.get('sha256', '')[:16]})"
+                                  f", this file is sha256:{data['sha256'][:16]}; restore that split "
+                                  "or train in a new --out")
+
+
 def _train(cfg: RunConfig, out: Path, ctx: DistContext, device: torch.device,
-           store: CheckpointStore) -> dict[str, Any]:
+           store: CheckpointStore, data: dict[str, str] | None = None) -> dict[str, Any]:
     status_path, resume = out / "status.json", store.resume_point()
     seed_everything(cfg.seed)  # same initial weights on every process
     if cfg.train.deterministic:
@@ -204,6 +223,7 @@ def _train(cfg: RunConfig, out: Path, ctx: DistContext, device: torch.device,
 
     ann = load_annotations(cfg.data.train)
     names = class_names(ann)
+    check_trainable(ann, cfg.data.train)
     # A resumed run takes its weights from the checkpoint: no ImageNet download needed.
     model = build_model(cfg.model, num_classes=len(names),
                         load_pretrained=resume is None).to(device)
@@ -220,6 +240,7 @@ def _train(cfg: RunConfig, out: Path, ctx: DistContext, device: torch.device,
         if not same_config(resume.config, cfg):
             raise ConfigError(resume.path, "<run>", "the checkpoint to resume was made with a "
                               "different config; use a new --out or delete the directory")
+        _check_same_data(resume.data, data, out)
         state = load_checkpoint(resume.path, map_location=device)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
@@ -230,7 +251,7 @@ def _train(cfg: RunConfig, out: Path, ctx: DistContext, device: torch.device,
         write_text(out / "config.yaml", dump_config(cfg))
         write_json(out / "provenance.json",
                    provenance(cfg.to_dict(), cfg.seed, device)
-                   | {"world_size": ctx.world_size, "init_from": init_report})
+                   | {"world_size": ctx.world_size, "init_from": init_report, "data": data})
     net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) \
         if ctx.enabled else model
 
@@ -241,7 +262,7 @@ def _train(cfg: RunConfig, out: Path, ctx: DistContext, device: torch.device,
     trainer = TrainStep(model, cfg, device, accumulation, net=net, optimizer=optimizer)
 
     def checkpoint(step: int) -> None:
-        store.save(step, model, optimizer, cfg, names)  # rank 0 writes, the others wait
+        store.save(step, model, optimizer, cfg, names, data)  # rank 0 writes, the others wait
         ctx.barrier()
 
     steplog = StepLog(t.log_every, device, ctx)
@@ -301,7 +322,7 @@ def _train(cfg: RunConfig, out: Path, ctx: DistContext, device: torch.device,
 
     if ctx.is_main:
         final = trained_model_record(model.state_dict(), cfg, names, status["step"])
-        save_checkpoint(final | {"status": status["status"]}, out / "model_final.pt")
+        save_checkpoint(final | {"status": status["status"], "data": data}, out / "model_final.pt")
         write_json(status_path, status)
     ctx.barrier()
     return status

@@ -22,10 +22,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from ..io import meta_path, read_json, write_json, write_text
 from ..workflow_config import Row, RunPaths, load_table, submission_file
+from ..yaml_io import load_yaml
 
 __all__ = [
     "EVAL_NOTES",
@@ -119,6 +118,11 @@ def collect(rows: list[Row], runs: dict[str, str | Path], skips: dict[str, str],
             baselines: dict[str, str | Path] | None = None) -> list[RowResult]:
     """Read each row's results (metrics.json, status, provenance) from its run folder in `runs`,
     or its reason for not running from `skips`; its image-blind baseline from `baselines`."""
+    from ..artifacts import verify_restored
+
+    reads = [p for row_id, run in runs.items() if row_id not in skips
+             for p in (RunPaths(Path(run)).metrics, RunPaths(Path(run)).status)]
+    verify_restored(reads + [Path(p) for p in (baselines or {}).values()])  # a pulled copy intact
     out = []
     for row in rows:
         res = RowResult(row, "not run", skips.get(row.id, ""))
@@ -264,7 +268,7 @@ def write_table_report(params: str | Path, scale_file: str | Path, scale_name: s
     if missing:
         raise ConfigError(params, "--run", f"rows {missing} have neither a run folder nor a reason "
                                            "for not running")
-    scale = yaml.safe_load(Path(scale_file).read_text())
+    scale = load_yaml(scale_file)
     table = Path(params).stem
     found = collect(rows, runs, skips, baselines)
     header, cells = table_columns(found)

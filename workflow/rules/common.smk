@@ -7,20 +7,27 @@ import sys
 from pathlib import Path
 
 import pandas as pd
-import yaml
 from snakemake.utils import min_version, validate
 
 from scratchdet import workflow_config as wc
 from scratchdet.workflow_plan import Plan, figure1_title
 from scratchdet.workflow_preflight import preflight_report
+from scratchdet.yaml_io import load_yaml
 
 min_version("8.20")
 
 
+# Snakemake's own YAML reader keeps the last of two equal keys: read each config file again with
+# the project's, which refuses them.
+for _file in getattr(workflow, "configfiles", None) or [
+    "config/config.yaml",
+    "config/downloads.yaml",
+]:
+    load_yaml(_file)
 validate(config, "../schemas/config.schema.yaml")
 
 SCALE_FILE = f"config/scales/{config['scale']}.yaml"
-validate(yaml.safe_load(Path(SCALE_FILE).read_text()), "../schemas/scale.schema.yaml")
+validate(load_yaml(SCALE_FILE), "../schemas/scale.schema.yaml")
 for _name in config["tables"] or sorted(p.stem for p in Path("params").glob("*.tsv")):
     if Path(f"params/{_name}.tsv").exists():  # a missing one is Plan.load's error
         validate(
