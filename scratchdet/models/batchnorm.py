@@ -96,9 +96,9 @@ class GroupBatchNorm2d(nn.BatchNorm2d):
         """Fold the first group's statistics into the running ones (device ops only)."""
         self.num_batches_tracked.add_(1)
         if self.stats == "caffe":
-            f = self.fraction
-            t = self.num_batches_tracked.to(mean.dtype)
-            weight = (1 - f) / (1 - torch.pow(torch.full_like(t, f), t))  # 1 / factor_t
+            # 1 / factor_t in float64 (a scalar): exactly 1 at t = 1, (1 - f) for large t.
+            t = self.num_batches_tracked.double()
+            weight = ((1 - self.fraction) / (1 - torch.pow(self.fraction, t))).to(mean.dtype)
         elif self.momentum is None:  # PyTorch's cumulative average
             weight = 1.0 / self.num_batches_tracked.to(mean.dtype)
         else:
