@@ -299,3 +299,48 @@ def test_sgd_momentum_form_across_rate_changes(sgd):
     same = all(torch.allclose(g, torch.from_numpy(c), rtol=1e-5, atol=1e-6)
                for g, c in zip(got, caffe))
     assert same == (sgd == "caffe")
+
+
+def test_release_recipe_step_asks_nothing_of_the_host():
+    """Ghost BN with Caffe's running average, Caffe's groups and momentum form: a micro-batch
+    (on the data-free meta device) and an optimizer step after a rate change (on the CPU, with
+    fused SGD) read nothing back and copy nothing in."""
+    from scratchdet.benchmark.host_traffic import HostTrafficCounter
+    from scratchdet.config import config_from_dict
+    from scratchdet.engine.step import TrainStep
+    from scratchdet.input import TrainBatch
+    from scratchdet.models import build_model
+    from scratchdet.models.batchnorm import convert_batchnorm
+
+    small = {"name": "dsod300", "stem_channels": 16, "bottleneck": 16, "growth": 8,
+             "theta": 0.5, "stem": False, "transition_wo_pool": False, "prediction": "plain"}
+    cfg = config_from_dict({"model": small, "train": {
+        "batch_size": 4, "bn_group": 2, "bn_stats": "caffe", "param_groups": "caffe",
+        "sgd": "caffe", "precision": "fp32"}})
+    meta = torch.device("meta")
+    for device in (meta, torch.device("cpu")):
+        torch.manual_seed(0)
+        with device:
+            model = build_model(small, num_classes=5, load_pretrained=False).train()
+        model = convert_batchnorm(model, 2, "caffe")
+        step = TrainStep(model, cfg, device, accumulation=1)
+        p = model.priors.shape[0]
+        with device:
+            batch = TrainBatch(torch.zeros(4, 3, 300, 300), torch.zeros(4, p, 4),
+                               torch.ones(4, p, dtype=torch.long))
+        if device == meta:
+            with HostTrafficCounter(meta) as seen:
+                step.begin(0.01)
+                step.micro_step(batch)
+            assert seen.counts() == {"to_device": 0, "to_host": 0, "data_dependent": 0}, seen
+        else:
+            assert step.optimizer.defaults["fused"] and len(step.optimizer.param_groups) == 2
+            step.begin(0.01)
+            for q in model.parameters():
+                q.grad = torch.randn_like(q)
+            with HostTrafficCounter(meta) as seen:
+                step.begin(0.001)  # a milestone: the momentum buffers are rescaled
+                for q in model.parameters():
+                    q.grad = torch.randn_like(q)
+                step.finish()
+            assert seen.data_dependent == [] and seen.to_host == [], seen

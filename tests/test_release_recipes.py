@@ -39,7 +39,9 @@ def _expected(script: dict) -> dict:
         * s["solver_lr_multiplier"],
         "batch_size": per_gpu * s["gpus"] * iter_size,
         "bn_group": per_gpu,
-        "milestones": s["stepvalue"],
+        # Caffe's multistep (sgd_solver.cpp:43-51) drops at iter >= stepvalue: one at max_iter
+        # never acts, so the recipe leaves it out.
+        "milestones": [step for step in s["stepvalue"] if step < s["max_iter"]],
         "max_steps": s["max_iter"],
         "gamma": s["gamma"],
         "momentum": s["momentum"],
