@@ -20,14 +20,23 @@ from typing import Any
 from .errors import ConfigError
 from .yaml_io import EXPONENT_FLOAT, dump_yaml, load_yaml
 
-__all__ = ["AUGMENTATIONS", "PIPELINES", "DataConfig", "DetectConfig", "LossConfig", "RunConfig",
-           "TrainConfig", "bounded", "config_from_dict", "dump_config", "load_config", "same_config",
-           "set_dotted", "setting_ranges"]
+__all__ = ["AUGMENTATIONS", "BN_STATS", "PARAM_GROUPS", "PIPELINES", "PRECISIONS", "SGD_FORMS",
+           "DataConfig", "DetectConfig", "LossConfig", "RunConfig", "TrainConfig", "bounded",
+           "config_from_dict", "dump_config", "load_config", "same_config", "set_dotted",
+           "setting_ranges"]
 
 AUGMENTATIONS = ("ssd", "none")
 """Values of data.augment; scratchdet.input.recipe.augment_config maps them to recipes."""
 PIPELINES = ("auto", "cpu", "device")
 """Values of data.pipeline."""
+PRECISIONS = ("auto", "fp32", "tf32", "bf16")
+"""Values of train.precision (scratchdet.engine.precision)."""
+BN_STATS = ("torch", "caffe")
+"""Values of train.bn_stats (scratchdet.models.batchnorm)."""
+PARAM_GROUPS = ("uniform", "caffe")
+"""Values of train.param_groups (scratchdet.engine.param_groups)."""
+SGD_FORMS = ("torch", "caffe")
+"""Values of train.sgd (scratchdet.engine.param_groups.set_lr)."""
 
 
 def bounded(default: float, interval: str) -> Any:
@@ -99,7 +108,24 @@ class TrainConfig:
     device: str = "auto"
     """'auto' picks CUDA when available, else CPU."""
     amp: bool = True
-    """bf16 autocast; used on CUDA only (CPU bf16 is slower than fp32 on most CPUs)."""
+    """Kept for old configs: with precision 'auto', false means fp32 (precision says it now)."""
+    precision: str = "auto"
+    """'fp32' (the releases: Caffe trains in float32; TF32 off), 'tf32' (float32 storage,
+    TF32 matmuls and convolutions on CUDA), 'bf16' (bf16 autocast on any device), 'auto' (bf16
+    autocast on CUDA, fp32 elsewhere, where bf16 is slower than fp32 on most CPUs)."""
+    bn_group: int = bounded(0, "[0, inf)")
+    """Images per BatchNorm statistic (ghost BN): the release's images per GPU, so that one GPU
+    normalises as the release's several did; 0 = the whole micro-batch. Divides micro_batch."""
+    bn_stats: str = "torch"
+    """Running statistics: 'caffe' (Caffe's BatchNorm layer: a bias-corrected moving average
+    with fraction 0.999, from the first group of each forward pass, as Caffe keeps its root
+    GPU's), 'torch' (PyTorch's momentum, 0.1 unless the model sets another)."""
+    param_groups: str = "uniform"
+    """'caffe': each parameter's lr_mult/decay_mult as the release's net definition declares
+    them (scratchdet.engine.param_groups); 'uniform': one lr and one weight decay for all."""
+    sgd: str = "torch"
+    """'caffe': the learning rate enters the momentum (Caffe's SGDSolver: v = m v + lr g), so a
+    lower rate slows the old momentum gradually; 'torch': torch.optim.SGD (w -= lr v)."""
     channels_last: bool = True
     """NHWC memory format on CUDA, where cuDNN convolutions are faster in it."""
     deterministic: bool = False
@@ -265,6 +291,7 @@ def _check_ranges(cfg: RunConfig, path: str | None) -> None:
         raise ConfigError(path, "train.milestones", f"must be increasing positive steps, got {t.milestones}")
     if t.device not in ("auto", "cpu", "cuda") and not t.device.startswith("cuda:"):
         raise ConfigError(path, "train.device", f"must be auto, cpu, cuda or cuda:N, got {t.device!r}")
+    _check_recipe_keys(cfg, path)
     if cfg.data.augment not in AUGMENTATIONS:
         hint = (" (the input path moved to data.pipeline: cpu, device or auto)"
                 if cfg.data.augment in PIPELINES else "")
@@ -275,6 +302,24 @@ def _check_ranges(cfg: RunConfig, path: str | None) -> None:
                                                  f"{cfg.data.pipeline!r}")
     if "name" not in cfg.model and "family" not in cfg.model:
         raise ConfigError(path, "model", "needs a 'name' (a canonical model) or a 'family'")
+
+
+def _check_recipe_keys(cfg: RunConfig, path: str | None) -> None:
+    """The training-recipe keys of issue 19: precision, BatchNorm statistics, parameter groups."""
+    t = cfg.train
+    for key, allowed in (("precision", PRECISIONS), ("bn_stats", BN_STATS),
+                         ("param_groups", PARAM_GROUPS), ("sgd", SGD_FORMS)):
+        if getattr(t, key) not in allowed:
+            raise ConfigError(path, f"train.{key}", f"must be one of {', '.join(allowed)}, got "
+                                                    f"{getattr(t, key)!r}")
+    if not t.amp and t.precision != "auto":
+        raise ConfigError(path, "train.amp", f"amp: false contradicts precision "
+                                             f"{t.precision!r}; drop train.amp")
+    if t.bn_group < 0:
+        raise ConfigError(path, "train.bn_group", f"must be >= 0, got {t.bn_group}")
+    if t.bn_group and cfg.micro_batch % t.bn_group:
+        raise ConfigError(path, "train.bn_group", f"must divide the micro-batch "
+                                                  f"({cfg.micro_batch} images), got {t.bn_group}")
 
 
 def config_from_dict(raw: Any, path: str | Path | None = None) -> RunConfig:

@@ -37,6 +37,14 @@ def test_override_dotted_keys(tmp_path):
     ({"train": {"device": "tpu"}}, "train.device", "auto, cpu"),
     ({"loss": {"iou_threshold": 1.5}}, "loss.iou_threshold", "(0, 1]"),
     ({"model": {"bn_head": True}}, "model", "name"),
+    ({"train": {"precision": "fp16"}}, "train.precision", "fp32, tf32, bf16"),
+    ({"train": {"amp": False, "precision": "bf16"}}, "train.amp", "contradicts"),
+    ({"train": {"bn_stats": "keras"}}, "train.bn_stats", "torch, caffe"),
+    ({"train": {"param_groups": "mmdet"}}, "train.param_groups", "uniform, caffe"),
+    ({"train": {"sgd": "adam"}}, "train.sgd", "torch, caffe"),
+    ({"train": {"bn_group": -4}}, "train.bn_group", ">= 0"),
+    ({"train": {"batch_size": 32, "micro_batch": 16, "bn_group": 12}}, "train.bn_group",
+     "divide the micro-batch (16"),
 ])
 def test_errors_name_key_and_problem(tmp_path, raw, key, words):
     path = tmp_path / "bad.yaml"
@@ -54,3 +62,23 @@ def test_malformed_and_missing_yaml(tmp_path):
         load_config(bad)
     with pytest.raises(ConfigError, match="file not found"):
         load_config(tmp_path / "missing.yaml")
+
+
+def test_recipe_keys_default_to_the_behaviour_before_them():
+    """bn_group 0, PyTorch statistics, one parameter group, torch's SGD, bf16 on CUDA only."""
+    import torch
+
+    from scratchdet.engine.precision import autocast_for, resolved_precision
+
+    t = config_from_dict({}).train
+    assert (t.bn_group, t.bn_stats, t.param_groups, t.sgd) == (0, "torch", "uniform", "torch")
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert resolved_precision(t, cpu) == "fp32" and resolved_precision(t, cuda) == "bf16"
+    old = config_from_dict({"train": {"amp": False}}).train
+    assert resolved_precision(old, cuda) == "fp32"
+    bf16 = config_from_dict({"train": {"precision": "bf16"}}).train
+    with autocast_for(bf16, cpu):
+        y = torch.nn.functional.linear(torch.ones(1, 2), torch.ones(3, 2))
+    assert y.dtype == torch.bfloat16
+    assert config_from_dict({"train": {"batch_size": 32, "micro_batch": 16,
+                                       "bn_group": 4}}).train.bn_group == 4

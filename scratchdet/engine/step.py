@@ -22,6 +22,8 @@ from ..config import RunConfig
 from ..errors import ConfigError
 from ..input import TrainBatch
 from ..ssd.loss import MultiBoxLoss
+from .param_groups import optimizer_param_groups, set_lr
+from .precision import autocast_for
 
 __all__ = ["METRICS", "TrainStep", "make_optimizer", "optimizer_step"]
 
@@ -31,18 +33,21 @@ positives summed over them)."""
 
 
 def make_optimizer(model: nn.Module, cfg: RunConfig) -> torch.optim.SGD:
-    """SGD as the papers train (momentum, weight decay), fused (one kernel for every parameter,
+    """SGD as the papers train (momentum, weight decay), fused (one kernel per parameter group,
     and a device-side skip of non-finite steps) where torch has the kernel for the device.
 
-    Momentum buffers start at zero, which is the same update as torch's first step (buffer =
-    gradient, with no dampening) and keeps a skipped first step from leaving them unset.
+    The parameter groups and their multipliers follow ``train.param_groups`` and the momentum
+    form ``train.sgd`` (``engine/param_groups.py``). Momentum buffers start at zero, which is the
+    same update as torch's first step (buffer = gradient, with no dampening) and keeps a skipped
+    first step from leaving them unset.
     """
     t = cfg.train
+    groups = optimizer_param_groups(model, cfg)
     kwargs = {"lr": t.lr, "momentum": t.momentum, "weight_decay": t.weight_decay}
     try:
-        optimizer = torch.optim.SGD(model.parameters(), **kwargs, fused=True)
+        optimizer = torch.optim.SGD(groups, **kwargs, fused=True)
     except RuntimeError:  # no fused kernel for this device
-        optimizer = torch.optim.SGD(model.parameters(), **kwargs)
+        optimizer = torch.optim.SGD(groups, **kwargs)
     if t.momentum:
         for p in model.parameters():
             optimizer.state[p]["momentum_buffer"] = torch.zeros_like(p)
@@ -92,8 +97,7 @@ class TrainStep:
         self.micro_batch = cfg.micro_batch
         self.clip = cfg.train.max_grad_norm if cfg.train.max_grad_norm > 0 else math.inf
         self.distributed = self.net is not model
-        self.autocast: Any = torch.autocast("cuda", dtype=torch.bfloat16) \
-            if cfg.train.amp and device.type == "cuda" else nullcontext()
+        self.autocast: Any = autocast_for(cfg.train, device)
         self.criterion = MultiBoxLoss(neg_pos_ratio=cfg.loss.neg_pos_ratio,
                                       loc_weight=cfg.loss.loc_weight)
         self.forward_loss = torch.compile(self._forward_loss, dynamic=False) \
@@ -111,8 +115,7 @@ class TrainStep:
 
     def begin(self, lr: float) -> None:
         """Start an optimizer step at learning rate ``lr``."""
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
+        set_lr(self.optimizer, lr)
         self.optimizer.zero_grad(set_to_none=True)
         self.sums.zero_()
         self.micro = 0

@@ -44,6 +44,7 @@ from ..errors import ConfigError, DataError
 from ..input import build_train_input
 from ..io import read_json, write_json, write_text
 from ..models import build_model
+from ..models.batchnorm import convert_batchnorm
 from ..progress import Progress
 from ..provenance import provenance, seed_everything
 from .checkpoint import (
@@ -57,6 +58,7 @@ from .checkpoint import (
 from .device import memory_format_for, resolve_device
 from .distributed import DistContext, init_distributed, shutdown_distributed
 from .metrics_log import MetricsLog
+from .precision import set_matmul_precision
 from .preemption import PREEMPT_SIGNAL, requeue_if_preempted
 from .run_lock import lock_run_folder
 from .schedule import lr_at
@@ -227,6 +229,9 @@ def _train(cfg: RunConfig, out: Path, ctx: DistContext, device: torch.device,
     # A resumed run takes its weights from the checkpoint: no ImageNet download needed.
     model = build_model(cfg.model, num_classes=len(names),
                         load_pretrained=resume is None).to(device)
+    # The release's BatchNorm statistic group and running average (models/batchnorm.py).
+    model = convert_batchnorm(model, t.bn_group, t.bn_stats)
+    set_matmul_precision(t, device)
     memory_format = memory_format_for(device, t.channels_last)
     model = model.to(memory_format=memory_format)
     optimizer = make_optimizer(model, cfg)
