@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Every CPU component benchmark against its reference (torchvision, pycocotools or plain Python),
-# then the tables of benchmarks/README.md, in one command (about 10 minutes on 2 cores):
+# then the tables of benchmarks/README.md, in one command (train-step and eval-startup took 20
+# and 4 minutes on 2 cores under a load average of about 10; less on an idle machine):
 #
 #   bash benchmarks/cpu.sh
 #
@@ -20,5 +21,5 @@ want matching && scratchdet benchmark matching --device cpu
 want postprocess && scratchdet benchmark postprocess --device cpu
 want train-step && scratchdet benchmark train-step --device cpu \
     --models dsod300_smallest scratchdet300 --batch-size 4 --steps 1 --warmup 1 --repeats 5
-want eval-startup && scratchdet benchmark eval-startup --images 500 --repeats 7
+want eval-startup && scratchdet benchmark eval-startup --images 300 --repeats 5
 scratchdet benchmark table --write benchmarks/README.md

@@ -27,7 +27,7 @@ WRAPPER = ("import json, sys\n"
 def run_cli(*args: str) -> dict:
     """Run ``scratchdet ARGS`` in a fresh interpreter; its exit code and whether torch loaded."""
     proc = subprocess.run([sys.executable, "-c", WRAPPER, *args], capture_output=True, text=True,
-                          timeout=300)
+                          timeout=300, check=False)
     [line] = [x for x in proc.stdout.splitlines() if x.startswith("MODULES ")]
     return json.loads(line[len("MODULES "):])
 
@@ -77,9 +77,9 @@ def test_eval_baseline_without_importing_torch(tmp_path):
 
 
 def test_provenance_asks_torch_once_the_process_uses_it():
-    from scratchdet.provenance import hardware
-
     import torch  # noqa: F401  (this process uses torch)
+
+    from scratchdet.provenance import hardware
 
     info = hardware("cpu")
     assert info["torch_imported"] is True and info["device"] == "cpu"

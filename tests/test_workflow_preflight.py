@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from scratchdet.cli import main
 from scratchdet.config import config_from_dict
 from scratchdet.workflow_preflight import (
     estimate_row,
@@ -16,7 +17,6 @@ from scratchdet.workflow_preflight import (
     needed_archives,
     preflight_report,
 )
-from scratchdet.cli import main
 from tests.test_workflow_plan import load
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -1,4 +1,4 @@
-"""`scratchdet eval` as a workflow job runs it: a fresh interpreter per evaluation, start-up included.
+"""`scratchdet eval` as a workflow job runs it: a fresh interpreter each time, start-up included.
 
 Each timing is one ``subprocess.run`` of a new Python process, ours and the reference interleaved
 (A, B, A, B, ...), on the same files (``benchmark.eval.make_case``, deterministic):
@@ -69,7 +69,8 @@ TOLERANCE = 1e-9
 def _run(code: str, args: list[str]) -> tuple[float, dict[str, Any] | None]:
     """Wall seconds of a fresh interpreter running ``code``; ours reports its modules."""
     t0 = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True,
+                          check=False)
     seconds = time.perf_counter() - t0
     if proc.returncode != 0:
         raise RuntimeError(f"benchmark subprocess failed ({proc.returncode}): "

@@ -116,8 +116,8 @@ def _ratio(v: float | None) -> str:
 def component_table(data: dict[str, Any]) -> list[str]:
     """One row per case: ours and the reference (min and median of the interleaved repeats, in
     ms) and ours / reference (below 1: ours is faster); a case's extra fields go under it."""
-    lines = ["| case | ours | min ms | median ms | reference | min ms | median ms | "
-             "ratio (min) | ratio (median) |", "|---|---|---|---|---|---|---|---|---|"]
+    lines = [("| case | ours | min ms | median ms | reference | min ms | median ms | "
+              "ratio (min) | ratio (median) |"), "|---|---|---|---|---|---|---|---|---|"]
     notes = []
     for c in data["cases"]:
         o, r = c["ours"], c["reference"]

@@ -18,9 +18,10 @@ SGD, ``torch.optim.sgd.sgd``, with the skip as its ``found_inf`` argument: no at
 deleted on the optimizer (``GradScaler``'s protocol, which Dynamo cannot trace) and none of the
 breaks ``torch.optim`` puts around ``Optimizer.step``. Each group's rate is a 0-dim device
 tensor filled at ``begin`` (``lr * lr_mult`` of the group): a rate that changes every step
-(warm-up) is data of the graphs, never a constant that could be specialised and recompiled. ``tests/test_compile.py`` counts the breaks and the recompiles on the
-CPU. On CUDA it compiles with ``mode="reduce-overhead"``: CUDA graphs replay each captured part
-(not yet run on a GPU: benchmarks/gpu.sh measures it first).
+(warm-up) is data of the graphs, never a constant that could be specialised and recompiled.
+``tests/test_compile.py`` counts the breaks and the recompiles on the CPU. On CUDA it compiles
+with ``mode="reduce-overhead"``: CUDA graphs replay each captured part (not yet run on a GPU:
+benchmarks/gpu.sh measures it first).
 """
 
 from __future__ import annotations
