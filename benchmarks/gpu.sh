@@ -9,12 +9,14 @@
 #
 #   OUT=/path/to/results KANGAROO=gpu_data/kangaroo bash benchmarks/gpu.sh
 #
-# Results go under $OUT: train_cuda.json, train_cuda_compile.json, infer_cuda.json
+# Results go under $OUT: train_cuda.json, train_cuda_compile.json, infer_cuda.json,
+# matching_cuda.json, postprocess_cuda.json, train-step_cuda.json
 # (benchmarks/README.md explains them; `scratchdet benchmark table` renders them)
 # and proof/gpu/ (curves as CSV + PNG, baseline, split files, run configs and provenance).
 # The environment can shrink it for a CPU rehearsal (tests/test_gpu_script.py):
 # DEVICE=cpu COMPILE=0 WORKERS=0 BATCH=2 BATCHES=2 INFER_BATCHES=1 TRAIN_SECONDS=20 BENCH_MODELS=dsod300_smallest
-# MODELS='tiny 0.05 {name: dsod300_smallest}'.
+# MODELS='tiny 0.05 {name: dsod300_smallest}' (COMPONENTS=0, or STEP_MODELS=dsod300_smallest
+# STEP_BATCH=2, for the component part).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 : "${OUT:?set OUT to the folder the results go to}"
@@ -24,6 +26,9 @@ TRAIN_SECONDS=${TRAIN_SECONDS:-150}
 BATCH=${BATCH:-32}
 WORKERS=${WORKERS:-8}
 BENCH=${BENCH:-1}
+COMPONENTS=${COMPONENTS:-1}  # matching, postprocess, the whole train step (eager + compiled)
+STEP_MODELS=${STEP_MODELS:-"scratchdet300 dsod300"}
+STEP_BATCH=${STEP_BATCH:-32}
 COMPILE=${COMPILE:-1}  # torch.compile benchmarks (minutes of compiling on a CPU: 0 there)
 BENCH_MODELS=${BENCH_MODELS:-"scratchdet300 dsod300 ssd300_vgg16_bn"}
 BATCHES=${BATCHES:-"32 128"}
@@ -53,6 +58,21 @@ if [ "$BENCH" = 1 ]; then
     # shellcheck disable=SC2086
     scratchdet benchmark infer --models $BENCH_MODELS --batch-sizes $INFER_BATCHES --device "$DEVICE" \
         --out "$OUT/infer_cuda.json"
+fi
+
+if [ "$COMPONENTS" = 1 ]; then
+    # Component benchmarks against torchvision (benchmarks/README.md's schema): matching and
+    # post-processing on the device, then the whole training step, eager and (COMPILE=1)
+    # compiled with CUDA graphs (train.compile: mode reduce-overhead), beside torchvision's SSD
+    # on the same backbone and batch. The compiled step has never run on a GPU before this.
+    scratchdet benchmark matching --device "$DEVICE" --out "$OUT/matching_cuda.json"
+    scratchdet benchmark postprocess --device "$DEVICE" --out "$OUT/postprocess_cuda.json"
+    compile_flag=""
+    [ "$COMPILE" = 1 ] && compile_flag="--compile"
+    # shellcheck disable=SC2086
+    scratchdet benchmark train-step --device "$DEVICE" --models $STEP_MODELS \
+        --batch-size "$STEP_BATCH" --steps 10 --warmup 3 --repeats 5 $compile_flag \
+        --out "$OUT/train-step_cuda.json"
 fi
 
 proof="$OUT/proof/gpu"

@@ -1,7 +1,10 @@
 """What every result file records so a number can be traced back: code, packages, hardware, seed.
 
-torch is imported inside the functions: light commands (eval, reports) record provenance too,
-and importing torch costs seconds per workflow job.
+Package versions come from package metadata, never from importing the packages: light commands
+(eval, reports) record provenance too, and importing torch costs seconds per workflow job (98% of
+`scratchdet eval`'s start-up, benchmarks/README.md). ``hardware`` asks torch about threads and GPUs
+only in a process that already imported torch, or when given the device a number was measured on:
+a process that never imported torch ran nothing on a GPU, and says so (``torch_imported``).
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ import os
 import platform
 import random
 import subprocess
+import sys
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -52,16 +56,20 @@ def package_versions() -> dict[str, str | None]:
 
 
 def hardware(device: Any = None) -> dict[str, Any]:
-    import torch
-
+    """The machine; torch's threads and GPUs where this process uses torch (module docstring)."""
     info: dict[str, Any] = {
         "platform": platform.platform(),
         "python": platform.python_version(),
         "cpu": platform.processor() or platform.machine(),
         "cpu_count": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "cuda_available": torch.cuda.is_available(),
+        "torch_imported": "torch" in sys.modules or device is not None,
     }
+    if not info["torch_imported"]:
+        return info
+    import torch
+
+    info["torch_threads"] = torch.get_num_threads()
+    info["cuda_available"] = torch.cuda.is_available()
     if torch.cuda.is_available():
         info["cuda"] = torch.version.cuda
         info["cudnn"] = torch.backends.cudnn.version()

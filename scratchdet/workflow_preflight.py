@@ -18,11 +18,21 @@ from . import workflow_config as wc
 from .benchmark.fps import RESULTS_DIR
 from .workflow_plan import Plan
 
-__all__ = ["Estimate", "estimate_row", "gpu_train_benchmark", "needed_archives", "preflight_report",
-           "train_benchmarks"]
+__all__ = ["PIPELINE_MODE", "Estimate", "estimate_row", "gpu_train_benchmark", "needed_archives",
+           "pipeline_mode", "preflight_report", "train_benchmarks"]
 
-AUGMENT_MODE = {"cpu": "cpu_augment", "device": "device_augment"}
-"""A run config's `data.augment` -> the benchmark mode that measures the same input pipeline."""
+PIPELINE_MODE = {"cpu": "cpu_augment", "device": "device_augment"}
+"""A run config's `data.pipeline` (where augmentation and matching run) -> the training
+benchmark's mode that measures the same input path. `auto` is the device pipeline on a GPU, and
+the benchmarks this module reads are GPU ones (`input.pipeline.resolve_pipeline`)."""
+
+
+def pipeline_mode(run_config: dict[str, Any]) -> str:
+    """The benchmark mode of a run config's input path, on a GPU. `data.augment` (`ssd`/`none`)
+    says which augmentation, not where it runs: `none` only decodes and resizes, which the same
+    pipeline's measurement bounds from above."""
+    pipeline = run_config.get("data", {}).get("pipeline", "auto")
+    return PIPELINE_MODE["device" if pipeline == "auto" else pipeline]
 
 
 def needed_archives(plan: Plan) -> list[str]:
@@ -80,8 +90,10 @@ def estimate_row(row: wc.Row, run_config: dict[str, Any], bench: dict[str, Any])
                      f"{', '.join(sorted(set(row.model) - {'name'}))}")
     if entry["batch_size"] != micro:
         basis.append(f"measured at batch {entry['batch_size']}, the row's micro-batch is {micro}")
-    mode = AUGMENT_MODE[run_config.get("data", {}).get("augment", "cpu")]
-    if mode not in entry["modes"]:
+    mode = pipeline_mode(run_config)
+    if "images_per_s" not in entry["modes"].get(mode, {}):
+        if "images_per_s" not in entry["modes"].get("synthetic", {}):
+            return None  # the mode failed (e.g. out of memory): no number to build on
         mode = "synthetic"
         basis.append("input pipeline not measured (synthetic mode: the step alone)")
     ips = float(entry["modes"][mode]["images_per_s"]["median"])

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from scratchdet.cli import main
+from scratchdet.config import config_from_dict
 from scratchdet.workflow_preflight import (
     estimate_row,
     gpu_train_benchmark,
@@ -34,9 +36,11 @@ def gpu_benchmark(folder: Path, created: str = "2026-12-01T00:00:00+00:00",
          "modes": {"synthetic": _timing(500.0), "cpu_augment": _timing(400.0),
                    "device_augment": _timing(480.0)}},
         {"model": "scratchdet300", "batch_size": 128,
-         "modes": {"synthetic": _timing(520.0), "cpu_augment": _timing(410.0)}},
+         "modes": {"synthetic": _timing(520.0), "cpu_augment": _timing(410.0),
+                   "device_augment": _timing(500.0)}},
         {"model": "dsod300", "batch_size": 32,
-         "modes": {"synthetic": _timing(300.0), "cpu_augment": _timing(250.0)}},
+         "modes": {"synthetic": _timing(300.0), "cpu_augment": _timing(250.0),
+                   "device_augment": _timing(280.0)}},
     ]
     path = folder / "train_h200.json"
     path.write_text(json.dumps({"schema": 1, "benchmark": "train", "device": device,
@@ -90,13 +94,14 @@ def test_the_estimate_reads_the_newest_gpu_benchmark(paper, tmp_path):
     assert "measured on NVIDIA H200" in text and "no estimate" not in text
     lines = {line.split()[0]: line for line in text.splitlines() if line.startswith("  ")
              and "/" in line.split()[0]}
-    # ScratchDet300, VOC recipe: 100k steps x 128 images, micro-batch 32, CPU augmentation
+    # ScratchDet300, VOC recipe: 100k steps x 128 images, micro-batch 32, data.pipeline auto:
+    # the device pipeline on a GPU
     voc07 = lines["scratchdet_table3/scratchdet300_voc07"]
-    assert f"{100000 * 128 / 400.0 / 3600:8.1f} GPU-h" in voc07
-    assert "at 400.0/s" in voc07
+    assert f"{100000 * 128 / 480.0 / 3600:8.1f} GPU-h" in voc07
+    assert "at 480.0/s" in voc07
     # DSOD300 (micro-batch 16): measured at batch 32 only, and the row says so
     dsod = lines["dsod_table4/dsod300"]
-    assert f"{100000 * 128 / 250.0 / 3600:8.1f} GPU-h" in dsod
+    assert f"{100000 * 128 / 280.0 / 3600:8.1f} GPU-h" in dsod
     assert "measured at batch 32, the row's micro-batch is 16" in dsod
     # a model the benchmark did not measure is listed, not guessed
     assert "(no benchmark of root_resnet18_ssd300)" in lines["scratchdet_table2/ds_1x7x7"]
@@ -111,11 +116,49 @@ def test_estimate_row_matches_the_input_pipeline_and_notes_model_changes(paper, 
     bench = json.loads(gpu_benchmark(tmp_path).read_text())
     row = paper.rows["scratchdet_table3/scratchdet300_voc07"]
     cfg = paper.row_config(row.key)
-    assert estimate_row(row, cfg, bench).images_per_s == 400.0
-    device = {**cfg, "data": {**cfg["data"], "augment": "device"}}
-    assert estimate_row(row, device, bench).images_per_s == 480.0
+    assert "pipeline" not in cfg["data"]  # auto: the device pipeline on the GPU measured
+    assert estimate_row(row, cfg, bench).images_per_s == 480.0
+    for data, expected in (({"pipeline": "cpu"}, 400.0), ({"pipeline": "device"}, 480.0),
+                           ({"pipeline": "auto", "augment": "ssd"}, 480.0),
+                           ({"pipeline": "cpu", "augment": "none"}, 400.0)):
+        changed_cfg = {**cfg, "data": {**cfg["data"], **data}}
+        config_from_dict(changed_cfg)  # values the config schema accepts
+        assert estimate_row(row, changed_cfg, bench).images_per_s == expected, data
+    # a measured mode that failed (out of memory) falls back to the step alone, and says so
+    failed = json.loads(json.dumps(bench))
+    failed["results"][0]["modes"]["device_augment"] = {"error": "OutOfMemoryError: ..."}
+    est = estimate_row(row, cfg, failed)
+    assert est.images_per_s == 500.0 and "input pipeline not measured" in est.basis
     changed = paper.rows["dsod_table3/ds64-192-48-1"]  # dsod300 with stem: false, plain head
     est = estimate_row(changed, paper.row_config(changed.key), bench)
     assert "measured on dsod300, the row changes prediction, stem" in est.basis
     assert estimate_row(paper.rows["dsod_table4/ssd300s_vgg16"],
                         paper.row_config("dsod_table4/ssd300s_vgg16"), bench) is None
+
+
+def test_the_estimate_reads_a_gpu_benchmark_as_the_train_benchmark_writes_it(paper, tmp_path):
+    """The whole file `scratchdet benchmark train` writes today, not a hand-made excerpt: run at a
+    tiny size on the CPU, then labelled as `--device cuda` labels it (the GPU's name, device_type
+    cuda) and its model as the paper rows' scratchdet300."""
+    tiny = "{family: dsod, stem_channels: 8, bottleneck: 8, growth: 4}"
+    out = tmp_path / "run.json"
+    assert main(["benchmark", "train", "--models", tiny, "--batch-sizes", "2", "--steps", "1",
+                 "--warmup", "0", "--repeats", "1", "--workers", "0", "--synth-images", "4",
+                 "--modes", "synthetic", "device_augment", "cpu_augment", "torchvision",
+                 "--reference", "backbone", "--out", str(out)]) == 0
+    data = json.loads(out.read_text())
+    data.update(device="NVIDIA H100 80GB HBM3", device_type="cuda")
+    data["config"]["device"] = "cuda"
+    data["command"] = data["command"].replace("--models", "--device cuda --models")
+    (row,) = data["results"]
+    row["model"] = "scratchdet300"
+    (tmp_path / "train_nvidia_h100_80gb_hbm3.json").write_text(json.dumps(data))
+    out.unlink()
+    text = preflight_report(paper, tmp_path)
+    assert "measured on NVIDIA H100 80GB HBM3" in text and "no estimate" not in text
+    device_ips = row["modes"]["device_augment"]["images_per_s"]["median"]
+    [voc07] = [line for line in text.splitlines()
+               if line.startswith("  scratchdet_table3/scratchdet300_voc07 ")]
+    assert f"{100000 * 128 / device_ips / 3600:8.1f} GPU-h" in voc07
+    assert "measured at batch 2, the row's micro-batch is 32" in voc07
+    assert "(no benchmark of dsod300)" in text

@@ -2,7 +2,9 @@
 
 ``benchmark table --write benchmarks/README.md`` replaces the text between the two marker lines
 below, so every number in the README is copied from a result file by code, with its device and
-command next to it.
+command next to it. Component benchmarks (a file with ``cases``: ours vs a torchvision or plain
+reference, the schema of benchmarks/README.md) all render through ``component_table``, whatever
+their name; train, infer and eval files keep their own tables.
 """
 
 from __future__ import annotations
@@ -14,10 +16,13 @@ from typing import Any
 
 from ..io import read_json, write_text
 
-__all__ = ["ORDER", "TABLES", "eval_table", "infer_table", "render", "train_table", "write_into"]
+__all__ = ["COMPONENTS", "ORDER", "TABLES", "component_table", "eval_table", "infer_table",
+           "render", "train_table", "write_into"]
 
 START, END = "<!-- results:start -->", "<!-- results:end -->"
-ORDER = {"train": 0, "infer": 1, "eval": 2}
+COMPONENTS = ("pipeline", "matching", "postprocess", "train-step", "eval-startup")
+"""The component benchmarks in the order of a training step, then evaluation; others follow."""
+ORDER = {"train": 0, "infer": 1, "eval": 2} | {c: 3 + i for i, c in enumerate(COMPONENTS)}
 
 
 def _num(v: float) -> str:
@@ -104,6 +109,38 @@ def eval_table(data: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _ratio(v: float | None) -> str:
+    return "-" if v is None else f"{v:.2f}"
+
+
+def component_table(data: dict[str, Any]) -> list[str]:
+    """One row per case: ours and the reference (min and median of the interleaved repeats, in
+    ms) and ours / reference (below 1: ours is faster); a case's extra fields go under it."""
+    lines = [("| case | ours | min ms | median ms | reference | min ms | median ms | "
+              "ratio (min) | ratio (median) |"), "|---|---|---|---|---|---|---|---|---|"]
+    notes = []
+    for c in data["cases"]:
+        o, r = c["ours"], c["reference"]
+        lines.append(f"| {c['case']} | {o['name']} | {_num(o['min_ms'])} | "
+                     f"{_num(o['median_ms'])} | {r['name']} | {_num(r['min_ms'])} | "
+                     f"{_num(r['median_ms'])} | {_ratio(c.get('ratio_min'))} | "
+                     f"**{_ratio(c.get('ratio_median'))}** |")
+        extra = {k: v for k, v in c.items()
+                 if k not in ("case", "ours", "reference", "ratio_min", "ratio_median")}
+        if extra:
+            notes.append(f"- {c['case']}: " + "; ".join(f"{k} {_extra(v)}"
+                                                       for k, v in extra.items()))
+    return lines + ([""] + notes if notes else [])
+
+
+def _extra(v: Any) -> str:
+    if isinstance(v, float):
+        return _num(v)
+    if isinstance(v, dict):
+        return "{" + ", ".join(f"{k}: {_extra(x)}" for k, x in v.items()) + "}" if v else "none"
+    return str(v)
+
+
 def _versions(row: dict[str, Any]) -> str:
     return ", ".join(f"{k} {v}" for k, v in row.get("versions", {}).items()) or "-"
 
@@ -119,9 +156,10 @@ def render(results_dir: str | Path) -> str:
     out: list[str] = []
     for path, data in pairs:
         kind = data.get("benchmark")
-        if kind not in TABLES:
+        table = TABLES.get(kind) or (component_table if "cases" in data else None)
+        if table is None:
             continue
-        out += [f"### {kind}: `{path.name}`", ""] + _header(data) + TABLES[kind](data) + [""]
+        out += [f"### {kind}: `{path.name}`", ""] + _header(data) + table(data) + [""]
     return "\n".join(out).rstrip() + "\n"
 
 

@@ -78,6 +78,56 @@ def _component(p: argparse.ArgumentParser, kind: str) -> None:
     p.add_argument("--out", help=f"result JSON (default {RESULTS_DIR}/{kind}_<device>.json)")
 
 
+def _print_cases(data: dict) -> None:
+    for c in data["cases"]:
+        print(f"{data['benchmark']}: {c['case']}: {c['ours']['median_ms']:.1f} ms vs "
+              f"{c['reference']['median_ms']:.1f} ms, ratio {c['ratio_median']:.2f} (median)")
+
+
+def cmd_eval_startup(args: argparse.Namespace) -> None:
+    from ..benchmark.eval_startup import run_eval_startup
+
+    _print_cases(run_eval_startup(args))
+
+
+def _eval_startup_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--images", type=int, default=500,
+                   help="images of the end-to-end cases, 200 detections each (default 500)")
+    p.add_argument("--repeats", type=int, default=7, help="timed runs of each side, interleaved "
+                                                          "(default 7)")
+    p.add_argument("--warmup", type=int, default=1, help="untimed rounds first (default 1)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the generated case (default 0)")
+    p.add_argument("--out", help=f"result JSON (default {RESULTS_DIR}/eval-startup_cpu.json)")
+
+
+def cmd_train_step(args: argparse.Namespace) -> None:
+    from ..benchmark.train_step import run_train_step
+
+    _print_cases(run_train_step(args))
+
+
+def _train_step_options(p: argparse.ArgumentParser) -> None:
+    from ..benchmark.arguments import MODEL_HELP
+
+    p.add_argument("--models", nargs="+", default=["dsod300_smallest", "scratchdet300"],
+                   help=MODEL_HELP)
+    p.add_argument("--batch-size", type=int, default=4, help="images per step (default 4)")
+    p.add_argument("--steps", type=int, default=2, help="timed steps per repeat (default 2)")
+    p.add_argument("--repeats", type=int, default=5, help="timed repeats, interleaved (default 5)")
+    p.add_argument("--warmup", type=int, default=2,
+                   help="untimed steps of each first; the compiled step compiles in the first")
+    p.add_argument("--compile", action="store_true",
+                   help="also the compiled step (train.compile: CUDA graphs on CUDA); off by "
+                        "default: inductor compiles the step for many minutes on a small CPU")
+    p.add_argument("--no-amp", dest="amp", action="store_false", help="fp32 on CUDA too")
+    p.add_argument("--no-channels-last", dest="channels_last", action="store_false",
+                   help="default: channels_last on CUDA")
+    p.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's)")
+    p.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda")
+    p.add_argument("--seed", type=int, default=0, help="seed of weights and batch (default 0)")
+    p.add_argument("--out", help=f"result JSON (default {RESULTS_DIR}/train-step_<device>.json)")
+
+
 def cmd_table(args: argparse.Namespace) -> None:
     from ..benchmark.table import render, write_into
 
@@ -121,6 +171,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--scores", nargs="+", choices=("untrained", "peaked"),
                    default=["untrained", "peaked"], help="kinds of head outputs (default both)")
     p.set_defaults(func=cmd_postprocess)
+    p = sub.add_parser("eval-startup", help="scratchdet eval in a fresh interpreter (start-up, "
+                                            "end to end, torch imported?) vs pycocotools/plain")
+    _eval_startup_options(p)
+    p.set_defaults(func=cmd_eval_startup)
+    p = sub.add_parser("train-step", help="the whole training step, eager and compiled, vs "
+                                          "torchvision's SSD on the same backbone and batch")
+    _train_step_options(p)
+    p.set_defaults(func=cmd_train_step)
     p = sub.add_parser("table", help="Markdown tables of the result files")
     p.add_argument("--results", default=str(RESULTS_DIR), help="folder of result JSONs")
     p.add_argument("--write", help="README whose results block to replace (else print)")

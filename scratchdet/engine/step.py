@@ -1,22 +1,39 @@
 """One training step as the papers train: SGD with momentum and weight decay on the MultiBox loss.
 
 ``TrainStep`` is the whole step on device tensors: per micro-batch a forward pass (bf16 autocast
-on CUDA, optionally ``torch.compile``-d; shapes are static, so it compiles once) and a backward
-pass, gradients accumulated over micro-batches (and averaged across processes by DDP on the last
-one), then the gradient norm (clipped if asked) and one fused SGD update that is skipped on the
-device when the gradients are not finite, as ``GradScaler`` skips a step. Nothing reads a value
-back to the host: the step returns its metrics as a device tensor, which the training loop reads
-every ``train.log_every`` steps. ``engine/train.py`` and the training benchmark both step with it.
+on CUDA) and a backward pass, gradients accumulated over micro-batches (and averaged across
+processes by DDP on the last one), then the gradient norm (clipped if asked) and one fused SGD
+update that is skipped on the device when the gradients are not finite, as ``GradScaler`` skips
+a step. Nothing reads a value back to the host: the step returns its metrics as a device tensor,
+which the training loop reads every ``train.log_every`` steps. ``engine/train.py`` and the
+training benchmark both step with it.
+
+``train.compile`` compiles the whole step with ``torch.compile`` (static shapes: it compiles
+once): forward, loss, backward, the gradient norm and the update with its device-side skip, as
+one function when a step is one micro-batch, else the micro-batch and the update. The only graph
+breaks are the ones PyTorch itself makes: at ``Tensor.backward`` (Dynamo does not trace it by
+default) and around the fused SGD kernel (``torch.compile`` does not trace into fused
+optimizers; it runs as the one kernel it is, between graphs). The step calls torch's functional
+SGD, ``torch.optim.sgd.sgd``, with the skip as its ``found_inf`` argument: no attribute set and
+deleted on the optimizer (``GradScaler``'s protocol, which Dynamo cannot trace) and none of the
+breaks ``torch.optim`` puts around ``Optimizer.step``. Each group's rate is a 0-dim device
+tensor filled at ``begin`` (``lr * lr_mult`` of the group): a rate that changes every step
+(warm-up) is data of the graphs, never a constant that could be specialised and recompiled.
+``tests/test_compile.py`` counts the breaks and the recompiles on the CPU. On CUDA it compiles
+with ``mode="reduce-overhead"``: CUDA graphs replay each captured part (not yet run on a GPU:
+benchmarks/gpu.sh measures it first).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from typing import Any
 
 import torch
 from torch import Tensor, nn
+from torch.optim.sgd import sgd
 
 from ..config import RunConfig
 from ..errors import ConfigError
@@ -25,7 +42,7 @@ from ..ssd.loss import MultiBoxLoss
 from .param_groups import optimizer_param_groups, set_lr
 from .precision import autocast_for
 
-__all__ = ["METRICS", "TrainStep", "make_optimizer", "optimizer_step"]
+__all__ = ["METRICS", "TrainStep", "compile_options", "make_optimizer", "optimizer_step"]
 
 METRICS = ("loss", "loc_loss", "conf_loss", "num_pos", "grad_norm")
 """What ``TrainStep.step`` returns, in order (losses averaged over the step's micro-batches,
@@ -54,21 +71,42 @@ def make_optimizer(model: nn.Module, cfg: RunConfig) -> torch.optim.SGD:
     return optimizer
 
 
-def optimizer_step(optimizer: torch.optim.SGD, skip: Tensor) -> None:
-    """One SGD step, skipped on the device where ``skip`` (a 0-dim bool) is true.
+def optimizer_step(optimizer: torch.optim.SGD, skip: Tensor,
+                   lrs: Sequence[Tensor] | None = None) -> None:
+    """One SGD step of every parameter group, skipped on the device where ``skip`` (a 0-dim bool)
+    is true; ``lrs``: each group's rate as a device tensor (the compiled step's), else the
+    groups' ``lr``.
 
-    The fused kernel reads ``found_inf`` as ``GradScaler`` hands it over (torch's protocol for
-    optimizers with ``_step_supports_amp_scaling``): no host sync. Elsewhere the decision is read
-    on the host (one sync; only devices without fused SGD get here).
+    It is ``torch.optim.SGD.step`` through torch's functional ``sgd`` (the same update, per
+    group, tested equal): called directly it takes the skip as ``found_inf`` with no attribute
+    set on the optimizer and no ``torch.optim`` graph break, so ``torch.compile`` traces it. The
+    fused kernel reads ``found_inf`` on the device (GradScaler's protocol): no host sync. Without
+    fused SGD the decision is read on the host (one sync; only devices without the kernel).
     """
-    if optimizer.defaults.get("fused"):
-        optimizer.found_inf = skip.float().reshape(1)
-        try:
-            optimizer.step()
-        finally:
-            del optimizer.found_inf
-    elif not bool(skip):
-        optimizer.step()
+    fused = bool(optimizer.defaults.get("fused"))
+    if not fused and bool(skip):
+        return
+    found_inf = skip.float().reshape(1) if fused else None
+    with torch.no_grad():
+        for i, group in enumerate(optimizer.param_groups):
+            params = [p for p in group["params"] if p.grad is not None]
+            if not params:
+                continue
+            buffers = [optimizer.state[p].get("momentum_buffer") for p in params]
+            sgd(params, [p.grad for p in params], buffers, foreach=group.get("foreach"),
+                fused=group.get("fused"), found_inf=found_inf,
+                weight_decay=group["weight_decay"], momentum=group["momentum"],
+                lr=group["lr"] if lrs is None else lrs[i], dampening=group["dampening"],
+                nesterov=group["nesterov"], maximize=group["maximize"])
+            if group["momentum"]:
+                for p, buffer in zip(params, buffers):
+                    optimizer.state[p]["momentum_buffer"] = buffer
+
+
+def compile_options(device: torch.device) -> dict[str, Any]:
+    """``torch.compile`` options of ``train.compile``: CUDA graphs on CUDA (a step is dozens of
+    small kernels whose launches a replay saves), inductor's default elsewhere."""
+    return {"mode": "reduce-overhead"} if device.type == "cuda" else {}
 
 
 def _forward(net: nn.Module, images: Tensor, micro_batch: int) -> tuple[Tensor, Tensor]:
@@ -85,12 +123,15 @@ class TrainStep:
     """Forward/backward per micro-batch, then one optimizer step; see the module docstring.
 
     ``model`` is the module whose parameters the optimizer updates, ``net`` what runs the forward
-    pass (``model`` itself, or its DistributedDataParallel wrapper).
+    pass (``model`` itself, or its DistributedDataParallel wrapper). ``compile``: options for
+    ``torch.compile`` when ``train.compile`` is set (default ``compile_options(device)``; the
+    tests pass a cheap backend).
     """
 
     def __init__(self, model: nn.Module, cfg: RunConfig, device: torch.device,
                  accumulation: int, net: nn.Module | None = None,
-                 optimizer: torch.optim.SGD | None = None):
+                 optimizer: torch.optim.SGD | None = None,
+                 compile: dict[str, Any] | None = None):
         self.model, self.net = model, net if net is not None else model
         self.optimizer = optimizer if optimizer is not None else make_optimizer(model, cfg)
         self.accumulation = accumulation
@@ -100,45 +141,76 @@ class TrainStep:
         self.autocast: Any = autocast_for(cfg.train, device)
         self.criterion = MultiBoxLoss(neg_pos_ratio=cfg.loss.neg_pos_ratio,
                                       loc_weight=cfg.loss.loc_weight)
-        self.forward_loss = torch.compile(self._forward_loss, dynamic=False) \
-            if cfg.train.compile else self._forward_loss
         self.sums = torch.zeros(4, device=device)  # loss, loc, conf, num_pos of the micro-batches
         self.micro = 0
+        self.result: Tensor | None = None
+        # Compiled: every group's rate is a device tensor (data, not a constant of the graph).
+        self.compiled = cfg.train.compile
+        self.lrs = [torch.zeros((), device=device) for _ in self.optimizer.param_groups] \
+            if self.compiled else None
+        self.whole: Callable[[Tensor, Tensor, Tensor], Tensor] = self._whole
+        self.micro_fn: Callable[[Tensor, Tensor, Tensor], Tensor] = self._micro
+        self.update: Callable[[Tensor], Tensor] = self._update
+        if self.compiled:
+            options = compile_options(device) if compile is None else compile
+            self.whole, self.micro_fn, self.update = (
+                torch.compile(fn, dynamic=False, **options)
+                for fn in (self._whole, self._micro, self._update))
 
-    def _forward_loss(self, images: Tensor, loc_t: Tensor, labels_t: Tensor) -> Tensor:
-        """(loss, loc, conf, num_pos) of one micro-batch, as one device tensor."""
+    def _micro(self, images: Tensor, loc_t: Tensor, labels_t: Tensor) -> Tensor:
+        """Forward, loss and backward of one micro-batch; its (loss, loc, conf, num_pos)."""
         with self.autocast:
             loc_p, conf_p = _forward(self.net, images, self.micro_batch)
         losses = self.criterion(loc_p.float(), conf_p.float(), loc_t, labels_t)
-        return torch.stack([losses["loss"], losses["loc"], losses["conf"],
-                            losses["num_pos"].float()])
+        values = torch.stack([losses["loss"], losses["loc"], losses["conf"],
+                              losses["num_pos"].float()])
+        (values[0] / self.accumulation).backward()
+        return values.detach()
 
-    def begin(self, lr: float) -> None:
-        """Start an optimizer step at learning rate ``lr``."""
-        set_lr(self.optimizer, lr)
-        self.optimizer.zero_grad(set_to_none=True)
-        self.sums.zero_()
-        self.micro = 0
-
-    def micro_step(self, batch: TrainBatch) -> bool:
-        """Forward and backward one micro-batch; True when the step's last one is done."""
-        self.micro += 1
-        last = self.micro == self.accumulation
-        # Gradients are averaged across processes once per step, on the last micro-batch.
-        sync = self.net.no_sync() if self.distributed and not last else nullcontext()
-        with sync:
-            values = self.forward_loss(*batch)
-            (values[0] / self.accumulation).backward()
-        self.sums += values.detach()
-        return last
-
-    def finish(self) -> Tensor:
+    def _update(self, sums: Tensor) -> Tensor:
         """Gradient norm, clipping and the (possibly skipped) update; the step's ``METRICS``."""
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.clip,
                                                    foreach=True)
-        optimizer_step(self.optimizer, ~torch.isfinite(grad_norm))
-        return torch.cat([self.sums[:3] / self.accumulation, self.sums[3:],
-                          grad_norm.reshape(1).float()])
+        optimizer_step(self.optimizer, ~torch.isfinite(grad_norm), self.lrs)
+        return torch.cat([sums[:3] / self.accumulation, sums[3:], grad_norm.reshape(1).float()])
+
+    def _whole(self, images: Tensor, loc_t: Tensor, labels_t: Tensor) -> Tensor:
+        """A step of one micro-batch as one function (one compiled unit)."""
+        return self._update(self._micro(images, loc_t, labels_t))
+
+    def begin(self, lr: float) -> None:
+        """Start an optimizer step at learning rate ``lr`` (times a group's ``lr_mult``; Caffe's
+        momentum form rescales the momentum where a rate changes: ``param_groups.set_lr``)."""
+        set_lr(self.optimizer, lr)
+        if self.lrs is not None:  # a fill per group: no host-device copy, no sync
+            for rate, group in zip(self.lrs, self.optimizer.param_groups):
+                rate.fill_(group["lr"])
+        self.optimizer.zero_grad(set_to_none=True)
+        self.sums.zero_()
+        self.micro = 0
+        self.result = None
+
+    def micro_step(self, batch: TrainBatch) -> bool:
+        """Forward and backward one micro-batch; True when the step's last one is done (compiled,
+        a step of one micro-batch also makes its update here, as one compiled function)."""
+        self.micro += 1
+        last = self.micro == self.accumulation
+        if self.compiled and self.accumulation == 1:
+            self.result = self.whole(*batch)
+            return True
+        # Gradients are averaged across processes once per step, on the last micro-batch.
+        sync = self.net.no_sync() if self.distributed and not last else nullcontext()
+        with sync:
+            values = self.micro_fn(*batch)
+        self.sums += values
+        return last
+
+    def finish(self) -> Tensor:
+        """The update (unless ``micro_step`` made it); the step's ``METRICS``."""
+        if self.result is None:
+            self.result = self.update(self.sums)
+        # A copy: under CUDA graphs the next replay reuses the output's memory.
+        return self.result.clone()
 
     def __call__(self, lr: float, batches: list[TrainBatch]) -> Tensor:
         """A whole step over its micro-batches (the benchmark's and the tests' entry point)."""
