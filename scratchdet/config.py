@@ -139,7 +139,8 @@ class TrainConfig:
     divergence check and (with several processes) stop signals. The step itself never waits
     for the host; a non-finite step is skipped on the device, as GradScaler does."""
     compile: bool = False
-    """torch.compile the forward pass and the loss (shapes are static, so it compiles once)."""
+    """torch.compile the whole training step (forward, loss, backward, the SGD update with its
+    device-side skip; shapes are static, so it compiles once), with CUDA graphs on CUDA."""
     init_from: str = ""
     """model_final.pt of another run to start from (DSOD's COCO -> VOC fine-tuning); tensors
     whose shapes differ (the class scores: 81 vs 21) keep their fresh initialisation."""
