@@ -52,7 +52,7 @@ from .device import memory_format_for, resolve_device
 from .distributed import DistContext, init_distributed, shutdown_distributed
 from .metrics_log import MetricsLog
 from .preemption import PREEMPT_SIGNAL, requeue_if_preempted
-from .run_lock import lock_run_folder
+from .run_lock import FileLock, lock_run_folder
 from .schedule import lr_at
 from .step import METRICS, TrainStep, make_optimizer
 
@@ -160,11 +160,11 @@ def train(cfg: RunConfig, out_dir: str | Path, restart_stale: bool = False) -> d
     out = Path(out_dir)
     if cfg.train.init_from and not list_snapshots(out):
         read_init_source(cfg.train.init_from)  # refused before the run folder is created
-    with lock_run_folder(out):  # one process per run folder (rank 0 of several)
-        return _train_in(cfg, out, restart_stale)
+    with lock_run_folder(out) as lock:  # one process per run folder (rank 0 of several)
+        return _train_in(cfg, out, restart_stale, lock)
 
 
-def _train_in(cfg: RunConfig, out: Path, restart_stale: bool) -> dict[str, Any]:
+def _train_in(cfg: RunConfig, out: Path, restart_stale: bool, lock: FileLock) -> dict[str, Any]:
     store = CheckpointStore(out, cfg.train.keep_checkpoints,
                             writer=int(os.environ.get("RANK", "0")) == 0)
     store.sweep()
@@ -185,13 +185,30 @@ def _train_in(cfg: RunConfig, out: Path, restart_stale: bool) -> dict[str, Any]:
         if cfg.train.batch_size % (cfg.micro_batch * ctx.world_size):
             raise ConfigError(None, "train.batch_size", f"{cfg.train.batch_size} is not a multiple "
                               f"of micro_batch {cfg.micro_batch} x {ctx.world_size} processes")
-        return _train(cfg, out, ctx, device, store)
+        return _train(cfg, out, ctx, device, store, lock)
     finally:
         shutdown_distributed(ctx)
 
 
+def _check_image_size(cfg: RunConfig, model: torch.nn.Module) -> None:
+    """The model's default boxes are laid out for one input size: another one would meet the
+    targets with a different number of boxes (a shape error inside the loss)."""
+    size = model.prior_config.image_size
+    if cfg.data.image_size != size:
+        raise ConfigError(None, "data.image_size", f"{cfg.data.image_size}: this model takes "
+                          f"{size} x {size} images (its default boxes are laid out for that "
+                          f"size); set data.image_size: {size}")
+
+
+def _check_folder(lock: FileLock, out: Path) -> None:
+    """Stop before writing into a run folder that was deleted (or replaced) under the run."""
+    if not lock.intact():
+        raise DataError(out, "the run folder was deleted while training; nothing more is written "
+                             "there: run the command again to train anew")
+
+
 def _train(cfg: RunConfig, out: Path, ctx: DistContext, device: torch.device,
-           store: CheckpointStore) -> dict[str, Any]:
+           store: CheckpointStore, lock: FileLock) -> dict[str, Any]:
     status_path, resume = out / "status.json", store.resume_point()
     seed_everything(cfg.seed)  # same initial weights on every process
     if cfg.train.deterministic:
@@ -203,10 +220,14 @@ def _train(cfg: RunConfig, out: Path, ctx: DistContext, device: torch.device,
     accumulation = t.batch_size // (cfg.micro_batch * ctx.world_size)
 
     ann = load_annotations(cfg.data.train)
+    if not ann["images"]:
+        raise DataError(cfg.data.train, "holds no images, so there is nothing to train on; give "
+                                        "data.train a split with images")
     names = class_names(ann)
     # A resumed run takes its weights from the checkpoint: no ImageNet download needed.
     model = build_model(cfg.model, num_classes=len(names),
                         load_pretrained=resume is None).to(device)
+    _check_image_size(cfg, model)
     memory_format = memory_format_for(device, t.channels_last)
     model = model.to(memory_format=memory_format)
     optimizer = make_optimizer(model, cfg)
@@ -241,6 +262,7 @@ def _train(cfg: RunConfig, out: Path, ctx: DistContext, device: torch.device,
     trainer = TrainStep(model, cfg, device, accumulation, net=net, optimizer=optimizer)
 
     def checkpoint(step: int) -> None:
+        _check_folder(lock, out)
         store.save(step, model, optimizer, cfg, names)  # rank 0 writes, the others wait
         ctx.barrier()
 
@@ -251,6 +273,7 @@ def _train(cfg: RunConfig, out: Path, ctx: DistContext, device: torch.device,
 
     def flush() -> dict[str, Any] | None:
         """Log the buffered steps; the status of the first diverged one, if any."""
+        _check_folder(lock, out)
         rows = steplog.flush(t.batch_size)
         if rows:
             progress.set(loss=sum(r["loss"] for r in rows) / len(rows), lr=rows[-1]["lr"])
@@ -293,13 +316,15 @@ def _train(cfg: RunConfig, out: Path, ctx: DistContext, device: torch.device,
             if stopping:
                 checkpoint(step)
                 signum = stop.signum or signal.SIGTERM
-                log.warning("signal %d: saved checkpoint at step %d, exiting", signum, step)
+                log.warning("%s: interrupted by %s at step %d: snapshot saved; run the same "
+                            "command to resume", out, signal.Signals(signum).name, step)
                 requeue_if_preempted(signum, ctx.is_main)
                 raise SystemExit(128 + signum)
             if due:
                 checkpoint(step)
 
     if ctx.is_main:
+        _check_folder(lock, out)
         final = trained_model_record(model.state_dict(), cfg, names, status["step"])
         save_checkpoint(final | {"status": status["status"]}, out / "model_final.pt")
         write_json(status_path, status)
