@@ -304,11 +304,23 @@ def _yaml_cell(text: str, where: str, key: str) -> dict[str, Any]:
     return value
 
 
+def _check_cell_counts(path: Path, records: list[dict[str | None, Any]]) -> None:
+    """A row with more tab-separated cells than the header names: a stray tab in a cell or a
+    value in a column nobody named (DictReader files the surplus under the key None)."""
+    for line, rec in enumerate(records, start=2):
+        if rec.get(None):
+            extra = rec[None]
+            raise ConfigError(f"{path}:{line}", "<row>", f"{len(extra)} more tab-separated "
+                              f"cell(s) than the header's {len(rec) - 1} columns ({extra[0]!r} "
+                              "...); remove the stray tab or name the column in the header")
+
+
 def load_table(path: str | Path) -> list[Row]:
     """Parse one params table (the column schema is checked by the workflow's params schema)."""
     path = Path(path)
     with open(path, newline="") as fh:
         records = list(csv.DictReader(fh, delimiter="\t"))
+    _check_cell_counts(path, records)
     if not records:
         raise ConfigError(path, "<file>", "no rows")
     missing = [c for c in FIXED if c not in records[0]]
