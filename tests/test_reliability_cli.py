@@ -92,20 +92,16 @@ def full(tmp_path) -> Path:
 
 def _fill(folder: Path) -> None:
     """Leave no free byte in `folder`'s filesystem."""
-    with open(folder / "filler", "wb") as fh:
-        try:
+    fd = os.open(folder / "filler", os.O_WRONLY | os.O_CREAT)
+    try:
+        for size in (65536, 1):
             while True:
-                fh.write(b"\0" * 65536)
-                fh.flush()
-        except OSError:
-            pass
-    with open(folder / "filler2", "wb") as fh:  # the last partial block
-        try:
-            while True:
-                fh.write(b"\0")
-                fh.flush()
-        except OSError:
-            pass
+                try:
+                    os.write(fd, b"\0" * size)
+                except OSError:
+                    break
+    finally:
+        os.close(fd)
 
 
 # --- an output folder that is read-only or full -------------------------------------------------

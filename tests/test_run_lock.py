@@ -133,6 +133,13 @@ def _config_with_workers(tmp_path: Path, train_json: Path, max_steps: int) -> Pa
     return config
 
 
+def _running(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+    except OSError:
+        return False
+
+
 def _children(pid: int) -> list[int]:
     path = Path(f"/proc/{pid}/task/{pid}/children")
     return [int(p) for p in path.read_text().split()] if path.exists() else []
@@ -160,7 +167,9 @@ def test_a_rerun_right_after_sigkill_starts_although_dataloader_workers_linger(t
         workers = _children(first.pid)
         first.kill()  # the parent only: its workers are orphaned, as after an OOM kill
         first.wait()
-        assert any(Path(f"/proc/{w}").exists() for w in workers), "the workers are still there"
+        with lock_run_folder(run) as lock:  # at once: the workers are still there
+            assert lock.held
+            assert any(_running(w) for w in workers), "the workers lived on (the case tested)"
         rerun = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300,
                                check=False)
     finally:
