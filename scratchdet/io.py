@@ -34,7 +34,9 @@ def output_error(path: str | Path, exc: OSError) -> Exception | None:
     from .errors import DataError
 
     path = Path(path)
-    where = Path(exc.filename) if isinstance(exc.filename, str) else path.parent
+    where = path.parent  # the folder refused: the one named in the error, or the file's folder
+    if isinstance(exc.filename, str):
+        where = Path(exc.filename) if Path(exc.filename).is_dir() else Path(exc.filename).parent
     if exc.errno == errno.ENOSPC:
         return DataError(path, "cannot write: the disk is full (no space left on device); free "
                                "space there or write to another disk")
@@ -50,7 +52,10 @@ def output_error(path: str | Path, exc: OSError) -> Exception | None:
     if exc.errno == errno.EISDIR:
         return DataError(path, "is a folder; give the path of a file to write")
     if exc.errno in (errno.ENOTDIR, errno.EEXIST):
-        return DataError(where, f"is a file, not a folder, so {path} cannot be written")
+        named = Path(exc.filename) if isinstance(exc.filename, str) else path
+        blocking = next((p for p in (named, *named.parents) if p.exists() and not p.is_dir()),
+                        named)
+        return DataError(blocking, f"is a file, not a folder, so {path} cannot be written")
     return None
 
 

@@ -129,7 +129,7 @@ def _acquire(lock_path: Path, what: Path, kind: str) -> FileLock:
         if lock_path.parent.is_file():
             raise DataError(lock_path.parent, f"is a file; {kind} must be a folder")
         try:
-            with writing(lock_path):
+            with writing(what):  # a full or read-only disk: named as the output it refuses
                 lock_path.parent.mkdir(parents=True, exist_ok=True)
                 handle = open(lock_path, "a+")  # noqa: SIM115 - held until release() or exit
         except FileNotFoundError:  # the folder was removed in between: start over
@@ -148,7 +148,7 @@ def _acquire(lock_path: Path, what: Path, kind: str) -> FileLock:
         if not _still_linked(lock_path, handle):  # removed by its last holder: lock the new one
             handle.close()
             continue
-        with writing(lock_path):
+        with writing(what):
             handle.seek(0)
             handle.truncate()
             handle.write(f"{os.getpid()} {socket.gethostname()}\n")
