@@ -235,7 +235,7 @@ def test_the_multinode_script_trains_one_run_over_several_torchrun_agents(slurm,
         assert "Traceback" not in text, text[-3000:]  # a failing agent: no need to wait longer
         return slurm.state(job) in ENDED
 
-    _wait("the job to finish", ended, timeout=300)
+    _wait("the job to finish", ended, timeout=600)
     text = log.read_text() if log.exists() else ""
     assert slurm.state(job) == "COMPLETED", text[-3000:]
     port = int(text.split("scratchdet: rendezvous at ")[1].split()[0].rsplit(":", 1)[1])
