@@ -34,12 +34,15 @@ def test_a_real_short_write_is_enospc_not_unexpected_pos(tmp_path, monkeypatch):
     """torch writes through our Python file: an OSError of its write reaches atomic_path."""
     real_open = open
 
-    class Full:
+    class Full:  # the disk fills after the first 1000 bytes (as a real full disk does)
         def __init__(self, fh):
-            self.fh = fh
+            self.fh, self.room = fh, 1000
 
         def write(self, data):
-            raise OSError(errno.ENOSPC, "No space left on device")
+            if len(data) > self.room:
+                raise OSError(errno.ENOSPC, "No space left on device")
+            self.room -= len(data)
+            return self.fh.write(data)
 
         def __getattr__(self, name):
             return getattr(self.fh, name)

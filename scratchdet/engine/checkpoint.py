@@ -52,7 +52,12 @@ def save_checkpoint(obj: dict[str, Any], path: str | Path) -> None:
     """Write atomically. torch writes through a Python file, so a full disk is the OSError that
     `atomic_path` names (given a path, torch's writer says only "unexpected pos")."""
     with atomic_path(path) as tmp, open(tmp, "wb") as fh:
-        torch.save(obj, fh)
+        try:
+            torch.save(obj, fh)
+        except RuntimeError as exc:  # its zip writer, closing after our write failed, hides why
+            if isinstance(exc.__context__, OSError):
+                raise exc.__context__ from None
+            raise
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
