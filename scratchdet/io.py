@@ -90,6 +90,13 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
             with open(tmp_path, "rb") as fh:
                 os.fsync(fh.fileno())
             os.replace(tmp_path, path)
+    except FileNotFoundError:
+        if path.parent.is_dir():
+            raise
+        from .errors import DataError
+
+        raise DataError(path.parent, f"was deleted while {path.name} was being written there; "
+                                     "nothing was written") from None
     finally:
         tmp_path.unlink(missing_ok=True)
 

@@ -107,3 +107,16 @@ def test_an_error_of_a_dataloader_worker_comes_back_as_itself():
     assert caught.value.problem == "image file not found"
     text = "Traceback (most recent call last):\n  ...\nscratchdet.errors.ConfigError: a.yaml: k: bad\n"
     assert str(ConfigError(text)) == "a.yaml: k: bad"
+
+
+def test_the_folder_deleted_while_a_file_is_written(tmp_path):
+    import shutil
+
+    from scratchdet.io import atomic_path
+
+    out = tmp_path / "run" / "status.json"
+    with pytest.raises(DataError, match="was deleted while status.json was being written"):
+        with atomic_path(out) as tmp:
+            tmp.write_text("{}")
+            shutil.rmtree(tmp_path / "run")
+    assert not (tmp_path / "run").exists(), "nothing recreated the folder"

@@ -263,7 +263,11 @@ def _train(cfg: RunConfig, out: Path, ctx: DistContext, device: torch.device,
 
     def checkpoint(step: int) -> None:
         _check_folder(lock, out)
-        store.save(step, model, optimizer, cfg, names)  # rank 0 writes, the others wait
+        try:
+            store.save(step, model, optimizer, cfg, names)  # rank 0 writes, the others wait
+        except (OSError, DataError):
+            _check_folder(lock, out)  # the folder went while the snapshot was written: say so
+            raise
         ctx.barrier()
 
     steplog = StepLog(t.log_every, device, ctx)
