@@ -115,8 +115,8 @@ def test_the_folder_deleted_while_a_file_is_written(tmp_path):
     from scratchdet.io import atomic_path
 
     out = tmp_path / "run" / "status.json"
-    with pytest.raises(DataError, match="was deleted while status.json was being written"):
-        with atomic_path(out) as tmp:
-            tmp.write_text("{}")
-            shutil.rmtree(tmp_path / "run")
+    deleted = "was deleted while status.json was being written"
+    with pytest.raises(DataError, match=deleted), atomic_path(out) as tmp:
+        tmp.write_text("{}")
+        shutil.rmtree(tmp_path / "run")
     assert not (tmp_path / "run").exists(), "nothing recreated the folder"
