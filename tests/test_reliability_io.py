@@ -105,7 +105,8 @@ def test_an_error_of_a_dataloader_worker_comes_back_as_itself():
     assert str(caught.value) == "/data/000002.jpg: image file not found"
     assert caught.value.path == "/data/000002.jpg"
     assert caught.value.problem == "image file not found"
-    text = "Traceback (most recent call last):\n  ...\nscratchdet.errors.ConfigError: a.yaml: k: bad\n"
+    text = ("Traceback (most recent call last):\n  ...\n"
+            "scratchdet.errors.ConfigError: a.yaml: k: bad\n")
     assert str(ConfigError(text)) == "a.yaml: k: bad"
 
 
