@@ -125,6 +125,7 @@ def test_eval_into_a_read_only_folder(readonly, detections, synth_splits):
     assert_good("eval read-only out", done, done.stderr, str(readonly))
 
 
+@pytest.mark.slow
 def test_train_onto_a_full_disk(full, synth_splits, tmp_path):
     config = _config(tmp_path, synth_splits["trainval"])
     done = run_cli("train", "--config", str(config), "--out", str(full / "run"))
@@ -208,6 +209,7 @@ def test_ctrl_c_while_train_builds_its_model(tmp_path, synth_splits):
     assert no_leftovers(tmp_path) == [] and not (run / "model_final.pt").exists()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("workers", [0, 1])
 def test_ctrl_c_while_train_steps(tmp_path, synth_splits, workers):
     """In the loop a Ctrl-C saves a snapshot first (its DataLoader workers, which get the signal
@@ -263,6 +265,7 @@ def one_image_missing(tmp_path, synth_splits) -> tuple[Path, Path, Path]:
     return out[0], out[1], missing
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("workers", [0, 1])
 def test_train_meets_a_missing_image(tmp_path, one_image_missing, workers):
     train_json, _, _ = one_image_missing
@@ -395,6 +398,7 @@ def test_an_image_size_the_model_cannot_take(tmp_path, synth_splits):
     assert_good("train data.image_size 200", done, done.stderr, str(config), "data.image_size")
 
 
+@pytest.mark.slow
 def test_the_run_folder_deleted_while_training(tmp_path, synth_splits):
     config = _config(tmp_path, synth_splits["trainval"], train={"max_steps": 40})
     run = tmp_path / "run"
