@@ -300,6 +300,17 @@ def _yaml_cell(text: str, where: str, key: str) -> dict[str, Any]:
     return value
 
 
+def _check_cell_counts(path: Path, records: list[dict[str | None, Any]]) -> None:
+    """A row with more tab-separated cells than the header names: a stray tab in a cell or a
+    value in a column nobody named (DictReader files the surplus under the key None)."""
+    for line, rec in enumerate(records, start=2):
+        if rec.get(None):
+            extra = rec[None]
+            raise ConfigError(f"{path}:{line}", "<row>", f"{len(extra)} more tab-separated "
+                              f"cell(s) than the header's {len(rec) - 1} columns ({extra[0]!r} "
+                              "...); remove the stray tab or name the column in the header")
+
+
 def load_table(path: str | Path) -> list[Row]:
     """Parse one params table (the column schema is checked by the workflow's params schema)."""
     path = Path(path)
@@ -307,12 +318,14 @@ def load_table(path: str | Path) -> list[Row]:
         reader = csv.DictReader(fh, delimiter="\t")
         records = list(reader)
         header = reader.fieldnames or []
+    _check_cell_counts(path, records)
     if not records:
         raise ConfigError(path, "<file>", "no rows")
     missing = [c for c in FIXED if c not in header]
     if missing:
         raise ConfigError(path, missing[0], f"missing column (the header has {len(header)} "
-                                            f"tab-separated names; every table has {', '.join(FIXED)})")
+                                            "tab-separated names; every table has "
+                                            f"{', '.join(FIXED)})")
     rows, seen = [], set()
     for i, rec in enumerate(records, start=2):
         where = f"{path}:{i}"
@@ -321,9 +334,6 @@ def load_table(path: str | Path) -> list[Row]:
             raise ConfigError(where, short[0], f"{len(short)} field(s) missing: the row has "
                                                f"{len(header) - len(short)} tab-separated cells, "
                                                f"the header {len(header)}")
-        if None in rec:  # more cells than the header: DictReader files them under None
-            raise ConfigError(where, "<row>", f"{len(rec[None])} field(s) too many: the header has "
-                                              f"{len(header)} tab-separated names")
         if rec["row"] in seen:
             raise ConfigError(where, "row", f"duplicate row id {rec['row']!r}")
         seen.add(rec["row"])

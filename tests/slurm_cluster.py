@@ -1,8 +1,10 @@
 """A real single-node Slurm cluster (Debian's slurmctld, slurmd, munge) for the cluster tests.
 
 Everything lives in one temporary folder (config, state, logs, PID files); the daemons are
-stopped by their own PIDs, so nothing else on the machine is touched. Needs root (slurmd runs
-jobs as their submitting user and munged needs its key owned by the munge user).
+stopped by their own PIDs, so nothing else on the machine is touched. `stop()` first cancels every
+job of this private cluster and kills what is left of them (a job's processes carry its
+SLURM_JOB_ID and this cluster's name), so no job outlives the test that submitted it. Needs root
+(slurmd runs jobs as their submitting user and munged needs its key owned by the munge user).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ DAEMONS = ("munged", "slurmctld", "slurmd")
 # The Snakemake slurm executor drops every SLURM_* variable (SLURM_CONF too) before it calls
 # srun inside a job, so srun only finds the cluster through the default config path.
 SYSTEM_CONF = Path("/etc/slurm/slurm.conf")
+CLUSTER = "scratchdet-ci"
 
 
 def missing_requirements() -> str | None:
@@ -53,7 +56,7 @@ class LocalSlurm:
             (self.root / sub).mkdir(parents=True, exist_ok=True)
         r = self.root
         self.conf.write_text(f"""\
-ClusterName=scratchdet-ci
+ClusterName={CLUSTER}
 SlurmctldHost={self.host}
 SlurmUser=root
 SlurmdUser=root
@@ -118,13 +121,56 @@ PartitionName={self.gpu_partition} Nodes={self.host} MaxTime=INFINITE State=UP
         subprocess.run(["scontrol", "update", f"jobid={job}", "StartTime=now"], check=True,
                        env=os.environ | self.env)
 
+    def jobs(self) -> list[str]:
+        """Every job of this cluster that has not ended."""
+        out = subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True, text=True,
+                             env=os.environ | self.env, check=False).stdout
+        return out.split()
+
+    def job_processes(self, job: str) -> list[int]:
+        """PIDs of processes a job of this cluster started (its steps, torchrun agents, ...)."""
+        job_id = f"SLURM_JOB_ID={job}".encode()
+        ours = {f"SLURM_CLUSTER_NAME={CLUSTER}".encode(), f"SLURM_CONF={self.conf}".encode()}
+        found = []
+        for proc in Path("/proc").iterdir():
+            if not proc.name.isdigit():
+                continue
+            try:
+                env = (proc / "environ").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if job_id in env and ours & set(env):
+                found.append(int(proc.name))
+        return found
+
+    def cancel_all(self, timeout: float = 30) -> None:
+        """scancel every job, wait for the cluster to end them, then SIGKILL their leftovers."""
+        jobs = self.jobs()
+        env = os.environ | self.env
+        if jobs:
+            subprocess.run(["scancel", "--full", *jobs], env=env, capture_output=True,
+                           check=False)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and self.jobs():
+            time.sleep(0.5)
+        for job in jobs + self.jobs():
+            for pid in self.job_processes(job):
+                _signal(pid, signal.SIGKILL)
+
     def pids(self) -> dict[str, int]:
         files = {"slurmd": self.root / "slurmd.pid", "slurmctld": self.root / "slurmctld.pid",
                  "munged": self.root / "munge" / "munged.pid"}
         return {name: int(p.read_text().split()[0]) for name, p in files.items() if p.exists()}
 
     def stop(self, timeout: float = 20) -> None:
-        """SIGTERM each daemon by the PID it wrote, then SIGKILL what is still alive."""
+        """Cancel every job, SIGTERM each daemon by the PID it wrote, then SIGKILL what is still
+        alive."""
+        try:
+            self.cancel_all()
+        finally:
+            self._stop_daemons(timeout)
+
+    def _stop_daemons(self, timeout: float) -> None:
         pids = self.pids()
         for pid in pids.values():
             _signal(pid, signal.SIGTERM)

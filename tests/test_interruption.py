@@ -3,7 +3,9 @@ even when the kill damaged its newest snapshot; and no second process trains in 
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -51,6 +53,24 @@ def _losses(run: Path) -> list[tuple[str, ...]]:
     return [tuple(r[c] for c in cols) for r in MetricsLog(run / "metrics.csv").read()]
 
 
+@pytest.fixture
+def start():
+    """Start a command in its own process group; the group is killed when the test ends, passed
+    or failed (a stopped or orphaned training must not outlive its test)."""
+    started: list[subprocess.Popen] = []
+
+    def start(cmd: list[str]) -> subprocess.Popen:
+        started.append(subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                        start_new_session=True))
+        return started[-1]
+
+    yield start
+    for proc in started:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+
+
 @pytest.fixture(scope="module")
 def reference_run(tmp_path_factory, synth_splits) -> Path:
     tmp = tmp_path_factory.mktemp("reference")
@@ -69,10 +89,11 @@ def _assert_same_result(run: Path, reference: Path) -> None:
 
 
 @pytest.mark.slow
-def test_sigkill_then_rerun_reaches_identical_weights(tmp_path, synth_splits, reference_run):
+def test_sigkill_then_rerun_reaches_identical_weights(tmp_path, synth_splits, reference_run,
+                                                      start):
     config = _write_config(tmp_path, synth_splits["trainval"])
     run = tmp_path / "run"
-    proc = subprocess.Popen(_train_cmd(config, run), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = start(_train_cmd(config, run))
     _wait_for_checkpoint(proc, run)
     proc.send_signal(signal.SIGSTOP)  # paused, still holding the folder, so it cannot finish first
     try:
@@ -91,10 +112,10 @@ def test_sigkill_then_rerun_reaches_identical_weights(tmp_path, synth_splits, re
 
 
 @pytest.mark.slow
-def test_sigterm_saves_a_checkpoint_and_exits(tmp_path, synth_splits, reference_run):
+def test_sigterm_saves_a_checkpoint_and_exits(tmp_path, synth_splits, reference_run, start):
     config = _write_config(tmp_path, synth_splits["trainval"])
     run = tmp_path / "run"
-    proc = subprocess.Popen(_train_cmd(config, run), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = start(_train_cmd(config, run))
     _wait_for_checkpoint(proc, run)
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate()
@@ -110,10 +131,10 @@ def test_sigterm_saves_a_checkpoint_and_exits(tmp_path, synth_splits, reference_
 
 @pytest.mark.slow
 def test_a_damaged_newest_snapshot_costs_one_interval_not_the_run(tmp_path, synth_splits,
-                                                                  reference_run):
+                                                                  reference_run, start):
     config = _write_config(tmp_path, synth_splits["trainval"])
     run = tmp_path / "run"
-    proc = subprocess.Popen(_train_cmd(config, run), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = start(_train_cmd(config, run))
     _wait_for_checkpoint(proc, run, count=2)
     proc.kill()
     proc.communicate()

@@ -3,10 +3,13 @@ folder (or file) and the holder's PID; the kernel frees the lock when its holder
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -120,3 +123,84 @@ def test_dvc_versions_no_lock_or_temporary_file(tmp_path, monkeypatch):
     manifest = read_json(next((repo / ".dvc" / "cache").rglob("*.dir")))
     names = sorted(entry["relpath"] for entry in manifest)
     assert names == ["train/checkpoints/step_00000001.pt", "train/status.json"], names
+
+
+def _config_with_workers(tmp_path: Path, train_json: Path, max_steps: int) -> Path:
+    config = tmp_path / "run.yaml"
+    config.write_text(yaml.safe_dump({"model": TINY_DSOD, "data": {
+        "train": str(train_json), "num_workers": 2}, "train": {
+        "batch_size": 2, "max_steps": max_steps, "checkpoint_every": 1, "device": "cpu"}}))
+    return config
+
+
+def _running(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+    except OSError:
+        return False
+
+
+def _children(pid: int) -> list[int]:
+    path = Path(f"/proc/{pid}/task/{pid}/children")
+    return [int(p) for p in path.read_text().split()] if path.exists() else []
+
+
+@pytest.mark.slow
+def test_a_rerun_right_after_sigkill_starts_although_dataloader_workers_linger(tmp_path,
+                                                                                 synth_splits):
+    """SIGKILL a training that reads with DataLoader workers: the workers outlive it by seconds
+    (they notice their parent's death on a timer), yet the lock died with the process that took
+    it, so the command run again at once (as a Slurm requeue does) starts and finishes."""
+    config = _config_with_workers(tmp_path, synth_splits["trainval"], max_steps=3)
+    run = tmp_path / "run"
+    cmd = [sys.executable, "-m", "scratchdet.cli", "train", "--config", str(config),
+           "--out", str(run)]
+    env = os.environ | {"OMP_NUM_THREADS": "1"}
+    first = subprocess.Popen(cmd, env=env, start_new_session=True, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 180
+        while not (run / "checkpoints").is_dir() or len(_children(first.pid)) < 2:
+            assert first.poll() is None, first.communicate()
+            assert time.monotonic() < deadline, "no snapshot with live workers appeared"
+            time.sleep(0.02)
+        workers = _children(first.pid)
+        first.kill()  # the parent only: its workers are orphaned, as after an OOM kill
+        first.wait()
+        with lock_run_folder(run) as lock:  # at once: the workers are still there
+            assert lock.held
+            assert any(_running(w) for w in workers), "the workers lived on (the case tested)"
+        rerun = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300,
+                               check=False)
+    finally:
+        try:
+            os.killpg(first.pid, signal.SIGKILL)  # the orphaned workers, whatever happened
+        except ProcessLookupError:
+            pass
+    assert "in use" not in rerun.stderr, rerun.stderr
+    assert rerun.returncode == 0, rerun.stderr
+    assert json.loads((run / "status.json").read_text())["status"] == "finished"
+
+
+def test_the_lock_is_not_inherited_by_a_forked_child(tmp_path):
+    """A child forked while the lock is held (a DataLoader worker) does not keep it alive."""
+    run = tmp_path / "run"
+    code = (f"import os, sys, time; from scratchdet.engine.run_lock import lock_run_folder\n"
+            f"lock = lock_run_folder({str(run)!r})\n"
+            f"if os.fork() == 0:\n    time.sleep(600)\n"  # the child lingers, the parent dies
+            f"print('held', flush=True); time.sleep(600)\n")
+    holder = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True,
+                              start_new_session=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(DataError, match=f"PID {holder.pid}"):
+            lock_run_folder(run)
+        holder.kill()
+        holder.wait()
+        with lock_run_folder(run) as lock:  # the forked child still runs; the lock is free
+            assert lock.held
+    finally:
+        try:
+            os.killpg(holder.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass

@@ -4,15 +4,18 @@ warning signal before the time limit, then a preemption) ends with the weights o
 never interrupted.
 
 In CI (CI=true) a missing Slurm installation is a failure, not a skip: .ci/run installs it.
+Whatever happens, every job is cancelled and its processes killed before the cluster stops
+(`LocalSlurm.stop`), and processes a test starts itself are killed with their process group.
 """
 
 from __future__ import annotations
 
 import ast
+import contextlib
 import os
 import shlex
 import shutil
-import socket
+import signal
 import subprocess
 import sys
 import time
@@ -47,8 +50,8 @@ def slurm(tmp_path_factory):
             pytest.fail(f"CI must run the Slurm test: {why}")
         pytest.skip(why)
     cluster = LocalSlurm(tmp_path_factory.mktemp("slurm"), memory_mb=16000)
-    cluster.start()
     try:
+        cluster.start()
         yield cluster
     finally:
         cluster.stop()
@@ -64,7 +67,7 @@ def _running(pid: int) -> bool:
 
 
 @pytest.mark.slow
-def test_default_scale_subset_runs_through_the_slurm_profile(slurm, tmp_path):
+def test_default_scale_subset_runs_through_the_slurm_profile(slurm, tmp_path, cancel_jobs):
     for name in WORKFLOW_FILES:
         src = ROOT / name
         (shutil.copytree if src.is_dir() else shutil.copy)(src, tmp_path / name)
@@ -93,6 +96,24 @@ def test_default_scale_subset_runs_through_the_slurm_profile(slurm, tmp_path):
     assert rules["evaluate"] == {slurm.cpu_partition}, rules
 
 
+@pytest.fixture
+def cancel_jobs(slurm):
+    """Cancel this test's jobs and kill their leftovers when it ends, passed or failed."""
+    yield
+    slurm.cancel_all()
+
+
+@contextlib.contextmanager
+def _group(proc: subprocess.Popen):
+    """Kill `proc`'s process group on the way out, whatever happened."""
+    try:
+        yield proc
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
 def _job_env(slurm: LocalSlurm) -> dict[str, str]:
     return os.environ | slurm.env | {
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
@@ -115,7 +136,8 @@ def _wait(what: str, until, timeout: float = 600, poll: float = 0.2):
 
 
 @pytest.mark.slow
-def test_a_requeued_training_job_resumes_to_the_same_weights(slurm, tmp_path, synth_splits):
+def test_a_requeued_training_job_resumes_to_the_same_weights(slurm, tmp_path, synth_splits,
+                                                              cancel_jobs):
     options = _profile_sbatch_options()
     assert "--requeue" in options and any(o.startswith("--signal=USR1@") for o in options)
     config = tmp_path / "run.yaml"
@@ -128,7 +150,14 @@ def test_a_requeued_training_job_resumes_to_the_same_weights(slurm, tmp_path, sy
     train = [sys.executable, "-m", "scratchdet.cli", "-v", "train", "--config", str(config)]
     # The uninterrupted run, on this machine, while the cluster runs the interrupted one.
     reference = subprocess.Popen([*train, "--out", str(tmp_path / "reference")], env=env,
-                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                 start_new_session=True)
+    with _group(reference):
+        _requeue_twice(slurm, tmp_path, train, env, options, reference)
+
+
+def _requeue_twice(slurm: LocalSlurm, tmp_path: Path, train: list[str], env: dict[str, str],
+                   options: list[str], reference: subprocess.Popen) -> None:
     run, log = tmp_path / "run", tmp_path / "job.log"
     script = tmp_path / "job.sh"  # as the executor does: the command is a step of the batch job
     script.write_text(f"#!/bin/sh\nsrun -n1 {shlex.join([*train, '--out', str(run)])}\n")
@@ -182,9 +211,11 @@ def test_a_requeued_training_job_resumes_to_the_same_weights(slurm, tmp_path, sy
 
 @pytest.mark.slow
 def test_the_multinode_script_trains_one_run_over_several_torchrun_agents(slurm, tmp_path,
-                                                                          synth_splits):
+                                                                          synth_splits,
+                                                                          cancel_jobs):
     """workflow/profiles/slurm/multinode.sbatch as the README runs it, with two tasks standing
-    in for two nodes (one torchrun agent each, one CPU process per agent, gloo)."""
+    in for two nodes (one torchrun agent each, one CPU process per agent, gloo). The script
+    picks the rendezvous port itself (from the job id, outside the ephemeral range)."""
     config = tmp_path / "run.yaml"
     config.write_text(yaml.safe_dump({
         "seed": 0, "model": TINY_DSOD,
@@ -192,19 +223,58 @@ def test_the_multinode_script_trains_one_run_over_several_torchrun_agents(slurm,
         "train": {"batch_size": 4, "micro_batch": 1, "lr": 0.01, "max_steps": 2,
                   "checkpoint_every": 1, "device": "cpu"}}))
     run, log = tmp_path / "run", tmp_path / "job.log"
-    with socket.socket() as s:  # a free port for the rendezvous
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = _job_env(slurm) | {"OMP_NUM_THREADS": "1", "SCRATCHDET_PROCS_PER_NODE": "1",
-                             "SCRATCHDET_RDZV_PORT": str(port)}
+    env = {k: v for k, v in _job_env(slurm).items() if k != "SCRATCHDET_RDZV_PORT"} \
+        | {"OMP_NUM_THREADS": "1", "SCRATCHDET_PROCS_PER_NODE": "1"}
     job = subprocess.run(["sbatch", "--parsable", "--export=ALL", f"--output={log}",
                           "--nodes=1", "--ntasks-per-node=2", "--cpus-per-task=1", "--mem=6000",
                           "--time=30", str(ROOT / "workflow/profiles/slurm/multinode.sbatch"),
                           str(config), str(run)], capture_output=True, text=True, env=env,
                          check=True).stdout.strip().split(";")[0]
-    _wait("the job to finish", lambda: slurm.state(job) in ENDED)
+    def ended() -> bool:
+        text = log.read_text() if log.exists() else ""
+        assert "Traceback" not in text, text[-3000:]  # a failing agent: no need to wait longer
+        return slurm.state(job) in ENDED
+
+    _wait("the job to finish", ended, timeout=600)
     text = log.read_text() if log.exists() else ""
     assert slurm.state(job) == "COMPLETED", text[-3000:]
+    port = int(text.split("scratchdet: rendezvous at ")[1].split()[0].rsplit(":", 1)[1])
+    low, high = _ephemeral_ports()
+    assert not low <= port <= high and port == _script_port(job), (port, low, high)
     assert read_json(run / "status.json")["status"] == "finished", text[-3000:]
     assert read_json(run / "provenance.json")["world_size"] == 2
     assert [r["step"] for r in MetricsLog(run / "metrics.csv").read()] == ["0", "1"]
+
+
+def _ephemeral_ports() -> tuple[int, int]:
+    low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+    return int(low), int(high)
+
+
+def _script_port(job: str, host: str = "localhost") -> int:
+    """The rendezvous port multinode.sbatch's rdzv_port picks for a job (run on its own)."""
+    script = (ROOT / "workflow/profiles/slurm/multinode.sbatch").read_text()
+    functions = "\n".join(script[script.index(f"{name}() {{"):].split("\n}\n")[0] + "\n}"
+                          for name in ("port_in_use", "rdzv_port"))
+    done = subprocess.run(["bash", "-c", f"{functions}\nrdzv_port {job} {host}"],
+                          capture_output=True, text=True, check=True)
+    return int(done.stdout)
+
+
+def test_the_rendezvous_port_is_the_jobs_own_and_not_ephemeral():
+    """Two jobs get two ports; none is in the range srun and outgoing connections draw from,
+    and a port something listens on is skipped."""
+    import socket
+
+    low, high = _ephemeral_ports()
+    ports = [_script_port(str(job)) for job in (1, 2, 3, 1000, 987654)]
+    assert len(set(ports)) == len(ports), ports
+    assert not any(low <= p <= high for p in ports), (ports, low, high)
+    assert _script_port("1") == ports[0], "the same job (a requeue) gets the same port"
+    with socket.socket() as busy:
+        try:
+            busy.bind(("127.0.0.1", ports[0]))
+        except OSError:
+            pytest.skip(f"port {ports[0]} is taken on this machine")
+        busy.listen()
+        assert _script_port("1") not in (ports[0], *range(low, high + 1))

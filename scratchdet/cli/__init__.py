@@ -4,7 +4,8 @@ One module per command group, each adding its subcommands with `register(subpars
 train, detect, evaluate (`eval`), curve, report, workflow, artifacts, benchmark, models;
 `runner.run_parsed` runs the parsed command. Heavy modules are imported inside the commands, so
 `scratchdet --help` stays instant. Bad input (ScratchdetError) prints one line naming the file
-and the problem and exits with status 2; anything else is a bug and keeps its traceback.
+and the problem and exits with status 2; Ctrl-C prints one line and exits with 130; anything else
+is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import argparse
 import sys
 
 from . import artifacts, benchmark, curve, data, detect, evaluate, models, report, train, workflow
-from .runner import run_parsed
+from .runner import EXIT_INTERRUPTED, run_parsed
 
 __all__ = ["GROUPS", "build_parser", "main"]
 
@@ -35,6 +36,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    args = build_parser().parse_args(argv)
+    try:  # building the parser imports the evaluation package (numpy): a second on a busy node
+        args = build_parser().parse_args(argv)
+    except KeyboardInterrupt:  # Ctrl-C before the command started
+        print("scratchdet: interrupted (Ctrl-C)", file=sys.stderr)
+        return EXIT_INTERRUPTED
     args.argv = argv  # the command line, as the benchmarks record it
     return run_parsed(args, verbose=args.verbose)

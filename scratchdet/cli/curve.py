@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..evaluation import METRICS
 from .detect import add_detect_options, detect_config
 
 __all__ = ["register"]
@@ -28,6 +27,8 @@ def cmd_curve(args: argparse.Namespace) -> None:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``curve``."""
+    from ..evaluation import METRICS
+
     s = subparsers.add_parser("curve", help="learning curve: score every kept snapshot of a run")
     s.add_argument("--run", required=True, help="run folder (train.keep_checkpoints snapshots)")
     s.add_argument("--data", required=True, help="split to score on")

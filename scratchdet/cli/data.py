@@ -8,13 +8,34 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
+from .runner import add_count
 
 __all__ = ["register"]
 
 
-def cmd_synth(args: argparse.Namespace) -> None:
-    from ..data.synth import SYNTH_CLASSES, make_synthetic_voc
+def _check_synth(args: argparse.Namespace, shapes: list[str]) -> None:
+    """The generator's own limits, named by the options a user typed."""
+    if args.trainval < 2:
+        raise ConfigError(None, "--trainval", f"at least 2 training images, got {args.trainval}")
+    if args.test < 1:
+        raise ConfigError(None, "--test", f"at least 1 test image, got {args.test}")
+    if args.objects and not 1 <= args.objects[0] <= args.objects[1]:
+        raise ConfigError(None, "--objects", f"MIN MAX with 1 <= MIN <= MAX, got "
+                                             f"{args.objects[0]} {args.objects[1]}")
+    if args.object_size and not 0 < args.object_size[0] <= args.object_size[1] <= 0.9:
+        raise ConfigError(None, "--object-size", f"MIN MAX with 0 < MIN <= MAX <= 0.9, got "
+                                                 f"{args.object_size[0]} {args.object_size[1]}")
+    classes = args.classes or []
+    unknown = [c for c in classes if c not in shapes]
+    if unknown or len(set(classes)) != len(classes):
+        raise ConfigError(None, "--classes", f"distinct names of {' '.join(shapes)}; got "
+                                             f"{' '.join(classes)}")
 
+
+def cmd_synth(args: argparse.Namespace) -> None:
+    from ..data.synth import SHAPES, SYNTH_CLASSES, make_synthetic_voc
+
+    _check_synth(args, list(SHAPES))
     extra: dict[str, Any] = {}
     if args.objects:
         extra["objects"] = tuple(args.objects)
@@ -146,7 +167,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     s = sub.add_parser("split", help="split one annotation file into train and test, by seed")
     s.add_argument("--data", required=True, help="annotation file to split")
-    s.add_argument("--test", type=int, required=True, help="images that go to the test part")
+    add_count(s, "--test", required=True, help="images that go to the test part")
     s.add_argument("--seed", type=int, default=0, help="seed of the shuffle (default 0)")
     s.add_argument("--train-out", required=True, help="annotation file of the training part")
     s.add_argument("--test-out", required=True, help="annotation file of the test part")
@@ -184,7 +205,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     s.add_argument("--out", required=True, help="file to write once it is whole and verified")
     s.add_argument("--md5", help="expected MD5 of the whole file")
     s.add_argument("--sha256", help="expected SHA-256 of the whole file")
-    s.add_argument("--retries", type=int, default=5, help="attempts after a broken connection "
+    add_count(s, "--retries", default=5, help="attempts after a broken connection "
                                                           "(default 5)")
     s.add_argument("--manual", help="never fetch: the file needs a login; this text says how")
     s.set_defaults(func=cmd_download)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from ..config import DetectConfig
+from .runner import add_count, load_run_config
 
 __all__ = ["add_detect_options", "detect_config", "register"]
 
@@ -12,11 +13,11 @@ __all__ = ["add_detect_options", "detect_config", "register"]
 def add_detect_options(s: argparse.ArgumentParser, workers: int) -> None:
     """The options that detecting and scoring snapshots (``curve``) share."""
     s.add_argument("--config", help="run config whose 'detect' section sets NMS and thresholds")
-    s.add_argument("--precise-bn", type=int, metavar="N",
+    add_count(s, "--precise-bn", metavar="N",
                    help="re-estimate BatchNorm statistics from N training batches first "
                         "(PreciseBN; default: the config's detect.precise_bn, else off)")
     s.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
-    s.add_argument("--workers", type=int, default=workers,
+    add_count(s, "--workers", default=workers,
                    help=f"image-decoding worker processes (default {workers})")
 
 
@@ -24,9 +25,7 @@ def detect_config(args: argparse.Namespace) -> DetectConfig:
     """The ``detect`` section of --config (or the defaults), with --precise-bn laid over it."""
     import dataclasses
 
-    from ..config import load_config
-
-    cfg = load_config(args.config).detect if args.config else DetectConfig()
+    cfg = load_run_config(args.config).detect if args.config else DetectConfig()
     if args.precise_bn is not None:
         cfg = dataclasses.replace(cfg, precise_bn=args.precise_bn)
     return cfg

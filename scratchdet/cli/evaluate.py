@@ -6,8 +6,6 @@ import argparse
 from typing import Any
 
 from ..errors import ConfigError
-from ..evaluation import METRICS
-from ..evaluation.baselines import BASELINES
 
 __all__ = ["register"]
 
@@ -63,7 +61,11 @@ def _eval_baseline(args: argparse.Namespace) -> None:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add ``eval``."""
+    """Add ``eval``. (The evaluation package imports numpy: only when the parser is built, so a
+    Ctrl-C while `scratchdet` starts is the one line `main` prints.)"""
+    from ..evaluation import METRICS
+    from ..evaluation.baselines import BASELINES
+
     s = subparsers.add_parser("eval", help="score detections against ground truth")
     s.add_argument("--gt", required=True, help="ground truth: the internal format or any "
                                                "COCO-format annotation file")

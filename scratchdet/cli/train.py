@@ -6,16 +6,16 @@ import argparse
 import os
 from typing import Any
 
-from .runner import parse_override
+from ..errors import ConfigError
+from .runner import add_count, load_run_config, parse_override
 
 __all__ = ["register"]
 
 
 def cmd_train(args: argparse.Namespace) -> None:
-    from ..config import load_config
     from ..engine.gpus import assign_gpus
 
-    cfg = load_config(args.config, dict(parse_override(o) for o in args.set))  # before workers
+    cfg = load_run_config(args.config, dict(parse_override(o) for o in args.set))  # before workers
     nproc = args.nproc or max(1, args.gpus)
     if "WORLD_SIZE" in os.environ:  # a torchrun worker: the launcher already chose the GPUs
         claim = None
@@ -25,7 +25,12 @@ def cmd_train(args: argparse.Namespace) -> None:
             raise SystemExit(_launch_workers(args, nproc))
     from ..engine.train import train
 
-    status = train(cfg, args.out, restart_stale=args.restart_stale)
+    try:
+        status = train(cfg, args.out, restart_stale=args.restart_stale)
+    except ConfigError as exc:  # a key of the run config: name the file it came from
+        if exc.path is None and exc.key.split(".")[0] in cfg.to_dict():
+            raise ConfigError(args.config, exc.key, exc.problem) from None
+        raise
     print(f"{args.out}: {status['status']} at step {status['step']}"
           + (f" ({status['reason']})" if status.get("reason") else ""))
     del claim
@@ -70,8 +75,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="override a config value, e.g. --set train.lr=0.05")
     s.add_argument("--restart-stale", action="store_true",
                    help="discard a run in --out made with another config instead of refusing")
-    s.add_argument("--gpus", type=int, default=0,
+    add_count(s, "--gpus", default=0,
                    help="GPUs to claim on this machine (sets CUDA_VISIBLE_DEVICES unless already set)")
-    s.add_argument("--nproc", type=int, default=0,
+    add_count(s, "--nproc", default=0,
                    help="training processes (torch.distributed); default: one per GPU, or 1")
     s.set_defaults(func=cmd_train)

@@ -50,12 +50,22 @@ _LEGACY_NAME = "last.pt"  # the single checkpoint of runs made before snapshots 
 
 
 def save_checkpoint(obj: dict[str, Any], path: str | Path) -> None:
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
+    """Write atomically. torch writes through a Python file, so a full disk is the OSError that
+    `atomic_path` names (given a path, torch's writer says only "unexpected pos")."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        try:
+            torch.save(obj, fh)
+        except RuntimeError as exc:  # its zip writer, closing after our write failed, hides why
+            if isinstance(exc.__context__, OSError):
+                raise exc.__context__ from None
+            raise
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     path = Path(path)
+    if path.is_dir():
+        raise DataError(path, "is a folder; give a checkpoint file (a run's model_final.pt or "
+                              "checkpoints/step_*.pt)")
     if not path.is_file():
         raise DataError(path, "checkpoint not found")
     try:

@@ -110,6 +110,9 @@ def _detect(checkpoint: str | Path, data: str | Path, out: str | Path, cfg: Dete
     dev = resolve_device(device, "--device")
     model, state = load_trained_model(checkpoint, dev)
     ann = load_annotations(data)
+    if not ann["images"]:
+        raise DataError(data, "holds no images, so there is nothing to detect on; give --data a "
+                              "split with images")
     names = [c["name"] for c in sorted(ann["categories"], key=lambda c: c["id"])]
     if names != state["class_names"]:
         raise DataError(data, f"categories {names} differ from those the model was trained on "

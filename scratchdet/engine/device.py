@@ -10,12 +10,23 @@ __all__ = ["memory_format_for", "resolve_device"]
 
 
 def resolve_device(name: str, key: str = "device") -> torch.device:
-    """'auto' = CUDA when available, else CPU; asking for CUDA without a GPU is a ConfigError."""
+    """'auto' = CUDA when available, else CPU; asking for CUDA without a GPU, a GPU index this
+    machine lacks or a device string torch does not parse is a ConfigError naming `key`."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
+    usage = "use cpu, cuda, cuda:N or auto"
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError, ValueError):
+        raise ConfigError(None, key, f"{name!r} is not a device; {usage}") from None
+    if device.type not in ("cpu", "cuda"):
+        raise ConfigError(None, key, f"{name!r}: only CPU and CUDA devices are supported; {usage}")
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(None, key, "CUDA was asked for but torch sees no GPU")
+        raise ConfigError(None, key, f"{name!r}: CUDA was asked for but torch sees no GPU")
+    if device.type == "cuda" and device.index is not None \
+            and device.index >= torch.cuda.device_count():
+        raise ConfigError(None, key, f"{name!r}: torch sees {torch.cuda.device_count()} GPU(s), "
+                                     f"cuda:0 to cuda:{torch.cuda.device_count() - 1}")
     return device
 
 

@@ -7,7 +7,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from ..io import write_text
+from ..io import write_text, writing
 
 __all__ = ["COLUMNS", "MetricsLog"]
 
@@ -29,7 +29,7 @@ class MetricsLog:
 
     def append(self, row: dict[str, Any]) -> None:
         new = not self.path.exists()
-        with open(self.path, "a", newline="") as fh:
+        with writing(self.path), open(self.path, "a", newline="") as fh:  # a full disk: named
             if new:
                 fh.write(",".join(COLUMNS) + "\n")
             fh.write(",".join(_fmt(row[c]) for c in COLUMNS) + "\n")

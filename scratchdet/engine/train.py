@@ -60,7 +60,7 @@ from .distributed import DistContext, init_distributed, shutdown_distributed
 from .metrics_log import MetricsLog
 from .precision import set_matmul_precision
 from .preemption import PREEMPT_SIGNAL, requeue_if_preempted
-from .run_lock import lock_run_folder
+from .run_lock import FileLock, lock_run_folder
 from .schedule import lr_at
 from .step import METRICS, TrainStep, make_optimizer
 
@@ -168,11 +168,11 @@ def train(cfg: RunConfig, out_dir: str | Path, restart_stale: bool = False) -> d
     out = Path(out_dir)
     if cfg.train.init_from and not list_snapshots(out):
         read_init_source(cfg.train.init_from)  # refused before the run folder is created
-    with lock_run_folder(out):  # one process per run folder (rank 0 of several)
-        return _train_in(cfg, out, restart_stale)
+    with lock_run_folder(out) as lock:  # one process per run folder (rank 0 of several)
+        return _train_in(cfg, out, restart_stale, lock)
 
 
-def _train_in(cfg: RunConfig, out: Path, restart_stale: bool) -> dict[str, Any]:
+def _train_in(cfg: RunConfig, out: Path, restart_stale: bool, lock: FileLock) -> dict[str, Any]:
     store = CheckpointStore(out, cfg.train.keep_checkpoints,
                             writer=int(os.environ.get("RANK", "0")) == 0)
     store.sweep()
@@ -195,7 +195,7 @@ def _train_in(cfg: RunConfig, out: Path, restart_stale: bool) -> dict[str, Any]:
         if cfg.train.batch_size % (cfg.micro_batch * ctx.world_size):
             raise ConfigError(None, "train.batch_size", f"{cfg.train.batch_size} is not a multiple "
                               f"of micro_batch {cfg.micro_batch} x {ctx.world_size} processes")
-        return _train(cfg, out, ctx, device, store, data)
+        return _train(cfg, out, ctx, device, store, lock, data)
     finally:
         shutdown_distributed(ctx)
 
@@ -211,8 +211,26 @@ def _check_same_data(recorded: Any, data: dict[str, str] | None, out: Path) -> N
                                   "or train in a new --out")
 
 
+def _check_image_size(cfg: RunConfig, model: torch.nn.Module) -> None:
+    """The model's default boxes are laid out for one input size: another one would meet the
+    targets with a different number of boxes (a shape error inside the loss)."""
+    size = model.prior_config.image_size
+    if cfg.data.image_size != size:
+        raise ConfigError(None, "data.image_size", f"{cfg.data.image_size}: this model takes "
+                          f"{size} x {size} images (its default boxes are laid out for that "
+                          f"size); set data.image_size: {size}")
+
+
+def _check_folder(lock: FileLock, out: Path) -> None:
+    """Stop before writing into a run folder that was deleted (or replaced) under the run."""
+    if not lock.intact():
+        raise DataError(out, "the run folder was deleted while training; nothing more is written "
+                             "there: run the command again to train anew")
+
+
 def _train(cfg: RunConfig, out: Path, ctx: DistContext, device: torch.device,
-           store: CheckpointStore, data: dict[str, str] | None = None) -> dict[str, Any]:
+           store: CheckpointStore, lock: FileLock, data: dict[str, str] | None = None
+           ) -> dict[str, Any]:
     status_path, resume = out / "status.json", store.resume_point()
     seed_everything(cfg.seed)  # same initial weights on every process
     if cfg.train.deterministic:
@@ -224,6 +242,9 @@ def _train(cfg: RunConfig, out: Path, ctx: DistContext, device: torch.device,
     accumulation = t.batch_size // (cfg.micro_batch * ctx.world_size)
 
     ann = load_annotations(cfg.data.train)
+    if not ann["images"]:
+        raise DataError(cfg.data.train, "holds no images, so there is nothing to train on; give "
+                                        "data.train a split with images")
     names = class_names(ann)
     check_trainable(ann, cfg.data.train)
     # A resumed run takes its weights from the checkpoint: no ImageNet download needed.
@@ -232,6 +253,7 @@ def _train(cfg: RunConfig, out: Path, ctx: DistContext, device: torch.device,
     # The release's BatchNorm statistic group and running average (models/batchnorm.py).
     model = convert_batchnorm(model, t.bn_group, t.bn_stats)
     set_matmul_precision(t, device)
+    _check_image_size(cfg, model)
     memory_format = memory_format_for(device, t.channels_last)
     model = model.to(memory_format=memory_format)
     optimizer = make_optimizer(model, cfg)
@@ -267,7 +289,12 @@ def _train(cfg: RunConfig, out: Path, ctx: DistContext, device: torch.device,
     trainer = TrainStep(model, cfg, device, accumulation, net=net, optimizer=optimizer)
 
     def checkpoint(step: int) -> None:
-        store.save(step, model, optimizer, cfg, names, data)  # rank 0 writes, the others wait
+        _check_folder(lock, out)
+        try:
+            store.save(step, model, optimizer, cfg, names, data)  # rank 0 writes, the others wait
+        except (OSError, DataError):
+            _check_folder(lock, out)  # the folder went while the snapshot was written: say so
+            raise
         ctx.barrier()
 
     steplog = StepLog(t.log_every, device, ctx)
@@ -277,6 +304,7 @@ def _train(cfg: RunConfig, out: Path, ctx: DistContext, device: torch.device,
 
     def flush() -> dict[str, Any] | None:
         """Log the buffered steps; the status of the first diverged one, if any."""
+        _check_folder(lock, out)
         rows = steplog.flush(t.batch_size)
         if rows:
             progress.set(loss=sum(r["loss"] for r in rows) / len(rows), lr=rows[-1]["lr"])
@@ -319,13 +347,15 @@ def _train(cfg: RunConfig, out: Path, ctx: DistContext, device: torch.device,
             if stopping:
                 checkpoint(step)
                 signum = stop.signum or signal.SIGTERM
-                log.warning("signal %d: saved checkpoint at step %d, exiting", signum, step)
+                log.warning("%s: interrupted by %s at step %d: snapshot saved; run the same "
+                            "command to resume", out, signal.Signals(signum).name, step)
                 requeue_if_preempted(signum, ctx.is_main)
                 raise SystemExit(128 + signum)
             if due:
                 checkpoint(step)
 
     if ctx.is_main:
+        _check_folder(lock, out)
         final = trained_model_record(model.state_dict(), cfg, names, status["step"])
         save_checkpoint(final | {"status": status["status"], "data": data}, out / "model_final.pt")
         write_json(status_path, status)

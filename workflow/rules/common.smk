@@ -30,6 +30,7 @@ SCALE_FILE = f"config/scales/{config['scale']}.yaml"
 validate(load_yaml(SCALE_FILE), "../schemas/scale.schema.yaml")
 for _name in config["tables"] or sorted(p.stem for p in Path("params").glob("*.tsv")):
     if Path(f"params/{_name}.tsv").exists():  # a missing one is Plan.load's error
+        wc.load_table(f"params/{_name}.tsv")  # a row's cell count, named (pandas' error is not)
         validate(
             pd.read_csv(f"params/{_name}.tsv", sep="\t", dtype=str, keep_default_na=False),
             "../schemas/params.schema.yaml",
