@@ -227,9 +227,9 @@ def test_ties_follow_caffes_scan_order():
     labels = [torch.arange(1, len(b) + 1) for b in boxes]
     gt_b, gt_l, mask = pad_targets(boxes, labels, max_boxes=box_slots(len(boxes[0])))
     _, lab_t = match(gt_b, gt_l, mask, priors, VAR)
-    gt_idx, overlap = match_indices(gt_b, mask, priors)
+    _, overlap = match_indices(gt_b, mask, priors)
     for i in range(2):
-        want_idx, want_lab = oracle_targets(boxes[i], labels[i], priors)
+        _, want_lab = oracle_targets(boxes[i], labels[i], priors)
         assert torch.equal(lab_t[i], want_lab)
         assert int((overlap[i] == 2.0).sum()) == len(boxes[i])  # every GT a prior of its own
 

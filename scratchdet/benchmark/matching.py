@@ -121,8 +121,9 @@ def run_matching(args: argparse.Namespace) -> dict[str, Any]:
         labels = [lab.to(device) for lab in labels]
         slots = box_slots(n)
         gt = pad_targets(boxes, labels, max_boxes=slots)
-        ours, ref = compare(lambda: match(*gt, priors, variances),
-                            lambda: torchvision_matching(boxes, labels, anchors),
+        ours, ref = compare(lambda gt=gt: match(*gt, priors, variances),
+                            lambda boxes=boxes, labels=labels: torchvision_matching(
+                                boxes, labels, anchors),
                             args.repeats, args.warmup, device)
         entry, row = case_record(f"batch {args.batch_size}, {n} boxes", "scratchdet match",
                                  ours, "torchvision SSDMatcher + box_iou per image", ref,

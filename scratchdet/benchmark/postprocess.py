@@ -92,8 +92,9 @@ def run_postprocess(args: argparse.Namespace) -> dict[str, Any]:
                                                         args.seed))
         dets = postprocess(loc, conf, priors, variances)
         per_image = sum(len(d["scores"]) for d in dets) / len(dets)
-        ours, ref = compare(lambda: postprocess(loc, conf, priors, variances),
-                            lambda: torchvision_postprocess(loc, conf, anchors_px, settings),
+        ours, ref = compare(lambda loc=loc, conf=conf: postprocess(loc, conf, priors, variances),
+                            lambda loc=loc, conf=conf: torchvision_postprocess(
+                                loc, conf, anchors_px, settings),
                             args.repeats, args.warmup, device)
         entry, row = case_record(f"batch {args.batch_size}, {kind} scores",
                                  "scratchdet postprocess", ours,

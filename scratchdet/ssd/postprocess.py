@@ -99,7 +99,7 @@ def topk_nms(boxes: Tensor, scores: Tensor, above: Tensor, top_k: int,
     """
     if scores.device.type != "cpu":
         return topk_nms_vectorised(boxes, scores, above, top_k, iou_threshold)
-    b, p, c = scores.shape
+    _, p, c = scores.shape
     counts = torch.count_nonzero(above, dim=1)  # [B, C]
     out = []
     for image, (most, total) in enumerate(zip(counts.amax(1).tolist(),
@@ -173,7 +173,7 @@ def batch_detections(
     ``topk_nms`` (one host sync per batch, not per image).
     """
     _check(loc, conf, priors, top_k, 1)
-    b, p, _ = loc.shape
+    _, p, _ = loc.shape
     boxes = decode(loc.float(), priors.float(), variances)
     if clip:
         boxes = boxes.clamp(0.0, 1.0)
