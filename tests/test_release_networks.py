@@ -141,7 +141,7 @@ def _trace(backbone: nn.Module) -> tuple[list[str], list[int], list[Tensor]]:
             handles += [m.register_forward_pre_hook(trace.pre), m.register_forward_hook(trace.post)]
     try:
         with trace:
-            sources = backbone(torch.empty(1, 3, 300, 300, device="meta"))
+            sources = backbone(torch.empty(2, 3, 300, 300, device="meta"))
     finally:
         for h in handles:
             h.remove()
