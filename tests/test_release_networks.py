@@ -14,6 +14,11 @@ A transcription lists the backbone's operations in execution order, as tokens:
   release's ``mbox_source_layers`` names). A source that is not a layer's output (a Concat) is
   marked after the ``cat`` that makes it.
 
+``init`` names the backbone convs' filler and each case's ``head`` its own (``caffe_xavier``:
+Caffe's ``xavier``, U(+-sqrt(3 / fan_in)); ``gaussian_0.01``; ``xavier_uniform``: PyTorch's /
+mmcv's; ``kaiming_fan_out``: He normal over fan_out, mmcv's ``kaiming_init``); every BN starts at
+weight 1, bias 0 (Caffe's Scale fillers), every conv bias at 0.
+
 Every token ends with ``@ <file>:<line>`` (where it is in the release). A ``repeat`` group expands
 ``layers`` ``times`` times, substituting ``{var}`` with ``start + i * step`` for each of its
 ``vars: {var: [start, step]}``. The test runs the model's backbone on the meta device (shapes only)
@@ -157,8 +162,9 @@ def _trace(backbone: nn.Module) -> tuple[list[str], list[int], list[Tensor]]:
 def _first_difference(got: list[str], want: list[str]) -> str:
     for i, (g, w) in enumerate(zip(got, want)):
         if g != w:
+            lo = max(0, i - 4)
             return (f"operation {i}: model {g!r}, release {w!r}\n"
-                    f"  model:   {got[max(0, i - 4): i + 3]}\n  release: {want[max(0, i - 4): i + 3]}")
+                    f"  model:   {got[lo: i + 3]}\n  release: {want[lo: i + 3]}")
     return f"model has {len(got)} operations, release {len(want)}"
 
 
@@ -218,6 +224,42 @@ def test_network_matches_its_release(path, spec, case):
                 assert bn is None, f"{where}: source {i} head has a BN"
             else:
                 assert isinstance(bn, nn.BatchNorm2d) and bn.eps == head["bn_eps"] and bn.affine
+
+
+def _check_init(convs: list[nn.Conv2d], rule: str, where: str) -> None:
+    """Every conv's weights within the rule's bound (uniform fillers), and the spread of the
+    largest one (the only one with enough weights for a tight estimate) as the rule says."""
+    rule = _strip(rule, where)
+    for conv in convs:
+        w = conv.weight.detach()
+        fan_in, fan_out = w[0].numel(), w.shape[0] * w[0, 0].numel()
+        bound = {"caffe_xavier": (3 / fan_in) ** 0.5,
+                 "xavier_uniform": (6 / (fan_in + fan_out)) ** 0.5}.get(rule)
+        if bound is not None:
+            assert w.abs().max().item() <= bound * (1 + 1e-6), f"{where}: {conv} beyond {rule}"
+        if conv.bias is not None:
+            assert torch.all(conv.bias == 0), f"{where}: {conv} bias not 0"
+    conv = max(convs, key=lambda c: c.weight.numel())
+    w = conv.weight.detach()
+    fan_in, fan_out = w[0].numel(), w.shape[0] * w[0, 0].numel()
+    std = {"caffe_xavier": (1 / fan_in) ** 0.5, "xavier_uniform": (2 / (fan_in + fan_out)) ** 0.5,
+           "gaussian_0.01": 0.01, "kaiming_fan_out": (2 / fan_out) ** 0.5}[rule]
+    assert w.std().item() == pytest.approx(std, rel=0.05), f"{where}: {conv} is not {rule}"
+
+
+@pytest.mark.parametrize("path", TRANSCRIPTIONS, ids=lambda p: p.stem)
+def test_initialisation_matches_the_release(path):
+    """The fillers each release declares, on a real (CPU) build of the network."""
+    spec = yaml.safe_load(path.read_text())
+    torch.manual_seed(0)
+    for case in spec["cases"]:
+        model = build_model(spec["model"], case["num_classes"], load_pretrained=False)
+        backbone = [m for m in model.backbone.modules() if isinstance(m, nn.Conv2d)]
+        head = [m for m in model.head.modules() if isinstance(m, nn.Conv2d)]
+        _check_init(backbone, spec["init"], path.name)
+        _check_init(head, case["head"]["init"], path.name)
+        bns = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+        assert all(torch.all(b.weight == 1) and torch.all(b.bias == 0) for b in bns)
 
 
 def test_transcription_tokens_cite_the_release():
