@@ -47,7 +47,7 @@ from torchvision.models import (
 from torchvision.models.resnet import BasicBlock, conv1x1
 from torchvision.ops import Conv2dNormActivation
 
-from scratchdet.ssd.priors import PriorConfig, num_priors_per_cell
+from scratchdet.ssd.priors import num_priors_per_cell
 
 from .detector import SSD, select_priors
 from .dsod import bn_relu_conv
@@ -284,7 +284,6 @@ def build_resnet(opts: ResNetOptions, num_classes: int, *, name: str = "",
     parameters with the VOC head of the Caffe release, 24.57M as released for mmdetection
     (ScratchDet recomputed: ~24.6M).
     """
-    prior_config: PriorConfig
     if opts.style == "caffe":
         backbone: nn.Module = CaffeResNetBackbone(opts)
     else:
