@@ -53,14 +53,20 @@ def _num_classes(row) -> int:
     return COCO if row.train_data == "coco" else VOC
 
 
-# Documented source sizes: SSD300's, except where the last map is 2x2 (DSOD, dense prediction).
+# Documented source sizes: SSD300's, except where the last map is 2x2 (DSOD, dense prediction)
+# and ScratchDet's residual extras as released (Caffe 5/5/5, mmdetection 3/3).
 SSD_SIZES = (38, 19, 10, 5, 3, 1)
 DSOD_SIZES = (38, 19, 10, 5, 3, 2)
+SCRATCHDET_CAFFE_SIZES = (38, 19, 10, 5, 5, 5)
+SCRATCHDET_MMDET_SIZES = (38, 19, 10, 5, 3, 3)
 
 
 def _expected_sizes(cfg: dict) -> tuple[int, ...]:
     _, opts = resolve_config(cfg)
     last_is_2x2 = opts.family == "dsod" or getattr(opts, "prediction", "") == "dense"
+    extras = getattr(opts, "extras", "")
+    if extras in ("caffe", "mmdet"):
+        return SCRATCHDET_CAFFE_SIZES if extras == "caffe" else SCRATCHDET_MMDET_SIZES
     return DSOD_SIZES if last_is_2x2 else SSD_SIZES
 
 
@@ -91,7 +97,8 @@ def _meta_count(cfg, num_classes: int = VOC) -> tuple[int, int]:
     ("dsod300", 14.72e6, 0.01),  # recomputed from the released code: 14.716M
     ("dsod300_smallest", 5.87e6, 0.01),  # 5.83M learnable; 5.87M with BN statistics (below)
     ("ssd300_vgg16", 26.29e6, 0.01),
-    ("scratchdet300", 24.6e6, 0.03),
+    ("scratchdet300", 24.6e6, 0.03),  # the Caffe release, VOC head: 24.55M
+    ("scratchdet300_mmdet", 24.6e6, 0.03),  # 24.57M
 ])
 def test_learnable_parameters_match_the_released_code(name, target, tol):
     params, _ = _meta_count(name)
@@ -126,7 +133,11 @@ def test_list_models_rows():
         assert {"name", "params", "priors", "sources", "family", "description"} <= set(r)
     assert rows["dsod300"]["priors"] == 8744 and rows["ssd300_vgg16"]["priors"] == 8732
     assert rows["dsod300"]["sources"] == list(DSOD_SIZES)
-    assert rows["scratchdet300"]["sources"] == list(SSD_SIZES)
+    assert rows["scratchdet300"]["sources"] == list(SCRATCHDET_CAFFE_SIZES)
+    assert rows["scratchdet300"]["priors"] == 8892  # 38/19/10/5/5/5, ssd_pascal.py's priors
+    assert rows["scratchdet300_mmdet"]["sources"] == list(SCRATCHDET_MMDET_SIZES)
+    assert rows["scratchdet300_mmdet"]["priors"] == 8764  # SSDBNHead's anchors
+    assert rows["scratchdet300_caffe"]["params"] == rows["scratchdet300"]["params"]
     # meta-device counting equals counting a real model
     assert rows["dsod300_smallest"]["params"] == count_parameters(build_model("dsod300_smallest",
                                                                               VOC))
@@ -158,7 +169,8 @@ def test_forward_backward_and_source_sizes(cfg, num_classes):
     assert not missing, f"parameters outside the graph: {missing[:5]}"
 
 
-@pytest.mark.parametrize("cfg", ["dsod300", "ssd300_vgg16", "scratchdet300"])
+@pytest.mark.parametrize("cfg", ["dsod300", "ssd300_vgg16", "ssd300_vgg16_bn", "scratchdet300",
+                                 "scratchdet300_mmdet", "root_resnet18_ssd300"])
 def test_forward_backward_numbers_are_finite(cfg):
     """One network per family, for real: finite outputs and gradients from a fresh init."""
     torch.manual_seed(0)
@@ -259,20 +271,28 @@ def test_transition_without_pooling_switch_keeps_depth():
 
 
 def test_norm_layers_per_family():
+    names = ("dsod300", "ssd300_vgg16", "ssd300_vgg16_bn", "scratchdet300", "scratchdet300_mmdet",
+             "root_resnet18_ssd300")
     with torch.device("meta"):
-        models = {n: build_model(n, VOC) for n in ("dsod300", "ssd300_vgg16", "ssd300_vgg16_bn",
-                                                   "scratchdet300")}
+        models = {n: build_model(n, VOC) for n in names}
+        coco = build_model("scratchdet300", COCO)
     l2 = {n: sum(isinstance(x, L2Norm) for x in m.modules()) for n, m in models.items()}
-    assert l2 == {"dsod300": 6, "ssd300_vgg16": 1, "ssd300_vgg16_bn": 0, "scratchdet300": 0}
+    assert l2 == {"dsod300": 6, "ssd300_vgg16": 1, "ssd300_vgg16_bn": 0, "scratchdet300": 0,
+                  "scratchdet300_mmdet": 0, "root_resnet18_ssd300": 0}
     bn_head = {n: isinstance(m.head.loc[0], nn.Sequential) for n, m in models.items()}
+    # ScratchDet's Caffe scripts: ssd_pascal.py use_batchnorm = False, ssd_coco.py True
     assert bn_head == {"dsod300": True, "ssd300_vgg16": False, "ssd300_vgg16_bn": True,
-                       "scratchdet300": True}
+                       "scratchdet300": False, "scratchdet300_mmdet": True,
+                       "root_resnet18_ssd300": True}
+    assert isinstance(coco.head.loc[0], nn.Sequential) and coco.head.loc[0][1].eps == 1e-3
     assert models["dsod300"].head.loc[0][1].eps == 1e-3  # Caffe ConvBNLayer
-    assert models["scratchdet300"].head.loc[0][1].eps == 1e-5  # mmdetection
+    assert models["root_resnet18_ssd300"].head.loc[0][1].eps == 1e-3
+    assert models["scratchdet300_mmdet"].head.loc[0][1].eps == 1e-5  # mmdetection
     bn_backbone = {n: any(isinstance(x, nn.BatchNorm2d) for x in m.backbone.modules())
                    for n, m in models.items()}
     assert bn_backbone == {"dsod300": True, "ssd300_vgg16": False, "ssd300_vgg16_bn": True,
-                           "scratchdet300": True}
+                           "scratchdet300": True, "scratchdet300_mmdet": True,
+                           "root_resnet18_ssd300": True}
 
 
 def test_resnet_roots():
@@ -287,6 +307,72 @@ def test_resnet_roots():
     # root downsampling 4: the 38x38 source is layer2 (128 channels) and layer4 does not stride
     assert down.source_channels[:2] == (128, 512)
     assert down.backbone.layer4[0].conv1.stride == (1, 1)
+    assert down.backbone.layer4[0].shortcut.stride == (1, 1)  # 1x1 projection 256 -> 512
+
+
+def test_caffe_blocks_are_pre_activation_and_feed_the_head_raw_branches():
+    """Resnet34rootV2_res: BN-ReLU before each conv, 1x1 shortcuts without BN, and the sources
+    are the second conv of each last branch before the addition (conv4_12, conv5_6, ...)."""
+    from scratchdet.models.resnet import PreActBlock
+
+    torch.manual_seed(0)
+    model = build_model("scratchdet300", VOC).eval()
+    blocks = [m for m in model.backbone.modules() if isinstance(m, PreActBlock)]
+    assert len(blocks) == 3 + 4 + 6 + 3 + 4
+    assert isinstance(blocks[0].preact, nn.Identity)  # conv2_1 reads pool1 directly
+    assert all(isinstance(b.preact, nn.Sequential) for b in blocks[1:])
+    shortcuts = [b.shortcut for b in blocks if isinstance(b.shortcut, nn.Conv2d)]
+    assert [(c.in_channels, c.out_channels, c.bias) for c in shortcuts] == [
+        (64, 128, None), (128, 256, None), (256, 512, None), (512, 128, None), (128, 128, None)]
+    outputs = {}
+    last = [model.backbone.layer3[-1], model.backbone.layer4[-1], *model.backbone.extras.blocks]
+    for i, block in enumerate(last):
+        block.conv2.register_forward_hook(lambda m, a, out, i=i: outputs.__setitem__(i, out))
+    sources = model.backbone(torch.randn(1, 3, 300, 300))
+    assert all(sources[i] is outputs[i] for i in range(6))
+    # Resnet18rootV2: the first block has a BN-ReLU on pool1 (the shortcut keeps raw pool1)
+    r18 = build_model("root_resnet18_ssd300", VOC)
+    assert isinstance(r18.backbone.layer1[0].preact, nn.Sequential)
+    assert isinstance(r18.backbone.extras.blocks[0][0][0], nn.BatchNorm2d)  # BN-ReLU-conv6_1
+
+
+def test_vgg_bn_backbone_is_the_released_vggnetbnbody():
+    with torch.device("meta"):
+        caffe = build_model("ssd300_vgg16_bn", VOC).backbone
+        tv = build_model({"name": "ssd300_vgg16_bn", "bn_layout": "torchvision"}, VOC).backbone
+        plain = build_model("ssd300_vgg16", VOC).backbone
+    assert all(c.bias is None for c in _convs(caffe))
+    assert sum(c.bias is not None for c in _convs(tv)) == 13  # vgg16_bn's trunk
+    assert all(c.bias is not None for c in _convs(plain))
+
+    def after_pools(backbone):
+        mods = [m for m in backbone.modules() if not list(m.children())]
+        return [type(mods[i + 1]).__name__ for i, m in enumerate(mods)
+                if isinstance(m, nn.MaxPool2d)]
+
+    assert after_pools(caffe) == ["BatchNorm2d"] * 5
+    assert after_pools(tv) == ["Conv2d"] * 5
+    with pytest.raises(ConfigError, match="model.bn_layout"):
+        resolve_config({"name": "ssd300_vgg16", "bn_layout": "torchvision"})
+
+
+def test_vgg_bn_imagenet_biases_fold_into_the_running_means(offline):
+    """torchvision's vgg16_bn has conv biases; VGGNetBNBody has none, so a loaded bias moves into
+    the following BN's running mean (the same function in eval mode)."""
+    from torchvision.models import VGG16_BN_Weights, vgg16_bn
+
+    torch.manual_seed(0)
+    reference = vgg16_bn().state_dict()
+    for k in reference:
+        if k.endswith("running_mean"):
+            reference[k] = torch.randn_like(reference[k])
+    (offline / "hub" / "checkpoints").mkdir(parents=True)
+    torch.save(reference, checkpoint_path(VGG16_BN_Weights.IMAGENET1K_V1))
+    model = build_model({"name": "ssd300_vgg16_bn", "pretrained": True}, VOC)
+    conv, bn = model.backbone.conv4_3[0], model.backbone.conv4_3[1]
+    assert conv.bias is None and torch.equal(conv.weight, reference["features.0.weight"])
+    assert torch.allclose(bn.running_mean, reference["features.1.running_mean"]
+                          - reference["features.0.bias"])
 
 
 def test_residual_extras_last_block_reaches_1x1_with_a_centre_shortcut():
@@ -315,7 +401,14 @@ def test_initialisation_follows_the_releases():
     bns = [m for m in dsod.modules() if isinstance(m, nn.BatchNorm2d)]
     assert all(torch.all(b.weight == 1) and torch.all(b.bias == 0) for b in bns)
 
-    sd = build_model("scratchdet300", VOC)
+    caffe = build_model("scratchdet300", VOC)  # Caffe: xavier everywhere, head with bias 0
+    for conv in (caffe.backbone.layer3[0].conv1, caffe.head.conf[1]):
+        bound = math.sqrt(3 / (conv.in_channels * 9))
+        assert conv.weight.abs().max().item() <= bound
+        assert conv.weight.std().item() == pytest.approx(bound / math.sqrt(3), rel=0.05)
+    assert torch.all(caffe.head.conf[1].bias == 0)
+
+    sd = build_model("scratchdet300_mmdet", VOC)
     head = sd.head.conf[1][0]  # mmdetection: xavier_uniform
     fan_in, fan_out = head.in_channels * 9, head.out_channels * 9
     assert head.weight.std().item() == pytest.approx(math.sqrt(2 / (fan_in + fan_out)), rel=0.05)
@@ -336,7 +429,11 @@ def test_initialisation_follows_the_releases():
     ({"name": "ssd300_vgg16", "bn_head": "yes"}, "model.bn_head", "false, true"),
     ({"name": "scratchdet300", "depth": 152}, "model.depth", "18, 34, 50, 101"),
     ({"name": "scratchdet300", "maxpool": False}, "model.root_stride", "downsample"),
-    ({"name": "scratchdet300", "pretrained": True}, "model.pretrained", "root"),
+    ({"name": "scratchdet300_mmdet", "pretrained": True}, "model.pretrained", "root"),
+    ({"name": "scratchdet300", "pretrained": True}, "model.pretrained", "style: torchvision"),
+    ({"name": "scratchdet300", "depth": 50}, "model.style", "depth 18 and 34"),
+    ({"name": "scratchdet300_mmdet", "pool1_bn": True}, "model.pool1_bn", "style: caffe"),
+    ({"name": "scratchdet300", "extras": "residual"}, "model.extras", "caffe, mmdet, paper"),
     ({"name": "ssd512"}, "model.name", "ssd300_vgg16"),
     ({"name": "dsod300", "family": "vgg"}, "model.family", "dsod"),
     ({"family": "yolo"}, "model.family", "resnet"),
@@ -490,7 +587,8 @@ def test_pretrained_from_a_provisioned_file_and_input_mapping(offline):
     (offline / "hub" / "checkpoints").mkdir(parents=True)
     torch.save(reference, path)
     cfg = {"family": "resnet", "depth": 18, "root_kernel": 7, "root_stride": 2, "root_convs": 1,
-           "maxpool": True, "maxpool_kernel": 3, "extras": "ssd", "pretrained": True}
+           "maxpool": True, "maxpool_kernel": 3, "extras": "ssd", "style": "torchvision",
+           "pretrained": True}
     model = build_model(cfg, VOC)
     assert torch.equal(model.backbone.layer1[0].conv1.weight, reference["layer1.0.conv1.weight"])
     assert torch.equal(model.backbone.root[0].weight, reference["conv1.weight"])

@@ -28,7 +28,8 @@ class _Requested(Exception):
 @pytest.mark.parametrize("model", [r.model for r in PRETRAINED_ROWS] + [
     {"name": "ssd300_resnet101", "pretrained": True},
     {"family": "resnet", "depth": 18, "root_kernel": 7, "root_stride": 2, "root_convs": 1,
-     "maxpool": True, "maxpool_kernel": 3, "extras": "ssd", "pretrained": True},
+     "maxpool": True, "maxpool_kernel": 3, "extras": "ssd", "style": "torchvision",
+     "pretrained": True},
 ], ids=repr)
 def test_the_weights_named_for_a_row_are_those_its_builder_loads(model, monkeypatch):
     loaded = []

@@ -5,6 +5,11 @@ rounds up (75 -> 38), pool5 is 3x3/1, and fc6/fc7 become a 3x3 conv with dilatio
 conv of 1024 channels. Sources: conv4_3 (38), fc7 (19), then SSD's extra layers (10, 5, 3, 1) or
 DSOD's dense prediction structure (10, 5, 3, 2; DSOD Table 4 "dense").
 
+With ``bn_backbone`` the layout is ScratchDet's Caffe ``VGGNetBNBody`` (``bn_layout: caffe``): every
+conv (trunk, fc6, fc7, extras) is bias-free and followed by BN-Scale-ReLU, and each of pool1..pool5
+is followed by a BN-Scale-ReLU too; ``bn_layout: torchvision`` is torchvision's ``vgg16_bn``
+(conv biases, nothing after the pools).
+
 From ImageNet weights, fc6/fc7 are decimated from the classifier exactly as SSD's
 ``VGG_ILSVRC_16_layers_fc_reduced`` was: every 4th output unit, every 3rd kernel tap.
 """
@@ -54,6 +59,20 @@ def _unit(bn: bool) -> ConvUnit:
     return make
 
 
+def _caffe_bn_layout(features: list[nn.Module]) -> list[nn.Module]:
+    """``VGGNetBNBody``: drop every conv bias (BN follows) and add BN-ReLU after each pool."""
+    out: list[nn.Module] = []
+    for i, m in enumerate(features):
+        out.append(m)
+        if isinstance(m, nn.Conv2d):
+            m.register_parameter("bias", None)
+        elif isinstance(m, nn.MaxPool2d):
+            channels = next(c.out_channels for c in reversed(features[:i])
+                            if isinstance(c, nn.Conv2d))
+            out += [nn.BatchNorm2d(channels), nn.ReLU(inplace=True)]
+    return out
+
+
 class VGG16Backbone(nn.Module):
     """Truncated VGG-16 (+ BN) -> [conv4_3, fc7, extras...].
 
@@ -64,7 +83,7 @@ class VGG16Backbone(nn.Module):
 
     def __init__(self, bn: bool = False, prediction: str = "plain",
                  weights: WeightsEnum | None = None, load_weights: bool = True,
-                 width: float = 1.0) -> None:
+                 width: float = 1.0, bn_layout: str = "caffe") -> None:
         super().__init__()
         unit = _unit(bn)
 
@@ -75,11 +94,17 @@ class VGG16Backbone(nn.Module):
         features = list(make_layers([v if v == "M" else w(v) for v in cfgs["D"]], batch_norm=bn))
         pools = [i for i, m in enumerate(features) if isinstance(m, nn.MaxPool2d)]
         features[pools[2]].ceil_mode = True  # pool3: 75 -> 38 as Caffe rounds
+        pool5: list[nn.Module] = [nn.MaxPool2d(3, 1, 1)]  # pool5: keeps 19x19
+        trunk = features[:pools[4]]
+        if bn and bn_layout == "caffe":
+            trunk = _caffe_bn_layout(trunk)
+            pool5 += [nn.BatchNorm2d(w(512)), nn.ReLU(inplace=True)]
+        cut = trunk.index(features[pools[3]])  # pool4 starts the fc7 part
         self.input = ImageNetInput() if weights is not None else nn.Identity()
-        self.conv4_3 = nn.Sequential(*features[: pools[3]])
+        self.conv4_3 = nn.Sequential(*trunk[:cut])
         self.fc7 = nn.Sequential(
-            *features[pools[3]: pools[4]],
-            nn.MaxPool2d(3, 1, 1),  # pool5: keeps 19x19
+            *trunk[cut:],
+            *pool5,
             Conv2dNormActivation(w(512), w(1024), 3, 1, padding=6, dilation=6,  # fc6 (atrous)
                                  norm_layer=nn.BatchNorm2d if bn else None),
             unit(w(1024), w(1024), 1, 1, 0),  # fc7
@@ -105,8 +130,13 @@ class VGG16Backbone(nn.Module):
 
     def _load_imagenet(self, state: dict[str, Tensor], features: list[nn.Module]) -> None:
         trunk = nn.Sequential(*features)  # same module objects as in conv4_3 / fc7
-        trunk.load_state_dict({k.removeprefix("features."): v for k, v in state.items()
-                               if k.startswith("features.")})
+        own = {k.removeprefix("features."): v for k, v in state.items()
+               if k.startswith("features.")}
+        for i, m in enumerate(features):
+            if isinstance(m, nn.Conv2d) and m.bias is None:  # Caffe layout: fold into the BN
+                bias = own.pop(f"{i}.bias")
+                own[f"{i + 1}.running_mean"] = own[f"{i + 1}.running_mean"] - bias
+        trunk.load_state_dict(own)
         fc6_w, fc6_b = reduce_fc6(state["classifier.0.weight"], state["classifier.0.bias"])
         fc7_w, fc7_b = reduce_fc7(state["classifier.3.weight"], state["classifier.3.bias"])
         self._fc6.weight.data.copy_(fc6_w)
@@ -133,7 +163,7 @@ def build_vgg(opts: VGGOptions, num_classes: int, *, name: str = "",
         weights = (VGG16_BN_Weights.IMAGENET1K_V1 if opts.bn_backbone
                    else VGG16_Weights.IMAGENET1K_V1)
     backbone = VGG16Backbone(opts.bn_backbone, opts.prediction, weights, load_pretrained,
-                             opts.width)
+                             opts.width, opts.bn_layout)
     prior_config = select_priors(backbone.out_sizes, num_classes, opts.priors)
     head = MultiBoxHead(backbone.out_channels, num_priors_per_cell(prior_config), num_classes + 1,
                         bn=opts.bn_head, l2norm=opts.l2norm, init="caffe", bn_eps=1e-3)

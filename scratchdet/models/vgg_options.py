@@ -26,6 +26,10 @@ class VGGOptions(ModelOptions):
 
     bn_backbone: bool = option(False, "BatchNorm after every backbone and extra-layer conv",
                                choices=_BOOL)
+    bn_layout: str = option("caffe", "with bn_backbone: caffe = ScratchDet's VGGNetBNBody (convs "
+                            "without bias, BN-ReLU also after pool1..pool5); torchvision = "
+                            "vgg16_bn (conv biases, no BN after the pools)",
+                            choices=("caffe", "torchvision"))
     bn_head: bool = option(False, "BatchNorm after the loc/conf convs", choices=_BOOL)
     pretrained: bool = option(False, "torchvision ImageNet weights (VGG16 or VGG16_BN)",
                               choices=_BOOL)
@@ -41,6 +45,8 @@ class VGGOptions(ModelOptions):
                           lo_open=True)
 
     def validate(self) -> None:
+        if self.bn_layout != "caffe" and not self.bn_backbone:
+            raise ConfigError(None, "model.bn_layout", "applies to bn_backbone: true only")
         if self.pretrained and self.width != 1.0:
             raise ConfigError(None, "model.width", "ImageNet weights exist for width 1 only")
 
@@ -50,4 +56,4 @@ VGG = Family(VGGOptions, builder="scratchdet.models.vgg:build_vgg")
 VGG.register_variant("ssd300_vgg16", "SSD300, truncated VGG-16, no BN, L2Norm on conv4_3 "
                      "(SSD300S, DSOD Table 4)")
 VGG.register_variant("ssd300_vgg16_bn", "SSD300, VGG-16 with BN in backbone and head, no L2Norm "
-                     "(ScratchDet Table 1)", bn_backbone=True, bn_head=True, l2norm="none")
+                     "(ScratchDet Table 1; VGGNetBNBody: no conv biases, BN after the pools)", bn_backbone=True, bn_head=True, l2norm="none")
