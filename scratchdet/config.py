@@ -37,7 +37,9 @@ class DataConfig:
     test: str = ""
     """Optional test split, used by `scratchdet detect` when no --data is given."""
     num_workers: int = 2
+    """DataLoader worker processes decoding (and, on the cpu pipeline, augmenting) images."""
     image_size: int = 300
+    """Side of the square network input in pixels (the papers' 300)."""
     augment: str = "ssd"
     """'ssd': the Caffe SSD training augmentation the papers use (photometric distortion, expand,
     IoU-constrained crop, mirror, random interpolation); 'none': decode and resize only, for
@@ -55,15 +57,23 @@ class TrainConfig:
     micro_batch: int = 0
     """Images per forward pass; batch_size must be a multiple. 0 means equal to batch_size."""
     lr: float = 0.001
+    """Base learning rate of SGD (after warmup, before the milestones)."""
     momentum: float = 0.9
+    """SGD momentum."""
     weight_decay: float = 0.0005
+    """L2 weight decay of SGD, on every parameter as in the Caffe solvers."""
     max_steps: int = 100
+    """Optimizer steps of the run; the run ends with model_final.pt there."""
     milestones: list[int] = field(default_factory=list)
+    """Steps at which the learning rate is multiplied by gamma (multistep schedule)."""
     gamma: float = 0.1
+    """Factor of the learning rate at each milestone."""
     warmup_steps: int = 0
+    """Steps of linear warmup from lr * warmup_factor to lr (0: none)."""
     warmup_factor: float = 1.0 / 3.0
     """Warmup starts at lr * warmup_factor and rises linearly to lr (mmdetection's 'linear')."""
     checkpoint_every: int = 50
+    """Steps between snapshots (checkpoints/step_<step>.pt), the points a run resumes from."""
     keep_checkpoints: int = 3
     """Periodic snapshots kept (checkpoints/step_<step>.pt): a run resumes from the newest one it
     can read, so a snapshot damaged by a crash costs `checkpoint_every` steps, not the run."""
@@ -93,8 +103,11 @@ class TrainConfig:
 @dataclass
 class LossConfig:
     iou_threshold: float = 0.5
+    """A prior whose best IoU with a ground-truth box reaches this is a positive (SSD's 0.5)."""
     neg_pos_ratio: float = 3.0
+    """Hard negatives kept per positive in the confidence loss (SSD's 3:1)."""
     loc_weight: float = 1.0
+    """Weight of the localisation (smooth L1) loss against the confidence loss."""
 
 
 @dataclass
@@ -104,10 +117,15 @@ class DetectConfig:
     ``scratchdet.ssd.postprocess`` takes its defaults from here."""
 
     conf_threshold: float = 0.01
+    """Detections below this class score are dropped before NMS."""
     nms_threshold: float = 0.45
+    """IoU above which per-class NMS suppresses the lower-scored box."""
     top_k: int = 400
+    """Boxes per class kept for NMS, highest scores first."""
     keep_top_k: int = 200
+    """Detections kept per image after NMS, over all classes."""
     batch_size: int = 8
+    """Images per forward pass at detection."""
     precise_bn: int = 0
     """Re-estimate BatchNorm running statistics from this many training batches before
     detection (PreciseBN, as in Detectron); 0 = off, as in the papers."""
@@ -116,6 +134,7 @@ class DetectConfig:
 @dataclass
 class RunConfig:
     seed: int = 0
+    """Seed of the initialisation and of the sample stream: a run is reproducible from it."""
     model: dict[str, Any] = field(default_factory=lambda: {"name": "ssd300_vgg16"})
     """Passed to scratchdet.models.build_model, which validates its keys."""
     data: DataConfig = field(default_factory=DataConfig)

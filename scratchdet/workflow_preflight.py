@@ -19,7 +19,7 @@ from .benchmark.fps import RESULTS_DIR
 from .workflow_plan import Plan
 
 __all__ = ["Estimate", "estimate_row", "gpu_train_benchmark", "needed_archives", "preflight_report",
-           "train_benchmarks"]
+           "restorable_runs", "restore_line", "train_benchmarks"]
 
 AUGMENT_MODE = {"cpu": "cpu_augment", "device": "device_augment"}
 """A run config's `data.augment` -> the benchmark mode that measures the same input pipeline."""
@@ -131,12 +131,46 @@ def _gpu_hours(plan: Plan, bench_dir: Path) -> list[str]:
     return lines
 
 
+def restorable_runs(plan: Plan) -> dict[str, list[str]]:
+    """The runs this plan would train whose folder is missing but whose `<digest>.dvc` file is
+    there (committed by `scratchdet artifacts push`), by the DVC remote that holds them ("" for
+    the repository's default remote, `shipped`)."""
+    import yaml
+
+    found: dict[str, list[str]] = {}
+    for key in plan.run_keys:
+        root = plan.paths(key).root
+        dvc_file = root.with_name(root.name + ".dvc")
+        if root.exists() or not dvc_file.is_file():
+            continue
+        outs = (yaml.safe_load(dvc_file.read_text()) or {}).get("outs") or [{}]
+        found.setdefault(str(outs[0].get("remote") or ""), []).append(key)
+    return found
+
+
+def restore_line(plan: Plan) -> str:
+    """One line when the plan would train runs a DVC remote holds: restore them instead."""
+    found = restorable_runs(plan)
+    if not found:
+        return ""
+    n = sum(len(v) for v in found.values())
+    remotes = " and ".join(f"'{r or 'shipped'}'" for r in sorted(found))
+    command = ("dvc pull" if set(found) == {""} else
+               f"scratchdet artifacts pull --results {plan.results}")
+    return (f"Restore first: {n} of the {len(plan.run_keys)} runs this plan trains are in the "
+            f"DVC remote {remotes} (their .dvc files are here, their folders not): `{command}` "
+            "restores them, and then only what they lack runs (at the default scale: the reports).\n")
+
+
 def preflight_report(plan: Plan, bench_dir: str | Path = RESULTS_DIR) -> str:
-    """The preflight text ("" at a smoke scale that needs nothing from a person)."""
+    """The preflight text: the restore line when a DVC remote holds runs the plan would train
+    (`restore_line`), then what the run needs ("" at a smoke scale that needs nothing from a
+    person and has nothing to restore)."""
+    restore = restore_line(plan)
     manual = [a for a in needed_archives(plan) if "manual" in plan.config["downloads"][a]]
     weights = plan.imagenet_weights
     if plan.scale["smoke"] and not manual and not weights:
-        return ""
+        return restore
     skipped = len(plan.skipped)
     head = (f"Preflight, {plan.scale_name} scale: {len(plan.run_keys)} training runs "
             f"({skipped} row{'s' if skipped != 1 else ''} of the tables cannot run at this "
@@ -155,4 +189,4 @@ def preflight_report(plan: Plan, bench_dir: str | Path = RESULTS_DIR) -> str:
                      + ", ".join(sorted(weights)))
     if not plan.scale["smoke"]:
         lines.extend(_gpu_hours(plan, Path(bench_dir)))
-    return "\n".join(lines) + "\n"
+    return restore + "\n".join(lines) + "\n"

@@ -218,6 +218,17 @@ def test_the_dry_run_is_short_and_states_what_a_paper_run_needs(workdir):
     assert len(out.splitlines()) < 100
 
 
+def test_the_dry_run_says_to_restore_what_the_shipped_remote_holds(workdir):
+    """A fresh clone has the default scale's .dvc files and no run folders: the dry run's first
+    line says that `dvc pull` restores the rows it would otherwise train."""
+    shutil.copytree(ROOT / "results/default", workdir / "results/default")
+    done = _snakemake("-n", "--quiet", "rules", cwd=workdir, timeout=300)
+    out = done.stdout + done.stderr
+    assert done.returncode == 0, out[-3000:]
+    [line] = [x for x in out.splitlines() if x.startswith("Restore first")]
+    assert "50 of the 50 runs" in line and "'shipped'" in line and "`dvc pull`" in line
+
+
 def test_a_run_folder_of_another_config_is_refused(workdir):
     done = _snakemake("-n", "results/default/dsod_table6/dsod300_coco/0000000000/run.yaml",
                       cwd=workdir, timeout=300)

@@ -50,10 +50,26 @@ def paper():
     return load(scale="paper")
 
 
-def test_the_smoke_scale_needs_nothing_and_says_nothing():
+def test_the_smoke_scale_needs_nothing_and_says_nothing(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # no results/ here: nothing to restore either
     plan = load()
     assert needed_archives(plan) == []
     assert preflight_report(plan, ROOT / "benchmarks/results") == ""
+
+
+def test_runs_the_shipped_remote_holds_are_named_in_one_line(monkeypatch):
+    """In the checkout the default scale's .dvc files are committed and its run folders absent:
+    the plan would train all 50 rows, so the preflight's one line says to restore them."""
+    monkeypatch.chdir(ROOT)
+    plan = load()
+    if not any(plan.paths(k).root.with_suffix(".dvc").exists() for k in plan.run_keys):
+        pytest.skip("the committed .dvc files are not those of the current configs")
+    if any(plan.paths(k).root.exists() for k in plan.run_keys):
+        pytest.skip("results/default is restored in this checkout")
+    text = preflight_report(plan, ROOT / "benchmarks/results")
+    assert text.count("\n") == 1
+    assert text.startswith("Restore first: 50 of the 50 runs this plan trains are in the DVC "
+                           "remote 'shipped'") and "`dvc pull`" in text
 
 
 def test_a_paper_run_needs_every_archive_and_a_person_for_voc2012_test(paper):
