@@ -98,6 +98,12 @@ class TrainConfig:
     init_from: str = ""
     """model_final.pt of another run to start from (DSOD's COCO -> VOC fine-tuning); tensors
     whose shapes differ (the class scores: 81 vs 21) keep their fresh initialisation."""
+    tensorboard: bool = False
+    """Write TensorBoard event files to <run>/tensorboard (loss terms, lr, gradient norm,
+    throughput, held-out mAP); needs the tensorboard package."""
+    eval_every: int = 0
+    """Steps between scorings of the current weights on data.test (VOC07 mAP, beside the
+    image-blind baseline, in <run>/eval.csv and TensorBoard); 0 = off."""
 
 
 @dataclass
@@ -162,7 +168,7 @@ _POSITIVE = {
 }
 _NON_NEGATIVE = {
     "train.lr", "train.momentum", "train.weight_decay", "train.warmup_steps", "train.micro_batch",
-    "data.num_workers", "train.max_grad_norm", "loss.loc_weight", "detect.conf_threshold",
+    "data.num_workers", "train.max_grad_norm", "train.eval_every", "loss.loc_weight", "detect.conf_threshold",
     "detect.precise_bn",
 }
 _UNIT_INTERVAL = {"loss.iou_threshold", "detect.nms_threshold", "train.gamma", "train.warmup_factor"}

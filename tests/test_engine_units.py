@@ -108,3 +108,16 @@ def test_atomic_outputs_get_ordinary_permissions(tmp_path):
     umask = os.umask(0)
     os.umask(umask)
     assert (tmp_path / "report.md").stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+def test_a_metrics_log_of_the_old_layout_is_read_and_rewritten_in_the_new(tmp_path):
+    """Logs written before time_s/step_s (per-window images_per_s and elapsed_s) still resume."""
+    path = tmp_path / "metrics.csv"
+    path.write_text("step,lr,loss,loc_loss,conf_loss,grad_norm,num_pos,images_per_s,elapsed_s\n"
+                    "0,0.1,2.0,1.0,1.0,3.0,5,4.0,0.5\n1,0.1,1.5,1.0,0.5,3.0,5,4.0,0.5\n")
+    log = MetricsLog(path)
+    assert [r["loss"] for r in log.read()] == ["2.0", "1.5"] and log.last_time() == 0.0
+    log.truncate(1)
+    assert path.read_text().splitlines() == [",".join(COLUMNS), "0,0.1,2.0,1.0,1.0,3.0,5,,,,4.0"]
+    log.append({c: 1.0 for c in COLUMNS} | {"step": 1, "time_s": 7.5})
+    assert log.last_time() == 7.5

@@ -38,9 +38,8 @@ def cmd_split(args: argparse.Namespace) -> None:
 
 
 def cmd_voc(args: argparse.Namespace) -> None:
-    from ..data.annotations import save_annotations
+    from ..data.annotations import class_names, save_annotations
     from ..data.check import verify_images
-    from ..data.annotations import class_names
     from ..data.voc import (
         annotation_classes,
         class_conflict,

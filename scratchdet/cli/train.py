@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import argparse
 import os
-from typing import Any
-
 from pathlib import Path
+from typing import Any
 
 from ..errors import ConfigError
 from .runner import parse_override
