@@ -131,6 +131,36 @@ def _gpu_hours(plan: Plan, bench_dir: Path) -> list[str]:
     return lines
 
 
+def _data_lines(plan: Plan) -> list[str]:
+    """The data volume (config/downloads.yaml's size_mb), the datasets used where they already
+    are (config existing_data) and where the downloads run."""
+    archives = needed_archives(plan)
+    if not archives:
+        return []
+    existing = plan.config.get("existing_data") or {}
+    fetched = [a for a in archives if a not in existing]
+    sizes = [plan.config["downloads"][a].get("size_mb") for a in fetched]
+    known = sum(s for s in sizes if s)
+    volume = (f"about {known / 1000:.0f} GB of archives" if all(sizes) else
+              f"at least {known / 1000:.0f} GB of archives (sizes not recorded for "
+              f"{', '.join(a for a, s in zip(fetched, sizes) if not s)})")
+    lines = [(f"Data: {len(fetched)} of {len(archives)} archives to download into "
+              f"{Path(plan.data, 'downloads')}, {volume}, and about as much again extracted "
+              f"(so about {2 * known / 1000:.0f} GB free in {plan.data}/ until the archives "
+              "are deleted; sizes from config/downloads.yaml).")]
+    if existing:
+        lines.append("  Used where they are (config existing_data, linked, not copied): "
+                     + ", ".join(f"{a} -> {existing[a]}" for a in archives if a in existing))
+    else:
+        lines.append("  A dataset the lab already has is used where it is, without copying: "
+                     "config/config.yaml `existing_data` (archive -> the folder holding its "
+                     "VOCdevkit/ or COCO folders).")
+    lines.append("  Downloads run as local jobs (Snakemake localrules: download, "
+                 "imagenet_weights) on the machine running Snakemake, under the Slurm profile the "
+                 "login node: compute nodes often have no internet.")
+    return lines
+
+
 def restorable_runs(plan: Plan) -> dict[str, list[str]]:
     """The runs this plan would train whose folder is missing but whose `<digest>.dvc` file is
     there (committed by `scratchdet artifacts push`), by the DVC remote that holds them ("" for
@@ -183,6 +213,7 @@ def preflight_report(plan: Plan, bench_dir: str | Path = RESULTS_DIR) -> str:
             lines.append(f"  {Path(plan.data, 'downloads', archive)}: {text}")
     else:
         lines.append("Needs a person: nothing (every archive is fetched and checksummed by a job).")
+    lines.extend(_data_lines(plan))
     if weights:
         lines.append(f"ImageNet weights: {len(weights)} file(s) fetched by imagenet_weights jobs "
                      f"into {plan.torch_home} (TORCH_HOME of the training jobs), verified: "

@@ -111,6 +111,24 @@ def test_paper_scale_plans_the_downloads_and_server_files_offline(workdir, no_ne
     assert not (workdir / "data").exists() and not (workdir / "results").exists()
 
 
+def test_datasets_the_lab_has_are_linked_not_downloaded(workdir, no_network, tmp_path):
+    """config existing_data: the archives it names get no download or extraction job, but a
+    local link job; the downloads themselves are local rules (compute nodes lack internet)."""
+    lab = tmp_path / "lab_datasets"
+    (lab / "VOCdevkit" / "VOC2007").mkdir(parents=True)
+    existing = {a: str(lab) for a in ("VOCtrainval_06-Nov-2007.tar", "VOCtest_06-Nov-2007.tar")}
+    files = plan(workdir, scale="paper", existing_data=existing)
+    names = {Path(f).name for f in files}
+    assert not names & set(existing)  # no download of them
+    assert {f"{a}.done" for a in existing} <= names  # their link jobs
+    assert "VOCtrainval_11-May-2012.tar" in names  # the others still download
+    with SnakemakeApi(OutputSettings(quiet={Quietness.ALL})) as api:
+        wf = api.workflow(snakefile=workdir / "workflow" / "Snakefile", workdir=workdir,
+                          resource_settings=ResourceSettings(cores=2))
+        local = set(wf._workflow._localrules)
+    assert {"download", "imagenet_weights", "existing_data"} <= local
+
+
 def test_a_subset_of_tables_can_be_planned(workdir):
     planned = train_jobs(plan(workdir, tables=["scratchdet_table3"]))
     assert planned == ["scratchdet_table3/scratchdet300_voc07", "scratchdet_table3/scratchdet300_voc12"]

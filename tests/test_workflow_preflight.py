@@ -135,3 +135,20 @@ def test_estimate_row_matches_the_input_pipeline_and_notes_model_changes(paper, 
     assert "measured on dsod300, the row changes prediction, stem" in est.basis
     assert estimate_row(paper.rows["dsod_table4/ssd300s_vgg16"],
                         paper.row_config("dsod_table4/ssd300s_vgg16"), bench) is None
+
+
+def test_the_preflight_states_the_data_volume_existing_data_and_local_downloads():
+    paper = load(scale="paper")
+    text = preflight_report(paper, ROOT / "benchmarks/results")
+    sizes = sum(e["size_mb"] for e in paper.config["downloads"].values())
+    assert 25_000 < sizes < 40_000  # the recorded sizes: about 30 GB for VOC + COCO
+    assert f"Data: 9 of 9 archives to download into data/downloads, about {sizes / 1000:.0f} GB" \
+        in text
+    assert "existing_data" in text and "localrules: download, imagenet_weights" in text
+    lab = load(scale="paper", existing_data={"train2017.zip": "/datasets/coco"})
+    text = preflight_report(lab, ROOT / "benchmarks/results")
+    rest = sizes - paper.config["downloads"]["train2017.zip"]["size_mb"]
+    assert f"Data: 8 of 9 archives to download into data/downloads, about {rest / 1000:.0f} GB" \
+        in text
+    assert "Used where they are (config existing_data, linked, not copied): train2017.zip -> " \
+        "/datasets/coco" in text
