@@ -129,6 +129,10 @@ def test_datasets_the_lab_has_are_linked_not_downloaded(workdir, no_network, tmp
     assert {"download", "imagenet_weights", "existing_data"} <= local
 
 
+def test_the_main_job_writes_the_page_a_reader_lands_on(workdir):
+    assert "reports/default/index.html" in plan(workdir)
+
+
 def test_a_subset_of_tables_can_be_planned(workdir):
     planned = train_jobs(plan(workdir, tables=["scratchdet_table3"]))
     assert planned == ["scratchdet_table3/scratchdet300_voc07", "scratchdet_table3/scratchdet300_voc12"]
@@ -312,6 +316,9 @@ def test_default_scale_runs_and_reports_every_table(workdir):
         for kind in ("pr_curves", "detections")]
     for png in pngs:
         assert png.read_bytes().startswith(b"\x89PNG"), png
+    page = (reports / "index.html").read_text()  # the page a reader lands on
+    assert "Smoke scale: numbers are not comparable to the paper" in page
+    assert page.count("<figure>") >= len(pngs) and "<h2>DSOD Table 3" in page
     [tar_path] = (workdir / "results/default/scratchdet_table3/scratchdet300_voc12").glob(
         "*/voc2012_test_submission.tar.gz")  # in the run folder named after the config digest
     with tarfile.open(tar_path) as tf:
