@@ -146,11 +146,11 @@ def test_a_tables_report_file_plans_that_table_only(workdir):
                                                                 if r.init_from})
     assert {Path(f).name for f in files if f.startswith("reports/")} == {
         "dsod_table3.md", "dsod_table3.csv", "dsod_table3.csv.meta.json"}
-    # the same jobs as selecting the table in the config (plus the all rule)
+    # the same jobs as selecting the table in the config (plus the all rule and the page)
     selected = plan(workdir, tables=["dsod_table3"])
     assert train_jobs(selected) == train_jobs(files)
     assert {Path(f).name for f in selected if f.startswith("reports/")} == {
-        "dsod_table3.md", "dsod_table3.csv", "dsod_table3.csv.meta.json"}
+        "dsod_table3.md", "dsod_table3.csv", "dsod_table3.csv.meta.json", "index.html"}
     files = plan(workdir, "reports/default/scratchdet_table5.md")
     assert train_jobs(files) == ["scratchdet_table4/scratchdet300_coco",
                                  "scratchdet_table5/scratchdet300_coco_voc07",

@@ -75,6 +75,13 @@ rule existing_data:
         archive="|".join(re.escape(a) for a in config.get("existing_data") or {}) or "(?!x)x",
     log:
         f"{LOGS}/data/existing_{{archive}}.log",
+    threads: 1
+    resources:
+        mem_mb=500,
+        runtime=5,
+        gpu=0,
+    conda:
+        "../envs/scratchdet.yaml"
     shell:
         "(test -d {params.source} || {{ echo '{params.source}: no such folder"
         " (config existing_data, {wildcards.archive})'; exit 1; }}"

@@ -225,7 +225,7 @@ rule report_page:
             labels={"page": "every table and figure"},
         ),
     params:
-        reports=REPORTS,
+        reports=lambda w, output: str(Path(output[0]).parent),
         title=f"scratchdet: DSOD and ScratchDet reproduced, {PLAN.scale_name} scale",
         note=SCALE_NOTE,
     log:
