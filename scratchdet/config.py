@@ -75,7 +75,9 @@ class DataConfig:
     test: str = ""
     """Optional test split, used by `scratchdet detect` when no --data is given."""
     num_workers: int = bounded(2, "[0, inf)")
+    """DataLoader worker processes decoding (and, on the cpu pipeline, augmenting) images."""
     image_size: int = bounded(300, "(0, inf)")
+    """Side of the square network input in pixels (the papers' 300)."""
     augment: str = "ssd"
     """'ssd': the Caffe SSD training augmentation the papers use (photometric distortion, expand,
     IoU-constrained crop, mirror, random interpolation); 'none': decode and resize only, for
@@ -93,15 +95,23 @@ class TrainConfig:
     micro_batch: int = bounded(0, "[0, inf)")
     """Images per forward pass; batch_size must be a multiple. 0 means equal to batch_size."""
     lr: float = bounded(0.001, "(0, inf)")
+    """Base learning rate of SGD (after warmup, before the milestones)."""
     momentum: float = bounded(0.9, "[0, 1)")
+    """SGD momentum."""
     weight_decay: float = bounded(0.0005, "[0, inf)")
+    """L2 weight decay of SGD, on every parameter as in the Caffe solvers."""
     max_steps: int = bounded(100, "(0, inf)")
+    """Optimizer steps of the run; the run ends with model_final.pt there."""
     milestones: list[int] = field(default_factory=list)
+    """Steps at which the learning rate is multiplied by gamma (multistep schedule)."""
     gamma: float = bounded(0.1, "(0, 1]")
+    """Factor of the learning rate at each milestone."""
     warmup_steps: int = bounded(0, "[0, inf)")
+    """Steps of linear warmup from lr * warmup_factor to lr (0: none)."""
     warmup_factor: float = bounded(1.0 / 3.0, "(0, 1]")
     """Warmup starts at lr * warmup_factor and rises linearly to lr (mmdetection's 'linear')."""
     checkpoint_every: int = bounded(50, "(0, inf)")
+    """Steps between snapshots (checkpoints/step_<step>.pt), the points a run resumes from."""
     keep_checkpoints: int = bounded(3, "(0, inf)")
     """Periodic snapshots kept (checkpoints/step_<step>.pt): a run resumes from the newest one it
     can read, so a snapshot damaged by a crash costs `checkpoint_every` steps, not the run."""
@@ -144,13 +154,22 @@ class TrainConfig:
     init_from: str = ""
     """model_final.pt of another run to start from (DSOD's COCO -> VOC fine-tuning); tensors
     whose shapes differ (the class scores: 81 vs 21) keep their fresh initialisation."""
+    tensorboard: bool = False
+    """Write TensorBoard event files to <run>/tensorboard (loss terms, lr, gradient norm,
+    throughput, held-out mAP); needs the tensorboard package."""
+    eval_every: int = bounded(0, "[0, inf)")
+    """Steps between scorings of the current weights on data.test (VOC07 mAP, beside the
+    image-blind baseline, in <run>/eval.csv and TensorBoard); 0 = off."""
 
 
 @dataclass
 class LossConfig:
     iou_threshold: float = bounded(0.5, "(0, 1]")
+    """A prior whose best IoU with a ground-truth box reaches this is a positive (SSD's 0.5)."""
     neg_pos_ratio: float = bounded(3.0, "(0, inf)")
+    """Hard negatives kept per positive in the confidence loss (SSD's 3:1)."""
     loc_weight: float = bounded(1.0, "[0, inf)")
+    """Weight of the localisation (smooth L1) loss against the confidence loss."""
 
 
 @dataclass
@@ -160,10 +179,15 @@ class DetectConfig:
     ``scratchdet.ssd.postprocess`` takes its defaults from here."""
 
     conf_threshold: float = bounded(0.01, "[0, 1]")
+    """Detections below this class score are dropped before NMS."""
     nms_threshold: float = bounded(0.45, "[0, 1]")
+    """IoU above which per-class NMS suppresses the lower-scored box."""
     top_k: int = bounded(400, "(0, inf)")
+    """Boxes per class kept for NMS, highest scores first."""
     keep_top_k: int = bounded(200, "(0, inf)")
+    """Detections kept per image after NMS, over all classes."""
     batch_size: int = bounded(8, "(0, inf)")
+    """Images per forward pass at detection."""
     precise_bn: int = bounded(0, "[0, inf)")
     """Re-estimate BatchNorm running statistics from this many training batches before
     detection (PreciseBN, as in Detectron); 0 = off, as in the papers."""
@@ -172,6 +196,7 @@ class DetectConfig:
 @dataclass
 class RunConfig:
     seed: int = bounded(0, "[0, inf)")
+    """Seed of the initialisation and of the sample stream: a run is reproducible from it."""
     model: dict[str, Any] = field(default_factory=lambda: {"name": "ssd300_vgg16"})
     """Passed to scratchdet.models.build_model, which validates its keys."""
     data: DataConfig = field(default_factory=DataConfig)

@@ -19,7 +19,8 @@ from .benchmark.fps import RESULTS_DIR
 from .workflow_plan import Plan
 
 __all__ = ["PIPELINE_MODE", "Estimate", "estimate_row", "gpu_train_benchmark", "needed_archives",
-           "pipeline_mode", "preflight_report", "train_benchmarks"]
+           "pipeline_mode", "preflight_report", "restorable_runs", "restore_line",
+           "train_benchmarks"]
 
 PIPELINE_MODE = {"cpu": "cpu_augment", "device": "device_augment"}
 """A run config's `data.pipeline` (where augmentation and matching run) -> the training
@@ -143,12 +144,76 @@ def _gpu_hours(plan: Plan, bench_dir: Path) -> list[str]:
     return lines
 
 
+def _data_lines(plan: Plan) -> list[str]:
+    """The data volume (config/downloads.yaml's size_mb), the datasets used where they already
+    are (config existing_data) and where the downloads run."""
+    archives = needed_archives(plan)
+    if not archives:
+        return []
+    existing = plan.config.get("existing_data") or {}
+    fetched = [a for a in archives if a not in existing]
+    sizes = [plan.config["downloads"][a].get("size_mb") for a in fetched]
+    known = sum(s for s in sizes if s)
+    volume = (f"about {known / 1000:.0f} GB of archives" if all(sizes) else
+              f"at least {known / 1000:.0f} GB of archives (sizes not recorded for "
+              f"{', '.join(a for a, s in zip(fetched, sizes) if not s)})")
+    lines = [(f"Data: {len(fetched)} of {len(archives)} archives to download into "
+              f"{Path(plan.data, 'downloads')}, {volume}, and about as much again extracted "
+              f"(so about {2 * known / 1000:.0f} GB free in {plan.data}/ until the archives "
+              "are deleted; sizes from config/downloads.yaml).")]
+    if existing:
+        lines.append("  Used where they are (config existing_data, linked, not copied): "
+                     + ", ".join(f"{a} -> {existing[a]}" for a in archives if a in existing))
+    else:
+        lines.append("  A dataset the lab already has is used where it is, without copying: "
+                     "config/config.yaml `existing_data` (archive -> the folder holding its "
+                     "VOCdevkit/ or COCO folders).")
+    lines.append("  Downloads run as local jobs (Snakemake localrules: download, "
+                 "imagenet_weights) on the machine running Snakemake, under the Slurm profile the "
+                 "login node: compute nodes often have no internet.")
+    return lines
+
+
+def restorable_runs(plan: Plan) -> dict[str, list[str]]:
+    """The runs this plan would train whose folder is missing but whose `<digest>.dvc` file is
+    there (committed by `scratchdet artifacts push`), by the DVC remote that holds them ("" for
+    the repository's default remote, `shipped`)."""
+    import yaml
+
+    found: dict[str, list[str]] = {}
+    for key in plan.run_keys:
+        root = plan.paths(key).root
+        dvc_file = root.with_name(root.name + ".dvc")
+        if root.exists() or not dvc_file.is_file():
+            continue
+        outs = (yaml.safe_load(dvc_file.read_text()) or {}).get("outs") or [{}]
+        found.setdefault(str(outs[0].get("remote") or ""), []).append(key)
+    return found
+
+
+def restore_line(plan: Plan) -> str:
+    """One line when the plan would train runs a DVC remote holds: restore them instead."""
+    found = restorable_runs(plan)
+    if not found:
+        return ""
+    n = sum(len(v) for v in found.values())
+    remotes = " and ".join(f"'{r or 'shipped'}'" for r in sorted(found))
+    command = ("dvc pull" if set(found) == {""} else
+               f"scratchdet artifacts pull --results {plan.results}")
+    return (f"Restore first: {n} of the {len(plan.run_keys)} runs this plan trains are in the "
+            f"DVC remote {remotes} (their .dvc files are here, their folders not): `{command}` "
+            "restores them, and then only what they lack runs (at the default scale: the reports).\n")
+
+
 def preflight_report(plan: Plan, bench_dir: str | Path = RESULTS_DIR) -> str:
-    """The preflight text ("" at a smoke scale that needs nothing from a person)."""
+    """The preflight text: the restore line when a DVC remote holds runs the plan would train
+    (`restore_line`), then what the run needs ("" at a smoke scale that needs nothing from a
+    person and has nothing to restore)."""
+    restore = restore_line(plan)
     manual = [a for a in needed_archives(plan) if "manual" in plan.config["downloads"][a]]
     weights = plan.imagenet_weights
     if plan.scale["smoke"] and not manual and not weights:
-        return ""
+        return restore
     skipped = len(plan.skipped)
     head = (f"Preflight, {plan.scale_name} scale: {len(plan.run_keys)} training runs "
             f"({skipped} row{'s' if skipped != 1 else ''} of the tables cannot run at this "
@@ -161,10 +226,11 @@ def preflight_report(plan: Plan, bench_dir: str | Path = RESULTS_DIR) -> str:
             lines.append(f"  {Path(plan.data, 'downloads', archive)}: {text}")
     else:
         lines.append("Needs a person: nothing (every archive is fetched and checksummed by a job).")
+    lines.extend(_data_lines(plan))
     if weights:
         lines.append(f"ImageNet weights: {len(weights)} file(s) fetched by imagenet_weights jobs "
                      f"into {plan.torch_home} (TORCH_HOME of the training jobs), verified: "
                      + ", ".join(sorted(weights)))
     if not plan.scale["smoke"]:
         lines.extend(_gpu_hours(plan, Path(bench_dir)))
-    return "\n".join(lines) + "\n"
+    return restore + "\n".join(lines) + "\n"

@@ -43,7 +43,7 @@ def test_every_group_registers_its_own_top_level_command():
     [top] = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
     assert len(top.choices) == len(GROUPS)
     assert {"data", "train", "detect", "eval", "curve", "report", "workflow", "artifacts",
-            "benchmark", "models"} == set(top.choices)
+            "benchmark", "models", "config"} == set(top.choices)
 
 
 @pytest.mark.parametrize("moved, new", [

@@ -294,3 +294,52 @@ def test_the_command_reads_a_flat_folder_drops_broken_images_and_splits(tmp_path
     assert main(["data", "voc", "--annotations", str(tmp_path / "Annotations"),
                  "--out", str(tmp_path / "x.json")]) == 2
     assert "--images" in capsys.readouterr().err
+
+
+def test_the_command_numbers_classes_like_the_training_set(tmp_path: Path) -> None:
+    """Train and test folders converted separately: a test folder without one of the training
+    classes would be numbered differently (alphabetically per folder); the command refuses it at
+    conversion, naming the fix, and `--like` / `--classes` number the classes as training does."""
+    import json
+    import subprocess
+    import sys
+
+    def cli(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "scratchdet", "data", "voc", *args],
+                              capture_output=True, text=True, check=False)
+
+    make_voc(tmp_path / "train", {"a": (40, 30, [obj("emu")]), "b": (40, 30, [obj("wombat")])})
+    make_voc(tmp_path / "test", {"c": (40, 30, [obj("wombat")])})
+    make_voc(tmp_path / "odd", {"d": (40, 30, [obj("koala")])})
+    data = tmp_path / "data"
+    data.mkdir()
+
+    def folder(name: str) -> list[str]:
+        return ["--annotations", str(tmp_path / name / "Annotations"),
+                "--images", str(tmp_path / name / "JPEGImages")]
+
+    def categories(path: Path) -> list[tuple[int, str]]:
+        return [(c["id"], c["name"]) for c in json.loads(path.read_text())["categories"]]
+
+    assert cli(*folder("train"), "--out", str(data / "train.json")).returncode == 0
+    assert categories(data / "train.json") == [(1, "emu"), (2, "wombat")]
+    refused = cli(*folder("test"), "--out", str(data / "test.json"))
+    assert refused.returncode == 2 and not (data / "test.json").exists()
+    assert "(wombat) differ from those of" in refused.stderr
+    assert f"--like {data / 'train.json'}" in refused.stderr and "Traceback" not in refused.stderr
+
+    assert cli(*folder("test"), "--like", str(data / "train.json"),
+               "--out", str(data / "test.json")).returncode == 0
+    test = json.loads((data / "test.json").read_text())
+    assert categories(data / "test.json") == [(1, "emu"), (2, "wombat")]
+    assert [a["category_id"] for a in test["annotations"]] == [2]
+    (tmp_path / "classes.txt").write_text("emu\nwombat\n")
+    for spec in ("emu,wombat", str(tmp_path / "classes.txt"), str(data / "train.json")):
+        assert cli(*folder("test"), "--classes", spec,
+                   "--out", str(tmp_path / "t2.json")).returncode == 0, spec
+        assert categories(tmp_path / "t2.json") == [(1, "emu"), (2, "wombat")]
+    unknown = cli(*folder("odd"), "--like", str(data / "train.json"), "--out", str(data / "o.json"))
+    assert unknown.returncode == 2 and "unknown class 'koala'" in unknown.stderr
+    both = cli(*folder("test"), "--like", str(data / "train.json"), "--classes", "emu",
+               "--out", str(data / "x.json"))
+    assert both.returncode == 2 and "not both" in both.stderr

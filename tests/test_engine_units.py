@@ -344,3 +344,29 @@ def test_release_recipe_step_asks_nothing_of_the_host():
                     q.grad = torch.randn_like(q)
                 step.finish()
             assert seen.data_dependent == [] and seen.to_host == [], seen
+
+
+def test_a_metrics_log_of_the_old_layout_is_read_and_rewritten_in_the_new(tmp_path):
+    """Logs written before time_s/step_s (per-window images_per_s and elapsed_s) still resume."""
+    path = tmp_path / "metrics.csv"
+    path.write_text("step,lr,loss,loc_loss,conf_loss,grad_norm,num_pos,images_per_s,elapsed_s\n"
+                    "0,0.1,2.0,1.0,1.0,3.0,5,4.0,0.5\n1,0.1,1.5,1.0,0.5,3.0,5,4.0,0.5\n")
+    log = MetricsLog(path)
+    assert [r["loss"] for r in log.read()] == ["2.0", "1.5"] and log.last_time() == 0.0
+    log.truncate(1)
+    assert path.read_text().splitlines() == [",".join(COLUMNS), "0,0.1,2.0,1.0,1.0,3.0,5,,,,4.0"]
+    log.append({c: 1.0 for c in COLUMNS} | {"step": 1, "time_s": 7.5})
+    assert log.last_time() == 7.5
+
+
+def test_precise_bn_shows_its_progress(monkeypatch, capsys):
+    """The PreciseBN passes report their progress on stderr like training and detection."""
+    import torch
+
+    from scratchdet.engine.precise_bn import precise_bn
+
+    monkeypatch.setenv("SCRATCHDET_PROGRESS", "lines")
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4))
+    batches = [torch.randn(2, 3, 8, 8) for _ in range(3)]
+    assert precise_bn(model, batches, 3) == 3
+    assert "precise-bn: batch 3/3 (100%)" in capsys.readouterr().err

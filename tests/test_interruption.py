@@ -156,3 +156,41 @@ def test_a_damaged_newest_snapshot_costs_one_interval_not_the_run(tmp_path, synt
                     str(snapshot_path(run, 3)), "--data", str(synth_splits["test"]), "--out",
                     str(dets), "--workers", "0"], check=True, capture_output=True)
     assert isinstance(json.loads(dets.read_text()), list)
+
+
+@pytest.mark.slow
+def test_a_finished_run_continues_to_more_steps_in_a_new_folder(tmp_path, synth_splits,
+                                                                reference_run):
+    """`train --continue-from RUN --max-steps N --out NEW`: RUN trained 4 of the reference's 5
+    steps; NEW starts at RUN's newest snapshot and ends with the reference's weights, records
+    where it came from, and a config that changes more than the schedule is refused."""
+    config = _write_config(tmp_path, synth_splits["trainval"])
+    short = tmp_path / "short"
+    done = subprocess.run(_train_cmd(config, short) + ["--set", "train.max_steps=4"],
+                          capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    new = tmp_path / "longer"
+    cont = [sys.executable, "-m", "scratchdet.cli", "train", "--continue-from", str(short),
+            "--max-steps", str(MAX_STEPS), "--out", str(new)]
+    done = subprocess.run(cont, capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    assert f"{new}: finished at step {MAX_STEPS}" in done.stdout
+    record = json.loads((new / "continued_from.json").read_text())
+    assert record["run"] == str(short) and record["step"] == 3  # RUN's newest snapshot
+    assert record["run_status"]["status"] == "finished" and record["run_status"]["step"] == 4
+    assert yaml.safe_load((new / "config.yaml").read_text())["train"]["max_steps"] == MAX_STEPS
+    final, expected = (load_checkpoint(r / "model_final.pt") for r in (new, reference_run))
+    assert final["step"] == expected["step"] == MAX_STEPS
+    for key, tensor in expected["model"].items():
+        assert torch.equal(final["model"][key], tensor), f"{key} differs after continuing"
+    assert _losses(new) == _losses(reference_run)[3:]  # steps 3 and 4, as the reference's
+    again = subprocess.run(cont, capture_output=True, text=True, check=False)
+    assert again.returncode == 0 and "finished at step 5" in again.stdout  # nothing redone
+
+    other = subprocess.run([*cont[:-1], str(tmp_path / "other"), "--set", "train.lr=0.1"],
+                           capture_output=True, text=True, check=False)
+    assert other.returncode == 2 and "train.init_from instead" in other.stderr
+    assert not (tmp_path / "other" / "checkpoints").exists()
+    few = subprocess.run([*cont[:7], "3", "--out", str(tmp_path / "few")],
+                         capture_output=True, text=True, check=False)
+    assert few.returncode == 2 and "--max-steps: 3 is not beyond the snapshot's step 3" in few.stderr

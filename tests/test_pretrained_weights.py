@@ -74,10 +74,12 @@ def server():
     httpd.shutdown()
 
 
-def test_fetch_verifies_the_hash_in_the_file_name(server, tmp_path):
+def test_fetch_verifies_the_hash_in_the_file_name(server, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("SCRATCHDET_PROGRESS", "lines")  # as in a job's log
     dest = tmp_path / "hub/checkpoints" / f"net-{PREFIX}.pth"
     assert pt.main(["--url", server, "--out", str(dest)]) == 0
     assert dest.read_bytes() == PAYLOAD
+    assert f"download net-{PREFIX}.pth:" in capsys.readouterr().err  # its progress
     assert pt.fetch_weights(server, dest) == dest  # verified copy kept
 
 

@@ -111,6 +111,28 @@ def test_paper_scale_plans_the_downloads_and_server_files_offline(workdir, no_ne
     assert not (workdir / "data").exists() and not (workdir / "results").exists()
 
 
+def test_datasets_the_lab_has_are_linked_not_downloaded(workdir, no_network, tmp_path):
+    """config existing_data: the archives it names get no download or extraction job, but a
+    local link job; the downloads themselves are local rules (compute nodes lack internet)."""
+    lab = tmp_path / "lab_datasets"
+    (lab / "VOCdevkit" / "VOC2007").mkdir(parents=True)
+    existing = {a: str(lab) for a in ("VOCtrainval_06-Nov-2007.tar", "VOCtest_06-Nov-2007.tar")}
+    files = plan(workdir, scale="paper", existing_data=existing)
+    names = {Path(f).name for f in files}
+    assert not names & set(existing)  # no download of them
+    assert {f"{a}.done" for a in existing} <= names  # their link jobs
+    assert "VOCtrainval_11-May-2012.tar" in names  # the others still download
+    with SnakemakeApi(OutputSettings(quiet={Quietness.ALL})) as api:
+        wf = api.workflow(snakefile=workdir / "workflow" / "Snakefile", workdir=workdir,
+                          resource_settings=ResourceSettings(cores=2))
+        local = set(wf._workflow._localrules)
+    assert {"download", "imagenet_weights", "existing_data"} <= local
+
+
+def test_the_main_job_writes_the_page_a_reader_lands_on(workdir):
+    assert "reports/default/index.html" in plan(workdir)
+
+
 def test_a_subset_of_tables_can_be_planned(workdir):
     planned = train_jobs(plan(workdir, tables=["scratchdet_table3"]))
     assert planned == ["scratchdet_table3/scratchdet300_voc07", "scratchdet_table3/scratchdet300_voc12"]
@@ -124,11 +146,11 @@ def test_a_tables_report_file_plans_that_table_only(workdir):
                                                                 if r.init_from})
     assert {Path(f).name for f in files if f.startswith("reports/")} == {
         "dsod_table3.md", "dsod_table3.csv", "dsod_table3.csv.meta.json"}
-    # the same jobs as selecting the table in the config (plus the all rule)
+    # the same jobs as selecting the table in the config (plus the all rule and the page)
     selected = plan(workdir, tables=["dsod_table3"])
     assert train_jobs(selected) == train_jobs(files)
     assert {Path(f).name for f in selected if f.startswith("reports/")} == {
-        "dsod_table3.md", "dsod_table3.csv", "dsod_table3.csv.meta.json"}
+        "dsod_table3.md", "dsod_table3.csv", "dsod_table3.csv.meta.json", "index.html"}
     files = plan(workdir, "reports/default/scratchdet_table5.md")
     assert train_jobs(files) == ["scratchdet_table4/scratchdet300_coco",
                                  "scratchdet_table5/scratchdet300_coco_voc07",
@@ -218,6 +240,17 @@ def test_the_dry_run_is_short_and_states_what_a_paper_run_needs(workdir):
     assert len(out.splitlines()) < 100
 
 
+def test_the_dry_run_says_to_restore_what_the_shipped_remote_holds(workdir):
+    """A fresh clone has the default scale's .dvc files and no run folders: the dry run's first
+    line says that `dvc pull` restores the rows it would otherwise train."""
+    shutil.copytree(ROOT / "results/default", workdir / "results/default")
+    done = _snakemake("-n", "--quiet", "rules", cwd=workdir, timeout=300)
+    out = done.stdout + done.stderr
+    assert done.returncode == 0, out[-3000:]
+    [line] = [x for x in out.splitlines() if x.startswith("Restore first")]
+    assert "50 of the 50 runs" in line and "'shipped'" in line and "`dvc pull`" in line
+
+
 def test_a_run_folder_of_another_config_is_refused(workdir):
     done = _snakemake("-n", "results/default/dsod_table6/dsod300_coco/0000000000/run.yaml",
                       cwd=workdir, timeout=300)
@@ -258,21 +291,23 @@ def test_default_scale_runs_and_reports_every_table(workdir):
         assert "hardware: CPU" in text
         df = pd.read_csv(reports / f"{table}.csv", dtype=str, keep_default_na=False)
         assert list(df["row"]) == [r.id for r in rows]
+        assert not any(c.endswith(" diff") for c in df.columns)  # smoke: nothing to compare
         metric = "mAP" if "map" in rows[0].paper else "AP"
         for r, (_, line) in zip(rows, df.iterrows()):
-            assert line[f"{metric} paper"] == fmt(r.paper["map" if metric == "mAP" else "AP"])
+            assert line[f"{metric} paper"] == fmt(r.paper["map" if metric == "mAP" else "AP"],
+                                                  csv=True)
             if r.pretrained:
                 assert line["status"].startswith("not run (needs ImageNet weights")
             else:
                 value = line[f"{metric} reproduced"]
-                assert value == "NAN" or 0.0 <= float(value) <= 100.0
+                assert value == "NaN" or 0.0 <= float(value) <= 100.0
                 assert line["status"].startswith(("finished", "diverged"))
-                assert (value == "NAN") == line["status"].startswith("diverged")
+                assert (value == "NaN") == line["status"].startswith("diverged")
     # Divergence is a result: SSD without BatchNorm at lr 0.05 diverges here as in the paper,
     # its row reads NAN, and the workflow went on to finish every other row and report.
     table1 = pd.read_csv(reports / "scratchdet_table1.csv", dtype=str,
                          keep_default_na=False).set_index("row")
-    assert table1.loc["scratch_bn-none_lr0.05", "mAP reproduced"] == "NAN"
+    assert table1.loc["scratch_bn-none_lr0.05", "mAP reproduced"] == "NaN"
     assert table1.loc["scratch_bn-none_lr0.05", "status"].startswith("diverged")
     figures = reports / "figures"
     pngs = [figures / "scratchdet_figure1.png"] + [
@@ -281,6 +316,9 @@ def test_default_scale_runs_and_reports_every_table(workdir):
         for kind in ("pr_curves", "detections")]
     for png in pngs:
         assert png.read_bytes().startswith(b"\x89PNG"), png
+    page = (reports / "index.html").read_text()  # the page a reader lands on
+    assert "Smoke scale: numbers are not comparable to the paper" in page
+    assert page.count("<figure>") >= len(pngs) and "<h2>DSOD Table 3" in page
     [tar_path] = (workdir / "results/default/scratchdet_table3/scratchdet300_voc12").glob(
         "*/voc2012_test_submission.tar.gz")  # in the run folder named after the config digest
     with tarfile.open(tar_path) as tf:

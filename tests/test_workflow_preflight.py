@@ -54,10 +54,26 @@ def paper():
     return load(scale="paper")
 
 
-def test_the_smoke_scale_needs_nothing_and_says_nothing():
+def test_the_smoke_scale_needs_nothing_and_says_nothing(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # no results/ here: nothing to restore either
     plan = load()
     assert needed_archives(plan) == []
     assert preflight_report(plan, ROOT / "benchmarks/results") == ""
+
+
+def test_runs_the_shipped_remote_holds_are_named_in_one_line(monkeypatch):
+    """In the checkout the default scale's .dvc files are committed and its run folders absent:
+    the plan would train all 50 rows, so the preflight's one line says to restore them."""
+    monkeypatch.chdir(ROOT)
+    plan = load()
+    if not any(plan.paths(k).root.with_suffix(".dvc").exists() for k in plan.run_keys):
+        pytest.skip("the committed .dvc files are not those of the current configs")
+    if any(plan.paths(k).root.exists() for k in plan.run_keys):
+        pytest.skip("results/default is restored in this checkout")
+    text = preflight_report(plan, ROOT / "benchmarks/results")
+    assert text.count("\n") == 1
+    assert text.startswith("Restore first: 50 of the 50 runs this plan trains are in the DVC "
+                           "remote 'shipped'") and "`dvc pull`" in text
 
 
 def test_a_paper_run_needs_every_archive_and_a_person_for_voc2012_test(paper):
@@ -162,3 +178,20 @@ def test_the_estimate_reads_a_gpu_benchmark_as_the_train_benchmark_writes_it(pap
     assert f"{100000 * 128 / device_ips / 3600:8.1f} GPU-h" in voc07
     assert "measured at batch 2, the row's micro-batch is 32" in voc07
     assert "(no benchmark of dsod300)" in text
+
+
+def test_the_preflight_states_the_data_volume_existing_data_and_local_downloads():
+    paper = load(scale="paper")
+    text = preflight_report(paper, ROOT / "benchmarks/results")
+    sizes = sum(e["size_mb"] for e in paper.config["downloads"].values())
+    assert 25_000 < sizes < 40_000  # the recorded sizes: about 30 GB for VOC + COCO
+    assert f"Data: 9 of 9 archives to download into data/downloads, about {sizes / 1000:.0f} GB" \
+        in text
+    assert "existing_data" in text and "localrules: download, imagenet_weights" in text
+    lab = load(scale="paper", existing_data={"train2017.zip": "/datasets/coco"})
+    text = preflight_report(lab, ROOT / "benchmarks/results")
+    rest = sizes - paper.config["downloads"]["train2017.zip"]["size_mb"]
+    assert f"Data: 8 of 9 archives to download into data/downloads, about {rest / 1000:.0f} GB" \
+        in text
+    assert "Used where they are (config existing_data, linked, not copied): train2017.zip -> " \
+        "/datasets/coco" in text

@@ -1,7 +1,8 @@
 """The `scratchdet` command line: what the Snakemake rules (and people) call.
 
 One module per command group, each adding its subcommands with `register(subparsers)`: data,
-train, detect, evaluate (`eval`), curve, report, workflow, artifacts, benchmark, models;
+train, detect, evaluate (`eval`), curve, report, workflow, artifacts, benchmark, models,
+config;
 `runner.run_parsed` runs the parsed command. Heavy modules are imported inside the commands, so
 `scratchdet --help` stays instant. Bad input (ScratchdetError) prints one line naming the file
 and the problem and exits with status 2; Ctrl-C prints one line and exits with 130; anything else
@@ -13,12 +14,25 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import artifacts, benchmark, curve, data, detect, evaluate, models, report, train, workflow
+from . import (
+    artifacts,
+    benchmark,
+    config,
+    curve,
+    data,
+    detect,
+    evaluate,
+    models,
+    report,
+    train,
+    workflow,
+)
 from .runner import EXIT_INTERRUPTED, run_parsed
 
 __all__ = ["GROUPS", "build_parser", "main"]
 
-GROUPS = (data, train, detect, evaluate, curve, report, workflow, artifacts, benchmark, models)
+GROUPS = (data, train, detect, evaluate, curve, report, workflow, artifacts, benchmark, models,
+          config)
 """The command groups, in the order `scratchdet --help` lists them."""
 
 

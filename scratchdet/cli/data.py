@@ -59,10 +59,20 @@ def cmd_split(args: argparse.Namespace) -> None:
 
 
 def cmd_voc(args: argparse.Namespace) -> None:
-    from ..data.annotations import save_annotations
+    from ..data.annotations import class_names, save_annotations
     from ..data.check import verify_images
-    from ..data.voc import read_voc_files, read_voc_many
+    from ..data.voc import (
+        annotation_classes,
+        class_conflict,
+        parse_classes,
+        read_voc_files,
+        read_voc_many,
+    )
 
+    if args.classes and args.like:
+        raise ConfigError(None, "--like", "give --classes or --like, not both")
+    classes = (parse_classes(args.classes) if args.classes else
+               annotation_classes(args.like) if args.like else None)
     if args.annotations:  # flat layout: a folder of XMLs next to a folder of images
         if args.voc_dir or args.split or not args.images:
             raise ConfigError(None, "--annotations", "give --annotations with --images, and "
@@ -70,12 +80,19 @@ def cmd_voc(args: argparse.Namespace) -> None:
         xmls = sorted(Path(args.annotations).glob("*.xml"))
         if not xmls:
             raise ConfigError(None, "--annotations", f"no *.xml file in {args.annotations}")
-        ds = read_voc_files(xmls, args.images)
+        ds = read_voc_files(xmls, args.images, classes)
+        conflict = None if classes else class_conflict(args.out, class_names(ds))
+        if conflict:  # the names found here would number the classes unlike the sibling's
+            sibling, theirs = conflict
+            raise ConfigError(None, "--like", (
+                f"the classes found in {args.annotations} ({', '.join(class_names(ds))}) differ "
+                f"from those of {sibling} ({', '.join(theirs)}), so their ids would not match: "
+                f"number them alike with --like {sibling} (or --classes)"))
     else:
         if not args.voc_dir or len(args.voc_dir) != len(args.split or []):
             raise ConfigError(None, "--split", "give --voc-dir with one --split each (or "
                                                "--annotations with --images)")
-        ds = read_voc_many([(Path(d), s) for d, s in zip(args.voc_dir, args.split)])
+        ds = read_voc_many([(Path(d), s) for d, s in zip(args.voc_dir, args.split)], classes)
     if not ds["annotations"]:  # nothing to train or score on: refused, not "0 boxes" and exit 0
         from ..errors import DataError
 
@@ -179,6 +196,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     s.add_argument("--split", action="append", help="split list name, per --voc-dir")
     s.add_argument("--annotations", help="flat layout: a folder of VOC XMLs (with --images)")
     s.add_argument("--images", help="flat layout: the folder of the images the XMLs name")
+    s.add_argument("--classes", help="the classes in label order: a file (one name a line, or an "
+                   "annotation JSON) or a comma-separated list (default: the tree's classes.txt "
+                   "or the 20 VOC classes; flat layout: the sorted names found, refused when an "
+                   "annotation file beside --out has other classes)")
+    s.add_argument("--like", metavar="TRAIN_JSON", help="number the classes as this annotation "
+                   "file does (e.g. the training set's), refusing any class it lacks")
     s.add_argument("--drop-broken", action="store_true",
                    help="leave out images that do not decode (named on stderr) instead of failing")
     s.add_argument("--out", required=True, help="annotation file (JSON) to write")

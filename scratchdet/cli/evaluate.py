@@ -15,6 +15,9 @@ def _print_result(result: dict[str, Any], metric: str, what: str, out: str) -> N
         from ..evaluation.coco import summary_lines
 
         print("\n".join(summary_lines(result["stats"])))
+    elif metric in ("voc07", "voc12"):  # per class as the devkit's VOCevaldet prints it
+        for name, ap in (result.get("per_class") or {}).items():
+            print(f"AP for {name} = {ap:.4f}")
     print(f"{out}: {what}{metric} mAP = {result['map']:.4f}")
 
 

@@ -20,6 +20,13 @@ def cmd_table(args: argparse.Namespace) -> None:
     print(f"{args.out_md}: {len(found)} rows, {ran} run, {len(found) - ran} not run")
 
 
+def cmd_page(args: argparse.Namespace) -> None:
+    from ..reports.page import write_page
+
+    n = write_page(args.reports, args.out, args.title, args.note)
+    print(f"{args.out}: the tables and {n} figures of {args.reports}")
+
+
 def cmd_learning_curves(args: argparse.Namespace) -> None:
     from ..reports.learning_curve import learning_curve_figure, learning_curve_table
 
@@ -90,6 +97,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="the image-blind baseline's metrics for a row (scratchdet eval "
                         "--baseline), shown in its own column")
     s.set_defaults(func=cmd_table)
+
+    s = sub.add_parser("page", help="one HTML page with every table and figure of a reports "
+                       "folder, rendered (reports/<scale>/index.html)")
+    s.add_argument("--reports", required=True, help="the reports folder (reports/<scale>)")
+    s.add_argument("--title", default="scratchdet reports", help="page title")
+    s.add_argument("--note", default="", help="the scale's description, shown on top")
+    s.add_argument("--out", required=True, help="HTML file to write")
+    s.set_defaults(func=cmd_page)
 
     s = sub.add_parser("learning-curves", help="learning curves of runs, as a PNG and a table")
     s.add_argument("--curve", action="append", required=True, metavar="LABEL=CSV",

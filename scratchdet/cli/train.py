@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
@@ -15,6 +16,10 @@ __all__ = ["register"]
 def cmd_train(args: argparse.Namespace) -> None:
     from ..engine.gpus import assign_gpus
 
+    if args.continue_from or args.max_steps:
+        _continue(args)
+    elif not args.config:
+        raise ConfigError(None, "--config", "give the run config (or --continue-from RUN)")
     cfg = load_run_config(args.config, dict(parse_override(o) for o in args.set))  # before workers
     nproc = args.nproc or max(1, args.gpus)
     if "WORLD_SIZE" in os.environ:  # a torchrun worker: the launcher already chose the GPUs
@@ -34,6 +39,26 @@ def cmd_train(args: argparse.Namespace) -> None:
     print(f"{args.out}: {status['status']} at step {status['step']}"
           + (f" ({status['reason']})" if status.get("reason") else ""))
     del claim
+
+
+def _continue(args: argparse.Namespace) -> None:
+    """--continue-from RUN --max-steps N: seed --out with RUN's newest snapshot and train there
+    with RUN's config (or --config) raised to N steps, written as --out/run.yaml."""
+    from ..config import dump_config, load_config
+    from ..engine.continue_run import continued, prepare_continuation
+    from ..io import write_text
+
+    if not (args.continue_from and args.max_steps):
+        raise ConfigError(None, "--continue-from", "give --continue-from RUN with --max-steps N")
+    run_yaml = Path(args.out) / "run.yaml"
+    args.set, overrides = [], dict(parse_override(o) for o in args.set)
+    if continued(args.out, args.continue_from):  # the same command again: resume there
+        args.config = str(run_yaml)
+        return
+    cfg = load_config(args.config or Path(args.continue_from) / "config.yaml", overrides)
+    new = prepare_continuation(args.continue_from, args.out, args.max_steps, cfg)
+    write_text(run_yaml, dump_config(new))
+    args.config = str(run_yaml)
 
 
 def _launch_workers(args: argparse.Namespace, nproc: int) -> int:
@@ -69,7 +94,7 @@ def _launch_workers(args: argparse.Namespace, nproc: int) -> int:
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``train``."""
     s = subparsers.add_parser("train", help="train (or resume) one run")
-    s.add_argument("--config", required=True, help="YAML run config")
+    s.add_argument("--config", help="YAML run config (required unless --continue-from)")
     s.add_argument("--out", required=True, help="run folder (resumed if it holds a checkpoint)")
     s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value, e.g. --set train.lr=0.05")
@@ -79,4 +104,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="GPUs to claim on this machine (sets CUDA_VISIBLE_DEVICES unless already set)")
     add_count(s, "--nproc", default=0,
                    help="training processes (torch.distributed); default: one per GPU, or 1")
+    s.add_argument("--continue-from", metavar="RUN", help="continue the run folder RUN to "
+                   "--max-steps in the new folder --out, from RUN's newest snapshot (recorded in "
+                   "--out/continued_from.json); its config, or --config, may change the schedule "
+                   "only")
+    s.add_argument("--max-steps", type=int, default=0, metavar="N",
+                   help="with --continue-from: the new run's train.max_steps")
     s.set_defaults(func=cmd_train)

@@ -40,7 +40,10 @@ from .annotations import CLIP_TOLERANCE, ProblemLog, merge_annotations, validate
 __all__ = [
     "IMAGE_EXTENSIONS",
     "VOC_CLASSES",
+    "annotation_classes",
+    "class_conflict",
     "default_classes",
+    "parse_classes",
     "read_split_ids",
     "read_voc",
     "read_voc_files",
@@ -322,3 +325,58 @@ def read_voc_files(xml_paths: Iterable[str | Path], image_dir: str | Path,
             continue
         builder.add_image(xml_path, root, image_path, image_path.name)
     return builder.dataset(image_dir, {"layout": "flat"})
+
+
+# --- one class numbering for every split -----------------------------------------------------
+# A flat folder's classes default to the sorted names found in it, so a test folder that lacks a
+# class, or has one more, numbers them differently from its training folder; the model's labels
+# then mean other classes, which nothing noticed before `detect`. These helpers let the command
+# take the training set's classes (`--classes`, `--like`) and refuse a mismatch at conversion.
+
+
+def annotation_classes(path: str | Path) -> tuple[str, ...]:
+    """The class names of an internal-format (or COCO) annotation file, in category-id order:
+    the order that fixes the model's labels."""
+    from ..io import read_json
+
+    raw = read_json(path)
+    cats = raw.get("categories") if isinstance(raw, dict) else None
+    if not isinstance(cats, list) or not cats or not all(
+            isinstance(c, dict) and "id" in c and "name" in c for c in cats):
+        raise DataError(path, "not an annotation file with categories (expected the JSON that "
+                              "`scratchdet data voc|coco` writes)")
+    return tuple(str(c["name"]) for c in sorted(cats, key=lambda c: c["id"]))
+
+
+def parse_classes(spec: str) -> tuple[str, ...]:
+    """`--classes`: a text file (one name a line), an annotation JSON (its categories), or a
+    comma-separated list of names."""
+    path = Path(spec)
+    if path.is_file():
+        if path.suffix == ".json":
+            return annotation_classes(path)
+        names = tuple(line.strip() for line in path.read_text().splitlines() if line.strip())
+    else:
+        names = tuple(n.strip() for n in spec.split(",") if n.strip())
+    if not names or len(set(names)) != len(names):
+        raise DataError(spec, "--classes must name one or more distinct classes (a file with one "
+                              "name a line, or a comma-separated list)")
+    return names
+
+
+def class_conflict(out: str | Path, classes: Sequence[str]) -> tuple[Path, tuple[str, ...]] | None:
+    """The first annotation file beside `out` (same folder, *.json) whose classes differ from
+    `classes`, with its classes; None when every sibling agrees (or there is none)."""
+    out = Path(out)
+    if not out.parent.is_dir():
+        return None
+    for sibling in sorted(out.parent.glob("*.json")):
+        if sibling.resolve() == out.resolve() or sibling.name.endswith(".meta.json"):
+            continue
+        try:
+            theirs = annotation_classes(sibling)
+        except (DataError, OSError, ValueError):
+            continue  # not an annotation file (detections, metrics, ...)
+        if tuple(classes) != theirs:
+            return sibling, theirs
+    return None

@@ -20,6 +20,8 @@ import torch
 from torch import nn
 from torch.optim.swa_utils import update_bn
 
+from ..progress import Progress
+
 log = logging.getLogger(__name__)
 
 __all__ = ["has_batchnorm", "precise_bn"]
@@ -44,9 +46,11 @@ def precise_bn(model: nn.Module, batches: Iterable[torch.Tensor], num_batches: i
 
     def counted() -> Iterable[torch.Tensor]:
         nonlocal used
-        for images in itertools.chain([first], stream):
-            used += 1
-            yield images
+        with Progress("precise-bn", num_batches, unit="batch") as progress:
+            for images in itertools.chain([first], stream):
+                used += 1
+                yield images
+                progress.update()  # after update_bn's forward pass of the batch
 
     update_bn(counted(), model)
     log.info("PreciseBN: BatchNorm statistics re-estimated from %d batches", used)

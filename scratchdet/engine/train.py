@@ -58,6 +58,7 @@ from .checkpoint import (
 from .device import memory_format_for, resolve_device
 from .distributed import DistContext, init_distributed, shutdown_distributed
 from .metrics_log import MetricsLog
+from .monitor import TrainMonitor, check_monitor_config
 from .precision import set_matmul_precision
 from .preemption import PREEMPT_SIGNAL, requeue_if_preempted
 from .run_lock import FileLock, lock_run_folder
@@ -112,27 +113,40 @@ class StepLog:
 
     FIELDS = METRICS
 
-    def __init__(self, capacity: int, device: torch.device, ctx: DistContext):
+    def __init__(self, capacity: int, device: torch.device, ctx: DistContext,
+                 time_offset: float = 0.0):
         self.buffer = torch.zeros(capacity, len(self.FIELDS), device=device)
-        self.steps: list[tuple[int, float]] = []  # (step, lr) of the rows
+        self.steps: list[tuple[int, float, float]] = []  # (step, lr, host time) of the rows
         self.ctx = ctx
-        self.t0 = time.perf_counter()
+        self.t0 = self.start = time.perf_counter()
+        self.offset = time_offset  # training seconds before this process (a resumed run's)
 
     def record(self, step: int, lr: float, values: torch.Tensor) -> None:
         self.buffer[len(self.steps)].copy_(values)
-        self.steps.append((step, lr))
+        self.steps.append((step, lr, time.perf_counter()))
 
     def __len__(self) -> int:
         return len(self.steps)
+
+    def exclude(self, seconds: float) -> None:
+        """Leave `seconds` spent outside training (a held-out evaluation) out of the times."""
+        self.t0 += seconds
+        self.offset -= seconds
 
     def flush(self, batch_size: int) -> list[dict[str, Any]]:
         if not self.steps:
             return []
         rows = self.ctx.all_reduce_mean(self.buffer[: len(self.steps)].clone()).tolist()
-        elapsed = (time.perf_counter() - self.t0) / len(self.steps)
-        out = [{"step": step, "lr": lr, **dict(zip(self.FIELDS, row)),
-                "images_per_s": batch_size / elapsed, "elapsed_s": elapsed}
-               for (step, lr), row in zip(self.steps, rows)]
+        now = time.perf_counter()  # the read waited for the device: the window's end
+        window = batch_size * len(self.steps) / max(now - self.t0, 1e-9)
+        ends = [t for _, _, t in self.steps[:-1]] + [now]
+        out, before = [], self.t0
+        for (step, lr, _), end, row in zip(self.steps, ends, rows):
+            step_s = max(end - before, 1e-9)
+            out.append({"step": step, "lr": lr, **dict(zip(self.FIELDS, row)),
+                        "time_s": self.offset + end - self.start, "step_s": step_s,
+                        "images_per_s": batch_size / step_s, "window_images_per_s": window})
+            before = end
         for row in out:
             row["num_pos"] = round(row["num_pos"] * self.ctx.world_size)
         self.steps.clear()
@@ -297,7 +311,9 @@ def _train(cfg: RunConfig, out: Path, ctx: DistContext, device: torch.device,
             raise
         ctx.barrier()
 
-    steplog = StepLog(t.log_every, device, ctx)
+    steplog = StepLog(t.log_every, device, ctx, time_offset=metrics.last_time())
+    check_monitor_config(cfg, names)
+    monitor = TrainMonitor(cfg, out, enabled=ctx.is_main)
     # Counts steps on the host; the loss shown is the mean of the rows of the last read.
     progress = Progress("train", t.max_steps, unit="step", initial=start_step,
                         every=t.log_every, enabled=ctx.is_main)
@@ -308,6 +324,7 @@ def _train(cfg: RunConfig, out: Path, ctx: DistContext, device: torch.device,
         rows = steplog.flush(t.batch_size)
         if rows:
             progress.set(loss=sum(r["loss"] for r in rows) / len(rows), lr=rows[-1]["lr"])
+        monitor.log_rows(rows)
         for row in rows:
             reason = _divergence(row["loss"], row["grad_norm"], t.max_loss)
             if ctx.is_main:
@@ -337,7 +354,8 @@ def _train(cfg: RunConfig, out: Path, ctx: DistContext, device: torch.device,
             stopping = ctx.any(stop.signum is not None, device) if ctx.enabled and full \
                 else stop.signum is not None and not ctx.enabled
             due = step % t.checkpoint_every == 0 and step < t.max_steps
-            diverged = flush() if full or due or stopping or step == t.max_steps else None
+            diverged = flush() if full or due or stopping or step == t.max_steps \
+                or monitor.due(step) else None
             progress.update()
             if diverged is not None:
                 status = diverged
@@ -353,6 +371,13 @@ def _train(cfg: RunConfig, out: Path, ctx: DistContext, device: torch.device,
                 raise SystemExit(128 + signum)
             if due:
                 checkpoint(step)
+            if monitor.due(step):  # after the read: its time is left out of the step times
+                paused = time.perf_counter()
+                monitor.evaluate(step, trained_model_record(model.state_dict(), cfg, names, step),
+                                 device)
+                ctx.barrier()
+                steplog.exclude(time.perf_counter() - paused)
+    monitor.close()
 
     if ctx.is_main:
         _check_folder(lock, out)

@@ -86,12 +86,34 @@ def fetch_weights(url: str, dest: str | Path) -> Path:
             return dest
         raise DataError(dest, f"exists but its SHA-256 {digest[:12]}... does not start with "
                               f"{prefix} (a corrupt copy): delete it and run again")
-    dest.parent.mkdir(parents=True, exist_ok=True)
     try:
-        torch.hub.download_url_to_file(url, str(dest), hash_prefix=prefix, progress=False)
+        _download(url, dest, prefix)
     except (OSError, RuntimeError) as err:  # URLError is an OSError; a wrong hash a RuntimeError
         raise DataError(dest, f"cannot fetch {url}: {err}") from None
     return dest
+
+
+def _download(url: str, dest: Path, prefix: str) -> None:
+    """Stream `url` into `dest` through a temporary file, with progress on stderr (a bar on a
+    terminal, lines in a job's log); a SHA-256 that does not start with `prefix` leaves nothing."""
+    import urllib.request
+
+    from ..io import atomic_path
+    from ..progress import Progress
+
+    with urllib.request.urlopen(url, timeout=60) as resp, atomic_path(dest) as tmp:
+        length = resp.headers.get("Content-Length", "")
+        total = int(length) if length.isdigit() else None
+        digest = hashlib.sha256()
+        with open(tmp, "wb") as fh, Progress(f"download {dest.name}", total, in_bytes=True,
+                                             every=None if total else 64 << 20) as progress:
+            while block := resp.read(1 << 20):
+                fh.write(block)
+                digest.update(block)
+                progress.update(len(block))
+        if not digest.hexdigest().startswith(prefix):
+            raise RuntimeError(f"invalid hash value (expected a SHA-256 starting with {prefix}, "
+                               f"got {digest.hexdigest()[:12]}...)")
 
 
 

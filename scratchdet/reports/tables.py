@@ -1,12 +1,18 @@
 """One paper table as Markdown and CSV: per row the reproduced value, the paper's and the difference.
 
-Values are in percent like the papers. A diverged run reads NAN (as the papers print it); a row
-that did not run says why; a paper value that was not recovered stays empty. The header states
-the scale and the hardware the runs were trained on, read from the runs' own provenance.
+Values are in percent like the papers. A diverged run reads NAN in the Markdown (as the papers
+print it) and NaN in the CSV; a row that did not run has no value and says why in its status; a
+paper value that was not recovered stays empty. The header states the scale and the hardware the
+runs were trained on, read from the runs' own provenance. The difference to the paper is a column
+only at a scale whose numbers are comparable to the paper's (`comparable`: the official data, not
+a smoke run): a proof or smoke number minus a paper number means nothing.
 
-The CSV is plain (the header row first, `pandas.read_csv(path)` reads it); what the Markdown
-states on top (scale, hardware, evaluation, notes), the inputs and the provenance go to its
-sidecar `<csv>.meta.json` (`meta_path`), the name the learning-curve CSVs use too.
+The CSV is plain and numeric: the header row first, then per row numbers in the number columns
+(empty where there is none, NaN for a diverged run or a paper's NAN) and text in the others, so
+`pandas.read_csv(path)` reads float columns whose `.mean()` works; the status lives in its own
+column. What the Markdown states on top (scale, hardware, evaluation, notes), the inputs and the
+provenance go to its sidecar `<csv>.meta.json` (`meta_path`), the name the learning-curve CSVs
+use too.
 
 A fourth output, the JSON record (kept with the results, not in git), holds the same values with
 each row's run folder and the provenance of the report itself. The workflow asks for it, so a
@@ -32,6 +38,7 @@ __all__ = [
     "TITLES",
     "RowResult",
     "collect",
+    "comparable",
     "count_params_m",
     "csv_meta",
     "describe_hardware",
@@ -66,10 +73,20 @@ EVAL_NOTES = {
 }
 
 
-def fmt(value: float | None) -> str:
+def fmt(value: float | None, digits: int = 1, csv: bool = False, signed: bool = False) -> str:
+    """A number as a cell: empty for none; NAN (Markdown, as the papers print it) or NaN (CSV,
+    what pandas reads as a missing float) for a diverged value; a sign only in the Markdown."""
     if value is None:
         return ""
-    return "NAN" if math.isnan(value) else f"{value:.1f}"
+    if math.isnan(value):
+        return "NaN" if csv else "NAN"
+    return f"{value:{'+' if signed and not csv else ''}.{digits}f}"
+
+
+def comparable(scale: dict[str, Any]) -> bool:
+    """Whether a scale's numbers can stand beside the paper's: the official datasets, no smoke
+    run (the default and proof scales train a synthetic set)."""
+    return not scale.get("smoke", True) and scale.get("dataset") == "official"
 
 
 @dataclass
@@ -154,8 +171,10 @@ def _diff(ours: float | None, paper: float | None) -> float | None:
     return round(ours, 1) - paper
 
 
-def table_columns(results: list[RowResult]) -> tuple[list[str], list[list[str]]]:
-    """Header and cells shared by the Markdown and CSV outputs."""
+def table_columns(results: list[RowResult], with_diff: bool = True, csv: bool = False
+                  ) -> tuple[list[str], list[list[str]]]:
+    """Header and cells of the Markdown (`csv` False) or the CSV (`csv` True: numbers only in the
+    number columns); `with_diff`: the reproduced - paper column (`comparable` scales)."""
     rows = [r.row for r in results]
     labels = list(rows[0].labels)
     show_pretrained = any(r.pretrained for r in rows)
@@ -163,7 +182,7 @@ def table_columns(results: list[RowResult]) -> tuple[list[str], list[list[str]]]
     header = ["row", *labels] + (["pretrained"] if show_pretrained else [])
     for m in metrics:
         name = METRIC_NAMES.get(m, m)
-        header += [f"{name} reproduced", f"{name} paper", f"{name} diff"]
+        header += [f"{name} reproduced", f"{name} paper"] + ([f"{name} diff"] if with_diff else [])
     show_blind = any(r.blind is not None for r in results)
     if show_blind:
         header += ["image-blind"]
@@ -177,16 +196,17 @@ def table_columns(results: list[RowResult]) -> tuple[list[str], list[list[str]]]
         line = [r.row.id, *r.row.labels.values()] + (["yes" if r.row.pretrained else "no"]
                                                      if show_pretrained else [])
         for m in metrics:
-            ours, paper = r.values.get(m), r.row.paper[m]
-            diff = _diff(ours, paper)
-            line += [fmt(ours) if r.status != "not run" else "not run", fmt(paper),
-                     "" if diff is None else f"{diff:+.1f}"]
+            ours = r.values.get(m) if r.status != "not run" else None
+            paper = r.row.paper[m]
+            line += [fmt(ours, csv=csv), fmt(paper, csv=csv)]
+            if with_diff:
+                line += [fmt(_diff(ours, paper), csv=csv, signed=True)]
         if show_blind:
-            line += [fmt(r.blind)]
+            line += [fmt(r.blind, csv=csv)]
         if "params_m" in r.row.paper:
-            line += [f"{r.params_m:.2f}", fmt(r.row.paper["params_m"])]
+            line += [fmt(r.params_m, 2, csv=csv), fmt(r.row.paper["params_m"], csv=csv)]
         if "fps" in r.row.paper:
-            line += [fmt(r.row.paper["fps"])]
+            line += [fmt(r.row.paper["fps"], csv=csv)]
         status = r.status if r.status == "not run" and not r.detail else f"{r.status} ({r.detail})"
         line += [status, r.submission, r.row.note]
         cells.append(line)
@@ -203,8 +223,10 @@ def header_lines(table: str, scale_name: str, scale: dict[str, Any],
     if any("params_m" in r.row.paper for r in results):
         lines.append("params: learnable parameters plus BatchNorm statistics, VOC head (20 "
                      "classes; COCO rows 80), the way the paper counts a saved model")
-    lines.append("values in percent; diff = reproduced - paper; NAN = training diverged; "
-                 "empty paper value = not recovered from the paper")
+    diff = ("diff = reproduced - paper; " if comparable(scale) else
+            "no difference to the paper: this scale's numbers are not comparable to it; ")
+    lines.append(f"values in percent; {diff}NAN = training diverged; empty reproduced value = "
+                 "not run (see status); empty paper value = not recovered from the paper")
     if any(r.blind is not None for r in results):
         lines.append("image-blind: the same split scored with per-class mean training boxes (and "
                      "the whole image) in every image, a prediction that never looks at the "
@@ -271,10 +293,10 @@ def write_table_report(params: str | Path, scale_file: str | Path, scale_name: s
     scale = load_yaml(scale_file)
     table = Path(params).stem
     found = collect(rows, runs, skips, baselines)
-    header, cells = table_columns(found)
     head = header_lines(table, scale_name, scale, found)
-    write_text(out_md, to_markdown(table, head, header, cells, scale["smoke"]))
-    write_text(out_csv, to_csv(header, cells))
+    write_text(out_md, to_markdown(table, head, *table_columns(found, comparable(scale)),
+                                   scale["smoke"]))
+    write_text(out_csv, to_csv(*table_columns(found, comparable(scale), csv=True)))
     prov = provenance()
     write_json(meta_path(out_csv), csv_meta(table, scale_name, scale, head, params, scale_file,
                                             prov))

@@ -55,6 +55,43 @@ rule synth_split:
         " > {log} 2>&1"
 
 
+# Downloads need the internet, which a cluster's compute nodes often lack: they run as local jobs
+# on the machine running Snakemake (the login node under the Slurm profile).
+localrules:
+    download,
+    imagenet_weights,
+    existing_data,
+
+
+rule existing_data:
+    """A dataset the lab already has (config `existing_data`: archive -> its extracted folder),
+    linked where the archive would have been extracted: no download, no copy."""
+    output:
+        f"{DATA}/extracted/{{archive}}.done",
+    params:
+        into=lambda w: wc.extracted_dir(DATA, w.archive),
+        source=lambda w: Path(config["existing_data"][w.archive]).absolute(),
+    wildcard_constraints:
+        archive="|".join(re.escape(a) for a in config.get("existing_data") or {}) or "(?!x)x",
+    log:
+        f"{LOGS}/data/existing_{{archive}}.log",
+    threads: 1
+    resources:
+        mem_mb=500,
+        runtime=5,
+        gpu=0,
+    conda:
+        "../envs/scratchdet.yaml"
+    shell:
+        "(test -d {params.source} || {{ echo '{params.source}: no such folder"
+        " (config existing_data, {wildcards.archive})'; exit 1; }}"
+        " && mkdir -p $(dirname {params.into}) && ln -sfn {params.source} {params.into}"
+        " && touch {output}) > {log} 2>&1"
+
+
+ruleorder: existing_data > extract
+
+
 rule download:
     """Download an official archive, resumable, verified against its checksum (a `manual` one
     stops and says how a person gets it)."""

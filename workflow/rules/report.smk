@@ -1,7 +1,8 @@
 # Reports in reports/<scale>/: per paper table a Markdown and a plain CSV file (reproduced,
 # paper, difference) with the CSV's notes in <table>.csv.meta.json, ScratchDet Figure 1,
-# precision-recall curves and detection grids of the showcase runs. `snakemake --report`
-# collects everything marked report() into one HTML file.
+# precision-recall curves and detection grids of the showcase runs; index.html shows them all,
+# rendered, on one page (where a reader lands). `snakemake --report` collects everything marked
+# report() into one HTML file too, but opens on its rule graph with the tables as links.
 
 from scratchdet.io import meta_path
 
@@ -202,3 +203,40 @@ rule learning_curves:
         "scratchdet report learning-curves {params.curves} {params.precise_bn}"
         " --title {params.title:q} --note {params.note:q}"
         " --out-md {output.md} --out-png {output.png} > {log} 2>&1"
+
+
+rule report_page:
+    """The page a reader lands on: every table and figure of the scale, rendered, with the
+    scale's note (one self-contained HTML file)."""
+    input:
+        tables=expand(rules.table_report.output.md, table=PLAN.selected),
+        figure1=rules.figure1.output if PLAN.figure1 else [],
+        learning=rules.learning_curves.output if PLAN.learning_curves else [],
+        showcase=[
+            f"{REPORTS}/figures/{key}/{kind}.png"
+            for key in PLAN.showcase
+            for kind in ("pr_curves", "detections")
+        ],
+    output:
+        report(
+            f"{REPORTS}/index.html",
+            caption="../report/page.rst",
+            category="Start here",
+            labels={"page": "every table and figure"},
+        ),
+    params:
+        reports=lambda w, output: str(Path(output[0]).parent),
+        title=f"scratchdet: DSOD and ScratchDet reproduced, {PLAN.scale_name} scale",
+        note=SCALE_NOTE,
+    log:
+        f"{LOGS}/report/page.log",
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=10,
+        gpu=0,
+    conda:
+        "../envs/scratchdet.yaml"
+    shell:
+        "scratchdet report page --reports {params.reports} --title {params.title:q}"
+        " --note {params.note:q} --out {output} > {log} 2>&1"
