@@ -318,7 +318,6 @@ def load_table(path: str | Path) -> list[Row]:
         reader = csv.DictReader(fh, delimiter="\t")
         records = list(reader)
         header = reader.fieldnames or []
-    _check_cell_counts(path, records)
     if not records:
         raise ConfigError(path, "<file>", "no rows")
     missing = [c for c in FIXED if c not in header]
@@ -326,6 +325,7 @@ def load_table(path: str | Path) -> list[Row]:
         raise ConfigError(path, missing[0], f"missing column (the header has {len(header)} "
                                             "tab-separated names; every table has "
                                             f"{', '.join(FIXED)})")
+    _check_cell_counts(path, records)
     rows, seen = [], set()
     for i, rec in enumerate(records, start=2):
         where = f"{path}:{i}"

@@ -178,7 +178,7 @@ def restorable_runs(plan: Plan) -> dict[str, list[str]]:
     """The runs this plan would train whose folder is missing but whose `<digest>.dvc` file is
     there (committed by `scratchdet artifacts push`), by the DVC remote that holds them ("" for
     the repository's default remote, `shipped`)."""
-    import yaml
+    from .yaml_io import load_yaml
 
     found: dict[str, list[str]] = {}
     for key in plan.run_keys:
@@ -186,7 +186,7 @@ def restorable_runs(plan: Plan) -> dict[str, list[str]]:
         dvc_file = root.with_name(root.name + ".dvc")
         if root.exists() or not dvc_file.is_file():
             continue
-        outs = (yaml.safe_load(dvc_file.read_text()) or {}).get("outs") or [{}]
+        outs = (load_yaml(dvc_file) or {}).get("outs") or [{}]
         found.setdefault(str(outs[0].get("remote") or ""), []).append(key)
     return found
 

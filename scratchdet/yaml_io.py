@@ -107,8 +107,14 @@ def load_yaml(path: str | Path, missing_ok: bool = False) -> Any:
         if missing_ok:
             return None
         raise ConfigError(path, "<file>", "file not found") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(path, "<file>", f"cannot read: {exc}") from None
+    except IsADirectoryError:
+        raise ConfigError(path, "<file>", "is a folder; give a YAML file") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(path, "<file>", f"is not UTF-8 text (byte {exc.start} is "
+                                          f"{exc.object[exc.start]:#04x}); save it as UTF-8"
+                          ) from None
+    except OSError as exc:
+        raise ConfigError(path, "<file>", f"cannot read: {exc.strerror or exc}") from None
     return parse_yaml(text, path)
 
 

@@ -236,11 +236,17 @@ def test_ctrl_c_during_detect(tmp_path, trained, synth_splits):
     assert not out.exists() and no_leftovers(tmp_path) == []
 
 
-def test_ctrl_c_during_eval(tmp_path, detections, synth_splits):
+def test_ctrl_c_during_eval(tmp_path):
+    """A case long enough to interrupt: eval no longer imports torch, so the synthetic test
+    split's score is done in a fraction of a second; COCO on 1,000 generated images takes
+    several seconds."""
+    from scratchdet.benchmark.eval import make_case
+
+    gt, dets = make_case(tmp_path / "case", 1000)
     out = tmp_path / "eval.json"
-    proc = start_cli("eval", "--gt", str(synth_splits["test"]), "--dets", str(detections),
+    proc = start_cli("eval", "--gt", str(gt), "--dets", str(dets), "--metric", "coco",
                      "--out", str(out))
-    err = _interrupt(proc, _after(0.6))
+    err = _interrupt(proc, _after(1.5))
     line = assert_good("eval Ctrl-C", proc, err, expected=CODE_INTERRUPTED)
     assert "interrupted" in line, line
     assert not out.exists() and no_leftovers(tmp_path) == []
