@@ -46,20 +46,11 @@ def _check_counts(args: argparse.Namespace) -> None:
 
 
 def load_run_config(path: str | Path, overrides: dict[str, Any] | None = None) -> RunConfig:
-    """`config.load_config` for a file a user named: a folder or a file that is not UTF-8 text is
-    a ConfigError naming it (the YAML reader would raise IsADirectoryError / UnicodeDecodeError)."""
+    """`config.load_config` for a file a user named (a folder, an unreadable file or one that is
+    not UTF-8 text is a ConfigError naming it: `yaml_io.load_yaml`)."""
     from ..config import load_config
 
-    try:
-        return load_config(path, overrides)
-    except IsADirectoryError:
-        raise ConfigError(path, "<file>", "is a folder; give a run config file (YAML)") from None
-    except PermissionError:
-        raise ConfigError(path, "<file>", "permission denied: cannot read it") from None
-    except UnicodeDecodeError as exc:
-        raise ConfigError(path, "<file>", f"is not UTF-8 text (byte {exc.start} is "
-                                          f"{exc.object[exc.start]:#04x}); save it as UTF-8"
-                          ) from None
+    return load_config(path, overrides)
 
 
 def interrupted_message(args: argparse.Namespace) -> str:
