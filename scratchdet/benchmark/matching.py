@@ -28,7 +28,7 @@ from ..ssd.matching import box_slots, match, pad_targets
 from ..ssd.priors import make_priors, ssd300_voc
 from .common import NUM_CLASSES, Record, check_positive, default_out, summary, sync
 
-__all__ = ["VARIANCES", "case_record", "compare", "matching_case", "run_matching",
+__all__ = ["VARIANCES", "case_line", "case_record", "compare", "matching_case", "run_matching",
            "torchvision_matching"]
 
 VARIANCES = (0.1, 0.1, 0.2, 0.2)
@@ -61,6 +61,14 @@ def case_record(case: str, ours_name: str, ours: Sequence[float], ref_name: str,
              "ratio_min": round(so["min"] / sr["min"], 4),
              "ratio_median": round(so["median"] / sr["median"], 4), **extra}
     return entry, {"case": case, "ours_ms": so, "reference_ms": sr, **extra}
+
+
+def case_line(entry: dict[str, Any]) -> str:
+    """One line of a ``cases`` entry, as the component benchmarks print them."""
+    return (f"{entry['case']}: ours {entry['ours']['min_ms']:.1f}/"
+            f"{entry['ours']['median_ms']:.1f} ms, torchvision "
+            f"{entry['reference']['min_ms']:.1f}/{entry['reference']['median_ms']:.1f} ms "
+            f"(min/median); ratio {entry['ratio_min']:.2f}/{entry['ratio_median']:.2f}")
 
 
 def matching_case(batch: int, boxes_per_image: int, seed: int) -> tuple[list[Tensor],
@@ -130,9 +138,6 @@ def run_matching(args: argparse.Namespace) -> dict[str, Any]:
                                  box_slots=slots)
         cases.append(entry)
         record.add(row)
-        print(f"{entry['case']}: ours {entry['ours']['min_ms']:.1f}/"
-              f"{entry['ours']['median_ms']:.1f} ms, torchvision "
-              f"{entry['reference']['min_ms']:.1f}/{entry['reference']['median_ms']:.1f} ms "
-              f"(min/median); ratio {entry['ratio_min']:.2f}/{entry['ratio_median']:.2f}")
+        print(case_line(entry))
     record.data["cases"] = cases
     return record.write(args.out or default_out("matching", device))

@@ -27,7 +27,7 @@ from ..engine.device import resolve_device
 from ..ssd.postprocess import postprocess
 from ..ssd.priors import make_priors, ssd300_voc
 from .common import NUM_CLASSES, Record, check_positive, default_out
-from .matching import VARIANCES, case_record, compare
+from .matching import VARIANCES, case_line, case_record, compare
 
 __all__ = ["SCORES", "head_outputs", "run_postprocess", "torchvision_postprocess"]
 
@@ -102,9 +102,6 @@ def run_postprocess(args: argparse.Namespace) -> dict[str, Any]:
                                  detections_per_image=round(per_image, 2))
         cases.append(entry)
         record.add(row)
-        print(f"{entry['case']}: ours {entry['ours']['min_ms']:.1f}/"
-              f"{entry['ours']['median_ms']:.1f} ms, torchvision "
-              f"{entry['reference']['min_ms']:.1f}/{entry['reference']['median_ms']:.1f} ms "
-              f"(min/median); ratio {entry['ratio_min']:.2f}/{entry['ratio_median']:.2f}")
+        print(case_line(entry))
     record.data["cases"] = cases
     return record.write(args.out or default_out("postprocess", device))
