@@ -39,6 +39,7 @@ def test_an_extra_cell_in_a_params_row_names_the_file_and_line(tmp_path):
 def test_the_dry_run_stops_on_an_extra_cell_in_one_line(tmp_path):
     for name in ("workflow", "config", "params"):
         shutil.copytree(ROOT / name, tmp_path / name)
+    shutil.copy(ROOT / "Snakefile", tmp_path / "Snakefile")
     _extra_cell(tmp_path)
     env = os.environ | {"PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     done = subprocess.run([sys.executable, "-m", "snakemake", "-n", "--quiet"], cwd=tmp_path,

@@ -316,9 +316,10 @@ def test_html_report_landing_page_states_the_scale(tmp_path, monkeypatch, scale)
 
     for name in ("workflow", "config", "params", "benchmarks"):  # as tests/test_workflow.py
         shutil.copytree(ROOT / name, tmp_path / name)
+    shutil.copy(ROOT / "Snakefile", tmp_path / "Snakefile")
     monkeypatch.chdir(tmp_path)
     with SnakemakeApi(OutputSettings(quiet={Quietness.ALL})) as api:
-        wf = api.workflow(snakefile=tmp_path / "workflow/Snakefile", workdir=tmp_path,
+        wf = api.workflow(snakefile=tmp_path / "Snakefile", workdir=tmp_path,
                           config_settings=ConfigSettings(config={"scale": scale}),
                           resource_settings=ResourceSettings(cores=1))._workflow
 

@@ -25,7 +25,7 @@ from scratchdet.errors import ConfigError
 from scratchdet.reports.tables import fmt
 
 ROOT = Path(__file__).resolve().parent.parent
-WORKFLOW_FILES = ("workflow", "config", "params", "benchmarks")
+WORKFLOW_FILES = ("Snakefile", "profiles", "workflow", "config", "params", "benchmarks")
 TABLES = {p.stem: wc.load_table(p) for p in sorted((ROOT / "params").glob("*.tsv"))}
 ROWS = [r for rows in TABLES.values() for r in rows]
 
@@ -43,7 +43,7 @@ def workdir(tmp_path, monkeypatch) -> Path:
 def plan(workdir: Path, *targets: str, **config) -> list[str]:
     """Output files of every job a dry run would execute (Snakemake's API, no network)."""
     with SnakemakeApi(OutputSettings(quiet={Quietness.ALL})) as api:
-        wf = api.workflow(snakefile=workdir / "workflow" / "Snakefile", workdir=workdir,
+        wf = api.workflow(snakefile=workdir / "Snakefile", workdir=workdir,
                           config_settings=ConfigSettings(config=config),
                           resource_settings=ResourceSettings(cores=2))
         updated: list[str] = []
@@ -55,7 +55,7 @@ def plan(workdir: Path, *targets: str, **config) -> list[str]:
 def rules_of(workdir: Path, **config) -> dict[str, str | None]:
     """Rule name -> docstring, as the workflow defines them for `config`."""
     with SnakemakeApi(OutputSettings(quiet={Quietness.ALL})) as api:
-        wf = api.workflow(snakefile=workdir / "workflow" / "Snakefile", workdir=workdir,
+        wf = api.workflow(snakefile=workdir / "Snakefile", workdir=workdir,
                           config_settings=ConfigSettings(config=config),
                           resource_settings=ResourceSettings(cores=2))
         return {rule.name: rule.docstring for rule in wf._workflow.rules}
@@ -123,7 +123,7 @@ def test_datasets_the_lab_has_are_linked_not_downloaded(workdir, no_network, tmp
     assert {f"{a}.done" for a in existing} <= names  # their link jobs
     assert "VOCtrainval_11-May-2012.tar" in names  # the others still download
     with SnakemakeApi(OutputSettings(quiet={Quietness.ALL})) as api:
-        wf = api.workflow(snakefile=workdir / "workflow" / "Snakefile", workdir=workdir,
+        wf = api.workflow(snakefile=workdir / "Snakefile", workdir=workdir,
                           resource_settings=ResourceSettings(cores=2))
         local = set(wf._workflow._localrules)
     assert {"download", "imagenet_weights", "existing_data"} <= local
@@ -223,7 +223,7 @@ def test_the_dry_run_is_short_and_states_what_a_paper_run_needs(workdir):
     done = _snakemake("-n", cwd=workdir, timeout=300)
     out = done.stdout + done.stderr
     assert done.returncode == 0, out[-3000:]
-    assert "Using workflow specific profile workflow/profiles/default" in out
+    assert "Using workflow specific profile profiles/default" in out
     assert '"max_steps"' not in out and "--json" not in out
     assert "Preflight" not in out  # the smoke scale needs nothing from anyone
     done = _snakemake("-n", "--quiet", "rules", "--config", "scale=paper", cwd=workdir,
@@ -269,9 +269,10 @@ def test_lint_is_clean(workdir, scale):
 
 
 def test_snakefmt_is_clean():
-    """The workflow files are formatted as `snakefmt workflow/` leaves them (its settings are in
-    pyproject.toml)."""
-    done = subprocess.run([sys.executable, "-m", "snakefmt", "--check", "workflow"], cwd=ROOT,
+    """The workflow files are formatted as `snakefmt Snakefile workflow/` leaves them (its
+    settings are in pyproject.toml)."""
+    done = subprocess.run([sys.executable, "-m", "snakefmt", "--check", "Snakefile", "workflow"],
+                          cwd=ROOT,
                           capture_output=True, text=True, timeout=120, check=False)
     assert done.returncode == 0, done.stdout + done.stderr
 

@@ -1,23 +1,31 @@
 # scratchdet: every table of DSOD (ICCV 2017) and ScratchDet (CVPR 2019), one training job per row.
 #
+#   dvc pull && snakemake --cores 2              restore the shipped results, write every table
 #   snakemake --cores 2                          default (smoke) scale: synthetic data, CPU, minutes
 #   snakemake --cores all --config scale=paper   the papers' recipes on VOC 2007+2012 and COCO 2017
 #   snakemake --cores 2 reports/default/dsod_table3.md      one table (or --config tables=[...])
 #   reports/<scale>/index.html                   every table and figure, rendered, on one page
 #
-# Stages: rules/{data,train,evaluate,report}.smk; shared names: rules/common.smk. Rows:
-# params/*.tsv. Config and scales: config/ (config/README.md). Rules only call the `scratchdet`
-# command line; results go to results/<scale>/<table>/<row>/<digest>/, reports to reports/<scale>/.
+# The stages, one file of rules each (workflow/rules/; shared names: common.smk):
+#   data.smk      datasets into data/ (synthetic, or VOC/COCO downloaded with checksums),
+#                 their split lists, the ImageNet weights a fine-tuned row starts from
+#   train.smk     a row's run config, then its training -> results/<scale>/<table>/<row>/<digest>/
+#   evaluate.smk  detections and metrics per run, image-blind baselines, learning curves,
+#                 evaluation-server files (VOC 2012 test, COCO test-dev)
+#   report.smk    tables (md, csv, record), figures and the page -> reports/<scale>/
+# Rules only call the `scratchdet` command line. Config and scales: config/ (config/README.md);
+# the workflow's own notes: workflow/README.md. Data and results are versioned with DVC
+# (data.dvc, results/<scale>/**.dvc).
 
 
 configfile: "config/config.yaml"
 configfile: "config/downloads.yaml"
 
 
-report: "report/workflow.rst"
+report: "workflow/report/workflow.rst"
 
 
-include: "rules/common.smk"
+include: "workflow/rules/common.smk"
 
 
 wildcard_constraints:
@@ -27,10 +35,10 @@ wildcard_constraints:
     digest=wc.DIGEST_PATTERN,
 
 
-include: "rules/data.smk"
-include: "rules/train.smk"
-include: "rules/evaluate.smk"
-include: "rules/report.smk"
+include: "workflow/rules/data.smk"
+include: "workflow/rules/train.smk"
+include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/report.smk"
 
 
 rule all:
