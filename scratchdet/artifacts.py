@@ -1,13 +1,20 @@
 """Version datasets and trained rows with DVC, each scale on its own remote.
 
-All of a scale's .dvc files live under its results folder, so `dvc pull -R results/<scale>`
-restores one scale (and `dvc pull` every committed one):
+What is tracked where (`dvc pull -R results/<scale>` restores one scale's rows):
 
+- `data.dvc`, at the repository root: the default scale's dataset folder
+  (`data/synth/<recipe>`), so that `dvc pull data.dvc` restores the data alone;
 - `results/<scale>/<table>/<row>/<digest>.dvc`: one finished run folder (one row, one run
   config: `dvc pull -R results/<scale>/<table>/<row>` restores one row);
-- `results/<scale>/baselines.dvc`: the scale's image-blind baselines;
-- `results/<scale>/data.dvc`: a synthetic scale's dataset folder (`data/synth/<recipe>`); the
-  official datasets of the paper scale download with checksums and are not pushed unless asked.
+- `results/<scale>/baselines.dvc`: the scale's image-blind baselines.
+
+Every scale but the default one is a DVC repository of its own inside this one
+(`dvc init --subdir results/<scale>`, made by its first push): the repository's bare `dvc pull`
+does not descend into it, so a fresh clone restores the default scale offline even after a lab
+has committed the .dvc files of its scales, whose remote is out of reach there. DVC 3 tracks no
+output outside its repository, so such a scale's dataset is not versioned with it: the workflow
+makes it again (a synthetic dataset from its recipe, the official ones downloaded with
+checksums, or linked from a lab's copy with `existing_data`).
 
 Remotes (`.dvc/config`): the repository's default remote `shipped` is the committed folder
 `dvc-remote/` (a path relative to `.dvc/`), holding the default scale's artifacts, so a clone
@@ -19,7 +26,9 @@ URL`); its .dvc files name that remote (`remote: lab`), so that a plain `dvc pul
 each file from where it was pushed.
 
 `push` and `pull` check that every remote they use answers before DVC runs, so an unreachable
-or unconfigured remote is one line naming it and the command that sets it.
+or unconfigured remote is one line naming it and the command that sets it. A remote is
+configured once per clone, in the repository (`dvc remote add --local lab URL`); `push` and `pull`
+copy it into a scale's own DVC repository (its `.dvc/config.local`) before DVC runs there.
 """
 
 from __future__ import annotations
@@ -35,9 +44,9 @@ from .errors import ScratchdetError
 from .yaml_io import load_yaml
 
 __all__ = [
-    "LAB_REMOTE", "REMOTE_TIMEOUT_S", "SHIPPED_REMOTE", "SHIPPED_SCALE", "check_remote",
-    "dvc_remote_of", "finished_rows", "pull", "push", "remote_url", "scale_dataset",
-    "scale_remote", "verify", "verify_restored",
+    "DATASET_DVC", "LAB_REMOTE", "REMOTE_TIMEOUT_S", "SHIPPED_REMOTE", "SHIPPED_SCALE",
+    "check_remote", "dvc_remote_of", "dvc_root", "finished_rows", "pull", "push", "remote_url",
+    "scale_dataset", "scale_remote", "verify", "verify_restored",
 ]
 
 SHIPPED_REMOTE = "shipped"
@@ -47,6 +56,8 @@ LAB_REMOTE = "lab"
 SHIPPED_SCALE = "default"
 REMOTE_TIMEOUT_S = 60
 """How long a remote may take to answer whether its folder exists."""
+DATASET_DVC = Path("data.dvc")
+"""The default scale's dataset folder, tracked at the repository root (`dvc pull data.dvc`)."""
 
 
 def finished_rows(results: Path) -> list[Path]:
@@ -179,11 +190,54 @@ def _set_remote(dvc_file: Path, remote: str | None) -> None:
                 out["remote"] = remote
 
 
+def dvc_root(path: Path, repo: Path = Path(".")) -> Path:
+    """The DVC repository `path` (relative to `repo`) belongs to, relative to `repo`: the nearest
+    folder from `path` up to `repo` holding a `.dvc` folder (a scale's own repository, or `.`)."""
+    path = _in_repo(path, repo)
+    for folder in [path, *path.parents]:
+        if folder == Path(".") or (repo / folder / ".dvc").is_dir():
+            return folder
+    return Path(".")
+
+
+def _scale_repo(results: Path, repo: Path) -> Path:
+    """The DVC repository of the scale whose results are `results` (relative to `repo`): the
+    repository itself for the default scale; for every other, results/<scale> made a DVC
+    repository of its own (`dvc init --subdir`, its .dvcignore as the repository's) if it is not
+    one yet, so that the repository's bare `dvc pull` leaves it alone."""
+    if scale_remote(results) is None:
+        return Path(".")
+    if not (repo / results / ".dvc").is_dir():
+        (repo / results).mkdir(parents=True, exist_ok=True)
+        _dvc("init", "--subdir", "--quiet", cwd=repo / results)
+        with open(repo / results / ".dvcignore", "a") as fh:
+            fh.write("\n# Locks and interrupted writes (the repository's .dvcignore says why).\n"
+                     ".*.lock\n.*.tmp\n")
+    return results
+
+
+def _share_remote(repo: Path, sub: Path, name: str) -> None:
+    """Copy the remote `name` as this clone configures it (the repository's merged DVC config)
+    into the scale repository `sub`'s .dvc/config.local, so one `dvc remote add --local` serves
+    every scale. DVC writes relative folder urls relative to the new config's folder."""
+    if sub == Path("."):
+        return
+    with _open_repo(repo) as dvc_repo:
+        remote = dict(dvc_repo.config["remote"][name])
+    with _open_repo(repo / sub) as dvc_repo, dvc_repo.config.edit("local") as conf:
+        conf.setdefault("remote", {})[name] = remote
+
+
 def _track_dataset(data: Path, results: Path, repo: Path) -> Path:
-    """Track the dataset folder `data` as results/<scale>/data.dvc (its own folder is ignored by
-    git, so the .dvc file sits with the scale's other ones and names the folder relatively)."""
-    dvc_file = results / "data.dvc"
-    rel = Path(os.path.relpath(repo / data, repo / results)).as_posix()
+    """Track the default scale's dataset folder `data` as data.dvc at the repository root (the
+    folder itself is ignored by git; the .dvc file names it relative to the root)."""
+    if scale_remote(results) is not None:
+        raise ScratchdetError(
+            f"{data}: the dataset of {results} cannot be versioned with it (DVC tracks nothing "
+            f"outside the scale's own DVC repository {results}); the workflow makes it again "
+            "(push with --no-data)")
+    dvc_file = DATASET_DVC
+    rel = Path(os.path.relpath(repo / data, repo)).as_posix()
     if not (repo / dvc_file).exists() or (
             (load_yaml(repo / dvc_file) or {}).get("outs", [{}])[0].get("path")
             != rel):
@@ -206,19 +260,26 @@ def push(results: Path, data: Path | None, repo: Path = Path("."), remote: str |
         raise ScratchdetError(f"{data}: no such data folder to push (give --data DIR or "
                               "--no-data)")
     name = check_remote(repo, remote or scale_remote(results), for_push=True)
+    dataset = None if data is None else _track_dataset(_in_repo(data, repo), results, repo)
+    sub = _scale_repo(results, repo)
+    _share_remote(repo, sub, name)
     # The image-blind baselines of the scale (derived from the data alone) travel with the rows,
     # so a restored clone regenerates its reports without recomputing them.
     baselines = [repo / results / "baselines"] if (repo / results / "baselines").is_dir() else []
-    targets = [p.relative_to(repo) for p in rows + baselines]
-    _dvc("add", *(str(t) for t in targets), cwd=repo)
-    dvc_files = [t.with_name(t.name + ".dvc") for t in targets]
-    if data is not None:
-        dvc_files.insert(0, _track_dataset(_in_repo(data, repo), results, repo))
-    # Name the remote in each .dvc file unless it is the repository's default one.
-    default_name = _default_remote(repo)
+    targets = [p.relative_to(repo / sub) for p in rows + baselines]
+    _dvc("add", *(str(t) for t in targets), cwd=repo / sub)
+    dvc_files = [sub / t.with_name(t.name + ".dvc") for t in targets]
+    # Name the remote in each .dvc file unless it is its DVC repository's default one.
+    default_name = _default_remote(repo / sub)
     for f in dvc_files:
         _set_remote(repo / f, None if name == default_name else name)
-    _dvc("push", *(str(f) for f in dvc_files), cwd=repo)
+    _dvc("push", *(str(f.relative_to(sub)) for f in dvc_files), cwd=repo / sub)
+    if dataset is not None:
+        _set_remote(repo / dataset, None if name == _default_remote(repo) else name)
+        _dvc("push", str(dataset), cwd=repo)
+        dvc_files.insert(0, dataset)
+    if sub != Path("."):  # the scale's DVC repository, to commit with its .dvc files
+        dvc_files[:0] = [sub / ".dvc" / "config", sub / ".dvc" / ".gitignore", sub / ".dvcignore"]
     return dvc_files
 
 
@@ -234,20 +295,31 @@ def _default_remote(repo: Path) -> str | None:
 
 
 def pull(results: Path, repo: Path = Path("."), remote: str | None = None) -> list[Path]:
-    """`dvc pull` every .dvc file under `results` (a scale's, or one table's or row's folder),
-    after checking that each remote they name (or `remote`) answers; returns the .dvc files."""
+    """`dvc pull` every .dvc file under `results` (a scale's, with data.dvc for the default
+    scale, or one table's or row's folder), after checking that each remote they name (or
+    `remote`) answers; returns the .dvc files."""
     results = _in_repo(results, repo)
-    dvc_files = sorted(p.relative_to(repo) for p in (repo / results).rglob("*.dvc"))
+    dvc_files = _dvc_files(repo / results, repo)
+    if dvc_files and results.name == SHIPPED_SCALE and (repo / DATASET_DVC).is_file():
+        dvc_files.insert(0, DATASET_DVC)  # the whole default scale: its dataset too
     if not dvc_files:
         raise ScratchdetError(f"{results}: no .dvc file to pull (nothing of it was pushed and "
                               "committed)")
+    sub = dvc_root(results, repo)
     for name in sorted({remote} if remote else {dvc_remote_of(repo / f) for f in dvc_files},
                        key=str):
-        check_remote(repo, name)
-    _dvc("pull", *(["-r", remote] if remote else []), *(str(f) for f in dvc_files),
-         cwd=repo)
+        name = check_remote(repo, name)
+        _share_remote(repo, sub, name)
+    _dvc("pull", *(["-r", remote] if remote else []),
+         *(str(f.relative_to(sub)) for f in dvc_files), cwd=repo / sub)
     verify(dvc_files, repo)
     return dvc_files
+
+
+def _dvc_files(folder: Path, repo: Path) -> list[Path]:
+    """The .dvc files under `folder`, relative to `repo` (a scale repository's `.dvc` folder is
+    not one)."""
+    return sorted(p.relative_to(repo) for p in folder.rglob("*.dvc") if p.is_file())
 
 
 def _md5(path: Path) -> str:
@@ -268,9 +340,21 @@ def verify(dvc_files: list[Path], repo: Path = Path(".")) -> int:
     DVC trusts its cache: an object altered in place (same size and time) or a corrupt object
     fetched from a remote is checked out as it is, and `dvc status` says up to date. A mismatch is
     one line naming the file, so no report reads a wrong number from it."""
+    checked = 0
+    by_root: dict[Path, list[Path]] = {}
+    for dvc_file in dvc_files:
+        by_root.setdefault(dvc_root(Path(dvc_file).parent, repo), []).append(Path(dvc_file))
+    for root, files in by_root.items():
+        checked += _verify(files, repo, root)
+    return checked
+
+
+def _verify(dvc_files: list[Path], repo: Path, root: Path) -> int:
+    """`verify` for the .dvc files of the DVC repository `root`, whose cache holds their
+    listings."""
     import json
 
-    with _open_repo(repo) as dvc_repo:
+    with _open_repo(repo / root) as dvc_repo:
         cache = dvc_repo.cache.local
         checked = 0
         for dvc_file in dvc_files:

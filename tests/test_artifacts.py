@@ -130,7 +130,7 @@ def shipped_objects() -> set[str]:
 def test_every_committed_dvc_file_is_in_the_shipped_remote_without_weights():
     """So that `dvc pull` in a clone finds every file (no "missing cache files"), and the remote
     stays small."""
-    dvc_files = sorted(ROOT.glob("results/**/*.dvc"))
+    dvc_files = sorted([ROOT / "data.dvc", *ROOT.glob("results/**/*.dvc")])
     assert len(dvc_files) > 50
     objects = shipped_objects()
     for dvc_file in dvc_files:
@@ -141,6 +141,9 @@ def test_every_committed_dvc_file_is_in_the_shipped_remote_without_weights():
                               / out["md5"][2:]).read_text())
         assert entries and all(e["md5"] in objects for e in entries), dvc_file
         assert not [e["relpath"] for e in entries if e["relpath"].endswith(".pt")], dvc_file
-    assert (ROOT / "results/default/data.dvc") in dvc_files
+    # the dataset at the root: `dvc pull data.dvc` restores it alone
+    assert yaml.safe_load((ROOT / "data.dvc").read_text())["outs"][0]["path"] == \
+        "data/synth/16trainval_4test_seed0"
+    assert not list(ROOT.glob("results/*/data.dvc"))
     size = sum(p.stat().st_size for p in (ROOT / "dvc-remote").rglob("*") if p.is_file())
     assert size < 20e6, f"dvc-remote/ holds {size / 1e6:.1f} MB"

@@ -34,7 +34,7 @@ from tests.test_workflow import plan, train_jobs
 
 SSHD = "/usr/sbin/sshd"
 TABLE = "results/default/dsod_table6"
-DATASET = "results/default/data.dvc"
+DATASET = "data.dvc"
 
 pytestmark = [
     pytest.mark.skipif(not os.path.exists(SSHD),

@@ -9,14 +9,18 @@ __all__ = ["register"]
 
 
 def cmd_push(args: argparse.Namespace) -> None:
-    from ..artifacts import push, scale_dataset
+    from ..artifacts import push, scale_dataset, scale_remote
 
     results = Path(args.results)
-    data = None if args.no_data else Path(args.data) if args.data else scale_dataset(results)
+    # A scale other than the default one is a DVC repository of its own, which cannot track
+    # data/: its dataset is made again by the workflow (artifacts.py).
+    data = (None if args.no_data else Path(args.data) if args.data
+            else scale_dataset(results) if scale_remote(results) is None else None)
     files = push(results, data, remote=args.remote)
     print("\n".join(str(f) for f in files))
     ignores = sorted({str(f.parent / ".gitignore") for f in files
-                      if (f.parent / ".gitignore").exists()})
+                      if f.parent != Path(".") and (f.parent / ".gitignore").exists()}
+                     - set(map(str, files)))
     print("now commit them (DVC's .gitignore files too): git add "
           + " ".join(map(str, [*files, *ignores])) + " && git commit")
 
@@ -32,7 +36,7 @@ def cmd_verify(args: argparse.Namespace) -> None:
     from ..artifacts import verify
     from ..errors import ScratchdetError
 
-    files = sorted(Path(args.results).rglob("*.dvc"))
+    files = sorted(p for p in Path(args.results).rglob("*.dvc") if p.is_file())
     if not files:
         raise ScratchdetError(f"{args.results}: no .dvc file to verify")
     print(f"{args.results}: {verify(files)} files match what their .dvc files record")
@@ -44,8 +48,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     sub = s.add_subparsers(dest="artifacts_command", required=True)
     s = sub.add_parser("push", help="dvc add + push the data folder and every finished row")
     s.add_argument("--results", default="results/default", help="results folder of one scale")
-    s.add_argument("--data", help="data folder to track as <results>/data.dvc (default: the "
-                   "scale's synthetic dataset; none for the official datasets)")
+    s.add_argument("--data", help="data folder to track as data.dvc, default scale only "
+                   "(default: its synthetic dataset; other scales' datasets are not pushed)")
     s.add_argument("--no-data", action="store_true", help="push the trained rows only")
     s.add_argument("--remote", help="DVC remote (default: the scale's: the repository's default "
                    "remote for the default scale, 'lab' for the others)")
