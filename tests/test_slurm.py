@@ -34,7 +34,7 @@ from .test_interruption import TINY_DSOD
 
 ROOT = Path(__file__).resolve().parent.parent
 WORKFLOW_FILES = ("Snakefile", "workflow", "config", "params")
-PROFILE = ROOT / "workflow" / "profiles" / "slurm" / "config.yaml"
+PROFILE = ROOT / "profiles" / "slurm" / "config.yaml"
 ENDED = ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY")
 # One small table keeps the cluster run to a few jobs; any table goes through the same rules.
 TABLES = "[dsod_table6]"
@@ -74,7 +74,7 @@ def test_default_scale_subset_runs_through_the_slurm_profile(slurm, tmp_path, ca
     env = _job_env(slurm) | {"SCRATCHDET_GPU_PARTITION": slurm.gpu_partition,
                              "SCRATCHDET_CPU_PARTITION": slurm.cpu_partition}
     proc = subprocess.run(
-        [sys.executable, "-m", "snakemake", "--workflow-profile", "workflow/profiles/slurm",
+        [sys.executable, "-m", "snakemake", "--workflow-profile", "profiles/slurm",
          "--config", f"tables={TABLES}", "--jobs", "2"],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=1500, check=False)
     log = proc.stdout + proc.stderr
@@ -213,7 +213,7 @@ def _requeue_twice(slurm: LocalSlurm, tmp_path: Path, train: list[str], env: dic
 def test_the_multinode_script_trains_one_run_over_several_torchrun_agents(slurm, tmp_path,
                                                                           synth_splits,
                                                                           cancel_jobs):
-    """workflow/profiles/slurm/multinode.sbatch as the README runs it, with two tasks standing
+    """profiles/slurm/multinode.sbatch as the README runs it, with two tasks standing
     in for two nodes (one torchrun agent each, one CPU process per agent, gloo). The script
     picks the rendezvous port itself (from the job id, outside the ephemeral range)."""
     config = tmp_path / "run.yaml"
@@ -227,7 +227,7 @@ def test_the_multinode_script_trains_one_run_over_several_torchrun_agents(slurm,
         | {"OMP_NUM_THREADS": "1", "SCRATCHDET_PROCS_PER_NODE": "1"}
     job = subprocess.run(["sbatch", "--parsable", "--export=ALL", f"--output={log}",
                           "--nodes=1", "--ntasks-per-node=2", "--cpus-per-task=1", "--mem=6000",
-                          "--time=30", str(ROOT / "workflow/profiles/slurm/multinode.sbatch"),
+                          "--time=30", str(ROOT / "profiles/slurm/multinode.sbatch"),
                           str(config), str(run)], capture_output=True, text=True, env=env,
                          check=True).stdout.strip().split(";")[0]
     def ended() -> bool:
@@ -253,7 +253,7 @@ def _ephemeral_ports() -> tuple[int, int]:
 
 def _script_port(job: str, host: str = "localhost") -> int:
     """The rendezvous port multinode.sbatch's rdzv_port picks for a job (run on its own)."""
-    script = (ROOT / "workflow/profiles/slurm/multinode.sbatch").read_text()
+    script = (ROOT / "profiles/slurm/multinode.sbatch").read_text()
     functions = "\n".join(script[script.index(f"{name}() {{"):].split("\n}\n")[0] + "\n}"
                           for name in ("port_in_use", "rdzv_port"))
     done = subprocess.run(["bash", "-c", f"{functions}\nrdzv_port {job} {host}"],

@@ -13,8 +13,8 @@ import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
-PROFILE = ROOT / "workflow" / "profiles" / "slurm" / "config.yaml"
-COMMAND = "snakemake --workflow-profile workflow/profiles/slurm"
+PROFILE = ROOT / "profiles" / "slurm" / "config.yaml"
+COMMAND = "snakemake --workflow-profile profiles/slurm"
 
 
 def test_one_documented_command():
@@ -36,7 +36,7 @@ def slurm_args(monkeypatch):
 
 def test_the_default_profile_does_not_throttle_cluster_runs(slurm_args):
     assert "gpu" not in (slurm_args.resources or {}), "one GPU job at a time on a cluster"
-    default = yaml.safe_load((ROOT / "workflow/profiles/default/config.yaml").read_text())
+    default = yaml.safe_load((ROOT / "profiles/default/config.yaml").read_text())
     assert default["resources"]["gpu"] == 1  # it still holds on one machine
     assert slurm_args.default_resources["mem_mb"].value == 2000  # the slurm profile's, not it
 
