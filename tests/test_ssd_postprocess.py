@@ -199,7 +199,6 @@ def test_vectorised_topk_nms_keeps_what_the_cpu_loop_keeps(top_k):
 
 def test_batch_detections_compiles_as_one_graph():
     """fullgraph=True fails on any graph break; the compiled function gives the same result."""
-
     loc, conf, priors = _random_head(4)
     variances = torch.tensor(VAR)
     torch._dynamo.reset()

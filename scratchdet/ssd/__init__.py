@@ -6,7 +6,7 @@ xyxy; priors cxcywh; class 0 = background.
 
 from scratchdet.ssd.box_coder import decode, encode
 from scratchdet.ssd.loss import MultiBoxLoss
-from scratchdet.ssd.matching import match, pad_targets
+from scratchdet.ssd.matching import match
 from scratchdet.ssd.postprocess import batch_detections
 from scratchdet.ssd.priors import (
     PriorConfig,
@@ -31,7 +31,6 @@ __all__ = [
     "match",
     "num_priors",
     "num_priors_per_cell",
-    "pad_targets",
     "ssd300_coco",
     "ssd300_voc",
 ]
