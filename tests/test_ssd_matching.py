@@ -7,8 +7,8 @@ import pytest
 import torch
 from torchvision.ops import box_convert, box_iou
 
-from scratchdet.ssd.box_coder import decode, encode, encode_parts
 from scratchdet.input.pipeline import HostLayout
+from scratchdet.ssd.box_coder import decode, encode, encode_parts
 from scratchdet.ssd.matching import box_iou_batched, box_slots, match, match_indices
 from scratchdet.ssd.priors import make_priors, ssd300_voc
 
