@@ -56,7 +56,7 @@ def draw(heights, widths, boxes, mask, generator, config=None) -> BatchParams:
     ``boxes`` ``[B, G, 4]`` normalised to each image, ``mask`` ``[B, G]``."""
     config = config if config is not None else AugmentConfig()
     return BatchParams.stack([
-        sample_train_params(int(h), int(w), b[m], generator, config)
+        sample_train_params(int(h), int(w), boxes=b[m], generator=generator, cfg=config)
         for h, w, b, m in zip(heights.tolist(), widths.tolist(), boxes.cpu(), mask.cpu())])
 
 
@@ -74,8 +74,9 @@ def augment(images, boxes, labels, mask, params, interpolation=None) -> Augmente
     if interpolation is not None:
         plan = plan._replace(crops=tuple(p._replace(interpolation=interpolation)
                                          for p in plan.crops))
-    return augment_batch(padded.to(device), sizes.to(device), boxes, labels, mask,
-                         params.to(device), MEAN.flatten().to(device), 300, plan)
+    return augment_batch(padded.to(device), sizes=sizes.to(device), boxes=boxes, labels=labels,
+                         mask=mask, params=params.to(device), mean=MEAN.flatten().to(device),
+                         size=300, plan=plan)
 
 
 def sizes_of(images) -> tuple[torch.Tensor, torch.Tensor]:

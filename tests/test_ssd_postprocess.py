@@ -19,7 +19,7 @@ def kept_detections(loc, conf, priors, variances, keep_top_k=200, **thresholds):
     """Per image, what ``engine.detect`` keeps of a batch: ``batch_detections``, then
     ``rank < keep_top_k`` (200, the released ``keep_top_k``); dicts of ``boxes``, ``scores``,
     ``labels`` by decreasing score."""
-    d = batch_detections(loc, conf, priors, variances, **thresholds)
+    d = batch_detections(loc, conf, priors=priors, variances=variances, **thresholds)
     keep = d.rank < keep_top_k
     return [{"boxes": d.boxes[keep & (d.image == i)], "scores": d.scores[keep & (d.image == i)],
              "labels": d.labels[keep & (d.image == i)]} for i in range(loc.shape[0])]

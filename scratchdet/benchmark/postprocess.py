@@ -74,7 +74,8 @@ def detections(loc: Tensor, conf: Tensor, priors: Tensor, variances: Tensor,
     """Rows (image, label, score, x0, y0, x1, y1) of a batch, as ``engine.detect`` computes them
     (there the rows then go to the host in one copy): ``batch_detections``, then each image's
     ``keep_top_k`` best (``rank < keep_top_k``)."""
-    d = batch_detections(loc, conf, priors, variances, conf_threshold=settings.conf_threshold,
+    d = batch_detections(loc, conf, priors=priors, variances=variances,
+                         conf_threshold=settings.conf_threshold,
                          nms_threshold=settings.nms_threshold, top_k=settings.top_k)
     rows = torch.cat([d.image[:, None].float(), d.labels[:, None].float(), d.scores[:, None],
                       d.boxes], dim=1)
