@@ -1,5 +1,6 @@
 """Detection output as ``scratchdet detect`` computes it (``batch_detections``, then each image's
-``keep_top_k`` best): per-class NMS, top-k limits, equality with a per-class torchvision reference."""
+``keep_top_k`` best): per-class NMS, top-k limits, equality with a per-class torchvision
+reference."""
 
 from __future__ import annotations
 
