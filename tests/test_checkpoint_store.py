@@ -132,15 +132,6 @@ def test_a_finished_run_with_an_unreadable_final_model_restarts_stale(tmp_path):
     assert not (tmp_path / "model_final.pt").exists() and not (tmp_path / "status.json").exists()
 
 
-def test_a_checkpoint_of_an_older_version_is_adopted(tmp_path):
-    model, opt = _model_and_optimizer()
-    save_checkpoint({"model": model.state_dict(), "optimizer": opt.state_dict(), "step": 7,
-                     "config": CFG.to_dict()}, tmp_path / "checkpoints" / "last.pt")
-    store = CheckpointStore(tmp_path)
-    store.sweep()
-    assert store.resume_point().step == 7 and list_snapshots(tmp_path)[0][0] == 7
-
-
 @pytest.mark.parametrize("source", ["pickle", "no_model", "other_architecture"])
 def test_a_refused_init_from_leaves_no_run_folder(tmp_path, synth_splits, source):
     init = tmp_path / f"{source}.pt"

@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 from scratchdet.data.annotations import label_maps, load_annotations, save_annotations
-from scratchdet.data.dataset import DetectionDataset, collate, read_image
+from scratchdet.data.dataset import DetectionDataset, read_image
 from scratchdet.data.synth import make_synthetic_voc
 from scratchdet.data.voc import read_voc
 from scratchdet.errors import DataError
@@ -82,18 +82,6 @@ def test_transform_keeps_per_box_fields_aligned(split_json: Path) -> None:
     torch.testing.assert_close(target["boxes"], ref["boxes"][1:].flip(0) / 10)
     assert torch.equal(target["labels"], ref["labels"][1:].flip(0))
     assert torch.equal(target["difficult"], ref["difficult"][1:].flip(0))
-
-
-def test_collate_stacks_same_size_and_refuses_mixed(split_json: Path) -> None:
-    data = DetectionDataset(split_json, transform=lambda im, b, lab: (im[:, :50, :60], b, lab))
-    images, targets = collate([data[0], data[1], data[2]])
-    assert images.shape == (3, 3, 50, 60) and len(targets) == 3
-    assert targets[1]["image_id"] == data[1][1]["image_id"]
-    loader = torch.utils.data.DataLoader(data, batch_size=4, collate_fn=collate)
-    assert [len(t) for _, t in loader] == [4, 4, 2]
-    plain = DetectionDataset(split_json)
-    with pytest.raises(ValueError, match="different shapes"):
-        collate([plain[0], plain[1]])
 
 
 def _tiny_split(tmp_path: Path, files: dict[str, tuple[int, int]], boxes=None) -> dict:

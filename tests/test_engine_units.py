@@ -1,4 +1,4 @@
-"""The pieces that make training resumable: schedule, sample stream, metrics log, checkpoints."""
+"""The pieces that make training resumable: schedule, sample stream, training log, checkpoints."""
 
 import pickle
 
@@ -7,8 +7,8 @@ import torch
 
 from scratchdet.config import TrainConfig
 from scratchdet.engine.checkpoint import load_checkpoint, save_checkpoint
-from scratchdet.engine.metrics_log import COLUMNS, MetricsLog
 from scratchdet.engine.schedule import lr_at
+from scratchdet.engine.training_log import COLUMNS, TrainingLog
 from scratchdet.errors import DataError
 from scratchdet.input.sampling import StreamBatchSampler
 from scratchdet.io import atomic_path
@@ -41,8 +41,8 @@ def _row(step):
     return {c: float(step) for c in COLUMNS} | {"step": step, "num_pos": 1}
 
 
-def test_metrics_log_truncate_drops_redone_and_cut_rows(tmp_path):
-    log = MetricsLog(tmp_path / "m.csv")
+def test_training_log_truncate_drops_redone_and_cut_rows(tmp_path):
+    log = TrainingLog(tmp_path / "m.csv")
     for s in range(5):
         log.append(_row(s))
     with open(log.path, "a") as fh:  # a row cut short by a kill
@@ -346,12 +346,12 @@ def test_release_recipe_step_asks_nothing_of_the_host():
             assert seen.data_dependent == [] and seen.to_host == [], seen
 
 
-def test_a_metrics_log_of_the_old_layout_is_read_and_rewritten_in_the_new(tmp_path):
+def test_a_training_log_of_the_old_layout_is_read_and_rewritten_in_the_new(tmp_path):
     """Logs written before time_s/step_s (per-window images_per_s and elapsed_s) still resume."""
     path = tmp_path / "metrics.csv"
     path.write_text("step,lr,loss,loc_loss,conf_loss,grad_norm,num_pos,images_per_s,elapsed_s\n"
                     "0,0.1,2.0,1.0,1.0,3.0,5,4.0,0.5\n1,0.1,1.5,1.0,0.5,3.0,5,4.0,0.5\n")
-    log = MetricsLog(path)
+    log = TrainingLog(path)
     assert [r["loss"] for r in log.read()] == ["2.0", "1.5"] and log.last_time() == 0.0
     log.truncate(1)
     assert path.read_text().splitlines() == [",".join(COLUMNS), "0,0.1,2.0,1.0,1.0,3.0,5,,,,4.0"]

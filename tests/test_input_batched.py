@@ -1,5 +1,5 @@
-"""The batched SSD augmentation: contract, box/pixel consistency, agreement with the per-image
-path."""
+"""The batched SSD augmentation as the device pipeline runs it (``augment_batch`` on a packed
+batch): contract, box/pixel consistency, agreement with the per-image path."""
 
 from __future__ import annotations
 
@@ -11,16 +11,16 @@ import torch
 from PIL import Image
 from torchvision.transforms.v2 import functional as F
 
-from scratchdet.errors import ConfigError
 from scratchdet.input.batched import (
     DEVICE_INTERPOLATIONS,
-    SSDBatchAugment,
+    AugmentedBatch,
+    BatchParams,
     augment_batch,
     host_plan,
     window_axis,
 )
 from scratchdet.input.geometry import Expansion, box_iou_batched, boxes_to_canvas
-from scratchdet.input.per_image import SSDTrainTransform, TrainParams
+from scratchdet.input.per_image import SSDTrainTransform, TrainParams, sample_train_params
 from scratchdet.input.photometric import (
     PhotometricParams,
     apply_photometric,
@@ -37,6 +37,8 @@ from scratchdet.input.recipe import (
 
 from .paths import KANGAROO
 from .test_transforms import MEAN, NO_PHOTOMETRIC
+from .test_transforms import apply as apply_one
+from .test_transforms import augment as augment_one
 
 GEOMETRY = AugmentConfig(photometric=NO_PHOTOMETRIC)
 FIXED = AugmentConfig(photometric=NO_PHOTOMETRIC, expand_prob=0.0, samplers=(CropSampler(),),
@@ -46,6 +48,46 @@ DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
 def gen(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
+
+
+def draw(heights, widths, boxes, mask, generator, config=None) -> BatchParams:
+    """Each image's decisions in turn from ``generator``, as the device pipeline's workers draw
+    them (``pipeline._DecideOnCpu``: ``sample_train_params``) and ``pipeline._Pack`` stacks them;
+    ``boxes`` ``[B, G, 4]`` normalised to each image, ``mask`` ``[B, G]``."""
+    config = config if config is not None else AugmentConfig()
+    return BatchParams.stack([
+        sample_train_params(int(h), int(w), boxes=b[m], generator=generator, cfg=config)
+        for h, w, b, m in zip(heights.tolist(), widths.tolist(), boxes.cpu(), mask.cpu())])
+
+
+def augment(images, boxes, labels, mask, params, interpolation=None) -> AugmentedBatch:
+    """``augment_batch`` as the device pipeline calls it (``pipeline.augment_buffer``): the uint8
+    images on one zero canvas, the plan made on the host, the rest on ``boxes.device``.
+    ``interpolation`` forces one of Caffe's on every image (the draws stay the same)."""
+    device = boxes.device
+    sizes = torch.tensor([im.shape[-2:] for im in images], dtype=torch.int64)
+    ph, pw = (int(v) for v in sizes.max(0).values)
+    padded = torch.zeros((len(images), 3, ph, pw), dtype=torch.uint8)
+    for i, im in enumerate(images):
+        padded[i, :, : im.shape[-2], : im.shape[-1]] = im
+    plan = host_plan(sizes, params)
+    if interpolation is not None:
+        plan = plan._replace(crops=tuple(p._replace(interpolation=interpolation)
+                                         for p in plan.crops))
+    return augment_batch(padded.to(device), sizes=sizes.to(device), boxes=boxes, labels=labels,
+                         mask=mask, params=params.to(device), mean=MEAN.flatten().to(device),
+                         size=300, plan=plan)
+
+
+def sizes_of(images) -> tuple[torch.Tensor, torch.Tensor]:
+    return (torch.tensor([im.shape[-2] for im in images]),
+            torch.tensor([im.shape[-1] for im in images]))
+
+
+def run(images, boxes, labels, mask, generator, config=None) -> AugmentedBatch:
+    """Draw, then augment: one batch through the device pipeline's two halves."""
+    return augment(images, boxes, labels, mask,
+                   draw(*sizes_of(images), boxes, mask, generator, config))
 
 
 def white_box_batch(sizes, boxes):
@@ -85,26 +127,14 @@ def check_contract(out, images, mask):
     assert (out.boxes[~out.mask] == 0).all() and (out.labels[~out.mask] == 0).all()
 
 
-def test_rejects_bad_arguments():
-    with pytest.raises(ConfigError):
-        SSDBatchAugment(interpolation="lanczos")
-    aug = SSDBatchAugment(seed=0)
-    img = torch.zeros((3, 8, 8), dtype=torch.uint8)
-    with pytest.raises(ValueError):
-        aug([img], torch.zeros(2, 1, 4), torch.zeros(2, 1), torch.ones(2, 1, dtype=torch.bool))
-    with pytest.raises(ValueError):
-        aug([img.float()], torch.zeros(1, 1, 4), torch.zeros(1, 1),
-            torch.ones(1, 1, dtype=torch.bool))
-
-
 @pytest.mark.parametrize("device", DEVICES)
 def test_output_contract(device):
     sizes = [(120, 160), (90, 60), (200, 150), (64, 64)]
     images, boxes, labels, mask = white_box_batch(sizes, [(20, 30, 100, 90), (10, 10, 50, 80),
                                                           (0, 0, 150, 200), (30, 30, 34, 34)])
-    aug = SSDBatchAugment(seed=1)
+    g = gen(1)
     for _ in range(3):
-        out = aug(images, boxes, labels, mask, device=device)
+        out = run(images, boxes.to(device), labels.to(device), mask.to(device), g)
         assert out.images.device.type == device
         check_contract(out, images, mask)
         assert torch.equal(out.labels[out.mask].cpu(), labels[out.mask.cpu()])
@@ -119,14 +149,13 @@ def test_white_box_geometry_on_the_batched_path(device):
     sizes = [(240, 320), (300, 200), (180, 180), (256, 384)]
     rects = [(100, 60, 220, 170), (40, 90, 150, 240), (50, 40, 140, 130), (10, 20, 200, 230)]
     images, boxes, labels, mask = white_box_batch(sizes, rects)
-    aug = SSDBatchAugment(config=GEOMETRY)
     checked = {"kept": 0, "mirrored": 0, "expanded": 0}
     for seed in range(8):
         g = gen(seed)
         heights = torch.tensor([h for h, _ in sizes])
         widths = torch.tensor([w for _, w in sizes])
-        p = aug.sample(heights, widths, boxes.to(device), mask.to(device), g)
-        out = aug.apply(images, boxes.to(device), labels.to(device), mask.to(device), p)
+        p = draw(heights, widths, boxes, mask, g, GEOMETRY)
+        out = augment(images, boxes.to(device), labels.to(device), mask.to(device), p)
         check_contract(out, images, mask)
         for i in range(len(sizes)):
             if not out.mask[i, 0]:
@@ -148,10 +177,10 @@ def test_white_box_under_full_recipe():
     sizes = [(200, 260), (180, 240), (220, 220)]
     images, boxes, labels, mask = white_box_batch(sizes, [(60, 40, 180, 150), (20, 50, 150, 170),
                                                           (80, 80, 200, 200)])
-    aug = SSDBatchAugment(seed=4)
+    g = gen(4)
     kept = 0
     for _ in range(6):
-        out = aug(images, boxes, labels, mask)
+        out = run(images, boxes, labels, mask, g)
         check_contract(out, images, mask)
         for i in torch.nonzero(out.mask[:, 0]).flatten().tolist():
             extent = bright_extent(out.images[i], 108)  # white >= (255 - 32) * 0.5
@@ -166,11 +195,12 @@ def test_matches_the_per_image_path_when_nothing_is_random():
     them inside the image), so they agree up to uint8 arithmetic."""
     img = torch.randint(0, 256, (3, 450, 600), dtype=torch.uint8, generator=gen(5))
     px = torch.tensor([[60.0, 45.0, 300.0, 400.0]])
-    cpu_out, cpu_boxes, _ = SSDTrainTransform(config=FIXED)(img, px, torch.tensor([2]))
+    cpu_out, cpu_boxes, _ = augment_one(SSDTrainTransform(config=FIXED), img, px,
+                                        torch.tensor([2]), gen(0))
     norm = (px / torch.tensor([600, 450, 600, 450]))[None]
     for mirror in (0.0, 1.0):
-        out = SSDBatchAugment(config=replace(FIXED, mirror_prob=mirror), seed=0)(
-            [img], norm, torch.tensor([[2]]), torch.tensor([[True]]))
+        out = run([img], norm, torch.tensor([[2]]), torch.tensor([[True]]), gen(0),
+                  replace(FIXED, mirror_prob=mirror))
         expected = cpu_out.flip(-1) if mirror else cpu_out
         # A crop inside its image goes through the per-image path's uint8 kernel: the same.
         assert torch.equal(out.images[0], expected)
@@ -205,7 +235,7 @@ def test_parameter_distributions_and_crop_constraints():
     mask = torch.ones(n, 2, dtype=torch.bool)
     mask[: n // 4, 1] = False
     mask[: n // 10] = False  # images without boxes
-    p = SSDBatchAugment().sample(heights, widths, boxes, mask, gen(12))
+    p = draw(heights, widths, boxes, mask, gen(12))
     assert abs(p.mirror.float().mean().item() - 0.5) < 0.04
     expanded = p.expansion.width > widths
     assert abs(expanded.float().mean().item() - 0.5) < 0.04
@@ -229,24 +259,20 @@ def test_parameter_distributions_and_crop_constraints():
 def test_same_seed_same_batch():
     images, boxes, labels, mask = white_box_batch([(100, 140), (80, 90)], [(10, 10, 60, 70),
                                                                            (5, 20, 40, 60)])
-    a = SSDBatchAugment(seed=3)(images, boxes, labels, mask)
-    b = SSDBatchAugment(seed=3)(images, boxes, labels, mask)
-    c = SSDBatchAugment(seed=4)(images, boxes, labels, mask)
+    a = run(images, boxes, labels, mask, gen(3))
+    b = run(images, boxes, labels, mask, gen(3))
+    c = run(images, boxes, labels, mask, gen(4))
     assert all(torch.equal(x, y) for x, y in zip(a, b))
     assert not torch.equal(a.images, c.images)
 
 
-def test_zero_box_images_and_empty_batches():
+def test_zero_box_images():
     images = [torch.full((3, 50, 70), 200, dtype=torch.uint8),
               torch.zeros((3, 40, 40), dtype=torch.uint8)]
-    out = SSDBatchAugment(seed=0)(images, torch.zeros(2, 0, 4),
-                                  torch.zeros(2, 0, dtype=torch.int64),
-                                  torch.zeros(2, 0, dtype=torch.bool))
+    out = run(images, torch.zeros(2, 0, 4), torch.zeros(2, 0, dtype=torch.int64),
+              torch.zeros(2, 0, dtype=torch.bool), gen(0))
     assert out.images.shape == (2, 3, 300, 300) and out.boxes.shape == (2, 0, 4)
     assert torch.isfinite(out.images).all()
-    empty = SSDBatchAugment()([], torch.zeros(0, 3, 4), torch.zeros(0, 3),
-                              torch.zeros(0, 3, dtype=torch.bool))
-    assert empty.images.shape == (0, 3, 300, 300)
 
 
 def kangaroo_batch(count: int = 4):
@@ -277,13 +303,11 @@ def test_real_photos_boxes_match_their_content():
     """Each kept output box, mapped back through the sampled crop, is the visible part of its
     input box, and the pixels inside it are that part of the photo."""
     images, boxes, labels, mask = kangaroo_batch()
-    aug = SSDBatchAugment(config=GEOMETRY)
-    heights = torch.tensor([im.shape[-2] for im in images])
-    widths = torch.tensor([im.shape[-1] for im in images])
+    heights, widths = sizes_of(images)
     checked = 0
     for seed in range(6):
-        p = aug.sample(heights, widths, boxes, mask, gen(seed))
-        out = aug.apply(images, boxes, labels, mask, p)
+        p = draw(heights, widths, boxes, mask, gen(seed), GEOMETRY)
+        out = augment(images, boxes, labels, mask, p)
         check_contract(out, images, mask)
         for i, j in torch.nonzero(out.mask).tolist():
             h, w = int(heights[i]), int(widths[i])
@@ -318,9 +342,7 @@ def test_real_photos_boxes_match_their_content():
 
 
 def photo_decisions(images, boxes, mask, seed: int, config: AugmentConfig | None = None):
-    heights = torch.tensor([im.shape[-2] for im in images])
-    widths = torch.tensor([im.shape[-1] for im in images])
-    return SSDBatchAugment(config=config).sample(heights, widths, boxes, mask, gen(seed))
+    return draw(*sizes_of(images), boxes, mask, gen(seed), config)
 
 
 def per_image_outputs(images, boxes, params, name: str) -> torch.Tensor:
@@ -338,7 +360,7 @@ def per_image_outputs(images, boxes, params, name: str) -> torch.Tensor:
                                      Expansion.__dataclass_fields__)),
                          crop, 0, bool(params.mirror[i]), name)
         px = torch.zeros(0, 4)
-        outs.append(transform.apply(img, px, torch.zeros(0), tp)[0])
+        outs.append(apply_one(transform, img, px, torch.zeros(0), tp)[0])
     return torch.stack(outs)
 
 
@@ -362,7 +384,7 @@ def test_device_interpolations_are_the_per_image_ones():
     names = list(DEVICE_INTERPOLATIONS)
     cpu = {n: per_image_outputs(images, boxes, params, n) for n in names}
     for name in names:
-        dev = SSDBatchAugment(interpolation=name).apply(images, boxes, labels, mask, params).images
+        dev = augment(images, boxes, labels, mask, params, interpolation=name).images
         gaps = {other: float((dev - cpu[other]).abs().mean()) for other in names}
         if name != "lanczos4":
             assert torch.equal(dev, cpu[name]), (name, gaps)
@@ -376,7 +398,7 @@ def test_device_interpolations_on_photos():
     images, boxes, labels, mask = kangaroo_batch(8)
     params = photo_decisions(images, boxes, mask, 0, GEOMETRY)
     for name in DEVICE_INTERPOLATIONS:
-        dev = SSDBatchAugment(interpolation=name).apply(images, boxes, labels, mask, params).images
+        dev = augment(images, boxes, labels, mask, params, interpolation=name).images
         cpu = per_image_outputs(images, boxes, params, name)
         assert (dev - cpu).abs().mean() < 1.5, name
 
@@ -389,12 +411,11 @@ def test_each_image_gets_its_drawn_interpolation():
     assert len(set(drawn)) >= 3, drawn
     plan = host_plan(torch.tensor([im.shape[-2:] for im in images]), params)
     assert [p.interpolation for p in plan.crops] == drawn
-    aug = SSDBatchAugment()
-    out = aug.apply(images, boxes, labels, mask, params).images
+    out = augment(images, boxes, labels, mask, params).images
     for i, name in enumerate(drawn):
-        forced = SSDBatchAugment(interpolation=name).apply(images, boxes, labels, mask, params)
+        forced = augment(images, boxes, labels, mask, params, interpolation=name)
         assert torch.equal(forced.images[i], out[i]), (i, name)
-    nearest = SSDBatchAugment(interpolation="nearest").apply(images, boxes, labels, mask, params)
+    nearest = augment(images, boxes, labels, mask, params, interpolation="nearest")
     assert not torch.equal(nearest.images, out)
 
 
@@ -410,13 +431,13 @@ def test_photometric_after_the_resize_on_photos():
                                  torch.zeros(n, dtype=torch.bool),
                                  torch.arange(3).expand(n, 3).clone())
     for name in ("linear", "area", "nearest", "cubic", "lanczos4"):
-        aug = SSDBatchAugment(interpolation=name)
         diffs = []
         for seed in range(2):
             p = photo_decisions(images, boxes, mask, seed)
-            ours = aug.apply(images, boxes, labels, mask, p).images
+            ours = augment(images, boxes, labels, mask, p, interpolation=name).images
             distorted = [distort_image(im, p.photometric, i) for i, im in enumerate(images)]
-            exact = aug.apply(distorted, boxes, labels, mask, replace(p, photometric=identity))
+            exact = augment(distorted, boxes, labels, mask, replace(p, photometric=identity),
+                            interpolation=name)
             fires = ((p.photometric.brightness != 0) | (p.photometric.contrast != 1)
                      | (p.photometric.saturation != 1) | (p.photometric.hue != 0))
             assert fires.sum() >= 4
@@ -436,12 +457,11 @@ def test_fill_is_the_mean_and_never_distorted():
     cfg = AugmentConfig(photometric=PhotometricConfig(1.0, 32, 1.0, 0.5, 1.5, 1.0, 0.5, 1.5, 1.0,
                                                       18.0),
                         expand_prob=1.0, samplers=(CropSampler(),), mirror_prob=0.5)
-    aug = SSDBatchAugment(config=cfg)
     box = torch.tensor([[[0.2, 0.2, 0.8, 0.8]]])
     for seed in range(4):
-        p = aug.sample(torch.tensor([60]), torch.tensor([80]), box, torch.tensor([[True]]),
-                       gen(seed))
-        out = aug.apply([img], box, torch.tensor([[1]]), torch.tensor([[True]]), p).images[0]
+        p = draw(torch.tensor([60]), torch.tensor([80]), box, torch.tensor([[True]]), gen(seed),
+                 cfg)
+        out = augment([img], box, torch.tensor([[1]]), torch.tensor([[True]]), p).images[0]
         e = p.expansion
         # The image's extent in the output (the crop is the whole canvas), one pixel of margin.
         y0 = int(e.top[0]) * 300 // int(e.height[0]) - 1

@@ -73,6 +73,18 @@ def test_layout_round_trips_targets_and_decisions(dataset):
         layout.fill_targets(table, [torch.zeros(4, 4)], [torch.zeros(4)])
 
 
+def test_layout_pads_short_and_empty_images_with_masked_zeros():
+    layout = HostLayout(batch=3, height=1, width=1, max_boxes=4, decisions=False)
+    table = torch.zeros(3, layout.columns)  # as _Pack zeroes it: unused slots are masked zeros
+    boxes = [torch.rand(3, 4), torch.zeros(0, 4), torch.rand(1, 4)]
+    layout.fill_targets(table, boxes, [torch.tensor([1, 2, 3]), torch.zeros(0), torch.tensor([7])])
+    got_boxes, got_labels, got_mask = layout.targets(table)
+    assert got_boxes.shape == (3, 4, 4) and got_labels.dtype == torch.long
+    assert got_mask.tolist() == [[True] * 3 + [False], [False] * 4, [True] + [False] * 3]
+    assert got_labels[2].tolist() == [7, 0, 0, 0] and not got_boxes[1].any()
+    torch.testing.assert_close(got_boxes[0, :3], boxes[0])
+
+
 @pytest.mark.parametrize("pipeline", ["cpu", "device"])
 @pytest.mark.parametrize("device", DEVICES)
 def test_output_shapes_types_and_memory_format(synth_splits, dataset, device, pipeline):

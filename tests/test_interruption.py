@@ -17,7 +17,7 @@ import torch
 import yaml
 
 from scratchdet.engine.checkpoint import list_snapshots, load_checkpoint, snapshot_path
-from scratchdet.engine.metrics_log import MetricsLog
+from scratchdet.engine.training_log import TrainingLog
 
 # A narrow DSOD (the real family, a fraction of the width) keeps each step near a second on CPU.
 TINY_DSOD = {"name": "dsod300_smallest", "stem_channels": 16, "bottleneck": 16, "growth": 8}
@@ -50,7 +50,7 @@ def _wait_for_checkpoint(proc: subprocess.Popen, run: Path, count: int = 1,
 
 def _losses(run: Path) -> list[tuple[str, ...]]:
     cols = ("step", "lr", "loss", "loc_loss", "conf_loss", "grad_norm", "num_pos")
-    return [tuple(r[c] for c in cols) for r in MetricsLog(run / "metrics.csv").read()]
+    return [tuple(r[c] for c in cols) for r in TrainingLog(run / "metrics.csv").read()]
 
 
 @pytest.fixture

@@ -24,7 +24,7 @@ from pycocotools.cocoeval import COCOeval
 
 from scratchdet.cli import main
 from scratchdet.engine.checkpoint import snapshot_path
-from scratchdet.engine.metrics_log import MetricsLog
+from scratchdet.engine.training_log import TrainingLog
 from scratchdet.evaluation.coco import coco_eval, summary_lines
 from scratchdet.progress import ENV, Progress
 from tests.test_eval_coco import random_case
@@ -61,7 +61,7 @@ def trained(tmp_path_factory, synth_splits) -> dict:
 def test_training_writes_a_line_per_read_with_the_loss_it_read(trained):
     lines = LINE.findall(trained["err"])
     assert [int(step) for step, _, _ in lines] == [2, 4], trained["err"]
-    rows = MetricsLog(trained["run"] / "metrics.csv").read()
+    rows = TrainingLog(trained["run"] / "metrics.csv").read()
     for (step, loss, lr), read in zip(lines, (rows[0:2], rows[2:4])):
         mean = sum(float(r["loss"]) for r in read) / 2
         assert loss == f"{mean:.4g}", f"step {step}: the mean loss of the rows read there"

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from scratchdet.engine.checkpoint import save_checkpoint
-from scratchdet.engine.metrics_log import MetricsLog
+from scratchdet.engine.training_log import TrainingLog
 from scratchdet.errors import ConfigError, DataError
 from scratchdet.io import write_json
 
@@ -80,7 +80,7 @@ def test_a_refused_write_names_the_file_or_its_folder(tmp_path, monkeypatch, cod
 
 
 def test_a_full_disk_while_logging_metrics(tmp_path, monkeypatch):
-    log = MetricsLog(tmp_path / "metrics.csv")
+    log = TrainingLog(tmp_path / "metrics.csv")
     real_open = open
     monkeypatch.setattr("builtins.open", lambda f, mode="r", *a, **k: _refuse(errno.ENOSPC)()
                         if "a" in mode else real_open(f, mode, *a, **k))

@@ -26,7 +26,7 @@ import torch
 import yaml
 
 from scratchdet.engine.checkpoint import list_snapshots, load_checkpoint
-from scratchdet.engine.metrics_log import MetricsLog
+from scratchdet.engine.training_log import TrainingLog
 from scratchdet.io import read_json
 
 from .slurm_cluster import LocalSlurm, missing_requirements
@@ -202,11 +202,11 @@ def _requeue_twice(slurm: LocalSlurm, tmp_path: Path, train: list[str], env: dic
     assert final["step"] == expected["step"] == 6
     for key, tensor in expected["model"].items():
         assert torch.equal(final["model"][key], tensor), f"{key} differs after the requeues"
-    steps = [row["step"] for row in MetricsLog(run / "metrics.csv").read()]
+    steps = [row["step"] for row in TrainingLog(run / "metrics.csv").read()]
     assert steps == [str(i) for i in range(6)], "every step logged once"
-    losses = [(r["step"], r["loss"]) for r in MetricsLog(run / "metrics.csv").read()]
+    losses = [(r["step"], r["loss"]) for r in TrainingLog(run / "metrics.csv").read()]
     assert losses == [(r["step"], r["loss"]) for r in
-                      MetricsLog(tmp_path / "reference" / "metrics.csv").read()]
+                      TrainingLog(tmp_path / "reference" / "metrics.csv").read()]
 
 
 @pytest.mark.slow
@@ -243,7 +243,7 @@ def test_the_multinode_script_trains_one_run_over_several_torchrun_agents(slurm,
     assert not low <= port <= high and port == _script_port(job), (port, low, high)
     assert read_json(run / "status.json")["status"] == "finished", text[-3000:]
     assert read_json(run / "provenance.json")["world_size"] == 2
-    assert [r["step"] for r in MetricsLog(run / "metrics.csv").read()] == ["0", "1"]
+    assert [r["step"] for r in TrainingLog(run / "metrics.csv").read()] == ["0", "1"]
 
 
 def _ephemeral_ports() -> tuple[int, int]:

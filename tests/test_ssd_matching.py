@@ -7,8 +7,9 @@ import pytest
 import torch
 from torchvision.ops import box_convert, box_iou
 
+from scratchdet.input.pipeline import HostLayout
 from scratchdet.ssd.box_coder import decode, encode, encode_parts
-from scratchdet.ssd.matching import box_iou_batched, box_slots, match, match_indices, pad_targets
+from scratchdet.ssd.matching import box_iou_batched, box_slots, match, match_indices
 from scratchdet.ssd.priors import make_priors, ssd300_voc
 
 VAR = (0.1, 0.1, 0.2, 0.2)
@@ -62,29 +63,6 @@ def test_decode_stays_finite_and_encode_of_degenerate_box_is_finite():
     assert torch.isfinite(out).all()
     degenerate = torch.tensor([[0.3, 0.3, 0.3, 0.5]])  # zero width
     assert torch.isfinite(encode(degenerate, prior, VAR)).all()
-
-
-# --- pad_targets -------------------------------------------------------------------------
-
-
-def test_pad_targets_shapes_mask_and_empty_images():
-    boxes = [torch.rand(3, 4), torch.zeros(0, 4), torch.rand(1, 4)]
-    labels = [torch.tensor([1, 2, 3]), torch.zeros(0, dtype=torch.long), torch.tensor([7])]
-    b, lab, mask = pad_targets(boxes, labels)
-    assert b.shape == (3, 3, 4) and lab.shape == (3, 3) and mask.shape == (3, 3)
-    assert mask.tolist() == [[True] * 3, [False] * 3, [True, False, False]]
-    torch.testing.assert_close(b[0], boxes[0])
-    assert lab[2].tolist() == [7, 0, 0] and lab.dtype == torch.long
-
-    b, lab, mask = pad_targets([torch.zeros(0, 4)], [torch.zeros(0, dtype=torch.long)])
-    assert b.shape == (1, 1, 4) and not mask.any()
-
-    b, _, mask = pad_targets(boxes, labels, max_boxes=5)
-    assert b.shape == (3, 5, 4) and int(mask.sum()) == 4
-    with pytest.raises(ValueError, match="max_boxes"):
-        pad_targets(boxes, labels, max_boxes=2)
-    with pytest.raises(ValueError):
-        pad_targets([torch.rand(2, 4)], [torch.tensor([1])])
 
 
 # --- matching: Caffe's MatchBBox ---------------------------------------------------------
@@ -181,6 +159,16 @@ def oracle_targets(boxes, labels, priors, threshold=0.5):
     return torch.from_numpy(m), torch.from_numpy(lab)
 
 
+def host_targets(boxes, labels, slots):
+    """(boxes ``[B, slots, 4]``, labels, mask) as training hands them to ``match``: written into
+    a micro-batch's table by ``HostLayout.fill_targets`` and read back by ``HostLayout.targets``
+    (input/pipeline.py)."""
+    layout = HostLayout(batch=len(boxes), height=1, width=1, max_boxes=slots, decisions=False)
+    table = torch.zeros(len(boxes), layout.columns)
+    layout.fill_targets(table, boxes, labels)
+    return layout.targets(table)
+
+
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_batched_match_equals_the_port_of_caffe_on_crowded_images(seed):
     gen = torch.Generator().manual_seed(seed)
@@ -188,7 +176,7 @@ def test_batched_match_equals_the_port_of_caffe_on_crowded_images(seed):
     counts = [40, 0, 1, 12, 25, 8]
     boxes = [crowded_image(gen, n) for n in counts]
     labels = [torch.randint(1, 21, (n,), generator=gen) for n in counts]
-    gt_b, gt_l, mask = pad_targets(boxes, labels, max_boxes=box_slots(max(counts)))
+    gt_b, gt_l, mask = host_targets(boxes, labels, box_slots(max(counts)))
     loc_t, lab_t = match(gt_b, gt_l, mask, priors, VAR)
     gt_idx, overlap = match_indices(gt_b, mask, priors)
     conflicts = 0
@@ -225,7 +213,7 @@ def test_ties_follow_caffes_scan_order():
                            [0.0, 0.0, 0.125, 0.25]])
     boxes = [torch.cat([others[:1], copies[:5], others[1:], copies[5:]]), copies[:3]]
     labels = [torch.arange(1, len(b) + 1) for b in boxes]
-    gt_b, gt_l, mask = pad_targets(boxes, labels, max_boxes=box_slots(len(boxes[0])))
+    gt_b, gt_l, mask = host_targets(boxes, labels, box_slots(len(boxes[0])))
     _, lab_t = match(gt_b, gt_l, mask, priors, VAR)
     _, overlap = match_indices(gt_b, mask, priors)
     for i in range(2):

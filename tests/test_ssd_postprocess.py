@@ -1,4 +1,6 @@
-"""Detection output: per-class NMS, top-k limits, equality with a per-class torchvision reference."""
+"""Detection output as ``scratchdet detect`` computes it (``batch_detections``, then each image's
+``keep_top_k`` best): per-class NMS, top-k limits, equality with a per-class torchvision
+reference."""
 
 from __future__ import annotations
 
@@ -9,9 +11,19 @@ import torch
 from torchvision.ops import box_convert, nms
 
 from scratchdet.ssd.box_coder import decode
-from scratchdet.ssd.postprocess import postprocess
+from scratchdet.ssd.postprocess import batch_detections
 
 VAR = (0.1, 0.1, 0.2, 0.2)
+
+
+def kept_detections(loc, conf, priors, variances, keep_top_k=200, **thresholds):
+    """Per image, what ``engine.detect`` keeps of a batch: ``batch_detections``, then
+    ``rank < keep_top_k`` (200, the released ``keep_top_k``); dicts of ``boxes``, ``scores``,
+    ``labels`` by decreasing score."""
+    d = batch_detections(loc, conf, priors=priors, variances=variances, **thresholds)
+    keep = d.rank < keep_top_k
+    return [{"boxes": d.boxes[keep & (d.image == i)], "scores": d.scores[keep & (d.image == i)],
+             "labels": d.labels[keep & (d.image == i)]} for i in range(loc.shape[0])]
 
 
 def logits_for(probs: list[list[float]]) -> torch.Tensor:
@@ -60,14 +72,14 @@ def test_nms_is_per_class():
             [0.10, 0.05, 0.85],  # class 2, elsewhere
         ]
     ).unsqueeze(0)
-    (det,) = postprocess(torch.zeros(1, 3, 4), conf, priors, VAR, conf_threshold=0.3)
+    (det,) = kept_detections(torch.zeros(1, 3, 4), conf, priors, VAR, conf_threshold=0.3)
     got = sorted(zip(det["labels"].tolist(), [round(s, 4) for s in det["scores"].tolist()]))
     assert got == [(1, 0.9), (2, 0.45), (2, 0.85)]
     assert det["scores"].tolist() == sorted(det["scores"].tolist(), reverse=True)
     box_for_045 = det["boxes"][det["scores"].sub(0.45).abs().argmin()]
     torch.testing.assert_close(box_for_045, torch.tensor([0.15, 0.1, 0.55, 0.5]))
     # Threshold just above the box-1 class-2 score drops it.
-    (det,) = postprocess(torch.zeros(1, 3, 4), conf, priors, VAR, conf_threshold=0.46)
+    (det,) = kept_detections(torch.zeros(1, 3, 4), conf, priors, VAR, conf_threshold=0.46)
     assert sorted(det["labels"].tolist()) == [1, 2]
 
 
@@ -76,7 +88,7 @@ def test_classes_stay_separate_even_for_boxes_far_outside_the_image():
     # below -1 were not shifted first; they belong to different classes and must both survive.
     priors = priors_of([[-1.0, -1.0, 0.0, 0.0], [-3.0, -3.0, -2.0, -2.0], [0.5, 0.5, 1.0, 1.0]])
     conf = logits_for([[0.1, 0.8, 0.1], [0.1, 0.1, 0.8], [0.1, 0.8, 0.1]]).unsqueeze(0)
-    (det,) = postprocess(torch.zeros(1, 3, 4), conf, priors, VAR, conf_threshold=0.5)
+    (det,) = kept_detections(torch.zeros(1, 3, 4), conf, priors, VAR, conf_threshold=0.5)
     assert sorted(det["labels"].tolist()) == [1, 1, 2]
 
 
@@ -88,11 +100,11 @@ def test_top_k_and_keep_top_k_limits():
     priors = box_convert(boxes, "xyxy", "cxcywh")
     conf = torch.randn(2, n, 4, generator=gen)
     loc = torch.zeros(2, n, 4)
-    dets = postprocess(loc, conf, priors, VAR, conf_threshold=0.0, top_k=5, keep_top_k=1000)
+    dets = kept_detections(loc, conf, priors, VAR, conf_threshold=0.0, top_k=5, keep_top_k=1000)
     for det in dets:
         counts = torch.bincount(det["labels"], minlength=4)
         assert counts.tolist() == [0, 5, 5, 5]
-    dets = postprocess(loc, conf, priors, VAR, conf_threshold=0.0, top_k=5, keep_top_k=7)
+    dets = kept_detections(loc, conf, priors, VAR, conf_threshold=0.0, top_k=5, keep_top_k=7)
     for i, det in enumerate(dets):
         assert len(det["scores"]) == 7
         # The 7 kept are the 7 best among the per-class top-5s.
@@ -112,7 +124,7 @@ def test_equals_per_class_reference(seed, top_k):
     loc = torch.randn(3, p, 4, generator=gen) * 0.5
     conf = torch.randn(3, p, k, generator=gen) * 2
     args = {"conf_threshold": 0.1, "nms_threshold": 0.45, "top_k": top_k, "keep_top_k": 60}
-    got = postprocess(loc, conf, priors, VAR, **args)
+    got = kept_detections(loc, conf, priors, VAR, **args)
     ref = reference(loc, conf, priors, **args)
     assert len(got) == 3
     for g, r in zip(got, ref):
@@ -126,7 +138,7 @@ def test_equals_per_class_reference(seed, top_k):
 def test_nothing_above_threshold_gives_empty_results():
     priors = priors_of([[0.1, 0.1, 0.5, 0.5], [0.6, 0.6, 0.9, 0.9]])
     conf = logits_for([[0.98, 0.01, 0.01], [0.98, 0.01, 0.01]]).unsqueeze(0)
-    (det,) = postprocess(torch.zeros(1, 2, 4), conf, priors, VAR, conf_threshold=0.5)
+    (det,) = kept_detections(torch.zeros(1, 2, 4), conf, priors, VAR, conf_threshold=0.5)
     assert det["boxes"].shape == (0, 4) and det["scores"].shape == (0,)
     assert det["labels"].shape == (0,)
 
@@ -134,10 +146,10 @@ def test_nothing_above_threshold_gives_empty_results():
 def test_scores_are_softmax_probabilities_and_clip_option():
     priors = priors_of([[-0.2, 0.1, 0.5, 1.3]])
     conf = torch.tensor([[[0.0, math.log(3.0)]]])
-    (det,) = postprocess(torch.zeros(1, 1, 4), conf, priors, VAR)
+    (det,) = kept_detections(torch.zeros(1, 1, 4), conf, priors, VAR)
     assert det["scores"].item() == pytest.approx(0.75)
     torch.testing.assert_close(det["boxes"][0], torch.tensor([-0.2, 0.1, 0.5, 1.3]))
-    (det,) = postprocess(torch.zeros(1, 1, 4), conf, priors, VAR, clip=True)
+    (det,) = kept_detections(torch.zeros(1, 1, 4), conf, priors, VAR, clip=True)
     torch.testing.assert_close(det["boxes"][0], torch.tensor([0.0, 0.1, 0.5, 1.0]))
 
 
@@ -188,8 +200,6 @@ def test_vectorised_topk_nms_keeps_what_the_cpu_loop_keeps(top_k):
 
 def test_batch_detections_compiles_as_one_graph():
     """fullgraph=True fails on any graph break; the compiled function gives the same result."""
-    from scratchdet.ssd.postprocess import batch_detections
-
     loc, conf, priors = _random_head(4)
     variances = torch.tensor(VAR)
     torch._dynamo.reset()

@@ -9,8 +9,8 @@ import torch
 
 from scratchdet.config import config_from_dict
 from scratchdet.engine.checkpoint import load_checkpoint
-from scratchdet.engine.metrics_log import MetricsLog
 from scratchdet.engine.train import train
+from scratchdet.engine.training_log import TrainingLog
 from scratchdet.errors import ConfigError
 
 from .test_interruption import TINY_DSOD
@@ -30,7 +30,7 @@ def test_device_augmentation_trains_and_repeats(tmp_path, synth_splits):
         status = train(_cfg(synth_splits["trainval"], pipeline="device"), tmp_path / name)
         assert status["status"] == "finished"
         runs.append(tmp_path / name)
-    rows = [MetricsLog(r / "metrics.csv").read() for r in runs]
+    rows = [TrainingLog(r / "metrics.csv").read() for r in runs]
     assert [row["loss"] for row in rows[0]] == [row["loss"] for row in rows[1]]
     assert all(math.isfinite(float(row["loss"])) and float(row["num_pos"]) > 0 for row in rows[0])
     a, b = (load_checkpoint(r / "model_final.pt")["model"] for r in runs)

@@ -10,7 +10,6 @@ from dataclasses import replace
 import pytest
 import torch
 from PIL import Image
-from torch.utils.data import DataLoader, Dataset
 from torchvision.ops import box_iou
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms.v2 import functional as F
@@ -43,6 +42,7 @@ from scratchdet.input.recipe import (
     PhotometricConfig,
     augment_config,
 )
+from scratchdet.input.sampling import sample_generator
 from scratchdet.input.test_time import SSDTestTransform
 from scratchdet.models.input import CAFFE_MEAN_RGB
 
@@ -60,6 +60,20 @@ FIXED = AugmentConfig(photometric=NO_PHOTOMETRIC, expand_prob=0.0, samplers=(Cro
 
 def gen(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
+
+
+def apply(t: SSDTrainTransform, image, boxes, labels, params):
+    """``params`` applied as the CPU pipeline does (``apply_uint8``), then the mean subtracted as
+    the device does next: the network's input."""
+    pixels, out_boxes, out_labels = t.apply_uint8(image, boxes, labels, params)
+    return pixels.float() - MEAN, out_boxes, out_labels
+
+
+def augment(t: SSDTrainTransform, image, boxes, labels, generator):
+    """One sample as the CPU pipeline augments it (``pipeline._AugmentOnCpu``): every decision
+    drawn from the sample's generator, then applied."""
+    return apply(t, image, boxes, labels, t.sample(image.shape[-2], image.shape[-1], boxes,
+                                                   generator))
 
 
 def white_box_image(h: int, w: int, box: tuple[int, int, int, int]) -> torch.Tensor:
@@ -130,12 +144,13 @@ def test_bad_config_is_a_config_error(kwargs):
 
 
 def test_bad_input_is_rejected():
-    t = SSDTrainTransform(seed=0)
+    t = SSDTrainTransform()
     boxes, labels = torch.zeros((0, 4)), torch.zeros(0, dtype=torch.int64)
     with pytest.raises(ValueError):
-        t(torch.zeros((3, 10, 10)), boxes, labels)  # float image
+        augment(t, torch.zeros((3, 10, 10)), boxes, labels, gen(0))  # float image
     with pytest.raises(ValueError):
-        t(torch.zeros((3, 10, 10), dtype=torch.uint8), torch.zeros((2, 4)), labels)
+        augment(t, torch.zeros((3, 10, 10), dtype=torch.uint8), torch.zeros((2, 4)), labels,
+                gen(0))
 
 
 # ----------------------------------------------------------------------------- photometric
@@ -339,14 +354,14 @@ def test_mirror_boxes_flips_x_only():
 
 
 def test_output_contract_on_random_images():
-    t = SSDTrainTransform(seed=0)
+    t = SSDTrainTransform()
     for i in range(20):
         h, w = torch.randint(40, 400, (2,), generator=gen(i)).tolist()
         xy = torch.rand(5, 2, generator=gen(100 + i)) * torch.tensor([w, h]) * 0.8
         wh = torch.rand(5, 2, generator=gen(200 + i)) * torch.tensor([w, h]) * 0.5 + 1
         boxes = torch.cat([xy, (xy + wh).minimum(torch.tensor([w, h]))], 1)
         img = torch.randint(0, 256, (3, h, w), dtype=torch.uint8, generator=gen(300 + i))
-        out, b, lab = t(img, boxes, torch.arange(5))
+        out, b, lab = augment(t, img, boxes, torch.arange(5), sample_generator(0, i))
         check_contract(out, b, lab)
         assert len(lab.unique()) == len(lab)
 
@@ -360,7 +375,7 @@ def test_white_box_is_exact_under_geometry_only():
     seen = {"kept": 0, "mirrored": 0, "expanded": 0, "clipped": 0}
     for seed in range(80):
         p = t.sample(300, 400, boxes, gen(seed))
-        out, b, lab = t.apply(img, boxes, torch.tensor([7]), p)
+        out, b, lab = apply(t, img, boxes, torch.tensor([7]), p)
         check_contract(out, b, lab)
         extent = bright_extent(out, 128)
         if len(b) == 0:
@@ -382,7 +397,7 @@ def test_white_box_encloses_bright_pixels_under_full_recipe():
     t = SSDTrainTransform()
     kept = 0
     for seed in range(60):
-        out, b, lab = t(img, boxes, torch.tensor([1]), generator=gen(seed))
+        out, b, lab = augment(t, img, boxes, torch.tensor([1]), gen(seed))
         check_contract(out, b, lab)
         if len(b) == 0:
             continue
@@ -405,7 +420,7 @@ def test_labels_stay_aligned_with_boxes():
     t = SSDTrainTransform(config=GEOMETRY)
     checked = 0
     for seed in range(40):
-        out, b, lab = t(img, boxes, levels, generator=gen(seed))
+        out, b, lab = augment(t, img, boxes, levels, gen(seed))
         pixels = out + MEAN
         for (x0, y0, x1, y1), v in zip((b * 300).tolist(), lab.tolist()):
             if x1 - x0 < 3 or y1 - y0 < 3:
@@ -421,8 +436,8 @@ def test_mirror_flips_image_and_boxes():
     boxes = torch.tensor([[16.0, 12.0, 64.0, 96.0]])
     plain = SSDTrainTransform(config=FIXED)
     flipped = SSDTrainTransform(config=replace(FIXED, mirror_prob=1.0))
-    out0, b0, _ = plain(img, boxes, torch.tensor([1]), generator=gen(0))
-    out1, b1, _ = flipped(img, boxes, torch.tensor([1]), generator=gen(0))
+    out0, b0, _ = augment(plain, img, boxes, torch.tensor([1]), gen(0))
+    out1, b1, _ = augment(flipped, img, boxes, torch.tensor([1]), gen(0))
     torch.testing.assert_close(b0, torch.tensor([[0.1, 0.1, 0.4, 0.8]]))
     torch.testing.assert_close(b1, torch.tensor([[0.6, 0.1, 0.9, 0.8]]))
     assert torch.equal(out1, out0.flip(-1))
@@ -441,44 +456,44 @@ def test_mirror_and_interpolation_rates():
         assert abs(names.count(name) / 1500 - 0.2) < 0.04
 
 
-def test_same_seed_same_output_and_different_seed_differs():
+def test_same_sample_seed_same_output_and_a_different_one_differs():
+    """The pipeline seeds each sample by (run seed, stream position): the same pair gives the
+    same sample, another seed or position another one."""
     img = torch.randint(0, 256, (3, 200, 260), dtype=torch.uint8, generator=gen(21))
     boxes = torch.tensor([[20.0, 30.0, 120.0, 150.0], [100.0, 80.0, 250.0, 190.0]])
     labels = torch.tensor([3, 5])
+    t = SSDTrainTransform()
 
-    def run(t):
-        return [t(img, boxes, labels) for _ in range(4)]
+    def run(seed):
+        return [augment(t, img, boxes, labels, sample_generator(seed, k)) for k in range(4)]
 
-    a, b = run(SSDTrainTransform(seed=7)), run(SSDTrainTransform(seed=7))
-    c = run(SSDTrainTransform(seed=8))
+    a, b, c = run(7), run(7), run(8)
     for x, y in zip(a, b):
         assert all(torch.equal(u, v) for u, v in zip(x, y))
     assert any(not torch.equal(x[0], z[0]) for x, z in zip(a, c))
-    # An explicit generator overrides the seed.
-    g1 = SSDTrainTransform(seed=1)(img, boxes, labels, generator=gen(3))
-    g2 = SSDTrainTransform(seed=2)(img, boxes, labels, generator=gen(3))
-    assert all(torch.equal(u, v) for u, v in zip(g1, g2))
+    assert any(not torch.equal(a[0][0], x[0]) for x in a[1:])
 
 
-def test_transform_survives_pickling_and_reseeds():
-    t = SSDTrainTransform(seed=11)
+def test_transform_survives_pickling():
+    """DataLoader workers get a pickled copy: it augments a sample exactly as the original."""
+    t = SSDTrainTransform()
     img = torch.randint(0, 256, (3, 64, 64), dtype=torch.uint8, generator=gen(22))
     boxes, labels = torch.tensor([[5.0, 5.0, 40.0, 40.0]]), torch.tensor([1])
-    first = t(img, boxes, labels)
+    first = augment(t, img, boxes, labels, sample_generator(11, 0))
     clone = pickle.loads(pickle.dumps(t))
-    again = clone(img, boxes, labels)
-    assert all(torch.equal(u, v) for u, v in zip(first, again))  # a fresh stream from the seed
+    again = augment(clone, img, boxes, labels, sample_generator(11, 0))
+    assert all(torch.equal(u, v) for u, v in zip(first, again))
 
 
 def test_zero_box_images():
-    t = SSDTrainTransform(seed=3)
+    t = SSDTrainTransform()
     img = torch.randint(0, 256, (3, 90, 120), dtype=torch.uint8, generator=gen(23))
     empty, no_labels = torch.zeros((0, 4)), torch.zeros(0, dtype=torch.int64)
     for seed in range(10):
         p = t.sample(90, 120, empty, gen(seed))
         assert p.sampler == 0
         assert p.crop == (0, 0, int(p.expansion.height[0]), int(p.expansion.width[0]))
-        out, b, lab = t.apply(img, empty, no_labels, p)
+        out, b, lab = apply(t, img, empty, no_labels, p)
         assert out.shape == (3, 300, 300) and b.shape == (0, 4) and lab.shape == (0,)
 
 
@@ -488,50 +503,21 @@ def test_degenerate_boxes_are_dropped():
     boxes = torch.tensor([[10.0, 10.0, 10.0, 30.0],  # zero width
                           [5.0, 5.0, 20.0, 20.0],
                           [60.0, 60.0, 70.0, 70.0]])  # outside the image
-    _, b, lab = t(img, boxes, torch.tensor([1, 2, 3]), generator=gen(0))
+    _, b, lab = augment(t, img, boxes, torch.tensor([1, 2, 3]), gen(0))
     assert lab.tolist() == [2]
     torch.testing.assert_close(b, torch.tensor([[0.1, 0.1, 0.4, 0.4]]))
-
-
-class _SameImage(Dataset):
-    def __init__(self, transform):
-        self.transform = transform
-        self.img = torch.randint(0, 256, (3, 48, 64), dtype=torch.uint8, generator=gen(24))
-
-    def __len__(self):
-        return 8
-
-    def __getitem__(self, i):
-        box = torch.tensor([[4.0, 4.0, 40.0, 40.0]])
-        out, _, _ = self.transform(self.img, box, torch.tensor([1]))
-        return out
-
-
-def test_dataloader_workers_get_distinct_reproducible_streams():
-    def epoch(seed):
-        loader = DataLoader(_SameImage(SSDTrainTransform(size=32, seed=5)), batch_size=1,
-                            num_workers=2, generator=gen(seed))
-        return torch.cat(list(loader))
-
-    a, b = epoch(0), epoch(0)
-    assert torch.equal(a, b)  # reproducible with a seeded loader
-    # Worker 0 serves items 0, 2, ...; worker 1 items 1, 3, ...: their streams must differ.
-    assert not torch.equal(a[0], a[1])
-    assert not torch.equal(a, epoch(1))
 
 
 # ----------------------------------------------------------------------------- test transform
 
 
-def test_test_transform_resizes_and_normalises():
+def test_test_transform_is_caffes_linear_warp():
+    """What detection's workers ship: Caffe's test-time ``interp_mode: LINEAR`` warp, uint8."""
     img = torch.randint(0, 256, (3, 150, 200), dtype=torch.uint8, generator=gen(25))
-    box = torch.tensor([[20.0, 15.0, 220.0, 150.0]])
-    out, b, lab = SSDTestTransform()(img, box, torch.tensor([4]))
+    out = SSDTestTransform().resize(img)
     expected = F.resize(img, [300, 300], interpolation=InterpolationMode.BILINEAR,
-                        antialias=False).float() - MEAN
-    assert torch.equal(out, expected)
-    torch.testing.assert_close(b, torch.tensor([[0.1, 0.1, 1.0, 1.0]]))
-    assert lab.tolist() == [4]
+                        antialias=False)
+    assert out.dtype == torch.uint8 and torch.equal(out, expected)
 
 
 # ----------------------------------------------------------------------------- real photos
@@ -566,7 +552,7 @@ def test_real_photos_boxes_match_their_content():
         labels = torch.arange(len(boxes))
         for seed in range(6):
             p = t.sample(height, width, boxes, gen(100 * k + seed))
-            out, b, lab = t.apply(image, boxes, labels, p)
+            out, b, lab = apply(t, image, boxes, labels, p)
             check_contract(out, b, lab)
             top, left, ch, cw = p.crop
             oy, ox = top - int(p.expansion.top[0]), left - int(p.expansion.left[0])
@@ -600,11 +586,11 @@ def test_no_augmentation_is_the_test_time_resize():
     image = torch.randint(0, 256, (3, 120, 200), dtype=torch.uint8, generator=g)
     boxes = torch.tensor([[10.0, 20.0, 60.0, 100.0], [150.0, 0.0, 200.0, 40.0]])
     labels = torch.tensor([1, 2])
-    out, out_boxes, out_labels = SSDTrainTransform(config=NO_AUGMENTATION)(
-        image, boxes, labels, generator=g)
-    ref, ref_boxes, _ = SSDTestTransform()(image, boxes, labels)
-    assert torch.equal(out, ref)
-    assert torch.allclose(out_boxes, ref_boxes) and out_labels.tolist() == [1, 2]
+    out, out_boxes, out_labels = augment(SSDTrainTransform(config=NO_AUGMENTATION), image,
+                                         boxes, labels, g)
+    assert torch.equal(out, SSDTestTransform().resize(image).float() - MEAN)
+    assert torch.allclose(out_boxes, boxes / torch.tensor([200.0, 120.0, 200.0, 120.0]))
+    assert out_labels.tolist() == [1, 2]
 
 
 def test_augment_names_agree_with_the_config_schema():

@@ -9,8 +9,6 @@ untrained head is above the 0.01 threshold, so NMS sees the most candidates it c
 class), which makes the NMS share an upper bound of what a trained model costs. ``process_cpu_ms`` is
 the CPU time of this process (all its threads) per iteration: on a shared CPU it varies less
 than wall time; on a GPU it is the host's share only.
-
-``fps.measured_fps(name)`` reads the result files back for the reports.
 """
 
 from __future__ import annotations

@@ -24,7 +24,8 @@ import torch
 from torch import Tensor
 
 from ..engine.device import resolve_device
-from ..ssd.matching import box_slots, match, pad_targets
+from ..input.pipeline import HostLayout
+from ..ssd.matching import box_slots, match
 from ..ssd.priors import make_priors, ssd300_voc
 from .common import NUM_CLASSES, Record, check_positive, default_out, summary, sync
 
@@ -125,10 +126,14 @@ def run_matching(args: argparse.Namespace) -> dict[str, Any]:
     cases = []
     for n in args.boxes:
         boxes, labels = matching_case(args.batch_size, n, args.seed)
+        slots = box_slots(n)
+        layout = HostLayout(batch=len(boxes), height=1, width=1, max_boxes=slots,
+                            decisions=False)
+        table = torch.zeros(len(boxes), layout.columns)
+        layout.fill_targets(table, boxes, labels)  # as the training input packs them
+        gt = tuple(t.to(device) for t in layout.targets(table))
         boxes = [b.to(device) for b in boxes]
         labels = [lab.to(device) for lab in labels]
-        slots = box_slots(n)
-        gt = pad_targets(boxes, labels, max_boxes=slots)
         ours, ref = compare(lambda gt=gt: match(*gt, priors, variances),
                             lambda boxes=boxes, labels=labels: torchvision_matching(
                                 boxes, labels, anchors),

@@ -1,7 +1,9 @@
 """``scratchdet benchmark postprocess``: detection output against torchvision SSD's.
 
-Ours: ``ssd.postprocess.postprocess`` (softmax, decode, confidence threshold, per-class top-k,
-per-class NMS, the best ``keep_top_k`` per image) on one batch of raw head outputs. Reference:
+Ours: what ``scratchdet detect`` runs after the forward pass (``detections``: one
+``ssd.postprocess.batch_detections`` for the batch, i.e. softmax, decode, confidence threshold,
+per-class top-k, per-class NMS, then the best ``keep_top_k`` per image) on one batch of raw head
+outputs. Reference:
 torchvision's own ``SSD.postprocess_detections`` (a loop over images and classes, then
 ``batched_nms`` per image), called with the same thresholds and limits (confidence 0.01, top 400
 per class, NMS 0.45, 200 per image), its box coder with weights 10, 10, 5, 5 (the variances 0.1
@@ -24,12 +26,12 @@ from torch import Tensor
 
 from ..config import DetectConfig
 from ..engine.device import resolve_device
-from ..ssd.postprocess import postprocess
+from ..ssd.postprocess import batch_detections
 from ..ssd.priors import make_priors, ssd300_voc
 from .common import NUM_CLASSES, Record, check_positive, default_out
 from .matching import VARIANCES, case_line, case_record, compare
 
-__all__ = ["SCORES", "head_outputs", "run_postprocess", "torchvision_postprocess"]
+__all__ = ["SCORES", "detections", "head_outputs", "run_postprocess", "torchvision_postprocess"]
 
 SCORES = ("untrained", "peaked")
 _SIZE = 300
@@ -67,6 +69,19 @@ def torchvision_postprocess(loc: Tensor, conf: Tensor, anchors_px: Tensor,
                                       [(_SIZE, _SIZE)] * loc.shape[0])
 
 
+def detections(loc: Tensor, conf: Tensor, priors: Tensor, variances: Tensor,
+               settings: DetectConfig) -> Tensor:
+    """Rows (image, label, score, x0, y0, x1, y1) of a batch, as ``engine.detect`` computes them
+    (there the rows then go to the host in one copy): ``batch_detections``, then each image's
+    ``keep_top_k`` best (``rank < keep_top_k``)."""
+    d = batch_detections(loc, conf, priors=priors, variances=variances,
+                         conf_threshold=settings.conf_threshold,
+                         nms_threshold=settings.nms_threshold, top_k=settings.top_k)
+    rows = torch.cat([d.image[:, None].float(), d.labels[:, None].float(), d.scores[:, None],
+                      d.boxes], dim=1)
+    return rows[d.rank < settings.keep_top_k]
+
+
 def run_postprocess(args: argparse.Namespace) -> dict[str, Any]:
     check_positive("--repeats", args.repeats)
     check_positive("--warmup", args.warmup, 0)
@@ -90,9 +105,9 @@ def run_postprocess(args: argparse.Namespace) -> dict[str, Any]:
     for kind in args.scores:
         loc, conf = (t.to(device) for t in head_outputs(kind, args.batch_size, priors.shape[0],
                                                         args.seed))
-        dets = postprocess(loc, conf, priors, variances)
-        per_image = sum(len(d["scores"]) for d in dets) / len(dets)
-        ours, ref = compare(lambda loc=loc, conf=conf: postprocess(loc, conf, priors, variances),
+        per_image = len(detections(loc, conf, priors, variances, settings)) / loc.shape[0]
+        ours, ref = compare(lambda loc=loc, conf=conf: detections(loc, conf, priors, variances,
+                                                                  settings),
                             lambda loc=loc, conf=conf: torchvision_postprocess(
                                 loc, conf, anchors_px, settings),
                             args.repeats, args.warmup, device)

@@ -27,13 +27,13 @@ def cmd_curve(args: argparse.Namespace) -> None:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``curve``."""
-    from ..evaluation import METRICS
+    from ..evaluation import EVAL_METRICS
 
     s = subparsers.add_parser("curve", help="learning curve: score every kept snapshot of a run")
     s.add_argument("--run", required=True, help="run folder (train.keep_checkpoints snapshots)")
     s.add_argument("--data", required=True, help="split to score on")
     s.add_argument("--out", required=True, help="CSV to write (provenance in <out>.meta.json)")
-    s.add_argument("--metric", choices=METRICS, default="voc07", help="default voc07")
+    s.add_argument("--metric", choices=EVAL_METRICS, default="voc07", help="default voc07")
     s.add_argument("--figure", help="also draw the curve as a PNG")
     s.add_argument("--title", help="panel title (default: the run folder's name)")
     s.add_argument("--note", default="", help="a line under the figure's title (e.g. the scale)")

@@ -66,14 +66,14 @@ def _eval_baseline(args: argparse.Namespace) -> None:
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``eval``. (The evaluation package imports numpy: only when the parser is built, so a
     Ctrl-C while `scratchdet` starts is the one line `main` prints.)"""
-    from ..evaluation import METRICS
+    from ..evaluation import EVAL_METRICS
     from ..evaluation.baselines import BASELINES
 
     s = subparsers.add_parser("eval", help="score detections against ground truth")
     s.add_argument("--gt", required=True, help="ground truth: the internal format or any "
                                                "COCO-format annotation file")
     s.add_argument("--dets", help="detections (COCO results format) to score")
-    s.add_argument("--metric", choices=METRICS, default="voc07",
+    s.add_argument("--metric", choices=EVAL_METRICS, default="voc07",
                    help="VOC07 11-point, VOC12 area under the curve, or COCO's 12 numbers "
                         "(default voc07)")
     s.add_argument("--out", required=True, help="metrics JSON to write")

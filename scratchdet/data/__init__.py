@@ -13,7 +13,7 @@ _EXPORTS = {
     "load_annotations": "annotations", "merge_annotations": "annotations",
     "save_annotations": "annotations", "validate_annotations": "annotations",
     "check_dataset": "check", "format_report": "check", "read_coco": "coco",
-    "DetectionDataset": "dataset", "collate": "dataset", "read_image": "dataset",
+    "DetectionDataset": "dataset", "read_image": "dataset",
     "SYNTH_CLASSES": "synth", "make_synthetic_voc": "synth",
     "VOC_CLASSES": "voc", "read_voc": "voc", "read_voc_files": "voc", "read_voc_many": "voc",
 }

@@ -32,7 +32,7 @@ from PIL import Image
 from ..errors import DataError
 from .annotations import BoxTable, image_dir, load_annotations, validate_annotations
 
-__all__ = ["DetectionDataset", "Transform", "collate", "read_image"]
+__all__ = ["DetectionDataset", "Transform", "read_image"]
 
 Transform = Callable[[torch.Tensor, torch.Tensor, torch.Tensor],
                      tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
@@ -146,12 +146,3 @@ class DetectionDataset(torch.utils.data.Dataset):
                   "image_id": int(self.image_ids[i]), "orig_size": (h, w)}
         return image, target
 
-
-def collate(batch: list[tuple[torch.Tensor, dict]]) -> tuple[torch.Tensor, list[dict]]:
-    """Stack images (all one size, i.e. after a resize transform); targets stay a list."""
-    images = [b[0] for b in batch]
-    shapes = {tuple(im.shape) for im in images}
-    if len(shapes) > 1:
-        raise ValueError(f"cannot stack images of different shapes {sorted(shapes)}; "
-                         "use a transform that resizes to a fixed size")
-    return torch.stack(images), [b[1] for b in batch]

@@ -46,7 +46,6 @@ RUN_FILES = ("model_final.pt", "status.json", "metrics.csv", "config.yaml", "pro
 """The files of a training run folder besides its snapshots (written through atomic_path)."""
 _SNAPSHOT_NAME = re.compile(r"step_(\d{8,})\.pt")
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")  # torch's message bolds a phrase for terminals
-_LEGACY_NAME = "last.pt"  # the single checkpoint of runs made before snapshots were kept N deep
 
 
 def save_checkpoint(obj: dict[str, Any], path: str | Path) -> None:
@@ -152,20 +151,7 @@ class CheckpointStore:
         if stale:
             log.warning("%s: removed %d temporary file(s) of interrupted writes", self.run_dir,
                         len(stale))
-        self._adopt_legacy()
         return stale
-
-    def _adopt_legacy(self) -> None:
-        """Rename a `last.pt` of an older version to its step name, so resuming it still works."""
-        legacy = self.folder / _LEGACY_NAME
-        if not legacy.is_file():
-            return
-        try:
-            step = int(load_checkpoint(legacy)["step"])
-        except (DataError, KeyError, TypeError, ValueError):
-            log.warning("%s: unreadable checkpoint of an older version, left as it is", legacy)
-            return
-        legacy.replace(snapshot_path(self.run_dir, step))
 
     def resume_point(self) -> Snapshot | None:
         """The newest snapshot that loads (None when there is none at all).

@@ -28,7 +28,7 @@ from ..io import meta_path, read_json, write_json, write_text
 from ..provenance import provenance
 from .checkpoint import list_snapshots
 from .detect import detect
-from .metrics_log import MetricsLog
+from .training_log import TrainingLog
 
 __all__ = ["COLUMNS", "blind_scores", "learning_curve"]
 
@@ -62,7 +62,7 @@ def learning_curve(run: str | Path, data: str | Path, out_csv: str | Path, *,
     if not points:
         raise DataError(run, "no snapshot and no model_final.pt: train the run first (and keep "
                              "snapshots with train.keep_checkpoints)")
-    log_rows = MetricsLog(run / "metrics.csv").read()
+    log_rows = TrainingLog(run / "metrics.csv").read()
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="scratchdet-curve-") as tmp:
         dets = Path(tmp) / "dets.json"

@@ -1,6 +1,6 @@
 """One writer per run folder (or output file): an exclusive lock held for the whole run.
 
-Two `scratchdet train` on one folder would interleave their metrics logs and overwrite each
+Two `scratchdet train` on one folder would interleave their training logs and overwrite each
 other's checkpoints, so the second one refuses at once, naming the folder and the holder's PID.
 The lock is a small file in the folder (`.run.lock`; `.<name>.lock` beside a single output
 file) that records the holder's PID and host. The file itself stays (an empty-handed lock file is

@@ -42,9 +42,9 @@ from ..ssd.loss import MultiBoxLoss
 from .param_groups import optimizer_param_groups, set_lr
 from .precision import autocast_for
 
-__all__ = ["METRICS", "TrainStep", "compile_options", "make_optimizer", "optimizer_step"]
+__all__ = ["STEP_STATS", "TrainStep", "compile_options", "make_optimizer", "optimizer_step"]
 
-METRICS = ("loss", "loc_loss", "conf_loss", "num_pos", "grad_norm")
+STEP_STATS = ("loss", "loc_loss", "conf_loss", "num_pos", "grad_norm")
 """What ``TrainStep.step`` returns, in order (losses averaged over the step's micro-batches,
 positives summed over them)."""
 
@@ -168,7 +168,7 @@ class TrainStep:
         return values.detach()
 
     def _update(self, sums: Tensor) -> Tensor:
-        """Gradient norm, clipping and the (possibly skipped) update; the step's ``METRICS``."""
+        """Gradient norm, clipping and the (possibly skipped) update; the step's ``STEP_STATS``."""
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.clip,
                                                    foreach=True)
         optimizer_step(self.optimizer, ~torch.isfinite(grad_norm), self.lrs)
@@ -206,7 +206,7 @@ class TrainStep:
         return last
 
     def finish(self) -> Tensor:
-        """The update (unless ``micro_step`` made it); the step's ``METRICS``."""
+        """The update (unless ``micro_step`` made it); the step's ``STEP_STATS``."""
         if self.result is None:
             self.result = self.update(self.sums)
         # A copy: under CUDA graphs the next replay reuses the output's memory.

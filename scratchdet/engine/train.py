@@ -57,13 +57,13 @@ from .checkpoint import (
 )
 from .device import memory_format_for, resolve_device
 from .distributed import DistContext, init_distributed, shutdown_distributed
-from .metrics_log import MetricsLog
 from .monitor import TrainMonitor, check_monitor_config
 from .precision import set_matmul_precision
 from .preemption import PREEMPT_SIGNAL, requeue_if_preempted
 from .run_lock import FileLock, lock_run_folder
 from .schedule import lr_at
-from .step import METRICS, TrainStep, make_optimizer
+from .step import STEP_STATS, TrainStep, make_optimizer
+from .training_log import TrainingLog
 
 __all__ = ["StepLog", "initialise_from", "train"]
 
@@ -104,14 +104,14 @@ def _divergence(loss: float, grad_norm: float, bound: float) -> str | None:
 
 
 class StepLog:
-    """Per-step metrics kept on the device and read by the host every ``log_every`` steps.
+    """Per-step stats kept on the device and read by the host every ``log_every`` steps.
 
     Row ``i`` of the buffer holds (loss, loc, conf, num_pos, grad_norm) of one optimizer step;
     ``flush`` copies the rows once, averages them over the processes once, and returns them as
     host rows. The step itself never waits for the host.
     """
 
-    FIELDS = METRICS
+    FIELDS = STEP_STATS
 
     def __init__(self, capacity: int, device: torch.device, ctx: DistContext,
                  time_offset: float = 0.0):
@@ -276,7 +276,7 @@ def _train(cfg: RunConfig, out: Path, ctx: DistContext, device: torch.device,
     if t.init_from and resume is None:
         init_report = initialise_from(model, t.init_from)
     start_step = 0
-    metrics = MetricsLog(out / "metrics.csv")
+    training_log = TrainingLog(out / "metrics.csv")
     if resume is not None:
         if not same_config(resume.config, cfg):
             raise ConfigError(resume.path, "<run>", "the checkpoint to resume was made with a "
@@ -288,7 +288,7 @@ def _train(cfg: RunConfig, out: Path, ctx: DistContext, device: torch.device,
         start_step = int(state["step"])
         log.info("resuming %s from step %d", out, start_step)
     if ctx.is_main:
-        metrics.truncate(start_step)
+        training_log.truncate(start_step)
         write_text(out / "config.yaml", dump_config(cfg))
         write_json(out / "provenance.json",
                    provenance(cfg.to_dict(), cfg.seed, device)
@@ -311,7 +311,7 @@ def _train(cfg: RunConfig, out: Path, ctx: DistContext, device: torch.device,
             raise
         ctx.barrier()
 
-    steplog = StepLog(t.log_every, device, ctx, time_offset=metrics.last_time())
+    steplog = StepLog(t.log_every, device, ctx, time_offset=training_log.last_time())
     check_monitor_config(cfg, names)
     monitor = TrainMonitor(cfg, out, enabled=ctx.is_main)
     # Counts steps on the host; the loss shown is the mean of the rows of the last read.
@@ -328,7 +328,7 @@ def _train(cfg: RunConfig, out: Path, ctx: DistContext, device: torch.device,
         for row in rows:
             reason = _divergence(row["loss"], row["grad_norm"], t.max_loss)
             if ctx.is_main:
-                metrics.append(row)
+                training_log.append(row)
             if reason is not None:
                 return {"status": "diverged", "step": row["step"], "reason": reason}
         return None

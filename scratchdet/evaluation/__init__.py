@@ -1,6 +1,6 @@
 """Score a detections file against a ground-truth file: VOC07, VOC12 or COCO metrics.
 
-`evaluate` only reads and computes; the command line writes its result (METRICS.json) atomically.
+`evaluate` only reads and computes; the command line writes its result (metrics.json) atomically.
 """
 
 from __future__ import annotations
@@ -11,11 +11,12 @@ from ..data.annotations import load_annotations
 from ..errors import ConfigError
 from .coco import coco_eval
 from .results_io import load_detections
-from .voc import voc_ap
+from .voc import VOC_METRICS, voc_ap
 
-METRICS = ("voc07", "voc12", "coco")
+EVAL_METRICS = (*VOC_METRICS, "coco")
+"""What `evaluate` (and `scratchdet eval --metric`) can score a detections file with."""
 
-__all__ = ["METRICS", "coco_eval", "evaluate", "load_detections", "voc_ap"]
+__all__ = ["EVAL_METRICS", "coco_eval", "evaluate", "load_detections", "voc_ap"]
 
 
 def evaluate(gt_path: str | Path, dets_path: str | Path, metric: str) -> dict:
@@ -25,9 +26,9 @@ def evaluate(gt_path: str | Path, dets_path: str | Path, metric: str) -> dict:
     the stats are the counts (npos, ndet per class, ndet_total, nignored), for COCO the 12
     pycocotools numbers by name. `map` is a fraction in [0, 1] (NaN when undefined).
     """
-    if metric not in METRICS:
+    if metric not in EVAL_METRICS:
         raise ConfigError(None, "metric", f"unknown metric {metric!r}, expected one of "
-                                          f"{', '.join(METRICS)}")
+                                          f"{', '.join(EVAL_METRICS)}")
     gt = load_annotations(gt_path, resolve_image_dir=False)
     dets = load_detections(dets_path)
     if metric == "coco":

@@ -3,15 +3,16 @@
 A VOC07 test run writes ~1M detections (~150 MB of JSON). Parsing that into Python dicts is most of
 an evaluation's time, so:
 
-- with msgspec installed, the file is decoded straight into typed structs (types checked while
-  parsing, no dicts built: ~4x faster than orjson into dicts);
-- otherwise it is parsed with orjson (or json) and each field is converted with one C-level pass
-  (`np.fromiter(map(itemgetter(...)))`), types checked as sets of types rather than one by one;
+- msgspec decodes the file straight into typed structs (types checked while parsing, no dicts
+  built: ~4x faster than orjson into dicts);
+- a file msgspec rejects is parsed again with orjson and each field is converted with one C-level
+  pass (`np.fromiter(map(itemgetter(...)))`), types checked as sets of types rather than one by
+  one, so that the error names the detection and the field;
 - the cyclic garbage collector is paused meanwhile: a million new containers would otherwise make
   it rescan the heap over and over (that alone doubles json.load's time).
 
-msgspec is only an accelerator: when it rejects a file, the dict path re-reads it, so the error
-message (and what is accepted) is the same whichever parsers are installed.
+Both parsers are hard dependencies (pyproject.toml); the dict path also serves `as_detections` for
+in-memory lists, so what is accepted is the same either way.
 """
 
 from __future__ import annotations
@@ -19,13 +20,14 @@ from __future__ import annotations
 import contextlib
 import gc
 import itertools
-import json
 from collections.abc import Callable, Iterator, Sequence
 from operator import attrgetter, itemgetter
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import numpy as np
+import orjson
 
 from ..errors import DataError
 
@@ -41,17 +43,7 @@ __all__ = [
     "index_of",
     "load_detections",
     "lookup",
-    "parser_name",
 ]
-
-try:  # optional: ~4x faster than orjson here, with the type checks done while parsing
-    import msgspec as _msgspec
-except ImportError:  # pragma: no cover - depends on the environment
-    _msgspec = None
-try:  # optional: ~1.5x faster than json here
-    import orjson as _orjson
-except ImportError:  # pragma: no cover - depends on the environment
-    _orjson = None
 
 #: One record per detection. `x, y, w, h` is the COCO box in pixels of the original image.
 DET_DTYPE = np.dtype([
@@ -66,23 +58,16 @@ FIELDS = ("image_id", "category_id", "bbox", "score")
 Source = str | Path
 
 
-if _msgspec is not None:
-    class _Det(_msgspec.Struct, gc=False):
-        """One COCO result; unknown keys (id, area, segmentation) are skipped by the decoder."""
+class _Det(msgspec.Struct, gc=False):
+    """One COCO result; unknown keys (id, area, segmentation) are skipped by the decoder."""
 
-        image_id: int
-        category_id: int
-        bbox: tuple[float, float, float, float]
-        score: float
-
-    _DECODER = _msgspec.json.Decoder(list[_Det])
+    image_id: int
+    category_id: int
+    bbox: tuple[float, float, float, float]
+    score: float
 
 
-def parser_name() -> str:
-    """Which JSON parser `load_detections` uses (recorded next to benchmark numbers)."""
-    if _msgspec is not None:
-        return "msgspec"
-    return "orjson" if _orjson is not None else "json"
+_DECODER = msgspec.json.Decoder(list[_Det])
 
 
 @contextlib.contextmanager
@@ -99,10 +84,8 @@ def _gc_paused() -> Iterator[None]:
 
 def _parse(raw: bytes, path: Source) -> Any:
     try:
-        if _orjson is not None:
-            return _orjson.loads(raw)
-        return json.loads(raw)
-    except ValueError as exc:  # JSONDecodeError (json and orjson) and UnicodeDecodeError
+        return orjson.loads(raw)
+    except ValueError as exc:  # orjson.JSONDecodeError
         raise DataError(path, f"malformed JSON: {exc}{_non_finite_hint(raw, exc)}") from None
 
 
@@ -110,11 +93,6 @@ def _non_finite_hint(raw: bytes, exc: ValueError) -> str:
     """Why a parse failed, where the cause is a NaN or an infinity (JSON has neither): the
     detector produced non-finite scores or boxes, which no metric can rank."""
     pos = getattr(exc, "pos", None)
-    if pos is None:  # orjson: "... (char N)" in the message
-        import re
-
-        found = re.search(r"char (\d+)", str(exc))
-        pos = int(found.group(1)) if found else None
     window = raw[max(0, (pos or 0) - 12):(pos or 0) + 12] if pos is not None else raw[:0]
     for token in (b"NaN", b"Infinity"):
         if token in window or (pos is None and token in raw):
@@ -137,10 +115,9 @@ def load_detections(path: Source) -> np.ndarray:
     except IsADirectoryError:
         raise DataError(path, "is a directory, expected a JSON detections file") from None
     with _gc_paused():
-        if _msgspec is not None:
-            fast = _from_msgspec(raw, path)
-            if fast is not None:
-                return fast
+        fast = _from_msgspec(raw, path)
+        if fast is not None:
+            return fast
         items = _parse(raw, path)
         del raw
         return detections_from_list(items, path)
@@ -150,7 +127,7 @@ def _from_msgspec(raw: bytes, path: Source) -> np.ndarray | None:
     """Typed decode; None when msgspec rejects the file (the dict path then says why)."""
     try:
         items = _DECODER.decode(raw)
-    except _msgspec.DecodeError:  # includes ValidationError
+    except msgspec.DecodeError:  # includes ValidationError
         return None
     n = len(items)
     out = np.empty(n, dtype=DET_DTYPE)

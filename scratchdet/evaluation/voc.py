@@ -28,7 +28,7 @@ from ..errors import ConfigError, DataError
 from .results_io import Source, as_detections, float_rows, index_of, lookup
 
 __all__ = [
-    "METRICS",
+    "VOC_METRICS",
     "GroundTruth",
     "ap_voc07",
     "ap_voc12",
@@ -37,7 +37,8 @@ __all__ = [
     "voc_ap",
 ]
 
-METRICS = ("voc07", "voc12")
+VOC_METRICS = ("voc07", "voc12")
+"""The VOC devkit's two AP rules (11-point, all-point) that `voc_ap` scores with."""
 
 
 @dataclass(frozen=True)
@@ -204,9 +205,9 @@ def voc_ap(gt: Any, dets: Any, metric: str = "voc07", iou_threshold: float = 0.5
     {"iou_threshold", "npos": {name: n}, "ndet": {name: n}, "ndet_total", "nignored"}}`. Classes
     without a non-difficult box get AP NaN and are left out of the mAP (NaN if no class has one).
     """
-    if metric not in METRICS:
+    if metric not in VOC_METRICS:
         raise ConfigError(None, "metric", f"unknown VOC metric {metric!r}, expected one of "
-                                          f"{', '.join(METRICS)}")
+                                          f"{', '.join(VOC_METRICS)}")
     if not 0.0 < iou_threshold <= 1.0:
         raise ConfigError(None, "iou_threshold", f"must be in (0, 1], got {iou_threshold}")
     g = gt if isinstance(gt, GroundTruth) else prepare_ground_truth(gt, gt_source)

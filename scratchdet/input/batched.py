@@ -58,13 +58,10 @@ from torch import Tensor
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms.v2 import functional as TF
 
-from ..errors import ConfigError
-from ..models.input import CAFFE_MEAN_RGB
 from .geometry import Expansion, boxes_to_canvas, crop_boxes, mirror_boxes
-from .per_image import TrainParams, mean_tensor, sample_train_params
+from .per_image import TrainParams
 from .photometric import PhotometricParams, apply_photometric, distort_image, photometric_steps
-from .recipe import CAFFE_INTERPOLATIONS, AugmentConfig
-from .sampling import SeededRandomness
+from .recipe import CAFFE_INTERPOLATIONS
 
 __all__ = [
     "DEVICE_INTERPOLATIONS",
@@ -73,7 +70,6 @@ __all__ = [
     "CropPlan",
     "HostPlan",
     "Resampled",
-    "SSDBatchAugment",
     "augment_batch",
     "crop_plans",
     "host_plan",
@@ -322,81 +318,3 @@ def augment_batch(pixels: Tensor, sizes: Tensor, boxes: Tensor, labels: Tensor, 
     out_labels = torch.where(keep, labels, torch.zeros_like(labels))
     return AugmentedBatch(out, out_boxes, out_labels, keep)
 
-
-class SSDBatchAugment:
-    """Caffe SSD's training augmentation for a list of differently sized uint8 images, for use
-    on its own (tests, notebooks); the training pipeline calls ``augment_batch`` directly.
-
-    ``interpolation``: None (default) uses each image's drawn one; a Caffe name
-    (``recipe.CAFFE_INTERPOLATIONS``) forces it on every image (the draws stay the same)."""
-
-    def __init__(self, size: int = 300, mean: Sequence[float] = CAFFE_MEAN_RGB,
-                 config: AugmentConfig | None = None, interpolation: str | None = None,
-                 seed: int | None = None, generator: torch.Generator | None = None):
-        if interpolation is not None and interpolation not in DEVICE_INTERPOLATIONS:
-            raise ConfigError(None, "interpolation", f"{interpolation!r} is not one of "
-                              f"{', '.join(DEVICE_INTERPOLATIONS)} (Caffe's interp_mode names)")
-        if size < 1:
-            raise ConfigError(None, "size", f"must be >= 1, got {size}")
-        self.size = int(size)
-        self.mean = mean_tensor(mean)
-        self.config = config if config is not None else AugmentConfig()
-        self.interpolation = interpolation
-        self._random = SeededRandomness(seed, generator)
-
-    def __call__(self, images: Sequence[Tensor], boxes: Tensor, labels: Tensor, mask: Tensor,
-                 device: torch.device | str | None = None,
-                 generator: torch.Generator | None = None) -> AugmentedBatch:
-        """``images``: B uint8 ``[3, H_i, W_i]``; ``boxes`` ``[B, G, 4]`` xyxy normalised to each
-        image; ``labels``/``mask`` ``[B, G]``. Output on ``device`` (default: ``boxes.device``)."""
-        self._check(images, boxes, labels, mask)
-        device = torch.device(device) if device is not None else boxes.device
-        if not images:
-            empty = torch.zeros((0, 3, self.size, self.size), device=device)
-            return AugmentedBatch(empty, boxes.to(device).float(), labels.to(device),
-                                  mask.to(device))
-        g = generator if generator is not None else self._random.generator()
-        heights = torch.tensor([im.shape[-2] for im in images], dtype=torch.int64)
-        widths = torch.tensor([im.shape[-1] for im in images], dtype=torch.int64)
-        params = self.sample(heights, widths, boxes, mask, g)
-        return self.apply(images, boxes.to(device), labels.to(device), mask.to(device), params)
-
-    @staticmethod
-    def _check(images: Sequence[Tensor], boxes: Tensor, labels: Tensor, mask: Tensor) -> None:
-        if boxes.ndim != 3 or boxes.shape[-1] != 4 or boxes.shape[0] != len(images):
-            raise ValueError(f"boxes must be [B={len(images)}, G, 4], got {list(boxes.shape)}")
-        if labels.shape != boxes.shape[:2] or mask.shape != boxes.shape[:2]:
-            raise ValueError(f"labels {list(labels.shape)} and mask {list(mask.shape)} must be "
-                             f"{list(boxes.shape[:2])}")
-        if mask.dtype != torch.bool:
-            raise ValueError(f"mask must be bool, got {mask.dtype}")
-        for i, im in enumerate(images):
-            if im.dtype != torch.uint8 or im.ndim != 3 or im.shape[0] != 3:
-                raise ValueError(f"image {i} must be uint8 [3, H, W], got {im.dtype} "
-                                 f"{list(im.shape)}")
-
-    def sample(self, heights: Tensor, widths: Tensor, boxes: Tensor, mask: Tensor,
-               generator: torch.Generator) -> BatchParams:
-        """Draw each image's decisions in turn from ``generator`` (on the CPU); ``boxes``
-        ``[B, G, 4]`` normalised to each image, ``mask`` ``[B, G]``."""
-        boxes, mask = boxes.cpu(), mask.cpu()
-        return BatchParams.stack([
-            sample_train_params(int(h), int(w), b[m], generator, self.config)
-            for h, w, b, m in zip(heights.tolist(), widths.tolist(), boxes, mask)])
-
-    def apply(self, images: Sequence[Tensor], boxes: Tensor, labels: Tensor, mask: Tensor,
-              params: BatchParams) -> AugmentedBatch:
-        """Apply ``params``; everything happens on ``boxes.device``."""
-        self._check(images, boxes, labels, mask)
-        device = boxes.device
-        sizes = torch.tensor([im.shape[-2:] for im in images], dtype=torch.int64)
-        ph, pw = (int(v) for v in sizes.max(0).values)
-        padded = torch.zeros((len(images), 3, ph, pw), dtype=torch.uint8)
-        for i, im in enumerate(images):
-            padded[i, :, : im.shape[-2], : im.shape[-1]] = im.cpu()
-        plan = host_plan(sizes, params)
-        if self.interpolation is not None:
-            plan = plan._replace(crops=tuple(p._replace(interpolation=self.interpolation)
-                                             for p in plan.crops))
-        return augment_batch(padded.to(device), sizes.to(device), boxes, labels, mask,
-                             params.to(device), self.mean.to(device), self.size, plan)

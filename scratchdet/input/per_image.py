@@ -1,15 +1,15 @@
 """The SSD training augmentation for one image, on the CPU (the CPU input pipeline's workers).
 
 Interface (docs/ARCHITECTURE.md): an image ``uint8 [3, H, W]`` RGB, boxes ``float [N, 4]`` xyxy in
-pixels and per-box labels ``[N, ...]`` go in; ``float32 [3, S, S]`` = resized image - mean
-(RGB (123, 117, 104), no std), boxes xyxy normalised to [0, 1] and the labels of the kept boxes
-come out (``apply_uint8``: the image before the mean, uint8). ``labels`` may be any tensor indexed
-by box along dim 0 (labels, difficult flags, ...).
+pixels and per-box labels ``[N, ...]`` go in; the resized image ``uint8 [3, S, S]``, boxes xyxy
+normalised to [0, 1] and the labels of the kept boxes come out (``apply_uint8``; the device then
+subtracts the mean, RGB (123, 117, 104), no std). ``labels`` may be any tensor indexed by box
+along dim 0 (labels, difficult flags, ...).
 
 The order and the numbers follow Caffe SSD's ``AnnotatedDataLayer`` (``recipe.py``): photometric
 distortion (``photometric.py``), expand, IoU-constrained crop, box projection (``geometry.py``),
 then warp-resize to ``S`` x ``S`` with one of Caffe's five interpolations at random
-(``ResizeParameter`` WARP), mirror with p=0.5, subtract the mean.
+(``ResizeParameter`` WARP), mirror with p=0.5 (the mean is subtracted on the device).
 
 Deliberate differences from Caffe, all small:
 
@@ -21,8 +21,8 @@ Deliberate differences from Caffe, all small:
 * The photometric steps run on the visible part of the image only (they act per pixel, so this is
   the same as Caffe's distort-then-expand-then-crop, with less work).
 
-Speed: the geometry stays on uint8 (crop, paste, v2's uint8 resize kernels) and the image becomes
-float once, at the end. The photometric steps go through float only when one of them fires.
+Speed: the geometry stays on uint8 (crop, paste, v2's uint8 resize kernels). The photometric
+steps go through float only when one of them fires.
 """
 
 from __future__ import annotations
@@ -48,9 +48,9 @@ from .geometry import (
 )
 from .photometric import PhotometricParams, distort_image, sample_photometric
 from .recipe import INTERPOLATIONS, AugmentConfig
-from .sampling import SeededRandomness, uniform
+from .sampling import uniform
 
-__all__ = ["SSDTrainTransform", "TrainParams", "check_image_input", "mean_tensor",
+__all__ = ["SSDTrainTransform", "TrainParams", "check_image_input",
            "normalise_boxes", "resize_mode", "sample_train_params"]
 
 
@@ -82,13 +82,6 @@ def check_image_input(image: Tensor, boxes: Tensor, labels: Tensor) -> None:
         raise ValueError(f"boxes must be [N, 4] xyxy, got {list(boxes.shape)}")
     if labels.shape[0] != boxes.shape[0]:
         raise ValueError(f"{labels.shape[0]} labels for {boxes.shape[0]} boxes")
-
-
-def mean_tensor(mean: Sequence[float]) -> Tensor:
-    """The RGB mean as a float32 ``[3]`` tensor (ConfigError unless it has 3 values)."""
-    if len(mean) != 3:
-        raise ConfigError(None, "mean", f"need 3 values (RGB), got {len(mean)}")
-    return torch.tensor([float(m) for m in mean], dtype=torch.float32)
 
 
 @cache
@@ -137,27 +130,19 @@ def sample_train_params(height: int, width: int, boxes: Tensor, generator: torch
 class SSDTrainTransform:
     """The full Caffe SSD training augmentation for one image (see the module docstring).
 
-    ``seed``/``generator`` make runs reproducible (see ``SeededRandomness``); ``__call__`` also
-    takes a ``generator`` that overrides both for one call.
+    ``sample`` draws the decisions from the generator it is given (the CPU pipeline gives each
+    sample its own, ``sampling.sample_generator``), ``apply_uint8`` applies them.
     """
 
     def __init__(self, size: int = 300, mean: Sequence[float] = CAFFE_MEAN_RGB,
-                 config: AugmentConfig | None = None, seed: int | None = None,
-                 generator: torch.Generator | None = None):
+                 config: AugmentConfig | None = None):
         if size < 1:
             raise ConfigError(None, "size", f"must be >= 1, got {size}")
+        if len(mean) != 3:
+            raise ConfigError(None, "mean", f"need 3 values (RGB), got {len(mean)}")
         self.size = int(size)
-        self.mean = mean_tensor(mean)
         self.fill = [round(float(m)) for m in mean]  # the canvas is uint8
         self.config = config if config is not None else AugmentConfig()
-        self._random = SeededRandomness(seed, generator)
-
-    def __call__(self, image: Tensor, boxes: Tensor, labels: Tensor,
-                 generator: torch.Generator | None = None) -> tuple[Tensor, Tensor, Tensor]:
-        check_image_input(image, boxes, labels)
-        g = generator if generator is not None else self._random.generator()
-        params = self.sample(image.shape[-2], image.shape[-1], boxes, g)
-        return self.apply(image, boxes, labels, params)
 
     def sample(self, height: int, width: int, boxes: Tensor,
                generator: torch.Generator) -> TrainParams:
@@ -187,17 +172,11 @@ class SSDTrainTransform:
             canvas[:, vy0 - y0 : vy1 - y0, vx0 - x0 : vx1 - x0] = distorted
         return canvas
 
-    def apply(self, image: Tensor, boxes: Tensor, labels: Tensor,
-              params: TrainParams) -> tuple[Tensor, Tensor, Tensor]:
-        """Apply the decisions in ``params`` to an image, its pixel boxes and their labels; the
-        image comes out as the network input (float32, minus the mean)."""
-        pixels, out_boxes, out_labels = self.apply_uint8(image, boxes, labels, params)
-        return pixels.float() - self.mean[:, None, None], out_boxes, out_labels
-
     def apply_uint8(self, image: Tensor, boxes: Tensor, labels: Tensor,
                     params: TrainParams) -> tuple[Tensor, Tensor, Tensor]:
-        """``apply`` with the image left as uint8 ``[3, S, S]`` (the mean not subtracted): what
-        the CPU pipeline's workers send, a quarter of the bytes of float32."""
+        """Apply the decisions in ``params`` to an image, its pixel boxes and their labels. The
+        image stays uint8 ``[3, S, S]`` (the device subtracts the mean): what the CPU pipeline's
+        workers send, a quarter of the bytes of float32."""
         check_image_input(image, boxes, labels)
         _, height, width = image.shape
         h, w = torch.tensor([height]), torch.tensor([width])

@@ -9,14 +9,12 @@ interrupted: a resumed run sees exactly what the uninterrupted one saw.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator, Sequence
 
 import torch
 from torch import Tensor
-from torch.utils.data import get_worker_info
 
-__all__ = ["SeededRandomness", "StreamBatchSampler", "epoch_permutation", "sample_generator",
+__all__ = ["StreamBatchSampler", "epoch_permutation", "sample_generator",
            "sample_seed", "uniform"]
 
 
@@ -39,45 +37,6 @@ def uniform(shape: Sequence[int], generator: torch.Generator,
             dtype: torch.dtype = torch.float32) -> Tensor:
     """Uniform [0, 1) drawn on the generator's own device (so any generator works)."""
     return torch.rand(tuple(shape), generator=generator, device=generator.device, dtype=dtype)
-
-
-class SeededRandomness:
-    """Gives each process (and each DataLoader worker) its own reproducible generator, for the
-    transforms used on their own (the training pipelines seed every sample instead).
-
-    An explicit ``generator`` is used as is (single-process use). Otherwise a generator is made
-    lazily in the process that first calls the transform: in the main process from ``seed`` (or
-    ``torch.initial_seed()``), in a worker from the worker's seed (derived by the DataLoader from
-    its own generator, so it differs per worker and per epoch and is reproducible when the loader
-    is seeded) mixed with ``seed``. Copies sent to workers never share a stream.
-    """
-
-    def __init__(self, seed: int | None, generator: torch.Generator | None):
-        self.seed = seed
-        self._explicit = generator
-        self._lazy: torch.Generator | None = None
-        self._lazy_key: tuple | None = None
-
-    def generator(self) -> torch.Generator:
-        if self._explicit is not None:
-            return self._explicit
-        info = get_worker_info()
-        key = (os.getpid(), None if info is None else info.seed)
-        if self._lazy is None or self._lazy_key != key:
-            if info is None:
-                seed = torch.initial_seed() if self.seed is None else self.seed
-            elif self.seed is None:
-                seed = info.seed
-            else:
-                seed = self.seed * 6364136223846793005 + info.seed + 1442695040888963407
-            self._lazy = torch.Generator().manual_seed(seed % 2**64)
-            self._lazy_key = key
-        return self._lazy
-
-    def __getstate__(self) -> dict:
-        state = self.__dict__.copy()
-        state["_lazy"] = state["_lazy_key"] = None
-        return state
 
 
 class StreamBatchSampler:

@@ -6,8 +6,8 @@ xyxy; priors cxcywh; class 0 = background.
 
 from scratchdet.ssd.box_coder import decode, encode
 from scratchdet.ssd.loss import MultiBoxLoss
-from scratchdet.ssd.matching import match, pad_targets
-from scratchdet.ssd.postprocess import postprocess
+from scratchdet.ssd.matching import match
+from scratchdet.ssd.postprocess import batch_detections
 from scratchdet.ssd.priors import (
     PriorConfig,
     dsod300_coco,
@@ -22,6 +22,7 @@ from scratchdet.ssd.priors import (
 __all__ = [
     "MultiBoxLoss",
     "PriorConfig",
+    "batch_detections",
     "decode",
     "dsod300_coco",
     "dsod300_voc",
@@ -30,8 +31,6 @@ __all__ = [
     "match",
     "num_priors",
     "num_priors_per_cell",
-    "pad_targets",
-    "postprocess",
     "ssd300_coco",
     "ssd300_voc",
 ]

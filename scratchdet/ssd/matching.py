@@ -37,8 +37,7 @@ from torchvision.ops import box_convert
 
 from scratchdet.ssd.box_coder import encode_parts
 
-__all__ = ["MIN_OVERLAP", "MIN_SLOTS", "box_iou_batched", "box_slots", "match", "match_indices",
-           "pad_targets"]
+__all__ = ["MIN_OVERLAP", "MIN_SLOTS", "box_iou_batched", "box_slots", "match", "match_indices"]
 
 MIN_OVERLAP = 1e-6
 """Overlaps at or below this are no overlap at all (Caffe ``bbox_util.cpp``, ``MatchBBox``)."""
@@ -60,42 +59,6 @@ def box_slots(count: int, limit: int | None = None) -> int:
     while slots < count:  # 4, 6, 8, 12, 16, 24, 32, 48, ...
         slots = slots * 3 // 2 if slots & (slots - 1) == 0 else slots * 4 // 3
     return slots if limit is None else max(1, min(slots, limit))
-def pad_targets(
-    boxes: Sequence[Tensor], labels: Sequence[Tensor], max_boxes: int | None = None
-) -> tuple[Tensor, Tensor, Tensor]:
-    """Stack per-image targets into ``boxes [B,G,4]``, ``labels [B,G]`` (long), ``mask [B,G]``.
-
-    ``G`` is the largest count in the batch (at least 1, so tensors are never empty), or
-    ``max_boxes`` when given: a fixed ``G`` keeps shapes static for ``torch.compile``.
-    """
-    if len(boxes) != len(labels):
-        raise ValueError(f"{len(boxes)} box tensors but {len(labels)} label tensors")
-    if len(boxes) == 0:
-        raise ValueError("pad_targets needs at least one image")
-    counts = [int(b.shape[0]) for b in boxes]
-    for i, (b, lab) in enumerate(zip(boxes, labels)):
-        if b.ndim != 2 or b.shape[-1] != 4:
-            raise ValueError(f"image {i}: boxes must be [N, 4], got {tuple(b.shape)}")
-        if lab.shape != (b.shape[0],):
-            raise ValueError(
-                f"image {i}: {b.shape[0]} boxes but labels of shape {tuple(lab.shape)}"
-            )
-    g = max(1, max(counts))
-    if max_boxes is not None:
-        if max(counts) > max_boxes:
-            raise ValueError(f"an image has {max(counts)} boxes, more than max_boxes={max_boxes}")
-        g = max(1, max_boxes)
-    device = boxes[0].device
-    dtype = boxes[0].dtype if boxes[0].is_floating_point() else torch.float32
-    out_boxes = torch.zeros(len(boxes), g, 4, dtype=dtype, device=device)
-    out_labels = torch.zeros(len(boxes), g, dtype=torch.long, device=device)
-    mask = torch.zeros(len(boxes), g, dtype=torch.bool, device=device)
-    for i, (b, lab) in enumerate(zip(boxes, labels)):
-        n = counts[i]
-        out_boxes[i, :n] = b.to(device=device, dtype=dtype)
-        out_labels[i, :n] = lab.to(device=device, dtype=torch.long)
-        mask[i, :n] = True
-    return out_boxes, out_labels, mask
 
 
 def box_iou_batched(gt_boxes: Tensor, priors_xyxy: Tensor) -> Tensor:

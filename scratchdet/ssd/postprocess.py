@@ -30,8 +30,7 @@ from torchvision.ops import batched_nms, nms
 from scratchdet.config import DetectConfig
 from scratchdet.ssd.box_coder import decode
 
-__all__ = ["Detections", "batch_detections", "nms_by_group", "postprocess", "topk_nms",
-           "topk_nms_vectorised"]
+__all__ = ["Detections", "batch_detections", "nms_by_group", "topk_nms", "topk_nms_vectorised"]
 
 MAX_ONE_CALL_BOXES = 100_000
 """Above this many candidates the one-call NMS would need a > 1.2 GB suppression mask
@@ -188,30 +187,3 @@ def batch_detections(
     image, prior, label, cand_scores = image[order], prior[order], label[order], cand_scores[order]
     rank = torch.arange(image.shape[0], device=loc.device) - torch.searchsorted(image, image)
     return Detections(image, boxes[image, prior], cand_scores, label + 1, rank)
-
-@torch.no_grad()
-def postprocess(
-    loc: Tensor,
-    conf: Tensor,
-    priors: Tensor,
-    variances: Sequence[float] | Tensor,
-    conf_threshold: float = _DEFAULTS.conf_threshold,
-    nms_threshold: float = _DEFAULTS.nms_threshold,
-    top_k: int = _DEFAULTS.top_k,
-    keep_top_k: int = _DEFAULTS.keep_top_k,
-    clip: bool = False,
-) -> list[dict[str, Tensor]]:
-    """Detections per image: dicts of ``boxes [N,4]`` xyxy normalised, ``scores [N]``,
-    ``labels [N]`` (contiguous 1..C), sorted by decreasing score.
-
-    ``loc [B,P,4]`` and ``conf [B,P,C+1]`` are the raw model outputs, ``priors [P,4]`` cxcywh.
-    ``clip`` clamps decoded boxes to [0, 1] before NMS (off in the released configs). A
-    convenience over ``batch_detections`` (which ``scratchdet detect`` uses directly).
-    """
-    _check(loc, conf, priors, top_k, keep_top_k)
-    d = batch_detections(loc, conf, priors, variances, conf_threshold, nms_threshold, top_k,
-                         clip)
-    top = d.rank < keep_top_k
-    counts = torch.bincount(d.image[top], minlength=loc.shape[0]).tolist()
-    split = [t[top].split(counts) for t in (d.boxes, d.scores, d.labels)]
-    return [{"boxes": bx, "scores": sc, "labels": lb} for bx, sc, lb in zip(*split)]

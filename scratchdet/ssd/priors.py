@@ -115,10 +115,6 @@ class PriorConfig:
             raise _fail("variances", f"need 4 positive numbers, got {list(self.variances)}")
 
 
-def _ar_lists(ars: Sequence[Sequence[float]]) -> tuple[tuple[float, ...], ...]:
-    return tuple(tuple(a) for a in ars)
-
-
 def ssd300_voc(feature_maps: Sequence[int] = (38, 19, 10, 5, 3, 1)) -> PriorConfig:
     """SSD300 PASCAL VOC priors (``ssd_pascal.py``): 8732 priors with the standard maps.
 

@@ -23,13 +23,13 @@ from typing import Any
 
 from ..io import write_text, writing
 
-__all__ = ["COLUMNS", "MetricsLog"]
+__all__ = ["COLUMNS", "TrainingLog"]
 
 COLUMNS = ("step", "lr", "loss", "loc_loss", "conf_loss", "grad_norm", "num_pos", "time_s",
            "step_s", "images_per_s", "window_images_per_s")
 
 
-class MetricsLog:
+class TrainingLog:
     """Appends one row per optimizer step; `truncate(step)` drops rows a resumed run will redo."""
 
     def __init__(self, path: str | Path):
