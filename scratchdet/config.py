@@ -156,9 +156,10 @@ class LossConfig(Config):
 
 
 class DetectConfig(Config):
-    """Test-time settings; the post-processing defaults are the released SSD/DSOD test nets' (Caffe
-    ``DetectionOutputLayer``: confidence 0.01, NMS 0.45, top 400 per class, 200 per image) and
-    ``scratchdet.ssd.postprocess`` takes its defaults from here."""
+    """Test-time settings; the post-processing defaults are the SSD library's
+    (``scratchdet.ssd.postprocess.DETECTION_DEFAULTS``, the released test nets' Caffe
+    ``DetectionOutputLayer``), restated here because this module does not import torch
+    (tests/test_config.py holds them equal)."""
 
     conf_threshold: Probability = 0.01
     """Detections below this class score are dropped before NMS."""
