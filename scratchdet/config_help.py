@@ -2,7 +2,7 @@
 
 The help is not written twice: a run-config key's help is the docstring under its struct field
 in `config.py` (read from the source with `ast`, as documentation tools do), a model key's the
-`doc` of its `option()` in the family's `*_options.py`. `tests/test_config_show.py` holds that
+`doc` of its field in the family's `*_options.py`. `tests/test_config_show.py` holds that
 every key has one.
 """
 
@@ -70,6 +70,7 @@ def config_keys(model: str | None = None) -> list[ConfigKey]:
     """Every key of a run config in file order (seed, model.*, data.*, train.*, loss.*,
     detect.*), with its default; the model keys are those of `model` (default: the run config's
     default model) with that named model's values."""
+    from .models.options import option_docs
     from .models.registry import resolve_config
 
     run = config_module.RunConfig()
@@ -78,8 +79,9 @@ def config_keys(model: str | None = None) -> list[ConfigKey]:
     model_keys = [ConfigKey("model.name", resolved,
                             "the named model (`scratchdet models` lists them); the keys below "
                             "override its values")]
-    model_keys += [ConfigKey(f"model.{f.name}", getattr(opts, f.name), one_line(f.metadata["doc"]))
-                   for f in dataclasses.fields(opts)]
+    docs = option_docs(type(opts))
+    model_keys += [ConfigKey(f"model.{f.name}", getattr(opts, f.name), one_line(docs[f.name]))
+                   for f in msgspec.structs.fields(opts)]
     keys = _struct_keys(config_module.RunConfig, "")
     return [keys[0], *model_keys, *keys[1:]]
 

@@ -114,6 +114,8 @@ def _problem(message: str, value: Any, tp: Any) -> str:
         rest = [a for a in args if a is not type(None)]
         if len(rest) == 1 and typing.get_origin(rest[0]) is typing.Literal:
             return _choices((None, *typing.get_args(rest[0])), value)
+        if rest == [bool]:
+            return _choices((None, False, True), value)
     if origin is typing.Literal:
         return _choices(args, value)
     if base in (int, float) and _is_number(value, base):

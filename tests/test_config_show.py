@@ -3,7 +3,6 @@ that the training command reads."""
 
 from __future__ import annotations
 
-import dataclasses
 import subprocess
 import sys
 
@@ -29,7 +28,7 @@ def test_config_show_prints_every_key_with_its_default_and_help():
         assert set(shown[section]) == {f.name for f in msgspec.structs.fields(
             type(getattr(RunConfig(), section)))}, section
     name, opts = resolve_config(RunConfig().model)
-    assert shown["model"] == {"name": name, **dataclasses.asdict(opts)}
+    assert shown["model"] == {"name": name, **msgspec.structs.asdict(opts)}
     keyed = [line for line in done.stdout.splitlines() if not line.endswith(":")]
     missing = [line for line in keyed if " # " not in line]
     assert not missing, f"keys without help: {missing}"
