@@ -11,7 +11,9 @@ and NaN or infinity is never a setting.
 
 from __future__ import annotations
 
+import contextvars
 import copy
+import dataclasses
 import difflib
 import math
 import re
@@ -25,7 +27,7 @@ import msgspec
 from .errors import ConfigError
 from .yaml_io import EXPONENT_FLOAT
 
-__all__ = ["Config", "bounds", "convert", "interval_of", "struct_keys"]
+__all__ = ["Config", "bounds", "check", "convert", "interval_of", "struct_keys"]
 
 T = TypeVar("T")
 
@@ -89,6 +91,22 @@ def convert(data: Any, type_: type[T], *, path: str | Path | None, key: str = ""
             raise _error(message, data, type_, parts, value, tp, path, key) from None
 
 
+_CHECKING = contextvars.ContextVar("checking", default=False)
+
+
+def check(obj: Any, *, path: str | Path | None, key: str = "") -> None:
+    """Check a struct or dataclass made in code against its declared constraints, which msgspec
+    applies only when decoding: called from ``__post_init__``, it makes a bad value an error
+    however the object is made. The re-decoding it does skips the nested call."""
+    if _CHECKING.get():
+        return
+    token = _CHECKING.set(True)
+    try:
+        convert(msgspec.to_builtins(obj), type(obj), path=path, key=key)
+    finally:
+        _CHECKING.reset(token)
+
+
 def _error(message: str, data: Any, type_: Any, parts: list[str | int], value: Any, tp: Any,
            path: str | Path | None, key: str) -> ConfigError:
     dotted = _dotted(key, parts)
@@ -118,6 +136,10 @@ def _problem(message: str, value: Any, tp: Any) -> str:
             return _choices((None, False, True), value)
     if origin is typing.Literal:
         return _choices(args, value)
+    if origin in (list, tuple) and isinstance(value, (list, tuple)) and not value:
+        return "needs at least one entry, got none"
+    if _is_record(base) and isinstance(value, dict):
+        return message  # a check of the struct itself (__post_init__)
     if base in (int, float) and _is_number(value, base):
         spec = interval_of(tp)
         if spec is None:
@@ -132,11 +154,16 @@ def _problem(message: str, value: Any, tp: Any) -> str:
     if expected is None:
         if origin in (list, tuple):
             expected = "a list"
-        elif origin is dict or isinstance(base, type) and issubclass(base, msgspec.Struct):
+        elif origin is dict or _is_record(base):
             expected = "a mapping"
         else:
             return message
     return f"expected {expected}, got {value!r}"
+
+
+def _is_record(tp: Any) -> bool:
+    """A struct or dataclass type: a mapping of declared keys."""
+    return isinstance(tp, type) and (issubclass(tp, msgspec.Struct) or dataclasses.is_dataclass(tp))
 
 
 def _choices(choices: tuple[Any, ...], value: Any) -> str:
@@ -185,7 +212,7 @@ def _walk(data: Any, tp: Any, parts: list[str | int]) -> tuple[Any, Any]:
 
 def _member(base: Any, part: str | int, value: Any) -> Any:
     origin, args = typing.get_origin(base), typing.get_args(base)
-    if isinstance(base, type) and issubclass(base, msgspec.Struct):
+    if _is_record(base):
         hints = typing.get_type_hints(base, include_extras=True)
         return hints.get(str(part), Any)
     if origin in (typing.Union, types.UnionType):

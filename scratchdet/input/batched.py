@@ -63,7 +63,7 @@ from ..models.input import CAFFE_MEAN_RGB
 from .geometry import Expansion, boxes_to_canvas, crop_boxes, mirror_boxes
 from .per_image import TrainParams, mean_tensor, sample_train_params
 from .photometric import PhotometricParams, apply_photometric, distort_image, photometric_steps
-from .recipe import CAFFE_INTERPOLATIONS, AugmentConfig
+from .augment import CAFFE_INTERPOLATIONS, AugmentConfig
 from .sampling import SeededRandomness
 
 __all__ = [
@@ -90,7 +90,7 @@ DEVICE_INTERPOLATIONS: dict[str, tuple[str, bool]] = {
     "lanczos4": ("bicubic", True),
 }
 """Caffe's interp_mode -> (the v2 / ``F.interpolate`` mode, antialiased) on the device path: the
-per-image path's (``recipe.INTERPOLATIONS``), except lanczos4, antialiased bicubic (v2's lanczos
+per-image path's (``augment.INTERPOLATIONS``), except lanczos4, antialiased bicubic (v2's lanczos
 has no ``F.interpolate`` kernel, so not every device has it)."""
 
 
@@ -107,7 +107,7 @@ class BatchParams:
     expansion: Expansion  # [B]
     crops: Tensor  # [B, 4] xyxy normalised to each expanded canvas (whole canvas pixels)
     mirror: Tensor  # [B] bool
-    interpolation: Tensor  # [B] long: index into recipe.CAFFE_INTERPOLATIONS
+    interpolation: Tensor  # [B] long: index into augment.CAFFE_INTERPOLATIONS
     sampler: Tensor | None = None  # [B] which crop sampler fired (-1: none); not needed to apply
 
     @staticmethod
@@ -328,7 +328,7 @@ class SSDBatchAugment:
     on its own (tests, notebooks); the training pipeline calls ``augment_batch`` directly.
 
     ``interpolation``: None (default) uses each image's drawn one; a Caffe name
-    (``recipe.CAFFE_INTERPOLATIONS``) forces it on every image (the draws stay the same)."""
+    (``augment.CAFFE_INTERPOLATIONS``) forces it on every image (the draws stay the same)."""
 
     def __init__(self, size: int = 300, mean: Sequence[float] = CAFFE_MEAN_RGB,
                  config: AugmentConfig | None = None, interpolation: str | None = None,

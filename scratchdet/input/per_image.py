@@ -6,7 +6,7 @@ pixels and per-box labels ``[N, ...]`` go in; ``float32 [3, S, S]`` = resized im
 come out (``apply_uint8``: the image before the mean, uint8). ``labels`` may be any tensor indexed
 by box along dim 0 (labels, difficult flags, ...).
 
-The order and the numbers follow Caffe SSD's ``AnnotatedDataLayer`` (``recipe.py``): photometric
+The order and the numbers follow Caffe SSD's ``AnnotatedDataLayer`` (``augment.py``): photometric
 distortion (``photometric.py``), expand, IoU-constrained crop, box projection (``geometry.py``),
 then warp-resize to ``S`` x ``S`` with one of Caffe's five interpolations at random
 (``ResizeParameter`` WARP), mirror with p=0.5, subtract the mean.
@@ -47,7 +47,7 @@ from .geometry import (
     sample_expansion,
 )
 from .photometric import PhotometricParams, distort_image, sample_photometric
-from .recipe import INTERPOLATIONS, AugmentConfig
+from .augment import INTERPOLATIONS, AugmentConfig
 from .sampling import SeededRandomness, uniform
 
 __all__ = ["SSDTrainTransform", "TrainParams", "check_image_input", "mean_tensor",

@@ -11,7 +11,7 @@ from torchvision.transforms.v2 import functional as F
 from ..errors import ConfigError
 from ..models.input import CAFFE_MEAN_RGB
 from .per_image import mean_tensor, resize_mode
-from .recipe import INTERPOLATIONS
+from .augment import INTERPOLATIONS
 
 __all__ = ["SSDTestTransform"]
 
