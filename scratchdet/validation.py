@@ -78,7 +78,7 @@ def convert(data: Any, type_: type[T], *, path: str | Path | None, key: str = ""
             return msgspec.convert(data, type_, strict=True)
         except msgspec.ValidationError as exc:
             message, _, where = str(exc).rpartition(" - at `")
-            parts = _path_parts(where.rstrip("`")) if message else []
+            parts = _path_parts(where.rstrip("`"), data, type_) if message else []
             message = message or str(exc)
             value, tp = _walk(data, type_, parts)
             if (isinstance(value, str) and "`float" in message.partition(",")[0]
@@ -134,12 +134,19 @@ def _problem(message: str, value: Any, tp: Any) -> str:
             return _choices((None, *typing.get_args(rest[0])), value)
         if rest == [bool]:
             return _choices((None, False, True), value)
+        if len(rest) == 1 and value is not None:
+            return _problem(message, value, rest[0])
     if origin is typing.Literal:
         return _choices(args, value)
     if origin in (list, tuple) and isinstance(value, (list, tuple)) and not value:
         return "needs at least one entry, got none"
     if _is_record(base) and isinstance(value, dict):
         return message  # a check of the struct itself (__post_init__)
+    if base is str and isinstance(value, str):
+        pattern = next((m.pattern for m in metas if getattr(m, "pattern", None)), None)
+        return f"must match {pattern}, got {value!r}" if pattern else "must not be empty"
+    if origin in (list, tuple) and isinstance(value, (list, tuple)):
+        return message
     if base in (int, float) and _is_number(value, base):
         spec = interval_of(tp)
         if spec is None:
@@ -185,10 +192,27 @@ def _strip(tp: Any) -> tuple[Any, tuple[Any, ...]]:
     return tp, ()
 
 
-def _path_parts(where: str) -> list[str | int]:
-    """``$.train.milestones[0]`` -> ['train', 'milestones', 0]."""
-    return [int(i) if i else name
-            for name, i in re.findall(r"\.([^.\[]+)|\[(\d+)\]", where.removeprefix("$"))]
+def _path_parts(where: str, data: Any, tp: Any) -> list[str | int]:
+    """``$.train.milestones[0]`` -> ['train', 'milestones', 0]. msgspec writes a mapping's key as
+    ``[...]``: the key is the first whose value does not decode as the mapping's value type."""
+    parts: list[str | int] = []
+    for name, index, hidden in re.findall(r"\.([^.\[]+)|\[(\d+)\]|\[(\.\.\.)\]",
+                                          where.removeprefix("$")):
+        part: str | int = int(index) if index else name
+        if hidden:
+            value_tp = _member(_strip(tp)[0], "", None)
+            part = next((k for k, v in data.items() if not _decodes(v, value_tp)), "...")
+        parts.append(part)
+        data, tp = _walk(data, tp, [part])
+    return parts
+
+
+def _decodes(value: Any, tp: Any) -> bool:
+    try:
+        msgspec.convert(value, tp, strict=True)
+    except msgspec.ValidationError:
+        return False
+    return True
 
 
 def _dotted(key: str, parts: list[str | int]) -> str:
