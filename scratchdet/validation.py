@@ -88,7 +88,7 @@ def convert(data: Any, type_: type[T], *, path: str | Path | None, key: str = ""
                     data, fixed = copy.deepcopy(data), True
                 _set(data, parts, float(value))
                 continue
-            raise _error(message, data, type_, parts, value, tp, path, key) from None
+            raise _error(message, parts, value, tp, path, key) from None
 
 
 _CHECKING = contextvars.ContextVar("checking", default=False)
@@ -107,8 +107,9 @@ def check(obj: Any, *, path: str | Path | None, key: str = "") -> None:
         _CHECKING.reset(token)
 
 
-def _error(message: str, data: Any, type_: Any, parts: list[str | int], value: Any, tp: Any,
-           path: str | Path | None, key: str) -> ConfigError:
+def _error(message: str, parts: list[str | int], value: Any, tp: Any, path: str | Path | None,
+           key: str) -> ConfigError:
+    """The ConfigError of msgspec's ``message`` about ``value`` (declared ``tp``) at ``parts``."""
     dotted = _dotted(key, parts)
     if message.startswith("Object contains unknown field `"):
         name = message.split("`")[1]
