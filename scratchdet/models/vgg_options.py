@@ -51,4 +51,5 @@ VGG = Family(VGGOptions, builder="scratchdet.models.vgg:build_vgg")
 VGG.register_variant("ssd300_vgg16", "SSD300, truncated VGG-16, no BN, L2Norm on conv4_3 "
                      "(SSD300S, DSOD Table 4)")
 VGG.register_variant("ssd300_vgg16_bn", "SSD300, VGG-16 with BN in backbone and head, no L2Norm "
-                     "(ScratchDet Table 1; VGGNetBNBody: no conv biases, BN after the pools)", bn_backbone=True, bn_head=True, l2norm="none")
+                     "(ScratchDet Table 1; VGGNetBNBody: no conv biases, BN after the pools)",
+                     bn_backbone=True, bn_head=True, l2norm="none")
