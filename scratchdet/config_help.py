@@ -1,8 +1,8 @@
 """Every key of a run config with its default and a one-line help, for `scratchdet config show`.
 
-The help is not written twice: a run-config key's help is the docstring under its dataclass field
+The help is not written twice: a run-config key's help is the docstring under its struct field
 in `config.py` (read from the source with `ast`, as documentation tools do), a model key's the
-`doc` of its `option()` in the family's `*_options.py`. `tests/test_config_show.py` holds that
+`doc` of its field in the family's `*_options.py`. `tests/test_config_show.py` holds that
 every key has one.
 """
 
@@ -15,6 +15,7 @@ import itertools
 import textwrap
 from typing import Any
 
+import msgspec
 import yaml
 
 from . import config as config_module
@@ -31,7 +32,7 @@ class ConfigKey:
 
 
 def field_docs(cls: type) -> dict[str, str]:
-    """The docstrings under the fields of the dataclass `cls` (a string literal right after an
+    """The docstrings under the fields of the class `cls` (a string literal right after an
     annotated assignment), by field name; a field without one is absent."""
     tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
     body = tree.body[0].body  # type: ignore[attr-defined]
@@ -51,19 +52,16 @@ def one_line(doc: str) -> str:
     return text if end < 0 else text[:end + 1]
 
 
-def _dataclass_keys(cls: type, prefix: str) -> list[ConfigKey]:
+def _struct_keys(cls: type, prefix: str) -> list[ConfigKey]:
     docs = field_docs(cls)
     out = []
-    for f in dataclasses.fields(cls):
+    for f in msgspec.structs.fields(cls):
         if f.name == "model":
             continue
-        if dataclasses.is_dataclass(f.type) or (isinstance(f.type, str) and f.type.endswith(
-                "Config") and hasattr(config_module, f.type)):
-            sub = getattr(config_module, f.type) if isinstance(f.type, str) else f.type
-            out += _dataclass_keys(sub, f"{prefix}{f.name}.")
+        if isinstance(f.type, type) and issubclass(f.type, msgspec.Struct):
+            out += _struct_keys(f.type, f"{prefix}{f.name}.")
             continue
-        default = (f.default if f.default is not dataclasses.MISSING
-                   else f.default_factory())  # type: ignore[misc]
+        default = f.default if f.default is not msgspec.NODEFAULT else f.default_factory()
         out.append(ConfigKey(prefix + f.name, default, one_line(docs.get(f.name, ""))))
     return out
 
@@ -72,6 +70,7 @@ def config_keys(model: str | None = None) -> list[ConfigKey]:
     """Every key of a run config in file order (seed, model.*, data.*, train.*, loss.*,
     detect.*), with its default; the model keys are those of `model` (default: the run config's
     default model) with that named model's values."""
+    from .models.options import option_docs
     from .models.registry import resolve_config
 
     run = config_module.RunConfig()
@@ -80,9 +79,10 @@ def config_keys(model: str | None = None) -> list[ConfigKey]:
     model_keys = [ConfigKey("model.name", resolved,
                             "the named model (`scratchdet models` lists them); the keys below "
                             "override its values")]
-    model_keys += [ConfigKey(f"model.{f.name}", getattr(opts, f.name), one_line(f.metadata["doc"]))
-                   for f in dataclasses.fields(opts)]
-    keys = _dataclass_keys(config_module.RunConfig, "")
+    docs = option_docs(type(opts))
+    model_keys += [ConfigKey(f"model.{f.name}", getattr(opts, f.name), one_line(docs[f.name]))
+                   for f in msgspec.structs.fields(opts)]
+    keys = _struct_keys(config_module.RunConfig, "")
     return [keys[0], *model_keys, *keys[1:]]
 
 

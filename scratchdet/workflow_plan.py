@@ -18,6 +18,7 @@ from typing import Any
 
 from . import workflow_config as wc
 from .errors import ConfigError
+from .snakemake_config import check_workflow_config
 from .yaml_io import load_yaml
 
 __all__ = ["Plan", "figure1_label", "figure1_title", "repeated_option"]
@@ -63,6 +64,7 @@ class Plan:
         """Read the scale and the selected params tables (with any table a selected row is
         fine-tuned from) and check them all: recipes, references between rows, every row's model
         and train cells. Errors name the file, line and key."""
+        check_workflow_config(config)  # the Snakemake config's keys and values
         scale_file = Path(scale_file or Path("config", "scales", f"{config['scale']}.yaml"))
         scale = load_yaml(scale_file)
         # No table named: all of params/, or those of the rows the scale trains (scale `rows`).

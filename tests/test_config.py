@@ -82,3 +82,12 @@ def test_recipe_keys_default_to_the_behaviour_before_them():
     assert y.dtype == torch.bfloat16
     assert config_from_dict({"train": {"batch_size": 32, "micro_batch": 16,
                                        "bn_group": 4}}).train.bn_group == 4
+
+
+def test_detect_defaults_are_the_ssd_librarys():
+    """config.py restates the SSD library's post-processing defaults (it stays torch-free)."""
+    from scratchdet.config import DetectConfig
+    from scratchdet.ssd.postprocess import DETECTION_DEFAULTS
+
+    d = DetectConfig()
+    assert tuple(getattr(d, k) for k in DETECTION_DEFAULTS._fields) == DETECTION_DEFAULTS

@@ -3,10 +3,10 @@ that the training command reads."""
 
 from __future__ import annotations
 
-import dataclasses
 import subprocess
 import sys
 
+import msgspec
 import yaml
 
 from scratchdet.config import RunConfig, config_from_dict
@@ -25,10 +25,10 @@ def test_config_show_prints_every_key_with_its_default_and_help():
     # the defaults, key for key: the printed file is the default run config
     assert config_from_dict(shown).to_dict() == RunConfig().to_dict() | {"model": shown["model"]}
     for section in ("data", "train", "loss", "detect"):
-        assert set(shown[section]) == {f.name for f in dataclasses.fields(
+        assert set(shown[section]) == {f.name for f in msgspec.structs.fields(
             type(getattr(RunConfig(), section)))}, section
     name, opts = resolve_config(RunConfig().model)
-    assert shown["model"] == {"name": name, **dataclasses.asdict(opts)}
+    assert shown["model"] == {"name": name, **msgspec.structs.asdict(opts)}
     keyed = [line for line in done.stdout.splitlines() if not line.endswith(":")]
     missing = [line for line in keyed if " # " not in line]
     assert not missing, f"keys without help: {missing}"

@@ -27,7 +27,7 @@ from scratchdet.input.photometric import (
     distort_image,
     sample_photometric,
 )
-from scratchdet.input.recipe import (
+from scratchdet.input.augment import (
     CAFFE_INTERPOLATIONS,
     SSD_CROP_SAMPLERS,
     AugmentConfig,

@@ -15,7 +15,7 @@ from scratchdet.input import build_train_input
 from scratchdet.input.batched import BatchParams
 from scratchdet.input.per_image import sample_train_params
 from scratchdet.input.pipeline import HostLayout, dataset_canvas, max_boxes
-from scratchdet.input.recipe import AugmentConfig
+from scratchdet.input.augment import AugmentConfig
 from scratchdet.input.sampling import sample_generator
 from scratchdet.models import build_model
 from scratchdet.ssd.priors import make_priors, ssd300_voc

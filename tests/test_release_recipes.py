@@ -65,7 +65,7 @@ def _scripts() -> dict[str, dict]:
 
 def _project(recipe: str) -> dict:
     raw = deep_merge(PAPER["base"], PAPER["recipes"][recipe], {"model": {"name": "dsod300"}})
-    return config_from_dict(raw, "config/scales/paper.yaml").train.__dict__
+    return config_from_dict(raw, "config/scales/paper.yaml").to_dict()["train"]
 
 
 def _compare(name: str, expected: dict) -> None:

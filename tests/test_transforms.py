@@ -33,8 +33,8 @@ from scratchdet.input.photometric import (
     distort_image,
     sample_photometric,
 )
-from scratchdet.input.recipe import (
-    AUGMENTATIONS,
+from scratchdet.input.augment import (
+    AUGMENT_CONFIGS,
     NO_AUGMENTATION,
     SSD_CROP_SAMPLERS,
     AugmentConfig,
@@ -594,7 +594,7 @@ def test_no_augmentation_is_the_test_time_resize():
 
 
 def test_augment_names_agree_with_the_config_schema():
-    assert set(config_augmentations) == set(AUGMENTATIONS)
+    assert set(config_augmentations) == set(AUGMENT_CONFIGS)
     assert augment_config("none") is NO_AUGMENTATION
     with pytest.raises(ConfigError, match="data.augment"):
         augment_config("gpu")

@@ -124,7 +124,7 @@ class _Runners:
         from torchvision import tv_tensors
 
         from ..input.per_image import SSDTrainTransform
-        from ..input.recipe import AugmentConfig
+        from ..input.augment import AugmentConfig
 
         self.size, self.seed = size, seed
         self.config = AugmentConfig()

@@ -23,11 +23,11 @@ def add_detect_options(s: argparse.ArgumentParser, workers: int) -> None:
 
 def detect_config(args: argparse.Namespace) -> DetectConfig:
     """The ``detect`` section of --config (or the defaults), with --precise-bn laid over it."""
-    import dataclasses
+    import msgspec
 
     cfg = load_run_config(args.config).detect if args.config else DetectConfig()
     if args.precise_bn is not None:
-        cfg = dataclasses.replace(cfg, precise_bn=args.precise_bn)
+        cfg = msgspec.structs.replace(cfg, precise_bn=args.precise_bn)
     return cfg
 
 

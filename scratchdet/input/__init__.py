@@ -1,8 +1,8 @@
-"""The training and test-time input: augmentation recipe, sample stream, both input pipelines.
+"""The training and test-time input: the augmentation, sample stream, both input pipelines.
 
-- ``recipe.py``: the SSD augmentation as data (``AugmentConfig``; ``data.augment`` names).
+- ``augment.py``: the SSD augmentation as data (``AugmentConfig``; ``data.augment`` names).
 - ``sampling.py``: the resumable sample stream and per-sample seeds.
-- ``photometric.py``, ``geometry.py``: the recipe's operations, for one image or a batch.
+- ``photometric.py``, ``geometry.py``: the augmentation's operations, for one image or a batch.
 - ``per_image.py``: one image on the CPU; ``sample_train_params`` draws every decision.
 - ``batched.py``: a whole batch on any device, from the same decisions.
 - ``pipeline.py``: the CPU and device pipelines behind ``build_train_input``; both yield
@@ -11,9 +11,9 @@
 """
 
 from .pipeline import TrainBatch, TrainInput, build_train_input, resolve_pipeline
-from .recipe import AUGMENTATIONS, NO_AUGMENTATION, AugmentConfig, augment_config
+from .augment import AUGMENT_CONFIGS, NO_AUGMENTATION, AugmentConfig, augment_config
 from .test_time import SSDTestTransform
 
-__all__ = ["AUGMENTATIONS", "NO_AUGMENTATION", "AugmentConfig",
+__all__ = ["AUGMENT_CONFIGS", "NO_AUGMENTATION", "AugmentConfig",
            "SSDTestTransform", "TrainBatch", "TrainInput", "augment_config", "build_train_input",
            "resolve_pipeline"]

@@ -61,7 +61,7 @@ from torchvision.transforms.v2 import functional as TF
 from .geometry import Expansion, boxes_to_canvas, crop_boxes, mirror_boxes
 from .per_image import TrainParams
 from .photometric import PhotometricParams, apply_photometric, distort_image, photometric_steps
-from .recipe import CAFFE_INTERPOLATIONS
+from .augment import CAFFE_INTERPOLATIONS
 
 __all__ = [
     "DEVICE_INTERPOLATIONS",
@@ -86,7 +86,7 @@ DEVICE_INTERPOLATIONS: dict[str, tuple[str, bool]] = {
     "lanczos4": ("bicubic", True),
 }
 """Caffe's interp_mode -> (the v2 / ``F.interpolate`` mode, antialiased) on the device path: the
-per-image path's (``recipe.INTERPOLATIONS``), except lanczos4, antialiased bicubic (v2's lanczos
+per-image path's (``augment.INTERPOLATIONS``), except lanczos4, antialiased bicubic (v2's lanczos
 has no ``F.interpolate`` kernel, so not every device has it)."""
 
 
@@ -103,7 +103,7 @@ class BatchParams:
     expansion: Expansion  # [B]
     crops: Tensor  # [B, 4] xyxy normalised to each expanded canvas (whole canvas pixels)
     mirror: Tensor  # [B] bool
-    interpolation: Tensor  # [B] long: index into recipe.CAFFE_INTERPOLATIONS
+    interpolation: Tensor  # [B] long: index into augment.CAFFE_INTERPOLATIONS
     sampler: Tensor | None = None  # [B] which crop sampler fired (-1: none); not needed to apply
 
     @staticmethod

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from .recipe import SSD_CROP_SAMPLERS, CropSampler
+from .augment import SSD_CROP_SAMPLERS, CropSampler
 from .sampling import uniform
 
 __all__ = ["Expansion", "box_iou_batched", "boxes_to_canvas", "crop_boxes", "mirror_boxes",

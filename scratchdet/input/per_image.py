@@ -6,7 +6,7 @@ normalised to [0, 1] and the labels of the kept boxes come out (``apply_uint8``;
 subtracts the mean, RGB (123, 117, 104), no std). ``labels`` may be any tensor indexed by box
 along dim 0 (labels, difficult flags, ...).
 
-The order and the numbers follow Caffe SSD's ``AnnotatedDataLayer`` (``recipe.py``): photometric
+The order and the numbers follow Caffe SSD's ``AnnotatedDataLayer`` (``augment.py``): photometric
 distortion (``photometric.py``), expand, IoU-constrained crop, box projection (``geometry.py``),
 then warp-resize to ``S`` x ``S`` with one of Caffe's five interpolations at random
 (``ResizeParameter`` WARP), mirror with p=0.5 (the mean is subtracted on the device).
@@ -47,7 +47,7 @@ from .geometry import (
     sample_expansion,
 )
 from .photometric import PhotometricParams, distort_image, sample_photometric
-from .recipe import INTERPOLATIONS, AugmentConfig
+from .augment import INTERPOLATIONS, AugmentConfig
 from .sampling import uniform
 
 __all__ = ["SSDTrainTransform", "TrainParams", "check_image_input",

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from .recipe import PhotometricConfig
+from .augment import PhotometricConfig
 from .sampling import uniform
 
 __all__ = ["PHOTOMETRIC_STEPS", "PhotometricParams", "adjust_brightness", "adjust_contrast",

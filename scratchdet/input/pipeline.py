@@ -48,7 +48,7 @@ from .batched import BatchParams, HostPlan, augment_batch, host_plan
 from .geometry import Expansion
 from .per_image import SSDTrainTransform, normalise_boxes, sample_train_params
 from .photometric import PhotometricParams
-from .recipe import AugmentConfig, augment_config
+from .augment import AugmentConfig, augment_config
 from .sampling import StreamBatchSampler, sample_generator
 
 if TYPE_CHECKING:
@@ -199,7 +199,7 @@ class _Samples(torch.utils.data.Dataset):
 
 
 class _AugmentOnCpu:
-    """cpu pipeline: the whole recipe per image; uint8 ``[3, S, S]`` out."""
+    """cpu pipeline: the whole augmentation per image; uint8 ``[3, S, S]`` out."""
 
     def __init__(self, size: int, config: AugmentConfig):
         self.transform = SSDTrainTransform(size=size, config=config)
@@ -363,7 +363,7 @@ def build_train_input(cfg: RunConfig, dataset: DetectionDataset, device: torch.d
                       max_steps: int | None = None, rank: int = 0, world_size: int = 1,
                       memory_format: torch.memory_format = torch.contiguous_format) -> TrainInput:
     """The run's input from ``start_step`` to ``max_steps`` (default ``train.max_steps``):
-    ``data.pipeline`` picks the pipeline, ``data.augment`` the recipe."""
+    ``data.pipeline`` picks the pipeline, ``data.augment`` the augmentation."""
     config = augment_config(cfg.data.augment)
     micro = cfg.micro_batch
     sampler = StreamBatchSampler(len(dataset), cfg.train.batch_size, micro, cfg.seed, start_step,

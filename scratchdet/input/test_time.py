@@ -6,8 +6,8 @@ from torch import Tensor
 from torchvision.transforms.v2 import functional as F
 
 from ..errors import ConfigError
+from .augment import INTERPOLATIONS
 from .per_image import resize_mode
-from .recipe import INTERPOLATIONS
 
 __all__ = ["SSDTestTransform"]
 

@@ -5,42 +5,38 @@ No torch here: the network is ``dsod.py``, imported only when a model is built.
 
 from __future__ import annotations
 
-import dataclasses
-from typing import ClassVar
+from typing import Annotated, ClassVar, Literal
+
+from scratchdet.validation import bounds
 
 from .family import Family
-from .options import ModelOptions, option
+from .options import ModelOptions, doc
 
 __all__ = ["DSOD", "DSODOptions"]
 
-_BOOL = (False, True)
-_PRIORS = (None, "voc", "coco")
-_L2NORM = ("none", "first", "all")
+Priors = Literal["voc", "coco"] | None
+L2Norm = Literal["none", "first", "all"]
 
 
-@dataclasses.dataclass(frozen=True)
-class DSODOptions(ModelOptions):
+class DSODOptions(ModelOptions, frozen=True):
     """Keys of the ``dsod`` family; defaults are DSOD300 (DS/64-192-48-1, dense)."""
 
     family: ClassVar[str] = "dsod"
 
-    stem_channels: int = option(64, "A: channels of the first conv (stem: A, A, 2A)", kind=int,
-                                lo=1, hi=1024)
-    bottleneck: int = option(192, "B: channels of each dense layer's 1x1 bottleneck", kind=int,
-                             lo=1, hi=4096)
-    growth: int = option(48, "k: growth rate of the dense blocks", kind=int, lo=1, hi=1024)
-    theta: float = option(1.0, "compression of the transition layers", kind=float, lo=0.0,
-                          hi=1.0, lo_open=True)
-    stem: bool = option(True, "stem block (3 convs + pool) instead of 7x7/2 conv + 3x3/2 pool",
-                        choices=_BOOL)
-    transition_wo_pool: bool = option(True, "4 dense blocks with a transition w/o pooling "
-                                      "(else blocks 3 and 4 are one block)", choices=_BOOL)
-    prediction: str = option("dense", "prediction structure", choices=("dense", "plain"))
-    bn_head: bool = option(True, "BatchNorm after the loc/conf convs (released code)",
-                           choices=_BOOL)
-    l2norm: str = option("all", "L2Norm (scale 20) before the head", choices=_L2NORM)
-    priors: str | None = option(None, "prior sizes; null = coco for 80 classes, else voc",
-                                choices=_PRIORS)
+    stem_channels: Annotated[int, bounds("[1, 1024]"),
+                             doc("A: channels of the first conv (stem: A, A, 2A)")] = 64
+    bottleneck: Annotated[int, bounds("[1, 4096]"),
+                          doc("B: channels of each dense layer's 1x1 bottleneck")] = 192
+    growth: Annotated[int, bounds("[1, 1024]"), doc("k: growth rate of the dense blocks")] = 48
+    theta: Annotated[float, bounds("(0, 1]"), doc("compression of the transition layers")] = 1.0
+    stem: Annotated[bool, doc("stem block (3 convs + pool) instead of 7x7/2 conv + 3x3/2 "
+                              "pool")] = True
+    transition_wo_pool: Annotated[bool, doc("4 dense blocks with a transition w/o pooling (else "
+                                            "blocks 3 and 4 are one block)")] = True
+    prediction: Annotated[Literal["dense", "plain"], doc("prediction structure")] = "dense"
+    bn_head: Annotated[bool, doc("BatchNorm after the loc/conf convs (released code)")] = True
+    l2norm: Annotated[L2Norm, doc("L2Norm (scale 20) before the head")] = "all"
+    priors: Annotated[Priors, doc("prior sizes; null = coco for 80 classes, else voc")] = None
 
 
 DSOD = Family(DSODOptions, builder="scratchdet.models.dsod:build_dsod")

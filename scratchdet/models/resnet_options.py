@@ -5,56 +5,53 @@ No torch here: the network is ``resnet.py``, imported only when a model is built
 
 from __future__ import annotations
 
-import dataclasses
-from typing import ClassVar
+from typing import Annotated, ClassVar, Literal
 
 from scratchdet.errors import ConfigError
+from scratchdet.validation import bounds
 
 from .family import Family
-from .options import ModelOptions, option
+from .options import ModelOptions, doc
 
 __all__ = ["RESNET", "ResNetOptions"]
 
-_BOOL = (False, True)
 
-
-@dataclasses.dataclass(frozen=True)
-class ResNetOptions(ModelOptions):
+class ResNetOptions(ModelOptions, frozen=True):
     """Keys of the ``resnet`` family; defaults are ScratchDet300 (Root-ResNet-34) as released in
     Caffe (``Resnet34rootV2_res`` + ``ssd_pascal.py`` / ``ssd_coco.py``): the paper says it is
     implemented in Caffe, and the released code wins (docs/SPECS.md)."""
 
     family: ClassVar[str] = "resnet"
 
-    depth: int = option(34, "torchvision ResNet depth", choices=(18, 34, 50, 101))
-    root_kernel: int = option(3, "kernel of the root convs (ResNet: 7)", choices=(3, 7))
-    root_stride: int = option(1, "stride of the first root conv (ResNet: 2)", choices=(1, 2))
-    root_convs: int = option(3, "number of stacked root convs (ScratchDet Table 2: 1-5)",
-                             kind=int, lo=1, hi=5)
-    maxpool: bool = option(True, "max-pool after the root (ResNet-18-A removes it)",
-                           choices=_BOOL)
-    maxpool_kernel: int = option(2, "2 = 2x2/2 (ScratchDet's root), 3 = 3x3/2 pad 1 (ResNet)",
-                                 choices=(2, 3))
-    style: str = option("caffe", "caffe: ScratchDet's Caffe release (pre-activation blocks, 1x1 "
-                        "shortcuts without BN, sources = the last conv of a residual branch "
-                        "before the addition, Caffe-xavier init); torchvision: post-activation "
-                        "blocks as torchvision and ScratchDet's mmdetection release (Kaiming "
-                        "init, head BN eps 1e-5)", choices=("caffe", "torchvision"))
-    pool1_bn: bool = option(False, "BN-ReLU on pool1 before the first block (Resnet18rootV2 has "
-                            "it, Resnet34rootV2_res not; style caffe only)", choices=_BOOL)
-    extras: str = option("caffe", "extra blocks after layer4, residual of 128 channels: caffe "
-                         "(Resnet34rootV2_res, maps 10/5/5/5), mmdet (SSDRES300, 10/5/3/3), "
-                         "paper (10/5/3/1, the last block unpadded); or ssd: SSD's conv layers "
-                         "(10/5/3/1)", choices=("caffe", "mmdet", "paper", "ssd"))
-    bn_head: bool | None = option(None, "BatchNorm after the loc/conf convs; null = as the Caffe "
-                                  "release's scripts: with for COCO (ssd_coco.py), without for "
-                                  "VOC (ssd_pascal.py)", choices=(None, False, True))
-    l2norm: str = option("none", "L2Norm (scale 20) before the head; ScratchDet removes it",
-                         choices=("none", "first", "all"))
-    pretrained: bool = option(False, "torchvision ImageNet weights (standard ResNet root only)",
-                              choices=_BOOL)
-    priors: str | None = option(None, "prior sizes; null = coco for 80 classes, else voc",
-                                choices=(None, "voc", "coco"))
+    depth: Annotated[Literal[18, 34, 50, 101], doc("torchvision ResNet depth")] = 34
+    root_kernel: Annotated[Literal[3, 7], doc("kernel of the root convs (ResNet: 7)")] = 3
+    root_stride: Annotated[Literal[1, 2],
+                           doc("stride of the first root conv (ResNet: 2)")] = 1
+    root_convs: Annotated[int, bounds("[1, 5]"),
+                          doc("number of stacked root convs (ScratchDet Table 2: 1-5)")] = 3
+    maxpool: Annotated[bool, doc("max-pool after the root (ResNet-18-A removes it)")] = True
+    maxpool_kernel: Annotated[Literal[2, 3], doc("2 = 2x2/2 (ScratchDet's root), 3 = 3x3/2 pad 1 "
+                                                 "(ResNet)")] = 2
+    style: Annotated[Literal["caffe", "torchvision"], doc(
+        "caffe: ScratchDet's Caffe release (pre-activation blocks, 1x1 shortcuts without BN, "
+        "sources = the last conv of a residual branch before the addition, Caffe-xavier init); "
+        "torchvision: post-activation blocks as torchvision and ScratchDet's mmdetection release "
+        "(Kaiming init, head BN eps 1e-5)")] = "caffe"
+    pool1_bn: Annotated[bool, doc("BN-ReLU on pool1 before the first block (Resnet18rootV2 has "
+                                  "it, Resnet34rootV2_res not; style caffe only)")] = False
+    extras: Annotated[Literal["caffe", "mmdet", "paper", "ssd"], doc(
+        "extra blocks after layer4, residual of 128 channels: caffe (Resnet34rootV2_res, maps "
+        "10/5/5/5), mmdet (SSDRES300, 10/5/3/3), paper (10/5/3/1, the last block unpadded); or "
+        "ssd: SSD's conv layers (10/5/3/1)")] = "caffe"
+    bn_head: Annotated[bool | None, doc(
+        "BatchNorm after the loc/conf convs; null = as the Caffe release's scripts: with for COCO "
+        "(ssd_coco.py), without for VOC (ssd_pascal.py)")] = None
+    l2norm: Annotated[Literal["none", "first", "all"],
+                      doc("L2Norm (scale 20) before the head; ScratchDet removes it")] = "none"
+    pretrained: Annotated[bool, doc("torchvision ImageNet weights (standard ResNet root "
+                                    "only)")] = False
+    priors: Annotated[Literal["voc", "coco"] | None,
+                      doc("prior sizes; null = coco for 80 classes, else voc")] = None
 
     @property
     def root_downsampling(self) -> int:

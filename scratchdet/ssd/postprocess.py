@@ -27,10 +27,10 @@ import torch
 from torch import Tensor
 from torchvision.ops import batched_nms, nms
 
-from scratchdet.config import DetectConfig
 from scratchdet.ssd.box_coder import decode
 
-__all__ = ["Detections", "batch_detections", "nms_by_group", "topk_nms", "topk_nms_vectorised"]
+__all__ = ["DETECTION_DEFAULTS", "DetectionDefaults", "Detections", "batch_detections",
+           "nms_by_group", "topk_nms", "topk_nms_vectorised"]
 
 MAX_ONE_CALL_BOXES = 100_000
 """Above this many candidates the one-call NMS would need a > 1.2 GB suppression mask
@@ -38,7 +38,21 @@ MAX_ONE_CALL_BOXES = 100_000
 _ONE_CALL_CPU = 1000
 """Most candidates of one image that the CPU path suppresses in one offset NMS call (its cost
 grows with candidates x kept, across classes)."""
-_DEFAULTS = DetectConfig()  # the released test-time settings: one home, the run config's defaults
+
+
+class DetectionDefaults(NamedTuple):
+    """The released SSD/DSOD test nets' ``DetectionOutputLayer`` settings (ScratchDet's
+    ``caffe/ssd_pascal.py`` lines 341-355, ``det_out_param``: confidence 0.01, NMS 0.45, top 400
+    per class, 200 per image). Owned here; ``scratchdet.config.DetectConfig`` states the same
+    defaults (a test holds them equal) because the run config stays importable without torch."""
+
+    conf_threshold: float = 0.01
+    nms_threshold: float = 0.45
+    top_k: int = 400
+    keep_top_k: int = 200
+
+
+DETECTION_DEFAULTS = DetectionDefaults()
 
 
 def nms_by_group(boxes: Tensor, scores: Tensor, groups: Tensor, iou_threshold: float) -> Tensor:
@@ -159,9 +173,9 @@ def batch_detections(
     conf: Tensor,
     priors: Tensor,
     variances: Sequence[float] | Tensor,
-    conf_threshold: float = _DEFAULTS.conf_threshold,
-    nms_threshold: float = _DEFAULTS.nms_threshold,
-    top_k: int = _DEFAULTS.top_k,
+    conf_threshold: float = DETECTION_DEFAULTS.conf_threshold,
+    nms_threshold: float = DETECTION_DEFAULTS.nms_threshold,
+    top_k: int = DETECTION_DEFAULTS.top_k,
     clip: bool = False,
 ) -> Detections:
     """Steps 1-3 for a whole batch: the confidence filter, then one ``topk_nms`` over the

@@ -10,6 +10,7 @@ import pandas as pd
 from snakemake.utils import min_version, validate
 
 from scratchdet import workflow_config as wc
+from scratchdet.snakemake_config import check_workflow_config
 from scratchdet.workflow_plan import Plan, figure1_title
 from scratchdet.workflow_preflight import preflight_report
 from scratchdet.yaml_io import load_yaml
@@ -24,7 +25,7 @@ for _file in getattr(workflow, "configfiles", None) or [
     "config/downloads.yaml",
 ]:
     load_yaml(_file)
-validate(config, "../schemas/config.schema.yaml")
+check_workflow_config(config)  # one line naming the key, before the scale is read
 
 SCALE_FILE = f"config/scales/{config['scale']}.yaml"
 validate(load_yaml(SCALE_FILE), "../schemas/scale.schema.yaml")

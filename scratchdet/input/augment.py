@@ -1,23 +1,36 @@
-"""The SSD training augmentation as data: every knob of the recipe, and the named recipes.
+"""The SSD training augmentation as data: every knob of it, and the named augmentations.
 
 The numbers are those of Caffe SSD's ``AnnotatedDataLayer`` in ``ssd_pascal.py``
 (``train_transform_param`` and ``batch_sampler``): the "standard SSD" augmentation that DSOD's and
-ScratchDet's released Caffe scripts use unchanged (docs/SPECS.md). ``per_image.py`` applies a
-recipe to one image on the CPU, ``batched.py`` to a whole batch on any device; both draw their
-random decisions with ``per_image.sample_train_params``.
+ScratchDet's released Caffe scripts use unchanged (docs/SPECS.md). ``per_image.py`` applies an
+``AugmentConfig`` to one image on the CPU, ``batched.py`` to a whole batch on any device; both
+draw their random decisions with ``per_image.sample_train_params``. Each knob declares its range
+in its type and an ``AugmentConfig`` is checked when it is made (``scratchdet.validation``).
 """
 
 from __future__ import annotations
 
+import typing
 from dataclasses import dataclass, field
+from typing import Annotated, Literal
 
+import msgspec
 from torchvision.transforms import InterpolationMode
 
+from ..config import AUGMENTATIONS
 from ..errors import ConfigError
+from ..validation import bounds, check
 
-__all__ = ["AUGMENTATIONS", "CAFFE_INTERPOLATIONS", "INTERPOLATIONS", "NO_AUGMENTATION",
+__all__ = ["AUGMENT_CONFIGS", "CAFFE_INTERPOLATIONS", "INTERPOLATIONS", "NO_AUGMENTATION",
            "SSD_CROP_SAMPLERS", "AugmentConfig", "CropSampler", "PhotometricConfig",
            "augment_config"]
+
+Probability = Annotated[float, bounds("[0, 1]")]
+NonNegative = Annotated[float, bounds("[0, inf)")]
+Scale = Annotated[float, bounds("(0, 1]")]
+AspectRatio = Annotated[float, bounds("(0, inf)")]
+Interpolation = Literal["linear", "area", "nearest", "cubic", "lanczos4"]
+"""Caffe's ``interp_mode`` names."""
 
 
 @dataclass(frozen=True)
@@ -25,13 +38,13 @@ class CropSampler:
     """One of Caffe's ``batch_sampler`` entries (a crop proposal rule, not torch's
     ``BatchSampler``); the defaults give the whole image (unit box)."""
 
-    min_scale: float = 1.0
-    max_scale: float = 1.0
-    min_aspect_ratio: float = 1.0
-    max_aspect_ratio: float = 1.0
+    min_scale: Scale = 1.0
+    max_scale: Scale = 1.0
+    min_aspect_ratio: AspectRatio = 1.0
+    max_aspect_ratio: AspectRatio = 1.0
     min_iou: float | None = None
     max_iou: float | None = None
-    max_trials: int = 1
+    max_trials: Annotated[int, bounds("[1, inf)")] = 1
 
     @property
     def constrained(self) -> bool:
@@ -61,80 +74,56 @@ INTERPOLATIONS: dict[str, tuple[InterpolationMode, bool]] = {
     "cubic": (InterpolationMode.BICUBIC, False),
     "lanczos4": (InterpolationMode.LANCZOS, True),
 }
-CAFFE_INTERPOLATIONS: tuple[str, ...] = ("linear", "area", "nearest", "cubic", "lanczos4")
+CAFFE_INTERPOLATIONS: tuple[str, ...] = typing.get_args(Interpolation)
+assert tuple(INTERPOLATIONS) == CAFFE_INTERPOLATIONS
 
 
 @dataclass(frozen=True)
 class PhotometricConfig:
     """Caffe's ``distort_param`` from ssd_pascal.py (``hue_delta`` in OpenCV units of 2 degrees)."""
 
-    brightness_prob: float = 0.5
-    brightness_delta: float = 32.0
-    contrast_prob: float = 0.5
-    contrast_lower: float = 0.5
-    contrast_upper: float = 1.5
-    saturation_prob: float = 0.5
-    saturation_lower: float = 0.5
-    saturation_upper: float = 1.5
-    hue_prob: float = 0.5
-    hue_delta: float = 18.0
-    channel_swap_prob: float = 0.0
+    brightness_prob: Probability = 0.5
+    brightness_delta: NonNegative = 32.0
+    contrast_prob: Probability = 0.5
+    contrast_lower: NonNegative = 0.5
+    contrast_upper: NonNegative = 1.5
+    saturation_prob: Probability = 0.5
+    saturation_lower: NonNegative = 0.5
+    saturation_upper: NonNegative = 1.5
+    hue_prob: Probability = 0.5
+    hue_delta: Annotated[float, bounds("[0, 90]")] = 18.0  # 90 OpenCV units = half the circle
+    channel_swap_prob: Probability = 0.0
 
 
 @dataclass(frozen=True)
 class AugmentConfig:
-    """Every knob of the recipe; the defaults are Caffe SSD's."""
+    """Every knob of the augmentation; the defaults are Caffe SSD's."""
 
     photometric: PhotometricConfig = field(default_factory=PhotometricConfig)
-    expand_prob: float = 0.5
-    max_expand_ratio: float = 4.0
-    samplers: tuple[CropSampler, ...] = SSD_CROP_SAMPLERS
-    mirror_prob: float = 0.5
-    interpolations: tuple[str, ...] = CAFFE_INTERPOLATIONS
+    expand_prob: Probability = 0.5
+    max_expand_ratio: Annotated[float, bounds("[1, inf)")] = 4.0
+    samplers: Annotated[tuple[CropSampler, ...], msgspec.Meta(min_length=1)] = SSD_CROP_SAMPLERS
+    mirror_prob: Probability = 0.5
+    interpolations: Annotated[tuple[Interpolation, ...],
+                              msgspec.Meta(min_length=1)] = CAFFE_INTERPOLATIONS
 
     def __post_init__(self) -> None:
+        check(self, path=None, key="augment")  # every knob's range, as for a config file
         p = self.photometric
-        for key, value in [
-            ("photometric.brightness_prob", p.brightness_prob),
-            ("photometric.contrast_prob", p.contrast_prob),
-            ("photometric.saturation_prob", p.saturation_prob),
-            ("photometric.hue_prob", p.hue_prob),
-            ("photometric.channel_swap_prob", p.channel_swap_prob),
-            ("expand_prob", self.expand_prob),
-            ("mirror_prob", self.mirror_prob),
-        ]:
-            if not 0.0 <= value <= 1.0:
-                raise ConfigError(None, f"augment.{key}", f"must be in [0, 1], got {value}")
-        if p.brightness_delta < 0:
-            raise ConfigError(None, "augment.photometric.brightness_delta", "must be >= 0")
-        if not 0.0 <= p.hue_delta <= 90.0:  # 90 OpenCV units = half the hue circle
-            raise ConfigError(None, "augment.photometric.hue_delta", "must be in [0, 90]")
         for name, lo, hi in [
             ("contrast", p.contrast_lower, p.contrast_upper),
             ("saturation", p.saturation_lower, p.saturation_upper),
         ]:
-            if not 0.0 <= lo <= hi:
+            if lo > hi:
                 raise ConfigError(None, f"augment.photometric.{name}_lower",
                                   "need 0 <= lower <= upper")
-        if self.max_expand_ratio < 1.0:
-            raise ConfigError(None, "augment.max_expand_ratio", "must be >= 1")
-        if not self.samplers:
-            raise ConfigError(None, "augment.samplers", "need at least one sampler")
         for i, s in enumerate(self.samplers):
-            if not (0.0 < s.min_scale <= s.max_scale <= 1.0):
+            if s.min_scale > s.max_scale:
                 raise ConfigError(None, f"augment.samplers[{i}]",
                                   "need 0 < min_scale <= max_scale <= 1")
-            if not (0.0 < s.min_aspect_ratio <= s.max_aspect_ratio):
+            if s.min_aspect_ratio > s.max_aspect_ratio:
                 raise ConfigError(None, f"augment.samplers[{i}]",
                                   "need 0 < min_aspect_ratio <= max_aspect_ratio")
-            if s.max_trials < 1:
-                raise ConfigError(None, f"augment.samplers[{i}]", "max_trials must be >= 1")
-        if not self.interpolations:
-            raise ConfigError(None, "augment.interpolations", "need at least one")
-        for name in self.interpolations:
-            if name not in INTERPOLATIONS:
-                raise ConfigError(None, "augment.interpolations", f"unknown {name!r}, "
-                                  f"choose from {sorted(INTERPOLATIONS)}")
 
 
 NO_AUGMENTATION = AugmentConfig(
@@ -144,13 +133,14 @@ NO_AUGMENTATION = AugmentConfig(
 """``data.augment: none``: the whole image, warp-resized (linear, as at test time); no
 distortion, expansion, crop or mirror. For debugging and memorisation checks."""
 
-AUGMENTATIONS: dict[str, AugmentConfig] = {"ssd": AugmentConfig(), "none": NO_AUGMENTATION}
-"""``data.augment`` name -> recipe (``scratchdet.config.AUGMENTATIONS`` lists the same names)."""
+AUGMENT_CONFIGS: dict[str, AugmentConfig] = {"ssd": AugmentConfig(), "none": NO_AUGMENTATION}
+"""``data.augment`` value (``scratchdet.config.AUGMENTATIONS``) -> its AugmentConfig."""
+assert tuple(AUGMENT_CONFIGS) == AUGMENTATIONS
 
 
 def augment_config(name: str) -> AugmentConfig:
-    """The recipe of a ``data.augment`` value."""
-    if name not in AUGMENTATIONS:
+    """The AugmentConfig of a ``data.augment`` value."""
+    if name not in AUGMENT_CONFIGS:
         raise ConfigError(None, "data.augment", f"must be one of {', '.join(AUGMENTATIONS)}, "
                                                 f"got {name!r}")
-    return AUGMENTATIONS[name]
+    return AUGMENT_CONFIGS[name]
