@@ -5,9 +5,11 @@ from __future__ import annotations
 import argparse
 import os
 
-__all__ = ["MODEL_HELP", "TRAIN_MODES", "eval", "infer", "train"]
+__all__ = ["DEFAULT_WORKERS", "MODEL_HELP", "TRAIN_MODES", "eval", "infer", "train"]
 
 TRAIN_MODES = ("synthetic", "device_augment", "cpu_augment", "torchvision")
+# DataLoader workers of the training benchmark's real-data modes: the cores but one, at most 8.
+DEFAULT_WORKERS = min(8, max(1, (os.cpu_count() or 2) - 1))
 MODEL_HELP = ("canonical names or inline YAML mappings for build_model, e.g. "
               "'{family: dsod, stem_channels: 8, bottleneck: 8, growth: 4}' (tiny CI model)")
 
@@ -37,7 +39,7 @@ def train(p: argparse.ArgumentParser) -> None:
     p.add_argument("--warmup", type=int, default=5,
                    help="untimed steps first (cuDNN autotuning, compilation, worker start-up)")
     p.add_argument("--repeats", type=int, default=5, help="timed repeats (default 5)")
-    p.add_argument("--workers", type=int, default=min(8, max(1, (os.cpu_count() or 2) - 1)),
+    p.add_argument("--workers", type=int, default=DEFAULT_WORKERS,
                    help="DataLoader workers for the real-data modes")
     p.add_argument("--data", help="training split (internal annotation JSON); default: a fresh "
                                   "synthetic VOC split of --synth-images images")

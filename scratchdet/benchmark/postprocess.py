@@ -15,7 +15,8 @@ one class). Interleaved repetitions as in ``benchmark matching``.
 
 from __future__ import annotations
 
-import argparse
+from collections.abc import Sequence
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -67,7 +68,13 @@ def torchvision_postprocess(loc: Tensor, conf: Tensor, anchors_px: Tensor,
                                       [(_SIZE, _SIZE)] * loc.shape[0])
 
 
-def run_postprocess(args: argparse.Namespace) -> dict[str, Any]:
+def run_postprocess(*, batch_size: int = 32, scores: Sequence[str] = ("untrained", "peaked"),
+                    repeats: int = 15, warmup: int = 2, threads: int = 0, device: str = "cpu",
+                    seed: int = 0, out: str | Path | None = None, argv: Sequence[str] | None = None
+                    ) -> dict[str, Any]:
+    """``scratchdet benchmark postprocess``: the keywords are its options (``--help``); ``argv`` is
+    the command line to record (default ``sys.argv``)."""
+    args = SimpleNamespace(**locals())  # the options, as the private helpers take them
     check_positive("--repeats", args.repeats)
     check_positive("--warmup", args.warmup, 0)
     check_positive("--batch-size", args.batch_size)
@@ -85,7 +92,7 @@ def run_postprocess(args: argparse.Namespace) -> dict[str, Any]:
                   num_classes=NUM_CLASSES, conf_threshold=settings.conf_threshold,
                   nms_threshold=settings.nms_threshold, top_k=settings.top_k,
                   keep_top_k=settings.keep_top_k)
-    record = Record("postprocess", device, config, getattr(args, "argv", None), args.seed)
+    record = Record("postprocess", device, config=config, argv=args.argv, seed=args.seed)
     cases = []
     for kind in args.scores:
         loc, conf = (t.to(device) for t in head_outputs(kind, args.batch_size, priors.shape[0],
@@ -95,10 +102,10 @@ def run_postprocess(args: argparse.Namespace) -> dict[str, Any]:
         ours, ref = compare(lambda loc=loc, conf=conf: postprocess(loc, conf, priors, variances),
                             lambda loc=loc, conf=conf: torchvision_postprocess(
                                 loc, conf, anchors_px, settings),
-                            args.repeats, args.warmup, device)
+                            repeats=args.repeats, warmup=args.warmup, device=device)
         entry, row = case_record(f"batch {args.batch_size}, {kind} scores",
-                                 "scratchdet postprocess", ours,
-                                 "torchvision SSD.postprocess_detections", ref,
+                                 ours_name="scratchdet postprocess", ours=ours,
+                                 ref_name="torchvision SSD.postprocess_detections", ref=ref,
                                  detections_per_image=round(per_image, 2))
         cases.append(entry)
         record.add(row)

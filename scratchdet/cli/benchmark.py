@@ -7,10 +7,20 @@ themselves in ``scratchdet/benchmark/``.
 from __future__ import annotations
 
 import argparse
+import inspect
+from collections.abc import Callable
 
 from ..benchmark.fps import RESULTS_DIR
 
 __all__ = ["register"]
+
+
+def _call(run: Callable[..., dict], args: argparse.Namespace) -> dict:
+    """``run`` (a benchmark of ``scratchdet.benchmark``, which takes keywords) with the parsed
+    options it names, the command line included; the CLI's own keys (``func``, ``verbose``...)
+    stay out of the benchmark and of its recorded config."""
+    names = inspect.signature(run).parameters
+    return run(**{k: v for k, v in vars(args).items() if k in names})
 
 
 def _print_summary(data: dict) -> None:
@@ -20,25 +30,25 @@ def _print_summary(data: dict) -> None:
 def cmd_train(args: argparse.Namespace) -> None:
     from ..benchmark.train import run_train
 
-    _print_summary(run_train(args))
+    _print_summary(_call(run_train, args))
 
 
 def cmd_infer(args: argparse.Namespace) -> None:
     from ..benchmark.infer import run_infer
 
-    _print_summary(run_infer(args))
+    _print_summary(_call(run_infer, args))
 
 
 def cmd_eval(args: argparse.Namespace) -> None:
     from ..benchmark.eval import run_eval
 
-    _print_summary(run_eval(args))
+    _print_summary(_call(run_eval, args))
 
 
 def cmd_pipeline(args: argparse.Namespace) -> None:
     from ..benchmark.pipeline import run_pipeline
 
-    run_pipeline(args)
+    _call(run_pipeline, args)
 
 
 def _pipeline_options(p: argparse.ArgumentParser) -> None:
@@ -57,13 +67,13 @@ def _pipeline_options(p: argparse.ArgumentParser) -> None:
 def cmd_matching(args: argparse.Namespace) -> None:
     from ..benchmark.matching import run_matching
 
-    run_matching(args)
+    _call(run_matching, args)
 
 
 def cmd_postprocess(args: argparse.Namespace) -> None:
     from ..benchmark.postprocess import run_postprocess
 
-    run_postprocess(args)
+    _call(run_postprocess, args)
 
 
 def _component(p: argparse.ArgumentParser, kind: str) -> None:
@@ -87,7 +97,7 @@ def _print_cases(data: dict) -> None:
 def cmd_eval_startup(args: argparse.Namespace) -> None:
     from ..benchmark.eval_startup import run_eval_startup
 
-    _print_cases(run_eval_startup(args))
+    _print_cases(_call(run_eval_startup, args))
 
 
 def _eval_startup_options(p: argparse.ArgumentParser) -> None:
@@ -103,7 +113,7 @@ def _eval_startup_options(p: argparse.ArgumentParser) -> None:
 def cmd_train_step(args: argparse.Namespace) -> None:
     from ..benchmark.train_step import run_train_step
 
-    _print_cases(run_train_step(args))
+    _print_cases(_call(run_train_step, args))
 
 
 def _train_step_options(p: argparse.ArgumentParser) -> None:

@@ -12,10 +12,11 @@ __all__ = ["register"]
 def cmd_table(args: argparse.Namespace) -> None:
     from ..reports.tables import write_table_report
 
-    found = write_table_report(args.params, args.scale, args.scale_name,
-                               parse_pairs(args.run, "--run"), parse_pairs(args.skip, "--skip"),
-                               args.out_md, args.out_csv, args.out_json,
-                               parse_pairs(args.baseline, "--baseline"))
+    found = write_table_report(args.params, scale_file=args.scale, scale_name=args.scale_name,
+                               runs=parse_pairs(args.run, "--run"),
+                               skips=parse_pairs(args.skip, "--skip"),
+                               out_md=args.out_md, out_csv=args.out_csv, out_json=args.out_json,
+                               baselines=parse_pairs(args.baseline, "--baseline"))
     ran = sum(r.status != "not run" for r in found)
     print(f"{args.out_md}: {len(found)} rows, {ran} run, {len(found) - ran} not run")
 
@@ -33,28 +34,30 @@ def cmd_learning_curves(args: argparse.Namespace) -> None:
     curves = parse_pairs(args.curve, "--curve")
     precise = parse_pairs(args.precise_bn_curve, "--precise-bn-curve")
     learning_curve_figure(curves, args.out_png, args.title, args.note)
-    rows = learning_curve_table(curves, precise, args.out_md, args.title, args.note)
+    rows = learning_curve_table(curves, precise, args.out_md, title=args.title, note=args.note)
     print(f"{args.out_md}: {len(rows)} runs")
 
 
 def cmd_figure1(args: argparse.Namespace) -> None:
     from ..reports.figures import figure1
 
-    window = figure1(parse_pairs(args.run, "--run"), args.out, args.window, args.title, args.note)
+    window = figure1(parse_pairs(args.run, "--run"), args.out, window=args.window,
+                     title=args.title, note=args.note)
     print(f"{args.out}: fluctuation window {window} steps")
 
 
 def cmd_pr_curves(args: argparse.Namespace) -> None:
     from ..reports.figures import pr_figure
 
-    aps = pr_figure(args.gt, args.dets, args.out, args.title, args.note)
+    aps = pr_figure(args.gt, args.dets, args.out, title=args.title, note=args.note)
     print(f"{args.out}: {len(aps)} classes")
 
 
 def cmd_detections(args: argparse.Namespace) -> None:
     from ..reports.figures import detection_grid
 
-    n = detection_grid(args.gt, args.dets, args.out, args.title, args.num_images, args.min_score,
+    n = detection_grid(args.gt, args.dets, args.out, title=args.title, num_images=args.num_images,
+                       min_score=args.min_score,
                        note=args.note)
     print(f"{args.out}: {n} images")
 
@@ -62,7 +65,7 @@ def cmd_detections(args: argparse.Namespace) -> None:
 def cmd_voc_submission(args: argparse.Namespace) -> None:
     from ..reports.submission import voc_submission
 
-    n = voc_submission(args.data, args.dets, args.out, args.comp)
+    n = voc_submission(args.data, args.dets, args.out, comp=args.comp)
     print(f"{args.out}: {n} boxes (upload at http://host.robots.ox.ac.uk:8080/)")
 
 

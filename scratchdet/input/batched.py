@@ -278,7 +278,7 @@ def resample_crops(pixels: Tensor, plans: Sequence[CropPlan], size: int, limit: 
     return result
 
 
-def augment_batch(pixels: Tensor, sizes: Tensor, boxes: Tensor, labels: Tensor, mask: Tensor,
+def augment_batch(pixels: Tensor, *, sizes: Tensor, boxes: Tensor, labels: Tensor, mask: Tensor,
                   params: BatchParams, mean: Tensor, size: int, plan: HostPlan | None = None,
                   limit: int | None = None, per_image: bool | None = None) -> AugmentedBatch:
     """Apply ``params`` to a padded batch; every tensor on one device, nothing copied.
@@ -381,7 +381,7 @@ class SSDBatchAugment:
         ``[B, G, 4]`` normalised to each image, ``mask`` ``[B, G]``."""
         boxes, mask = boxes.cpu(), mask.cpu()
         return BatchParams.stack([
-            sample_train_params(int(h), int(w), b[m], generator, self.config)
+            sample_train_params(int(h), int(w), boxes=b[m], generator=generator, cfg=self.config)
             for h, w, b, m in zip(heights.tolist(), widths.tolist(), boxes, mask)])
 
     def apply(self, images: Sequence[Tensor], boxes: Tensor, labels: Tensor, mask: Tensor,
@@ -398,5 +398,7 @@ class SSDBatchAugment:
         if self.interpolation is not None:
             plan = plan._replace(crops=tuple(p._replace(interpolation=self.interpolation)
                                              for p in plan.crops))
-        return augment_batch(padded.to(device), sizes.to(device), boxes, labels, mask,
-                             params.to(device), self.mean.to(device), self.size, plan)
+        return augment_batch(padded.to(device), sizes=sizes.to(device), boxes=boxes, labels=labels,
+                             mask=mask,
+                             params=params.to(device), mean=self.mean.to(device), size=self.size,
+                             plan=plan)

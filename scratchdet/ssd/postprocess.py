@@ -58,7 +58,7 @@ def nms_by_group(boxes: Tensor, scores: Tensor, groups: Tensor, iou_threshold: f
     return nms(boxes + offsets[:, None], scores, iou_threshold)
 
 
-def topk_nms_vectorised(boxes: Tensor, scores: Tensor, above: Tensor, top_k: int,
+def topk_nms_vectorised(boxes: Tensor, scores: Tensor, above: Tensor, *, top_k: int,
                         iou_threshold: float) -> Tensor:
     """``topk_nms`` without a loop over images and classes (its path off the CPU; public for the
     test that compares the two): the candidates from one ``nonzero``, their rank in their
@@ -98,7 +98,8 @@ def topk_nms(boxes: Tensor, scores: Tensor, above: Tensor, top_k: int,
     ``torch.compile`` sees one node of data-dependent size.
     """
     if scores.device.type != "cpu":
-        return topk_nms_vectorised(boxes, scores, above, top_k, iou_threshold)
+        return topk_nms_vectorised(boxes, scores, above, top_k=top_k,
+                                   iou_threshold=iou_threshold)
     _, p, c = scores.shape
     counts = torch.count_nonzero(above, dim=1)  # [B, C]
     out = []
@@ -158,6 +159,7 @@ def _check(loc: Tensor, conf: Tensor, priors: Tensor, top_k: int, keep_top_k: in
 def batch_detections(
     loc: Tensor,
     conf: Tensor,
+    *,
     priors: Tensor,
     variances: Sequence[float] | Tensor,
     conf_threshold: float = _DEFAULTS.conf_threshold,
@@ -209,8 +211,9 @@ def postprocess(
     convenience over ``batch_detections`` (which ``scratchdet detect`` uses directly).
     """
     _check(loc, conf, priors, top_k, keep_top_k)
-    d = batch_detections(loc, conf, priors, variances, conf_threshold, nms_threshold, top_k,
-                         clip)
+    d = batch_detections(loc, conf, priors=priors, variances=variances,
+                         conf_threshold=conf_threshold, nms_threshold=nms_threshold, top_k=top_k,
+                         clip=clip)
     top = d.rank < keep_top_k
     counts = torch.bincount(d.image[top], minlength=loc.shape[0]).tolist()
     split = [t[top].split(counts) for t in (d.boxes, d.scores, d.labels)]
