@@ -11,6 +11,7 @@ import inspect
 from collections.abc import Callable
 
 from ..benchmark.fps import RESULTS_DIR
+from .options import add_result_out
 
 __all__ = ["register"]
 
@@ -61,7 +62,7 @@ def _pipeline_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--warmup", type=int, default=1, help="untimed rounds first (default 1)")
     p.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     p.add_argument("--seed", type=int, default=0, help="seed of the images and the draws")
-    p.add_argument("--out", help=f"result JSON (default {RESULTS_DIR}/pipeline_cpu.json)")
+    add_result_out(p, "pipeline_cpu.json")
 
 
 def cmd_matching(args: argparse.Namespace) -> None:
@@ -85,7 +86,7 @@ def _component(p: argparse.ArgumentParser, kind: str) -> None:
     p.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's)")
     p.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:1, auto")
     p.add_argument("--seed", type=int, default=0, help="seed of the synthetic inputs")
-    p.add_argument("--out", help=f"result JSON (default {RESULTS_DIR}/{kind}_<device>.json)")
+    add_result_out(p, f"{kind}_<device>.json")
 
 
 def _print_cases(data: dict) -> None:
@@ -107,7 +108,7 @@ def _eval_startup_options(p: argparse.ArgumentParser) -> None:
                                                           "(default 7)")
     p.add_argument("--warmup", type=int, default=1, help="untimed rounds first (default 1)")
     p.add_argument("--seed", type=int, default=0, help="seed of the generated case (default 0)")
-    p.add_argument("--out", help=f"result JSON (default {RESULTS_DIR}/eval-startup_cpu.json)")
+    add_result_out(p, "eval-startup_cpu.json")
 
 
 def cmd_train_step(args: argparse.Namespace) -> None:
@@ -135,7 +136,7 @@ def _train_step_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's)")
     p.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda")
     p.add_argument("--seed", type=int, default=0, help="seed of weights and batch (default 0)")
-    p.add_argument("--out", help=f"result JSON (default {RESULTS_DIR}/train-step_<device>.json)")
+    add_result_out(p, "train-step_<device>.json")
 
 
 def cmd_table(args: argparse.Namespace) -> None:
@@ -164,6 +165,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
              arguments.eval, cmd_eval)):
         p = sub.add_parser(name, help=helptext)
         add(p)
+        add_result_out(p, "eval_cpu.json" if name == "eval" else f"{name}_<device>.json")
         p.set_defaults(func=func)
     p = sub.add_parser("pipeline", help="per-image cost of the device and cpu input pipelines "
                                         "vs torchvision's SSD augmentation, on the CPU")

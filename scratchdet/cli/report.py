@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from .options import add_out
 from .runner import parse_pairs
 
 __all__ = ["register"]
@@ -106,7 +107,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     s.add_argument("--reports", required=True, help="the reports folder (reports/<scale>)")
     s.add_argument("--title", default="scratchdet reports", help="page title")
     s.add_argument("--note", default="", help="the scale's description, shown on top")
-    s.add_argument("--out", required=True, help="HTML file to write")
+    add_out(s, "HTML file to write")
     s.set_defaults(func=cmd_page)
 
     s = sub.add_parser("learning-curves", help="learning curves of runs, as a PNG and a table")
@@ -126,7 +127,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     s.add_argument("--window", type=int, help="fluctuation window in steps (default: 2%%)")
     s.add_argument("--title", default="ScratchDet Figure 1", help="figure title")
     _note(s)
-    s.add_argument("--out", required=True, help="PNG to write")
+    add_out(s, "PNG to write")
     s.set_defaults(func=cmd_figure1)
 
     for name, func, text in (("pr-curves", cmd_pr_curves, "per-class precision-recall curves"),
@@ -136,7 +137,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         s.add_argument("--dets", required=True, help="detections (COCO results JSON)")
         s.add_argument("--title", default="", help="figure title")
         _note(s)
-        s.add_argument("--out", required=True, help="PNG to write")
+        add_out(s, "PNG to write")
         if name == "detections":
             s.add_argument("--num-images", type=int, default=6, help="images shown (default 6)")
             s.add_argument("--min-score", type=float, default=0.3,
@@ -148,11 +149,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     s.add_argument("--dets", required=True, help="detections (COCO results JSON)")
     s.add_argument("--comp", choices=("comp3", "comp4"), default="comp4",
                    help="comp3: VOC data only; comp4: outside data (ImageNet, COCO) too")
-    s.add_argument("--out", required=True, help="the .tar.gz to upload")
+    add_out(s, "the .tar.gz to upload")
     s.set_defaults(func=cmd_voc_submission)
 
     s = sub.add_parser("coco-submission", help="COCO test-dev upload zip from detections")
     s.add_argument("--data", required=True, help="the test image list the detections are on")
     s.add_argument("--dets", required=True, help="detections (COCO results JSON)")
-    s.add_argument("--out", required=True, help="detections_test-dev2017_<alg>_results.zip")
+    add_out(s, "detections_test-dev2017_<alg>_results.zip")
     s.set_defaults(func=cmd_coco_submission)
