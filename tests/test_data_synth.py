@@ -138,7 +138,7 @@ def test_object_size_and_count_knobs(tmp_path):
     recorded = json.loads((voc / "generator.json").read_text())
     assert recorded["object_size"] == [0.2, 0.5] and recorded["objects"] == [1, 2]
     with pytest.raises(ValueError, match="object_size"):
-        make_synthetic_voc(tmp_path / "bad", n_trainval=2, n_test=1, object_size=(0.5, 0.2))
+        make_synthetic_voc(tmp_path / "bad", 2, 1, object_size=(0.5, 0.2))
 
 
 def test_the_command_takes_the_object_knobs(tmp_path):

@@ -84,7 +84,7 @@ def one_thread():
 
 
 def _splits(root, n_train: int, n_test: int, seed: int, recipe: dict) -> dict[str, str]:
-    voc = make_synthetic_voc(root, n_trainval=n_train, n_test=n_test, seed=seed, **recipe)
+    voc = make_synthetic_voc(root, n_train, n_test, seed=seed, **recipe)
     out = {}
     for split in ("trainval", "test"):
         out[split] = str(root / f"{split}.json")
@@ -105,7 +105,7 @@ def _memorise(tmp_path, splits, model, *, steps):
     run = tmp_path / "run"
     assert train(cfg, run)["status"] == "finished"
     dets = tmp_path / "dets.json"
-    detect(run / "model_final.pt", splits["trainval"], dets, cfg=cfg.detect, device="cpu",
+    detect(run / "model_final.pt", splits["trainval"], dets, cfg.detect, device="cpu",
            num_workers=0)
     score = evaluate(splits["trainval"], dets, "voc07")["map"]
     blind = max(blind_scores(splits["trainval"], splits["trainval"]).values())

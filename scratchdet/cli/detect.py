@@ -38,7 +38,7 @@ def cmd_detect(args: argparse.Namespace) -> None:
 
     cfg = detect_config(args)
     claim = assign_gpus(args.gpus)  # held (flock) until this process exits
-    n = detect(args.checkpoint, args.data, args.out, cfg=cfg, device=args.device,
+    n = detect(args.checkpoint, args.data, args.out, cfg, device=args.device,
                num_workers=args.workers)
     print(f"{args.out}: {n} detections")
     del claim

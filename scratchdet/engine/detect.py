@@ -92,8 +92,7 @@ def _forward(model: torch.nn.Module, images: torch.Tensor, autocast) -> tuple[to
 
 
 def detect(checkpoint: str | Path, data: str | Path, out: str | Path,
-           *,
-           cfg: DetectConfig | None = None, device: str = "auto", num_workers: int = 2) -> int:
+           cfg: DetectConfig | None = None, *, device: str = "auto", num_workers: int = 2) -> int:
     """Write detections of `checkpoint` on split `data` to `out`; returns how many were written.
 
     `checkpoint`: `model_final.pt` or any `checkpoints/step_*.pt` snapshot of a training run.

@@ -68,7 +68,7 @@ def learning_curve(run: str | Path, data: str | Path, out_csv: str | Path, *,
         dets = Path(tmp) / "dets.json"
         previous = 0
         for step, path in points:
-            detect(path, data, dets, cfg=detect_cfg, device=device, num_workers=num_workers)
+            detect(path, data, dets, detect_cfg, device=device, num_workers=num_workers)
             score = evaluate(data, dets, metric)["map"]
             rows.append({"step": step, "map": score, "loss": _mean_loss(log_rows, previous, step),
                          "checkpoint": path.relative_to(run).as_posix()})

@@ -98,7 +98,7 @@ class TrainMonitor:
         model_file, dets = self.out / ".eval_model.tmp.pt", self.out / ".eval_dets.tmp.json"
         try:
             save_checkpoint(record, model_file)
-            detect(model_file, self.cfg.data.test, dets, cfg=self.cfg.detect, device=str(device),
+            detect(model_file, self.cfg.data.test, dets, self.cfg.detect, device=str(device),
                    num_workers=0)
             score = float(evaluate(self.cfg.data.test, dets, "voc07")["map"])
         finally:
