@@ -159,3 +159,41 @@ def test_register_adds_the_subcommands_without_importing_torch():
     register(p.add_subparsers(dest="command"))
     for name in ("train", "infer", "eval", "table"):
         assert callable(p.parse_args(["benchmark", name]).func)
+
+
+def test_each_benchmark_takes_keywords_whose_defaults_are_the_cli_defaults():
+    """The library is called from Python without argparse; a bare call and a bare command
+    measure the same thing (the defaults are stated twice: the parser must not import torch)."""
+    import inspect
+
+    from scratchdet.benchmark import eval as eval_bench
+    from scratchdet.benchmark import (eval_startup, infer, matching, pipeline, postprocess, train,
+                                      train_step)
+
+    p = argparse.ArgumentParser()
+    register(p.add_subparsers(dest="command"))
+    for name, run in (("train", train.run_train), ("infer", infer.run_infer),
+                      ("eval", eval_bench.run_eval), ("pipeline", pipeline.run_pipeline),
+                      ("matching", matching.run_matching),
+                      ("postprocess", postprocess.run_postprocess),
+                      ("eval-startup", eval_startup.run_eval_startup),
+                      ("train-step", train_step.run_train_step)):
+        parsed = vars(p.parse_args(["benchmark", name]))
+        params = inspect.signature(run).parameters
+        assert all(q.kind is q.KEYWORD_ONLY for q in params.values()), name
+        assert set(params) - set(parsed) == {"argv"}, name
+        for key in set(params) - {"argv"}:
+            default = params[key].default
+            assert (list(default) if isinstance(default, tuple) else default) == parsed[key], (
+                name, key)
+
+
+def test_a_benchmark_called_from_python_records_its_keywords(tmp_path):
+    from scratchdet.benchmark.eval import run_eval
+
+    out = tmp_path / "eval.json"
+    data = run_eval(scale=0.004, coco_images=0, repeats=1, out=out,
+                    argv=["benchmark", "eval", "--scale", "0.004", "--coco-images", "0"])
+    assert data == check_record(out, "eval")
+    assert data["config"] == {"scale": 0.004, "metric": "voc07", "repeats": 1, "naive_repeats": 1,
+                              "coco_images": 0, "seed": 0, "workdir": None, "out": str(out)}

@@ -46,7 +46,7 @@ def test_last_n_snapshots_are_kept_and_listed_by_step(tmp_path):
     store = CheckpointStore(tmp_path, keep=2)
     model, opt = _model_and_optimizer()
     for step in (5, 10, 15, 20):
-        store.save(step, model, opt, CFG, ["cat", "dog"])
+        store.save(step, model, optimizer=opt, cfg=CFG, class_names=["cat", "dog"])
     assert list_snapshots(tmp_path) == [(15, snapshot_path(tmp_path, 15)),
                                         (20, snapshot_path(tmp_path, 20))]
     assert snapshot_path(tmp_path, 20).name == "step_00000020.pt"
@@ -76,7 +76,7 @@ def test_a_damaged_newest_snapshot_is_reported_and_an_older_one_resumed(tmp_path
     store = CheckpointStore(tmp_path, keep=3)
     model, opt = _model_and_optimizer()
     for step in (1, 2, 3):
-        store.save(step, model, opt, CFG, ["cat"])
+        store.save(step, model, optimizer=opt, cfg=CFG, class_names=["cat"])
     _truncate(snapshot_path(tmp_path, 3))
     snapshot_path(tmp_path, 2).write_bytes(b"")
     with caplog.at_level(logging.WARNING, logger="scratchdet.engine.checkpoint"):
@@ -86,7 +86,7 @@ def test_a_damaged_newest_snapshot_is_reported_and_an_older_one_resumed(tmp_path
     assert "step_00000003.pt" in warned and "step_00000002.pt" in warned
     # the next save replaces the unreadable future the resume skipped
     store = CheckpointStore(tmp_path, keep=3)
-    store.save(2, model, opt, CFG, ["cat"])
+    store.save(2, model, optimizer=opt, cfg=CFG, class_names=["cat"])
     assert [s for s, _ in list_snapshots(tmp_path)] == [1, 2]
     load_checkpoint(snapshot_path(tmp_path, 2))
 
@@ -95,7 +95,7 @@ def test_every_snapshot_unreadable_is_an_error_that_restart_stale_clears(tmp_pat
     store = CheckpointStore(tmp_path, keep=2)
     model, opt = _model_and_optimizer()
     for step in (1, 2):
-        store.save(step, model, opt, CFG, ["cat"])
+        store.save(step, model, optimizer=opt, cfg=CFG, class_names=["cat"])
     (tmp_path / "metrics.csv").write_text("step\n0\n1\n")
     for _, path in list_snapshots(tmp_path):
         _truncate(path)
@@ -111,7 +111,7 @@ def test_restart_stale_keeps_this_configs_run_and_discards_another(tmp_path):
     cfg = config_from_dict({"model": {"name": "dsod300"}})
     store = CheckpointStore(tmp_path)
     model, opt = _model_and_optimizer()
-    store.save(1, model, opt, cfg, ["cat"])
+    store.save(1, model, optimizer=opt, cfg=cfg, class_names=["cat"])
     assert not CheckpointStore(tmp_path).discard_if_stale(cfg)
     # A config recorded before a key existed is still this config (its default fills the gap).
     old = load_checkpoint(snapshot_path(tmp_path, 1))

@@ -117,3 +117,24 @@ def test_workflow_run_config_writes_the_validated_yaml(tmp_path):
     assert main(["workflow", "run-config", "--json", '{"train": {"lr": -1}}',
                  "--out", str(tmp_path / "bad.yaml")]) == 2
     assert not (tmp_path / "bad.yaml").exists()
+
+
+def test_every_out_option_is_declared_by_scratchdet_cli_options():
+    """One declaration per kind of ``--out`` (written output, optional copy, benchmark result), so
+    that they stay alike; every command that writes a file has one."""
+    from pathlib import Path
+
+    import scratchdet
+
+    package = Path(scratchdet.__file__).parent
+    for path in [*(package / "cli").glob("*.py"), package / "benchmark" / "arguments.py"]:
+        if path.name != "options.py":
+            assert 'add_argument("--out"' not in path.read_text(), path
+    for argv, required in ((["report", "page"], True), (["data", "check"], False),
+                           (["benchmark", "matching"], False)):
+        parser = build_parser()
+        for name in argv:
+            sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+            parser = sub.choices[name]
+        (out,) = (a for a in parser._actions if "--out" in a.option_strings)
+        assert out.required is required and out.help, argv

@@ -66,7 +66,7 @@ def batches(n: int, batch: int = 2, seed: int = 0) -> list[TrainBatch]:
 def make_step(model: nn.Module, accumulation: int, compiled: bool) -> TrainStep:
     cfg = config_from_dict({"train": {"batch_size": 2 * accumulation, "micro_batch": 2,
                                       "lr": 0.01, "compile": compiled}})
-    return TrainStep(model, cfg, torch.device("cpu"), accumulation,
+    return TrainStep(model, cfg, device=torch.device("cpu"), accumulation=accumulation,
                      optimizer=groups_optimizer(model, 0.01),
                      compile={"backend": "eager"} if compiled else None)
 

@@ -323,7 +323,7 @@ def test_release_recipe_step_asks_nothing_of_the_host():
         with device:
             model = build_model(small, num_classes=5, load_pretrained=False).train()
         model = convert_batchnorm(model, 2, "caffe")
-        step = TrainStep(model, cfg, device, accumulation=1)
+        step = TrainStep(model, cfg, device=device, accumulation=1)
         p = model.priors.shape[0]
         with device:
             batch = TrainBatch(torch.zeros(4, 3, 300, 300), torch.zeros(4, p, 4),

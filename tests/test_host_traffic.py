@@ -57,10 +57,11 @@ def test_a_training_micro_batch_is_one_copy_and_nothing_back(synth_splits, pipel
     cfg = _cfg(synth_splits["trainval"], pipeline)
     model = _model(META)
     dataset = DetectionDataset(load_annotations(synth_splits["trainval"]))
-    batches = build_train_input(cfg, dataset, META, model.priors, model.prior_config.variances,
+    batches = build_train_input(cfg, dataset, device=META, priors=model.priors,
+                                variances=model.prior_config.variances,
                                 start_step=0)
     host = next(iter(batches.loader))  # the workers' side: CPU only
-    step = TrainStep(model, cfg, META, accumulation=1)
+    step = TrainStep(model, cfg, device=META, accumulation=1)
     with HostTrafficCounter(META) as seen:
         buffer = host.buffer.to(META, non_blocking=True)
         batch = batches.to_train_batch(buffer, host.steps, host.slots)
@@ -75,7 +76,7 @@ def test_the_optimizer_step_reads_nothing_back(synth_splits):
     """On the CPU, where torch has fused SGD: norm, skip decision and update stay tensors."""
     cfg = _cfg(synth_splits["trainval"], "cpu", batch=2)
     model = _model(torch.device("cpu"))
-    step = TrainStep(model, cfg, torch.device("cpu"), accumulation=1)
+    step = TrainStep(model, cfg, device=torch.device("cpu"), accumulation=1)
     assert step.optimizer.defaults["fused"]
     for p in model.parameters():
         p.grad = torch.randn_like(p)
@@ -91,7 +92,7 @@ def test_a_detection_batch_is_a_constant_few_host_trips(batch):
     images = torch.zeros(batch, 3, 300, 300)
     with HostTrafficCounter(META) as seen, torch.no_grad():
         loc, conf = model(images.to(META, non_blocking=True))
-        d = batch_detections(loc, conf, model.priors, variances)
+        d = batch_detections(loc, conf, priors=model.priors, variances=variances)
         torch.cat([d.image[:, None].float(), d.scores[:, None], d.boxes], 1).cpu()
     assert seen.counts() == {"to_device": 1, "to_host": 1, "data_dependent": 1}, seen
     assert seen.data_dependent == ["scratchdet.topk_nms.default"]

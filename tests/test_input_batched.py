@@ -487,8 +487,10 @@ def test_output_ignores_the_padding_and_the_canvas_size():
     for i, im in enumerate(images):
         tight[i, :, : im.shape[-2], : im.shape[-1]] = im
         big[i, :, : im.shape[-2], : im.shape[-1]] = im
-    a = augment_batch(tight, sizes, boxes, labels, mask, params, mean, 300, plan)
-    b = augment_batch(big, sizes, boxes, labels, mask, params, mean, 300, plan)
+    a = augment_batch(tight, sizes=sizes, boxes=boxes, labels=labels, mask=mask, params=params,
+                      mean=mean, size=300, plan=plan)
+    b = augment_batch(big, sizes=sizes, boxes=boxes, labels=labels, mask=mask, params=params,
+                      mean=mean, size=300, plan=plan)
     assert torch.equal(a.images, b.images)
 
 
@@ -514,6 +516,7 @@ def test_per_image_and_batched_photometric_agree():
     for i, im in enumerate(images):
         padded[i, :, : im.shape[-2], : im.shape[-1]] = im
     plan = host_plan(sizes, params)
-    runs = [augment_batch(padded, sizes, boxes, labels, mask, params, MEAN.flatten(), 300, plan,
+    runs = [augment_batch(padded, sizes=sizes, boxes=boxes, labels=labels, mask=mask,
+                          params=params, mean=MEAN.flatten(), size=300, plan=plan,
                           per_image=flag).images for flag in (True, False)]
     assert torch.equal(runs[0], runs[1])

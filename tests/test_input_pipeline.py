@@ -37,8 +37,8 @@ def batches(synth_splits, dataset, device="cpu", *, pipeline="cpu", augment="ssd
                                                    "pipeline": pipeline},
                             "train": {"batch_size": batch, "max_steps": steps}})
     priors = make_priors(prior_config).to(device)
-    return list(build_train_input(cfg, dataset, torch.device(device), priors,
-                                  prior_config.variances, start_step=start,
+    return list(build_train_input(cfg, dataset, device=torch.device(device), priors=priors,
+                                  variances=prior_config.variances, start_step=start,
                                   memory_format=memory_format))
 
 
@@ -53,7 +53,7 @@ def test_layout_round_trips_targets_and_decisions(dataset):
     labels = [torch.tensor([3]), torch.tensor([1, 20])]
     layout.fill_targets(table, boxes, labels)
     g = torch.Generator().manual_seed(0)
-    params = [sample_train_params(40, 64, b, g, AugmentConfig()) for b in boxes]
+    params = [sample_train_params(40, 64, boxes=b, generator=g, cfg=AugmentConfig()) for b in boxes]
     stacked = BatchParams.stack(params)
     layout.fill_decisions(table, [(40, 64), (30, 50)], stacked)
     got_boxes, got_labels, got_mask = layout.targets(table)
@@ -164,7 +164,8 @@ def test_decisions_are_those_of_the_sample_seed(synth_splits, dataset):
     boxes = target["boxes"] / torch.tensor([w, h, w, h])
 
     def draw(seed: int, position: int) -> tuple:
-        p = sample_train_params(h, w, boxes, sample_generator(seed, position), AugmentConfig())
+        p = sample_train_params(h, w, boxes=boxes, generator=sample_generator(seed, position),
+                                cfg=AugmentConfig())
         return (p.crop, p.mirror, p.interpolation, p.photometric.brightness.item(),
                 p.expansion.width.item())
 
@@ -184,7 +185,7 @@ def test_one_training_step_through_the_pipeline(synth_splits, dataset, pipeline)
     (batch,) = batches(synth_splits, dataset, pipeline=pipeline, batch=2, steps=1,
                        prior_config=model.prior_config)
     before = [p.detach().clone() for p in model.parameters()]
-    metrics = TrainStep(model, cfg, torch.device("cpu"), accumulation=1)(0.01, [batch])
+    metrics = TrainStep(model, cfg, device=torch.device("cpu"), accumulation=1)(0.01, [batch])
     loss, _, _, num_pos, grad_norm = metrics.tolist()
     assert math.isfinite(loss) and loss > 0 and num_pos > 0 and math.isfinite(grad_norm)
     assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters()))

@@ -75,7 +75,8 @@ def test_curve_reports_read_the_csv_and_its_sidecar(tmp_path):
     pd.DataFrame({"step": [1, 2, 3], "map": [0.1, 0.4, 0.3], "loss": [3.0, 2.0, 1.0],
                   "checkpoint": ["a", "b", "model_final.pt"]}).to_csv(curve, index=False)
     write_json(meta_path(curve), {"metric": "voc07", "blind": {"mean_box": 0.05, "whole": 0.02}})
-    cells = learning_curve_table({"run": curve}, {}, tmp_path / "c.md", "curves", "smoke note")
+    cells = learning_curve_table({"run": curve}, {}, tmp_path / "c.md", title="curves",
+                                 note="smoke note")
     assert cells == [["run", "", "3", "30.0", "5.0", "+25.0", "40.0 (2)"]]
     assert "- smoke note" in (tmp_path / "c.md").read_text()
     fig = draw_learning_curves({"run": curve}, "curves", "smoke note")

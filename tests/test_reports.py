@@ -102,8 +102,10 @@ def test_table_report_reads_nan_not_run_and_differences(tmp_path):
     md, csv_path = tmp_path / "t.md", tmp_path / "t.csv"
     blind = tmp_path / "blind.json"
     write_json(blind, {"metric": "voc07", "map": 0.031, "baseline": "image-blind"})
-    write_table_report(params, ROOT / "config/scales/default.yaml", "default", runs, skips,
-                       md, csv_path, tmp_path / "t.json", {rid: blind for rid in runs})
+    write_table_report(params, scale_file=ROOT / "config/scales/default.yaml",
+                       scale_name="default", runs=runs, skips=skips,
+                       out_md=md, out_csv=csv_path, out_json=tmp_path / "t.json",
+                       baselines={rid: blind for rid in runs})
     text = md.read_text()
     assert "image-blind: the same split scored with per-class mean training boxes" in text
     assert "Smoke scale: numbers are not comparable to the paper" in text
@@ -173,8 +175,9 @@ def test_table_report_coco_metrics_params_and_server_file(tmp_path):
     write_json(run.provenance, {"hardware": {"device": "cuda:0", "gpus": ["NVIDIA H100"],
                                              "cuda": "12.8"}})
     md, csv_path = tmp_path / "t.md", tmp_path / "t.csv"
-    write_table_report(ROOT / "params/dsod_table6.tsv", ROOT / "config/scales/paper.yaml", "paper",
-                       {"dsod300_coco": run.root}, {}, md, csv_path)
+    write_table_report(ROOT / "params/dsod_table6.tsv",
+                       scale_file=ROOT / "config/scales/paper.yaml", scale_name="paper",
+                       runs={"dsod300_coco": run.root}, skips={}, out_md=md, out_csv=csv_path)
     df = pd.read_csv(csv_path)  # the paper scale is comparable: a difference column, numeric
     assert df.loc[0, "AP50 reproduced"] == 50.0 and df.loc[0, "AP50 paper"] == 47.3
     assert df.loc[0, "AP50 diff"] == pytest.approx(2.7)
@@ -190,8 +193,10 @@ def test_table_report_coco_metrics_params_and_server_file(tmp_path):
 def test_table_report_counts_parameters_like_the_paper(tmp_path):
     params = ROOT / "params/dsod_table3.tsv"
     rows = pd.read_csv(params, sep="\t", dtype=str, keep_default_na=False)["row"]
-    write_table_report(params, ROOT / "config/scales/default.yaml", "default", {},
-                       {r: "test" for r in rows}, tmp_path / "t.md", tmp_path / "t.csv")
+    write_table_report(params, scale_file=ROOT / "config/scales/default.yaml",
+                       scale_name="default", runs={},
+                       skips={r: "test" for r in rows}, out_md=tmp_path / "t.md",
+                       out_csv=tmp_path / "t.csv")
     df = pd.read_csv(tmp_path / "t.csv")
     dsod = df.set_index("row").loc["ds64-192-48-1_stem_dense"]
     assert dsod["params (M) reproduced"] == 14.80 and dsod["params (M) paper"] == 14.8
@@ -201,16 +206,18 @@ def test_table_report_counts_parameters_like_the_paper(tmp_path):
 def test_table_report_needs_every_run_result(tmp_path):
     params = ROOT / "params/scratchdet_table3.tsv"
     ids = list(pd.read_csv(params, sep="\t", dtype=str)["row"])
-    args = (ROOT / "config/scales/default.yaml", "default")
-    outs = (tmp_path / "t.md", tmp_path / "t.csv")
+    args = dict(scale_file=ROOT / "config/scales/default.yaml", scale_name="default",
+                out_md=tmp_path / "t.md", out_csv=tmp_path / "t.csv")
     with pytest.raises(DataError, match="metrics.json"):
-        write_table_report(params, *args, {i: tmp_path / i for i in ids}, {}, *outs)
+        write_table_report(params, runs={i: tmp_path / i for i in ids}, skips={}, **args)
     with pytest.raises(ConfigError, match="neither a run folder nor a reason"):
-        write_table_report(params, *args, {ids[0]: tmp_path}, {}, *outs)
+        write_table_report(params, runs={ids[0]: tmp_path}, skips={}, **args)
     with pytest.raises(ConfigError, match="--skip: rows \\['no_such_row'\\] are not in this"):
-        write_table_report(params, *args, {}, {"no_such_row": "x", **{i: "x" for i in ids}}, *outs)
+        write_table_report(params, runs={}, skips={"no_such_row": "x", **{i: "x" for i in ids}},
+                           **args)
     with pytest.raises(ConfigError, match="--run: rows"):
-        write_table_report(params, *args, {"no_such_row": tmp_path}, {i: "x" for i in ids}, *outs)
+        write_table_report(params, runs={"no_such_row": tmp_path}, skips={i: "x" for i in ids},
+                           **args)
 
 
 # --- figures -------------------------------------------------------------------------------------
@@ -260,7 +267,7 @@ def test_every_figure_prints_the_scales_note(synth_splits, dets, tmp_path):
     figures = {
         "figure1": draw_figure1({"a": run}, note=SMOKE_NOTE)[0],
         "pr": draw_pr_curves(synth_splits["test"], dets, "t/r", note=SMOKE_NOTE)[0],
-        "grid": draw_detection_grid(synth_splits["test"], dets, "t/r", num_images=2,
+        "grid": draw_detection_grid(synth_splits["test"], dets, title="t/r", num_images=2,
                                     note=SMOKE_NOTE)[0],
         "curves": draw_learning_curves({"a": curve}, "curves", note=SMOKE_NOTE),
     }

@@ -177,7 +177,7 @@ def test_batched_match_equals_the_port_of_caffe_on_crowded_images(seed):
     boxes = [crowded_image(gen, n) for n in counts]
     labels = [torch.randint(1, 21, (n,), generator=gen) for n in counts]
     gt_b, gt_l, mask = host_targets(boxes, labels, box_slots(max(counts)))
-    loc_t, lab_t = match(gt_b, gt_l, mask, priors, VAR)
+    loc_t, lab_t = match(gt_b, gt_l, mask, priors=priors, variances=VAR)
     gt_idx, overlap = match_indices(gt_b, mask, priors)
     conflicts = 0
     for i, n in enumerate(counts):
@@ -214,7 +214,7 @@ def test_ties_follow_caffes_scan_order():
     boxes = [torch.cat([others[:1], copies[:5], others[1:], copies[5:]]), copies[:3]]
     labels = [torch.arange(1, len(b) + 1) for b in boxes]
     gt_b, gt_l, mask = host_targets(boxes, labels, box_slots(len(boxes[0])))
-    _, lab_t = match(gt_b, gt_l, mask, priors, VAR)
+    _, lab_t = match(gt_b, gt_l, mask, priors=priors, variances=VAR)
     _, overlap = match_indices(gt_b, mask, priors)
     for i in range(2):
         _, want_lab = oracle_targets(boxes[i], labels[i], priors)
@@ -244,9 +244,11 @@ def test_shared_best_prior_goes_to_the_first_gt_and_the_other_takes_its_next():
     gt_a = [0.3125, 0.375, 0.5625, 0.625]
     gt_b = [0.4375, 0.375, 0.6875, 0.625]
     mask = torch.tensor([[True, True]])
-    _, lab = match(torch.tensor([[gt_a, gt_b]]), torch.tensor([[1, 2]]), mask, priors, VAR)
+    _, lab = match(torch.tensor([[gt_a, gt_b]]), torch.tensor([[1, 2]]), mask,
+                   priors=priors, variances=VAR)
     assert lab.tolist() == [[1, 0, 2]]
-    _, lab = match(torch.tensor([[gt_b, gt_a]]), torch.tensor([[2, 1]]), mask, priors, VAR)
+    _, lab = match(torch.tensor([[gt_b, gt_a]]), torch.tensor([[2, 1]]), mask,
+                   priors=priors, variances=VAR)
     assert lab.tolist() == [[2, 0, 1]]
     gt_idx, overlap = match_indices(torch.tensor([[gt_a, gt_b]]), mask, priors)
     assert gt_idx[0].tolist()[::2] == [0, 1] and overlap[0, 0].item() == 2.0
@@ -255,7 +257,8 @@ def test_shared_best_prior_goes_to_the_first_gt_and_the_other_takes_its_next():
 def test_a_gt_overlapping_no_prior_gets_no_match():
     priors = cxcywh([[0.5, 0.5, 0.2, 0.2], [0.1, 0.1, 0.05, 0.05]])
     gt = torch.tensor([[[3.0, 3.0, 3.5, 3.5]]])  # the old rule forced it onto prior 0
-    loc_t, lab = match(gt, torch.tensor([[4]]), torch.tensor([[True]]), priors, VAR)
+    loc_t, lab = match(gt, torch.tensor([[4]]), torch.tensor([[True]]), priors=priors,
+                       variances=VAR)
     assert lab.tolist() == [[0, 0]] and (loc_t == 0).all()
 
 
@@ -277,7 +280,8 @@ def test_batched_iou_is_torchvisions_bit_for_bit():
 def test_forced_match_below_threshold():
     priors = cxcywh([[0.5, 0.5, 0.4, 0.4], [0.1, 0.1, 0.1, 0.1]])
     gt = torch.tensor([[[0.4, 0.4, 0.5, 0.5]]])  # IoU with prior 0 = 0.01/0.16 < 0.5
-    loc_t, lab = match(gt, torch.tensor([[4]]), torch.tensor([[True]]), priors, VAR)
+    loc_t, lab = match(gt, torch.tensor([[4]]), torch.tensor([[True]]), priors=priors,
+                       variances=VAR)
     assert lab.tolist() == [[4, 0]]
     torch.testing.assert_close(decode(loc_t[0, 0], priors[0], VAR), gt[0, 0])
 
@@ -287,12 +291,14 @@ def test_padded_slots_never_match_and_threshold_is_inclusive():
     real = [0.0, 0.0, 0.5, 1.0]  # equals prior 0
     pad = [0.5, 0.0, 1.0, 1.0]  # equals prior 1, but masked out
     gt = torch.tensor([[real, pad]])
-    _, lab = match(gt, torch.tensor([[3, 9]]), torch.tensor([[True, False]]), priors, VAR)
+    _, lab = match(gt, torch.tensor([[3, 9]]), torch.tensor([[True, False]]),
+                   priors=priors, variances=VAR)
     assert lab.tolist() == [[3, 0, 0]]
     # A prior with IoU exactly 0.5 to a GT is positive (>=), one just below is not.
     priors = cxcywh([[0.5, 0.5, 0.5, 0.5], [0.5, 0.5, 0.5, 0.25], [0.5, 0.5, 0.5, 0.24]])
     gt = box_convert(cxcywh([[[0.5, 0.5, 0.5, 0.5]]]), "cxcywh", "xyxy")
-    _, lab = match(gt, torch.tensor([[1]]), torch.tensor([[True]]), priors, VAR, 0.5)
+    _, lab = match(gt, torch.tensor([[1]]), torch.tensor([[True]]), priors=priors,
+                   variances=VAR, iou_threshold=0.5)
     assert lab.tolist() == [[1, 1, 0]]
 
 
@@ -301,9 +307,9 @@ def test_match_handles_zero_slots():
     loc_t, lab = match(
         torch.zeros(2, 0, 4),
         torch.zeros(2, 0, dtype=torch.long),
-        torch.zeros(2, 0, dtype=torch.bool),
-        priors,
-        VAR,
+        gt_mask=torch.zeros(2, 0, dtype=torch.bool),
+        priors=priors,
+        variances=VAR,
     )
     assert loc_t.shape == (2, 10, 4) and (lab == 0).all()
 

@@ -193,7 +193,7 @@ def test_vectorised_topk_nms_keeps_what_the_cpu_loop_keeps(top_k):
     scores = conf.softmax(-1)[..., 1:]
     above = scores > 0.1
     want = topk_nms(boxes, scores, above, top_k, 0.45)
-    got = topk_nms_vectorised(boxes, scores, above, top_k, 0.45)
+    got = topk_nms_vectorised(boxes, scores, above, top_k=top_k, iou_threshold=0.45)
     assert len(want) > 100
     assert sorted(got.tolist()) == sorted(want.tolist())
 
@@ -204,8 +204,10 @@ def test_batch_detections_compiles_as_one_graph():
     variances = torch.tensor(VAR)
     torch._dynamo.reset()
     compiled = torch.compile(batch_detections, fullgraph=True, backend="aot_eager")
-    got = compiled(loc, conf, priors, variances, 0.1, 0.45, 40)
-    want = batch_detections(loc, conf, priors, variances, 0.1, 0.45, 40)
+    got = compiled(loc, conf, priors=priors, variances=variances, conf_threshold=0.1,
+                   nms_threshold=0.45, top_k=40)
+    want = batch_detections(loc, conf, priors=priors, variances=variances, conf_threshold=0.1,
+                            nms_threshold=0.45, top_k=40)
     assert len(want.image) > 0
     for g, w in zip(got, want):
         assert torch.equal(g, w)

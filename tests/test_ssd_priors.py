@@ -124,7 +124,8 @@ def test_lists_normalised_to_tuples_and_frozen():
         feature_maps=[2], steps=[150], min_sizes=[100], max_sizes=[200], aspect_ratios=[[2]]
     )
     assert cfg.aspect_ratios == ((2.0,),)
-    assert cfg == PriorConfig((2,), (150,), (100,), (200,), ((2,),))
+    assert cfg == PriorConfig(feature_maps=(2,), steps=(150,), min_sizes=(100,),
+                              max_sizes=(200,), aspect_ratios=((2,),))
     with pytest.raises(dataclasses.FrozenInstanceError):
         cfg.image_size = 512  # type: ignore[misc]
 

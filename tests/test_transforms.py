@@ -264,7 +264,7 @@ def test_expansion_distribution():
     n = 20000
     h = torch.randint(50, 600, (n,), generator=gen(9))
     w = torch.randint(50, 600, (n,), generator=gen(10))
-    e = sample_expansion(h, w, gen(11), prob=0.5, max_ratio=4.0)
+    e = sample_expansion(h, w, generator=gen(11), prob=0.5, max_ratio=4.0)
     ratio = e.width.double() / w
     fired = (e.width > w) | (e.height > h)
     assert abs(fired.float().mean().item() - 0.5) < 0.02
@@ -275,7 +275,7 @@ def test_expansion_distribution():
     # The image lies inside its canvas, at an integer offset.
     assert (e.top >= 0).all() and (e.left >= 0).all()
     assert (e.top + h <= e.height).all() and (e.left + w <= e.width).all()
-    none = sample_expansion(h, w, gen(12), prob=0.0, max_ratio=4.0)
+    none = sample_expansion(h, w, generator=gen(12), prob=0.0, max_ratio=4.0)
     assert torch.equal(none.height, h) and (none.top == 0).all()
 
 

@@ -1,18 +1,23 @@
-"""Options of the benchmark commands; no torch import, so building the CLI parser stays instant."""
+"""Options of the benchmark commands; no torch import, so building the CLI parser stays instant.
+
+``--out`` is added by the CLI (``scratchdet.cli.options.add_result_out``), as for every command.
+"""
 
 from __future__ import annotations
 
 import argparse
 import os
 
-__all__ = ["MODEL_HELP", "TRAIN_MODES", "eval", "infer", "train"]
+__all__ = ["DEFAULT_WORKERS", "MODEL_HELP", "TRAIN_MODES", "eval", "infer", "train"]
 
 TRAIN_MODES = ("synthetic", "device_augment", "cpu_augment", "torchvision")
+# DataLoader workers of the training benchmark's real-data modes: the cores but one, at most 8.
+DEFAULT_WORKERS = min(8, max(1, (os.cpu_count() or 2) - 1))
 MODEL_HELP = ("canonical names or inline YAML mappings for build_model, e.g. "
               "'{family: dsod, stem_channels: 8, bottleneck: 8, growth: 4}' (tiny CI model)")
 
 
-def _common(p: argparse.ArgumentParser, kind: str, compile_help: str = "torch.compile the model"):
+def _common(p: argparse.ArgumentParser, compile_help: str = "torch.compile the model"):
     p.add_argument("--compile", action="store_true", help=compile_help)
     p.add_argument("--no-amp", dest="amp", action="store_false",
                    help="fp32 on CUDA too (default: bf16 autocast on CUDA; CPU is always fp32)")
@@ -20,7 +25,6 @@ def _common(p: argparse.ArgumentParser, kind: str, compile_help: str = "torch.co
                    help="default: channels_last on CUDA")
     p.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda, cuda:1")
     p.add_argument("--seed", type=int, default=0, help="seed of the synthetic inputs (default 0)")
-    p.add_argument("--out", help=f"result JSON (default benchmarks/results/{kind}_<device>.json)")
 
 
 def train(p: argparse.ArgumentParser) -> None:
@@ -37,13 +41,13 @@ def train(p: argparse.ArgumentParser) -> None:
     p.add_argument("--warmup", type=int, default=5,
                    help="untimed steps first (cuDNN autotuning, compilation, worker start-up)")
     p.add_argument("--repeats", type=int, default=5, help="timed repeats (default 5)")
-    p.add_argument("--workers", type=int, default=min(8, max(1, (os.cpu_count() or 2) - 1)),
+    p.add_argument("--workers", type=int, default=DEFAULT_WORKERS,
                    help="DataLoader workers for the real-data modes")
     p.add_argument("--data", help="training split (internal annotation JSON); default: a fresh "
                                   "synthetic VOC split of --synth-images images")
     p.add_argument("--synth-images", type=int, default=256,
                    help="images of the synthetic split made when --data is not given (default 256)")
-    _common(p, "train")
+    _common(p)
 
 
 def infer(p: argparse.ArgumentParser) -> None:
@@ -53,7 +57,7 @@ def infer(p: argparse.ArgumentParser) -> None:
                    help="images per forward pass, each measured (default 1 32)")
     p.add_argument("--iters", type=int, default=20, help="timed iterations per batch size")
     p.add_argument("--warmup", type=int, default=3, help="untimed iterations first (default 3)")
-    _common(p, "infer")
+    _common(p)
 
 
 def eval(p: argparse.ArgumentParser) -> None:
@@ -68,4 +72,3 @@ def eval(p: argparse.ArgumentParser) -> None:
                    help="images in the COCO backend comparison (0 skips it)")
     p.add_argument("--seed", type=int, default=0, help="seed of the generated case (default 0)")
     p.add_argument("--workdir", help="keep the generated files here (default: a temp folder)")
-    p.add_argument("--out", help="result JSON (default benchmarks/results/eval_cpu.json)")

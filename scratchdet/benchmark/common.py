@@ -122,8 +122,10 @@ def load_average() -> list[float] | None:
 class Record:
     """Collects one benchmark run; ``write`` stores it atomically."""
 
-    def __init__(self, benchmark: str, device: torch.device, config: Mapping[str, Any],
+    def __init__(self, benchmark: str, device: torch.device, *, config: Mapping[str, Any],
                  argv: Sequence[str] | None, seed: int | None = None):
+        # paths as text: a benchmark called from Python may be given Path objects
+        config = {k: str(v) if isinstance(v, Path) else v for k, v in config.items()}
         self.data: dict[str, Any] = {
             "schema": SCHEMA, "benchmark": benchmark, "device": describe_device(device),
             "device_type": device.type, "command": command_line(argv), "config": dict(config),

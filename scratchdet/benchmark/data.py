@@ -45,13 +45,13 @@ def to_network_input(images01: Tensor) -> Tensor:
     return images01 * 255.0 - mean
 
 
-def synthetic_batch(batch: int, num_classes: int, priors: Tensor, variances, size: int,
+def synthetic_batch(*, batch: int, num_classes: int, priors: Tensor, variances, size: int,
                     memory_format: torch.memory_format, seed: int) -> TrainBatch:
     """A fixed batch already on the priors' device: the step alone, no input cost."""
     g = torch.Generator().manual_seed(seed)
     images = to_network_input(synthetic_images(batch, size, g).to(priors.device))
     boxes, labels, mask = (t.to(priors.device) for t in random_targets(batch, num_classes, g))
-    loc_t, labels_t = match(boxes, labels, mask, priors, variances)
+    loc_t, labels_t = match(boxes, labels, mask, priors=priors, variances=variances)
     return TrainBatch(images.contiguous(memory_format=memory_format), loc_t, labels_t)
 
 
@@ -70,7 +70,7 @@ def training_split(data: str | None, n_images: int, workdir: str | Path) -> Path
     return out
 
 
-def pipeline_batches(split: Path, pipeline: str, batch: int, steps: int, priors: Tensor,
+def pipeline_batches(split: Path, *, pipeline: str, batch: int, steps: int, priors: Tensor,
                      variances, memory_format: torch.memory_format, workers: int,
                      seed: int) -> Iterator[TrainBatch]:
     """The training input exactly as ``scratchdet train`` builds it (``input.build_train_input``)
@@ -79,5 +79,6 @@ def pipeline_batches(split: Path, pipeline: str, batch: int, steps: int, priors:
                                                    "pipeline": pipeline},
                             "train": {"batch_size": batch, "max_steps": steps}})
     dataset = DetectionDataset(load_annotations(split))
-    return iter(build_train_input(cfg, dataset, priors.device, priors, variances, start_step=0,
+    return iter(build_train_input(cfg, dataset, device=priors.device, priors=priors,
+                                  variances=variances, start_step=0,
                                   memory_format=memory_format))

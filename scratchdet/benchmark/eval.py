@@ -18,14 +18,14 @@ must be identical.
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from importlib import metadata
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -117,7 +117,7 @@ def max_difference(a: dict, b: dict) -> float:
     return worst
 
 
-def _voc_part(args: argparse.Namespace, folder: Path, record: Record) -> None:
+def _voc_part(args: SimpleNamespace, folder: Path, record: Record) -> None:
     n_images = max(1, round(VOC07_TEST_IMAGES * args.scale))
     t0 = time.perf_counter()
     gt_path, dets_path = make_case(folder / "voc", n_images, args.seed)
@@ -150,7 +150,7 @@ def _voc_part(args: argparse.Namespace, folder: Path, record: Record) -> None:
                 "map": res_e2e["map"], "max_abs_diff_vs_reference": diffs})
 
 
-def _coco_part(args: argparse.Namespace, folder: Path, record: Record) -> None:
+def _coco_part(args: SimpleNamespace, folder: Path, record: Record) -> None:
     gt_path, dets_path = make_case(folder / "coco", args.coco_images, args.seed + 1)
     with open(gt_path) as fh:
         gt = json.load(fh)
@@ -182,7 +182,14 @@ def _versions(names: list[str]) -> dict[str, str | None]:
     return out
 
 
-def run_eval(args: argparse.Namespace) -> dict[str, Any]:
+def run_eval(*, scale: float = 1.0, metric: str = "voc07", repeats: int = 5,
+             naive_repeats: int = 1, coco_images: int = 500, seed: int = 0,
+             workdir: str | Path | None = None, out: str | Path | None = None,
+             argv: Sequence[str] | None = None
+             ) -> dict[str, Any]:
+    """``scratchdet benchmark eval``: the keywords are its options (``--help``); ``argv`` is
+    the command line to record (default ``sys.argv``)."""
+    args = SimpleNamespace(**locals())  # the options, as the private helpers take them
     if not 0 < args.scale <= 1:
         raise ConfigError(None, "--scale", f"must be in (0, 1], got {args.scale}")
     check_positive("--repeats", args.repeats)
@@ -190,7 +197,7 @@ def run_eval(args: argparse.Namespace) -> dict[str, Any]:
     check_positive("--coco-images", args.coco_images, 0)
     device = torch.device("cpu")
     config = {k: v for k, v in vars(args).items() if k not in ("func", "argv")}
-    record = Record("eval", device, config, getattr(args, "argv", None), args.seed)
+    record = Record("eval", device, config=config, argv=args.argv, seed=args.seed)
     with tempfile.TemporaryDirectory(prefix="scratchdet-eval-bench-") as tmp:
         folder = Path(args.workdir) if args.workdir else Path(tmp)
         _voc_part(args, folder, record)

@@ -18,14 +18,15 @@ benchmark fails.
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import torch
@@ -84,7 +85,7 @@ def _ms(values: list[float]) -> dict[str, Any]:
     return {"min_ms": s["min"], "median_ms": s["median"], "raw_ms": s["raw"]}
 
 
-def component_case(case: str, ours_name: str, ours_s: list[float], ref_name: str,
+def component_case(case: str, *, ours_name: str, ours_s: list[float], ref_name: str,
                    ref_s: list[float], **extra: Any) -> dict[str, Any]:
     """One case of a component benchmark file (the schema of benchmarks/README.md)."""
     ours, ref = _ms(ours_s), _ms(ref_s)
@@ -110,11 +111,18 @@ def _pair(label: str, ours_args: list[str], ours_out: Path, ref_code: str, ref_a
     if (ours_map is None) != (ref_map is None) or (
             ours_map is not None and abs(ours_map - ref_map) > TOLERANCE):
         raise RuntimeError(f"{label}: scratchdet eval says mAP {ours_map}, {ref_name} {ref_map}")
-    return component_case(label, f"scratchdet eval {' '.join(ours_args[5:7])}", ours_s,
-                          ref_name, ref_s, torch_imported=any(torch_seen), map=ours_map)
+    return component_case(label, ours_name=f"scratchdet eval {' '.join(ours_args[5:7])}",
+                          ours_s=ours_s,
+                          ref_name=ref_name, ref_s=ref_s, torch_imported=any(torch_seen),
+                          map=ours_map)
 
 
-def run_eval_startup(args: argparse.Namespace) -> dict[str, Any]:
+def run_eval_startup(*, images: int = 500, repeats: int = 7, warmup: int = 1, seed: int = 0,
+                     out: str | Path | None = None, argv: Sequence[str] | None = None) -> dict[str,
+                                                                                               Any]:
+    """``scratchdet benchmark eval-startup``: the keywords are its options (``--help``); ``argv`` is
+    the command line to record (default ``sys.argv``)."""
+    args = SimpleNamespace(**locals())  # the options, as the private helpers take them
     check_positive("--repeats", args.repeats)
     check_positive("--warmup", args.warmup, 0)
     check_positive("--images", args.images)
@@ -124,8 +132,8 @@ def run_eval_startup(args: argparse.Namespace) -> dict[str, Any]:
         raise ConfigError(None, "eval-startup", "the reference needs pycocotools: pip install "
                                                 "pycocotools") from None
     config = {k: v for k, v in vars(args).items() if k not in ("func", "argv")}
-    record = Record("eval-startup", torch.device("cpu"), config, getattr(args, "argv", None),
-                    args.seed)
+    record = Record("eval-startup", torch.device("cpu"), config=config, argv=args.argv,
+                    seed=args.seed)
     cases = record.data["cases"] = []
     with tempfile.TemporaryDirectory(prefix="scratchdet-eval-startup-") as tmp:
         folder = Path(tmp)

@@ -13,11 +13,13 @@ than wall time; on a GPU it is the host's share only.
 
 from __future__ import annotations
 
-import argparse
 import logging
 import time
+from collections.abc import Sequence
 from contextlib import nullcontext
 from functools import partial
+from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import torch
@@ -44,7 +46,7 @@ log = logging.getLogger(__name__)
 
 
 
-def _bench(model: torch.nn.Module, forward: Any, batch: int, args: argparse.Namespace,
+def _bench(model: torch.nn.Module, forward: Any, batch: int, args: SimpleNamespace,
            device: torch.device, memory_format: torch.memory_format) -> dict[str, Any]:
     g = torch.Generator().manual_seed(args.seed)
     mean = torch.tensor(CAFFE_MEAN_RGB)[None, :, None, None]
@@ -60,7 +62,7 @@ def _bench(model: torch.nn.Module, forward: Any, batch: int, args: argparse.Name
             return forward(images)
 
     def detections(loc: torch.Tensor, conf: torch.Tensor) -> int:
-        d = batch_detections(loc.float(), conf.float(), priors, variances)
+        d = batch_detections(loc.float(), conf.float(), priors=priors, variances=variances)
         rows = torch.cat([d.image[:, None].float(), d.scores[:, None], d.boxes,
                           d.rank[:, None].float()], 1).cpu()
         return int((rows[:, -1] < 200).sum())
@@ -86,7 +88,13 @@ def _bench(model: torch.nn.Module, forward: Any, batch: int, args: argparse.Name
             "detections_per_image": dets, "host_traffic": traffic.counts()}
 
 
-def run_infer(args: argparse.Namespace) -> dict[str, Any]:
+def run_infer(*, models: Sequence[str] | None = None, batch_sizes: Sequence[int] = (1, 32),
+              iters: int = 20, warmup: int = 3, compile: bool = False, amp: bool = True,
+              channels_last: bool = True, device: str = "auto", seed: int = 0,
+              out: str | Path | None = None, argv: Sequence[str] | None = None) -> dict[str, Any]:
+    """``scratchdet benchmark infer``: the keywords are its options (``--help``); ``argv`` is
+    the command line to record (default ``sys.argv``)."""
+    args = SimpleNamespace(**locals())  # the options, as the private helpers take them
     check_positive("--iters", args.iters)
     check_positive("--warmup", args.warmup, 0)
     for b in args.batch_sizes:
@@ -100,7 +108,7 @@ def run_infer(args: argparse.Namespace) -> dict[str, Any]:
                   amp_active=args.amp and device.type == "cuda",
                   postprocess="batch_detections: conf 0.01, NMS 0.45, top_k 400, keep_top_k 200 "
                               "(defaults), one copy back per batch")
-    record = Record("infer", device, config, getattr(args, "argv", None), args.seed)
+    record = Record("infer", device, config=config, argv=args.argv, seed=args.seed)
     for label, cfg in (parse_model(m) for m in args.models or CANONICAL_MODELS):
         torch.manual_seed(args.seed)
         model = build_model(cfg, NUM_CLASSES, load_pretrained=False).to(device).eval()

@@ -15,9 +15,10 @@ values (``results``).
 
 from __future__ import annotations
 
-import argparse
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import torch
@@ -35,7 +36,7 @@ __all__ = ["VARIANCES", "case_line", "case_record", "compare", "matching_case", 
 VARIANCES = (0.1, 0.1, 0.2, 0.2)
 
 
-def compare(ours: Callable[[], Any], reference: Callable[[], Any], repeats: int, warmup: int,
+def compare(ours: Callable[[], Any], reference: Callable[[], Any], *, repeats: int, warmup: int,
             device: torch.device) -> tuple[list[float], list[float]]:
     """Milliseconds of ``ours`` and ``reference``, run alternately ``repeats`` times each after
     ``warmup`` untimed rounds (the order flips every round, so neither always runs second)."""
@@ -52,7 +53,7 @@ def compare(ours: Callable[[], Any], reference: Callable[[], Any], repeats: int,
     return times["ours"], times["reference"]
 
 
-def case_record(case: str, ours_name: str, ours: Sequence[float], ref_name: str,
+def case_record(case: str, *, ours_name: str, ours: Sequence[float], ref_name: str,
                 ref: Sequence[float], **extra: Any) -> tuple[dict[str, Any], dict[str, Any]]:
     """(the ``cases`` entry, the ``results`` row with the raw values) of one case."""
     so, sr = summary(ours, 4), summary(ref, 4)
@@ -106,7 +107,13 @@ def torchvision_matching(boxes: Sequence[Tensor], labels: Sequence[Tensor],
     return out
 
 
-def run_matching(args: argparse.Namespace) -> dict[str, Any]:
+def run_matching(*, batch_size: int = 32, boxes: Sequence[int] = (3, 20, 50), repeats: int = 15,
+                 warmup: int = 2, threads: int = 0, device: str = "cpu", seed: int = 0,
+                 out: str | Path | None = None, argv: Sequence[str] | None = None) -> dict[str,
+                                                                                           Any]:
+    """``scratchdet benchmark matching``: the keywords are its options (``--help``); ``argv`` is
+    the command line to record (default ``sys.argv``)."""
+    args = SimpleNamespace(**locals())  # the options, as the private helpers take them
     check_positive("--repeats", args.repeats)
     check_positive("--warmup", args.warmup, 0)
     check_positive("--batch-size", args.batch_size)
@@ -122,7 +129,7 @@ def run_matching(args: argparse.Namespace) -> dict[str, Any]:
     variances = torch.tensor(VARIANCES, device=device)
     config = {k: v for k, v in vars(args).items() if k not in ("func", "argv")}
     config.update(threads=torch.get_num_threads(), priors=int(priors.shape[0]))
-    record = Record("matching", device, config, getattr(args, "argv", None), args.seed)
+    record = Record("matching", device, config=config, argv=args.argv, seed=args.seed)
     cases = []
     for n in args.boxes:
         boxes, labels = matching_case(args.batch_size, n, args.seed)
@@ -134,12 +141,14 @@ def run_matching(args: argparse.Namespace) -> dict[str, Any]:
         gt = tuple(t.to(device) for t in layout.targets(table))
         boxes = [b.to(device) for b in boxes]
         labels = [lab.to(device) for lab in labels]
-        ours, ref = compare(lambda gt=gt: match(*gt, priors, variances),
+        ours, ref = compare(lambda gt=gt: match(*gt, priors=priors, variances=variances),
                             lambda boxes=boxes, labels=labels: torchvision_matching(
                                 boxes, labels, anchors),
-                            args.repeats, args.warmup, device)
-        entry, row = case_record(f"batch {args.batch_size}, {n} boxes", "scratchdet match",
-                                 ours, "torchvision SSDMatcher + box_iou per image", ref,
+                            repeats=args.repeats, warmup=args.warmup, device=device)
+        entry, row = case_record(f"batch {args.batch_size}, {n} boxes",
+                                 ours_name="scratchdet match",
+                                 ours=ours, ref_name="torchvision SSDMatcher + box_iou per image",
+                                 ref=ref,
                                  box_slots=slots)
         cases.append(entry)
         record.add(row)

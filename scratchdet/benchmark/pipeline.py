@@ -25,10 +25,10 @@ repeats. Torch runs with ``--threads`` threads (default 1: one DataLoader worker
 
 from __future__ import annotations
 
-import argparse
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import torch
@@ -83,20 +83,21 @@ def _photos(folder: Path, limit: int) -> list[Sample]:
     return out
 
 
-def image_sets(args: argparse.Namespace) -> dict[str, list[Sample]]:
+def image_sets(*, batch_size: int, batches: int, seed: int, photos: str | Path | None = None
+               ) -> dict[str, list[Sample]]:
     """Case name -> images, each set a whole number of batches."""
-    n = args.batch_size * args.batches
-    sets = {f"{args.batch_size} synthetic images of 300-500 px": synthetic_images(n, args.seed)}
+    n = batch_size * batches
+    sets = {f"{batch_size} synthetic images of 300-500 px": synthetic_images(n, seed)}
     large = []
-    for b in range(args.batches):
-        large += synthetic_images(args.batch_size, args.seed + 1000 + b, large=1024)
-    sets[f"{args.batch_size} synthetic images, one of them 1024x1024"] = large
-    if args.photos:
-        photos = _photos(Path(args.photos), n)
-        usable = len(photos) - len(photos) % args.batch_size
+    for b in range(batches):
+        large += synthetic_images(batch_size, seed + 1000 + b, large=1024)
+    sets[f"{batch_size} synthetic images, one of them 1024x1024"] = large
+    if photos:
+        photos = _photos(Path(photos), n)
+        usable = len(photos) - len(photos) % batch_size
         if usable == 0:
-            raise ConfigError(None, "--photos", f"fewer than {args.batch_size} photos")
-        sets[f"{args.batch_size} photos ({Path(args.photos).name})"] = photos[:usable]
+            raise ConfigError(None, "--photos", f"fewer than {batch_size} photos")
+        sets[f"{batch_size} photos ({Path(photos).name})"] = photos[:usable]
     return sets
 
 
@@ -146,9 +147,10 @@ class _Runners:
     def device(self, batch: Sequence[Sample], first: int, canvas: tuple[int, int]) -> Tensor:
         from ..input.pipeline import device_pipeline_on_cpu
 
-        return device_pipeline_on_cpu(batch, [self.seed] * len(batch),
-                                      range(first, first + len(batch)), canvas, self.size,
-                                      self.config)
+        return device_pipeline_on_cpu(batch, seeds=[self.seed] * len(batch),
+                                      positions=range(first, first + len(batch)), canvas=canvas,
+                                      size=self.size,
+                                      config=self.config)
 
     def torchvision(self, batch: Sequence[Sample], first: int) -> Tensor:
         tvt = self.tv_tensors
@@ -183,7 +185,14 @@ NAMES = {"device": "scratchdet device pipeline (on the CPU)",
          "torchvision": "torchvision transforms.v2 SSD augmentation"}
 
 
-def run_pipeline(args: argparse.Namespace) -> dict[str, Any]:
+def run_pipeline(*, batch_size: int = 8, batches: int = 2, size: int = 300,
+                 photos: str | Path | None = None, repeats: int = 7, warmup: int = 1,
+                 threads: int = 1, seed: int = 0, out: str | Path | None = None,
+                 argv: Sequence[str] | None = None
+                 ) -> dict[str, Any]:
+    """``scratchdet benchmark pipeline``: the keywords are its options (``--help``); ``argv`` is
+    the command line to record (default ``sys.argv``)."""
+    args = SimpleNamespace(**locals())  # the options, as the private helpers take them
     check_positive("--batch-size", args.batch_size)
     check_positive("--batches", args.batches)
     check_positive("--repeats", args.repeats)
@@ -191,10 +200,12 @@ def run_pipeline(args: argparse.Namespace) -> dict[str, Any]:
     torch.set_num_threads(args.threads)
     device = torch.device("cpu")
     config = {k: v for k, v in vars(args).items() if k not in ("func", "argv")}
-    record = Record("pipeline", device, config, getattr(args, "argv", None), args.seed)
+    record = Record("pipeline", device, config=config, argv=args.argv, seed=args.seed)
     record.data["cases"] = []
     runners = _Runners(args.size, args.seed)
-    for set_name, images in image_sets(args).items():
+    for set_name, images in image_sets(batch_size=args.batch_size, batches=args.batches,
+                                       seed=args.seed,
+                                           photos=args.photos).items():
         canvas = _canvas(images)
         batches = [images[i: i + args.batch_size] for i in range(0, len(images), args.batch_size)]
         fns = {"device": lambda b, p, c=canvas: runners.device(b, p, c),

@@ -17,7 +17,8 @@ one class). Interleaved repetitions as in ``benchmark matching``.
 
 from __future__ import annotations
 
-import argparse
+from collections.abc import Sequence
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -69,7 +70,7 @@ def torchvision_postprocess(loc: Tensor, conf: Tensor, anchors_px: Tensor,
                                       [(_SIZE, _SIZE)] * loc.shape[0])
 
 
-def detections(loc: Tensor, conf: Tensor, priors: Tensor, variances: Tensor,
+def detections(loc: Tensor, conf: Tensor, *, priors: Tensor, variances: Tensor,
                settings: DetectConfig) -> Tensor:
     """Rows (image, label, score, x0, y0, x1, y1) of a batch, as ``engine.detect`` computes them
     (there the rows then go to the host in one copy): ``batch_detections``, then each image's
@@ -82,7 +83,13 @@ def detections(loc: Tensor, conf: Tensor, priors: Tensor, variances: Tensor,
     return rows[d.rank < settings.keep_top_k]
 
 
-def run_postprocess(args: argparse.Namespace) -> dict[str, Any]:
+def run_postprocess(*, batch_size: int = 32, scores: Sequence[str] = ("untrained", "peaked"),
+                    repeats: int = 15, warmup: int = 2, threads: int = 0, device: str = "cpu",
+                    seed: int = 0, out: str | Path | None = None, argv: Sequence[str] | None = None
+                    ) -> dict[str, Any]:
+    """``scratchdet benchmark postprocess``: the keywords are its options (``--help``); ``argv`` is
+    the command line to record (default ``sys.argv``)."""
+    args = SimpleNamespace(**locals())  # the options, as the private helpers take them
     check_positive("--repeats", args.repeats)
     check_positive("--warmup", args.warmup, 0)
     check_positive("--batch-size", args.batch_size)
@@ -100,20 +107,21 @@ def run_postprocess(args: argparse.Namespace) -> dict[str, Any]:
                   num_classes=NUM_CLASSES, conf_threshold=settings.conf_threshold,
                   nms_threshold=settings.nms_threshold, top_k=settings.top_k,
                   keep_top_k=settings.keep_top_k)
-    record = Record("postprocess", device, config, getattr(args, "argv", None), args.seed)
+    record = Record("postprocess", device, config=config, argv=args.argv, seed=args.seed)
     cases = []
     for kind in args.scores:
         loc, conf = (t.to(device) for t in head_outputs(kind, args.batch_size, priors.shape[0],
                                                         args.seed))
-        per_image = len(detections(loc, conf, priors, variances, settings)) / loc.shape[0]
-        ours, ref = compare(lambda loc=loc, conf=conf: detections(loc, conf, priors, variances,
-                                                                  settings),
+        per_image = len(detections(loc, conf, priors=priors, variances=variances,
+                                        settings=settings)) / loc.shape[0]
+        ours, ref = compare(lambda loc=loc, conf=conf: detections(
+                                loc, conf, priors=priors, variances=variances, settings=settings),
                             lambda loc=loc, conf=conf: torchvision_postprocess(
                                 loc, conf, anchors_px, settings),
-                            args.repeats, args.warmup, device)
+                            repeats=args.repeats, warmup=args.warmup, device=device)
         entry, row = case_record(f"batch {args.batch_size}, {kind} scores",
-                                 "scratchdet postprocess", ours,
-                                 "torchvision SSD.postprocess_detections", ref,
+                                 ours_name="scratchdet postprocess", ours=ours,
+                                 ref_name="torchvision SSD.postprocess_detections", ref=ref,
                                  detections_per_image=round(per_image, 2))
         cases.append(entry)
         record.add(row)

@@ -17,7 +17,6 @@ goes on.
 
 from __future__ import annotations
 
-import argparse
 import gc
 import logging
 import math
@@ -25,6 +24,8 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import nullcontext
+from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import torch
@@ -34,6 +35,7 @@ from ..engine.device import memory_format_for, resolve_device
 from ..engine.step import TrainStep, make_optimizer
 from ..models import build_model, count_parameters, resolve_config
 from . import data as bdata
+from .arguments import DEFAULT_WORKERS, TRAIN_MODES
 from .common import NUM_CLASSES, Record, check_positive, default_out, parse_model, summary, sync
 from .host_traffic import HostTrafficCounter
 from .tvref import backbone_reference, targets_for, torchvision_vgg16
@@ -76,7 +78,7 @@ class _Trainer:
 
     def ours(self, batch: bdata.TrainBatch) -> torch.Tensor:
         if self.step is None:
-            self.step = TrainStep(self.model, self.cfg, self.device, accumulation=1)
+            self.step = TrainStep(self.model, self.cfg, device=self.device, accumulation=1)
         return self.step(LR, [batch])[0]
 
     def torchvision(self, images: list, targets: list) -> torch.Tensor:
@@ -138,7 +140,7 @@ def _guard(fn: Callable[[], dict[str, Any]], device: torch.device) -> dict[str, 
         _release(device)
 
 
-def _bench_ours(label: str, cfg: Any, batch: int, args: argparse.Namespace,
+def _bench_ours(label: str, cfg: Any, batch: int, args: SimpleNamespace,
                 device: torch.device, memory_format: torch.memory_format,
                 split_path: Callable[[], Any]) -> dict[str, Any]:
     """Our model in the synthetic and real-data modes; returns the row."""
@@ -159,14 +161,17 @@ def _bench_ours(label: str, cfg: Any, batch: int, args: argparse.Namespace,
                 **_sync_check(lambda: trainer.ours(next(batches)), device)}
 
     def synthetic() -> dict[str, Any]:
-        fixed = bdata.synthetic_batch(batch, NUM_CLASSES, priors, variances, 300, memory_format,
-                                      args.seed)
+        fixed = bdata.synthetic_batch(batch=batch, num_classes=NUM_CLASSES, priors=priors,
+                                      variances=variances, size=300, memory_format=memory_format,
+                                      seed=args.seed)
         return run(iter(lambda: fixed, None))
 
     def real(pipeline: str) -> Callable[[], dict[str, Any]]:
-        return lambda: run(bdata.pipeline_batches(split_path(), pipeline, batch, total, priors,
-                                                  variances, memory_format, args.workers,
-                                                  args.seed))
+        return lambda: run(bdata.pipeline_batches(split_path(), pipeline=pipeline, batch=batch,
+                                                  steps=total, priors=priors,
+                                                  variances=variances, memory_format=memory_format,
+                                                  workers=args.workers,
+                                                  seed=args.seed))
 
     for mode, fn in (("synthetic", synthetic), ("device_augment", real("device")),
                      ("cpu_augment", real("cpu"))):
@@ -175,7 +180,7 @@ def _bench_ours(label: str, cfg: Any, batch: int, args: argparse.Namespace,
     return row
 
 
-def _bench_model(label: str, cfg: Any, batch: int, args: argparse.Namespace,
+def _bench_model(label: str, cfg: Any, batch: int, args: SimpleNamespace,
                  device: torch.device, memory_format: torch.memory_format,
                  split_path: Callable[[], Any]) -> dict[str, Any]:
     row = _bench_ours(label, cfg, batch, args, device, memory_format, split_path)
@@ -191,7 +196,7 @@ def _bench_model(label: str, cfg: Any, batch: int, args: argparse.Namespace,
     return row
 
 
-def _bench_torchvision(tv_model: torch.nn.Module, batch: int, args: argparse.Namespace,
+def _bench_torchvision(tv_model: torch.nn.Module, batch: int, args: SimpleNamespace,
                        device: torch.device, memory_format: torch.memory_format) -> dict[str, Any]:
     tv_model = tv_model.to(device).to(memory_format=memory_format).train()
     trainer = _Trainer(tv_model, device, args.amp)
@@ -205,7 +210,7 @@ def _bench_torchvision(tv_model: torch.nn.Module, batch: int, args: argparse.Nam
             "params": count_parameters(tv_model)}
 
 
-def _bench_tv_vgg16(batch: int, args: argparse.Namespace, device: torch.device,
+def _bench_tv_vgg16(batch: int, args: SimpleNamespace, device: torch.device,
                     memory_format: torch.memory_format) -> dict[str, Any]:
     torch.manual_seed(args.seed)
     model = torchvision_vgg16(NUM_CLASSES + 1)
@@ -235,7 +240,17 @@ def _derive(row: dict[str, Any]) -> None:
     row["speedup_vs_torchvision"] = round(synth / tv, 3) if synth and tv else None
 
 
-def run_train(args: argparse.Namespace) -> dict[str, Any]:
+def run_train(*, models: Sequence[str] = ("scratchdet300", "dsod300", "ssd300_vgg16"),
+              batch_sizes: Sequence[int] = (32, 128), modes: Sequence[str] = TRAIN_MODES,
+              reference: str = "both", steps: int = 20, warmup: int = 5, repeats: int = 5,
+              workers: int = DEFAULT_WORKERS, data: str | None = None, synth_images: int = 256,
+              compile: bool = False, amp: bool = True, channels_last: bool = True,
+              device: str = "auto", seed: int = 0, out: str | Path | None = None,
+              argv: Sequence[str] | None = None
+              ) -> dict[str, Any]:
+    """``scratchdet benchmark train``: the keywords are its options (``--help``); ``argv`` is
+    the command line to record (default ``sys.argv``)."""
+    args = SimpleNamespace(**locals())  # the options, as the private helpers take them
     for name in ("steps", "repeats", "synth_images"):
         check_positive(f"--{name.replace('_', '-')}", getattr(args, name))
     check_positive("--warmup", args.warmup, 0)
@@ -252,7 +267,7 @@ def run_train(args: argparse.Namespace) -> dict[str, Any]:
     config = {k: v for k, v in vars(args).items() if k not in ("func", "argv")}
     config.update(memory_format=str(memory_format), amp_active=args.amp and device.type == "cuda",
                   cudnn_benchmark=device.type == "cuda", num_classes=NUM_CLASSES, lr=LR)
-    record = Record("train", device, config, getattr(args, "argv", None), args.seed)
+    record = Record("train", device, config=config, argv=args.argv, seed=args.seed)
 
     with tempfile.TemporaryDirectory(prefix="scratchdet-bench-") as tmp:
         split_cache: dict[str, Any] = {}

@@ -13,11 +13,12 @@ compiled step's graph breaks are counted (``torch._dynamo`` counters: only PyTor
 
 from __future__ import annotations
 
-import argparse
 import copy
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import nullcontext
+from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import torch
@@ -59,7 +60,7 @@ def _tv_step(model: torch.nn.Module, cfg: Any, device: torch.device,
     return step
 
 
-def _bench(label: str, model_cfg: Any, args: argparse.Namespace, device: torch.device,
+def _bench(label: str, model_cfg: Any, args: SimpleNamespace, device: torch.device,
            memory_format: torch.memory_format) -> list[dict[str, Any]]:
     batch = args.batch_size
     cfg = config_from_dict({"train": {"lr": LR, "amp": args.amp, "batch_size": batch}})
@@ -67,9 +68,10 @@ def _bench(label: str, model_cfg: Any, args: argparse.Namespace, device: torch.d
     model = build_model(model_cfg, NUM_CLASSES, load_pretrained=False)
     tv_model = backbone_reference(copy.deepcopy(model))
     model = model.to(device).to(memory_format=memory_format).train()
-    fixed = bdata.synthetic_batch(batch, NUM_CLASSES, model.priors,
-                                  model.prior_config.variances, 300, memory_format, args.seed)
-    eager = TrainStep(model, cfg, device, accumulation=1)
+    fixed = bdata.synthetic_batch(batch=batch, num_classes=NUM_CLASSES, priors=model.priors,
+                                  variances=model.prior_config.variances, size=300,
+                                  memory_format=memory_format, seed=args.seed)
+    eager = TrainStep(model, cfg, device=device, accumulation=1)
     steps: dict[str, Callable[[], Any]] = {"eager": lambda: eager(LR, [fixed])}
     if args.compile:
         # Dynamo keeps at most 8 compilations per code object, and each TrainStep is one more
@@ -78,7 +80,7 @@ def _bench(label: str, model_cfg: Any, args: argparse.Namespace, device: torch.d
         compiled_model = copy.deepcopy(model)
         compiled_cfg = config_from_dict({"train": {"lr": LR, "amp": args.amp,
                                                    "batch_size": batch, "compile": True}})
-        compiled = TrainStep(compiled_model, compiled_cfg, device, accumulation=1)
+        compiled = TrainStep(compiled_model, compiled_cfg, device=device, accumulation=1)
         steps["compiled"] = lambda: compiled(LR, [fixed])
     tv_model = tv_model.to(device).to(memory_format=memory_format).train()
     g = torch.Generator().manual_seed(args.seed)
@@ -110,20 +112,32 @@ def _bench(label: str, model_cfg: Any, args: argparse.Namespace, device: torch.d
             seconds[name].append((time.perf_counter() - t0) / args.steps)
     tv_name = "torchvision SSD, same backbone (tvref.backbone_reference)"
     what = f"{label}, batch {batch}"
-    cases = [component_case(f"{what}: eager step", "TrainStep (eager)", seconds["eager"],
-                            tv_name, seconds["torchvision"], first_step_s=first_s["eager"])]
+    cases = [component_case(f"{what}: eager step", ours_name="TrainStep (eager)",
+                            ours_s=seconds["eager"],
+                            ref_name=tv_name, ref_s=seconds["torchvision"],
+                            first_step_s=first_s["eager"])]
     if args.compile:
         cases.append(component_case(
-            f"{what}: compiled step", "TrainStep (train.compile)", seconds["compiled"], tv_name,
-            seconds["torchvision"], first_step_s=first_s["compiled"], graph_breaks=breaks,
+            f"{what}: compiled step", ours_name="TrainStep (train.compile)",
+            ours_s=seconds["compiled"], ref_name=tv_name,
+            ref_s=seconds["torchvision"], first_step_s=first_s["compiled"], graph_breaks=breaks,
             compile_options="mode=reduce-overhead" if device.type == "cuda" else "inductor"))
         cases.append(component_case(
-            f"{what}: compiled vs eager", "TrainStep (train.compile)", seconds["compiled"],
-            "TrainStep (eager)", seconds["eager"]))
+            f"{what}: compiled vs eager", ours_name="TrainStep (train.compile)",
+            ours_s=seconds["compiled"],
+            ref_name="TrainStep (eager)", ref_s=seconds["eager"]))
     return cases
 
 
-def run_train_step(args: argparse.Namespace) -> dict[str, Any]:
+def run_train_step(*, models: Sequence[str] = ("dsod300_smallest", "scratchdet300"),
+                   batch_size: int = 4, steps: int = 2, repeats: int = 5, warmup: int = 2,
+                   compile: bool = False, amp: bool = True, channels_last: bool = True,
+                   threads: int = 0, device: str = "auto", seed: int = 0,
+                   out: str | Path | None = None, argv: Sequence[str] | None = None) -> dict[str,
+                                                                                             Any]:
+    """``scratchdet benchmark train-step``: the keywords are its options (``--help``); ``argv`` is
+    the command line to record (default ``sys.argv``)."""
+    args = SimpleNamespace(**locals())  # the options, as the private helpers take them
     for name in ("steps", "repeats", "batch_size"):
         check_positive(f"--{name.replace('_', '-')}", getattr(args, name))
     check_positive("--warmup", args.warmup, 0)
@@ -139,7 +153,7 @@ def run_train_step(args: argparse.Namespace) -> dict[str, Any]:
     config = {k: v for k, v in vars(args).items() if k not in ("func", "argv")}
     config.update(memory_format=str(memory_format), lr=LR, num_classes=NUM_CLASSES,
                   amp_active=args.amp and device.type == "cuda")
-    record = Record("train-step", device, config, getattr(args, "argv", None), args.seed)
+    record = Record("train-step", device, config=config, argv=args.argv, seed=args.seed)
     cases = record.data["cases"] = []
     for label, cfg in models:
         cases += _bench(label, cfg, args, device, memory_format)

@@ -7,10 +7,21 @@ themselves in ``scratchdet/benchmark/``.
 from __future__ import annotations
 
 import argparse
+import inspect
+from collections.abc import Callable
 
 from ..benchmark.fps import RESULTS_DIR
+from .options import add_result_out
 
 __all__ = ["register"]
+
+
+def _call(run: Callable[..., dict], args: argparse.Namespace) -> dict:
+    """``run`` (a benchmark of ``scratchdet.benchmark``, which takes keywords) with the parsed
+    options it names, the command line included; the CLI's own keys (``func``, ``verbose``...)
+    stay out of the benchmark and of its recorded config."""
+    names = inspect.signature(run).parameters
+    return run(**{k: v for k, v in vars(args).items() if k in names})
 
 
 def _print_summary(data: dict) -> None:
@@ -20,25 +31,25 @@ def _print_summary(data: dict) -> None:
 def cmd_train(args: argparse.Namespace) -> None:
     from ..benchmark.train import run_train
 
-    _print_summary(run_train(args))
+    _print_summary(_call(run_train, args))
 
 
 def cmd_infer(args: argparse.Namespace) -> None:
     from ..benchmark.infer import run_infer
 
-    _print_summary(run_infer(args))
+    _print_summary(_call(run_infer, args))
 
 
 def cmd_eval(args: argparse.Namespace) -> None:
     from ..benchmark.eval import run_eval
 
-    _print_summary(run_eval(args))
+    _print_summary(_call(run_eval, args))
 
 
 def cmd_pipeline(args: argparse.Namespace) -> None:
     from ..benchmark.pipeline import run_pipeline
 
-    run_pipeline(args)
+    _call(run_pipeline, args)
 
 
 def _pipeline_options(p: argparse.ArgumentParser) -> None:
@@ -51,19 +62,19 @@ def _pipeline_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--warmup", type=int, default=1, help="untimed rounds first (default 1)")
     p.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     p.add_argument("--seed", type=int, default=0, help="seed of the images and the draws")
-    p.add_argument("--out", help=f"result JSON (default {RESULTS_DIR}/pipeline_cpu.json)")
+    add_result_out(p, "pipeline_cpu.json")
 
 
 def cmd_matching(args: argparse.Namespace) -> None:
     from ..benchmark.matching import run_matching
 
-    run_matching(args)
+    _call(run_matching, args)
 
 
 def cmd_postprocess(args: argparse.Namespace) -> None:
     from ..benchmark.postprocess import run_postprocess
 
-    run_postprocess(args)
+    _call(run_postprocess, args)
 
 
 def _component(p: argparse.ArgumentParser, kind: str) -> None:
@@ -75,7 +86,7 @@ def _component(p: argparse.ArgumentParser, kind: str) -> None:
     p.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's)")
     p.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:1, auto")
     p.add_argument("--seed", type=int, default=0, help="seed of the synthetic inputs")
-    p.add_argument("--out", help=f"result JSON (default {RESULTS_DIR}/{kind}_<device>.json)")
+    add_result_out(p, f"{kind}_<device>.json")
 
 
 def _print_cases(data: dict) -> None:
@@ -87,7 +98,7 @@ def _print_cases(data: dict) -> None:
 def cmd_eval_startup(args: argparse.Namespace) -> None:
     from ..benchmark.eval_startup import run_eval_startup
 
-    _print_cases(run_eval_startup(args))
+    _print_cases(_call(run_eval_startup, args))
 
 
 def _eval_startup_options(p: argparse.ArgumentParser) -> None:
@@ -97,13 +108,13 @@ def _eval_startup_options(p: argparse.ArgumentParser) -> None:
                                                           "(default 7)")
     p.add_argument("--warmup", type=int, default=1, help="untimed rounds first (default 1)")
     p.add_argument("--seed", type=int, default=0, help="seed of the generated case (default 0)")
-    p.add_argument("--out", help=f"result JSON (default {RESULTS_DIR}/eval-startup_cpu.json)")
+    add_result_out(p, "eval-startup_cpu.json")
 
 
 def cmd_train_step(args: argparse.Namespace) -> None:
     from ..benchmark.train_step import run_train_step
 
-    _print_cases(run_train_step(args))
+    _print_cases(_call(run_train_step, args))
 
 
 def _train_step_options(p: argparse.ArgumentParser) -> None:
@@ -125,7 +136,7 @@ def _train_step_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's)")
     p.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda")
     p.add_argument("--seed", type=int, default=0, help="seed of weights and batch (default 0)")
-    p.add_argument("--out", help=f"result JSON (default {RESULTS_DIR}/train-step_<device>.json)")
+    add_result_out(p, "train-step_<device>.json")
 
 
 def cmd_table(args: argparse.Namespace) -> None:
@@ -154,6 +165,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
              arguments.eval, cmd_eval)):
         p = sub.add_parser(name, help=helptext)
         add(p)
+        add_result_out(p, "eval_cpu.json" if name == "eval" else f"{name}_<device>.json")
         p.set_defaults(func=func)
     p = sub.add_parser("pipeline", help="per-image cost of the device and cpu input pipelines "
                                         "vs torchvision's SSD augmentation, on the CPU")

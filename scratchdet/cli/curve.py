@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from .detect import add_detect_options, detect_config
+from .options import add_out
 
 __all__ = ["register"]
 
@@ -32,7 +33,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     s = subparsers.add_parser("curve", help="learning curve: score every kept snapshot of a run")
     s.add_argument("--run", required=True, help="run folder (train.keep_checkpoints snapshots)")
     s.add_argument("--data", required=True, help="split to score on")
-    s.add_argument("--out", required=True, help="CSV to write (provenance in <out>.meta.json)")
+    add_out(s, "CSV to write (provenance in <out>.meta.json)")
     s.add_argument("--metric", choices=EVAL_METRICS, default="voc07", help="default voc07")
     s.add_argument("--figure", help="also draw the curve as a PNG")
     s.add_argument("--title", help="panel title (default: the run folder's name)")

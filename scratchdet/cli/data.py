@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
+from .options import add_also_out, add_out
 from .runner import add_count
 
 __all__ = ["register"]
@@ -170,7 +171,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     sub = data.add_subparsers(dest="data_command", required=True)
 
     s = sub.add_parser("synth", help="write a deterministic synthetic VOCdevkit tree")
-    s.add_argument("--out", required=True, help="folder to create the VOCdevkit tree in")
+    add_out(s, "folder to create the VOCdevkit tree in")
     s.add_argument("--trainval", type=int, default=160, help="training images (default 160)")
     s.add_argument("--test", type=int, default=80, help="test images (default 80)")
     s.add_argument("--seed", type=int, default=0, help="generator seed (default 0)")
@@ -204,13 +205,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    "file does (e.g. the training set's), refusing any class it lacks")
     s.add_argument("--drop-broken", action="store_true",
                    help="leave out images that do not decode (named on stderr) instead of failing")
-    s.add_argument("--out", required=True, help="annotation file (JSON) to write")
+    add_out(s, "annotation file (JSON) to write")
     s.set_defaults(func=cmd_voc)
 
     s = sub.add_parser("coco", help="convert a COCO instances file to the internal format")
     s.add_argument("--ann", required=True, help="COCO instances_*.json")
     s.add_argument("--images", required=True, help="the folder of the images it names")
-    s.add_argument("--out", required=True, help="annotation file (JSON) to write")
+    add_out(s, "annotation file (JSON) to write")
     s.set_defaults(func=cmd_coco)
 
     s = sub.add_parser("test-list", help="an unlabelled test split (VOC 2012 test, COCO "
@@ -220,12 +221,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     s.add_argument("--split", default="test", help="voc: split list name (default test)")
     s.add_argument("--image-info", help="coco: image_info_*.json")
     s.add_argument("--images", help="coco: the image folder")
-    s.add_argument("--out", required=True, help="image list (JSON) to write")
+    add_out(s, "image list (JSON) to write")
     s.set_defaults(func=cmd_test_list)
 
     s = sub.add_parser("download", help="fetch an archive (resumable, checksum-verified)")
     s.add_argument("--url", required=True, help="address to fetch")
-    s.add_argument("--out", required=True, help="file to write once it is whole and verified")
+    add_out(s, "file to write once it is whole and verified")
     s.add_argument("--md5", help="expected MD5 of the whole file")
     s.add_argument("--sha256", help="expected SHA-256 of the whole file")
     add_count(s, "--retries", default=5, help="attempts after a broken connection "
@@ -246,5 +247,5 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="split list to read when PATH is a VOC folder (default trainval)")
     s.add_argument("--no-decode", action="store_true",
                    help="read image headers only (fast, but misses truncated images)")
-    s.add_argument("--out", help="also write the report as JSON")
+    add_also_out(s, "also write the report as JSON")
     s.set_defaults(func=cmd_check)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from ..config import DetectConfig
+from .options import add_out
 from .runner import add_count, load_run_config
 
 __all__ = ["add_detect_options", "detect_config", "register"]
@@ -50,7 +51,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     s.add_argument("--checkpoint", required=True,
                    help="model_final.pt (or a checkpoints/step_*.pt snapshot) of a training run")
     s.add_argument("--data", required=True, help="split in the internal annotation format")
-    s.add_argument("--out", required=True, help="detections (COCO results JSON) to write")
+    add_out(s, "detections (COCO results JSON) to write")
     add_detect_options(s, workers=2)
     s.add_argument("--gpus", type=int, default=0, choices=(0, 1),
                    help="claim a free GPU of this machine, as train --gpus does")

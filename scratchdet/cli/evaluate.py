@@ -6,6 +6,7 @@ import argparse
 from typing import Any
 
 from ..errors import ConfigError
+from .options import add_out
 
 __all__ = ["register"]
 
@@ -76,7 +77,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     s.add_argument("--metric", choices=EVAL_METRICS, default="voc07",
                    help="VOC07 11-point, VOC12 area under the curve, or COCO's 12 numbers "
                         "(default voc07)")
-    s.add_argument("--out", required=True, help="metrics JSON to write")
+    add_out(s, "metrics JSON to write")
     s.add_argument("--status", help="status.json of the training run: a diverged run scores NaN")
     s.add_argument("--baseline", choices=BASELINES,
                    help="score an image-blind baseline instead of --dets: the mean training box "

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from .options import add_out
 from .runner import parse_pairs
 
 __all__ = ["register"]
@@ -12,10 +13,11 @@ __all__ = ["register"]
 def cmd_table(args: argparse.Namespace) -> None:
     from ..reports.tables import write_table_report
 
-    found = write_table_report(args.params, args.scale, args.scale_name,
-                               parse_pairs(args.run, "--run"), parse_pairs(args.skip, "--skip"),
-                               args.out_md, args.out_csv, args.out_json,
-                               parse_pairs(args.baseline, "--baseline"))
+    found = write_table_report(args.params, scale_file=args.scale, scale_name=args.scale_name,
+                               runs=parse_pairs(args.run, "--run"),
+                               skips=parse_pairs(args.skip, "--skip"),
+                               out_md=args.out_md, out_csv=args.out_csv, out_json=args.out_json,
+                               baselines=parse_pairs(args.baseline, "--baseline"))
     ran = sum(r.status != "not run" for r in found)
     print(f"{args.out_md}: {len(found)} rows, {ran} run, {len(found) - ran} not run")
 
@@ -33,28 +35,30 @@ def cmd_learning_curves(args: argparse.Namespace) -> None:
     curves = parse_pairs(args.curve, "--curve")
     precise = parse_pairs(args.precise_bn_curve, "--precise-bn-curve")
     learning_curve_figure(curves, args.out_png, args.title, args.note)
-    rows = learning_curve_table(curves, precise, args.out_md, args.title, args.note)
+    rows = learning_curve_table(curves, precise, args.out_md, title=args.title, note=args.note)
     print(f"{args.out_md}: {len(rows)} runs")
 
 
 def cmd_figure1(args: argparse.Namespace) -> None:
     from ..reports.figures import figure1
 
-    window = figure1(parse_pairs(args.run, "--run"), args.out, args.window, args.title, args.note)
+    window = figure1(parse_pairs(args.run, "--run"), args.out, window=args.window,
+                     title=args.title, note=args.note)
     print(f"{args.out}: fluctuation window {window} steps")
 
 
 def cmd_pr_curves(args: argparse.Namespace) -> None:
     from ..reports.figures import pr_figure
 
-    aps = pr_figure(args.gt, args.dets, args.out, args.title, args.note)
+    aps = pr_figure(args.gt, args.dets, args.out, title=args.title, note=args.note)
     print(f"{args.out}: {len(aps)} classes")
 
 
 def cmd_detections(args: argparse.Namespace) -> None:
     from ..reports.figures import detection_grid
 
-    n = detection_grid(args.gt, args.dets, args.out, args.title, args.num_images, args.min_score,
+    n = detection_grid(args.gt, args.dets, args.out, title=args.title, num_images=args.num_images,
+                       min_score=args.min_score,
                        note=args.note)
     print(f"{args.out}: {n} images")
 
@@ -62,7 +66,7 @@ def cmd_detections(args: argparse.Namespace) -> None:
 def cmd_voc_submission(args: argparse.Namespace) -> None:
     from ..reports.submission import voc_submission
 
-    n = voc_submission(args.data, args.dets, args.out, args.comp)
+    n = voc_submission(args.data, args.dets, args.out, comp=args.comp)
     print(f"{args.out}: {n} boxes (upload at http://host.robots.ox.ac.uk:8080/)")
 
 
@@ -103,7 +107,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     s.add_argument("--reports", required=True, help="the reports folder (reports/<scale>)")
     s.add_argument("--title", default="scratchdet reports", help="page title")
     s.add_argument("--note", default="", help="the scale's description, shown on top")
-    s.add_argument("--out", required=True, help="HTML file to write")
+    add_out(s, "HTML file to write")
     s.set_defaults(func=cmd_page)
 
     s = sub.add_parser("learning-curves", help="learning curves of runs, as a PNG and a table")
@@ -123,7 +127,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     s.add_argument("--window", type=int, help="fluctuation window in steps (default: 2%%)")
     s.add_argument("--title", default="ScratchDet Figure 1", help="figure title")
     _note(s)
-    s.add_argument("--out", required=True, help="PNG to write")
+    add_out(s, "PNG to write")
     s.set_defaults(func=cmd_figure1)
 
     for name, func, text in (("pr-curves", cmd_pr_curves, "per-class precision-recall curves"),
@@ -133,7 +137,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         s.add_argument("--dets", required=True, help="detections (COCO results JSON)")
         s.add_argument("--title", default="", help="figure title")
         _note(s)
-        s.add_argument("--out", required=True, help="PNG to write")
+        add_out(s, "PNG to write")
         if name == "detections":
             s.add_argument("--num-images", type=int, default=6, help="images shown (default 6)")
             s.add_argument("--min-score", type=float, default=0.3,
@@ -145,11 +149,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     s.add_argument("--dets", required=True, help="detections (COCO results JSON)")
     s.add_argument("--comp", choices=("comp3", "comp4"), default="comp4",
                    help="comp3: VOC data only; comp4: outside data (ImageNet, COCO) too")
-    s.add_argument("--out", required=True, help="the .tar.gz to upload")
+    add_out(s, "the .tar.gz to upload")
     s.set_defaults(func=cmd_voc_submission)
 
     s = sub.add_parser("coco-submission", help="COCO test-dev upload zip from detections")
     s.add_argument("--data", required=True, help="the test image list the detections are on")
     s.add_argument("--dets", required=True, help="detections (COCO results JSON)")
-    s.add_argument("--out", required=True, help="detections_test-dev2017_<alg>_results.zip")
+    add_out(s, "detections_test-dev2017_<alg>_results.zip")
     s.set_defaults(func=cmd_coco_submission)

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
+from .options import add_out
 from .runner import add_count, load_run_config, parse_override
 
 __all__ = ["register"]
@@ -95,7 +96,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``train``."""
     s = subparsers.add_parser("train", help="train (or resume) one run")
     s.add_argument("--config", help="YAML run config (required unless --continue-from)")
-    s.add_argument("--out", required=True, help="run folder (resumed if it holds a checkpoint)")
+    add_out(s, "run folder (resumed if it holds a checkpoint)")
     s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value, e.g. --set train.lr=0.05")
     s.add_argument("--restart-stale", action="store_true",

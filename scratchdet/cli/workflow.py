@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from .options import add_out
+
 __all__ = ["register"]
 
 
@@ -20,5 +22,5 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     sub = p.add_subparsers(dest="workflow_command", required=True)
     s = sub.add_parser("run-config", help="validate a run config given as JSON, write it as YAML")
     s.add_argument("--json", required=True, help="the whole run config as a JSON object")
-    s.add_argument("--out", required=True, help="run.yaml to write")
+    add_out(s, "run.yaml to write")
     s.set_defaults(func=cmd_run_config)

@@ -93,7 +93,7 @@ def _summarise(source: str, ds: dict | None, problems: Iterable[Problem],
     }
 
 
-def check_dataset(source: dict | str | Path, split: str = "trainval", decode: bool = True,
+def check_dataset(source: dict | str | Path, split: str = "trainval", *, decode: bool = True,
                   max_examples: int = 5, workers: int = 0) -> dict[str, Any]:
     """Scan `source` and return a report: counts and first examples per fault kind.
 

@@ -93,7 +93,7 @@ def _transfer(url: str, part: Path, timeout: float, name: str) -> None:
                 progress.update(len(block))
 
 
-def fetch(url: str, dest: str | Path, md5: str | None = None, sha256: str | None = None,
+def fetch(url: str, dest: str | Path, *, md5: str | None = None, sha256: str | None = None,
           retries: int = 5, timeout: float = 60.0, manual: str | None = None) -> Path:
     """Download `url` to `dest` (resumable, verified); a verified `dest` is not fetched again.
 

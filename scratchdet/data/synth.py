@@ -199,7 +199,8 @@ def _voc_xml(folder: str, stem: str, W: int, H: int, objects: list[dict]) -> str
     return "\n".join(parts) + "\n"
 
 
-def make_synthetic_voc(out_root: str | Path, n_trainval: int = 160, n_test: int = 80, seed: int = 0,
+def make_synthetic_voc(out_root: str | Path, n_trainval: int = 160, n_test: int = 80, *,
+                       seed: int = 0,
                        classes: Sequence[str] = SYNTH_CLASSES, name: str = "VOCSYNTH",
                        overwrite: bool = False, object_size: tuple[float, float] | None = None,
                        objects: tuple[int, int] = (1, 5)) -> Path:

@@ -218,7 +218,7 @@ class CheckpointStore:
         log.warning("%s held %s: discarded, training anew", self.run_dir, reason)
         return True
 
-    def save(self, step: int, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+    def save(self, step: int, model: torch.nn.Module, *, optimizer: torch.optim.Optimizer,
              cfg: RunConfig, class_names: list[str], data: dict[str, str] | None = None
              ) -> Path | None:
         """Write the snapshot of `step` (rank 0 only), then drop all but the newest `keep`."""

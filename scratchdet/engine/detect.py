@@ -77,7 +77,8 @@ def _precise_bn_batches(state: dict, model: torch.nn.Module, device: torch.devic
     cfg: RunConfig = config_from_dict(state["config"])
     micro_steps = -(-num_batches // cfg.accumulation)
     dataset = DetectionDataset(load_annotations(cfg.data.train))
-    batches = build_train_input(cfg, dataset, device, model.priors, model.prior_config.variances,
+    batches = build_train_input(cfg, dataset, device=device, priors=model.priors,
+                                variances=model.prior_config.variances,
                                 start_step=cfg.train.max_steps,
                                 max_steps=cfg.train.max_steps + micro_steps,
                                 memory_format=memory_format)
@@ -91,7 +92,7 @@ def _forward(model: torch.nn.Module, images: torch.Tensor, autocast) -> tuple[to
 
 
 def detect(checkpoint: str | Path, data: str | Path, out: str | Path,
-           cfg: DetectConfig | None = None, device: str = "auto", num_workers: int = 2) -> int:
+           cfg: DetectConfig | None = None, *, device: str = "auto", num_workers: int = 2) -> int:
     """Write detections of `checkpoint` on split `data` to `out`; returns how many were written.
 
     `checkpoint`: `model_final.pt` or any `checkpoints/step_*.pt` snapshot of a training run.
@@ -144,7 +145,7 @@ def _detect(checkpoint: str | Path, data: str | Path, out: str | Path, cfg: Dete
             images = (pixels.to(dev, non_blocking=True).float() - mean) \
                 .contiguous(memory_format=memory_format)
             loc, conf = _forward(model, images, autocast)
-            d = batch_detections(loc.float(), conf.float(), priors, variances,
+            d = batch_detections(loc.float(), conf.float(), priors=priors, variances=variances,
                                  conf_threshold=cfg.conf_threshold, nms_threshold=cfg.nms_threshold,
                                  top_k=cfg.top_k)
             rows = torch.cat([d.image[:, None].float(), d.labels[:, None].float(),

@@ -72,7 +72,7 @@ class GpuClaim:
         self._handles.clear()
 
 
-def claim_gpus(n: int, total: int | None = None, lock_dir: Path | None = None,
+def claim_gpus(n: int, *, total: int | None = None, lock_dir: Path | None = None,
                timeout: float = 24 * 3600, poll: float = 2.0) -> GpuClaim:
     """Lock `n` free GPUs out of `total`, waiting up to `timeout` seconds for them."""
     total = count_gpus() if total is None else total

@@ -128,7 +128,7 @@ class TrainStep:
     tests pass a cheap backend).
     """
 
-    def __init__(self, model: nn.Module, cfg: RunConfig, device: torch.device,
+    def __init__(self, model: nn.Module, cfg: RunConfig, *, device: torch.device,
                  accumulation: int, net: nn.Module | None = None,
                  optimizer: torch.optim.SGD | None = None,
                  compile: dict[str, Any] | None = None):

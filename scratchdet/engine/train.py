@@ -296,16 +296,18 @@ def _train(cfg: RunConfig, out: Path, ctx: DistContext, device: torch.device,
     net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) \
         if ctx.enabled else model
 
-    batches = build_train_input(cfg, DetectionDataset(ann), device, model.priors,
-                                model.prior_config.variances, start_step=start_step,
+    batches = build_train_input(cfg, DetectionDataset(ann), device=device, priors=model.priors,
+                                variances=model.prior_config.variances, start_step=start_step,
                                 rank=ctx.rank, world_size=ctx.world_size,
                                 memory_format=memory_format)
-    trainer = TrainStep(model, cfg, device, accumulation, net=net, optimizer=optimizer)
+    trainer = TrainStep(model, cfg, device=device, accumulation=accumulation, net=net,
+                        optimizer=optimizer)
 
     def checkpoint(step: int) -> None:
         _check_folder(lock, out)
         try:
-            store.save(step, model, optimizer, cfg, names, data)  # rank 0 writes, the others wait
+            store.save(step, model, optimizer=optimizer, cfg=cfg, class_names=names,
+                       data=data)  # rank 0 writes, the others wait
         except (OSError, DataError):
             _check_folder(lock, out)  # the folder went while the snapshot was written: say so
             raise

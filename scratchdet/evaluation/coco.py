@@ -139,8 +139,9 @@ def coco_eval(gt: Any, dets: Any, *, backend: str | None = None,
     g: GroundTruth = prepare_ground_truth(gt, gt_source)
     _check_coco_fields(gt, gt_source)
     d = as_detections(dets, dets_source)
-    index_of(d["image_id"], g.image_ids, "image_id", dets_source, gt_source)
-    index_of(d["category_id"], g.category_ids, "category_id", dets_source, gt_source)
+    index_of(d["image_id"], g.image_ids, key="image_id", source=dets_source, gt_source=gt_source)
+    index_of(d["category_id"], g.category_ids, key="category_id", source=dets_source,
+             gt_source=gt_source)
 
     # Copies: COCOeval writes 'ignore' into ground-truth dicts and loadRes writes into results.
     images = [dict(img) for img in gt["images"]]

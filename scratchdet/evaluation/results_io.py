@@ -278,7 +278,7 @@ def lookup(known: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarra
     return pos, known[pos] == values
 
 
-def index_of(values: np.ndarray, known: np.ndarray, key: str, source: Source = "<detections>",
+def index_of(values: np.ndarray, known: np.ndarray, *, key: str, source: Source = "<detections>",
              gt_source: Source = "ground truth") -> np.ndarray:
     """Positions of `values` in the sorted unique array `known`; DataError for values not there.
 

@@ -144,7 +144,7 @@ def ap_voc12(rec: np.ndarray, prec: np.ndarray) -> float:
     return float(np.sum((mrec[step + 1] - mrec[step]) * mpre[step + 1]))
 
 
-def match_detections(gt: GroundTruth, image: np.ndarray, label: np.ndarray, xywh: np.ndarray,
+def match_detections(gt: GroundTruth, *, image: np.ndarray, label: np.ndarray, xywh: np.ndarray,
                      iou_threshold: float) -> tuple[np.ndarray, np.ndarray]:
     """Devkit matching of detections that are already in evaluation order (class, score desc).
 
@@ -212,8 +212,10 @@ def voc_ap(gt: Any, dets: Any, metric: str = "voc07", iou_threshold: float = 0.5
         raise ConfigError(None, "iou_threshold", f"must be in (0, 1], got {iou_threshold}")
     g = gt if isinstance(gt, GroundTruth) else prepare_ground_truth(gt, gt_source)
     d = as_detections(dets, dets_source)
-    image = index_of(d["image_id"], g.image_ids, "image_id", dets_source, gt_source)
-    label = index_of(d["category_id"], g.category_ids, "category_id", dets_source, gt_source)
+    image = index_of(d["image_id"], g.image_ids, key="image_id", source=dets_source,
+                     gt_source=gt_source)
+    label = index_of(d["category_id"], g.category_ids, key="category_id", source=dets_source,
+                     gt_source=gt_source)
 
     n_cls = len(g.category_ids)
     # Evaluation order: by class, then descending score; stable, so ties keep file order.
@@ -222,7 +224,8 @@ def voc_ap(gt: Any, dets: Any, metric: str = "voc07", iou_threshold: float = 0.5
     order = order[np.argsort(label[order].astype(small), kind="stable")]
     image, label = image[order], label[order]
     xywh = float_rows(d)[order, 2:6]
-    tp, ignored = match_detections(g, image, label, xywh, iou_threshold)
+    tp, ignored = match_detections(g, image=image, label=label, xywh=xywh,
+                                   iou_threshold=iou_threshold)
 
     npos = np.bincount(g.label[~g.ignore], minlength=n_cls)
     ndet = np.bincount(label, minlength=n_cls)

@@ -274,7 +274,7 @@ def resample_crops(pixels: Tensor, plans: Sequence[CropPlan], size: int, limit: 
     return result
 
 
-def augment_batch(pixels: Tensor, sizes: Tensor, boxes: Tensor, labels: Tensor, mask: Tensor,
+def augment_batch(pixels: Tensor, *, sizes: Tensor, boxes: Tensor, labels: Tensor, mask: Tensor,
                   params: BatchParams, mean: Tensor, size: int, plan: HostPlan | None = None,
                   limit: int | None = None, per_image: bool | None = None) -> AugmentedBatch:
     """Apply ``params`` to a padded batch; every tensor on one device, nothing copied.

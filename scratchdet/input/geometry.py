@@ -45,7 +45,7 @@ class Expansion:
                          self.left.to(device))
 
 
-def sample_expansion(heights: Tensor, widths: Tensor, generator: torch.Generator, prob: float,
+def sample_expansion(heights: Tensor, widths: Tensor, *, generator: torch.Generator, prob: float,
                      max_ratio: float) -> Expansion:
     """Caffe's ``ExpandImage`` for a batch: canvas ``int(ratio * size)`` with ratio ~ U(1, max),
     image at offset ``floor(U(0, canvas - size))``; no expansion with probability 1 - prob."""
@@ -167,8 +167,8 @@ def mirror_boxes(boxes: Tensor, flip: Tensor, valid: Tensor | None = None) -> Te
     return out if valid is None else torch.where(valid[..., None], out, 0.0)
 
 
-def sampling_grid(crops: Tensor, mirror: Tensor, expansion: Expansion, padded_hw: tuple[int, int],
-                  size: int) -> Tensor:
+def sampling_grid(crops: Tensor, *, mirror: Tensor, expansion: Expansion,
+                  padded_hw: tuple[int, int], size: int) -> Tensor:
     """The ``grid_sample`` grid ``[B, size, size, 2]`` that cuts each crop (``[B, 4]`` xyxy
     normalised to its expanded canvas) out of the canvas, mirrors it where ``mirror`` ``[B]`` says
     and warps it to ``size`` x ``size``, in the coordinates of the padded batch the images sit in

@@ -103,14 +103,15 @@ def normalise_boxes(boxes: Tensor, height: int, width: int) -> Tensor:
     return boxes.to(torch.float32) / scale
 
 
-def sample_train_params(height: int, width: int, boxes: Tensor, generator: torch.Generator,
+def sample_train_params(height: int, width: int, *, boxes: Tensor, generator: torch.Generator,
                         cfg: AugmentConfig) -> TrainParams:
     """Draw every random decision for one ``height x width`` image whose ``boxes`` ``[N, 4]``
     are xyxy normalised to it. Both input pipelines draw with this (one CPU generator per sample,
     ``sampling.sample_generator``), so a sample gets the same decisions on either."""
     photometric = sample_photometric(1, generator, cfg.photometric)
     h, w = torch.tensor([height]), torch.tensor([width])
-    exp = sample_expansion(h, w, generator, cfg.expand_prob, cfg.max_expand_ratio)
+    exp = sample_expansion(h, w, generator=generator, prob=cfg.expand_prob,
+                           max_ratio=cfg.max_expand_ratio)
     gt = boxes_to_canvas(boxes.to(torch.float32)[None], h, w, exp)
     valid = torch.ones(gt.shape[:2], dtype=torch.bool)
     crop, sampler = sample_crops(gt, valid, generator, cfg.samplers)
@@ -147,8 +148,8 @@ class SSDTrainTransform:
     def sample(self, height: int, width: int, boxes: Tensor,
                generator: torch.Generator) -> TrainParams:
         """Draw every random decision for one ``height x width`` image with pixel ``boxes``."""
-        return sample_train_params(height, width, normalise_boxes(boxes, height, width),
-                                   generator, self.config)
+        return sample_train_params(height, width, boxes=normalise_boxes(boxes, height, width),
+                                   generator=generator, cfg=self.config)
 
     def render(self, image: Tensor, params: TrainParams) -> Tensor:
         """The distorted crop of the canvas, uint8 ``[3, ch, cw]``, before the resize.

@@ -86,7 +86,7 @@ def resolve_pipeline(name: str, device: torch.device) -> str:
 _PHOTOMETRIC = ("brightness", "contrast", "saturation", "hue", "contrast_last")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class HostLayout:
     """Where everything sits in a micro-batch's buffer: uint8 pixels ``[B, 3, H, W]``, then a
     float32 table ``[B, columns]``. ``decisions`` adds the device pipeline's columns."""
@@ -223,8 +223,9 @@ class _DecideOnCpu:
         if scale < 1:
             image = F.resize(image, [max(1, math.floor(h * scale)), max(1, math.floor(w * scale))],
                              antialias=True)
-        params = sample_train_params(image.shape[-2], image.shape[-1], norm, generator,
-                                     self.config)
+        params = sample_train_params(image.shape[-2], image.shape[-1], boxes=norm,
+                                     generator=generator,
+                                     cfg=self.config)
         return image, norm, labels.long(), params
 
 
@@ -272,7 +273,7 @@ def max_boxes(dataset: DetectionDataset) -> int:
 # --------------------------------------------------------------------------------------------
 
 
-def augment_buffer(layout: HostLayout, buffer: Tensor, mean: Tensor, size: int,
+def augment_buffer(layout: HostLayout, buffer: Tensor, *, mean: Tensor, size: int,
                    plan: HostPlan | None = None, slots: int | None = None
                    ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """A micro-batch's buffer (on the device) -> (images ``[B, 3, S, S]`` float32 - mean, boxes
@@ -284,10 +285,12 @@ def augment_buffer(layout: HostLayout, buffer: Tensor, mean: Tensor, size: int,
     if not layout.decisions:
         return pixels.float() - mean[None, :, None, None], boxes, labels, mask
     sizes, params = layout.decisions_of(table)
-    return tuple(augment_batch(pixels, sizes, boxes, labels, mask, params, mean, size, plan))
+    return tuple(augment_batch(pixels, sizes=sizes, boxes=boxes, labels=labels, mask=mask,
+                               params=params, mean=mean, size=size, plan=plan))
 
 
-def device_pipeline_on_cpu(samples: Sequence[tuple[Tensor, Tensor, Tensor]], seeds: Sequence[int],
+def device_pipeline_on_cpu(samples: Sequence[tuple[Tensor, Tensor, Tensor]], *,
+                           seeds: Sequence[int],
                            positions: Sequence[int], canvas: tuple[int, int], size: int,
                            config: AugmentConfig) -> Tensor:
     """The device pipeline's whole work for a micro-batch, in this process on the CPU: each
@@ -296,18 +299,18 @@ def device_pipeline_on_cpu(samples: Sequence[tuple[Tensor, Tensor, Tensor]], see
     prepare = _DecideOnCpu(canvas, config)
     prepared = [prepare(image, boxes, labels, sample_generator(seed, position)) + (position,)
                 for (image, boxes, labels), seed, position in zip(samples, seeds, positions)]
-    layout = HostLayout(len(samples), *canvas, max(1, max(len(s[1]) for s in samples)),
-                        decisions=True)
+    layout = HostLayout(batch=len(samples), height=canvas[0], width=canvas[1],
+                        max_boxes=max(1, max(len(s[1]) for s in samples)), decisions=True)
     host = _Pack(layout)(prepared)
     mean = torch.as_tensor(CAFFE_MEAN_RGB, dtype=torch.float32)
-    return augment_buffer(layout, host.buffer, mean, size, host.plan)[0]
+    return augment_buffer(layout, host.buffer, mean=mean, size=size, plan=host.plan)[0]
 
 
 class TrainInput:
     """Iterates ``TrainBatch`` micro-batches on ``device`` from a resumable stream position."""
 
-    def __init__(self, loader: DataLoader, layout: HostLayout, device: torch.device,
-                 priors: Tensor, variances: Sequence[float], *, size: int, iou_threshold: float,
+    def __init__(self, loader: DataLoader, layout: HostLayout, *, device: torch.device,
+                 priors: Tensor, variances: Sequence[float], size: int, iou_threshold: float,
                  memory_format: torch.memory_format):
         self.loader, self.layout, self.device = loader, layout, device
         self.priors = priors
@@ -351,34 +354,39 @@ class TrainInput:
         the host batch's ``plan``; see ``augment_buffer``). ``slots`` (known on the host when the
         batch was packed) trims the box slots to the batch's bucket, so that matching does not
         pay for the dataset's most crowded image."""
-        images, boxes, labels, mask = augment_buffer(self.layout, buffer, self.mean, self.size,
-                                                     plan, slots)
-        loc_t, labels_t = match(boxes, labels, mask, self.priors, self.variances,
+        images, boxes, labels, mask = augment_buffer(self.layout, buffer, mean=self.mean,
+                                                     size=self.size,
+                                                     plan=plan, slots=slots)
+        loc_t, labels_t = match(boxes, labels, mask, priors=self.priors,
+                                variances=self.variances,
                                 iou_threshold=self.iou_threshold)
         return TrainBatch(images.contiguous(memory_format=self.memory_format), loc_t, labels_t)
 
 
-def build_train_input(cfg: RunConfig, dataset: DetectionDataset, device: torch.device,
-                      priors: Tensor, variances: Sequence[float], *, start_step: int,
+def build_train_input(cfg: RunConfig, dataset: DetectionDataset, *, device: torch.device,
+                      priors: Tensor, variances: Sequence[float], start_step: int,
                       max_steps: int | None = None, rank: int = 0, world_size: int = 1,
                       memory_format: torch.memory_format = torch.contiguous_format) -> TrainInput:
     """The run's input from ``start_step`` to ``max_steps`` (default ``train.max_steps``):
     ``data.pipeline`` picks the pipeline, ``data.augment`` the augmentation."""
     config = augment_config(cfg.data.augment)
     micro = cfg.micro_batch
-    sampler = StreamBatchSampler(len(dataset), cfg.train.batch_size, micro, cfg.seed, start_step,
-                                 cfg.train.max_steps if max_steps is None else max_steps,
-                                 rank, world_size)
+    sampler = StreamBatchSampler(len(dataset), batch_size=cfg.train.batch_size, micro_batch=micro,
+                                 seed=cfg.seed, start_step=start_step,
+                                 max_steps=cfg.train.max_steps if max_steps is None else max_steps,
+                                 rank=rank, world_size=world_size)
     size = cfg.data.image_size
     if resolve_pipeline(cfg.data.pipeline, device) == "device":
         canvas = dataset_canvas(dataset)
-        layout = HostLayout(micro, *canvas, max_boxes(dataset), decisions=True)
+        layout = HostLayout(batch=micro, height=canvas[0], width=canvas[1],
+                            max_boxes=max_boxes(dataset), decisions=True)
         prepare: Callable = _DecideOnCpu(canvas, config)
     else:
-        layout = HostLayout(micro, size, size, max_boxes(dataset), decisions=False)
+        layout = HostLayout(batch=micro, height=size, width=size, max_boxes=max_boxes(dataset),
+                            decisions=False)
         prepare = _AugmentOnCpu(size, config)
     loader = DataLoader(_Samples(dataset, cfg.seed, prepare), batch_sampler=sampler,
                         collate_fn=_Pack(layout), num_workers=cfg.data.num_workers,
                         pin_memory=device.type == "cuda")
-    return TrainInput(loader, layout, device, priors, variances, size=size,
+    return TrainInput(loader, layout, device=device, priors=priors, variances=variances, size=size,
                       iou_threshold=cfg.loss.iou_threshold, memory_format=memory_format)

@@ -46,7 +46,7 @@ class StreamBatchSampler:
     process `rank` takes its own slice of them, so together they see the single-process stream.
     """
 
-    def __init__(self, n: int, batch_size: int, micro_batch: int, seed: int, start_step: int,
+    def __init__(self, n: int, *, batch_size: int, micro_batch: int, seed: int, start_step: int,
                  max_steps: int, rank: int = 0, world_size: int = 1):
         if n == 0:
             raise ValueError("the training set is empty")

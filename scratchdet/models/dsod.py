@@ -64,7 +64,7 @@ def _pool() -> nn.MaxPool2d:
 
 def _halve(size: int) -> int:
     """Output size of ``_pool``: Caffe rounds up."""
-    return conv_out_size(size, 2, 2, ceil=True)
+    return conv_out_size(size, 2, stride=2, ceil=True)
 
 
 class DSODBackbone(nn.Module):

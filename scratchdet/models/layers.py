@@ -58,7 +58,7 @@ def chain_outputs(blocks: Iterable[nn.Module], x: Tensor) -> list[Tensor]:
     return outs
 
 
-def conv_out_size(size: int, kernel: int, stride: int = 1, padding: int = 0, dilation: int = 1,
+def conv_out_size(size: int, kernel: int, *, stride: int = 1, padding: int = 0, dilation: int = 1,
                   ceil: bool = False) -> int:
     """Spatial output size of a conv/pool; ``ceil`` is Caffe's (and ``ceil_mode``'s) rounding."""
     span = size + 2 * padding - dilation * (kernel - 1) - 1

@@ -61,7 +61,7 @@ class PlainExtras(nn.Module):
     def out_sizes(self, size: int) -> tuple[int, ...]:
         sizes = []
         for _, _, stride, pad in self.specs:
-            size = conv_out_size(size, 3, stride, pad)
+            size = conv_out_size(size, 3, stride=stride, padding=pad)
             sizes.append(size)
         return tuple(sizes)
 
@@ -102,7 +102,7 @@ class DenseExtras(nn.Module):
     def out_sizes(self, size: int) -> tuple[int, ...]:
         sizes = []
         for _ in self.scales:
-            size = conv_out_size(size, 2, 2, ceil=True)
+            size = conv_out_size(size, 2, stride=2, ceil=True)
             sizes.append(size)
         return tuple(sizes)
 

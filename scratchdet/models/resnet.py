@@ -168,7 +168,7 @@ class ResidualExtras(nn.Module):
     def out_sizes(self, size: int) -> tuple[int, ...]:
         sizes = []
         for stride, padding in self.specs:
-            size = conv_out_size(size, 3, stride, padding)
+            size = conv_out_size(size, 3, stride=stride, padding=padding)
             sizes.append(size)
         return tuple(sizes)
 

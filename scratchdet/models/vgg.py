@@ -81,7 +81,7 @@ class VGG16Backbone(nn.Module):
     Caffe-xavier initialised.
     """
 
-    def __init__(self, bn: bool = False, prediction: str = "plain",
+    def __init__(self, bn: bool = False, *, prediction: str = "plain",
                  weights: WeightsEnum | None = None, load_weights: bool = True,
                  width: float = 1.0, bn_layout: str = "caffe") -> None:
         super().__init__()
@@ -162,8 +162,9 @@ def build_vgg(opts: VGGOptions, num_classes: int, *, name: str = "",
     if opts.pretrained:
         weights = (VGG16_BN_Weights.IMAGENET1K_V1 if opts.bn_backbone
                    else VGG16_Weights.IMAGENET1K_V1)
-    backbone = VGG16Backbone(opts.bn_backbone, opts.prediction, weights, load_pretrained,
-                             opts.width, opts.bn_layout)
+    backbone = VGG16Backbone(opts.bn_backbone, prediction=opts.prediction, weights=weights,
+                             load_weights=load_pretrained,
+                             width=opts.width, bn_layout=opts.bn_layout)
     prior_config = select_priors(backbone.out_sizes, num_classes, opts.priors)
     head = MultiBoxHead(backbone.out_channels, num_priors_per_cell(prior_config), num_classes + 1,
                         bn=opts.bn_head, l2norm=opts.l2norm, init="caffe", bn_eps=1e-3)

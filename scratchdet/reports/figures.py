@@ -105,7 +105,7 @@ def draw_figure1(runs: dict[str, str | Path], window: int | None = None,
     return fig, window
 
 
-def figure1(runs: dict[str, str | Path], out: str | Path, window: int | None = None,
+def figure1(runs: dict[str, str | Path], out: str | Path, *, window: int | None = None,
             title: str = "ScratchDet Figure 1", note: str = "") -> int:
     """`draw_figure1` written to `out`; returns the fluctuation window used."""
     fig, window = draw_figure1(runs, window, title, note)
@@ -142,7 +142,7 @@ def draw_pr_curves(gt: str | Path, dets: str | Path, title: str = "", note: str 
     return fig, aps
 
 
-def pr_figure(gt: str | Path, dets: str | Path, out: str | Path, title: str = "",
+def pr_figure(gt: str | Path, dets: str | Path, out: str | Path, *, title: str = "",
               note: str = "") -> dict[str, float]:
     """`draw_pr_curves` written to `out`; returns {class: AP (VOC07)}."""
     fig, aps = draw_pr_curves(gt, dets, title, note)
@@ -154,7 +154,7 @@ GT_COLOUR = "white"
 """Ground-truth boxes are drawn thin in this colour, detections thick in their class's colour."""
 
 
-def draw_detection_grid(gt: str | Path, dets: str | Path, title: str = "", num_images: int = 6,
+def draw_detection_grid(gt: str | Path, dets: str | Path, *, title: str = "", num_images: int = 6,
                         min_score: float = 0.3, max_per_image: int = 10, note: str = ""
                         ) -> tuple[plt.Figure, int]:
     """The first `num_images` test images with ground truth (white) and the detections scoring at
@@ -211,10 +211,11 @@ def draw_detection_grid(gt: str | Path, dets: str | Path, title: str = "", num_i
     return fig, len(images)
 
 
-def detection_grid(gt: str | Path, dets: str | Path, out: str | Path, title: str = "",
+def detection_grid(gt: str | Path, dets: str | Path, out: str | Path, *, title: str = "",
                    num_images: int = 6, min_score: float = 0.3, max_per_image: int = 10,
                    note: str = "") -> int:
     """`draw_detection_grid` written to `out`; returns the number of images."""
-    fig, n = draw_detection_grid(gt, dets, title, num_images, min_score, max_per_image, note)
+    fig, n = draw_detection_grid(gt, dets, title=title, num_images=num_images, min_score=min_score,
+                                 max_per_image=max_per_image, note=note)
     save_png(fig, out)
     return n

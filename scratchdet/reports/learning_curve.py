@@ -82,7 +82,7 @@ def _status(meta: dict) -> str:
 
 
 def learning_curve_table(curves: dict[str, str | Path], precise_bn: dict[str, str | Path],
-                         out: str | Path, title: str = "", note: str = "") -> list[list[str]]:
+                         out: str | Path, *, title: str = "", note: str = "") -> list[list[str]]:
     """Markdown: per run its last snapshot's step and mAP, the image-blind baseline, the margin,
     the best mAP along the curve and, for runs in ``precise_bn``, the last mAP with PreciseBN."""
     header = ["run", "status", "step", "mAP", "image-blind", "mAP - image-blind",
@@ -109,5 +109,6 @@ def learning_curve_table(curves: dict[str, str | Path], precise_bn: dict[str, st
         ("mAP in percent, on each run's test split, at the last kept snapshot (a diverged run's "
         "model detects nothing); image-blind: the best of the mean training box and the whole "
         "image, score 1, in every test image (it never looks at the pixels)")]
-    write_text(out, to_markdown(title or "learning curves", head, header, cells, smoke=False))
+    write_text(out, to_markdown(title or "learning curves", head=head, header=header, cells=cells,
+                                smoke=False))
     return cells

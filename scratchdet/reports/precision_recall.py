@@ -32,12 +32,15 @@ def precision_recall(gt_path: str | Path, dets_path: str | Path,
                      iou_threshold: float = 0.5) -> dict[str, Curve]:
     g = prepare_ground_truth(read_json(gt_path), gt_path)
     d = load_detections(dets_path)
-    image = index_of(d["image_id"], g.image_ids, "image_id", dets_path, gt_path)
-    label = index_of(d["category_id"], g.category_ids, "category_id", dets_path, gt_path)
+    image = index_of(d["image_id"], g.image_ids, key="image_id", source=dets_path,
+                     gt_source=gt_path)
+    label = index_of(d["category_id"], g.category_ids, key="category_id", source=dets_path,
+                     gt_source=gt_path)
     order = np.lexsort((-d["score"], label))  # by class, then descending score (stable)
     image, label = image[order], label[order]
     xywh = np.stack([d[k][order] for k in ("x", "y", "w", "h")], axis=1)
-    tp, ignored = match_detections(g, image, label, xywh, iou_threshold)
+    tp, ignored = match_detections(g, image=image, label=label, xywh=xywh,
+                                   iou_threshold=iou_threshold)
     npos = np.bincount(g.label[~g.ignore], minlength=len(g.category_ids))
     curves = {}
     for c, name in enumerate(g.category_names):

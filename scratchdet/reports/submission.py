@@ -40,7 +40,7 @@ def _checked_detections(data: str | Path, dets: str | Path) -> tuple[dict, list[
     return ds, results
 
 
-def voc_submission(data: str | Path, dets: str | Path, out: str | Path, comp: str = "comp4",
+def voc_submission(data: str | Path, dets: str | Path, out: str | Path, *, comp: str = "comp4",
                    year: str = "VOC2012") -> int:
     """Write the VOC evaluation server's tar for `dets` on split `data`; returns the box count."""
     ds, results = _checked_detections(data, dets)

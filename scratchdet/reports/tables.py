@@ -238,7 +238,7 @@ def _md_cell(text: str) -> str:
     return text.replace("|", "\\|")
 
 
-def to_markdown(table: str, head: list[str], header: list[str], cells: list[list[str]],
+def to_markdown(table: str, *, head: list[str], header: list[str], cells: list[list[str]],
                 smoke: bool) -> str:
     out = [f"# {TITLES.get(table, table)}", ""]
     if smoke:
@@ -259,7 +259,7 @@ def to_csv(header: list[str], cells: list[list[str]]) -> str:
     return buf.getvalue()
 
 
-def csv_meta(table: str, scale_name: str, scale: dict[str, Any], head: list[str],
+def csv_meta(table: str, *, scale_name: str, scale: dict[str, Any], head: list[str],
              params: str | Path, scale_file: str | Path, prov: dict[str, Any]) -> dict[str, Any]:
     """The CSV's sidecar: the scale, the lines the Markdown states on top (`head`), the inputs
     and the provenance of the report."""
@@ -270,7 +270,7 @@ def csv_meta(table: str, scale_name: str, scale: dict[str, Any], head: list[str]
             "provenance": prov}
 
 
-def write_table_report(params: str | Path, scale_file: str | Path, scale_name: str,
+def write_table_report(params: str | Path, *, scale_file: str | Path, scale_name: str,
                        runs: dict[str, str | Path], skips: dict[str, str], out_md: str | Path,
                        out_csv: str | Path, out_json: str | Path | None = None,
                        baselines: dict[str, str | Path] | None = None) -> list[RowResult]:
@@ -294,18 +294,21 @@ def write_table_report(params: str | Path, scale_file: str | Path, scale_name: s
     table = Path(params).stem
     found = collect(rows, runs, skips, baselines)
     head = header_lines(table, scale_name, scale, found)
-    write_text(out_md, to_markdown(table, head, *table_columns(found, comparable(scale)),
-                                   scale["smoke"]))
+    header, cells = table_columns(found, comparable(scale))
+    write_text(out_md, to_markdown(table, head=head, header=header, cells=cells,
+                                   smoke=scale["smoke"]))
     write_text(out_csv, to_csv(*table_columns(found, comparable(scale), csv=True)))
     prov = provenance()
-    write_json(meta_path(out_csv), csv_meta(table, scale_name, scale, head, params, scale_file,
-                                            prov))
+    write_json(meta_path(out_csv), csv_meta(table, scale_name=scale_name, scale=scale, head=head,
+                                            params=params, scale_file=scale_file,
+                                            prov=prov))
     if out_json is not None:
-        write_json(out_json, record(table, scale_name, found, runs, prov))
+        write_json(out_json, record(table, scale_name=scale_name, found=found, runs=runs,
+                                    prov=prov))
     return found
 
 
-def record(table: str, scale_name: str, found: list[RowResult], runs: dict[str, str | Path],
+def record(table: str, *, scale_name: str, found: list[RowResult], runs: dict[str, str | Path],
            prov: dict[str, Any]) -> dict[str, Any]:
     def number(v: float | None) -> float | str | None:
         return "NaN" if v is not None and math.isnan(v) else v

@@ -171,6 +171,7 @@ def match(
     gt_boxes: Tensor,
     gt_labels: Tensor,
     gt_mask: Tensor,
+    *,
     priors: Tensor,
     variances: Sequence[float] | Tensor,
     iou_threshold: float = 0.5,

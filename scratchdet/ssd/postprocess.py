@@ -71,7 +71,7 @@ def nms_by_group(boxes: Tensor, scores: Tensor, groups: Tensor, iou_threshold: f
     return nms(boxes + offsets[:, None], scores, iou_threshold)
 
 
-def topk_nms_vectorised(boxes: Tensor, scores: Tensor, above: Tensor, top_k: int,
+def topk_nms_vectorised(boxes: Tensor, scores: Tensor, above: Tensor, *, top_k: int,
                         iou_threshold: float) -> Tensor:
     """``topk_nms`` without a loop over images and classes (its path off the CPU; public for the
     test that compares the two): the candidates from one ``nonzero``, their rank in their
@@ -111,7 +111,8 @@ def topk_nms(boxes: Tensor, scores: Tensor, above: Tensor, top_k: int,
     ``torch.compile`` sees one node of data-dependent size.
     """
     if scores.device.type != "cpu":
-        return topk_nms_vectorised(boxes, scores, above, top_k, iou_threshold)
+        return topk_nms_vectorised(boxes, scores, above, top_k=top_k,
+                                   iou_threshold=iou_threshold)
     _, p, c = scores.shape
     counts = torch.count_nonzero(above, dim=1)  # [B, C]
     out = []
@@ -171,6 +172,7 @@ def _check(loc: Tensor, conf: Tensor, priors: Tensor, top_k: int, keep_top_k: in
 def batch_detections(
     loc: Tensor,
     conf: Tensor,
+    *,
     priors: Tensor,
     variances: Sequence[float] | Tensor,
     conf_threshold: float = DETECTION_DEFAULTS.conf_threshold,

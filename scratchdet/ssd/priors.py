@@ -52,7 +52,7 @@ def _fail(key: str, problem: str) -> ConfigError:
     return ConfigError(None, f"priors.{key}", problem)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class PriorConfig:
     """Everything that fixes the prior layout; validated on construction.
 
