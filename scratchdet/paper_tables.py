@@ -41,7 +41,8 @@ TITLES = {
     "dsod_table4": "DSOD Table 4: PASCAL VOC 2007 test",
     "dsod_table5": "DSOD Table 5: PASCAL VOC 2012 test",
     "dsod_table6": "DSOD Table 6: MS COCO test-dev",
-    "scratchdet_table1": "ScratchDet Table 1: BatchNorm and learning rate, SSD300 VGG-16, VOC 2007 test",
+    "scratchdet_table1": "ScratchDet Table 1: BatchNorm and learning rate, SSD300 VGG-16, "
+                         "VOC 2007 test",
     "scratchdet_table2": "ScratchDet Table 2: ResNet-18 root variants, VOC 2007 test",
     "scratchdet_table3": "ScratchDet Table 3: ScratchDet300 on PASCAL VOC",
     "scratchdet_table4": "ScratchDet Table 4: MS COCO test-dev",

@@ -36,8 +36,8 @@ from scratchdet.models.input import CAFFE_MEAN_RGB
 from scratchdet.models.layers import CenterCrop
 from scratchdet.models.pretrained import ImageNetInput, checkpoint_path
 from scratchdet.models.resnet import ResidualExtras
-from scratchdet.ssd.priors import make_priors, num_priors_per_cell, ssd300_voc
 from scratchdet.paper_tables import load_table
+from scratchdet.ssd.priors import make_priors, num_priors_per_cell, ssd300_voc
 
 ROOT = Path(__file__).resolve().parent.parent
 VOC = 20  # object classes; the models predict 21 scores per prior

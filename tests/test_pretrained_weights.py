@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from scratchdet.paper_tables import load_table
 from scratchdet.errors import DataError
 from scratchdet.models import build_model
 from scratchdet.models import pretrained as pt
+from scratchdet.paper_tables import load_table
 
 ROOT = Path(__file__).resolve().parent.parent
 PRETRAINED_ROWS = [r for p in sorted((ROOT / "params").glob("*.tsv")) for r in load_table(p)

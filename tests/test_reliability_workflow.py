@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from scratchdet.paper_tables import load_table
 from scratchdet.errors import ConfigError
+from scratchdet.paper_tables import load_table
 
 from .reliability import judge
 

@@ -20,8 +20,8 @@ from snakemake.exceptions import WorkflowError
 from snakemake.settings.enums import Quietness
 from snakemake.settings.types import ConfigSettings, DAGSettings, OutputSettings, ResourceSettings
 
-from scratchdet.paper_tables import load_table
 from scratchdet.errors import ConfigError
+from scratchdet.paper_tables import load_table
 from scratchdet.reports.tables import fmt
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -13,14 +13,26 @@ import torch
 import yaml
 from snakemake.utils import validate
 
-from scratchdet.paper_tables import Row, load_table
-from scratchdet.run_folder import DIGEST_PATTERN, RunPaths, config_digest
-from scratchdet.workflow.datasets import SPLITS, SPLIT_ARCHIVES, download_options, extracted_dir, voc_split_sources
-from scratchdet.workflow.run_configs import check_references, check_row, check_scale, run_config, skip_reason
-from scratchdet.workflow.servers import voc_competition
 from scratchdet.config import config_from_dict
 from scratchdet.errors import ConfigError
 from scratchdet.models import build_model
+from scratchdet.paper_tables import Row, load_table
+from scratchdet.run_folder import DIGEST_PATTERN, RunPaths, config_digest
+from scratchdet.workflow.datasets import (
+    SPLIT_ARCHIVES,
+    SPLITS,
+    download_options,
+    extracted_dir,
+    voc_split_sources,
+)
+from scratchdet.workflow.run_configs import (
+    check_references,
+    check_row,
+    check_scale,
+    run_config,
+    skip_reason,
+)
+from scratchdet.workflow.servers import voc_competition
 
 ROOT = Path(__file__).resolve().parent.parent
 TABLE_FILES = sorted((ROOT / "params").glob("*.tsv"))

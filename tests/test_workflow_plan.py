@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from scratchdet.errors import ConfigError
 from scratchdet.paper_tables import load_table
 from scratchdet.run_folder import config_digest
-from scratchdet.errors import ConfigError
 from scratchdet.workflow.plan import Plan
 from scratchdet.workflow.rule_options import figure1_label, figure1_title, repeated_option
 

@@ -56,9 +56,9 @@ def learning_curve(run: str | Path, data: str | Path, out_csv: str | Path, *,
     files = TrainFolder(run)
     final = files.model
     status = RunStatus.read_if_present(files.status)
-    if final.exists() and status is not None:
-        if not points or points[-1][0] < status.steps_done:
-            points.append((status.steps_done, final))
+    if final.exists() and status is not None and (not points
+                                                  or points[-1][0] < status.steps_done):
+        points.append((status.steps_done, final))
     if not points:
         raise DataError(run, "no snapshot and no model_final.pt: train the run first (and keep "
                              "snapshots with train.keep_checkpoints)")

@@ -203,7 +203,8 @@ def restore_line(plan: Plan) -> str:
                f"scratchdet artifacts pull --results {plan.results}")
     return (f"Restore first: {n} of the {len(plan.run_keys)} runs this plan trains are in the "
             f"DVC remote {remotes} (their .dvc files are here, their folders not): `{command}` "
-            "restores them, and then only what they lack runs (at the default scale: the reports).\n")
+            "restores them, and then only what they lack runs (at the default scale: the "
+            "reports).\n")
 
 
 def preflight_report(plan: Plan, bench_dir: str | Path = RESULTS_DIR) -> str:
