@@ -32,7 +32,7 @@ wildcard_constraints:
     table="|".join(PLAN.tables),
     row=r"[A-Za-z0-9][A-Za-z0-9._+-]*",
     testset="|".join(PLAN.test_files),
-    digest=wc.DIGEST_PATTERN,
+    digest=DIGEST_PATTERN,
 
 
 include: "workflow/rules/data.smk"

@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ScratchdetError
+from .run_folder import RunPaths
 from .yaml_io import load_yaml
 
 __all__ = [
@@ -62,7 +63,8 @@ DATASET_DVC = Path("data.dvc")
 
 def finished_rows(results: Path) -> list[Path]:
     """Run folders (<table>/<row>/<digest>) whose training ended, finished or diverged."""
-    return sorted(p.parent.parent for p in results.glob("*/*/*/train/status.json"))
+    ended = RunPaths(Path("*", "*", "*")).status  # <table>/<row>/<digest>/train/status.json
+    return sorted(p.parent.parent for p in results.glob(ended.as_posix()))
 
 
 def scale_remote(results: Path) -> str | None:
@@ -74,7 +76,7 @@ def scale_remote(results: Path) -> str | None:
 def scale_dataset(results: Path, repo: Path = Path(".")) -> Path | None:
     """The dataset folder of the scale whose results are `results` (results/<scale>), relative
     to the repository: a synthetic scale's generated folder; None for the official datasets."""
-    from . import workflow_config as wc
+    from .workflow.datasets import dataset_dir
 
     scale_file = Path("config", "scales", f"{results.name}.yaml")
     if not (repo / scale_file).is_file():
@@ -84,7 +86,7 @@ def scale_dataset(results: Path, repo: Path = Path(".")) -> Path | None:
     if scale.get("dataset") != "synth":
         return None
     config = load_yaml(repo / "config" / "config.yaml") or {}
-    return wc.dataset_dir(scale, config.get("data_dir", "data"))
+    return dataset_dir(scale, config.get("data_dir", "data"))
 
 
 def _dvc(*args: str, cwd: Path) -> None:

@@ -112,10 +112,10 @@ def test_nothing_to_pull_is_an_error_naming_the_folder(dvc_repo):
 
 
 def test_the_dataset_pushed_with_a_scale_is_its_own(tmp_path):
-    from scratchdet import workflow_config as wc
+    from scratchdet.workflow.datasets import dataset_dir
 
     scale = yaml.safe_load((ROOT / "config/scales/default.yaml").read_text())
-    assert scale_dataset(Path("results/default"), ROOT) == wc.dataset_dir(scale, "data")
+    assert scale_dataset(Path("results/default"), ROOT) == dataset_dir(scale, "data")
     assert scale_dataset(Path("results/paper"), ROOT) is None  # downloads, checksums verified
     with pytest.raises(ScratchdetError, match="config/scales/huge.yaml: no such scale file"):
         scale_dataset(Path("results/huge"), ROOT)

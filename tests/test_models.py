@@ -36,8 +36,8 @@ from scratchdet.models.input import CAFFE_MEAN_RGB
 from scratchdet.models.layers import CenterCrop
 from scratchdet.models.pretrained import ImageNetInput, checkpoint_path
 from scratchdet.models.resnet import ResidualExtras
+from scratchdet.paper_tables import load_table
 from scratchdet.ssd.priors import make_priors, num_priors_per_cell, ssd300_voc
-from scratchdet.workflow_config import load_table
 
 ROOT = Path(__file__).resolve().parent.parent
 VOC = 20  # object classes; the models predict 21 scores per prior
@@ -510,7 +510,7 @@ from pathlib import Path
 from scratchdet.errors import ConfigError
 from scratchdet.models import CANONICAL_MODELS, build_model, list_models
 from scratchdet.models.registry import resolve_config
-from scratchdet.workflow_config import load_table
+from scratchdet.paper_tables import load_table
 
 rows = [r for p in sorted(Path("params").glob("*.tsv")) for r in load_table(p)]
 names = {resolve_config(row.model)[0] for row in rows}

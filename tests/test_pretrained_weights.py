@@ -11,13 +11,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from scratchdet import workflow_config as wc
 from scratchdet.errors import DataError
 from scratchdet.models import build_model
 from scratchdet.models import pretrained as pt
+from scratchdet.paper_tables import load_table
 
 ROOT = Path(__file__).resolve().parent.parent
-PRETRAINED_ROWS = [r for p in sorted((ROOT / "params").glob("*.tsv")) for r in wc.load_table(p)
+PRETRAINED_ROWS = [r for p in sorted((ROOT / "params").glob("*.tsv")) for r in load_table(p)
                    if r.pretrained and not r.unpublished]
 
 

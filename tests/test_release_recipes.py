@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from scratchdet.config import config_from_dict
-from scratchdet.workflow_config import deep_merge
+from scratchdet.workflow.run_configs import deep_merge
 
 from .paths import ROOT
 

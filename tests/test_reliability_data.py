@@ -356,7 +356,7 @@ def test_a_data_folder_with_a_space_in_its_path(tree, tmp_path):
 
 def test_a_params_row_missing_a_cell_is_one_line(tmp_path):
     from scratchdet.errors import ConfigError
-    from scratchdet.workflow_config import load_table
+    from scratchdet.paper_tables import load_table
 
     root = Path(__file__).resolve().parent.parent
     lines = (root / "params/dsod_table4.tsv").read_text().splitlines()
@@ -445,8 +445,8 @@ def test_a_report_reads_no_number_from_a_damaged_pulled_copy(tmp_path):
     """After a plain `dvc pull` of a damaged cache object the table would show 90.0 mAP: the
     report checks what DVC restored; a file made again since (a retrained row) is not DVC's."""
     from scratchdet.errors import ScratchdetError
+    from scratchdet.paper_tables import load_table
     from scratchdet.reports.tables import collect
-    from scratchdet.workflow_config import load_table
 
     repo, metrics, _ = _dvc_repo(tmp_path)
     _corrupt_in_place(_object(repo / ".dvc/cache", metrics.read_bytes()))

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from scratchdet import workflow_config as wc
 from scratchdet.errors import ConfigError
+from scratchdet.paper_tables import load_table
 
 from .reliability import judge
 
@@ -32,7 +32,7 @@ def test_an_extra_cell_in_a_params_row_names_the_file_and_line(tmp_path):
     shutil.copytree(ROOT / "params", tmp_path / "params")
     path = _extra_cell(tmp_path)
     with pytest.raises(ConfigError, match=rf"{path}:3: <row>: .*1 more tab-separated cell"):
-        wc.load_table(path)
+        load_table(path)
 
 
 @pytest.mark.slow

@@ -19,6 +19,7 @@ from scratchdet.data.annotations import load_annotations
 from scratchdet.errors import ConfigError, DataError
 from scratchdet.evaluation import evaluate
 from scratchdet.io import meta_path, read_json, write_json
+from scratchdet.paper_tables import load_table
 from scratchdet.reports.figures import (
     draw_detection_grid,
     draw_figure1,
@@ -29,7 +30,7 @@ from scratchdet.reports.learning_curve import draw_learning_curves
 from scratchdet.reports.precision_recall import precision_recall
 from scratchdet.reports.submission import coco_test_list, voc_submission, voc_test_list
 from scratchdet.reports.tables import write_table_report
-from scratchdet.workflow_config import RunPaths, load_table
+from scratchdet.run_folder import RunPaths
 
 ROOT = Path(__file__).resolve().parent.parent
 PNG = b"\x89PNG\r\n\x1a\n"

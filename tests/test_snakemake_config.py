@@ -1,4 +1,4 @@
-"""The workflow's Snakemake config is checked by scratchdet.snakemake_config (one line per
+"""The workflow's Snakemake config is checked by scratchdet.workflow.snakemake_config (one line per
 problem, naming the key), as the shipped config/config.yaml + config/downloads.yaml pass."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from scratchdet.errors import ConfigError
-from scratchdet.snakemake_config import check_workflow_config
+from scratchdet.workflow.snakemake_config import check_workflow_config
 from scratchdet.yaml_io import load_yaml
 
 ROOT = Path(__file__).resolve().parent.parent

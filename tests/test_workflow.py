@@ -20,13 +20,13 @@ from snakemake.exceptions import WorkflowError
 from snakemake.settings.enums import Quietness
 from snakemake.settings.types import ConfigSettings, DAGSettings, OutputSettings, ResourceSettings
 
-from scratchdet import workflow_config as wc
 from scratchdet.errors import ConfigError
+from scratchdet.paper_tables import load_table
 from scratchdet.reports.tables import fmt
 
 ROOT = Path(__file__).resolve().parent.parent
 WORKFLOW_FILES = ("Snakefile", "profiles", "workflow", "config", "params", "benchmarks")
-TABLES = {p.stem: wc.load_table(p) for p in sorted((ROOT / "params").glob("*.tsv"))}
+TABLES = {p.stem: load_table(p) for p in sorted((ROOT / "params").glob("*.tsv"))}
 ROWS = [r for rows in TABLES.values() for r in rows]
 
 

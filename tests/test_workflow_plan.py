@@ -1,4 +1,4 @@
-"""scratchdet.workflow_plan: what one invocation of the workflow plans, without Snakemake."""
+"""scratchdet.workflow.plan: what one invocation of the workflow plans, without Snakemake."""
 
 from __future__ import annotations
 
@@ -11,9 +11,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from scratchdet import workflow_config as wc
 from scratchdet.errors import ConfigError
-from scratchdet.workflow_plan import Plan, figure1_label, figure1_title, repeated_option
+from scratchdet.paper_tables import load_table
+from scratchdet.run_folder import config_digest
+from scratchdet.workflow.plan import Plan
+from scratchdet.workflow.rule_options import figure1_label, figure1_title, repeated_option
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -41,7 +43,7 @@ def paper() -> Plan:
 
 
 def test_planning_modules_import_without_torch():
-    code = ("import sys; import scratchdet.workflow_plan, scratchdet.workflow_preflight; "
+    code = ("import sys; import scratchdet.workflow.plan, scratchdet.workflow.preflight; "
             "print('torch' in sys.modules)")
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
                           check=True)
@@ -58,7 +60,7 @@ def test_default_scale_runs_every_row_that_needs_no_imagenet_weights(default):
 def test_a_rows_folder_is_the_digest_of_its_run_config(default):
     key = "scratchdet_table3/scratchdet300_voc07"
     paths = default.paths(key)
-    assert paths.root == Path("results/default", key, wc.config_digest(default.row_config(key)))
+    assert paths.root == Path("results/default", key, config_digest(default.row_config(key)))
     assert default.run_wildcards(key) == {"table": "scratchdet_table3",
                                           "row": "scratchdet300_voc07",
                                           "digest": paths.root.name}
@@ -92,7 +94,7 @@ def test_report_arguments_name_every_row_once(default):
 
 
 def test_figure1_labels_and_title():
-    row = wc.load_table(ROOT / "params/scratchdet_table1.tsv")
+    row = load_table(ROOT / "params/scratchdet_table1.tsv")
     by_id = {r.id: r for r in row}
     assert figure1_label(by_id["scratch_bn-none_lr0.01"]) == "scratch_bn-none_lr0.01 (paper NAN mAP)"
     assert figure1_title("default") == "ScratchDet Figure 1, default scale"

@@ -1,4 +1,4 @@
-"""scratchdet.workflow_preflight: what a paper run needs from a person, and its GPU-hours from
+"""scratchdet.workflow.preflight: what a paper run needs from a person, and its GPU-hours from
 committed speed measurements (a fixture GPU benchmark here; none is committed yet)."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import pytest
 
 from scratchdet.cli import main
 from scratchdet.config import config_from_dict
-from scratchdet.workflow_preflight import (
+from scratchdet.workflow.preflight import (
     estimate_row,
     gpu_train_benchmark,
     needed_archives,

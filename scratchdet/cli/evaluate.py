@@ -24,19 +24,20 @@ def _print_result(result: dict[str, Any], metric: str, what: str, out: str) -> N
 
 def cmd_eval(args: argparse.Namespace) -> None:
     from ..evaluation import evaluate
-    from ..io import read_json, write_json
+    from ..io import write_json
     from ..provenance import provenance
+    from ..run_folder import RunStatus
 
     if (args.baseline is None) == (args.dets is None):
         raise ConfigError(None, "--dets", "give either --dets or --baseline (with --train)")
     if args.baseline is not None:
         _eval_baseline(args)
         return
-    status = read_json(args.status) if args.status else {"status": "finished"}
-    if status.get("status") == "diverged":
+    status = RunStatus.read(args.status) if args.status else None
+    if status is not None and status.diverged:
         result: dict[str, Any] = {"metric": args.metric, "map": float("nan"), "per_class": {},
-                                  "diverged": True, "reason": status.get("reason"),
-                                  "step": status.get("step")}
+                                  "diverged": True, "reason": status.reason,
+                                  "step": status.step}
     else:
         result = evaluate(args.gt, args.dets, args.metric)
         result["diverged"] = False

@@ -48,6 +48,7 @@ def _continue(args: argparse.Namespace) -> None:
     from ..config import dump_config, load_config
     from ..engine.continue_run import continued, prepare_continuation
     from ..io import write_text
+    from ..run_folder import TrainFolder
 
     if not (args.continue_from and args.max_steps):
         raise ConfigError(None, "--continue-from", "give --continue-from RUN with --max-steps N")
@@ -56,7 +57,7 @@ def _continue(args: argparse.Namespace) -> None:
     if continued(args.out, args.continue_from):  # the same command again: resume there
         args.config = str(run_yaml)
         return
-    cfg = load_config(args.config or Path(args.continue_from) / "config.yaml", overrides)
+    cfg = load_config(args.config or TrainFolder(Path(args.continue_from)).config, overrides)
     new = prepare_continuation(args.continue_from, args.out, args.max_steps, cfg)
     write_text(run_yaml, dump_config(new))
     args.config = str(run_yaml)

@@ -7,7 +7,8 @@ A run folder holds:
 - `checkpoints/step_<8-digit step>.pt`: the last `train.keep_checkpoints` periodic snapshots
   (model, optimizer, step, config). The newest one that loads is what a resume continues from, so
   a snapshot damaged by a crash or a full disk costs `checkpoint_every` steps, not the run.
-- `model_final.pt`: the trained weights, with the config and the step.
+- `model_final.pt`: the trained weights, with the config and the step (every file name of a
+  run folder is `scratchdet.run_folder`'s).
 
 Every one of them also carries what detection needs (`trained_model_record`: model config, class
 names, input size), so `scratchdet detect --checkpoint checkpoints/step_00000100.pt` works as it
@@ -34,16 +35,15 @@ from ..config import RunConfig, same_config
 from ..data.annotations import same_data
 from ..errors import DataError
 from ..io import atomic_path
+from ..run_folder import RUN_FILES, TrainFolder
 
-__all__ = ["RUN_FILES", "SNAPSHOT_DIR", "CheckpointStore", "Snapshot", "list_snapshots",
+__all__ = ["SNAPSHOT_DIR", "CheckpointStore", "Snapshot", "list_snapshots",
            "load_checkpoint", "read_init_source", "save_checkpoint", "snapshot_path",
            "trained_model_record"]
 
 log = logging.getLogger(__name__)
 
 SNAPSHOT_DIR = "checkpoints"
-RUN_FILES = ("model_final.pt", "status.json", "metrics.csv", "config.yaml", "provenance.json")
-"""The files of a training run folder besides its snapshots (written through atomic_path)."""
 _SNAPSHOT_NAME = re.compile(r"step_(\d{8,})\.pt")
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")  # torch's message bolds a phrase for terminals
 
@@ -186,7 +186,7 @@ class CheckpointStore:
         What the workflow's `--restart-stale` does: the row's config changed (or its files were
         damaged), so the folder's old run cannot be continued and is started over.
         """
-        final = self.run_dir / "model_final.pt"
+        final = TrainFolder(self.run_dir).model
         reason = None
         if final.exists():
             try:
@@ -195,7 +195,7 @@ class CheckpointStore:
                     reason = "a finished run of another config"
                 elif not same_data(done.get("data"), data):
                     reason = "a finished run on other data"
-                elif (self.run_dir / "status.json").exists():
+                elif TrainFolder(self.run_dir).status.exists():
                     return False  # this config's finished run: its snapshots no longer matter
             except DataError as exc:
                 reason = f"an unreadable final model ({exc.problem})"
@@ -211,8 +211,8 @@ class CheckpointStore:
                 reason = "a run on other data"
         if reason is None:
             return False
-        for name in RUN_FILES:
-            (self.run_dir / name).unlink(missing_ok=True)
+        for path in TrainFolder(self.run_dir).files:
+            path.unlink(missing_ok=True)
         shutil.rmtree(self.folder, ignore_errors=True)
         self._resume, self._resume_read = None, False
         log.warning("%s held %s: discarded, training anew", self.run_dir, reason)

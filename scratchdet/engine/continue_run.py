@@ -18,6 +18,7 @@ from typing import Any
 from ..config import RunConfig, config_from_dict, load_config
 from ..errors import ConfigError, DataError
 from ..io import read_json, write_json
+from ..run_folder import RunStatus, TrainFolder
 
 __all__ = ["CONTINUED_FROM", "SCHEDULE_KEYS", "continued", "prepare_continuation"]
 
@@ -48,10 +49,10 @@ def prepare_continuation(run: str | Path, out: str | Path, max_steps: int,
     from .checkpoint import list_snapshots, load_checkpoint, save_checkpoint, snapshot_path
 
     run, out = Path(run), Path(out)
-    if not (run / "config.yaml").is_file():
+    if not TrainFolder(run).config.is_file():
         raise DataError(run, "not a run folder (no config.yaml): --continue-from takes the folder "
                              "`scratchdet train --out` wrote")
-    recorded = load_config(run / "config.yaml")
+    recorded = load_config(TrainFolder(run).config)
     base = cfg if cfg is not None else recorded
     if _without_schedule(base) != _without_schedule(recorded):
         raise ConfigError(None, "--continue-from", f"the config differs from {run}'s in more than "
@@ -73,7 +74,8 @@ def prepare_continuation(run: str | Path, out: str | Path, max_steps: int,
     state = load_checkpoint(path)
     state["config"] = new.to_dict()  # the new run's own: its resume check compares with it
     save_checkpoint(state, snapshot_path(out, step))
-    status = read_json(run / "status.json") if (run / "status.json").is_file() else None
+    status = RunStatus.read_if_present(TrainFolder(run).status)
     write_json(out / CONTINUED_FROM, {"run": str(run), "snapshot": str(path), "step": step,
-                                      "run_status": status, "max_steps": max_steps})
+                                      "run_status": status and status.to_dict(),
+                                      "max_steps": max_steps})
     return new

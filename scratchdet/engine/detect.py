@@ -28,6 +28,7 @@ from ..io import write_json
 from ..models import build_model
 from ..models.input import CAFFE_MEAN_RGB
 from ..progress import Progress
+from ..run_folder import RunStatus
 from ..ssd.postprocess import batch_detections
 from .checkpoint import load_checkpoint
 from .device import memory_format_for, resolve_device
@@ -118,7 +119,7 @@ def _detect(checkpoint: str | Path, data: str | Path, out: str | Path, cfg: Dete
     if names != state["class_names"]:
         raise DataError(data, f"categories {names} differ from those the model was trained on "
                               f"{state['class_names']}")
-    if state.get("status") == "diverged":
+    if state.get("status") == RunStatus.DIVERGED:  # the final model records how the run ended
         write_json(out, [])
         return 0
     if dev.type == "cuda":

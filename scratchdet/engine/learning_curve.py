@@ -26,6 +26,7 @@ from ..evaluation import evaluate
 from ..evaluation.baselines import score_baselines
 from ..io import meta_path, read_json, write_json, write_text
 from ..provenance import provenance
+from ..run_folder import RunStatus, TrainFolder
 from .checkpoint import list_snapshots
 from .detect import detect
 from .training_log import TrainingLog
@@ -52,17 +53,16 @@ def learning_curve(run: str | Path, data: str | Path, out_csv: str | Path, *,
     """Score every snapshot of ``run`` (and its final model) on ``data``; write ``out_csv``."""
     run = Path(run)
     points = [(step, path) for step, path in list_snapshots(run)]
-    final = run / "model_final.pt"
-    status = read_json(run / "status.json") if (run / "status.json").exists() else None
-    if final.exists() and status is not None:
-        # A finished run's step is the number of steps done; a diverged one's, the bad step.
-        steps_done = int(status["step"]) + (status["status"] == "diverged")
-        if not points or points[-1][0] < steps_done:
-            points.append((steps_done, final))
+    files = TrainFolder(run)
+    final = files.model
+    status = RunStatus.read_if_present(files.status)
+    if final.exists() and status is not None and (not points
+                                                  or points[-1][0] < status.steps_done):
+        points.append((status.steps_done, final))
     if not points:
         raise DataError(run, "no snapshot and no model_final.pt: train the run first (and keep "
                              "snapshots with train.keep_checkpoints)")
-    log_rows = TrainingLog(run / "metrics.csv").read()
+    log_rows = TrainingLog(files.metrics_csv).read()
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="scratchdet-curve-") as tmp:
         dets = Path(tmp) / "dets.json"
@@ -78,8 +78,8 @@ def learning_curve(run: str | Path, data: str | Path, out_csv: str | Path, *,
     writer.writeheader()
     writer.writerows(rows)
     write_text(out_csv, text.getvalue())
-    train = read_json(run / "provenance.json")["config"]["data"]["train"] \
-        if (run / "provenance.json").exists() else None
+    train = read_json(files.provenance)["config"]["data"]["train"] \
+        if files.provenance.exists() else None
     meta = {"run": str(run), "data": str(data), "metric": metric,
             "precise_bn": (detect_cfg or DetectConfig()).precise_bn,
             "blind": blind_scores(train, data, metric) if train else None,

@@ -1,6 +1,6 @@
 """The training loop: SGD + warmup/multistep, gradient accumulation, resumable, divergence-aware.
 
-Outputs in the run directory:
+Outputs in the run directory (their names: `scratchdet.run_folder.TrainFolder`):
 - `config.yaml`, `provenance.json`: what produced the run.
 - `metrics.csv`: one row per optimizer step.
 - `checkpoints/step_<step>.pt`: the last `train.keep_checkpoints` snapshots, each with everything
@@ -42,11 +42,12 @@ from ..data.annotations import (
 from ..data.dataset import DetectionDataset
 from ..errors import ConfigError, DataError
 from ..input import build_train_input
-from ..io import read_json, write_json, write_text
+from ..io import write_json, write_text
 from ..models import build_model
 from ..models.batchnorm import convert_batchnorm
 from ..progress import Progress
 from ..provenance import provenance, seed_everything
+from ..run_folder import RunStatus, TrainFolder
 from .checkpoint import (
     CheckpointStore,
     list_snapshots,
@@ -193,18 +194,18 @@ def _train_in(cfg: RunConfig, out: Path, restart_stale: bool, lock: FileLock) ->
     data = data_record(cfg.data.train) if Path(cfg.data.train).is_file() else None
     if restart_stale and store.writer:
         store.discard_if_stale(cfg, data)
-    status_path = out / "status.json"
+    files = TrainFolder(out)
     requested = resolve_device(cfg.train.device, "train.device")
     ctx = init_distributed(requested)
     device = ctx.device(requested)
     try:
-        if status_path.exists() and (out / "model_final.pt").exists():
-            done = load_checkpoint(out / "model_final.pt")
+        if files.status.exists() and files.model.exists():
+            done = load_checkpoint(files.model)
             if same_config(done.get("config"), cfg):
                 _check_same_data(done.get("data"), data, out)
                 log.info("%s already finished; nothing to do", out)
-                return read_json(status_path)
-            raise ConfigError(out / "config.yaml", "<run>", "this run directory holds a finished "
+                return RunStatus.read(files.status).to_dict()
+            raise ConfigError(files.config, "<run>", "this run directory holds a finished "
                               "run with a different config; use a new --out or delete the directory")
         if cfg.train.batch_size % (cfg.micro_batch * ctx.world_size):
             raise ConfigError(None, "train.batch_size", f"{cfg.train.batch_size} is not a multiple "
@@ -245,7 +246,7 @@ def _check_folder(lock: FileLock, out: Path) -> None:
 def _train(cfg: RunConfig, out: Path, ctx: DistContext, device: torch.device,
            store: CheckpointStore, lock: FileLock, data: dict[str, str] | None = None
            ) -> dict[str, Any]:
-    status_path, resume = out / "status.json", store.resume_point()
+    files, resume = TrainFolder(out), store.resume_point()
     seed_everything(cfg.seed)  # same initial weights on every process
     if cfg.train.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
@@ -276,7 +277,7 @@ def _train(cfg: RunConfig, out: Path, ctx: DistContext, device: torch.device,
     if t.init_from and resume is None:
         init_report = initialise_from(model, t.init_from)
     start_step = 0
-    training_log = TrainingLog(out / "metrics.csv")
+    training_log = TrainingLog(files.metrics_csv)
     if resume is not None:
         if not same_config(resume.config, cfg):
             raise ConfigError(resume.path, "<run>", "the checkpoint to resume was made with a "
@@ -289,8 +290,8 @@ def _train(cfg: RunConfig, out: Path, ctx: DistContext, device: torch.device,
         log.info("resuming %s from step %d", out, start_step)
     if ctx.is_main:
         training_log.truncate(start_step)
-        write_text(out / "config.yaml", dump_config(cfg))
-        write_json(out / "provenance.json",
+        write_text(files.config, dump_config(cfg))
+        write_json(files.provenance,
                    provenance(cfg.to_dict(), cfg.seed, device)
                    | {"world_size": ctx.world_size, "init_from": init_report, "data": data})
     net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) \
@@ -320,7 +321,7 @@ def _train(cfg: RunConfig, out: Path, ctx: DistContext, device: torch.device,
     progress = Progress("train", t.max_steps, unit="step", initial=start_step,
                         every=t.log_every, enabled=ctx.is_main)
 
-    def flush() -> dict[str, Any] | None:
+    def flush() -> RunStatus | None:
         """Log the buffered steps; the status of the first diverged one, if any."""
         _check_folder(lock, out)
         rows = steplog.flush(t.batch_size)
@@ -332,10 +333,10 @@ def _train(cfg: RunConfig, out: Path, ctx: DistContext, device: torch.device,
             if ctx.is_main:
                 training_log.append(row)
             if reason is not None:
-                return {"status": "diverged", "step": row["step"], "reason": reason}
+                return RunStatus(RunStatus.DIVERGED, int(row["step"]), reason)
         return None
 
-    status: dict[str, Any] = {"status": "finished", "step": t.max_steps, "reason": None}
+    status = RunStatus(RunStatus.FINISHED, t.max_steps)
     net.train()
     step, lr, starting = start_step, t.lr, True
     with _StopRequest() as stop, progress:
@@ -361,8 +362,7 @@ def _train(cfg: RunConfig, out: Path, ctx: DistContext, device: torch.device,
             progress.update()
             if diverged is not None:
                 status = diverged
-                log.warning("run %s diverged at step %d: %s", out, status["step"],
-                            status["reason"])
+                log.warning("run %s diverged at step %d: %s", out, status.step, status.reason)
                 break
             if stopping:
                 checkpoint(step)
@@ -383,8 +383,8 @@ def _train(cfg: RunConfig, out: Path, ctx: DistContext, device: torch.device,
 
     if ctx.is_main:
         _check_folder(lock, out)
-        final = trained_model_record(model.state_dict(), cfg, names, status["step"])
-        save_checkpoint(final | {"status": status["status"], "data": data}, out / "model_final.pt")
-        write_json(status_path, status)
+        final = trained_model_record(model.state_dict(), cfg, names, status.step)
+        save_checkpoint(final | {"status": status.status, "data": data}, files.model)
+        status.write(files.status)
     ctx.barrier()
-    return status
+    return status.to_dict()

@@ -23,6 +23,7 @@ from matplotlib.ticker import MaxNLocator
 
 from ..errors import DataError
 from ..io import atomic_path, read_json
+from ..run_folder import TrainFolder
 from .precision_recall import precision_recall
 
 __all__ = [
@@ -63,7 +64,7 @@ def integer_steps(ax: plt.Axes) -> None:
 
 def read_metrics(run_dir: str | Path) -> pd.DataFrame:
     """A run's metrics.csv (one row per optimizer step); inf becomes NaN so plots show gaps."""
-    path = Path(run_dir) / "metrics.csv"
+    path = TrainFolder(Path(run_dir)).metrics_csv
     if not path.exists():
         raise DataError(path, "no metrics.csv: was the run trained?")
     df = pd.read_csv(path)

@@ -13,6 +13,7 @@ import pandas as pd
 
 from ..errors import ConfigError, DataError
 from ..io import meta_path, read_json, write_text
+from ..run_folder import RunStatus, TrainFolder
 from .figures import heading, integer_steps, save_png
 from .tables import to_markdown
 
@@ -49,7 +50,7 @@ def draw_learning_curves(curves: dict[str, str | Path], title: str = "", note: s
         ax.legend(lines[0] + more[0], lines[1] + more[1], fontsize=7, loc="center right")
         suffix = " (PreciseBN)" if meta.get("precise_bn") else ""
         status = _status(meta)
-        if status.startswith("diverged"):
+        if status.startswith(RunStatus.DIVERGED):
             suffix += f"\n{status.split(' (')[0]}"
         ax.set_title(f"{label}{suffix}", fontsize=9)
     heading(fig, title, note)
@@ -72,13 +73,10 @@ def _read_curve(path: str | Path) -> tuple[pd.DataFrame, dict]:
 
 def _status(meta: dict) -> str:
     """How the run ended, from its status.json: a diverged run's curve ends at its bad step."""
-    status_file = Path(meta.get("run", ""), "status.json")
-    if not meta.get("run") or not status_file.exists():
+    if not meta.get("run"):
         return ""
-    status = read_json(status_file)
-    if status.get("status") == "diverged":
-        return f"diverged at step {status.get('step')} ({status.get('reason')})"
-    return str(status.get("status", ""))
+    status = RunStatus.read_if_present(TrainFolder(Path(meta["run"])).status)
+    return "" if status is None else status.summary
 
 
 def learning_curve_table(curves: dict[str, str | Path], precise_bn: dict[str, str | Path],

@@ -29,13 +29,13 @@ from pathlib import Path
 from typing import Any
 
 from ..io import meta_path, read_json, write_json, write_text
-from ..workflow_config import Row, RunPaths, load_table, submission_file
+from ..paper_tables import TITLES, Row, load_table
+from ..run_folder import RunPaths, RunStatus
 from ..yaml_io import load_yaml
 
 __all__ = [
     "EVAL_NOTES",
     "METRIC_NAMES",
-    "TITLES",
     "RowResult",
     "collect",
     "comparable",
@@ -51,17 +51,6 @@ __all__ = [
     "write_table_report",
 ]
 
-TITLES = {
-    "dsod_table3": "DSOD Table 3: ablation on PASCAL VOC 2007 test",
-    "dsod_table4": "DSOD Table 4: PASCAL VOC 2007 test",
-    "dsod_table5": "DSOD Table 5: PASCAL VOC 2012 test",
-    "dsod_table6": "DSOD Table 6: MS COCO test-dev",
-    "scratchdet_table1": "ScratchDet Table 1: BatchNorm and learning rate, SSD300 VGG-16, VOC 2007 test",
-    "scratchdet_table2": "ScratchDet Table 2: ResNet-18 root variants, VOC 2007 test",
-    "scratchdet_table3": "ScratchDet Table 3: ScratchDet300 on PASCAL VOC",
-    "scratchdet_table4": "ScratchDet Table 4: MS COCO test-dev",
-    "scratchdet_table5": "ScratchDet Table 5: from MS COCO to PASCAL VOC",
-}
 METRIC_NAMES = {"map": "mAP"}
 EVAL_NOTES = {
     "voc07": "VOC 2007 test, 11-point mAP",
@@ -111,9 +100,10 @@ def describe_hardware(prov: dict[str, Any]) -> str:
     return f"CPU ({hw.get('cpu') or 'unknown'}, {hw.get('cpu_count')} cores)"
 
 
-def _metric_value(metrics: dict[str, Any], name: str) -> float | None:
+def _metric_value(metrics: dict[str, Any], name: str, status: RunStatus) -> float | None:
+    """A metric in percent; NaN for a run that diverged (its status.json says so)."""
     value = metrics.get("map") if name == "map" else metrics.get("stats", {}).get(name)
-    if metrics.get("diverged"):
+    if status.diverged:
         return math.nan
     return None if value is None else 100.0 * float(value)
 
@@ -150,16 +140,14 @@ def collect(rows: list[Row], runs: dict[str, str | Path], skips: dict[str, str],
             continue
         paths = RunPaths(Path(runs[row.id]))
         metrics = read_json(paths.metrics)
-        status = read_json(paths.status)
-        res.status = status["status"]
-        res.detail = (f"at step {status['step']}: {status.get('reason')}"
-                      if res.status == "diverged" else f"{status['step']} steps")
-        res.values = {m: _metric_value(metrics, m) for m in row.metrics}
+        status = RunStatus.read(paths.status)
+        res.status, res.detail = status.status, status.detail
+        res.values = {m: _metric_value(metrics, m, status) for m in row.metrics}
         if baselines and row.id in baselines:
             res.blind = 100.0 * float(read_json(baselines[row.id])["map"])
         if paths.provenance.exists():
             res.hardware = describe_hardware(read_json(paths.provenance))
-        server_file = submission_file(row, paths)
+        server_file = paths.server_file(row.server_split)
         res.submission = str(server_file) if server_file else ""
         out.append(res)
     return out

@@ -1,6 +1,6 @@
 # Shared by every file in rules/ (the validated config, the scale and the params rows), planned by
-# scratchdet.workflow_plan.Plan (tested Python). Planning reads no network and, at the default
-# scale, needs no torch once the model registry imports without it: a dry run stays fast.
+# scratchdet.workflow.plan.Plan (tested Python). Planning reads no network and, at the default
+# scale, imports no torch: a dry run stays fast.
 
 import re
 import sys
@@ -9,10 +9,14 @@ from pathlib import Path
 import pandas as pd
 from snakemake.utils import min_version, validate
 
-from scratchdet import workflow_config as wc
-from scratchdet.snakemake_config import check_workflow_config
-from scratchdet.workflow_plan import Plan, figure1_title
-from scratchdet.workflow_preflight import preflight_report
+from scratchdet.paper_tables import load_table
+from scratchdet.run_folder import DIGEST_PATTERN
+from scratchdet.workflow.snakemake_config import check_workflow_config
+from scratchdet.workflow import datasets, servers
+from scratchdet.workflow.plan import Plan
+from scratchdet.workflow.preflight import preflight_report
+from scratchdet.workflow.rule_options import figure1_title
+from scratchdet.workflow.run_configs import load_scale
 from scratchdet.yaml_io import load_yaml
 
 min_version("8.20")
@@ -28,10 +32,10 @@ for _file in getattr(workflow, "configfiles", None) or [
 check_workflow_config(config)  # one line naming the key, before the scale is read
 
 SCALE_FILE = f"config/scales/{config['scale']}.yaml"
-validate(load_yaml(SCALE_FILE), "../schemas/scale.schema.yaml")
+validate(load_scale(SCALE_FILE), "../schemas/scale.schema.yaml")
 for _name in config["tables"] or sorted(p.stem for p in Path("params").glob("*.tsv")):
     if Path(f"params/{_name}.tsv").exists():  # a missing one is Plan.load's error
-        wc.load_table(f"params/{_name}.tsv")  # a row's cell count, named (pandas' error is not)
+        load_table(f"params/{_name}.tsv")  # a row's cell count, named (pandas' error is not)
         validate(
             pd.read_csv(f"params/{_name}.tsv", sep="\t", dtype=str, keep_default_na=False),
             "../schemas/params.schema.yaml",

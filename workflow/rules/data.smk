@@ -1,7 +1,8 @@
 # Datasets in the internal annotation format (docs/ARCHITECTURE.md). The rules are the same at
 # every scale; the scale's dataset decides which of them its runs need:
 #   synth:    a synthetic VOCdevkit generated locally (default and proof scales, no network), in a
-#             folder named after its recipe (sizes, seed and object knobs: wc.synth_folder).
+#             folder named after its recipe (sizes, seed and object knobs:
+#             scratchdet.workflow.datasets.synth_folder).
 #   official: VOC 2007/2012 and COCO 2017 from their official sites, checksummed, then converted.
 # Inputs are ancient(): data restored by `dvc pull` (new file times) is not prepared again.
 # Evaluation-server test sets (VOC 2012 test, COCO test-dev) have no labels: they become image
@@ -69,7 +70,7 @@ rule existing_data:
     output:
         f"{DATA}/extracted/{{archive}}.done",
     params:
-        into=lambda w: wc.extracted_dir(DATA, w.archive),
+        into=lambda w: datasets.extracted_dir(DATA, w.archive),
         source=lambda w: Path(config["existing_data"][w.archive]).absolute(),
     wildcard_constraints:
         archive="|".join(re.escape(a) for a in config.get("existing_data") or {}) or "(?!x)x",
@@ -125,7 +126,7 @@ rule extract:
     output:
         f"{DATA}/extracted/{{archive}}.done",
     params:
-        into=lambda w: wc.extracted_dir(DATA, w.archive),
+        into=lambda w: datasets.extracted_dir(DATA, w.archive),
     log:
         f"{LOGS}/data/extract_{{archive}}.log",
     benchmark:
@@ -151,7 +152,7 @@ rule voc_split:
     params:
         parts=lambda w: PLAN.voc_split_options(w.name),
     wildcard_constraints:
-        name="|".join(wc.voc_split_sources()),
+        name="|".join(datasets.voc_split_sources()),
     log:
         f"{LOGS}/data/voc_{{name}}.log",
     benchmark:
@@ -174,7 +175,7 @@ rule voc12_test_list:
     output:
         PLAN.official_file("voc12_test"),
     params:
-        voc_dir=wc.extracted_dir(DATA, "VOC2012test.tar", "VOCdevkit", "VOC2012"),
+        voc_dir=datasets.extracted_dir(DATA, "VOC2012test.tar", "VOCdevkit", "VOC2012"),
     log:
         f"{LOGS}/data/voc12_test_list.log",
     benchmark:
@@ -198,10 +199,10 @@ rule coco_split:
     output:
         f"{DATA}/coco/{{split}}.json",
     params:
-        ann=lambda w: wc.extracted_dir(
+        ann=lambda w: datasets.extracted_dir(
             DATA, "annotations_trainval2017.zip", "annotations", f"instances_{w.split}.json"
         ),
-        images=lambda w: wc.extracted_dir(DATA, f"{w.split}.zip", w.split),
+        images=lambda w: datasets.extracted_dir(DATA, f"{w.split}.zip", w.split),
     wildcard_constraints:
         split="train2017|val2017",
     log:
@@ -227,10 +228,10 @@ rule coco_testdev_list:
     output:
         PLAN.official_file("coco_testdev"),
     params:
-        info=wc.extracted_dir(
+        info=datasets.extracted_dir(
             DATA, "image_info_test2017.zip", "annotations", "image_info_test-dev2017.json"
         ),
-        images=wc.extracted_dir(DATA, "test2017.zip", "test2017"),
+        images=datasets.extracted_dir(DATA, "test2017.zip", "test2017"),
     log:
         f"{LOGS}/data/coco_testdev_list.log",
     benchmark:

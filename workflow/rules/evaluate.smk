@@ -39,7 +39,7 @@ rule evaluate:
     output:
         metrics=str(RUN.metrics),
     params:
-        metric=lambda w: wc.EVALS[row_of(w).eval][1],
+        metric=lambda w: row_of(w).metric,
     log:
         run_file(LOGS, "evaluate"),
     benchmark:
@@ -124,7 +124,7 @@ rule voc_submission:
     output:
         str(RUN.voc_submission),
     params:
-        comp=lambda w: wc.voc_competition(row_of(w)),
+        comp=lambda w: servers.voc_competition(row_of(w)),
     log:
         run_file(LOGS, "voc_submission"),
     benchmark:

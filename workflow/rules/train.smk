@@ -1,6 +1,6 @@
 # One training job per params row that runs at this scale, in results/<scale>/<table>/<row>/<digest>/
-# (the digest of its run config: scratchdet.workflow_plan.Plan.paths; the layout is
-# scratchdet.workflow_config.RunPaths, whose wildcard form RUN gives the patterns below). Every
+# (the digest of its run config: scratchdet.workflow.plan.Plan.paths; the layout is
+# scratchdet.run_folder.RunPaths, whose wildcard form RUN gives the patterns below). Every
 # input from here to the metrics is ancient(): a changed config is a new folder, so no decision
 # hangs on file times, which `dvc pull` does not restore. A job that does run still reruns the
 # jobs that use its output.

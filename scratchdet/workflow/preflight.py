@@ -14,9 +14,10 @@ import json
 from pathlib import Path
 from typing import Any
 
-from . import workflow_config as wc
-from .benchmark.fps import RESULTS_DIR
-from .workflow_plan import Plan
+from ..benchmark.fps import RESULTS_DIR
+from ..paper_tables import EVALS, Row
+from .datasets import SPLIT_ARCHIVES
+from .plan import Plan
 
 __all__ = ["PIPELINE_MODE", "Estimate", "estimate_row", "gpu_train_benchmark", "needed_archives",
            "pipeline_mode", "preflight_report", "restorable_runs", "restore_line",
@@ -44,9 +45,9 @@ def needed_archives(plan: Plan) -> list[str]:
     splits = set()
     for key in plan.run_keys:
         row = plan.rows[key]
-        local_gt, _, server = wc.EVALS[row.eval]
+        local_gt, _, server = EVALS[row.eval]
         splits.update(s for s in (row.train_data, local_gt, server) if s)
-    archives = {a for split in splits for a in wc.SPLIT_ARCHIVES[split]}
+    archives = {a for split in splits for a in SPLIT_ARCHIVES[split]}
     return [a for a in plan.config["downloads"] if a in archives]
 
 
@@ -74,7 +75,7 @@ class Estimate:
     """What the number rests on, when it is not an exact match (another batch size, ...)."""
 
 
-def estimate_row(row: wc.Row, run_config: dict[str, Any], bench: dict[str, Any]) -> Estimate | None:
+def estimate_row(row: Row, run_config: dict[str, Any], bench: dict[str, Any]) -> Estimate | None:
     """GPU-hours of one row's training from a training benchmark: steps x batch / images per
     second of the benchmarked model the row is built from, in the mode that matches its input
     pipeline and at the batch closest to its micro-batch. None if its model was not measured."""
@@ -178,7 +179,7 @@ def restorable_runs(plan: Plan) -> dict[str, list[str]]:
     """The runs this plan would train whose folder is missing but whose `<digest>.dvc` file is
     there (committed by `scratchdet artifacts push`), by the DVC remote that holds them ("" for
     the repository's default remote, `shipped`)."""
-    from .yaml_io import load_yaml
+    from ..yaml_io import load_yaml
 
     found: dict[str, list[str]] = {}
     for key in plan.run_keys:
@@ -202,7 +203,8 @@ def restore_line(plan: Plan) -> str:
                f"scratchdet artifacts pull --results {plan.results}")
     return (f"Restore first: {n} of the {len(plan.run_keys)} runs this plan trains are in the "
             f"DVC remote {remotes} (their .dvc files are here, their folders not): `{command}` "
-            "restores them, and then only what they lack runs (at the default scale: the reports).\n")
+            "restores them, and then only what they lack runs (at the default scale: the "
+            "reports).\n")
 
 
 def preflight_report(plan: Plan, bench_dir: str | Path = RESULTS_DIR) -> str:

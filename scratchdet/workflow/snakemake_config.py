@@ -1,5 +1,5 @@
 """The workflow's Snakemake config (config/config.yaml + config/downloads.yaml + any --config
-key=value) as a typed struct, validated where the plan loads it (``workflow_plan.Plan.load``).
+key=value) as a typed struct, validated where the plan loads it (``workflow.plan.Plan.load``).
 
 It replaces ``workflow/schemas/config.schema.yaml``: the same keys and constraints, checked by the
 project's one validation mechanism (``scratchdet.validation``), so a bad value is one line naming
@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
-from .validation import Config, convert
+from ..validation import Config, convert
 
 __all__ = ["Download", "WorkflowConfig", "check_workflow_config"]
 
