@@ -18,7 +18,7 @@ from typing import Any
 
 from . import workflow_config as wc
 from .errors import ConfigError
-from .yaml_io import load_yaml
+from .workflow.scales import load_scale
 
 __all__ = ["Plan", "figure1_label", "figure1_title", "repeated_option"]
 
@@ -50,7 +50,8 @@ class Plan:
     config: dict[str, Any]
     """The Snakemake config (config/config.yaml, validated against its schema)."""
     scale: dict[str, Any]
-    """config/scales/<scale>.yaml, validated against its schema."""
+    """config/scales/<scale>.yaml over config/recipes.yaml, resolved and checked
+    (scratchdet.workflow.scales)."""
     tables: dict[str, list[wc.Row]]
     """Every loaded table: the selected ones and those a selected row is fine-tuned from."""
     scale_file: str = ""
@@ -64,7 +65,7 @@ class Plan:
         fine-tuned from) and check them all: recipes, references between rows, every row's model
         and train cells. Errors name the file, line and key."""
         scale_file = Path(scale_file or Path("config", "scales", f"{config['scale']}.yaml"))
-        scale = load_yaml(scale_file)
+        scale = load_scale(scale_file)  # config/recipes.yaml + the scale's overlay
         # No table named: all of params/, or those of the rows the scale trains (scale `rows`).
         selected = config["tables"] or (
             sorted({ref.split("/")[0] for ref in scale["rows"]}) if "rows" in scale
