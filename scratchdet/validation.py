@@ -38,17 +38,18 @@ def _split(message: str) -> tuple[str, str]:
     """msgspec's "problem - at `$.a.b[0]`" -> ("a.b[0]", "problem"); an unknown or missing
     field is named in the key path."""
     found = _AT.match(message)
-    if found is None:
-        return "", message
-    where = found["inside"] or found["where"]
-    where = where.removeprefix("$").removeprefix(".").replace("[...]", ".<key>")
-    if found["inside"]:  # a dict key of the wrong type: "... - at `key` in `$.a`"
-        return where, f"a key: {found['problem']}"
-    field = _FIELD.match(found["problem"])
+    if found is None:  # at the top
+        where, problem = "", message
+    else:
+        where = (found["inside"] or found["where"]).removeprefix("$").removeprefix(".")
+        where, problem = where.replace("[...]", ".<key>"), found["problem"]
+        if found["inside"]:  # a dict key of the wrong type: "... - at `key` in `$.a`"
+            return where, f"a key: {problem}"
+    field = _FIELD.match(problem)
     if field is not None:
         problem = "unknown key" if field["what"] == "contains unknown" else "missing"
         return _join(where, field["name"]), problem
-    return where, found["problem"]
+    return where, problem
 
 
 def _join(prefix: str, rest: str) -> str:

@@ -97,11 +97,11 @@ class ScaleFile(Struct, forbid_unknown_fields=True, frozen=True):
     """False: a recipe starts from nothing, not from its settings in config/recipes.yaml."""
     every_recipe: Sections = {}
     """Laid over every recipe."""
-    recipe_overrides: dict[str, Sections] = {}
-    """Recipe name -> laid over that recipe, after `every_recipe`."""
+    recipe_overrides: dict[str, Any] = {}
+    """Recipe name -> run-config sections laid over that recipe, after `every_recipe`."""
     rows: list[Annotated[str, Meta(pattern=r"^[^/]+/[^/]+$")]] | None = None
     """Only these rows (table/row) run at this scale; the others are reported as not run."""
-    row_overrides: dict[str, Sections] = {}
+    row_overrides: dict[str, Any] = {}
     """table/row -> run-config sections laid over the row's own (last)."""
     showcase: list[str] | None = None
     """Runs (table/row) with precision-recall curves and a detection grid, instead of
@@ -122,11 +122,12 @@ def recipes_file(scale_file: str | Path) -> Path:
 
 def load_recipes(path: str | Path) -> dict[str, Sections]:
     """config/recipes.yaml: recipe name -> run-config sections, in the file's order."""
-    recipes = convert(load_yaml(path), dict[str, Sections], path=path)
-    for name in recipes:
+    recipes = convert(load_yaml(path), dict[str, Any], path=path)
+    for name, sections in recipes.items():
         if not RECIPE_NAME.match(name):
             raise ConfigError(path, name, "a recipe name is lower-case letters, digits and _ "
                                           "(the params column `recipe` names it)")
+        convert(sections, Sections, path=path, key=name)
     return recipes
 
 
@@ -159,7 +160,8 @@ def resolve(overlay: Any, recipes: dict[str, Sections], scale_file: str | Path,
 def _check(scale: ScaleFile, scale_file: str | Path, recipes: dict[str, Sections],
           recipes_path: str | Path) -> None:
     """What the struct's types do not say: the synthetic dataset's recipe where the scale
-    generates one, lists without repeats, overrides of recipes that exist."""
+    generates one, lists without repeats, overrides of recipes that exist; and each override
+    a mapping, checked here so that the error names its recipe or row."""
     if scale.dataset == "synth" and scale.synth is None:
         raise ConfigError(scale_file, "synth", "missing: `dataset: synth` needs the synthetic "
                                                "set's size and seed, {trainval, test, seed}")
@@ -168,7 +170,10 @@ def _check(scale: ScaleFile, scale_file: str | Path, recipes: dict[str, Sections
         for i, item in enumerate(items or []):
             if item in items[:i]:
                 raise ConfigError(scale_file, f"{key}[{i}]", f"{item!r} is listed twice")
-    for name in scale.recipe_overrides:
+    for name, sections in scale.recipe_overrides.items():
         if name not in recipes:
             raise ConfigError(scale_file, f"recipe_overrides.{name}",
                               f"not a recipe of {recipes_path} (recipes: {', '.join(recipes)})")
+        convert(sections, Sections, path=scale_file, key=f"recipe_overrides.{name}")
+    for row, sections in scale.row_overrides.items():  # which rows exist: check_scale
+        convert(sections, Sections, path=scale_file, key=f"row_overrides.{row}")
