@@ -131,11 +131,11 @@ def load_recipes(path: str | Path) -> dict[str, Sections]:
     return recipes
 
 
-def load_scale(scale_file: str | Path, recipes: str | Path | None = None) -> dict[str, Any]:
-    """The resolved scale of `scale_file` over `recipes` (default: `recipes_file(scale_file)`).
-    Errors name the file and the key."""
-    recipes = Path(recipes) if recipes is not None else recipes_file(scale_file)
-    return resolve(load_yaml(scale_file), load_recipes(recipes), scale_file, recipes)
+def load_scale(scale_file: str | Path, recipes_path: str | Path | None = None) -> dict[str, Any]:
+    """The resolved scale of `scale_file` over the recipes of `recipes_path` (default:
+    `recipes_file(scale_file)`). Errors name the file and the key."""
+    recipes_path = recipes_file(scale_file) if recipes_path is None else Path(recipes_path)
+    return resolve(load_yaml(scale_file), load_recipes(recipes_path), scale_file, recipes_path)
 
 
 def resolve(overlay: Any, recipes: dict[str, Sections], scale_file: str | Path,
