@@ -1,58 +1,217 @@
-"""Configuration data -> typed msgspec structs, with every problem as one ConfigError line.
+"""The one way configuration is validated: msgspec decodes plain data into typed structs.
 
-Minimal version written by helper "scales" so that the scale structs validate through the one
-mechanism; helper "valid" owns this module (the lead keeps valid's when both exist). The
-signature is the agreed one: ``convert(data, type_, *, path, key="")``.
+Run configs (``config.py``), model options (``models/*_options.py``), the augmentation
+(``input/augment.py``) and the workflow config declare their keys as ``msgspec.Struct`` fields with
+per-field constraints (``bounds("[0, 1)")``, ``Literal`` choices); ``convert`` turns msgspec's
+error (a problem and a ``$.a.b[0]`` path) into the project's one-line
+``ConfigError(file, dotted key, problem)`` that the command line prints with exit code 2.
+Unknown keys are errors (``forbid_unknown_fields``: a typo must never fall back to a default),
+and NaN or infinity is never a setting.
 """
 
 from __future__ import annotations
 
+import copy
+import difflib
+import math
 import re
+import types
+import typing
 from pathlib import Path
 from typing import Any, TypeVar
 
 import msgspec
 
 from .errors import ConfigError
+from .yaml_io import EXPONENT_FLOAT
 
-__all__ = ["convert"]
+__all__ = ["Config", "bounds", "convert", "interval_of", "struct_keys"]
 
 T = TypeVar("T")
 
-_AT = re.compile(r"^(?P<problem>.*) - at `(?P<where>[^`]*)`(?: in `(?P<inside>[^`]*)`)?$")
-_FIELD = re.compile(r"^Object (?P<what>contains unknown|missing required) field `(?P<name>[^`]+)`$")
+
+class Config(msgspec.Struct, forbid_unknown_fields=True):
+    """Base of every config struct: an unknown key is an error, not a silent default."""
+
+
+_INTERVAL = re.compile(r"([\[(])\s*(-?[\d.]+|-inf)\s*,\s*(-?[\d.]+|inf)\s*([\])])")
+
+
+def bounds(spec: str) -> msgspec.Meta:
+    """The constraint of a numeric field as an interval, e.g. ``bounds("[0, 1)")`` (``inf`` for no
+    upper bound): ``Annotated[float, bounds("[0, 1)")]``. The spec is kept (``interval_of``) so that
+    errors and ``scratchdet config show`` name the range as written."""
+    m = _INTERVAL.fullmatch(spec)
+    if not m:
+        raise ValueError(f"malformed range {spec!r}")  # at import, not at the first bad value
+    low, high = (float(v) if "." in v or "inf" in v else int(v) for v in m.group(2, 3))
+    kw: dict[str, Any] = {}
+    if not math.isinf(low):
+        kw["ge" if m.group(1) == "[" else "gt"] = low
+    if not math.isinf(high):
+        kw["le" if m.group(4) == "]" else "lt"] = high
+    return msgspec.Meta(**kw, extra={"range": spec})
+
+
+def interval_of(tp: Any) -> str | None:
+    """The ``bounds`` spec of an annotated field type, or None."""
+    for meta in getattr(tp, "__metadata__", ()):
+        if isinstance(meta, msgspec.Meta) and meta.extra and "range" in meta.extra:
+            return meta.extra["range"]
+    return None
+
+
+def struct_keys(tp: Any) -> tuple[str, ...]:
+    """The field names of a struct type, in declaration order."""
+    return tuple(f.name for f in msgspec.structs.fields(tp))
 
 
 def convert(data: Any, type_: type[T], *, path: str | Path | None, key: str = "") -> T:
-    """`data` (parsed YAML or JSON) as an instance of `type_` (a msgspec struct, or a container of
-    them). The first problem is a ConfigError naming `path`, the key path under `key` and what
-    is wrong, so that a typo is one line, not a traceback."""
-    try:
-        return msgspec.convert(data, type_, strict=True)
-    except msgspec.ValidationError as err:
-        where, problem = _split(str(err))
-        raise ConfigError(path, _join(key, where) or "<top>", problem) from None
+    """``data`` (plain dicts, lists, scalars) as an instance of ``type_``, or a ConfigError naming
+    ``path`` (the file), the dotted key below ``key`` and the first problem, in one line."""
+    _check_finite(data, path, key)
+    fixed = False
+    while True:
+        try:
+            return msgspec.convert(data, type_, strict=True)
+        except msgspec.ValidationError as exc:
+            message, _, where = str(exc).rpartition(" - at `")
+            parts = _path_parts(where.rstrip("`")) if message else []
+            message = message or str(exc)
+            value, tp = _walk(data, type_, parts)
+            if (isinstance(value, str) and "`float" in message.partition(",")[0]
+                    and EXPONENT_FLOAT.match(value.strip())):
+                # `1e-3` read by a YAML 1.1 reader (Snakemake's, a --set value): a number
+                if not fixed:
+                    data, fixed = copy.deepcopy(data), True
+                _set(data, parts, float(value))
+                continue
+            raise _error(message, data, type_, parts, value, tp, path, key) from None
 
 
-def _split(message: str) -> tuple[str, str]:
-    """msgspec's "problem - at `$.a.b[0]`" -> ("a.b[0]", "problem"); an unknown or missing
-    field is named in the key path."""
-    found = _AT.match(message)
-    if found is None:  # at the top
-        where, problem = "", message
-    else:
-        where = (found["inside"] or found["where"]).removeprefix("$").removeprefix(".")
-        where, problem = where.replace("[...]", ".<key>"), found["problem"]
-        if found["inside"]:  # a dict key of the wrong type: "... - at `key` in `$.a`"
-            return where, f"a key: {problem}"
-    field = _FIELD.match(problem)
-    if field is not None:
-        problem = "unknown key" if field["what"] == "contains unknown" else "missing"
-        return _join(where, field["name"]), problem
-    return where, problem
+def _error(message: str, data: Any, type_: Any, parts: list[str | int], value: Any, tp: Any,
+           path: str | Path | None, key: str) -> ConfigError:
+    dotted = _dotted(key, parts)
+    if message.startswith("Object contains unknown field `"):
+        name = message.split("`")[1]
+        allowed = struct_keys(_strip(tp)[0])
+        close = difflib.get_close_matches(name, allowed, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        return ConfigError(path, _dotted(dotted, [name]),
+                           f"unknown key{hint}; allowed keys here: {', '.join(allowed)}")
+    if message.startswith("Object missing required field `"):
+        return ConfigError(path, _dotted(dotted, [message.split("`")[1]]), "missing key")
+    if message.startswith("Number out of range"):
+        return ConfigError(path, dotted or "<top>", f"must be a finite number, got {value!r:.40}")
+    return ConfigError(path, dotted or "<top>", _problem(message, value, tp))
 
 
-def _join(prefix: str, rest: str) -> str:
-    if not prefix or not rest:
-        return prefix or rest
-    return prefix + rest if rest.startswith("[") else f"{prefix}.{rest}"
+def _problem(message: str, value: Any, tp: Any) -> str:
+    """What a value of the wrong type or range needs, in the words of the config's reader."""
+    base, metas = _strip(tp)
+    origin, args = typing.get_origin(base), typing.get_args(base)
+    if origin in (typing.Union, types.UnionType) and type(None) in args:
+        rest = [a for a in args if a is not type(None)]
+        if len(rest) == 1 and typing.get_origin(rest[0]) is typing.Literal:
+            return _choices((None, *typing.get_args(rest[0])), value)
+        if rest == [bool]:
+            return _choices((None, False, True), value)
+    if origin is typing.Literal:
+        return _choices(args, value)
+    if base in (int, float) and _is_number(value, base):
+        spec = interval_of(tp)
+        if spec is None:
+            return message
+        low = _INTERVAL.fullmatch(spec)
+        if low and low.group(3) == "inf":
+            op = ">=" if low.group(1) == "[" else ">"
+            return f"must be {op} {low.group(2)}, got {value}"
+        return f"must be in {spec}, got {value}"
+    expected = {float: "a number", int: "an integer", bool: "true or false",
+                str: "a string"}.get(base)
+    if expected is None:
+        if origin in (list, tuple):
+            expected = "a list"
+        elif origin is dict or isinstance(base, type) and issubclass(base, msgspec.Struct):
+            expected = "a mapping"
+        else:
+            return message
+    return f"expected {expected}, got {value!r}"
+
+
+def _choices(choices: tuple[Any, ...], value: Any) -> str:
+    listed = ", ".join("null" if c is None else str(c).lower() if isinstance(c, bool) else str(c)
+                       for c in choices)
+    return f"must be one of {listed}, got {value!r}"
+
+
+def _is_number(value: Any, base: type) -> bool:
+    if isinstance(value, bool):
+        return False
+    return isinstance(value, int) or (base is float and isinstance(value, float))
+
+
+def _strip(tp: Any) -> tuple[Any, tuple[Any, ...]]:
+    """(the type without ``Annotated``, its metadata)."""
+    if typing.get_origin(tp) is typing.Annotated:
+        return tp.__origin__, tp.__metadata__
+    return tp, ()
+
+
+def _path_parts(where: str) -> list[str | int]:
+    """``$.train.milestones[0]`` -> ['train', 'milestones', 0]."""
+    return [int(i) if i else name
+            for name, i in re.findall(r"\.([^.\[]+)|\[(\d+)\]", where.removeprefix("$"))]
+
+
+def _dotted(key: str, parts: list[str | int]) -> str:
+    out = key
+    for p in parts:
+        out = f"{out}[{p}]" if isinstance(p, int) else f"{out}.{p}" if out else p
+    return out
+
+
+def _walk(data: Any, tp: Any, parts: list[str | int]) -> tuple[Any, Any]:
+    """(the value and its declared type) at ``parts`` of ``data`` decoded as ``tp``."""
+    for part in parts:
+        base = _strip(tp)[0]
+        try:
+            data = data[part]
+        except (KeyError, IndexError, TypeError):
+            return None, Any
+        tp = _member(base, part, data)
+    return data, tp
+
+
+def _member(base: Any, part: str | int, value: Any) -> Any:
+    origin, args = typing.get_origin(base), typing.get_args(base)
+    if isinstance(base, type) and issubclass(base, msgspec.Struct):
+        hints = typing.get_type_hints(base, include_extras=True)
+        return hints.get(str(part), Any)
+    if origin in (typing.Union, types.UnionType):
+        for arg in args:
+            if arg is not type(None):
+                return _member(_strip(arg)[0], part, value)
+    if origin in (list, tuple) and args:
+        return args[0]
+    if origin is dict and len(args) == 2:
+        return args[1]
+    return Any
+
+
+def _set(data: Any, parts: list[str | int], value: Any) -> None:
+    for part in parts[:-1]:
+        data = data[part]
+    data[parts[-1]] = value
+
+
+def _check_finite(value: Any, path: str | Path | None, key: str) -> None:
+    """NaN and infinity are never a setting: `lr: .nan` would train to NaN weights and exit 0."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(path, key or "<top>", f"must be a finite number, got {value!r}")
+    if isinstance(value, dict):
+        for k, v in value.items():
+            _check_finite(v, path, f"{key}.{k}" if key else str(k))
+    elif isinstance(value, (list, tuple)):
+        for i, v in enumerate(value):
+            _check_finite(v, path, f"{key}[{i}]")

@@ -95,30 +95,32 @@ _DELETE = object()
 
 
 @pytest.mark.parametrize(("scale", "key", "value", "message"), [
-    ("default", "resources.train.threads", 0, r"resources\.train\.threads: Expected `int` >= 1"),
+    ("default", "resources.train.threads", 0, r"resources\.train\.threads: must be >= 1, got 0"),
     ("default", "resources.eval.cpus", 2, r"resources\.eval\.cpus: unknown key"),
-    ("default", "resourcez", {}, r"resourcez: unknown key"),
-    ("default", "smoke", _DELETE, r"smoke: missing"),
-    ("default", "smoke", "yes", r"smoke: Expected `bool`, got `str`"),
-    ("default", "dataset", "synthetic", r"dataset: Invalid enum value 'synthetic'"),
-    ("default", "synth", _DELETE, r"synth: missing: `dataset: synth` needs"),
-    ("default", "synth.trainval", 1, r"synth\.trainval: Expected `int` >= 2"),
+    ("default", "resourcez", {}, r"resourcez: unknown key \(did you mean 'resources'\?\)"),
+    ("default", "smoke", _DELETE, r"smoke: missing key"),
+    ("default", "smoke", "yes", r"smoke: expected true or false, got 'yes'"),
+    ("default", "dataset", "synthetic",
+     r"dataset: must be one of synth, official, got 'synthetic'"),
+    ("default", "synth", _DELETE, r"synth: missing key \(`dataset: synth` needs"),
+    ("default", "synth.trainval", 1, r"synth\.trainval: must be >= 2, got 1"),
     ("proof", "synth.classes", ["box", "box"], r"synth\.classes\[1\]: 'box' is listed twice"),
-    ("proof", "synth.classes", ["star"], r"synth\.classes\[0\]: Invalid enum value 'star'"),
-    ("proof", "synth.object_size", [0, 0.5], r"synth\.object_size\[0\]: Expected `float` > 0"),
+    ("proof", "synth.classes", ["star"], r"synth\.classes\[0\]: must be one of box, disc"),
+    ("proof", "synth.classes", [], r"synth\.classes: needs at least one class"),
+    ("proof", "synth.object_size", [0, 0.5], r"synth\.object_size\[0\]: must be in \(0, 0\.9\]"),
+    ("proof", "synth.objects", [1], r"synth\.objects: needs two values, \[min, max\]"),
     ("proof", "rows", ["a/b", "a/b"], r"rows\[1\]: 'a/b' is listed twice"),
-    ("proof", "rows", ["a_b"], r"rows\[0\]: Expected `str` matching regex"),
-    ("default", "pretrained_skip_reason", "",
-     r"pretrained_skip_reason: Expected `str` of length >= 1"),
+    ("proof", "rows", ["a_b"], r"rows\[0\]: 'a_b' is not table/row"),
+    ("default", "pretrained_skip_reason", " ", r"pretrained_skip_reason: is empty"),
     ("default", "recipes", {"dsod_coco": {}},
      r"recipes: the recipes are defined once, in \S*recipes\.yaml; a scale changes them"),
     ("proof", "recipe_overrides.dsod_cocoa", {"train": {"lr": 1}},
      r"recipe_overrides\.dsod_cocoa: not a recipe of \S*recipes\.yaml \(recipes: dsod_voc0712,"),
-    ("default", "every_recipe", [1], r"every_recipe: Expected `object`, got `array`"),
+    ("default", "every_recipe", [1], r"every_recipe: expected a mapping, got \[1\]"),
     ("proof", "recipe_overrides.dsod_coco", [1],
-     r"recipe_overrides\.dsod_coco: Expected `object`, got `array`"),
+     r"recipe_overrides\.dsod_coco: expected a mapping, got \[1\]"),
     ("proof", ("row_overrides", "dsod_table3/ds32-12-16-0.5_3blocks"), "x",
-     r"row_overrides\.dsod_table3/ds32-12-16-0\.5_3blocks: Expected `object`, got `str`"),
+     r"row_overrides\.dsod_table3/ds32-12-16-0\.5_3blocks: expected a mapping, got 'x'"),
 ])
 def test_a_bad_scale_file_is_one_line_naming_the_file_and_key(tmp_path, scale, key, value,
                                                               message):
@@ -134,8 +136,8 @@ def test_a_bad_scale_file_is_one_line_naming_the_file_and_key(tmp_path, scale, k
 
 @pytest.mark.parametrize(("recipes", "message"), [
     ({"Dsod-COCO": {"train": {}}}, r"Dsod-COCO: a recipe name is lower-case letters"),
-    ({"dsod_coco": [1]}, r"dsod_coco: Expected `object`, got `array`"),
-    ([1], r"<top>: Expected `object`, got `array`"),
+    ({"dsod_coco": [1]}, r"dsod_coco: expected a mapping, got \[1\]"),
+    ([1], r"<top>: expected a mapping, got \[1\]"),
 ])
 def test_a_bad_recipes_file_is_named(tmp_path, recipes, message):
     config = _copy_config(tmp_path, recipes)

@@ -20,11 +20,11 @@ import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from msgspec import Meta, Struct
+from msgspec import field
 
 from ..data.synth import SYNTH_CLASSES
 from ..errors import ConfigError
-from ..validation import convert
+from ..validation import Config, bounds, convert
 from ..workflow_config import deep_merge
 from ..yaml_io import load_yaml
 
@@ -36,14 +36,15 @@ OVERLAY_KEYS = ("released_recipes", "every_recipe", "recipe_overrides")
 
 RECIPE_NAME = re.compile(r"^[a-z0-9_]+$")  # the params column `recipe` (params.schema.yaml)
 
-PositiveInt = Annotated[int, Meta(ge=1)]
-NonNegativeInt = Annotated[int, Meta(ge=0)]
+ROW_KEY = re.compile(r"^[^/]+/[^/]+$")  # table/row
+
+PositiveInt = Annotated[int, bounds("[1, inf)")]
+NonNegativeInt = Annotated[int, bounds("[0, inf)")]
 Sections = dict[str, Any]
 """Run-config sections (seed, data, train, loss, detect, model), checked by scratchdet.config."""
-Pair = Meta(min_length=2, max_length=2)
 
 
-class Job(Struct, forbid_unknown_fields=True, frozen=True):
+class Job(Config, frozen=True):
     """What one job of a kind asks the scheduler for (the Slurm profile reads these)."""
 
     threads: PositiveInt
@@ -53,7 +54,7 @@ class Job(Struct, forbid_unknown_fields=True, frozen=True):
     gpu: NonNegativeInt = 0
 
 
-class Resources(Struct, forbid_unknown_fields=True, frozen=True):
+class Resources(Config, frozen=True):
     """Per job kind."""
 
     train: Job
@@ -61,21 +62,21 @@ class Resources(Struct, forbid_unknown_fields=True, frozen=True):
     eval: Job
 
 
-class Synth(Struct, forbid_unknown_fields=True, frozen=True):
+class Synth(Config, frozen=True):
     """The synthetic dataset's recipe; it also names the dataset's folder."""
 
-    trainval: Annotated[int, Meta(ge=2)]
+    trainval: Annotated[int, bounds("[2, inf)")]
     test: PositiveInt
     seed: NonNegativeInt
-    objects: Annotated[list[PositiveInt], Pair] | None = None
+    objects: list[PositiveInt] | None = None
     """Objects per image, [min, max] (default 1 to 5)."""
-    object_size: Annotated[list[Annotated[float, Meta(gt=0, le=0.9)]], Pair] | None = None
+    object_size: list[Annotated[float, bounds("(0, 0.9]")]] | None = None
     """Object sides as fractions of the image's short side, [min, max] (default 12 px to 0.7)."""
-    classes: Annotated[list[Literal[SYNTH_CLASSES]], Meta(min_length=1)] | None = None
+    classes: list[Literal[SYNTH_CLASSES]] | None = None
     """The synthetic classes to draw (default all five), each once."""
 
 
-class ScaleFile(Struct, forbid_unknown_fields=True, frozen=True):
+class ScaleFile(Config, frozen=True):
     """config/scales/<scale>.yaml: the dataset, the resources and what the scale changes in the
     recipes of config/recipes.yaml (config/README.md, "Scales", says what each key does)."""
 
@@ -86,7 +87,8 @@ class ScaleFile(Struct, forbid_unknown_fields=True, frozen=True):
     dataset: Literal["synth", "official"]
     run_pretrained: bool
     """Whether rows that fine-tune ImageNet weights run."""
-    pretrained_skip_reason: Annotated[str, Meta(min_length=1)]
+    pretrained_skip_reason: str
+    """Not empty: the reports show it."""
     resources: Resources
     detect_workers: NonNegativeInt
     base: Sections
@@ -95,13 +97,13 @@ class ScaleFile(Struct, forbid_unknown_fields=True, frozen=True):
     """Required with `dataset: synth`."""
     released_recipes: bool = True
     """False: a recipe starts from nothing, not from its settings in config/recipes.yaml."""
-    every_recipe: Sections = {}
+    every_recipe: Sections = field(default_factory=dict)
     """Laid over every recipe."""
-    recipe_overrides: dict[str, Any] = {}
+    recipe_overrides: dict[str, Any] = field(default_factory=dict)
     """Recipe name -> run-config sections laid over that recipe, after `every_recipe`."""
-    rows: list[Annotated[str, Meta(pattern=r"^[^/]+/[^/]+$")]] | None = None
+    rows: list[str] | None = None
     """Only these rows (table/row) run at this scale; the others are reported as not run."""
-    row_overrides: dict[str, Any] = {}
+    row_overrides: dict[str, Any] = field(default_factory=dict)
     """table/row -> run-config sections laid over the row's own (last)."""
     showcase: list[str] | None = None
     """Runs (table/row) with precision-recall curves and a detection grid, instead of
@@ -160,12 +162,28 @@ def resolve(overlay: Any, recipes: dict[str, Sections], scale_file: str | Path,
 def _check(scale: ScaleFile, scale_file: str | Path, recipes: dict[str, Sections],
           recipes_path: str | Path) -> None:
     """What the struct's types do not say: the synthetic dataset's recipe where the scale
-    generates one, lists without repeats, overrides of recipes that exist; and each override
-    a mapping, checked here so that the error names its recipe or row."""
+    generates one, [min, max] pairs, lists without repeats, rows as table/row, overrides of
+    recipes that exist; and each override a mapping, checked here so that the error names its
+    recipe or row."""
     if scale.dataset == "synth" and scale.synth is None:
-        raise ConfigError(scale_file, "synth", "missing: `dataset: synth` needs the synthetic "
-                                               "set's size and seed, {trainval, test, seed}")
-    classes = scale.synth.classes if scale.synth else None
+        raise ConfigError(scale_file, "synth", "missing key (`dataset: synth` needs the "
+                                               "synthetic set's {trainval, test, seed})")
+    if not scale.pretrained_skip_reason.strip():
+        raise ConfigError(scale_file, "pretrained_skip_reason",
+                          "is empty; say why rows that fine-tune ImageNet weights do not run")
+    for i, row in enumerate(scale.rows or []):
+        if not ROW_KEY.match(row):
+            raise ConfigError(scale_file, f"rows[{i}]", f"{row!r} is not table/row")
+    synth = scale.synth
+    for key in ("objects", "object_size"):
+        pair = getattr(synth, key, None)
+        if pair is not None and len(pair) != 2:
+            raise ConfigError(scale_file, f"synth.{key}", f"needs two values, [min, max], got "
+                                                          f"{pair}")
+    classes = synth.classes if synth else None
+    if classes == []:
+        raise ConfigError(scale_file, "synth.classes", "needs at least one class (or leave it "
+                                                       "out: all five)")
     for key, items in (("rows", scale.rows), ("synth.classes", classes)):
         for i, item in enumerate(items or []):
             if item in items[:i]:
