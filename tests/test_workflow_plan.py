@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shlex
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -173,8 +174,10 @@ def test_proof_scale_trains_its_rows_only_with_their_overrides_and_baselines():
 def test_a_scale_row_that_does_not_exist_is_named(tmp_path):
     scale = yaml.safe_load((ROOT / "config/scales/proof.yaml").read_text())
     scale["row_overrides"] = {"dsod_table3/no_such_row": {"model": {"growth": 8}}}
-    path = tmp_path / "proof.yaml"
+    path = tmp_path / "scales" / "proof.yaml"  # beside a copy of the recipes it overlays
+    path.parent.mkdir()
     path.write_text(yaml.safe_dump(scale))
+    shutil.copy(ROOT / "config/recipes.yaml", tmp_path / "recipes.yaml")
     with pytest.raises(ConfigError, match="row_overrides.dsod_table3/no_such_row"):
         Plan.load(config(scale="proof"), path, ROOT / "params")
 

@@ -27,10 +27,10 @@ from .run_configs import (
     check_references,
     check_row,
     check_scale,
-    load_scale,
     run_config,
     skip_reason,
 )
+from .scales import load_scale
 from .servers import submission_file
 from .snakemake_config import check_workflow_config
 

@@ -4,7 +4,7 @@ workflow plans (not when a job trains), and why a row does not run at a scale.
 A run config is the scale's base < the row's recipe < the row's own `train`/`model` cells < the
 scale's `row_overrides` for the row, with the data files of the scale's dataset
 (`scratchdet.workflow.datasets`). Its digest names the run folder (`scratchdet.run_folder`).
-A scale file is read in one place, `load_scale`. Importing this module does not import torch.
+A scale file is read in one place, `scales.load_scale`. Importing this module does not import torch.
 """
 
 from __future__ import annotations
@@ -20,14 +20,8 @@ from ..paper_tables import Row
 from ..yaml_io import load_yaml
 from .datasets import split_file
 
-__all__ = ["check_references", "check_row", "check_scale", "deep_merge", "load_scale",
-           "run_config", "skip_reason"]
-
-
-def load_scale(scale_file: str | Path) -> dict[str, Any]:
-    """A scale (config/scales/<name>.yaml): the one place a scale file is read and made the
-    mapping the rest of the workflow uses."""
-    return load_yaml(scale_file)
+__all__ = ["check_references", "check_row", "check_scale", "deep_merge", "run_config",
+           "skip_reason"]
 
 
 def check_references(tables: dict[str, list[Row]], scale: dict[str, Any]) -> None:
