@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from scratchdet import workflow_config as wc
+from scratchdet.workflow.run_configs import check_scale, deep_merge
 from scratchdet.errors import ConfigError
 from scratchdet.workflow.scales import OVERLAY_KEYS, load_recipes, load_scale
 from scratchdet.yaml_io import dump_yaml, load_yaml
@@ -33,10 +33,10 @@ def test_a_scale_is_the_recipes_with_its_overlay(name):
     assert list(scale["recipes"]) == list(RECIPES)  # every recipe, in the file's order
     start = overlay.get("released_recipes", True)
     for recipe, released in RECIPES.items():
-        expected = wc.deep_merge(released if start else {}, overlay.get("every_recipe", {}),
+        expected = deep_merge(released if start else {}, overlay.get("every_recipe", {}),
                                  overlay.get("recipe_overrides", {}).get(recipe, {}))
         assert scale["recipes"][recipe] == expected, recipe
-    wc.check_scale(scale, SCALE_FILES[name])  # every recipe over base is a valid run config
+    check_scale(scale, SCALE_FILES[name])  # every recipe over base is a valid run config
 
 
 def test_the_paper_scale_trains_the_recipes_as_they_are():
@@ -77,7 +77,7 @@ def test_a_recipe_added_once_is_a_recipe_of_every_scale(tmp_path):
         # the other recipes are untouched
         assert {k: v for k, v in scale["recipes"].items() if k != "new_recipe"} == load_scale(
             SCALE_FILES[name])["recipes"]
-        wc.check_scale(scale, config / "scales" / f"{name}.yaml")
+        check_scale(scale, config / "scales" / f"{name}.yaml")
 
 
 def _set(data: dict, key: str | tuple[str, ...], value) -> None:

@@ -11,7 +11,7 @@ recipe with a schedule of its own while still defining every name the params row
 `load_scale` gives the resolved scale, the dict the workflow plans with (`recipes`: every recipe
 by name, as the scale trains it; the overlay keys gone). `ScaleFile` is the schema of a scale
 file, checked through `scratchdet.validation.convert`; the run-config sections inside it are
-checked over `base` by the plan (workflow_config.check_scale), against scratchdet.config.
+checked over `base` by the plan (workflow.run_configs.check_scale), against scratchdet.config.
 """
 
 from __future__ import annotations

@@ -11,12 +11,11 @@ from snakemake.utils import min_version, validate
 
 from scratchdet.paper_tables import load_table
 from scratchdet.run_folder import DIGEST_PATTERN
-from scratchdet.workflow.snakemake_config import check_workflow_config
 from scratchdet.workflow import datasets, servers
 from scratchdet.workflow.plan import Plan
 from scratchdet.workflow.preflight import preflight_report
 from scratchdet.workflow.rule_options import figure1_title
-from scratchdet.workflow.run_configs import load_scale
+from scratchdet.workflow.snakemake_config import check_workflow_config
 from scratchdet.yaml_io import load_yaml
 
 min_version("8.20")
