@@ -2,8 +2,8 @@
 
 A params table has one row per ablation: `row` (a path-safe id), descriptive columns shown in the
 report, then the fixed columns below, `paper_<metric>` columns with the paper's numbers (empty =
-unknown, `NAN` = the paper reports divergence) and a free-text `note`. The column schema is
-checked by the workflow's params schema (workflow/schemas/params.schema.yaml); this module reads a
+unknown, `NAN` = the paper reports divergence) and a free-text `note`. This module checks each
+row's fixed cells (`ParamsRow`, through the project's one validation mechanism) and reads the
 table into `Row`s, which the workflow plans runs from and the reports print beside the runs'
 results. Importing it does not import torch.
 """
@@ -14,13 +14,16 @@ import csv
 import dataclasses
 import math
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
+
+import msgspec
 
 from .errors import ConfigError
+from .validation import Config, convert
 from .yaml_io import parse_yaml
 
-__all__ = ["EVALS", "FIXED", "NOT_METRICS", "PAPER_PREFIX", "TITLES", "Row", "load_table",
-           "parse_paper_value"]
+__all__ = ["EVALS", "FIXED", "NOT_METRICS", "PAPER_PREFIX", "TITLES", "ParamsRow", "Row",
+           "load_table", "parse_paper_value"]
 
 FIXED = ("row", "recipe", "train_data", "eval", "pretrained", "init_from", "model", "train", "note")
 PAPER_PREFIX = "paper_"
@@ -49,6 +52,32 @@ TITLES = {
     "scratchdet_table5": "ScratchDet Table 5: from MS COCO to PASCAL VOC",
 }
 """Each params table's title in the reports (the file stem where none is given)."""
+
+
+def _pattern(regex: str, what: str) -> msgspec.Meta:
+    return msgspec.Meta(pattern=regex, description=what)
+
+
+class ParamsRow(Config):
+    """The fixed cells of one params row, as text (a TSV has no types): what each may hold."""
+
+    row: Annotated[str, _pattern(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$", "a path-safe id")]
+    """Id of the row, also its folder name under results/<scale>/<table>/."""
+    recipe: Annotated[str, _pattern(r"^[a-z0-9_]+$", "a recipe name")]
+    """Training recipe (config/recipes.yaml)."""
+    train_data: Literal["voc07+12", "voc07++12", "coco"]
+    eval: Literal["voc07", "voc12", "coco"]
+    """voc12 and coco also write the evaluation server's upload file."""
+    pretrained: Literal["yes", "no", "unpublished"]
+    """yes = fine-tunes torchvision's ImageNet weights; unpublished = needs ImageNet weights that
+    were never released (shown as not run at every scale)."""
+    init_from: Annotated[str, _pattern(r"^([a-z0-9_]+/[A-Za-z0-9._+-]+)?$", "table/row or empty")]
+    """table/row whose trained weights initialise this run (empty = none)."""
+    model: Annotated[str, _pattern(r"^\{.*\}$", "a YAML flow mapping {...}")]
+    """Model config for scratchdet.models.build_model."""
+    train: Annotated[str, _pattern(r"^(\{.*\})?$", "a YAML flow mapping {...} or empty")]
+    """train-section overrides on top of the recipe."""
+    note: str
 
 
 @dataclasses.dataclass(frozen=True)
@@ -130,7 +159,8 @@ def _check_cell_counts(path: Path, records: list[dict[str | None, Any]]) -> None
 
 
 def load_table(path: str | Path) -> list[Row]:
-    """Parse one params table (the column schema is checked by the workflow's params schema)."""
+    """Parse and check one params table: its header, each row's cell count and fixed cells
+    (`ParamsRow`), the paper values and the YAML cells; errors name the file, line and column."""
     path = Path(path)
     with open(path, newline="", encoding="utf-8-sig") as fh:
         reader = csv.DictReader(fh, delimiter="\t")
@@ -152,6 +182,7 @@ def load_table(path: str | Path) -> list[Row]:
             raise ConfigError(where, short[0], f"{len(short)} field(s) missing: the row has "
                                                f"{len(header) - len(short)} tab-separated cells, "
                                                f"the header {len(header)}")
+        convert({k: rec[k] for k in FIXED}, ParamsRow, path=where)
         if rec["row"] in seen:
             raise ConfigError(where, "row", f"duplicate row id {rec['row']!r}")
         seen.add(rec["row"])

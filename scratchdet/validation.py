@@ -144,8 +144,11 @@ def _problem(message: str, value: Any, tp: Any) -> str:
     if _is_record(base) and isinstance(value, dict):
         return message  # a check of the struct itself (__post_init__)
     if base is str and isinstance(value, str):
-        pattern = next((m.pattern for m in metas if getattr(m, "pattern", None)), None)
-        return f"must match {pattern}, got {value!r}" if pattern else "must not be empty"
+        meta = next((m for m in metas if getattr(m, "pattern", None)), None)
+        if meta is None:
+            return "must not be empty"
+        what = f" ({meta.description})" if meta.description else ""
+        return f"must match {meta.pattern}{what}, got {value!r}"
     if origin in (list, tuple) and isinstance(value, (list, tuple)):
         return message
     if base in (int, float) and _is_number(value, base):

@@ -34,7 +34,7 @@ __all__ = ["OVERLAY_KEYS", "Job", "Resources", "ScaleFile", "Synth", "load_recip
 OVERLAY_KEYS = ("released_recipes", "every_recipe", "recipe_overrides")
 """The keys of a scale file that say how its recipes differ; resolved away into `recipes`."""
 
-RECIPE_NAME = re.compile(r"^[a-z0-9_]+$")  # the params column `recipe` (params.schema.yaml)
+RECIPE_NAME = re.compile(r"^[a-z0-9_]+$")  # the params column `recipe` (paper_tables.ParamsRow)
 
 ROW_KEY = re.compile(r"^[^/]+/[^/]+$")  # table/row
 

@@ -6,10 +6,8 @@ import re
 import sys
 from pathlib import Path
 
-import pandas as pd
-from snakemake.utils import min_version, validate
+from snakemake.utils import min_version
 
-from scratchdet.paper_tables import load_table
 from scratchdet.run_folder import DIGEST_PATTERN
 from scratchdet.workflow import datasets, servers
 from scratchdet.workflow.plan import Plan
@@ -32,16 +30,10 @@ check_workflow_config(config)  # one line naming the key, before the scale is re
 
 # The scale: its file over config/recipes.yaml, resolved and checked by Plan.load below.
 SCALE_FILE = f"config/scales/{config['scale']}.yaml"
-for _name in config["tables"] or sorted(p.stem for p in Path("params").glob("*.tsv")):
-    if Path(f"params/{_name}.tsv").exists():  # a missing one is Plan.load's error
-        load_table(f"params/{_name}.tsv")  # a row's cell count, named (pandas' error is not)
-        validate(
-            pd.read_csv(f"params/{_name}.tsv", sep="\t", dtype=str, keep_default_na=False),
-            "../schemas/params.schema.yaml",
-        )
 
-# Every row's model and train cells are checked here: a typo stops `snakemake -n`, naming the
-# params file, the line and the key.
+# The params tables (each row's cells: scratchdet.paper_tables.ParamsRow) and every row's model
+# and train cells are checked here: a typo stops `snakemake -n`, naming the params file, the line
+# and the key.
 PLAN = Plan.load(config, SCALE_FILE)
 SCALE_CFG = PLAN.scale
 DATA = PLAN.data
