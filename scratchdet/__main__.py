@@ -1,5 +1,5 @@
 """`python -m scratchdet`: the same command line as the `scratchdet` script."""
 
-from .cli import main
+from scratchdet.cli import main
 
 raise SystemExit(main())

@@ -40,14 +40,27 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from .errors import ScratchdetError
-from .run_folder import RunPaths
-from .yaml_io import load_yaml
+from scratchdet.errors import ScratchdetError
+from scratchdet.run_folder import RunPaths
+from scratchdet.yaml_io import load_yaml
 
 __all__ = [
-    "DATASET_DVC", "LAB_REMOTE", "REMOTE_TIMEOUT_S", "SHIPPED_REMOTE", "SHIPPED_SCALE",
-    "check_remote", "dvc_remote_of", "dvc_root", "finished_rows", "pull", "push", "remote_url",
-    "scale_dataset", "scale_remote", "verify", "verify_restored",
+    "DATASET_DVC",
+    "LAB_REMOTE",
+    "REMOTE_TIMEOUT_S",
+    "SHIPPED_REMOTE",
+    "SHIPPED_SCALE",
+    "check_remote",
+    "dvc_remote_of",
+    "dvc_root",
+    "finished_rows",
+    "pull",
+    "push",
+    "remote_url",
+    "scale_dataset",
+    "scale_remote",
+    "verify",
+    "verify_restored",
 ]
 
 SHIPPED_REMOTE = "shipped"
@@ -76,12 +89,14 @@ def scale_remote(results: Path) -> str | None:
 def scale_dataset(results: Path, repo: Path = Path(".")) -> Path | None:
     """The dataset folder of the scale whose results are `results` (results/<scale>), relative
     to the repository: a synthetic scale's generated folder; None for the official datasets."""
-    from .workflow.datasets import dataset_dir
+    from scratchdet.workflow.datasets import dataset_dir
 
     scale_file = Path("config", "scales", f"{results.name}.yaml")
     if not (repo / scale_file).is_file():
-        raise ScratchdetError(f"{scale_file}: no such scale file for the results folder "
-                              f"{results} (give --data DIR or --no-data)")
+        raise ScratchdetError(
+            f"{scale_file}: no such scale file for the results folder "
+            f"{results} (give --data DIR or --no-data)"
+        )
     scale = load_yaml(repo / scale_file)
     if scale.get("dataset") != "synth":
         return None
@@ -110,8 +125,9 @@ def _open_repo(repo: Path) -> Any:
     try:
         return Repo(str(repo))
     except NotDvcRepoError:
-        raise ScratchdetError(f"{repo.resolve()}: not a DVC repository (run this in the "
-                              "scratchdet checkout)") from None
+        raise ScratchdetError(
+            f"{repo.resolve()}: not a DVC repository (run this in the scratchdet checkout)"
+        ) from None
 
 
 def remote_url(repo: Path, name: str | None) -> tuple[str, str]:
@@ -121,11 +137,15 @@ def remote_url(repo: Path, name: str | None) -> tuple[str, str]:
         config = dvc_repo.config
         name = name or config["core"].get("remote")
         if not name:
-            raise ScratchdetError(f"{repo / '.dvc' / 'config'}: no default DVC remote (core.remote)")
+            raise ScratchdetError(
+                f"{repo / '.dvc' / 'config'}: no default DVC remote (core.remote)"
+            )
         remote = config["remote"].get(name)
         if remote is None:
-            raise ScratchdetError(f"DVC remote {name!r} is not configured in this clone: add it "
-                                  f"with `dvc remote add --local {name} <URL>`")
+            raise ScratchdetError(
+                f"DVC remote {name!r} is not configured in this clone: add it "
+                f"with `dvc remote add --local {name} <URL>`"
+            )
         return name, str(remote["url"])
 
 
@@ -150,7 +170,7 @@ def check_remote(repo: Path, name: str | None, for_push: bool = False) -> str:
     def ask() -> None:
         try:
             answer["problem"] = probe()
-        except Exception as exc:  # noqa: BLE001 - whatever the protocol raises is the reason
+        except Exception as exc:
             answer["error"] = exc
 
     # A daemon thread: a remote that never answers does not hold the process at exit.
@@ -166,8 +186,10 @@ def check_remote(repo: Path, name: str | None, for_push: bool = False) -> str:
     else:
         problem = answer["problem"]
     if problem:
-        raise ScratchdetError(f"DVC remote {name!r} ({url}) cannot be reached: {problem}; set its "
-                              f"url with `dvc remote modify --local {name} url <URL>`")
+        raise ScratchdetError(
+            f"DVC remote {name!r} ({url}) cannot be reached: {problem}; set its "
+            f"url with `dvc remote modify --local {name} url <URL>`"
+        )
     return name
 
 
@@ -213,8 +235,10 @@ def _scale_repo(results: Path, repo: Path) -> Path:
         (repo / results).mkdir(parents=True, exist_ok=True)
         _dvc("init", "--subdir", "--quiet", cwd=repo / results)
         with open(repo / results / ".dvcignore", "a") as fh:
-            fh.write("\n# Locks and interrupted writes (the repository's .dvcignore says why).\n"
-                     ".*.lock\n.*.tmp\n")
+            fh.write(
+                "\n# Locks and interrupted writes (the repository's .dvcignore says why).\n"
+                ".*.lock\n.*.tmp\n"
+            )
     return results
 
 
@@ -237,12 +261,13 @@ def _track_dataset(data: Path, results: Path, repo: Path) -> Path:
         raise ScratchdetError(
             f"{data}: the dataset of {results} cannot be versioned with it (DVC tracks nothing "
             f"outside the scale's own DVC repository {results}); the workflow makes it again "
-            "(push with --no-data)")
+            "(push with --no-data)"
+        )
     dvc_file = DATASET_DVC
     rel = Path(os.path.relpath(repo / data, repo)).as_posix()
     if not (repo / dvc_file).exists() or (
-            (load_yaml(repo / dvc_file) or {}).get("outs", [{}])[0].get("path")
-            != rel):
+        (load_yaml(repo / dvc_file) or {}).get("outs", [{}])[0].get("path") != rel
+    ):
         from dvc.utils.serialize import dump_yaml
 
         dump_yaml(str(repo / dvc_file), {"outs": [{"path": rel}]})
@@ -250,8 +275,9 @@ def _track_dataset(data: Path, results: Path, repo: Path) -> Path:
     return dvc_file
 
 
-def push(results: Path, data: Path | None, repo: Path = Path("."), remote: str | None = None
-         ) -> list[Path]:
+def push(
+    results: Path, data: Path | None, repo: Path = Path("."), remote: str | None = None
+) -> list[Path]:
     """Track the dataset folder `data` and each finished row of `results`, and push them to
     `remote` (default: the scale's, `scale_remote`); returns the .dvc files to commit."""
     results = _in_repo(results, repo)
@@ -259,8 +285,7 @@ def push(results: Path, data: Path | None, repo: Path = Path("."), remote: str |
     if not rows:
         raise ScratchdetError(f"{results}: no finished training row to push")
     if data is not None and not (repo / data).is_dir():
-        raise ScratchdetError(f"{data}: no such data folder to push (give --data DIR or "
-                              "--no-data)")
+        raise ScratchdetError(f"{data}: no such data folder to push (give --data DIR or --no-data)")
     name = check_remote(repo, remote or scale_remote(results), for_push=True)
     dataset = None if data is None else _track_dataset(_in_repo(data, repo), results, repo)
     sub = _scale_repo(results, repo)
@@ -305,15 +330,21 @@ def pull(results: Path, repo: Path = Path("."), remote: str | None = None) -> li
     if dvc_files and results.name == SHIPPED_SCALE and (repo / DATASET_DVC).is_file():
         dvc_files.insert(0, DATASET_DVC)  # the whole default scale: its dataset too
     if not dvc_files:
-        raise ScratchdetError(f"{results}: no .dvc file to pull (nothing of it was pushed and "
-                              "committed)")
+        raise ScratchdetError(
+            f"{results}: no .dvc file to pull (nothing of it was pushed and committed)"
+        )
     sub = dvc_root(results, repo)
-    for name in sorted({remote} if remote else {dvc_remote_of(repo / f) for f in dvc_files},
-                       key=str):
+    for name in sorted(
+        {remote} if remote else {dvc_remote_of(repo / f) for f in dvc_files}, key=str
+    ):
         name = check_remote(repo, name)
         _share_remote(repo, sub, name)
-    _dvc("pull", *(["-r", remote] if remote else []),
-         *(str(f.relative_to(sub)) for f in dvc_files), cwd=repo / sub)
+    _dvc(
+        "pull",
+        *(["-r", remote] if remote else []),
+        *(str(f.relative_to(sub)) for f in dvc_files),
+        cwd=repo / sub,
+    )
     verify(dvc_files, repo)
     return dvc_files
 
@@ -369,8 +400,13 @@ def _verify(dvc_files: list[Path], repo: Path, root: Path) -> int:
                     checked += 1
                     continue
                 listing = Path(cache.oid_to_path(oid))
-                _check_md5(listing, oid[:-len(".dir")], dvc_file, what="DVC cache listing of "
-                           f"{target.relative_to(repo) if target.is_relative_to(repo) else target}")
+                _check_md5(
+                    listing,
+                    oid[: -len(".dir")],
+                    dvc_file,
+                    what="DVC cache listing of "
+                    f"{target.relative_to(repo) if target.is_relative_to(repo) else target}",
+                )
                 for entry in json.loads(listing.read_text()):
                     _check_md5(target / entry["relpath"], entry["md5"], dvc_file)
                     checked += 1
@@ -386,7 +422,8 @@ def _check_md5(path: Path, expected: str, dvc_file: Path, what: str = "") -> Non
             f"{path}: {what + ' ' if what else ''}corrupt: MD5 {found}, but {dvc_file} records "
             f"{expected} (a damaged copy in the DVC cache or remote: delete the file and "
             f".dvc/cache/files/md5/{expected[:2]}/{expected[2:]}, pull again; if it comes back "
-            "damaged, push it again from a good copy or retrain the row)")
+            "damaged, push it again from a good copy or retrain the row)"
+        )
 
 
 def verify_restored(paths: list[Path]) -> None:
@@ -408,7 +445,8 @@ def verify_restored(paths: list[Path]) -> None:
                 raise ScratchdetError(
                     f"{path}: corrupt: MD5 {found}, but DVC restored it as {expected} (a damaged "
                     "copy in the DVC cache or remote); run `scratchdet artifacts verify` and pull "
-                    "it again")
+                    "it again"
+                )
 
 
 def _vouched_md5(root: Path, files: list[Path]) -> dict[Path, str]:
@@ -423,9 +461,10 @@ def _vouched_md5(root: Path, files: list[Path]) -> dict[Path, str]:
                 if info is not None and info.name == "md5" and info.value:
                     out[path] = str(info.value)
             return out
-    except Exception as exc:  # noqa: BLE001 - DVC missing or its state unreadable: no check
+    except Exception as exc:
         import logging
 
-        logging.getLogger(__name__).info("DVC state of %s not read (%s): files not verified",
-                                         root, exc)
+        logging.getLogger(__name__).info(
+            "DVC state of %s not read (%s): files not verified", root, exc
+        )
         return {}

@@ -14,14 +14,30 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
-from .errors import ConfigError
-from .validation import Config, bounds, convert, interval_of
-from .yaml_io import dump_yaml, load_yaml
+from scratchdet.errors import ConfigError
+from scratchdet.validation import Config, bounds, convert, interval_of
+from scratchdet.yaml_io import dump_yaml, load_yaml
 
-__all__ = ["AUGMENTATIONS", "BN_STATS", "PARAM_GROUPS", "PIPELINES", "PRECISIONS", "SGD_FORMS",
-           "DataConfig", "DetectConfig", "LossConfig", "RunConfig", "TrainConfig",
-           "config_from_dict", "dump_config", "load_config", "same_config", "set_dotted",
-           "setting_ranges", "write_run_config"]
+__all__ = [
+    "AUGMENTATIONS",
+    "BN_STATS",
+    "PARAM_GROUPS",
+    "PIPELINES",
+    "PRECISIONS",
+    "SGD_FORMS",
+    "DataConfig",
+    "DetectConfig",
+    "LossConfig",
+    "RunConfig",
+    "TrainConfig",
+    "config_from_dict",
+    "dump_config",
+    "load_config",
+    "same_config",
+    "set_dotted",
+    "setting_ranges",
+    "write_run_config",
+]
 
 Augmentation = Literal["ssd", "none"]
 Pipeline = Literal["auto", "cpu", "device"]
@@ -212,20 +228,29 @@ def _check_across_keys(cfg: RunConfig, path: str | None) -> None:
     """What no single key's type says: keys that constrain each other, and the step lists."""
     t = cfg.train
     if t.micro_batch and t.batch_size % t.micro_batch:
-        raise ConfigError(path, "train.micro_batch", f"batch_size {t.batch_size} is not a multiple "
-                                                     f"of micro_batch {t.micro_batch}")
+        raise ConfigError(
+            path,
+            "train.micro_batch",
+            f"batch_size {t.batch_size} is not a multiple of micro_batch {t.micro_batch}",
+        )
     if t.milestones != sorted(t.milestones) or any(m <= 0 for m in t.milestones):
-        raise ConfigError(path, "train.milestones",
-                          f"must be increasing positive steps, got {t.milestones}")
+        raise ConfigError(
+            path, "train.milestones", f"must be increasing positive steps, got {t.milestones}"
+        )
     if t.device not in ("auto", "cpu", "cuda") and not t.device.startswith("cuda:"):
-        raise ConfigError(path, "train.device",
-                          f"must be auto, cpu, cuda or cuda:N, got {t.device!r}")
+        raise ConfigError(
+            path, "train.device", f"must be auto, cpu, cuda or cuda:N, got {t.device!r}"
+        )
     if not t.amp and t.precision != "auto":
-        raise ConfigError(path, "train.amp", f"amp: false contradicts precision "
-                                             f"{t.precision!r}; drop train.amp")
+        raise ConfigError(
+            path, "train.amp", f"amp: false contradicts precision {t.precision!r}; drop train.amp"
+        )
     if t.bn_group and cfg.micro_batch % t.bn_group:
-        raise ConfigError(path, "train.bn_group", f"must divide the micro-batch "
-                                                  f"({cfg.micro_batch} images), got {t.bn_group}")
+        raise ConfigError(
+            path,
+            "train.bn_group",
+            f"must divide the micro-batch ({cfg.micro_batch} images), got {t.bn_group}",
+        )
     if "name" not in cfg.model and "family" not in cfg.model:
         raise ConfigError(path, "model", "needs a 'name' (a canonical model) or a 'family'")
 
@@ -237,8 +262,11 @@ def config_from_dict(raw: Any, path: str | Path | None = None) -> RunConfig:
     except ConfigError as exc:
         augment = raw.get("data", {}).get("augment") if exc.key == "data.augment" else None
         if augment in PIPELINES:
-            raise ConfigError(p, exc.key, f"{exc.problem} (the input path moved to "
-                                          f"data.pipeline: cpu, device or auto)") from None
+            raise ConfigError(
+                p,
+                exc.key,
+                f"{exc.problem} (the input path moved to data.pipeline: cpu, device or auto)",
+            ) from None
         raise
     _check_across_keys(cfg, p)
     return cfg
@@ -250,23 +278,30 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Ru
     raw = load_yaml(path)  # duplicate keys refused, 1e-3 a number
     raw = {} if raw is None else raw
     if not isinstance(raw, dict):
-        raise ConfigError(path, "<top>", f"a run config is a mapping of sections, got a "
-                                         f"{type(raw).__name__}: {raw!r:.60}")
+        raise ConfigError(
+            path,
+            "<top>",
+            f"a run config is a mapping of sections, got a {type(raw).__name__}: {raw!r:.60}",
+        )
     for dotted, value in (overrides or {}).items():
         set_dotted(raw, dotted, value, path)
     return config_from_dict(raw, path)
 
 
-def set_dotted(raw: dict[str, Any], dotted: str, value: Any, path: str | Path | None = None
-               ) -> None:
+def set_dotted(
+    raw: dict[str, Any], dotted: str, value: Any, path: str | Path | None = None
+) -> None:
     """Set `raw[a][b][c] = value` for `dotted` 'a.b.c'; `path` names the file in errors."""
     node = raw
     *parents, leaf = dotted.split(".")
     for part in parents:
         node = node.setdefault(part, {})
         if not isinstance(node, dict):
-            raise ConfigError(path, dotted, f"'{part}' is not a mapping in this config, so "
-                                            f"--set cannot set a key inside it")
+            raise ConfigError(
+                path,
+                dotted,
+                f"'{part}' is not a mapping in this config, so --set cannot set a key inside it",
+            )
     node[leaf] = value
 
 
@@ -294,7 +329,7 @@ def write_run_config(config_json: str, out: str | Path) -> str:
     The workflow's first job per row (`scratchdet workflow run-config`): the config arrives as
     Snakemake params and goes into the run folder named after its digest, validated before any
     training (model keys are checked by `scratchdet train`, which needs torch)."""
-    from .io import write_text
+    from scratchdet.io import write_text
 
     try:
         raw = json.loads(config_json)

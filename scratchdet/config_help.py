@@ -18,7 +18,7 @@ from typing import Any
 import msgspec
 import yaml
 
-from . import config as config_module
+from scratchdet import config as config_module
 
 __all__ = ["ConfigKey", "config_keys", "field_docs", "one_line", "render_keys"]
 
@@ -38,9 +38,13 @@ def field_docs(cls: type) -> dict[str, str]:
     body = tree.body[0].body  # type: ignore[attr-defined]
     docs = {}
     for node, after in itertools.pairwise(body):
-        if (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)
-                and isinstance(after, ast.Expr) and isinstance(after.value, ast.Constant)
-                and isinstance(after.value.value, str)):
+        if (
+            isinstance(node, ast.AnnAssign)
+            and isinstance(node.target, ast.Name)
+            and isinstance(after, ast.Expr)
+            and isinstance(after.value, ast.Constant)
+            and isinstance(after.value.value, str)
+        ):
             docs[node.target.id] = inspect.cleandoc(after.value.value)
     return docs
 
@@ -49,7 +53,7 @@ def one_line(doc: str) -> str:
     """The first sentence of a docstring, on one line."""
     text = " ".join(doc.split())
     end = text.find(". ")
-    return text if end < 0 else text[:end + 1]
+    return text if end < 0 else text[: end + 1]
 
 
 def _struct_keys(cls: type, prefix: str) -> list[ConfigKey]:
@@ -70,18 +74,24 @@ def config_keys(model: str | None = None) -> list[ConfigKey]:
     """Every key of a run config in file order (seed, model.*, data.*, train.*, loss.*,
     detect.*), with its default; the model keys are those of `model` (default: the run config's
     default model) with that named model's values."""
-    from .models.options import option_docs
-    from .models.registry import resolve_config
+    from scratchdet.models.options import option_docs
+    from scratchdet.models.registry import resolve_config
 
     run = config_module.RunConfig()
     name = model or run.model["name"]
     resolved, opts = resolve_config(name)
-    model_keys = [ConfigKey("model.name", resolved,
-                            "the named model (`scratchdet models` lists them); the keys below "
-                            "override its values")]
+    model_keys = [
+        ConfigKey(
+            "model.name",
+            resolved,
+            "the named model (`scratchdet models` lists them); the keys below override its values",
+        )
+    ]
     docs = option_docs(type(opts))
-    model_keys += [ConfigKey(f"model.{f.name}", getattr(opts, f.name), one_line(docs[f.name]))
-                   for f in msgspec.structs.fields(opts)]
+    model_keys += [
+        ConfigKey(f"model.{f.name}", getattr(opts, f.name), one_line(docs[f.name]))
+        for f in msgspec.structs.fields(opts)
+    ]
     keys = _struct_keys(config_module.RunConfig, "")
     return [keys[0], *model_keys, *keys[1:]]
 
@@ -104,5 +114,10 @@ def render_keys(keys: list[ConfigKey]) -> str:
 
 
 def _value(value: Any) -> str:
-    return yaml.safe_dump(value, default_flow_style=True, width=10_000).strip().removesuffix(
-        "\n...").removesuffix("...").strip()
+    return (
+        yaml.safe_dump(value, default_flow_style=True, width=10_000)
+        .strip()
+        .removesuffix("\n...")
+        .removesuffix("...")
+        .strip()
+    )

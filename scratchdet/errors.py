@@ -22,7 +22,7 @@ class ScratchdetError(Exception):
 def _message_of(cls: type, text: str) -> str:
     """The message of the last `cls` in a formatted traceback (`module.Class: message`)."""
     prefix = f"{cls.__module__}.{cls.__qualname__}: "
-    found = [line[len(prefix):] for line in text.splitlines() if line.startswith(prefix)]
+    found = [line[len(prefix) :] for line in text.splitlines() if line.startswith(prefix)]
     return found[-1] if found else text.strip().splitlines()[-1] if text.strip() else text
 
 
@@ -40,8 +40,7 @@ class DataError(ScratchdetError):
 class ConfigError(ScratchdetError):
     """A config file has an unknown key, a missing key or a value of the wrong type or range."""
 
-    def __init__(self, path: str | Path | None, key: str | None = None,
-                 problem: str | None = None):
+    def __init__(self, path: str | Path | None, key: str | None = None, problem: str | None = None):
         if key is None and problem is None:  # re-raised from its traceback's text
             message = _message_of(ConfigError, str(path))
             self.path, self.key, self.problem = None, "", message

@@ -16,8 +16,16 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-__all__ = ["META_SUFFIX", "atomic_path", "meta_path", "output_error", "read_json", "write_json",
-           "write_text", "writing"]
+__all__ = [
+    "META_SUFFIX",
+    "atomic_path",
+    "meta_path",
+    "output_error",
+    "read_json",
+    "write_json",
+    "write_text",
+    "writing",
+]
 
 META_SUFFIX = ".meta.json"
 
@@ -31,30 +39,43 @@ def output_error(path: str | Path, exc: OSError) -> Exception | None:
     A full disk names the output and says the disk is full (torch's own message on a short write,
     "unexpected pos", does not); a read-only or forbidden folder is named with the cause.
     """
-    from .errors import DataError
+    from scratchdet.errors import DataError
 
     path = Path(path)
     where = path.parent  # the folder refused: the one named in the error, or the file's folder
     if isinstance(exc.filename, str):
         where = Path(exc.filename) if Path(exc.filename).is_dir() else Path(exc.filename).parent
     if exc.errno == errno.ENOSPC:
-        return DataError(path, "cannot write: the disk is full (no space left on device); free "
-                               "space there or write to another disk")
+        return DataError(
+            path,
+            "cannot write: the disk is full (no space left on device); free "
+            "space there or write to another disk",
+        )
     if exc.errno == errno.EDQUOT:
-        return DataError(path, "cannot write: disk quota exceeded; free space within your quota "
-                               "or write to another disk")
+        return DataError(
+            path,
+            "cannot write: disk quota exceeded; free space within your quota "
+            "or write to another disk",
+        )
     if exc.errno == errno.EROFS:
-        return DataError(where, f"cannot write {path.name} here: read-only file system; give an "
-                                "output path on a writable disk")
+        return DataError(
+            where,
+            f"cannot write {path.name} here: read-only file system; give an "
+            "output path on a writable disk",
+        )
     if exc.errno in (errno.EACCES, errno.EPERM):
-        return DataError(where, f"cannot write {path.name} here: permission denied; give an "
-                                "output path you may write to")
+        return DataError(
+            where,
+            f"cannot write {path.name} here: permission denied; give an "
+            "output path you may write to",
+        )
     if exc.errno == errno.EISDIR:
         return DataError(path, "is a folder; give the path of a file to write")
     if exc.errno in (errno.ENOTDIR, errno.EEXIST):
         named = Path(exc.filename) if isinstance(exc.filename, str) else path
-        blocking = next((p for p in (named, *named.parents) if p.exists() and not p.is_dir()),
-                        named)
+        blocking = next(
+            (p for p in (named, *named.parents) if p.exists() and not p.is_dir()), named
+        )
         return DataError(blocking, f"is a file, not a folder, so {path} cannot be written")
     return None
 
@@ -93,10 +114,12 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     except FileNotFoundError:
         if path.parent.is_dir():
             raise
-        from .errors import DataError
+        from scratchdet.errors import DataError
 
-        raise DataError(path.parent, f"was deleted while {path.name} was being written there; "
-                                     "nothing was written") from None
+        raise DataError(
+            path.parent,
+            f"was deleted while {path.name} was being written there; nothing was written",
+        ) from None
     finally:
         tmp_path.unlink(missing_ok=True)
 
@@ -112,7 +135,7 @@ def write_json(path: str | Path, obj: Any, indent: int | None = 1) -> None:
 
 def read_json(path: str | Path) -> Any:
     """Read JSON, turning a missing or malformed file into a DataError naming it."""
-    from .errors import DataError
+    from scratchdet.errors import DataError
 
     path = Path(path)
     try:

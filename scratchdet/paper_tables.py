@@ -18,12 +18,21 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
-from .errors import ConfigError
-from .validation import Config, convert
-from .yaml_io import parse_yaml
+from scratchdet.errors import ConfigError
+from scratchdet.validation import Config, convert
+from scratchdet.yaml_io import parse_yaml
 
-__all__ = ["EVALS", "FIXED", "NOT_METRICS", "PAPER_PREFIX", "TITLES", "ParamsRow", "Row",
-           "load_table", "parse_paper_value"]
+__all__ = [
+    "EVALS",
+    "FIXED",
+    "NOT_METRICS",
+    "PAPER_PREFIX",
+    "TITLES",
+    "ParamsRow",
+    "Row",
+    "load_table",
+    "parse_paper_value",
+]
 
 FIXED = ("row", "recipe", "train_data", "eval", "pretrained", "init_from", "model", "train", "note")
 PAPER_PREFIX = "paper_"
@@ -45,7 +54,7 @@ TITLES = {
     "dsod_table5": "DSOD Table 5: PASCAL VOC 2012 test",
     "dsod_table6": "DSOD Table 6: MS COCO test-dev",
     "scratchdet_table1": "ScratchDet Table 1: BatchNorm and learning rate, SSD300 VGG-16, "
-                         "VOC 2007 test",
+    "VOC 2007 test",
     "scratchdet_table2": "ScratchDet Table 2: ResNet-18 root variants, VOC 2007 test",
     "scratchdet_table3": "ScratchDet Table 3: ScratchDet300 on PASCAL VOC",
     "scratchdet_table4": "ScratchDet Table 4: MS COCO test-dev",
@@ -136,8 +145,9 @@ def parse_paper_value(text: str, where: str) -> float | None:
     try:
         return float(text)
     except ValueError:
-        raise ConfigError(where, "paper value", f"expected a number, NAN or empty, got {text!r}") \
-            from None
+        raise ConfigError(
+            where, "paper value", f"expected a number, NAN or empty, got {text!r}"
+        ) from None
 
 
 def _yaml_cell(text: str, where: str, key: str) -> dict[str, Any]:
@@ -153,9 +163,13 @@ def _check_cell_counts(path: Path, records: list[dict[str | None, Any]]) -> None
     for line, rec in enumerate(records, start=2):
         if rec.get(None):
             extra = rec[None]
-            raise ConfigError(f"{path}:{line}", "<row>", f"{len(extra)} more tab-separated "
-                              f"cell(s) than the header's {len(rec) - 1} columns ({extra[0]!r} "
-                              "...); remove the stray tab or name the column in the header")
+            raise ConfigError(
+                f"{path}:{line}",
+                "<row>",
+                f"{len(extra)} more tab-separated "
+                f"cell(s) than the header's {len(rec) - 1} columns ({extra[0]!r} "
+                "...); remove the stray tab or name the column in the header",
+            )
 
 
 def load_table(path: str | Path) -> list[Row]:
@@ -170,34 +184,54 @@ def load_table(path: str | Path) -> list[Row]:
         raise ConfigError(path, "<file>", "no rows")
     missing = [c for c in FIXED if c not in header]
     if missing:
-        raise ConfigError(path, missing[0], f"missing column (the header has {len(header)} "
-                                            "tab-separated names; every table has "
-                                            f"{', '.join(FIXED)})")
+        raise ConfigError(
+            path,
+            missing[0],
+            f"missing column (the header has {len(header)} "
+            "tab-separated names; every table has "
+            f"{', '.join(FIXED)})",
+        )
     _check_cell_counts(path, records)
     rows, seen = [], set()
     for i, rec in enumerate(records, start=2):
         where = f"{path}:{i}"
         short = [k for k, v in rec.items() if v is None]  # a row with fewer cells than the header
         if short:
-            raise ConfigError(where, short[0], f"{len(short)} field(s) missing: the row has "
-                                               f"{len(header) - len(short)} tab-separated cells, "
-                                               f"the header {len(header)}")
+            raise ConfigError(
+                where,
+                short[0],
+                f"{len(short)} field(s) missing: the row has "
+                f"{len(header) - len(short)} tab-separated cells, "
+                f"the header {len(header)}",
+            )
         convert({k: rec[k] for k in FIXED}, ParamsRow, path=where)
         if rec["row"] in seen:
             raise ConfigError(where, "row", f"duplicate row id {rec['row']!r}")
         seen.add(rec["row"])
-        rows.append(Row(
-            table=path.stem, id=rec["row"], recipe=rec["recipe"], train_data=rec["train_data"],
-            eval=rec["eval"], pretrained=rec["pretrained"] != "no",
-            unpublished=rec["pretrained"] == "unpublished",
-            init_from=rec["init_from"] or None,
-            model=_yaml_cell(rec["model"], where, "model"),
-            train=_yaml_cell(rec["train"], where, "train"),
-            paper={k[len(PAPER_PREFIX):]: parse_paper_value(v, where)
-                   for k, v in rec.items() if k.startswith(PAPER_PREFIX)},
-            labels={k: v for k, v in rec.items()
-                    if k not in FIXED and not k.startswith(PAPER_PREFIX)},
-            note=rec["note"],
-            where=where,
-        ))
+        rows.append(
+            Row(
+                table=path.stem,
+                id=rec["row"],
+                recipe=rec["recipe"],
+                train_data=rec["train_data"],
+                eval=rec["eval"],
+                pretrained=rec["pretrained"] != "no",
+                unpublished=rec["pretrained"] == "unpublished",
+                init_from=rec["init_from"] or None,
+                model=_yaml_cell(rec["model"], where, "model"),
+                train=_yaml_cell(rec["train"], where, "train"),
+                paper={
+                    k[len(PAPER_PREFIX) :]: parse_paper_value(v, where)
+                    for k, v in rec.items()
+                    if k.startswith(PAPER_PREFIX)
+                },
+                labels={
+                    k: v
+                    for k, v in rec.items()
+                    if k not in FIXED and not k.startswith(PAPER_PREFIX)
+                },
+                note=rec["note"],
+                where=where,
+            )
+        )
     return rows

@@ -77,9 +77,19 @@ class Progress:
     shown after the count, e.g. the loss; set them when their values are already on the host.
     """
 
-    def __init__(self, desc: str, total: int | None, *, unit: str = "item", initial: int = 0,
-                 every: int | None = None, interval: float = 30.0, in_bytes: bool = False,
-                 stream: IO[str] | None = None, enabled: bool = True):
+    def __init__(
+        self,
+        desc: str,
+        total: int | None,
+        *,
+        unit: str = "item",
+        initial: int = 0,
+        every: int | None = None,
+        interval: float = 30.0,
+        in_bytes: bool = False,
+        stream: IO[str] | None = None,
+        enabled: bool = True,
+    ):
         self.desc, self.total, self.unit, self.in_bytes = desc, total, unit, in_bytes
         self.n = self.initial = initial
         if every is None:
@@ -93,18 +103,24 @@ class Progress:
         self._last_n = initial
         self._bar: tqdm | None = None
         if self.enabled and mode != "lines" and _isatty(self.stream):
-            self._bar = tqdm(total=total, initial=initial, desc=desc,
-                             unit="B" if in_bytes else unit, unit_scale=in_bytes,
-                             unit_divisor=1024, file=self.stream,
-                             **({"dynamic_ncols": True} if _has_width(self.stream)
-                                else {"ncols": 100}))
+            self._bar = tqdm(
+                total=total,
+                initial=initial,
+                desc=desc,
+                unit="B" if in_bytes else unit,
+                unit_scale=in_bytes,
+                unit_divisor=1024,
+                file=self.stream,
+                **({"dynamic_ncols": True} if _has_width(self.stream) else {"ncols": 100}),
+            )
 
     def set(self, **fields: Any) -> None:
         """Values shown after the count from now on (floats with 4 significant digits)."""
         self.fields.update({k: _format_field(v) for k, v in fields.items()})
         if self._bar is not None:
-            self._bar.set_postfix_str(", ".join(f"{k}={v}" for k, v in self.fields.items()),
-                                      refresh=False)
+            self._bar.set_postfix_str(
+                ", ".join(f"{k}={v}" for k, v in self.fields.items()), refresh=False
+            )
 
     def update(self, k: int = 1) -> None:
         """`k` more units done."""
@@ -115,8 +131,11 @@ class Progress:
             self._bar.update(k)
             return
         now = time.monotonic()
-        if (self.n // self.every > self._last_n // self.every or self.n == self.total
-                or (now - self._last_t >= self.interval and self.n > self._last_n)):
+        if (
+            self.n // self.every > self._last_n // self.every
+            or self.n == self.total
+            or (now - self._last_t >= self.interval and self.n > self._last_n)
+        ):
             self._write(now)
 
     def line(self, now: float | None = None) -> str:
@@ -124,8 +143,9 @@ class Progress:
         now = time.monotonic() if now is None else now
         elapsed, done = now - self._t0, self.n - self.initial
         if self.in_bytes:
-            count = format_bytes(self.n) + (f"/{format_bytes(self.total)}"
-                                            if self.total is not None else "")
+            count = format_bytes(self.n) + (
+                f"/{format_bytes(self.total)}" if self.total is not None else ""
+            )
         else:
             count = f"{self.unit} {self.n}" + (f"/{self.total}" if self.total is not None else "")
         parts = [f"{self.desc}: {count}"]
@@ -137,8 +157,9 @@ class Progress:
         elif self.in_bytes:
             parts.append(f"{format_bytes(rate)}/s")
         else:
-            parts.append(f"{rate:.2f} {self.unit}/s" if rate >= 1
-                         else f"{1 / rate:.2f} s/{self.unit}")
+            parts.append(
+                f"{rate:.2f} {self.unit}/s" if rate >= 1 else f"{1 / rate:.2f} s/{self.unit}"
+            )
         parts.append(f"elapsed {format_duration(elapsed)}")
         if self.total is not None:
             eta = format_duration((self.total - self.n) / rate) if rate else "?"

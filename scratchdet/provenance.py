@@ -29,17 +29,36 @@ __all__ = [
     "seed_everything",
 ]
 
-PACKAGES = ("scratchdet", "torch", "torchvision", "numpy", "pycocotools", "pillow", "snakemake", "dvc")
+PACKAGES = (
+    "scratchdet",
+    "torch",
+    "torchvision",
+    "numpy",
+    "pycocotools",
+    "pillow",
+    "snakemake",
+    "dvc",
+)
 
 
 def code_version() -> dict[str, Any]:
     """Git commit of the source tree (and whether it had uncommitted changes), if it is a checkout."""
     root = Path(__file__).resolve().parent.parent
     try:
-        commit = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True,
-                                text=True, timeout=10, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, timeout=10, check=True).stdout.strip()
+        commit = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout.strip()
         return {"commit": commit, "dirty": bool(dirty)}
     except (OSError, subprocess.SubprocessError):
         return {"commit": None, "dirty": None}
@@ -89,8 +108,9 @@ def describe_device(device: Any) -> str:
     return f"CPU ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)"
 
 
-def provenance(config: dict[str, Any] | None = None, seed: int | None = None,
-               device: Any = None) -> dict[str, Any]:
+def provenance(
+    config: dict[str, Any] | None = None, seed: int | None = None, device: Any = None
+) -> dict[str, Any]:
     return {
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "config": config,

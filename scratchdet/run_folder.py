@@ -20,12 +20,18 @@ import re
 from pathlib import Path
 from typing import Any, ClassVar
 
-from .errors import DataError
-from .io import read_json, write_json
+from scratchdet.errors import DataError
+from scratchdet.io import read_json, write_json
 
 __all__ = [
-    "DIGEST_LENGTH", "DIGEST_PATTERN", "RUN_FILES", "RUN_WILDCARDS", "RunPaths", "RunStatus",
-    "TrainFolder", "config_digest",
+    "DIGEST_LENGTH",
+    "DIGEST_PATTERN",
+    "RUN_FILES",
+    "RUN_WILDCARDS",
+    "RunPaths",
+    "RunStatus",
+    "TrainFolder",
+    "config_digest",
 ]
 
 DIGEST_LENGTH = 10
@@ -166,8 +172,9 @@ class RunPaths:
 
     def server_file(self, server_split: str | None) -> Path | None:
         """The evaluation-server upload file for a server split (None: scored locally only)."""
-        return {"voc12_test": self.voc_submission,
-                "coco_testdev": self.coco_submission}.get(server_split or "")
+        return {"voc12_test": self.voc_submission, "coco_testdev": self.coco_submission}.get(
+            server_split or ""
+        )
 
     def job_file(self, folder: str | Path, job: str, suffix: str = ".log") -> Path:
         """A per-job file kept outside the run folder (a log, a benchmark), in `folder` under
@@ -205,8 +212,7 @@ class RunStatus:
     @property
     def summary(self) -> str:
         """`diverged at step N (reason)` or the status word."""
-        return (f"diverged at step {self.step} ({self.reason})" if self.diverged
-                else self.status)
+        return f"diverged at step {self.step} ({self.reason})" if self.diverged else self.status
 
     def to_dict(self) -> dict[str, Any]:
         return {"status": self.status, "step": self.step, "reason": self.reason}
@@ -222,8 +228,9 @@ class RunStatus:
             raise DataError(path, "not a run status (expected a JSON object with status, step)")
         status, step = data.get("status"), data.get("step")
         if status not in (cls.FINISHED, cls.DIVERGED):
-            raise DataError(path, f"status {status!r} is neither {cls.FINISHED!r} nor "
-                                  f"{cls.DIVERGED!r}")
+            raise DataError(
+                path, f"status {status!r} is neither {cls.FINISHED!r} nor {cls.DIVERGED!r}"
+            )
         if not isinstance(step, int) or isinstance(step, bool):
             raise DataError(path, f"step {step!r} is not a whole number")
         reason = data.get("reason")

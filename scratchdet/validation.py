@@ -24,8 +24,8 @@ from typing import Any, TypeVar
 
 import msgspec
 
-from .errors import ConfigError
-from .yaml_io import EXPONENT_FLOAT
+from scratchdet.errors import ConfigError
+from scratchdet.yaml_io import EXPONENT_FLOAT
 
 __all__ = ["Config", "bounds", "check", "convert", "interval_of", "struct_keys"]
 
@@ -81,8 +81,11 @@ def convert(data: Any, type_: type[T], *, path: str | Path | None, key: str = ""
             parts = _path_parts(where.rstrip("`"), data, type_) if message else []
             message = message or str(exc)
             value, tp = _walk(data, type_, parts)
-            if (isinstance(value, str) and "`float" in message.partition(",")[0]
-                    and EXPONENT_FLOAT.match(value.strip())):
+            if (
+                isinstance(value, str)
+                and "`float" in message.partition(",")[0]
+                and EXPONENT_FLOAT.match(value.strip())
+            ):
                 # `1e-3` read by a YAML 1.1 reader (Snakemake's, a --set value): a number
                 if not fixed:
                     data, fixed = copy.deepcopy(data), True
@@ -107,8 +110,9 @@ def check(obj: Any, *, path: str | Path | None, key: str = "") -> None:
         _CHECKING.reset(token)
 
 
-def _error(message: str, parts: list[str | int], value: Any, tp: Any, path: str | Path | None,
-           key: str) -> ConfigError:
+def _error(
+    message: str, parts: list[str | int], value: Any, tp: Any, path: str | Path | None, key: str
+) -> ConfigError:
     """The ConfigError of msgspec's ``message`` about ``value`` (declared ``tp``) at ``parts``."""
     dotted = _dotted(key, parts)
     if message.startswith("Object contains unknown field `"):
@@ -116,8 +120,11 @@ def _error(message: str, parts: list[str | int], value: Any, tp: Any, path: str 
         allowed = struct_keys(_strip(tp)[0])
         close = difflib.get_close_matches(name, allowed, n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
-        return ConfigError(path, _dotted(dotted, [name]),
-                           f"unknown key{hint}; allowed keys here: {', '.join(allowed)}")
+        return ConfigError(
+            path,
+            _dotted(dotted, [name]),
+            f"unknown key{hint}; allowed keys here: {', '.join(allowed)}",
+        )
     if message.startswith("Object missing required field `"):
         return ConfigError(path, _dotted(dotted, [message.split("`")[1]]), "missing key")
     if message.startswith("Number out of range"):
@@ -160,8 +167,9 @@ def _problem(message: str, value: Any, tp: Any) -> str:
             op = ">=" if low.group(1) == "[" else ">"
             return f"must be {op} {low.group(2)}, got {value}"
         return f"must be in {spec}, got {value}"
-    expected = {float: "a number", int: "an integer", bool: "true or false",
-                str: "a string"}.get(base)
+    expected = {float: "a number", int: "an integer", bool: "true or false", str: "a string"}.get(
+        base
+    )
     if expected is None:
         if origin in (list, tuple):
             expected = "a list"
@@ -178,8 +186,9 @@ def _is_record(tp: Any) -> bool:
 
 
 def _choices(choices: tuple[Any, ...], value: Any) -> str:
-    listed = ", ".join("null" if c is None else str(c).lower() if isinstance(c, bool) else str(c)
-                       for c in choices)
+    listed = ", ".join(
+        "null" if c is None else str(c).lower() if isinstance(c, bool) else str(c) for c in choices
+    )
     return f"must be one of {listed}, got {value!r}"
 
 
@@ -200,8 +209,9 @@ def _path_parts(where: str, data: Any, tp: Any) -> list[str | int]:
     """``$.train.milestones[0]`` -> ['train', 'milestones', 0]. msgspec writes a mapping's key as
     ``[...]``: the key is the first whose value does not decode as the mapping's value type."""
     parts: list[str | int] = []
-    for name, index, hidden in re.findall(r"\.([^.\[]+)|\[(\d+)\]|\[(\.\.\.)\]",
-                                          where.removeprefix("$")):
+    for name, index, hidden in re.findall(
+        r"\.([^.\[]+)|\[(\d+)\]|\[(\.\.\.)\]", where.removeprefix("$")
+    ):
         part: str | int = int(index) if index else name
         if hidden:
             value_tp = _member(_strip(tp)[0], "", None)

@@ -19,7 +19,7 @@ from typing import Any
 
 import yaml
 
-from .errors import ConfigError
+from scratchdet.errors import ConfigError
 
 __all__ = ["EXPONENT_FLOAT", "StrictDumper", "StrictLoader", "dump_yaml", "load_yaml", "parse_yaml"]
 
@@ -72,8 +72,11 @@ def parse_yaml(text: str, where: str | Path | None = None, key: str = "<file>") 
             dotted = str(exc.key)
         elif dotted.rsplit(".", 1)[-1] != str(exc.key):  # in a flow mapping: `train: {lr: ..}`
             dotted = f"{dotted}.{exc.key}"
-        raise ConfigError(where, dotted, f"duplicate key: given on line {exc.first} and again on "
-                                         f"line {exc.line}; keep one") from None
+        raise ConfigError(
+            where,
+            dotted,
+            f"duplicate key: given on line {exc.first} and again on line {exc.line}; keep one",
+        ) from None
     except yaml.YAMLError as exc:
         raise ConfigError(where, key, f"malformed YAML: {' '.join(str(exc).split())}") from None
 
@@ -87,7 +90,7 @@ def _dotted_path(text: str, line: int) -> str | None:
     if not match:
         return None
     indent, parts = len(match.group(1)), [match.group(2).strip().strip("'\"")]
-    for above in reversed(lines[:line - 1]):
+    for above in reversed(lines[: line - 1]):
         m = re.match(r"^(\s*)([^\s:#{[-][^:#]*?)\s*:", above)
         if m and len(m.group(1)) < indent:
             parts.insert(0, m.group(2).strip().strip("'\""))
@@ -110,9 +113,12 @@ def load_yaml(path: str | Path, missing_ok: bool = False) -> Any:
     except IsADirectoryError:
         raise ConfigError(path, "<file>", "is a folder; give a YAML file") from None
     except UnicodeDecodeError as exc:
-        raise ConfigError(path, "<file>", f"is not UTF-8 text (byte {exc.start} is "
-                                          f"{exc.object[exc.start]:#04x}); save it as UTF-8"
-                          ) from None
+        raise ConfigError(
+            path,
+            "<file>",
+            f"is not UTF-8 text (byte {exc.start} is "
+            f"{exc.object[exc.start]:#04x}); save it as UTF-8",
+        ) from None
     except OSError as exc:
         raise ConfigError(path, "<file>", f"cannot read: {exc.strerror or exc}") from None
     return parse_yaml(text, path)

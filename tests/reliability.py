@@ -23,15 +23,27 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["CODE_BAD_INPUT", "CODE_INTERRUPTED", "assert_good", "judge", "mounted_tmpfs",
-           "no_leftovers", "run_cli", "scratchdet_cmd", "start_cli", "stop_group"]
+__all__ = [
+    "CODE_BAD_INPUT",
+    "CODE_INTERRUPTED",
+    "assert_good",
+    "judge",
+    "mounted_tmpfs",
+    "no_leftovers",
+    "run_cli",
+    "scratchdet_cmd",
+    "start_cli",
+    "stop_group",
+]
 
 CODE_BAD_INPUT = 2
 CODE_INTERRUPTED = 130
 # Lines that are not messages: progress on stderr in a log (`scratchdet.progress`), and log lines
 # (`asctime LEVEL name: message`), which the -v option and warnings write.
-_NOISE = re.compile(r"^(train|detect|eval|curve|precise-bn)\b.*\d+/\d+|"
-                    r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ (INFO|DEBUG) ")
+_NOISE = re.compile(
+    r"^(train|detect|eval|curve|precise-bn)\b.*\d+/\d+|"
+    r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ (INFO|DEBUG) "
+)
 
 
 def scratchdet_cmd(*args: str) -> list[str]:
@@ -42,16 +54,31 @@ def _env() -> dict[str, str]:
     return os.environ | {"OMP_NUM_THREADS": "1"}
 
 
-def run_cli(*args: str, cwd: Path | None = None, timeout: float = 300
-            ) -> subprocess.CompletedProcess:
-    return subprocess.run(scratchdet_cmd(*args), capture_output=True, text=True, cwd=cwd,
-                          env=_env(), timeout=timeout, check=False)
+def run_cli(
+    *args: str, cwd: Path | None = None, timeout: float = 300
+) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        scratchdet_cmd(*args),
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env=_env(),
+        timeout=timeout,
+        check=False,
+    )
 
 
 def start_cli(*args: str, cwd: Path | None = None) -> subprocess.Popen:
     """The command in its own process group (as a shell runs a job: Ctrl-C reaches the group)."""
-    return subprocess.Popen(scratchdet_cmd(*args), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, cwd=cwd, env=_env(), start_new_session=True)
+    return subprocess.Popen(
+        scratchdet_cmd(*args),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=cwd,
+        env=_env(),
+        start_new_session=True,
+    )
 
 
 def stop_group(proc: subprocess.Popen) -> None:
@@ -77,17 +104,33 @@ def judge(code: int, stderr: str, names: tuple[str, ...], expected: int = CODE_B
     return "good"
 
 
-def assert_good(probe: str, proc: subprocess.CompletedProcess | subprocess.Popen,
-                stderr: str, *names: str, expected: int = CODE_BAD_INPUT) -> str:
+def assert_good(
+    probe: str,
+    proc: subprocess.CompletedProcess | subprocess.Popen,
+    stderr: str,
+    *names: str,
+    expected: int = CODE_BAD_INPUT,
+) -> str:
     """Assert the verdict is good; the one message line is returned."""
     verdict = judge(proc.returncode, stderr, names, expected)
     log = os.environ.get("SCRATCHDET_PROBE_LOG")
     if log:
         with open(log, "a") as fh:
-            fh.write(json.dumps({"probe": probe, "verdict": verdict, "code": proc.returncode,
-                                 "stderr": stderr[-600:]}) + "\n")
-    assert verdict == "good", (f"{probe}: {verdict} (exit {proc.returncode}, expected {expected},"
-                               f" naming {names}):\n{stderr[-3000:]}")
+            fh.write(
+                json.dumps(
+                    {
+                        "probe": probe,
+                        "verdict": verdict,
+                        "code": proc.returncode,
+                        "stderr": stderr[-600:],
+                    }
+                )
+                + "\n"
+            )
+    assert verdict == "good", (
+        f"{probe}: {verdict} (exit {proc.returncode}, expected {expected},"
+        f" naming {names}):\n{stderr[-3000:]}"
+    )
     return message_lines(stderr)[0]
 
 
@@ -101,15 +144,21 @@ def mounted_tmpfs(where: Path, size: str, read_only: bool = False) -> Iterator[P
     """A small tmpfs at `where` (root only; the caller skips when this raises OSError)."""
     where.mkdir(parents=True, exist_ok=True)
     options = f"size={size}" + (",ro" if read_only else "")
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(where)],
-                          capture_output=True, text=True, check=False)
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(where)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     if done.returncode:
         raise OSError(f"cannot mount a tmpfs: {done.stderr.strip()}")
     try:
         yield where
     finally:
         for _ in range(50):  # a process that just exited may still hold a file in it
-            if subprocess.run(["umount", str(where)], capture_output=True,
-                              check=False).returncode == 0:
+            if (
+                subprocess.run(["umount", str(where)], capture_output=True, check=False).returncode
+                == 0
+            ):
                 break
             time.sleep(0.1)

@@ -94,17 +94,26 @@ PartitionName={self.gpu_partition} Nodes={self.host} MaxTime=INFINITE State=UP
         key = self.root / "munge" / "munge.key"
         key.write_bytes(os.urandom(1024))
         key.chmod(0o400)
-        subprocess.run([_exe("munged"), "--force", f"--key-file={key}", f"--socket={self.munge_socket}",
-                        f"--pid-file={self.root / 'munge' / 'munged.pid'}",
-                        f"--log-file={self.root / 'munge' / 'munged.log'}",
-                        f"--seed-file={self.root / 'munge' / 'munged.seed'}"], check=True)
+        subprocess.run(
+            [
+                _exe("munged"),
+                "--force",
+                f"--key-file={key}",
+                f"--socket={self.munge_socket}",
+                f"--pid-file={self.root / 'munge' / 'munged.pid'}",
+                f"--log-file={self.root / 'munge' / 'munged.log'}",
+                f"--seed-file={self.root / 'munge' / 'munged.seed'}",
+            ],
+            check=True,
+        )
         env = os.environ | self.env
         subprocess.run([_exe("slurmctld"), "-c"], check=True, env=env)  # -c: no old state
         subprocess.run([_exe("slurmd")], check=True, env=env)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            out = subprocess.run(["sinfo", "-h", "-o", "%t"], capture_output=True, text=True,
-                                 env=env, check=False).stdout.strip()
+            out = subprocess.run(
+                ["sinfo", "-h", "-o", "%t"], capture_output=True, text=True, env=env, check=False
+            ).stdout.strip()
             if out in ("idle", "mix", "alloc"):
                 return
             time.sleep(0.5)
@@ -112,19 +121,31 @@ PartitionName={self.gpu_partition} Nodes={self.host} MaxTime=INFINITE State=UP
 
     def state(self, job: str) -> str:
         """A job's state as squeue reports it (finished jobs stay listed for MinJobAge)."""
-        return subprocess.run(["squeue", "-h", "--states=all", "-j", job, "-o", "%T"],
-                              capture_output=True, text=True, env=os.environ | self.env,
-                              check=False).stdout.strip()
+        return subprocess.run(
+            ["squeue", "-h", "--states=all", "-j", job, "-o", "%T"],
+            capture_output=True,
+            text=True,
+            env=os.environ | self.env,
+            check=False,
+        ).stdout.strip()
 
     def start_now(self, job: str) -> None:
         """Make a requeued job eligible at once: Slurm holds one back for ~2 minutes."""
-        subprocess.run(["scontrol", "update", f"jobid={job}", "StartTime=now"], check=True,
-                       env=os.environ | self.env)
+        subprocess.run(
+            ["scontrol", "update", f"jobid={job}", "StartTime=now"],
+            check=True,
+            env=os.environ | self.env,
+        )
 
     def jobs(self) -> list[str]:
         """Every job of this cluster that has not ended."""
-        out = subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True, text=True,
-                             env=os.environ | self.env, check=False).stdout
+        out = subprocess.run(
+            ["squeue", "-h", "-o", "%i"],
+            capture_output=True,
+            text=True,
+            env=os.environ | self.env,
+            check=False,
+        ).stdout
         return out.split()
 
     def job_processes(self, job: str) -> list[int]:
@@ -148,8 +169,7 @@ PartitionName={self.gpu_partition} Nodes={self.host} MaxTime=INFINITE State=UP
         jobs = self.jobs()
         env = os.environ | self.env
         if jobs:
-            subprocess.run(["scancel", "--full", *jobs], env=env, capture_output=True,
-                           check=False)
+            subprocess.run(["scancel", "--full", *jobs], env=env, capture_output=True, check=False)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline and self.jobs():
             time.sleep(0.5)
@@ -158,8 +178,11 @@ PartitionName={self.gpu_partition} Nodes={self.host} MaxTime=INFINITE State=UP
                 _signal(pid, signal.SIGKILL)
 
     def pids(self) -> dict[str, int]:
-        files = {"slurmd": self.root / "slurmd.pid", "slurmctld": self.root / "slurmctld.pid",
-                 "munged": self.root / "munge" / "munged.pid"}
+        files = {
+            "slurmd": self.root / "slurmd.pid",
+            "slurmctld": self.root / "slurmctld.pid",
+            "munged": self.root / "munge" / "munged.pid",
+        }
         return {name: int(p.read_text().split()[0]) for name, p in files.items() if p.exists()}
 
     def stop(self, timeout: float = 20) -> None:

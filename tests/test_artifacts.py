@@ -43,6 +43,7 @@ def test_nothing_to_push_is_an_error_naming_the_folder(tmp_path):
 
 # --- remotes ------------------------------------------------------------------------------------
 
+
 @pytest.fixture()
 def dvc_repo(tmp_path, monkeypatch):
     """A git + DVC repository with the project's .dvc/config, as the working directory."""
@@ -75,23 +76,30 @@ def test_an_unconfigured_lab_remote_is_one_line_saying_how_to_add_it(dvc_repo, c
     paper_row(dvc_repo, "lab")
     assert main(["artifacts", "pull", "--results", "results/paper"]) == 2
     err = capsys.readouterr().err
-    assert err == ("scratchdet: error: DVC remote 'lab' is not configured in this clone: add it "
-                   "with `dvc remote add --local lab <URL>`\n")
+    assert err == (
+        "scratchdet: error: DVC remote 'lab' is not configured in this clone: add it "
+        "with `dvc remote add --local lab <URL>`\n"
+    )
 
 
 def test_an_unreachable_lab_remote_is_one_line_naming_it_and_how_to_set_it(dvc_repo, capsys):
     paper_row(dvc_repo, "lab")
     gone = dvc_repo / "unmounted" / "share"
     subprocess.run(["dvc", "remote", "add", "--local", "lab", str(gone)], cwd=dvc_repo, check=True)
-    for command in (["pull", "--results", "results/paper"],
-                    ["push", "--results", "results/paper", "--no-data"]):
+    for command in (
+        ["pull", "--results", "results/paper"],
+        ["push", "--results", "results/paper", "--no-data"],
+    ):
         if command[0] == "push":  # a finished row to push
-            write_json(dvc_repo / "results/paper/dsod_table4/dsod300/0123456789/train/status.json",
-                       {"status": "finished"})
+            write_json(
+                dvc_repo / "results/paper/dsod_table4/dsod300/0123456789/train/status.json",
+                {"status": "finished"},
+            )
         assert main(["artifacts", *command]) == 2
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and err.startswith(
-            f"scratchdet: error: DVC remote 'lab' ({gone}) cannot be reached: no folder"), err
+            f"scratchdet: error: DVC remote 'lab' ({gone}) cannot be reached: no folder"
+        ), err
         assert err.endswith("set its url with `dvc remote modify --local lab url <URL>`\n"), err
     # nothing was tracked: the remote is checked before DVC runs
     assert not (dvc_repo / "results/paper/dsod_table4/dsod300/.gitignore").exists()
@@ -102,8 +110,10 @@ def test_a_pull_checks_the_remote_each_dvc_file_names(dvc_repo, capsys):
     dvc_file = paper_row(dvc_repo, None)
     assert dvc_remote_of(dvc_file) is None
     assert main(["artifacts", "pull", "--results", "results/paper"]) == 2
-    assert f"DVC remote 'shipped' ({dvc_repo / 'dvc-remote'}) cannot be reached" in \
-        capsys.readouterr().err
+    assert (
+        f"DVC remote 'shipped' ({dvc_repo / 'dvc-remote'}) cannot be reached"
+        in capsys.readouterr().err
+    )
 
 
 def test_nothing_to_pull_is_an_error_naming_the_folder(dvc_repo):
@@ -123,6 +133,7 @@ def test_the_dataset_pushed_with_a_scale_is_its_own(tmp_path):
 
 # --- the remote shipped with the repository -----------------------------------------------------
 
+
 def shipped_objects() -> set[str]:
     return {f"{p.parent.name}{p.name}" for p in (ROOT / "dvc-remote/files/md5").glob("*/*")}
 
@@ -137,13 +148,16 @@ def test_every_committed_dvc_file_is_in_the_shipped_remote_without_weights():
         (out,) = yaml.safe_load(dvc_file.read_text())["outs"]
         assert "remote" not in out, dvc_file  # the default remote: the shipped folder
         assert out["md5"] in objects, f"{dvc_file}: {out['md5']} is not in dvc-remote/"
-        entries = json.loads((ROOT / "dvc-remote/files/md5" / out["md5"][:2]
-                              / out["md5"][2:]).read_text())
+        entries = json.loads(
+            (ROOT / "dvc-remote/files/md5" / out["md5"][:2] / out["md5"][2:]).read_text()
+        )
         assert entries and all(e["md5"] in objects for e in entries), dvc_file
         assert not [e["relpath"] for e in entries if e["relpath"].endswith(".pt")], dvc_file
     # the dataset at the root: `dvc pull data.dvc` restores it alone
-    assert yaml.safe_load((ROOT / "data.dvc").read_text())["outs"][0]["path"] == \
-        "data/synth/16trainval_4test_seed0"
+    assert (
+        yaml.safe_load((ROOT / "data.dvc").read_text())["outs"][0]["path"]
+        == "data/synth/16trainval_4test_seed0"
+    )
     assert not list(ROOT.glob("results/*/data.dvc"))
     size = sum(p.stat().st_size for p in (ROOT / "dvc-remote").rglob("*") if p.is_file())
     assert size < 20e6, f"dvc-remote/ holds {size / 1e6:.1f} MB"

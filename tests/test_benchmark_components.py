@@ -20,32 +20,46 @@ TINY = "{family: dsod, stem_channels: 8, bottleneck: 8, growth: 4}"
 
 def component_file(folder, name: str, device: str = "cpu") -> dict:
     """A result file in the schema other benchmarks (pipeline, matching, ...) write."""
-    data = {"schema": 1, "benchmark": name, "device": "CPU (x86_64, 2 cores)",
-            "device_type": device, "command": f"scratchdet benchmark {name} --repeats 3",
-            "config": {}, "load_average": {"start": [1.0, 1.0, 1.0], "end": [1.5, 1.0, 1.0]},
-            "provenance": {"created": "2026-12-06T20:00:00+00:00", "packages": {"torch": "2.x"}},
-            "results": [],
-            "cases": [{"case": "batch 32, 20 boxes",
-                       "ours": {"name": "match (batched)", "min_ms": 1.5, "median_ms": 2.0},
-                       "reference": {"name": "torchvision SSDMatcher", "min_ms": 6.0,
-                                     "median_ms": 8.0},
-                       "ratio_min": 0.25, "ratio_median": 0.25, "boxes": 20}]}
+    data = {
+        "schema": 1,
+        "benchmark": name,
+        "device": "CPU (x86_64, 2 cores)",
+        "device_type": device,
+        "command": f"scratchdet benchmark {name} --repeats 3",
+        "config": {},
+        "load_average": {"start": [1.0, 1.0, 1.0], "end": [1.5, 1.0, 1.0]},
+        "provenance": {"created": "2026-12-06T20:00:00+00:00", "packages": {"torch": "2.x"}},
+        "results": [],
+        "cases": [
+            {
+                "case": "batch 32, 20 boxes",
+                "ours": {"name": "match (batched)", "min_ms": 1.5, "median_ms": 2.0},
+                "reference": {"name": "torchvision SSDMatcher", "min_ms": 6.0, "median_ms": 8.0},
+                "ratio_min": 0.25,
+                "ratio_median": 0.25,
+                "boxes": 20,
+            }
+        ],
+    }
     (folder / f"{name}_{device}.json").write_text(json.dumps(data))
     return data
 
 
 def check_cases(data: dict, benchmark: str) -> list[dict]:
     assert data["benchmark"] == benchmark and data["command"].startswith(
-        f"scratchdet benchmark {benchmark} ")
+        f"scratchdet benchmark {benchmark} "
+    )
     assert data["provenance"]["packages"]["torch"]
     for c in data["cases"]:
         for side in ("ours", "reference"):
             s = c[side]
             assert s["name"] and 0 < s["min_ms"] <= s["median_ms"], c
-        assert c["ratio_min"] == pytest.approx(c["ours"]["min_ms"] / c["reference"]["min_ms"],
-                                               rel=1e-3)
+        assert c["ratio_min"] == pytest.approx(
+            c["ours"]["min_ms"] / c["reference"]["min_ms"], rel=1e-3
+        )
         assert c["ratio_median"] == pytest.approx(
-            c["ours"]["median_ms"] / c["reference"]["median_ms"], rel=1e-3)
+            c["ours"]["median_ms"] / c["reference"]["median_ms"], rel=1e-3
+        )
     return data["cases"]
 
 
@@ -60,8 +74,10 @@ def test_every_component_file_renders_into_the_readme(tmp_path):
     # components in step order (pipeline, matching, ...), unknown ones after them
     order = [text.index(f"### {n}: ") for n in ("pipeline", "matching", "some-future-benchmark")]
     assert order == sorted(order)
-    assert ("| batch 32, 20 boxes | match (batched) | 1.50 | 2.00 | torchvision SSDMatcher | "
-            "6.00 | 8.00 | 0.25 | **0.25** |") in text
+    assert (
+        "| batch 32, 20 boxes | match (batched) | 1.50 | 2.00 | torchvision SSDMatcher | "
+        "6.00 | 8.00 | 0.25 | **0.25** |"
+    ) in text
     assert "- batch 32, 20 boxes: boxes 20" in text  # a case's extra fields under the table
     assert "Command: `scratchdet benchmark matching --repeats 3`" in text
     readme = tmp_path / "README.md"
@@ -72,8 +88,23 @@ def test_every_component_file_renders_into_the_readme(tmp_path):
 
 def test_eval_startup_tiny_times_a_fresh_eval_that_imports_no_torch(tmp_path):
     out = tmp_path / "eval-startup_cpu.json"
-    assert main(["benchmark", "eval-startup", "--images", "4", "--repeats", "1", "--warmup", "0",
-                 "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "benchmark",
+                "eval-startup",
+                "--images",
+                "4",
+                "--repeats",
+                "1",
+                "--warmup",
+                "0",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     data = json.loads(out.read_text())
     cases = check_cases(data, "eval-startup")
     assert [c["case"].split(":")[0] for c in cases] == ["start-up", "end to end", "end to end"]
@@ -84,9 +115,29 @@ def test_eval_startup_tiny_times_a_fresh_eval_that_imports_no_torch(tmp_path):
 
 def test_train_step_tiny_eager_against_torchvision(tmp_path):
     out = tmp_path / "train-step_cpu.json"
-    assert main(["benchmark", "train-step", "--models", TINY, "--batch-size", "2", "--steps", "1",
-                 "--repeats", "2", "--warmup", "1", "--device", "cpu",
-                 "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "benchmark",
+                "train-step",
+                "--models",
+                TINY,
+                "--batch-size",
+                "2",
+                "--steps",
+                "1",
+                "--repeats",
+                "2",
+                "--warmup",
+                "1",
+                "--device",
+                "cpu",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     data = json.loads(out.read_text())
     [case] = check_cases(data, "train-step")
     assert case["case"] == f"{TINY}, batch 2: eager step"
@@ -95,12 +146,14 @@ def test_train_step_tiny_eager_against_torchvision(tmp_path):
 
 
 def test_the_new_subcommands_parse_without_torch():
-    code = ("import argparse, sys\n"
-            "from scratchdet.cli.benchmark import register\n"
-            "p = argparse.ArgumentParser(); register(p.add_subparsers(dest='command'))\n"
-            "a = p.parse_args(['benchmark', 'train-step', '--batch-size', '8'])\n"
-            "assert a.batch_size == 8 and not a.compile and callable(a.func)\n"
-            "a = p.parse_args(['benchmark', 'eval-startup', '--images', '9'])\n"
-            "assert a.images == 9 and callable(a.func)\n"
-            "assert 'torch' not in sys.modules, 'parser construction imported torch'\n")
+    code = (
+        "import argparse, sys\n"
+        "from scratchdet.cli.benchmark import register\n"
+        "p = argparse.ArgumentParser(); register(p.add_subparsers(dest='command'))\n"
+        "a = p.parse_args(['benchmark', 'train-step', '--batch-size', '8'])\n"
+        "assert a.batch_size == 8 and not a.compile and callable(a.func)\n"
+        "a = p.parse_args(['benchmark', 'eval-startup', '--images', '9'])\n"
+        "assert a.images == 9 and callable(a.func)\n"
+        "assert 'torch' not in sys.modules, 'parser construction imported torch'\n"
+    )
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -19,8 +19,7 @@ from scratchdet.engine.checkpoint import (
 )
 from scratchdet.engine.train import train
 from scratchdet.errors import DataError
-
-from .test_interruption import TINY_DSOD
+from tests.test_interruption import TINY_DSOD
 
 CFG = config_from_dict({"model": {"name": "dsod300"}, "train": {"keep_checkpoints": 2}})
 
@@ -47,8 +46,10 @@ def test_last_n_snapshots_are_kept_and_listed_by_step(tmp_path):
     model, opt = _model_and_optimizer()
     for step in (5, 10, 15, 20):
         store.save(step, model, optimizer=opt, cfg=CFG, class_names=["cat", "dog"])
-    assert list_snapshots(tmp_path) == [(15, snapshot_path(tmp_path, 15)),
-                                        (20, snapshot_path(tmp_path, 20))]
+    assert list_snapshots(tmp_path) == [
+        (15, snapshot_path(tmp_path, 15)),
+        (20, snapshot_path(tmp_path, 20)),
+    ]
     assert snapshot_path(tmp_path, 20).name == "step_00000020.pt"
     snap = load_checkpoint(snapshot_path(tmp_path, 20))
     # what `scratchdet detect` needs, in every snapshot
@@ -59,9 +60,12 @@ def test_last_n_snapshots_are_kept_and_listed_by_step(tmp_path):
 
 def test_stale_temporary_files_are_swept_and_nothing_else(tmp_path):
     (tmp_path / "checkpoints").mkdir()
-    stale = [tmp_path / "checkpoints" / ".step_00000010.pt.ab12cd.tmp",
-             tmp_path / "checkpoints" / ".last.pt.x9.tmp", tmp_path / ".model_final.pt.q1.tmp",
-             tmp_path / ".metrics.csv.r2.tmp"]
+    stale = [
+        tmp_path / "checkpoints" / ".step_00000010.pt.ab12cd.tmp",
+        tmp_path / "checkpoints" / ".last.pt.x9.tmp",
+        tmp_path / ".model_final.pt.q1.tmp",
+        tmp_path / ".metrics.csv.r2.tmp",
+    ]
     for path in stale:
         path.write_bytes(b"half a checkpoint")
     os.chmod(stale[0], 0o600)
@@ -141,9 +145,13 @@ def test_a_refused_init_from_leaves_no_run_folder(tmp_path, synth_splits, source
         torch.save({"weights": {}}, init)
     else:
         torch.save({"model": {"some.other.layer": torch.zeros(3)}}, init)
-    cfg = config_from_dict({"model": TINY_DSOD, "data": {"train": str(synth_splits["trainval"]),
-                                                         "num_workers": 0},
-                            "train": {"batch_size": 2, "device": "cpu", "init_from": str(init)}})
+    cfg = config_from_dict(
+        {
+            "model": TINY_DSOD,
+            "data": {"train": str(synth_splits["trainval"]), "num_workers": 0},
+            "train": {"batch_size": 2, "device": "cpu", "init_from": str(init)},
+        }
+    )
     run = tmp_path / "runs" / "finetune"
     with pytest.raises(DataError) as err:
         train(cfg, run)

@@ -31,7 +31,9 @@ def test_every_option_and_command_has_help():
             if isinstance(action, argparse._HelpAction):
                 continue
             if not action.help:
-                missing.append(f"scratchdet {' '.join(path)} {'/'.join(action.option_strings) or action.dest}")
+                missing.append(
+                    f"scratchdet {' '.join(path)} {'/'.join(action.option_strings) or action.dest}"
+                )
     for action in parser._actions:
         if isinstance(action, argparse._SubParsersAction):
             missing += [f"scratchdet {c.dest}" for c in action._choices_actions if not c.help]
@@ -42,14 +44,28 @@ def test_every_group_registers_its_own_top_level_command():
     parser = build_parser()
     [top] = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
     assert len(top.choices) == len(GROUPS)
-    assert {"data", "train", "detect", "eval", "curve", "report", "workflow", "artifacts",
-            "benchmark", "models", "config"} == set(top.choices)
+    assert {
+        "data",
+        "train",
+        "detect",
+        "eval",
+        "curve",
+        "report",
+        "workflow",
+        "artifacts",
+        "benchmark",
+        "models",
+        "config",
+    } == set(top.choices)
 
 
-@pytest.mark.parametrize("moved, new", [
-    (["report", "run-config"], ["workflow", "run-config"]),
-    (["report", "test-list"], ["data", "test-list"]),
-])
+@pytest.mark.parametrize(
+    "moved, new",
+    [
+        (["report", "run-config"], ["workflow", "run-config"]),
+        (["report", "test-list"], ["data", "test-list"]),
+    ],
+)
 def test_workflow_and_data_helpers_live_with_their_stage(moved, new, capsys):
     parser = build_parser()
     with pytest.raises(SystemExit):
@@ -61,27 +77,49 @@ def test_workflow_and_data_helpers_live_with_their_stage(moved, new, capsys):
 
 
 def test_building_the_parser_and_help_import_no_torch():
-    code = ("import sys\n"
-            "from scratchdet.cli import build_parser\n"
-            "p = build_parser()\n"
-            "for argv in (['train', '--config', 'c', '--out', 'o'], ['benchmark', 'train']):\n"
-            "    p.parse_args(argv)\n"
-            "assert 'torch' not in sys.modules, sorted(m for m in sys.modules if 'torch' in m)\n")
+    code = (
+        "import sys\n"
+        "from scratchdet.cli import build_parser\n"
+        "p = build_parser()\n"
+        "for argv in (['train', '--config', 'c', '--out', 'o'], ['benchmark', 'train']):\n"
+        "    p.parse_args(argv)\n"
+        "assert 'torch' not in sys.modules, sorted(m for m in sys.modules if 'torch' in m)\n"
+    )
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
 def test_the_module_and_the_script_are_the_same_program():
-    done = subprocess.run([sys.executable, "-m", "scratchdet.cli", "--version"],
-                          capture_output=True, text=True, check=True)
+    done = subprocess.run(
+        [sys.executable, "-m", "scratchdet.cli", "--version"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert done.stdout.strip() == f"scratchdet {__version__}"
-    done = subprocess.run([sys.executable, "-m", "scratchdet", "--version"],
-                          capture_output=True, text=True, check=True)
+    done = subprocess.run(
+        [sys.executable, "-m", "scratchdet", "--version"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert done.stdout.strip() == f"scratchdet {__version__}"
 
 
 def test_bad_input_is_one_line_and_status_2(tmp_path, capsys):
-    assert main(["eval", "--gt", str(tmp_path / "missing.json"), "--dets", "d.json",
-                 "--out", str(tmp_path / "m.json")]) == 2
+    assert (
+        main(
+            [
+                "eval",
+                "--gt",
+                str(tmp_path / "missing.json"),
+                "--dets",
+                "d.json",
+                "--out",
+                str(tmp_path / "m.json"),
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("scratchdet: error:") and "missing.json" in err[0]
 
@@ -103,19 +141,37 @@ def test_every_lazy_import_of_the_commands_resolves():
                 base = "scratchdet.cli" if node.level == 1 else "scratchdet"
                 name = base + (f".{node.module}" if node.module else "")
                 module = importlib.import_module(name)
-                broken += [f"{path.name}: {name}.{a.name}" for a in node.names
-                           if not hasattr(module, a.name)
-                           and importlib.util.find_spec(f"{name}.{a.name}") is None]
+                broken += [
+                    f"{path.name}: {name}.{a.name}"
+                    for a in node.names
+                    if not hasattr(module, a.name)
+                    and importlib.util.find_spec(f"{name}.{a.name}") is None
+                ]
     assert broken == []
 
 
 def test_workflow_run_config_writes_the_validated_yaml(tmp_path):
     out = tmp_path / "run.yaml"
-    assert main(["workflow", "run-config", "--json", '{"data": {"train": "t.json"}}',
-                 "--out", str(out)]) == 0
+    assert (
+        main(
+            ["workflow", "run-config", "--json", '{"data": {"train": "t.json"}}', "--out", str(out)]
+        )
+        == 0
+    )
     assert "batch_size: 32" in out.read_text()  # the defaults filled in
-    assert main(["workflow", "run-config", "--json", '{"train": {"lr": -1}}',
-                 "--out", str(tmp_path / "bad.yaml")]) == 2
+    assert (
+        main(
+            [
+                "workflow",
+                "run-config",
+                "--json",
+                '{"train": {"lr": -1}}',
+                "--out",
+                str(tmp_path / "bad.yaml"),
+            ]
+        )
+        == 2
+    )
     assert not (tmp_path / "bad.yaml").exists()
 
 
@@ -130,8 +186,11 @@ def test_every_out_option_is_declared_by_scratchdet_cli_options():
     for path in [*(package / "cli").glob("*.py"), package / "benchmark" / "arguments.py"]:
         if path.name != "options.py":
             assert 'add_argument("--out"' not in path.read_text(), path
-    for argv, required in ((["report", "page"], True), (["data", "check"], False),
-                           (["benchmark", "matching"], False)):
+    for argv, required in (
+        (["report", "page"], True),
+        (["data", "check"], False),
+        (["benchmark", "matching"], False),
+    ):
         parser = build_parser()
         for name in argv:
             sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))

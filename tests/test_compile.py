@@ -43,9 +43,16 @@ def groups_optimizer(model: nn.Module, lr: float) -> torch.optim.SGD:
     """Two groups as Caffe's rules make them: weights (lr x1, decay x1), biases (x2, no decay)."""
     weights = [p for n, p in model.named_parameters() if not n.endswith("bias")]
     biases = [p for n, p in model.named_parameters() if n.endswith("bias")]
-    opt = torch.optim.SGD([{"params": weights, "lr_mult": 1.0},
-                           {"params": biases, "lr_mult": 2.0, "weight_decay": 0.0}],
-                          lr=lr, momentum=0.9, weight_decay=5e-4, fused=True)
+    opt = torch.optim.SGD(
+        [
+            {"params": weights, "lr_mult": 1.0},
+            {"params": biases, "lr_mult": 2.0, "weight_decay": 0.0},
+        ],
+        lr=lr,
+        momentum=0.9,
+        weight_decay=5e-4,
+        fused=True,
+    )
     for p in model.parameters():
         opt.state[p]["momentum_buffer"] = torch.zeros_like(p)
     return opt
@@ -64,11 +71,24 @@ def batches(n: int, batch: int = 2, seed: int = 0) -> list[TrainBatch]:
 
 
 def make_step(model: nn.Module, accumulation: int, compiled: bool) -> TrainStep:
-    cfg = config_from_dict({"train": {"batch_size": 2 * accumulation, "micro_batch": 2,
-                                      "lr": 0.01, "compile": compiled}})
-    return TrainStep(model, cfg, device=torch.device("cpu"), accumulation=accumulation,
-                     optimizer=groups_optimizer(model, 0.01),
-                     compile={"backend": "eager"} if compiled else None)
+    cfg = config_from_dict(
+        {
+            "train": {
+                "batch_size": 2 * accumulation,
+                "micro_batch": 2,
+                "lr": 0.01,
+                "compile": compiled,
+            }
+        }
+    )
+    return TrainStep(
+        model,
+        cfg,
+        device=torch.device("cpu"),
+        accumulation=accumulation,
+        optimizer=groups_optimizer(model, 0.01),
+        compile={"backend": "eager"} if compiled else None,
+    )
 
 
 def test_optimizer_step_is_torch_sgd_step_per_group_and_skips_on_the_device():
@@ -111,7 +131,7 @@ def test_the_whole_step_compiles_with_only_pytorchs_graph_breaks(accumulation):
     data = batches(3 * accumulation)
     graphs = []
     for i, lr in enumerate((0.001, 0.002, 0.004)):  # warm-up: a new rate every step
-        micro = data[i * accumulation:(i + 1) * accumulation]
+        micro = data[i * accumulation : (i + 1) * accumulation]
         expected = eager(lr, micro)
         got = compiled(lr, micro)
         torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)

@@ -13,7 +13,9 @@ def test_defaults_and_accumulation():
 
 
 def test_roundtrip_through_yaml(tmp_path):
-    cfg = config_from_dict({"seed": 3, "model": {"name": "dsod300"}, "train": {"milestones": [5, 9]}})
+    cfg = config_from_dict(
+        {"seed": 3, "model": {"name": "dsod300"}, "train": {"milestones": [5, 9]}}
+    )
     path = tmp_path / "c.yaml"
     path.write_text(dump_config(cfg))
     assert load_config(path) == cfg
@@ -26,26 +28,32 @@ def test_override_dotted_keys(tmp_path):
     assert cfg.train.lr == 0.05 and cfg.model["bn_head"] is True
 
 
-@pytest.mark.parametrize("raw, key, words", [
-    ({"trian": {}}, "trian", "unknown key"),
-    ({"train": {"lrr": 1}}, "train.lrr", "unknown key"),
-    ({"train": {"lr": "fast"}}, "train.lr", "expected a number"),
-    ({"train": {"batch_size": 0}}, "train.batch_size", "> 0"),
-    ({"train": {"batch_size": 10, "micro_batch": 4}}, "train.micro_batch", "multiple"),
-    ({"train": {"milestones": [9, 5]}}, "train.milestones", "increasing"),
-    ({"train": {"amp": "yes"}}, "train.amp", "true or false"),
-    ({"train": {"device": "tpu"}}, "train.device", "auto, cpu"),
-    ({"loss": {"iou_threshold": 1.5}}, "loss.iou_threshold", "(0, 1]"),
-    ({"model": {"bn_head": True}}, "model", "name"),
-    ({"train": {"precision": "fp16"}}, "train.precision", "fp32, tf32, bf16"),
-    ({"train": {"amp": False, "precision": "bf16"}}, "train.amp", "contradicts"),
-    ({"train": {"bn_stats": "keras"}}, "train.bn_stats", "torch, caffe"),
-    ({"train": {"param_groups": "mmdet"}}, "train.param_groups", "uniform, caffe"),
-    ({"train": {"sgd": "adam"}}, "train.sgd", "torch, caffe"),
-    ({"train": {"bn_group": -4}}, "train.bn_group", ">= 0"),
-    ({"train": {"batch_size": 32, "micro_batch": 16, "bn_group": 12}}, "train.bn_group",
-     "divide the micro-batch (16"),
-])
+@pytest.mark.parametrize(
+    "raw, key, words",
+    [
+        ({"trian": {}}, "trian", "unknown key"),
+        ({"train": {"lrr": 1}}, "train.lrr", "unknown key"),
+        ({"train": {"lr": "fast"}}, "train.lr", "expected a number"),
+        ({"train": {"batch_size": 0}}, "train.batch_size", "> 0"),
+        ({"train": {"batch_size": 10, "micro_batch": 4}}, "train.micro_batch", "multiple"),
+        ({"train": {"milestones": [9, 5]}}, "train.milestones", "increasing"),
+        ({"train": {"amp": "yes"}}, "train.amp", "true or false"),
+        ({"train": {"device": "tpu"}}, "train.device", "auto, cpu"),
+        ({"loss": {"iou_threshold": 1.5}}, "loss.iou_threshold", "(0, 1]"),
+        ({"model": {"bn_head": True}}, "model", "name"),
+        ({"train": {"precision": "fp16"}}, "train.precision", "fp32, tf32, bf16"),
+        ({"train": {"amp": False, "precision": "bf16"}}, "train.amp", "contradicts"),
+        ({"train": {"bn_stats": "keras"}}, "train.bn_stats", "torch, caffe"),
+        ({"train": {"param_groups": "mmdet"}}, "train.param_groups", "uniform, caffe"),
+        ({"train": {"sgd": "adam"}}, "train.sgd", "torch, caffe"),
+        ({"train": {"bn_group": -4}}, "train.bn_group", ">= 0"),
+        (
+            {"train": {"batch_size": 32, "micro_batch": 16, "bn_group": 12}},
+            "train.bn_group",
+            "divide the micro-batch (16",
+        ),
+    ],
+)
 def test_errors_name_key_and_problem(tmp_path, raw, key, words):
     path = tmp_path / "bad.yaml"
     with pytest.raises(ConfigError) as err:
@@ -80,8 +88,12 @@ def test_recipe_keys_default_to_the_behaviour_before_them():
     with autocast_for(bf16, cpu):
         y = torch.nn.functional.linear(torch.ones(1, 2), torch.ones(3, 2))
     assert y.dtype == torch.bfloat16
-    assert config_from_dict({"train": {"batch_size": 32, "micro_batch": 16,
-                                       "bn_group": 4}}).train.bn_group == 4
+    assert (
+        config_from_dict(
+            {"train": {"batch_size": 32, "micro_batch": 16, "bn_group": 4}}
+        ).train.bn_group
+        == 4
+    )
 
 
 def test_detect_defaults_are_the_ssd_librarys():

@@ -14,8 +14,12 @@ from scratchdet.models.registry import resolve_config
 
 
 def _show(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "scratchdet", "config", "show", *args],
-                          capture_output=True, text=True, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "scratchdet", "config", "show", *args],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
 
 
 def test_config_show_prints_every_key_with_its_default_and_help():
@@ -25,8 +29,9 @@ def test_config_show_prints_every_key_with_its_default_and_help():
     # the defaults, key for key: the printed file is the default run config
     assert config_from_dict(shown).to_dict() == RunConfig().to_dict() | {"model": shown["model"]}
     for section in ("data", "train", "loss", "detect"):
-        assert set(shown[section]) == {f.name for f in msgspec.structs.fields(
-            type(getattr(RunConfig(), section)))}, section
+        assert set(shown[section]) == {
+            f.name for f in msgspec.structs.fields(type(getattr(RunConfig(), section)))
+        }, section
     name, opts = resolve_config(RunConfig().model)
     assert shown["model"] == {"name": name, **msgspec.structs.asdict(opts)}
     keyed = [line for line in done.stdout.splitlines() if not line.endswith(":")]

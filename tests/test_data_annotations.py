@@ -36,15 +36,42 @@ def _dataset(img_dir: str = "/data/images") -> dict:
             {"id": 30, "file_name": "c.jpg", "width": 64, "height": 64},
         ],
         # unsorted and sparse on purpose (COCO-like)
-        "categories": [{"id": 90, "name": "zebra"}, {"id": 1, "name": "person"},
-                       {"id": 5, "name": "car"}],
+        "categories": [
+            {"id": 90, "name": "zebra"},
+            {"id": 1, "name": "person"},
+            {"id": 5, "name": "car"},
+        ],
         "annotations": [
-            {"id": 1, "image_id": 10, "category_id": 1, "bbox": [0, 0, 100, 80], "area": 8000,
-             "iscrowd": 0, "difficult": 0, "truncated": 0},
-            {"id": 2, "image_id": 20, "category_id": 90, "bbox": [10.5, 5, 20, 30], "area": 600,
-             "iscrowd": 0, "difficult": 1, "truncated": 1},
-            {"id": 3, "image_id": 10, "category_id": 5, "bbox": [20, 30, 10, 5], "area": 50,
-             "iscrowd": 1, "difficult": 0, "truncated": 0},
+            {
+                "id": 1,
+                "image_id": 10,
+                "category_id": 1,
+                "bbox": [0, 0, 100, 80],
+                "area": 8000,
+                "iscrowd": 0,
+                "difficult": 0,
+                "truncated": 0,
+            },
+            {
+                "id": 2,
+                "image_id": 20,
+                "category_id": 90,
+                "bbox": [10.5, 5, 20, 30],
+                "area": 600,
+                "iscrowd": 0,
+                "difficult": 1,
+                "truncated": 1,
+            },
+            {
+                "id": 3,
+                "image_id": 10,
+                "category_id": 5,
+                "bbox": [20, 30, 10, 5],
+                "area": 50,
+                "iscrowd": 1,
+                "difficult": 0,
+                "truncated": 0,
+            },
         ],
     }
 
@@ -74,26 +101,44 @@ BROKEN = {
     "duplicate image id": (lambda d: d["images"][1].update(id=10), "image id 10"),
     "duplicate file name": (lambda d: d["images"][1].update(file_name="a.jpg"), "listed twice"),
     "zero width image": (lambda d: d["images"][0].update(width=0), "width and height"),
-    "duplicate annotation id": (lambda d: d["annotations"][1].update(id=1),
-                                "annotation id 1 (image b.jpg): annotation id appears more"),
-    "unknown image": (lambda d: d["annotations"][0].update(image_id=99),
-                      "annotation id 1 (image id 99): image_id 99 is not in 'images'"),
-    "unknown category": (lambda d: d["annotations"][1].update(category_id=7),
-                         "annotation id 2 (image b.jpg): category_id 7 is not in 'categories'"),
-    "short bbox": (lambda d: d["annotations"][1].update(bbox=[1, 2, 3]),
-                   "annotation id 2 (image b.jpg): bbox must be 4 finite numbers"),
-    "nan bbox": (lambda d: d["annotations"][1].update(bbox=[1, 2, math.nan, 3]),
-                 "bbox must be 4 finite numbers"),
-    "string bbox": (lambda d: d["annotations"][1].update(bbox=["1", 2, 3, 4]),
-                    "bbox must be 4 finite numbers"),
+    "duplicate annotation id": (
+        lambda d: d["annotations"][1].update(id=1),
+        "annotation id 1 (image b.jpg): annotation id appears more",
+    ),
+    "unknown image": (
+        lambda d: d["annotations"][0].update(image_id=99),
+        "annotation id 1 (image id 99): image_id 99 is not in 'images'",
+    ),
+    "unknown category": (
+        lambda d: d["annotations"][1].update(category_id=7),
+        "annotation id 2 (image b.jpg): category_id 7 is not in 'categories'",
+    ),
+    "short bbox": (
+        lambda d: d["annotations"][1].update(bbox=[1, 2, 3]),
+        "annotation id 2 (image b.jpg): bbox must be 4 finite numbers",
+    ),
+    "nan bbox": (
+        lambda d: d["annotations"][1].update(bbox=[1, 2, math.nan, 3]),
+        "bbox must be 4 finite numbers",
+    ),
+    "string bbox": (
+        lambda d: d["annotations"][1].update(bbox=["1", 2, 3, 4]),
+        "bbox must be 4 finite numbers",
+    ),
     "zero area": (lambda d: d["annotations"][1].update(bbox=[1, 2, 0, 3]), "is zero-area"),
     "inverted": (lambda d: d["annotations"][1].update(bbox=[1, 2, 5, -3]), "inverted"),
-    "outside right": (lambda d: d["annotations"][1].update(bbox=[40, 5, 11, 10]),
-                      "annotation id 2 (image b.jpg): bbox [40, 5, 11, 10]"),
-    "outside top": (lambda d: d["annotations"][1].update(bbox=[4, -1, 11, 10]),
-                    "is not inside the 50x40 image"),
-    "difficult flag 2": (lambda d: d["annotations"][1].update(difficult=2),
-                         "'difficult' must be 0 or 1"),
+    "outside right": (
+        lambda d: d["annotations"][1].update(bbox=[40, 5, 11, 10]),
+        "annotation id 2 (image b.jpg): bbox [40, 5, 11, 10]",
+    ),
+    "outside top": (
+        lambda d: d["annotations"][1].update(bbox=[4, -1, 11, 10]),
+        "is not inside the 50x40 image",
+    ),
+    "difficult flag 2": (
+        lambda d: d["annotations"][1].update(difficult=2),
+        "'difficult' must be 0 or 1",
+    ),
     "bool flag": (lambda d: d["annotations"][1].update(iscrowd=True), "'iscrowd' must be 0 or 1"),
     "negative area": (lambda d: d["annotations"][1].update(area=-1), "'area' must be"),
 }
@@ -208,23 +253,57 @@ def test_merge_rejects_different_categories(tmp_path: Path) -> None:
 def _coco_instances() -> dict:
     return {
         "info": {"description": "tiny"},
-        "images": [{"id": 397133, "file_name": "000000397133.jpg", "width": 640, "height": 427,
-                    "license": 4},
-                   {"id": 37777, "file_name": "000000037777.jpg", "width": 352, "height": 230}],
-        "categories": [{"id": 1, "name": "person", "supercategory": "person"},
-                       {"id": 44, "name": "bottle", "supercategory": "kitchen"}],
+        "images": [
+            {
+                "id": 397133,
+                "file_name": "000000397133.jpg",
+                "width": 640,
+                "height": 427,
+                "license": 4,
+            },
+            {"id": 37777, "file_name": "000000037777.jpg", "width": 352, "height": 230},
+        ],
+        "categories": [
+            {"id": 1, "name": "person", "supercategory": "person"},
+            {"id": 44, "name": "bottle", "supercategory": "kitchen"},
+        ],
         "annotations": [
-            {"id": 82445, "image_id": 397133, "category_id": 44,
-             "bbox": [217.6, 240.5, 38.99, 57.7], "area": 1675.5, "iscrowd": 0,
-             "segmentation": [[1, 2, 3, 4, 5, 6]]},
-            {"id": 900100, "image_id": 397133, "category_id": 1, "bbox": [0, 10, 200, 300],
-             "area": 40000.0, "iscrowd": 1, "segmentation": {"counts": [], "size": [427, 640]}},
+            {
+                "id": 82445,
+                "image_id": 397133,
+                "category_id": 44,
+                "bbox": [217.6, 240.5, 38.99, 57.7],
+                "area": 1675.5,
+                "iscrowd": 0,
+                "segmentation": [[1, 2, 3, 4, 5, 6]],
+            },
+            {
+                "id": 900100,
+                "image_id": 397133,
+                "category_id": 1,
+                "bbox": [0, 10, 200, 300],
+                "area": 40000.0,
+                "iscrowd": 1,
+                "segmentation": {"counts": [], "size": [427, 640]},
+            },
             # sticks out by 0.6 px at the right: clipped
-            {"id": 5, "image_id": 37777, "category_id": 1, "bbox": [300, 10, 52.6, 20],
-             "area": 900.0, "iscrowd": 0},
+            {
+                "id": 5,
+                "image_id": 37777,
+                "category_id": 1,
+                "bbox": [300, 10, 52.6, 20],
+                "area": 900.0,
+                "iscrowd": 0,
+            },
             # degenerate: dropped
-            {"id": 6, "image_id": 37777, "category_id": 1, "bbox": [30, 10, 0.0, 20],
-             "area": 0.0, "iscrowd": 0},
+            {
+                "id": 6,
+                "image_id": 37777,
+                "category_id": 1,
+                "bbox": [30, 10, 0.0, 20],
+                "area": 0.0,
+                "iscrowd": 0,
+            },
         ],
     }
 
@@ -277,10 +356,23 @@ def test_split_is_reproducible_disjoint_and_complete():
     from scratchdet.data.split import split_dataset
 
     images = [{"id": i, "file_name": f"{i}.jpg", "width": 10, "height": 10} for i in range(1, 21)]
-    anns = [{"id": i, "image_id": 1 + i % 20, "category_id": 1, "bbox": [0, 0, 5, 5],
-             "area": 25.0, "iscrowd": 0} for i in range(1, 41)]
-    ds = {"info": {"image_dir": "."}, "categories": [{"id": 1, "name": "a"}], "images": images,
-          "annotations": anns}
+    anns = [
+        {
+            "id": i,
+            "image_id": 1 + i % 20,
+            "category_id": 1,
+            "bbox": [0, 0, 5, 5],
+            "area": 25.0,
+            "iscrowd": 0,
+        }
+        for i in range(1, 41)
+    ]
+    ds = {
+        "info": {"image_dir": "."},
+        "categories": [{"id": 1, "name": "a"}],
+        "images": images,
+        "annotations": anns,
+    }
     train, test = split_dataset(ds, 5, seed=3)
     again_train, again_test = split_dataset({**ds, "images": images[::-1]}, 5, seed=3)
     ids = lambda part: sorted(img["id"] for img in part["images"])

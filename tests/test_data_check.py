@@ -31,8 +31,13 @@ def test_clean_dataset_is_ok(voc: Path, tmp_path: Path) -> None:
     report = check_dataset(out)
     assert report["ok"] and report["fatal_faults"] == 0
     assert _counts(report) == {}
-    assert report["images"] == 8 and report["categories"] == ["box", "disc", "triangle", "cross",
-                                                               "ring"]
+    assert report["images"] == 8 and report["categories"] == [
+        "box",
+        "disc",
+        "triangle",
+        "cross",
+        "ring",
+    ]
     assert set(report["faults"]) == set(FATAL_KINDS) | set(WARNING_KINDS)
     assert format_report(report).endswith("OK")
     json.dumps(report)  # the report is JSON-serialisable (the CLI may write it)
@@ -53,8 +58,14 @@ def test_counts_every_fault_in_a_json_split(voc: Path, tmp_path: Path) -> None:
     anns = ds["annotations"]
     img4 = next(i for i in ds["images"] if i["file_name"] == names[4])
     anns.append({"id": 1001, "image_id": img4["id"], "category_id": 1, "bbox": [5, 5, 0, 9]})
-    anns.append({"id": 1002, "image_id": img4["id"], "category_id": 1,
-                 "bbox": [img4["width"] - 5, 5, 30, 9]})
+    anns.append(
+        {
+            "id": 1002,
+            "image_id": img4["id"],
+            "category_id": 1,
+            "bbox": [img4["width"] - 5, 5, 30, 9],
+        }
+    )
     anns.append({"id": 1003, "image_id": img4["id"], "category_id": 77, "bbox": [5, 5, 9, 9]})
     anns.append({"id": 1004, "image_id": 999, "category_id": 1, "bbox": [5, 5, 9, 9]})
     # an image without boxes (a warning)
@@ -65,8 +76,14 @@ def test_counts_every_fault_in_a_json_split(voc: Path, tmp_path: Path) -> None:
 
     report = check_dataset(out, max_examples=1)
     assert _counts(report) == {
-        "truncated_image": 1, "unreadable_image": 1, "missing_image": 1, "size_mismatch": 1,
-        "zero_area_box": 1, "box_outside_image": 1, "unknown_category": 1, "unknown_image": 1,
+        "truncated_image": 1,
+        "unreadable_image": 1,
+        "missing_image": 1,
+        "size_mismatch": 1,
+        "zero_area_box": 1,
+        "box_outside_image": 1,
+        "unknown_category": 1,
+        "unknown_image": 1,
         "empty_image": 1,
     }
     assert not report["ok"] and report["fatal_faults"] == 8
@@ -109,8 +126,12 @@ def test_voc_folder_is_checked_in_collect_mode(voc: Path) -> None:
     (ann / "000004.xml").write_text(xml[:start] + "2000" + xml[end:])  # far outside
     report = check_dataset(voc, "trainval")
     counts = _counts(report)
-    assert counts == {"schema": 1, "unknown_category": 1, "missing_image": 1,
-                      "box_outside_image": 1}
+    assert counts == {
+        "schema": 1,
+        "unknown_category": 1,
+        "missing_image": 1,
+        "box_outside_image": 1,
+    }
     assert report["images"] == 6  # the unreadable XML and the missing image are skipped
     assert str(ann / "000001.xml") in report["faults"]["schema"]["examples"][0]
     assert "unknown class 'x" in report["faults"]["unknown_category"]["examples"][0]

@@ -85,12 +85,20 @@ def test_transform_keeps_per_box_fields_aligned(split_json: Path) -> None:
 
 
 def _tiny_split(tmp_path: Path, files: dict[str, tuple[int, int]], boxes=None) -> dict:
-    images = [{"id": i + 1, "file_name": n, "width": w, "height": h}
-              for i, (n, (w, h)) in enumerate(files.items())]
-    anns = [{"id": i + 1, "image_id": i + 1, "category_id": 1, "bbox": [1, 1, 5, 5], "iscrowd": 0}
-            for i in range(len(images))]
-    return {"info": {"image_dir": str(tmp_path)}, "images": images,
-            "categories": [{"id": 1, "name": "thing"}], "annotations": anns}
+    images = [
+        {"id": i + 1, "file_name": n, "width": w, "height": h}
+        for i, (n, (w, h)) in enumerate(files.items())
+    ]
+    anns = [
+        {"id": i + 1, "image_id": i + 1, "category_id": 1, "bbox": [1, 1, 5, 5], "iscrowd": 0}
+        for i in range(len(images))
+    ]
+    return {
+        "info": {"image_dir": str(tmp_path)},
+        "images": images,
+        "categories": [{"id": 1, "name": "thing"}],
+        "annotations": anns,
+    }
 
 
 def test_grayscale_cmyk_palette_and_png_become_rgb(tmp_path: Path) -> None:
@@ -118,13 +126,26 @@ def test_truncated_missing_and_wrong_size_images_raise(tmp_path: Path) -> None:
     data = (tmp_path / "ok.jpg").read_bytes()
     (tmp_path / "cut.jpg").write_bytes(data[: len(data) // 2])
     (tmp_path / "text.jpg").write_text("not an image")
-    ds = DetectionDataset(_tiny_split(tmp_path, {"ok.jpg": (40, 40), "cut.jpg": (40, 40),
-                                                 "text.jpg": (40, 40), "gone.jpg": (40, 40),
-                                                 "ok2.jpg": (41, 40)}))
+    ds = DetectionDataset(
+        _tiny_split(
+            tmp_path,
+            {
+                "ok.jpg": (40, 40),
+                "cut.jpg": (40, 40),
+                "text.jpg": (40, 40),
+                "gone.jpg": (40, 40),
+                "ok2.jpg": (41, 40),
+            },
+        )
+    )
     (tmp_path / "ok2.jpg").write_bytes(data)
     assert ds[0][0].shape == (3, 40, 40)
-    cases = [(1, "cut.jpg", "truncated"), (2, "text.jpg", "cannot decode"),
-             (3, "gone.jpg", "not found"), (4, "ok2.jpg", "image is 40x40 but the annotations")]
+    cases = [
+        (1, "cut.jpg", "truncated"),
+        (2, "text.jpg", "cannot decode"),
+        (3, "gone.jpg", "not found"),
+        (4, "ok2.jpg", "image is 40x40 but the annotations"),
+    ]
     for i, name, needle in cases:
         with pytest.raises(DataError) as info:
             ds[i]
@@ -134,8 +155,9 @@ def test_truncated_missing_and_wrong_size_images_raise(tmp_path: Path) -> None:
 def test_crowd_boxes_left_out_unless_asked(tmp_path: Path) -> None:
     Image.new("RGB", (20, 20)).save(tmp_path / "a.jpg")
     split = _tiny_split(tmp_path, {"a.jpg": (20, 20)})
-    split["annotations"].append({"id": 9, "image_id": 1, "category_id": 1, "bbox": [2, 2, 9, 9],
-                                 "iscrowd": 1})
+    split["annotations"].append(
+        {"id": 9, "image_id": 1, "category_id": 1, "bbox": [2, 2, 9, 9], "iscrowd": 1}
+    )
     assert len(DetectionDataset(split)[0][1]["boxes"]) == 1
     assert len(DetectionDataset(split, keep_crowd=True)[0][1]["boxes"]) == 2
 

@@ -84,8 +84,10 @@ def test_boxes_sit_on_the_drawn_shapes(synth: Path) -> None:
         for a in anns:
             x, y, w, h = a["bbox"]
             others = [b["bbox"] for b in anns if b is not a]
-            isolated = all(x + w <= bx or bx + bw <= x or y + h <= by or by + bh <= y
-                           for bx, by, bw, bh in others)
+            isolated = all(
+                x + w <= bx or bx + bw <= x or y + h <= by or by + bh <= y
+                for bx, by, bw, bh in others
+            )
             if a["category_id"] != 1 or a["difficult"] or min(w, h) < 12 or not isolated:
                 continue
             if pixels is None:
@@ -123,8 +125,15 @@ def test_object_size_and_count_knobs(tmp_path):
 
     from scratchdet.data.voc import read_voc
 
-    voc = make_synthetic_voc(tmp_path, n_trainval=12, n_test=2, seed=3, object_size=(0.2, 0.5),
-                             objects=(1, 2), classes=("box", "disc"))
+    voc = make_synthetic_voc(
+        tmp_path,
+        n_trainval=12,
+        n_test=2,
+        seed=3,
+        object_size=(0.2, 0.5),
+        objects=(1, 2),
+        classes=("box", "disc"),
+    )
     ds = read_voc(voc, "trainval")
     per_image = {}
     for a in ds["annotations"]:
@@ -146,9 +155,32 @@ def test_the_command_takes_the_object_knobs(tmp_path):
 
     from scratchdet.cli import main
 
-    assert main(["data", "synth", "--out", str(tmp_path), "--trainval", "4", "--test", "2",
-                 "--seed", "5", "--objects", "1", "2", "--object-size", "0.2", "0.4",
-                 "--classes", "box", "ring"]) == 0
+    assert (
+        main(
+            [
+                "data",
+                "synth",
+                "--out",
+                str(tmp_path),
+                "--trainval",
+                "4",
+                "--test",
+                "2",
+                "--seed",
+                "5",
+                "--objects",
+                "1",
+                "2",
+                "--object-size",
+                "0.2",
+                "0.4",
+                "--classes",
+                "box",
+                "ring",
+            ]
+        )
+        == 0
+    )
     recorded = json.loads((tmp_path / "VOCdevkit/VOCSYNTH/generator.json").read_text())
     assert recorded["objects"] == [1, 2] and recorded["object_size"] == [0.2, 0.4]
     classes = (tmp_path / "VOCdevkit/VOCSYNTH/classes.txt").read_text().split()

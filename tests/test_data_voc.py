@@ -18,27 +18,35 @@ from scratchdet.data.voc import (
     read_voc_many,
 )
 from scratchdet.errors import DataError
-
-from .paths import KANGAROO
+from tests.paths import KANGAROO
 
 # torchvision 0.29 announces that its codecs move to torchcodec; the decoder itself is what we test
 pytestmark = pytest.mark.filterwarnings("ignore:The image decoding:DeprecationWarning")
 
 
 def _xml(stem: str, size: tuple[int, int] | None, objects: list[dict]) -> str:
-    size_xml = "" if size is None else (
-        f"<size><width>{size[0]}</width><height>{size[1]}</height><depth>3</depth></size>")
+    size_xml = (
+        ""
+        if size is None
+        else (f"<size><width>{size[0]}</width><height>{size[1]}</height><depth>3</depth></size>")
+    )
     objs = []
     for o in objects:
         flags = "".join(f"<{k}>{o[k]}</{k}>" for k in ("difficult", "truncated") if k in o)
         box = "".join(f"<{k}>{o[k]}</{k}>" for k in ("xmin", "ymin", "xmax", "ymax") if k in o)
         objs.append(f"<object><name>{o['name']}</name>{flags}<bndbox>{box}</bndbox></object>")
-    return (f"<annotation><folder>T</folder><filename>{stem}.jpg</filename>{size_xml}"
-            f"{''.join(objs)}</annotation>")
+    return (
+        f"<annotation><folder>T</folder><filename>{stem}.jpg</filename>{size_xml}"
+        f"{''.join(objs)}</annotation>"
+    )
 
 
-def make_voc(root: Path, images: dict[str, tuple[int, int, list[dict]]], split: str = "trainval",
-             size_in_xml: bool = True) -> Path:
+def make_voc(
+    root: Path,
+    images: dict[str, tuple[int, int, list[dict]]],
+    split: str = "trainval",
+    size_in_xml: bool = True,
+) -> Path:
     """A minimal VOC tree: real JPEGs of the given sizes, XMLs with the given objects."""
     for sub in ("Annotations", "JPEGImages", "ImageSets/Main"):
         (root / sub).mkdir(parents=True, exist_ok=True)
@@ -54,8 +62,9 @@ def obj(name: str = "dog", xmin=1, ymin=1, xmax=10, ymax=10, **flags) -> dict:
     return {"name": name, "xmin": xmin, "ymin": ymin, "xmax": xmax, "ymax": ymax, **flags}
 
 
-@pytest.mark.parametrize("corners", [(1, 1, 10, 20), (48, 240, 195, 371), (5, 7, 5, 7),
-                                     (1, 1, 300, 400)])
+@pytest.mark.parametrize(
+    "corners", [(1, 1, 10, 20), (48, 240, 195, 371), (5, 7, 5, 7), (1, 1, 300, 400)]
+)
 def test_corner_conversion_matches_devkit_area(tmp_path: Path, corners) -> None:
     xmin, ymin, xmax, ymax = corners
     voc = make_voc(tmp_path / "VOC2007", {"000001": (300, 400, [obj("cat", *corners)])})
@@ -69,13 +78,22 @@ def test_corner_conversion_matches_devkit_area(tmp_path: Path, corners) -> None:
 
 
 def test_difficult_truncated_and_ids(tmp_path: Path) -> None:
-    voc = make_voc(tmp_path / "VOC2007", {
-        "000005": (60, 50, [obj("chair", difficult=1, truncated=0), obj("person", truncated=1)]),
-        "000007": (40, 30, [obj("car", 2, 3, 20, 30)]),  # no <difficult> tag -> 0
-    })
+    voc = make_voc(
+        tmp_path / "VOC2007",
+        {
+            "000005": (
+                60,
+                50,
+                [obj("chair", difficult=1, truncated=0), obj("person", truncated=1)],
+            ),
+            "000007": (40, 30, [obj("car", 2, 3, 20, 30)]),  # no <difficult> tag -> 0
+        },
+    )
     ds = read_voc(voc, "trainval")
     assert [(i["id"], i["file_name"], i["width"], i["height"]) for i in ds["images"]] == [
-        (1, "000005.jpg", 60, 50), (2, "000007.jpg", 40, 30)]
+        (1, "000005.jpg", 60, 50),
+        (2, "000007.jpg", 40, 30),
+    ]
     flags = [(a["image_id"], a["difficult"], a["truncated"]) for a in ds["annotations"]]
     assert flags == [(1, 1, 0), (1, 0, 1), (2, 0, 0)]
     assert [c["name"] for c in ds["categories"]] == list(VOC_CLASSES)
@@ -98,8 +116,9 @@ def test_small_overshoot_is_clipped_and_counted(tmp_path: Path) -> None:
     assert [p.kind for p in log.problems] == ["clipped_box"]
 
 
-def _expect_error(voc: Path, file: Path, *needles: str, split: str = "trainval",
-                  classes=None) -> None:
+def _expect_error(
+    voc: Path, file: Path, *needles: str, split: str = "trainval", classes=None
+) -> None:
     with pytest.raises(DataError) as info:
         read_voc(voc, split, classes=classes)
     assert Path(info.value.path) == file
@@ -109,8 +128,9 @@ def _expect_error(voc: Path, file: Path, *needles: str, split: str = "trainval",
 
 def test_missing_split_list(tmp_path: Path) -> None:
     voc = make_voc(tmp_path / "V", {"a": (20, 20, [obj()])})
-    _expect_error(voc, voc / "ImageSets/Main/test.txt", "split list not found", "trainval",
-                  split="test")
+    _expect_error(
+        voc, voc / "ImageSets/Main/test.txt", "split list not found", "trainval", split="test"
+    )
 
 
 def test_id_without_xml(tmp_path: Path) -> None:
@@ -133,8 +153,13 @@ def test_malformed_xml_names_file_and_parse_error(tmp_path: Path) -> None:
 
 def test_unknown_class_names_it_and_the_known_ones(tmp_path: Path) -> None:
     voc = make_voc(tmp_path / "V", {"a": (20, 20, [obj(), obj("kangaroo")])})
-    _expect_error(voc, voc / "Annotations/a.xml", "object #2", "'kangaroo'",
-                  "known classes: aeroplane, bicycle")
+    _expect_error(
+        voc,
+        voc / "Annotations/a.xml",
+        "object #2",
+        "'kangaroo'",
+        "known classes: aeroplane, bicycle",
+    )
 
 
 def test_missing_bndbox_field(tmp_path: Path) -> None:
@@ -144,9 +169,14 @@ def test_missing_bndbox_field(tmp_path: Path) -> None:
     _expect_error(voc, voc / "Annotations/a.xml", "object #1 (dog)", "lacks <ymax>")
 
 
-@pytest.mark.parametrize("corners,what", [((5, 5, 4, 10), "zero area"),
-                                          ((5, 5, 2, 10), "inverted corners"),
-                                          ((5, 9, 10, 6), "inverted corners")])
+@pytest.mark.parametrize(
+    "corners,what",
+    [
+        ((5, 5, 4, 10), "zero area"),
+        ((5, 5, 2, 10), "inverted corners"),
+        ((5, 9, 10, 6), "inverted corners"),
+    ],
+)
 def test_zero_area_and_inverted_boxes(tmp_path: Path, corners, what: str) -> None:
     voc = make_voc(tmp_path / "V", {"a": (20, 20, [obj("dog", *corners)])})
     _expect_error(voc, voc / "Annotations/a.xml", what, f"({', '.join(map(str, corners))})")
@@ -171,10 +201,13 @@ def test_duplicate_id_in_split_list(tmp_path: Path) -> None:
 
 
 def test_collect_mode_records_all_faults_and_keeps_good_items(tmp_path: Path) -> None:
-    voc = make_voc(tmp_path / "V", {
-        "good": (30, 30, [obj(), obj("kangaroo"), obj("cat", 5, 5, 4, 9)]),
-        "bad": (30, 30, [obj()]),
-    })
+    voc = make_voc(
+        tmp_path / "V",
+        {
+            "good": (30, 30, [obj(), obj("kangaroo"), obj("cat", 5, 5, 4, 9)]),
+            "bad": (30, 30, [obj()]),
+        },
+    )
     (voc / "Annotations/bad.xml").write_text("<annotation>")
     log = ProblemLog(strict=False)
     ds = read_voc(voc, "trainval", log=log)
@@ -201,8 +234,11 @@ def test_read_voc_many_merges_years_with_unique_ids(tmp_path: Path) -> None:
     assert ds["info"]["splits"] == ["VOC2007/trainval", "VOC2012/trainval"]
     assert ds["info"]["image_dir"] == str(devkit.resolve())
     names = [i["file_name"] for i in ds["images"]]
-    assert names == ["VOC2007/JPEGImages/000005.jpg", "VOC2007/JPEGImages/000007.jpg",
-                     "VOC2012/JPEGImages/2008_000002.jpg"]
+    assert names == [
+        "VOC2007/JPEGImages/000005.jpg",
+        "VOC2007/JPEGImages/000007.jpg",
+        "VOC2012/JPEGImages/2008_000002.jpg",
+    ]
     assert [i["id"] for i in ds["images"]] == [1, 2, 3]
     assert [a["id"] for a in ds["annotations"]] == [1, 2, 3, 4]
     assert [a["image_id"] for a in ds["annotations"]] == [1, 2, 3, 3]
@@ -262,8 +298,9 @@ def test_kangaroo_photographs() -> None:
     assert (boxes[:, 2:] > 0).all()
 
 
-def test_the_command_reads_a_flat_folder_drops_broken_images_and_splits(tmp_path: Path,
-                                                                         capsys) -> None:
+def test_the_command_reads_a_flat_folder_drops_broken_images_and_splits(
+    tmp_path: Path, capsys
+) -> None:
     """`data voc --annotations/--images` (a photo folder with XMLs, no split lists), a truncated
     image refused or, with --drop-broken, left out by name; then `data split` by seed."""
     from scratchdet.cli import main
@@ -272,8 +309,16 @@ def test_the_command_reads_a_flat_folder_drops_broken_images_and_splits(tmp_path
     make_voc(tmp_path, {f"x{i}": (40, 30, [obj("emu")]) for i in range(6)})
     broken = tmp_path / "JPEGImages/x3.jpg"
     broken.write_bytes(broken.read_bytes()[: broken.stat().st_size // 2])
-    args = ["data", "voc", "--annotations", str(tmp_path / "Annotations"),
-            "--images", str(tmp_path / "JPEGImages"), "--out", str(tmp_path / "all.json")]
+    args = [
+        "data",
+        "voc",
+        "--annotations",
+        str(tmp_path / "Annotations"),
+        "--images",
+        str(tmp_path / "JPEGImages"),
+        "--out",
+        str(tmp_path / "all.json"),
+    ]
     assert main(args) == 2
     assert f"{broken}:" in capsys.readouterr().err
     assert main([*args, "--drop-broken"]) == 0
@@ -283,16 +328,39 @@ def test_the_command_reads_a_flat_folder_drops_broken_images_and_splits(tmp_path
     assert len(ds["annotations"]) == 5
 
     parts = [str(tmp_path / p) for p in ("train.json", "test.json")]
-    split = ["data", "split", "--data", str(tmp_path / "all.json"), "--test", "2", "--seed", "4",
-             "--train-out", parts[0], "--test-out", parts[1]]
+    split = [
+        "data",
+        "split",
+        "--data",
+        str(tmp_path / "all.json"),
+        "--test",
+        "2",
+        "--seed",
+        "4",
+        "--train-out",
+        parts[0],
+        "--test-out",
+        parts[1],
+    ]
     assert main(split) == 0
     train, test = (load_annotations(p) for p in parts)
     assert len(train["images"]) == 3 and len(test["images"]) == 2
     assert {i["id"] for i in train["images"]}.isdisjoint(i["id"] for i in test["images"])
     first = Path(parts[1]).read_bytes()
     assert main(split) == 0 and Path(parts[1]).read_bytes() == first  # same seed, same split
-    assert main(["data", "voc", "--annotations", str(tmp_path / "Annotations"),
-                 "--out", str(tmp_path / "x.json")]) == 2
+    assert (
+        main(
+            [
+                "data",
+                "voc",
+                "--annotations",
+                str(tmp_path / "Annotations"),
+                "--out",
+                str(tmp_path / "x.json"),
+            ]
+        )
+        == 2
+    )
     assert "--images" in capsys.readouterr().err
 
 
@@ -305,8 +373,12 @@ def test_the_command_numbers_classes_like_the_training_set(tmp_path: Path) -> No
     import sys
 
     def cli(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "scratchdet", "data", "voc", *args],
-                              capture_output=True, text=True, check=False)
+        return subprocess.run(
+            [sys.executable, "-m", "scratchdet", "data", "voc", *args],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
 
     make_voc(tmp_path / "train", {"a": (40, 30, [obj("emu")]), "b": (40, 30, [obj("wombat")])})
     make_voc(tmp_path / "test", {"c": (40, 30, [obj("wombat")])})
@@ -315,8 +387,12 @@ def test_the_command_numbers_classes_like_the_training_set(tmp_path: Path) -> No
     data.mkdir()
 
     def folder(name: str) -> list[str]:
-        return ["--annotations", str(tmp_path / name / "Annotations"),
-                "--images", str(tmp_path / name / "JPEGImages")]
+        return [
+            "--annotations",
+            str(tmp_path / name / "Annotations"),
+            "--images",
+            str(tmp_path / name / "JPEGImages"),
+        ]
 
     def categories(path: Path) -> list[tuple[int, str]]:
         return [(c["id"], c["name"]) for c in json.loads(path.read_text())["categories"]]
@@ -328,18 +404,31 @@ def test_the_command_numbers_classes_like_the_training_set(tmp_path: Path) -> No
     assert "(wombat) differ from those of" in refused.stderr
     assert f"--like {data / 'train.json'}" in refused.stderr and "Traceback" not in refused.stderr
 
-    assert cli(*folder("test"), "--like", str(data / "train.json"),
-               "--out", str(data / "test.json")).returncode == 0
+    assert (
+        cli(
+            *folder("test"), "--like", str(data / "train.json"), "--out", str(data / "test.json")
+        ).returncode
+        == 0
+    )
     test = json.loads((data / "test.json").read_text())
     assert categories(data / "test.json") == [(1, "emu"), (2, "wombat")]
     assert [a["category_id"] for a in test["annotations"]] == [2]
     (tmp_path / "classes.txt").write_text("emu\nwombat\n")
     for spec in ("emu,wombat", str(tmp_path / "classes.txt"), str(data / "train.json")):
-        assert cli(*folder("test"), "--classes", spec,
-                   "--out", str(tmp_path / "t2.json")).returncode == 0, spec
+        assert (
+            cli(*folder("test"), "--classes", spec, "--out", str(tmp_path / "t2.json")).returncode
+            == 0
+        ), spec
         assert categories(tmp_path / "t2.json") == [(1, "emu"), (2, "wombat")]
     unknown = cli(*folder("odd"), "--like", str(data / "train.json"), "--out", str(data / "o.json"))
     assert unknown.returncode == 2 and "unknown class 'koala'" in unknown.stderr
-    both = cli(*folder("test"), "--like", str(data / "train.json"), "--classes", "emu",
-               "--out", str(data / "x.json"))
+    both = cli(
+        *folder("test"),
+        "--like",
+        str(data / "train.json"),
+        "--classes",
+        "emu",
+        "--out",
+        str(data / "x.json"),
+    )
     assert both.returncode == 2 and "not both" in both.stderr

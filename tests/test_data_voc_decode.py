@@ -13,8 +13,7 @@ from scratchdet.data.check import verify_images
 from scratchdet.data.synth import make_synthetic_voc
 from scratchdet.data.voc import read_voc, read_voc_files
 from scratchdet.errors import DataError
-
-from .paths import KANGAROO
+from tests.paths import KANGAROO
 
 # Tests reach shared data as ../shared relative to the repository root; absent, they skip.
 pytestmark = pytest.mark.filterwarnings("ignore:The image decoding:DeprecationWarning")
@@ -26,9 +25,25 @@ def voc_dir(tmp_path) -> Path:
 
 
 def _data_voc(voc_dir: Path, out: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "scratchdet", "data", "voc", "--voc-dir",
-                           str(voc_dir), "--split", "trainval", "--out", str(out)],
-                          capture_output=True, text=True, timeout=120, check=False)
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "scratchdet",
+            "data",
+            "voc",
+            "--voc-dir",
+            str(voc_dir),
+            "--split",
+            "trainval",
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
 
 
 def _first_image(voc_dir: Path) -> Path:
@@ -47,8 +62,9 @@ def test_a_truncated_jpeg_stops_the_conversion_naming_it(voc_dir, tmp_path):
     assert "truncated" in proc.stderr and not out.exists()
 
 
-@pytest.mark.parametrize("damage, words", [("empty", "image file is empty"),
-                                           ("not_an_image", "cannot decode image")])
+@pytest.mark.parametrize(
+    "damage, words", [("empty", "image file is empty"), ("not_an_image", "cannot decode image")]
+)
 def test_empty_and_foreign_files_are_named(voc_dir, damage, words):
     image = _first_image(voc_dir)
     ds = read_voc(voc_dir, "trainval")  # the XML says 'a JPEG of this size'

@@ -9,14 +9,16 @@ import yaml
 
 from scratchdet.cli import main
 from scratchdet.io import read_json
-
-from .test_interruption import TINY_DSOD
+from tests.test_interruption import TINY_DSOD
 
 
 def _run(tmp_path, synth_splits, **train):
-    cfg = {"seed": 0, "model": TINY_DSOD | {"bn_head": False},
-           "data": {"train": str(synth_splits["trainval"]), "num_workers": 0},
-           "train": {"batch_size": 2, "max_steps": 6, "checkpoint_every": 3} | train}
+    cfg = {
+        "seed": 0,
+        "model": TINY_DSOD | {"bn_head": False},
+        "data": {"train": str(synth_splits["trainval"]), "num_workers": 0},
+        "train": {"batch_size": 2, "max_steps": 6, "checkpoint_every": 3} | train,
+    }
     path = tmp_path / "run.yaml"
     path.write_text(yaml.safe_dump(cfg))
     out = tmp_path / "run"
@@ -34,12 +36,40 @@ def test_huge_learning_rate_diverges_and_scores_nan(tmp_path, synth_splits):
     assert int(rows[-1].split(",")[0]) == status["step"]
 
     dets = tmp_path / "dets.json"
-    assert main(["detect", "--checkpoint", str(run / "model_final.pt"), "--data",
-                 str(synth_splits["test"]), "--out", str(dets), "--workers", "0"]) == 0
+    assert (
+        main(
+            [
+                "detect",
+                "--checkpoint",
+                str(run / "model_final.pt"),
+                "--data",
+                str(synth_splits["test"]),
+                "--out",
+                str(dets),
+                "--workers",
+                "0",
+            ]
+        )
+        == 0
+    )
     assert read_json(dets) == []
     metrics = tmp_path / "metrics.json"
-    assert main(["eval", "--gt", str(synth_splits["test"]), "--dets", str(dets), "--out",
-                 str(metrics), "--status", str(run / "status.json")]) == 0
+    assert (
+        main(
+            [
+                "eval",
+                "--gt",
+                str(synth_splits["test"]),
+                "--dets",
+                str(dets),
+                "--out",
+                str(metrics),
+                "--status",
+                str(run / "status.json"),
+            ]
+        )
+        == 0
+    )
     result = read_json(metrics)
     assert math.isnan(result["map"]) and result["diverged"] is True
     assert result["reason"] == status["reason"]
@@ -48,17 +78,25 @@ def test_huge_learning_rate_diverges_and_scores_nan(tmp_path, synth_splits):
 def test_loss_bound_is_a_divergence(tmp_path, synth_splits):
     run = _run(tmp_path, synth_splits, lr=0.01, max_loss=1e-3, max_steps=2)
     status = read_json(run / "status.json")
-    assert status == {"status": "diverged", "step": 0,
-                      "reason": status["reason"]} and "exceeded train.max_loss" in status["reason"]
+    assert (
+        status == {"status": "diverged", "step": 0, "reason": status["reason"]}
+        and "exceeded train.max_loss" in status["reason"]
+    )
 
 
-def test_single_image_micro_batch_with_batchnorm_on_1x1_map_is_a_config_error(tmp_path, synth_splits):
+def test_single_image_micro_batch_with_batchnorm_on_1x1_map_is_a_config_error(
+    tmp_path, synth_splits
+):
     from scratchdet.config import config_from_dict
     from scratchdet.engine.train import train
     from scratchdet.errors import ConfigError
 
-    cfg = config_from_dict({"model": {"name": "root_resnet18_ssd300"},
-                            "data": {"train": str(synth_splits["trainval"]), "num_workers": 0},
-                            "train": {"batch_size": 1, "max_steps": 1}})
+    cfg = config_from_dict(
+        {
+            "model": {"name": "root_resnet18_ssd300"},
+            "data": {"train": str(synth_splits["trainval"]), "num_workers": 0},
+            "train": {"batch_size": 1, "max_steps": 1},
+        }
+    )
     with pytest.raises(ConfigError, match="train.micro_batch: 1 image"):
         train(cfg, tmp_path / "run")

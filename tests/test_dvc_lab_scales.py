@@ -48,7 +48,8 @@ def test_a_lab_scale_leaves_the_bare_pull_and_the_data_pull_offline(tmp_path):
     run(*GIT, "commit", "-qm", "the lab's paper scale", cwd=lab)
     committed = run("git", "ls-files", "results/paper", cwd=lab).split()
     assert {f"{ROW}.dvc", "results/paper/.dvc/config", "results/paper/.dvcignore"} <= set(
-        committed), committed
+        committed
+    ), committed
     assert not [f for f in committed if f.endswith((".pt", ".json", "config.local"))], committed
 
     # A fresh clone elsewhere: no lab remote configured (it is in the lab's .dvc/config.local).
@@ -67,8 +68,11 @@ def test_a_lab_scale_leaves_the_bare_pull_and_the_data_pull_offline(tmp_path):
     run("dvc", "pull", "data.dvc", cwd=data_only)
     assert restored_files(data_only, "data") == restored_files(clone, "data")
     in_git = set(run("git", "ls-files", "results", cwd=data_only).split())
-    on_disk = {str(p.relative_to(data_only)) for p in (data_only / "results").rglob("*")
-               if p.is_file() and "cache" not in p.relative_to(data_only).parts}
+    on_disk = {
+        str(p.relative_to(data_only))
+        for p in (data_only / "results").rglob("*")
+        if p.is_file() and "cache" not in p.relative_to(data_only).parts
+    }
     assert on_disk - in_git <= {"results/paper/.dvc/config.local"}, on_disk - in_git  # no result
 
     # With the lab remote configured once, at the root: the lab's scale comes back.

@@ -26,21 +26,40 @@ import yaml
 from tests.test_workflow import ROOT, plan, train_jobs
 
 TABLES = ["dsod_table5", "dsod_table6"]
-GIT = ["git", "-c", "user.name=scratchdet-test", "-c", "user.email=test@example.org",
-       "-c", "init.defaultBranch=main", "-c", "commit.gpgsign=false"]
+GIT = [
+    "git",
+    "-c",
+    "user.name=scratchdet-test",
+    "-c",
+    "user.email=test@example.org",
+    "-c",
+    "init.defaultBranch=main",
+    "-c",
+    "commit.gpgsign=false",
+]
 
 
 def run(*cmd: str, cwd: Path, timeout: int = 900) -> str:
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
-    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout,
-                          check=False)
+    proc = subprocess.run(
+        cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout, check=False
+    )
     assert proc.returncode == 0, f"{' '.join(cmd)}:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
     return proc.stdout + proc.stderr
 
 
 def snakemake(*args: str, cwd: Path) -> str:
-    return run(sys.executable, "-m", "snakemake", "--cores", "2",
-               "--config", f"tables=[{','.join(TABLES)}]", *args, cwd=cwd)
+    return run(
+        sys.executable,
+        "-m",
+        "snakemake",
+        "--cores",
+        "2",
+        "--config",
+        f"tables=[{','.join(TABLES)}]",
+        *args,
+        cwd=cwd,
+    )
 
 
 SHIPPED = "dvc-remote"
@@ -50,8 +69,13 @@ SHIPPED = "dvc-remote"
 def project_copy(dest: Path, artifacts: bool = False) -> Path:
     """The project's files as a new git repository (what a clone of this commit holds); unless
     `artifacts`, without the shipped default-scale artifacts (the .dvc files and their remote)."""
-    listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-                            cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    listed = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     for name in filter(None, listed.split("\0")):
         src = ROOT / name
         shipped = name.endswith(".dvc") or name.startswith(f"{SHIPPED}/")
@@ -75,15 +99,19 @@ def use_remote(repo: Path, remote: Path | str) -> None:
 
 def restored_files(repo: Path, *folders: str) -> dict[str, bytes]:
     """Relative path -> bytes of every file under `folders` of `repo`, DVC's .gitignore aside."""
-    return {str(p.relative_to(repo)): p.read_bytes()
-            for folder in folders for p in sorted((repo / folder).rglob("*"))
-            if p.is_file() and p.name != ".gitignore"}
+    return {
+        str(p.relative_to(repo)): p.read_bytes()
+        for folder in folders
+        for p in sorted((repo / folder).rglob("*"))
+        if p.is_file() and p.name != ".gitignore"
+    }
 
 
 def only_reports(planned: list[str]) -> bool:
     """Every planned file is a report or a table's record (reports/, results/<scale>/tables/)."""
-    return bool(planned) and all(f.startswith(("reports/", "results/default/tables/"))
-                                 for f in planned)
+    return bool(planned) and all(
+        f.startswith(("reports/", "results/default/tables/")) for f in planned
+    )
 
 
 def test_a_fresh_copy_restores_the_default_scale_from_the_shipped_remote(tmp_path):
@@ -93,8 +121,10 @@ def test_a_fresh_copy_restores_the_default_scale_from_the_shipped_remote(tmp_pat
     clone = project_copy(tmp_path / "clone", artifacts=True)
     pulled = run("dvc", "pull", cwd=clone)
     assert "missing" not in pulled.lower(), pulled
-    outs = [f.parent / yaml.safe_load(f.read_text())["outs"][0]["path"]
-            for f in clone.glob("results/**/*.dvc")]
+    outs = [
+        f.parent / yaml.safe_load(f.read_text())["outs"][0]["path"]
+        for f in clone.glob("results/**/*.dvc")
+    ]
     assert len(outs) > 50 and all(o.is_dir() for o in outs), [o for o in outs if not o.is_dir()]
     assert any((clone / "data/synth").rglob("trainval.json"))
     assert not any((clone / "results").rglob("*.pt"))  # the smoke scale's weights are not versioned
@@ -118,6 +148,7 @@ def test_a_fresh_copy_restores_the_default_scale_from_the_shipped_remote(tmp_pat
 def newer_than_their_outputs(repo: Path) -> None:
     """Whatever times DVC gave the restored files, make them the worst case: every file newer
     than the files made from it (images > splits > run config > checkpoint > detections)."""
+
     def stage(path: Path) -> int:
         parts = path.relative_to(repo).parts
         if parts[0] == "data":
@@ -138,8 +169,16 @@ def test_a_fresh_clone_pulls_results_instead_of_retraining(tmp_path):
 
     # Run, push the artifacts, commit the .dvc files: what a researcher does after a run.
     snakemake(cwd=first)
-    pushed = run(sys.executable, "-m", "scratchdet", "artifacts", "push", "--results",
-                 "results/default", cwd=first)
+    pushed = run(
+        sys.executable,
+        "-m",
+        "scratchdet",
+        "artifacts",
+        "push",
+        "--results",
+        "results/default",
+        cwd=first,
+    )
     dvc_files = sorted(line for line in pushed.splitlines() if line.endswith(".dvc"))
     # the scale's dataset, three rows and the scale's image-blind baselines
     assert len(dvc_files) == 5, pushed
@@ -157,16 +196,19 @@ def test_a_fresh_clone_pulls_results_instead_of_retraining(tmp_path):
     # One row alone first: its run folder comes back, nothing else does.
     run("dvc", "pull", "-R", "results/default/dsod_table6/dsod300_coco", cwd=second)
     assert [p.parts[-4:-2] for p in (second / "results").rglob("metrics.json")] == [
-        ("dsod_table6", "dsod300_coco")]
+        ("dsod_table6", "dsod300_coco")
+    ]
     assert not (second / "data").exists()
     run("dvc", "pull", cwd=second)
     # Byte for byte what the first clone versioned: all but weights, locks and temporary files
     # (.dvcignore), logs, job times and table records.
     unversioned = ("*.pt", ".*.lock", ".*.tmp")
     assert restored_files(second, "data", "results") == {
-        k: v for k, v in restored_files(first, "data", "results").items()
+        k: v
+        for k, v in restored_files(first, "data", "results").items()
         if not any(fnmatch.fnmatch(Path(k).name, pattern) for pattern in unversioned)
-        and Path(k).parts[2] not in ("logs", "job_times", "tables")}
+        and Path(k).parts[2] not in ("logs", "job_times", "tables")
+    }
     assert not any((second / "results").rglob("*.pt"))  # the smoke scale's weights stay behind
     assert not (second / ".snakemake").exists()
     newer_than_their_outputs(second)
@@ -174,8 +216,9 @@ def test_a_fresh_clone_pulls_results_instead_of_retraining(tmp_path):
     # Right after the pull, Snakemake plans no data, training or evaluation job: only reports
     # (and their JSON records, kept with the results but not versioned).
     planned = plan(second, tables=TABLES)
-    reports = [f"reports/default/{t}.{ext}" for t in TABLES
-               for ext in ("md", "csv", "csv.meta.json")]
+    reports = [
+        f"reports/default/{t}.{ext}" for t in TABLES for ext in ("md", "csv", "csv.meta.json")
+    ]
     records = [f"results/default/tables/{t}.json" for t in TABLES]
     page = ["reports/default/index.html"]  # the report page of the tables asked for
     assert sorted(planned) == sorted(reports + records + page)
@@ -192,5 +235,7 @@ def test_a_fresh_clone_pulls_results_instead_of_retraining(tmp_path):
     df = pd.read_csv(params, sep="\t", dtype=str, keep_default_na=False)
     df.loc[df["row"] == "dsod300_coco", "train"] = "{lr: 0.02}"
     df.to_csv(params, sep="\t", index=False)
-    assert train_jobs(plan(second, tables=TABLES)) == ["dsod_table5/dsod300_07pp12_coco",
-                                                       "dsod_table6/dsod300_coco"]
+    assert train_jobs(plan(second, tables=TABLES)) == [
+        "dsod_table5/dsod300_07pp12_coco",
+        "dsod_table6/dsod300_coco",
+    ]

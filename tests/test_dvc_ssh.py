@@ -37,8 +37,10 @@ TABLE = "results/default/dsod_table6"
 DATASET = "data.dvc"
 
 pytestmark = [
-    pytest.mark.skipif(not os.path.exists(SSHD),
-                       reason=f"{SSHD} not installed (Debian: apt-get install openssh-server)"),
+    pytest.mark.skipif(
+        not os.path.exists(SSHD),
+        reason=f"{SSHD} not installed (Debian: apt-get install openssh-server)",
+    ),
     pytest.mark.skipif(os.geteuid() != 0, reason="starting sshd on a free port needs root"),
 ]
 
@@ -51,8 +53,11 @@ def free_port() -> int:
 
 def keygen(path: Path) -> str:
     """A new ed25519 key pair at `path` (+ .pub); returns the public key line."""
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "scratchdet-test",
-                    "-f", str(path)], check=True, capture_output=True)
+    subprocess.run(
+        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "scratchdet-test", "-f", str(path)],
+        check=True,
+        capture_output=True,
+    )
     return path.with_suffix(".pub").read_text().strip()
 
 
@@ -67,16 +72,29 @@ def sshd(tmp_path, monkeypatch):
     keygen(etc / "host_key")
     (etc / "authorized_keys").write_text(keygen(home / ".ssh" / "id_ed25519") + "\n")
     port = free_port()
-    (etc / "sshd_config").write_text("\n".join([
-        f"Port {port}", "ListenAddress 127.0.0.1", f"HostKey {etc / 'host_key'}",
-        f"PidFile {etc / 'sshd.pid'}", f"AuthorizedKeysFile {etc / 'authorized_keys'}",
-        "StrictModes no", "UsePAM no", "PasswordAuthentication no",
-        "KbdInteractiveAuthentication no", "PermitRootLogin prohibit-password",
-        "Subsystem sftp internal-sftp", ""]))
+    (etc / "sshd_config").write_text(
+        "\n".join(
+            [
+                f"Port {port}",
+                "ListenAddress 127.0.0.1",
+                f"HostKey {etc / 'host_key'}",
+                f"PidFile {etc / 'sshd.pid'}",
+                f"AuthorizedKeysFile {etc / 'authorized_keys'}",
+                "StrictModes no",
+                "UsePAM no",
+                "PasswordAuthentication no",
+                "KbdInteractiveAuthentication no",
+                "PermitRootLogin prohibit-password",
+                "Subsystem sftp internal-sftp",
+                "",
+            ]
+        )
+    )
     Path("/run/sshd").mkdir(exist_ok=True)  # sshd's privilege separation folder
     with open(etc / "sshd.log", "w") as log:
-        proc = subprocess.Popen([SSHD, "-D", "-e", "-f", str(etc / "sshd_config")],
-                                stdout=log, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            [SSHD, "-D", "-e", "-f", str(etc / "sshd_config")], stdout=log, stderr=subprocess.STDOUT
+        )
         try:
             for _ in range(100):
                 assert proc.poll() is None, f"sshd exited: {(etc / 'sshd.log').read_text()}"
@@ -86,8 +104,9 @@ def sshd(tmp_path, monkeypatch):
                 except OSError:
                     time.sleep(0.1)
             else:
-                pytest.fail(f"sshd does not listen on port {port}: "
-                            f"{(etc / 'sshd.log').read_text()}")
+                pytest.fail(
+                    f"sshd does not listen on port {port}: {(etc / 'sshd.log').read_text()}"
+                )
             monkeypatch.setenv("HOME", str(home))
             yield {"port": port, "key": home / ".ssh" / "id_ed25519"}
         finally:
@@ -97,8 +116,15 @@ def sshd(tmp_path, monkeypatch):
 
 def scratchdet(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
-    return subprocess.run([sys.executable, "-m", "scratchdet", "artifacts", *args], cwd=cwd,
-                          env=env, capture_output=True, text=True, timeout=600, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "scratchdet", "artifacts", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
 
 
 def set_lab(repo: Path, url: str, key: Path) -> None:
@@ -135,8 +161,10 @@ def test_artifacts_go_to_the_lab_remote_and_come_back_through_ssh(tmp_path, sshd
     failed = scratchdet("pull", "--results", TABLE, cwd=second)
     assert failed.returncode == 2, failed.stderr
     assert failed.stderr.count("\n") == 1, failed.stderr
-    assert (f"DVC remote 'lab' ({closed}) cannot be reached:" in failed.stderr
-            and "set its url with `dvc remote modify --local lab url <URL>`" in failed.stderr)
+    assert (
+        f"DVC remote 'lab' ({closed}) cannot be reached:" in failed.stderr
+        and "set its url with `dvc remote modify --local lab url <URL>`" in failed.stderr
+    )
     assert not any((second / TABLE).rglob("metrics.json"))  # nothing pulled
 
     # Through SSH alone (the shipped remote pointed nowhere): the table and the dataset come back

@@ -25,15 +25,21 @@ def test_lr_warmup_then_multistep():
 
 
 def test_stream_resumes_where_it_stopped():
-    full = list(StreamBatchSampler(n=7, batch_size=4, micro_batch=2, seed=1, start_step=0, max_steps=6))
-    resumed = list(StreamBatchSampler(n=7, batch_size=4, micro_batch=2, seed=1, start_step=3, max_steps=6))
+    full = list(
+        StreamBatchSampler(n=7, batch_size=4, micro_batch=2, seed=1, start_step=0, max_steps=6)
+    )
+    resumed = list(
+        StreamBatchSampler(n=7, batch_size=4, micro_batch=2, seed=1, start_step=3, max_steps=6)
+    )
     assert len(full) == 12 and resumed == full[6:]
     positions = [p for batch in full for p, _ in batch]
     assert positions == list(range(24))
     # Every epoch is a permutation of the whole dataset.
     indices = [i for batch in full for _, i in batch]
     assert sorted(indices[:7]) == list(range(7)) and sorted(indices[7:14]) == list(range(7))
-    other_seed = list(StreamBatchSampler(n=7, batch_size=4, micro_batch=2, seed=2, start_step=0, max_steps=6))
+    other_seed = list(
+        StreamBatchSampler(n=7, batch_size=4, micro_batch=2, seed=2, start_step=0, max_steps=6)
+    )
     assert other_seed != full
 
 
@@ -60,7 +66,10 @@ def test_checkpoint_roundtrip_and_refuses_pickled_objects(tmp_path):
 
     class Evil:
         def __reduce__(self):
-            return (exec, ("import pathlib; pathlib.Path('%s').write_text('pwned')" % (tmp_path / "pwned"),))
+            return (
+                exec,
+                ("import pathlib; pathlib.Path('%s').write_text('pwned')" % (tmp_path / "pwned"),),
+            )
 
     evil = tmp_path / "evil.pt"
     torch.save({"model": Evil()}, evil)
@@ -88,15 +97,31 @@ def test_atomic_path_leaves_old_file_on_failure(tmp_path):
 
 
 def test_stream_shards_across_processes():
-    single = list(StreamBatchSampler(n=9, batch_size=4, micro_batch=1, seed=0, start_step=1, max_steps=3))
-    shards = [list(StreamBatchSampler(n=9, batch_size=4, micro_batch=1, seed=0, start_step=1,
-                                      max_steps=3, rank=r, world_size=2)) for r in range(2)]
+    single = list(
+        StreamBatchSampler(n=9, batch_size=4, micro_batch=1, seed=0, start_step=1, max_steps=3)
+    )
+    shards = [
+        list(
+            StreamBatchSampler(
+                n=9,
+                batch_size=4,
+                micro_batch=1,
+                seed=0,
+                start_step=1,
+                max_steps=3,
+                rank=r,
+                world_size=2,
+            )
+        )
+        for r in range(2)
+    ]
     assert len(shards[0]) == len(shards[1]) == 4
     merged = [b for pair in zip(*shards) for b in pair]  # micro-step k: rank 0 then rank 1
     assert merged == single
     with pytest.raises(ValueError, match="multiple"):
-        StreamBatchSampler(n=9, batch_size=4, micro_batch=3, seed=0, start_step=0, max_steps=1,
-                           world_size=2)
+        StreamBatchSampler(
+            n=9, batch_size=4, micro_batch=3, seed=0, start_step=0, max_steps=1, world_size=2
+        )
 
 
 def test_atomic_outputs_get_ordinary_permissions(tmp_path):
@@ -111,6 +136,7 @@ def test_atomic_outputs_get_ordinary_permissions(tmp_path):
 
 
 # --- BatchNorm as the releases train it (scratchdet.models.batchnorm) -------------------------
+
 
 def _caffe_bn_port(batches, groups, fraction=0.999):
     """Caffe's BatchNormLayer::Forward_cpu arithmetic (batch_norm_layer.cpp:107-146), per step,
@@ -146,18 +172,20 @@ def test_caffe_running_average_matches_the_layer(group):
         bn(x)
     mean, var = _caffe_bn_port(batches, 8 // group if group else 1)
     assert int(bn.num_batches_tracked) == 40
-    torch.testing.assert_close(bn.running_mean.double(), torch.from_numpy(mean), rtol=1e-5,
-                               atol=1e-6)
-    torch.testing.assert_close(bn.running_var.double(), torch.from_numpy(var), rtol=1e-5,
-                               atol=1e-6)
+    torch.testing.assert_close(
+        bn.running_mean.double(), torch.from_numpy(mean), rtol=1e-5, atol=1e-6
+    )
+    torch.testing.assert_close(bn.running_var.double(), torch.from_numpy(var), rtol=1e-5, atol=1e-6)
     # After one step the estimate is that batch's statistics (PyTorch's 0.001 would be ~0, ~1).
     one = GroupBatchNorm2d(3, group=group, stats="caffe")
     one(batches[-1])
     mean1, var1 = _caffe_bn_port(batches[-1:], 8 // group if group else 1)
-    torch.testing.assert_close(one.running_mean.double(), torch.from_numpy(mean1), rtol=1e-5,
-                               atol=1e-6)
-    torch.testing.assert_close(one.running_var.double(), torch.from_numpy(var1), rtol=1e-5,
-                               atol=1e-6)
+    torch.testing.assert_close(
+        one.running_mean.double(), torch.from_numpy(mean1), rtol=1e-5, atol=1e-6
+    )
+    torch.testing.assert_close(
+        one.running_var.double(), torch.from_numpy(var1), rtol=1e-5, atol=1e-6
+    )
     # A converted model saves plain BatchNorm2d's keys and detects as one.
     plain = torch.nn.BatchNorm2d(3, eps=1e-3)
     plain.load_state_dict(bn.state_dict())
@@ -181,8 +209,13 @@ def test_group_batchnorm_normalises_each_group_and_its_gradient():
     groups = 4
     y_ref = torch.empty_like(x)
     for k in range(groups):
-        y_ref[k::groups] = ref(x[k::groups]) if k == 0 else \
-            torch.nn.functional.batch_norm(x[k::groups], None, None, ref.weight, ref.bias, True)
+        y_ref[k::groups] = (
+            ref(x[k::groups])
+            if k == 0
+            else torch.nn.functional.batch_norm(
+                x[k::groups], None, None, ref.weight, ref.bias, True
+            )
+        )
     torch.testing.assert_close(y, y_ref)
     (y * torch.arange(y.numel()).reshape(y.shape)).sum().backward()
     (y_ref * torch.arange(y.numel()).reshape(y.shape)).sum().backward()
@@ -203,8 +236,11 @@ def test_group_batchnorm_normalises_each_group_and_its_gradient():
 def test_convert_batchnorm_keeps_parameters_and_state_keys():
     from scratchdet.models.batchnorm import GroupBatchNorm2d, convert_batchnorm
 
-    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 1), torch.nn.BatchNorm2d(4, eps=1e-3),
-                                torch.nn.Sequential(torch.nn.BatchNorm2d(4)))
+    model = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 4, 1),
+        torch.nn.BatchNorm2d(4, eps=1e-3),
+        torch.nn.Sequential(torch.nn.BatchNorm2d(4)),
+    )
     keys = list(model.state_dict())
     weight = model[1].weight
     assert convert_batchnorm(model) is model and type(model[1]) is torch.nn.BatchNorm2d
@@ -218,6 +254,7 @@ def test_convert_batchnorm_keeps_parameters_and_state_keys():
 
 # --- Parameter groups and Caffe's SGD (scratchdet.engine.param_groups) ------------------------
 
+
 class _Tiny(torch.nn.Module):
     """A backbone conv with bias + BN, a head conv + BN + L2Norm: every role of the rules."""
 
@@ -226,15 +263,20 @@ class _Tiny(torch.nn.Module):
 
         super().__init__()
         self.backbone = torch.nn.Sequential(torch.nn.Conv2d(2, 3, 1), torch.nn.BatchNorm2d(3))
-        self.head = torch.nn.Sequential(L2Norm(3, 20.0), torch.nn.Conv2d(3, 2, 1, bias=False),
-                                        torch.nn.BatchNorm2d(2))
+        self.head = torch.nn.Sequential(
+            L2Norm(3, 20.0), torch.nn.Conv2d(3, 2, 1, bias=False), torch.nn.BatchNorm2d(2)
+        )
 
 
 def _cfg(**train):
     from scratchdet.config import config_from_dict
 
-    return config_from_dict({"model": {"name": "dsod300"},
-                             "train": {"lr": 0.1, "weight_decay": 0.01, "momentum": 0.9} | train})
+    return config_from_dict(
+        {
+            "model": {"name": "dsod300"},
+            "train": {"lr": 0.1, "weight_decay": 0.01, "momentum": 0.9} | train,
+        }
+    )
 
 
 def test_caffe_param_groups_by_role():
@@ -243,13 +285,24 @@ def test_caffe_param_groups_by_role():
 
     model = _Tiny()
     roles = {name: role for name, _, role in parameter_roles(model)}
-    assert roles == {"backbone.0.weight": "weight", "backbone.0.bias": "bias",
-                     "backbone.1.weight": "bn_backbone", "backbone.1.bias": "bn_backbone",
-                     "head.0.weight": "l2norm", "head.1.weight": "weight",
-                     "head.2.weight": "bn_head", "head.2.bias": "bn_head"}
+    assert roles == {
+        "backbone.0.weight": "weight",
+        "backbone.0.bias": "bias",
+        "backbone.1.weight": "bn_backbone",
+        "backbone.1.bias": "bn_backbone",
+        "head.0.weight": "l2norm",
+        "head.1.weight": "weight",
+        "head.2.weight": "bn_head",
+        "head.2.bias": "bn_head",
+    }
     groups = make_optimizer(model, _cfg(param_groups="caffe")).param_groups
-    lr_decay = {name: (g["lr"], g["weight_decay"]) for g in groups for p in g["params"]
-                for name, q in model.named_parameters() if q is p}
+    lr_decay = {
+        name: (g["lr"], g["weight_decay"])
+        for g in groups
+        for p in g["params"]
+        for name, q in model.named_parameters()
+        if q is p
+    }
     assert lr_decay["backbone.0.bias"] == (pytest.approx(0.2), 0.0)
     assert lr_decay["head.2.weight"] == (pytest.approx(0.1), 0.0)
     assert lr_decay["backbone.1.weight"] == lr_decay["head.0.weight"] == (0.1, 0.01)
@@ -296,8 +349,9 @@ def test_sgd_momentum_form_across_rate_changes(sgd):
     mults = [RULES[role[id(p)]] for p in model.parameters()]
     caffe = _caffe_sgd_port(start, steps, lrs, mults, 0.9, 0.01)
     got = [p.detach().double() for p in model.parameters()]
-    same = all(torch.allclose(g, torch.from_numpy(c), rtol=1e-5, atol=1e-6)
-               for g, c in zip(got, caffe))
+    same = all(
+        torch.allclose(g, torch.from_numpy(c), rtol=1e-5, atol=1e-6) for g, c in zip(got, caffe)
+    )
     assert same == (sgd == "caffe")
 
 
@@ -312,11 +366,29 @@ def test_release_recipe_step_asks_nothing_of_the_host():
     from scratchdet.models import build_model
     from scratchdet.models.batchnorm import convert_batchnorm
 
-    small = {"name": "dsod300", "stem_channels": 16, "bottleneck": 16, "growth": 8,
-             "theta": 0.5, "stem": False, "transition_wo_pool": False, "prediction": "plain"}
-    cfg = config_from_dict({"model": small, "train": {
-        "batch_size": 4, "bn_group": 2, "bn_stats": "caffe", "param_groups": "caffe",
-        "sgd": "caffe", "precision": "fp32"}})
+    small = {
+        "name": "dsod300",
+        "stem_channels": 16,
+        "bottleneck": 16,
+        "growth": 8,
+        "theta": 0.5,
+        "stem": False,
+        "transition_wo_pool": False,
+        "prediction": "plain",
+    }
+    cfg = config_from_dict(
+        {
+            "model": small,
+            "train": {
+                "batch_size": 4,
+                "bn_group": 2,
+                "bn_stats": "caffe",
+                "param_groups": "caffe",
+                "sgd": "caffe",
+                "precision": "fp32",
+            },
+        }
+    )
     meta = torch.device("meta")
     for device in (meta, torch.device("cpu")):
         torch.manual_seed(0)
@@ -326,8 +398,11 @@ def test_release_recipe_step_asks_nothing_of_the_host():
         step = TrainStep(model, cfg, device=device, accumulation=1)
         p = model.priors.shape[0]
         with device:
-            batch = TrainBatch(torch.zeros(4, 3, 300, 300), torch.zeros(4, p, 4),
-                               torch.ones(4, p, dtype=torch.long))
+            batch = TrainBatch(
+                torch.zeros(4, 3, 300, 300),
+                torch.zeros(4, p, 4),
+                torch.ones(4, p, dtype=torch.long),
+            )
         if device == meta:
             with HostTrafficCounter(meta) as seen:
                 step.begin(0.01)
@@ -349,8 +424,10 @@ def test_release_recipe_step_asks_nothing_of_the_host():
 def test_a_training_log_of_the_old_layout_is_read_and_rewritten_in_the_new(tmp_path):
     """Logs written before time_s/step_s (per-window images_per_s and elapsed_s) still resume."""
     path = tmp_path / "metrics.csv"
-    path.write_text("step,lr,loss,loc_loss,conf_loss,grad_norm,num_pos,images_per_s,elapsed_s\n"
-                    "0,0.1,2.0,1.0,1.0,3.0,5,4.0,0.5\n1,0.1,1.5,1.0,0.5,3.0,5,4.0,0.5\n")
+    path.write_text(
+        "step,lr,loss,loc_loss,conf_loss,grad_norm,num_pos,images_per_s,elapsed_s\n"
+        "0,0.1,2.0,1.0,1.0,3.0,5,4.0,0.5\n1,0.1,1.5,1.0,0.5,3.0,5,4.0,0.5\n"
+    )
     log = TrainingLog(path)
     assert [r["loss"] for r in log.read()] == ["2.0", "1.5"] and log.last_time() == 0.0
     log.truncate(1)

@@ -25,17 +25,26 @@ def random_case(seed: int) -> tuple[dict, list[dict]]:
     rng = random.Random(seed)
     n_img, n_cls = rng.randint(8, 25), 5
     cats = [{"id": 10 + 3 * k, "name": f"class{k}"} for k in range(n_cls)]
-    images = [{"id": 1000 + 7 * i, "file_name": f"{i}.jpg", "width": 100, "height": 100}
-              for i in range(n_img)]
+    images = [
+        {"id": 1000 + 7 * i, "file_name": f"{i}.jpg", "width": 100, "height": 100}
+        for i in range(n_img)
+    ]
     anns = []
     for img in images[: n_img - 3]:  # the last three images have no boxes
         for _ in range(rng.randint(0, 6)):
             k = rng.randrange(n_cls - 1)  # the last class never has ground truth
             box = [rng.randint(0, 60), rng.randint(0, 60), rng.randint(2, 40), rng.randint(2, 40)]
-            anns.append({"id": len(anns) + 1, "image_id": img["id"], "category_id": cats[k]["id"],
-                         "bbox": box, "area": box[2] * box[3],
-                         "difficult": int(k == 1 or rng.random() < 0.2),  # class1: all difficult
-                         "iscrowd": int(rng.random() < 0.05)})
+            anns.append(
+                {
+                    "id": len(anns) + 1,
+                    "image_id": img["id"],
+                    "category_id": cats[k]["id"],
+                    "bbox": box,
+                    "area": box[2] * box[3],
+                    "difficult": int(k == 1 or rng.random() < 0.2),  # class1: all difficult
+                    "iscrowd": int(rng.random() < 0.05),
+                }
+            )
     dets = []
     for ann in anns:
         if ann["category_id"] == cats[3]["id"]:
@@ -45,13 +54,24 @@ def random_case(seed: int) -> tuple[dict, list[dict]]:
             b = ann["bbox"]
             box = [b[0] + j[0], b[1] + j[1], max(b[2] + j[2], 0), max(b[3] + j[3], 0)]
             cat = ann["category_id"] if rng.random() < 0.85 else rng.choice(cats[:3])["id"]
-            dets.append({"image_id": ann["image_id"], "category_id": cat, "bbox": box,
-                         "score": round(rng.random(), 1)})
+            dets.append(
+                {
+                    "image_id": ann["image_id"],
+                    "category_id": cat,
+                    "bbox": box,
+                    "score": round(rng.random(), 1),
+                }
+            )
     for _ in range(rng.randint(0, 4 * n_img)):  # background detections, any image
         box = [rng.uniform(0, 80), rng.uniform(0, 80), rng.uniform(0, 40), rng.uniform(0, 40)]
-        dets.append({"image_id": rng.choice(images)["id"],
-                     "category_id": rng.choice(cats[:3] + cats[4:])["id"], "bbox": box,
-                     "score": rng.choice([round(rng.random(), 2), 0.5])})
+        dets.append(
+            {
+                "image_id": rng.choice(images)["id"],
+                "category_id": rng.choice(cats[:3] + cats[4:])["id"],
+                "bbox": box,
+                "score": rng.choice([round(rng.random(), 2), 0.5]),
+            }
+        )
     rng.shuffle(dets)
     return {"images": images, "categories": cats, "annotations": anns}, dets
 
@@ -85,37 +105,53 @@ def test_matches_devkit_oracle_on_random_data(seed: int, metric: str) -> None:
 def test_oracle_agreement_at_other_thresholds(seed: int) -> None:
     gt, dets = random_case(100 + seed)
     for thr in (0.3, 0.7):
-        _assert_same(voc_ap(gt, dets, "voc12", iou_threshold=thr),
-                     reference_voc_ap(gt, dets, "voc12", thr))
+        _assert_same(
+            voc_ap(gt, dets, "voc12", iou_threshold=thr), reference_voc_ap(gt, dets, "voc12", thr)
+        )
 
 
 def _hand_case() -> tuple[dict, list[dict]]:
-    cats = [{"id": 1, "name": "cat"}, {"id": 2, "name": "dog"}, {"id": 3, "name": "bird"},
-            {"id": 4, "name": "cow"}]
+    cats = [
+        {"id": 1, "name": "cat"},
+        {"id": 2, "name": "dog"},
+        {"id": 3, "name": "bird"},
+        {"id": 4, "name": "cow"},
+    ]
     images = [{"id": i, "file_name": f"{i}.jpg", "width": 100, "height": 100} for i in (1, 2, 3)]
 
     def ann(i: int, img: int, cat: int, box: list, difficult: int = 0) -> dict:
-        return {"id": i, "image_id": img, "category_id": cat, "bbox": box,
-                "area": box[2] * box[3], "iscrowd": 0, "difficult": difficult}
+        return {
+            "id": i,
+            "image_id": img,
+            "category_id": cat,
+            "bbox": box,
+            "area": box[2] * box[3],
+            "iscrowd": 0,
+            "difficult": difficult,
+        }
 
-    anns = [ann(1, 1, 1, [0, 0, 10, 10]),                # A
-            ann(2, 1, 1, [20, 0, 10, 10], difficult=1),  # D (difficult)
-            ann(3, 2, 1, [0, 0, 10, 10]),                # B
-            ann(4, 2, 2, [0, 0, 20, 20]),                # E
-            ann(5, 1, 3, [0, 0, 30, 30], difficult=1),   # bird: difficult only
-            ann(6, 3, 4, [5, 5, 10, 10])]                # cow: never detected
+    anns = [
+        ann(1, 1, 1, [0, 0, 10, 10]),  # A
+        ann(2, 1, 1, [20, 0, 10, 10], difficult=1),  # D (difficult)
+        ann(3, 2, 1, [0, 0, 10, 10]),  # B
+        ann(4, 2, 2, [0, 0, 20, 20]),  # E
+        ann(5, 1, 3, [0, 0, 30, 30], difficult=1),  # bird: difficult only
+        ann(6, 3, 4, [5, 5, 10, 10]),
+    ]  # cow: never detected
 
     def det(img: int, cat: int, box: list, score: float) -> dict:
         return {"image_id": img, "category_id": cat, "bbox": box, "score": score}
 
-    dets = [det(2, 1, [50, 50, 5, 5], 0.5),    # d5: no overlap -> FP
-            det(1, 1, [0, 0, 10, 10], 0.9),    # d1: A -> TP
-            det(1, 2, [0, 0, 20, 20], 0.9),    # e1: dog on image 1 (no dog there) -> FP
-            det(1, 1, [20, 0, 10, 10], 0.8),   # d2: D is difficult -> ignored
-            det(2, 2, [0, 0, 20, 20], 0.9),    # e2: E -> TP, but after e1 (same score, later)
-            det(1, 1, [0, 0, 10, 10], 0.7),    # d3: A already taken -> FP
-            det(2, 1, [0, 0, 10, 20], 0.6),    # d4: IoU(B) = 100/200 = 0.5 exactly -> TP
-            det(1, 3, [0, 0, 30, 30], 0.4)]    # bird on its difficult box -> ignored
+    dets = [
+        det(2, 1, [50, 50, 5, 5], 0.5),  # d5: no overlap -> FP
+        det(1, 1, [0, 0, 10, 10], 0.9),  # d1: A -> TP
+        det(1, 2, [0, 0, 20, 20], 0.9),  # e1: dog on image 1 (no dog there) -> FP
+        det(1, 1, [20, 0, 10, 10], 0.8),  # d2: D is difficult -> ignored
+        det(2, 2, [0, 0, 20, 20], 0.9),  # e2: E -> TP, but after e1 (same score, later)
+        det(1, 1, [0, 0, 10, 10], 0.7),  # d3: A already taken -> FP
+        det(2, 1, [0, 0, 10, 20], 0.6),  # d4: IoU(B) = 100/200 = 0.5 exactly -> TP
+        det(1, 3, [0, 0, 30, 30], 0.4),
+    ]  # bird on its difficult box -> ignored
     return {"images": images, "categories": cats, "annotations": anns}, dets
 
 
@@ -148,11 +184,18 @@ def test_hand_computed_case() -> None:
 
 def test_highest_iou_box_only_no_fallback() -> None:
     """Devkit rule: a detection whose best box is taken is a FP even if it overlaps another."""
-    gt = {"images": [{"id": 1}], "categories": [{"id": 1, "name": "a"}],
-          "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [0, 0, 10, 10]},
-                          {"id": 2, "image_id": 1, "category_id": 1, "bbox": [2, 0, 10, 10]}]}
-    dets = [{"image_id": 1, "category_id": 1, "bbox": [0, 0, 10, 10], "score": 0.9},
-            {"image_id": 1, "category_id": 1, "bbox": [1, 0, 10, 10], "score": 0.8}]
+    gt = {
+        "images": [{"id": 1}],
+        "categories": [{"id": 1, "name": "a"}],
+        "annotations": [
+            {"id": 1, "image_id": 1, "category_id": 1, "bbox": [0, 0, 10, 10]},
+            {"id": 2, "image_id": 1, "category_id": 1, "bbox": [2, 0, 10, 10]},
+        ],
+    }
+    dets = [
+        {"image_id": 1, "category_id": 1, "bbox": [0, 0, 10, 10], "score": 0.9},
+        {"image_id": 1, "category_id": 1, "bbox": [1, 0, 10, 10], "score": 0.8},
+    ]
     # d2: IoU(box1) = 90/110, IoU(box2) = 90/110 -> tie, first box (taken) wins -> FP.
     # Curve: rec .5 prec 1, rec .5 prec .5 -> VOC12 AP = .5
     res = voc_ap(gt, dets, "voc12")
@@ -185,10 +228,10 @@ def test_no_detections_gives_zero_and_arrays_equal_lists() -> None:
 
 def test_unknown_image_or_category_is_an_error() -> None:
     gt, dets = random_case(1)
-    bad = dets + [{"image_id": 424242, "category_id": 10, "bbox": [0, 0, 1, 1], "score": 0.1}]
+    bad = [*dets, {"image_id": 424242, "category_id": 10, "bbox": [0, 0, 1, 1], "score": 0.1}]
     with pytest.raises(DataError, match="image_id.*424242"):
         voc_ap(gt, bad, "voc07")
-    bad = dets + [{"image_id": 1000, "category_id": 99, "bbox": [0, 0, 1, 1], "score": 0.1}]
+    bad = [*dets, {"image_id": 1000, "category_id": 99, "bbox": [0, 0, 1, 1], "score": 0.1}]
     with pytest.raises(DataError, match="category_id.*99"):
         voc_ap(gt, bad, "voc07")
     with pytest.raises(ConfigError, match="metric"):
@@ -237,41 +280,71 @@ def test_load_detections_round_trip(tmp_path, parser: str) -> None:
     assert arr["category_id"].tolist() == [d["category_id"] for d in dets]
     assert arr["score"].tolist() == [d["score"] for d in dets]
     assert np.stack([arr[k] for k in "xywh"], 1).tolist() == [
-        [float(v) for v in d["bbox"]] for d in dets]
+        [float(v) for v in d["bbox"]] for d in dets
+    ]
     path.write_text("[]")
     assert len(load_detections(path)) == 0
 
 
-@pytest.mark.parametrize("content, problem", [
-    ("[{\"image_id\": 1, ", "malformed JSON"),
-    ("{\"image_id\": 1}", "expected a JSON list"),
-    ("[1, 2]", "detection 0 is int"),
-    ("[{\"image_id\": 1, \"category_id\": 1, \"bbox\": [0, 0, 1, 1]}]",
-     "detection 0 has no 'score'"),
-    ("[{\"image_id\": \"1\", \"category_id\": 1, \"bbox\": [0, 0, 1, 1], \"score\": 1}]",
-     "image_id must be an integer"),
-    ("[{\"image_id\": 1, \"category_id\": 1.0, \"bbox\": [0, 0, 1, 1], \"score\": 1}]",
-     "category_id must be an integer"),
-    ("[{\"image_id\": true, \"category_id\": 1, \"bbox\": [0, 0, 1, 1], \"score\": 1}]",
-     "image_id must be an integer"),
-    (("[{\"image_id\": 18446744073709551615, \"category_id\": 1, \"bbox\": [0, 0, 1, 1], "
-      "\"score\": 1}]"), "does not fit in 64 bits"),
-    ("[{\"image_id\": 1, \"category_id\": 1, \"bbox\": [0, 0, 1], \"score\": 1}]",
-     "bbox must be a list"),
-    ("[{\"image_id\": 1, \"category_id\": 1, \"bbox\": [0, 0, -1, 1], \"score\": 1}]",
-     "detection 0: bbox .* non-negative width"),
-    ("[{\"image_id\": 1, \"category_id\": 1, \"bbox\": [0, 0, 1, 1e999], \"score\": 1}]",
-     "(must be finite|infinity)"),  # json reads inf, orjson refuses to
-    ("[{\"image_id\": 1, \"category_id\": 1, \"bbox\": [0, 0, 1, 1], \"score\": NaN}]",
-     "(NaN: the detections hold non-finite numbers|score nan is not finite)"),  # json reads NaN
-    ("[{\"image_id\": 1, \"category_id\": 1, \"bbox\": [0, 0, 1, 1], \"score\": -Infinity}]",
-     "(Infinity: the detections hold non-finite numbers|score -inf is not finite)"),
-    ("[{\"image_id\": 1, \"category_id\": 1, \"bbox\": [0, 0, 1, 1], \"score\": null}]",
-     "score must be a number"),
-    (("[{\"image_id\": 1, \"category_id\": 1, \"bbox\": [0, 0, 1, 1], \"score\": 1},"
-      " {\"image_id\": 1, \"category_id\": 1, \"bbox\": [0, \"0\", 1, 1], \"score\": 1}]"),
-     "detection 1: bbox values must be numbers"),
-])
+@pytest.mark.parametrize(
+    "content, problem",
+    [
+        ('[{"image_id": 1, ', "malformed JSON"),
+        ('{"image_id": 1}', "expected a JSON list"),
+        ("[1, 2]", "detection 0 is int"),
+        ('[{"image_id": 1, "category_id": 1, "bbox": [0, 0, 1, 1]}]', "detection 0 has no 'score'"),
+        (
+            '[{"image_id": "1", "category_id": 1, "bbox": [0, 0, 1, 1], "score": 1}]',
+            "image_id must be an integer",
+        ),
+        (
+            '[{"image_id": 1, "category_id": 1.0, "bbox": [0, 0, 1, 1], "score": 1}]',
+            "category_id must be an integer",
+        ),
+        (
+            '[{"image_id": true, "category_id": 1, "bbox": [0, 0, 1, 1], "score": 1}]',
+            "image_id must be an integer",
+        ),
+        (
+            (
+                '[{"image_id": 18446744073709551615, "category_id": 1, "bbox": [0, 0, 1, 1], '
+                '"score": 1}]'
+            ),
+            "does not fit in 64 bits",
+        ),
+        (
+            '[{"image_id": 1, "category_id": 1, "bbox": [0, 0, 1], "score": 1}]',
+            "bbox must be a list",
+        ),
+        (
+            '[{"image_id": 1, "category_id": 1, "bbox": [0, 0, -1, 1], "score": 1}]',
+            "detection 0: bbox .* non-negative width",
+        ),
+        (
+            '[{"image_id": 1, "category_id": 1, "bbox": [0, 0, 1, 1e999], "score": 1}]',
+            "(must be finite|infinity)",
+        ),  # json reads inf, orjson refuses to
+        (
+            '[{"image_id": 1, "category_id": 1, "bbox": [0, 0, 1, 1], "score": NaN}]',
+            "(NaN: the detections hold non-finite numbers|score nan is not finite)",
+        ),  # json reads NaN
+        (
+            '[{"image_id": 1, "category_id": 1, "bbox": [0, 0, 1, 1], "score": -Infinity}]',
+            "(Infinity: the detections hold non-finite numbers|score -inf is not finite)",
+        ),
+        (
+            '[{"image_id": 1, "category_id": 1, "bbox": [0, 0, 1, 1], "score": null}]',
+            "score must be a number",
+        ),
+        (
+            (
+                '[{"image_id": 1, "category_id": 1, "bbox": [0, 0, 1, 1], "score": 1},'
+                ' {"image_id": 1, "category_id": 1, "bbox": [0, "0", 1, 1], "score": 1}]'
+            ),
+            "detection 1: bbox values must be numbers",
+        ),
+    ],
+)
 def test_malformed_detection_files(tmp_path, parser: str, content: str, problem: str) -> None:
     path = tmp_path / "bad.json"
     path.write_text(content)
@@ -286,7 +359,7 @@ def test_missing_file(tmp_path, parser: str) -> None:
 
 def test_lookup_table_and_binary_search_agree(monkeypatch) -> None:
     known = np.array([-5, 0, 3, 9, 2000], np.int64)
-    values = np.array([3, -5, 4, 2000, 2001, -6, 9, 0, 2**62, -2**62], np.int64)
+    values = np.array([3, -5, 4, 2000, 2001, -6, 9, 0, 2**62, -(2**62)], np.int64)
     want_found = [True, True, False, True, False, False, True, True, False, False]
     pos, found = results_io.lookup(known, values)
     assert found.tolist() == want_found

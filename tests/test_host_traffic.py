@@ -23,15 +23,27 @@ from scratchdet.models import build_model
 from scratchdet.ssd.postprocess import batch_detections
 
 META = torch.device("meta")
-SMALL_DSOD = {"name": "dsod300", "stem_channels": 16, "bottleneck": 16, "growth": 8,
-              "theta": 0.5, "stem": False, "transition_wo_pool": False, "prediction": "plain"}
+SMALL_DSOD = {
+    "name": "dsod300",
+    "stem_channels": 16,
+    "bottleneck": 16,
+    "growth": 8,
+    "theta": 0.5,
+    "stem": False,
+    "transition_wo_pool": False,
+    "prediction": "plain",
+}
 
 
 def _cfg(train_json, pipeline: str, batch: int = 4):
-    return config_from_dict({"seed": 0, "model": SMALL_DSOD,
-                             "data": {"train": str(train_json), "num_workers": 0,
-                                      "pipeline": pipeline},
-                             "train": {"batch_size": batch, "max_steps": 1}})
+    return config_from_dict(
+        {
+            "seed": 0,
+            "model": SMALL_DSOD,
+            "data": {"train": str(train_json), "num_workers": 0, "pipeline": pipeline},
+            "train": {"batch_size": batch, "max_steps": 1},
+        }
+    )
 
 
 def _model(device: torch.device):
@@ -57,9 +69,14 @@ def test_a_training_micro_batch_is_one_copy_and_nothing_back(synth_splits, pipel
     cfg = _cfg(synth_splits["trainval"], pipeline)
     model = _model(META)
     dataset = DetectionDataset(load_annotations(synth_splits["trainval"]))
-    batches = build_train_input(cfg, dataset, device=META, priors=model.priors,
-                                variances=model.prior_config.variances,
-                                start_step=0)
+    batches = build_train_input(
+        cfg,
+        dataset,
+        device=META,
+        priors=model.priors,
+        variances=model.prior_config.variances,
+        start_step=0,
+    )
     host = next(iter(batches.loader))  # the workers' side: CPU only
     step = TrainStep(model, cfg, device=META, accumulation=1)
     with HostTrafficCounter(META) as seen:

@@ -11,6 +11,13 @@ import torch
 from PIL import Image
 from torchvision.transforms.v2 import functional as F
 
+from scratchdet.input.augment import (
+    CAFFE_INTERPOLATIONS,
+    SSD_CROP_SAMPLERS,
+    AugmentConfig,
+    CropSampler,
+    PhotometricConfig,
+)
 from scratchdet.input.batched import (
     DEVICE_INTERPOLATIONS,
     AugmentedBatch,
@@ -27,22 +34,19 @@ from scratchdet.input.photometric import (
     distort_image,
     sample_photometric,
 )
-from scratchdet.input.augment import (
-    CAFFE_INTERPOLATIONS,
-    SSD_CROP_SAMPLERS,
-    AugmentConfig,
-    CropSampler,
-    PhotometricConfig,
-)
-
-from .paths import KANGAROO
-from .test_transforms import MEAN, NO_PHOTOMETRIC
-from .test_transforms import apply as apply_one
-from .test_transforms import augment as augment_one
+from tests.paths import KANGAROO
+from tests.test_transforms import MEAN, NO_PHOTOMETRIC
+from tests.test_transforms import apply as apply_one
+from tests.test_transforms import augment as augment_one
 
 GEOMETRY = AugmentConfig(photometric=NO_PHOTOMETRIC)
-FIXED = AugmentConfig(photometric=NO_PHOTOMETRIC, expand_prob=0.0, samplers=(CropSampler(),),
-                      interpolations=("linear",), mirror_prob=0.0)
+FIXED = AugmentConfig(
+    photometric=NO_PHOTOMETRIC,
+    expand_prob=0.0,
+    samplers=(CropSampler(),),
+    interpolations=("linear",),
+    mirror_prob=0.0,
+)
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
 
@@ -55,9 +59,12 @@ def draw(heights, widths, boxes, mask, generator, config=None) -> BatchParams:
     them (``pipeline._DecideOnCpu``: ``sample_train_params``) and ``pipeline._Pack`` stacks them;
     ``boxes`` ``[B, G, 4]`` normalised to each image, ``mask`` ``[B, G]``."""
     config = config if config is not None else AugmentConfig()
-    return BatchParams.stack([
-        sample_train_params(int(h), int(w), boxes=b[m], generator=generator, cfg=config)
-        for h, w, b, m in zip(heights.tolist(), widths.tolist(), boxes.cpu(), mask.cpu())])
+    return BatchParams.stack(
+        [
+            sample_train_params(int(h), int(w), boxes=b[m], generator=generator, cfg=config)
+            for h, w, b, m in zip(heights.tolist(), widths.tolist(), boxes.cpu(), mask.cpu())
+        ]
+    )
 
 
 def augment(images, boxes, labels, mask, params, interpolation=None) -> AugmentedBatch:
@@ -72,22 +79,34 @@ def augment(images, boxes, labels, mask, params, interpolation=None) -> Augmente
         padded[i, :, : im.shape[-2], : im.shape[-1]] = im
     plan = host_plan(sizes, params)
     if interpolation is not None:
-        plan = plan._replace(crops=tuple(p._replace(interpolation=interpolation)
-                                         for p in plan.crops))
-    return augment_batch(padded.to(device), sizes=sizes.to(device), boxes=boxes, labels=labels,
-                         mask=mask, params=params.to(device), mean=MEAN.flatten().to(device),
-                         size=300, plan=plan)
+        plan = plan._replace(
+            crops=tuple(p._replace(interpolation=interpolation) for p in plan.crops)
+        )
+    return augment_batch(
+        padded.to(device),
+        sizes=sizes.to(device),
+        boxes=boxes,
+        labels=labels,
+        mask=mask,
+        params=params.to(device),
+        mean=MEAN.flatten().to(device),
+        size=300,
+        plan=plan,
+    )
 
 
 def sizes_of(images) -> tuple[torch.Tensor, torch.Tensor]:
-    return (torch.tensor([im.shape[-2] for im in images]),
-            torch.tensor([im.shape[-1] for im in images]))
+    return (
+        torch.tensor([im.shape[-2] for im in images]),
+        torch.tensor([im.shape[-1] for im in images]),
+    )
 
 
 def run(images, boxes, labels, mask, generator, config=None) -> AugmentedBatch:
     """Draw, then augment: one batch through the device pipeline's two halves."""
-    return augment(images, boxes, labels, mask,
-                   draw(*sizes_of(images), boxes, mask, generator, config))
+    return augment(
+        images, boxes, labels, mask, draw(*sizes_of(images), boxes, mask, generator, config)
+    )
 
 
 def white_box_batch(sizes, boxes):
@@ -130,8 +149,9 @@ def check_contract(out, images, mask):
 @pytest.mark.parametrize("device", DEVICES)
 def test_output_contract(device):
     sizes = [(120, 160), (90, 60), (200, 150), (64, 64)]
-    images, boxes, labels, mask = white_box_batch(sizes, [(20, 30, 100, 90), (10, 10, 50, 80),
-                                                          (0, 0, 150, 200), (30, 30, 34, 34)])
+    images, boxes, labels, mask = white_box_batch(
+        sizes, [(20, 30, 100, 90), (10, 10, 50, 80), (0, 0, 150, 200), (30, 30, 34, 34)]
+    )
     g = gen(1)
     for _ in range(3):
         out = run(images, boxes.to(device), labels.to(device), mask.to(device), g)
@@ -175,8 +195,9 @@ def test_white_box_geometry_on_the_batched_path(device):
 
 def test_white_box_under_full_recipe():
     sizes = [(200, 260), (180, 240), (220, 220)]
-    images, boxes, labels, mask = white_box_batch(sizes, [(60, 40, 180, 150), (20, 50, 150, 170),
-                                                          (80, 80, 200, 200)])
+    images, boxes, labels, mask = white_box_batch(
+        sizes, [(60, 40, 180, 150), (20, 50, 150, 170), (80, 80, 200, 200)]
+    )
     g = gen(4)
     kept = 0
     for _ in range(6):
@@ -195,21 +216,33 @@ def test_matches_the_per_image_path_when_nothing_is_random():
     them inside the image), so they agree up to uint8 arithmetic."""
     img = torch.randint(0, 256, (3, 450, 600), dtype=torch.uint8, generator=gen(5))
     px = torch.tensor([[60.0, 45.0, 300.0, 400.0]])
-    cpu_out, cpu_boxes, _ = augment_one(SSDTrainTransform(config=FIXED), img, px,
-                                        torch.tensor([2]), gen(0))
+    cpu_out, cpu_boxes, _ = augment_one(
+        SSDTrainTransform(config=FIXED), img, px, torch.tensor([2]), gen(0)
+    )
     norm = (px / torch.tensor([600, 450, 600, 450]))[None]
     for mirror in (0.0, 1.0):
-        out = run([img], norm, torch.tensor([[2]]), torch.tensor([[True]]), gen(0),
-                  replace(FIXED, mirror_prob=mirror))
+        out = run(
+            [img],
+            norm,
+            torch.tensor([[2]]),
+            torch.tensor([[True]]),
+            gen(0),
+            replace(FIXED, mirror_prob=mirror),
+        )
         expected = cpu_out.flip(-1) if mirror else cpu_out
         # A crop inside its image goes through the per-image path's uint8 kernel: the same.
         assert torch.equal(out.images[0], expected)
         # Which is the float resize to within its rounding.
-        exact = (F.resize(img.float(), [300, 300], antialias=False) - MEAN)
+        exact = F.resize(img.float(), [300, 300], antialias=False) - MEAN
         exact = exact.flip(-1) if mirror else exact
         assert (out.images[0] - exact).abs().max() <= 1.0 + 1e-3
-        want = cpu_boxes[0] if not mirror else torch.tensor(
-            [1 - cpu_boxes[0, 2], cpu_boxes[0, 1], 1 - cpu_boxes[0, 0], cpu_boxes[0, 3]])
+        want = (
+            cpu_boxes[0]
+            if not mirror
+            else torch.tensor(
+                [1 - cpu_boxes[0, 2], cpu_boxes[0, 1], 1 - cpu_boxes[0, 0], cpu_boxes[0, 3]]
+            )
+        )
         torch.testing.assert_close(out.boxes[0, 0], want)
 
 
@@ -257,8 +290,9 @@ def test_parameter_distributions_and_crop_constraints():
 
 
 def test_same_seed_same_batch():
-    images, boxes, labels, mask = white_box_batch([(100, 140), (80, 90)], [(10, 10, 60, 70),
-                                                                           (5, 20, 40, 60)])
+    images, boxes, labels, mask = white_box_batch(
+        [(100, 140), (80, 90)], [(10, 10, 60, 70), (5, 20, 40, 60)]
+    )
     a = run(images, boxes, labels, mask, gen(3))
     b = run(images, boxes, labels, mask, gen(3))
     c = run(images, boxes, labels, mask, gen(4))
@@ -267,10 +301,17 @@ def test_same_seed_same_batch():
 
 
 def test_zero_box_images():
-    images = [torch.full((3, 50, 70), 200, dtype=torch.uint8),
-              torch.zeros((3, 40, 40), dtype=torch.uint8)]
-    out = run(images, torch.zeros(2, 0, 4), torch.zeros(2, 0, dtype=torch.int64),
-              torch.zeros(2, 0, dtype=torch.bool), gen(0))
+    images = [
+        torch.full((3, 50, 70), 200, dtype=torch.uint8),
+        torch.zeros((3, 40, 40), dtype=torch.uint8),
+    ]
+    out = run(
+        images,
+        torch.zeros(2, 0, 4),
+        torch.zeros(2, 0, dtype=torch.int64),
+        torch.zeros(2, 0, dtype=torch.bool),
+        gen(0),
+    )
     assert out.images.shape == (2, 3, 300, 300) and out.boxes.shape == (2, 0, 4)
     assert torch.isfinite(out.images).all()
 
@@ -284,8 +325,10 @@ def kangaroo_batch(count: int = 4):
         with Image.open(KANGAROO / "images" / root.findtext("filename")) as pil:
             img = F.pil_to_tensor(pil.convert("RGB"))
         h, w = img.shape[-2:]
-        corners = [[float(o.findtext(f"bndbox/{k}")) for k in ("xmin", "ymin", "xmax", "ymax")]
-                   for o in root.iter("object")]
+        corners = [
+            [float(o.findtext(f"bndbox/{k}")) for k in ("xmin", "ymin", "xmax", "ymax")]
+            for o in root.iter("object")
+        ]
         px = torch.tensor(corners) - torch.tensor([1.0, 1.0, 0.0, 0.0])  # VOC: 1-based inclusive
         images.append(img)
         rows.append(px / torch.tensor([w, h, w, h]))
@@ -318,8 +361,9 @@ def test_real_photos_boxes_match_their_content():
             cw = float(p.crops[i, 2] - p.crops[i, 0]) * ew
             ch = float(p.crops[i, 3] - p.crops[i, 1]) * eh
             x0, y0, x1, y1 = (boxes[i, j] * torch.tensor([w, h, w, h])).tolist()
-            visible = torch.tensor([max(x0, cx0), max(y0, cy0),
-                                    min(x1, cx0 + cw), min(y1, cy0 + ch)])
+            visible = torch.tensor(
+                [max(x0, cx0), max(y0, cy0), min(x1, cx0 + cw), min(y1, cy0 + ch)]
+            )
             ob = out.boxes[i, j].clone()
             pixels = out.images[i] + MEAN
             if p.mirror[i]:
@@ -330,8 +374,8 @@ def test_real_photos_boxes_match_their_content():
             ob = ob * 300
             if min(ob[2] - ob[0], ob[3] - ob[1]) < 24 or min(visible[2:] - visible[:2]) < 24:
                 continue
-            src = images[i][:, int(visible[1]):int(visible[3]), int(visible[0]):int(visible[2])]
-            dst = pixels[:, int(ob[1]):int(ob[3]), int(ob[0]):int(ob[2])]
+            src = images[i][:, int(visible[1]) : int(visible[3]), int(visible[0]) : int(visible[2])]
+            dst = pixels[:, int(ob[1]) : int(ob[3]), int(ob[0]) : int(ob[2])]
             sig = [F.resize(r.float()[None], [12, 12], antialias=True)[0] for r in (src, dst)]
             assert (sig[0] - sig[1]).abs().mean() < 12
             checked += 1
@@ -354,11 +398,21 @@ def per_image_outputs(images, boxes, params, name: str) -> torch.Tensor:
         x0, y0, x1, y1 = params.crops[i].tolist()
         top, left = round(y0 * eh), round(x0 * ew)
         crop = (top, left, round(y1 * eh) - top, round(x1 * ew) - left)
-        tp = TrainParams(PhotometricParams(*(getattr(params.photometric, f)[i: i + 1] for f in
-                                             PhotometricParams.__dataclass_fields__)),
-                         Expansion(*(getattr(params.expansion, f)[i: i + 1] for f in
-                                     Expansion.__dataclass_fields__)),
-                         crop, 0, bool(params.mirror[i]), name)
+        tp = TrainParams(
+            PhotometricParams(
+                *(
+                    getattr(params.photometric, f)[i : i + 1]
+                    for f in PhotometricParams.__dataclass_fields__
+                )
+            ),
+            Expansion(
+                *(getattr(params.expansion, f)[i : i + 1] for f in Expansion.__dataclass_fields__)
+            ),
+            crop,
+            0,
+            bool(params.mirror[i]),
+            name,
+        )
         px = torch.zeros(0, 4)
         outs.append(apply_one(transform, img, px, torch.zeros(0), tp)[0])
     return torch.stack(outs)
@@ -370,14 +424,21 @@ def test_device_interpolations_are_the_per_image_ones():
     the per-image path's exactly (v2's uint8 kernels on both), except lanczos4: the per-image
     path's v2 lanczos has no F.interpolate kernel, so the device path uses antialiased bicubic,
     which is closer to it than any other mode is."""
-    assert DEVICE_INTERPOLATIONS == {"linear": ("bilinear", False), "area": ("bilinear", True),
-                                     "nearest": ("nearest", False),
-                                     "cubic": ("bicubic", False), "lanczos4": ("bicubic", True)}
+    assert DEVICE_INTERPOLATIONS == {
+        "linear": ("bilinear", False),
+        "area": ("bilinear", True),
+        "nearest": ("nearest", False),
+        "cubic": ("bicubic", False),
+        "lanczos4": ("bicubic", True),
+    }
     g = gen(30)
-    smooth = torch.nn.functional.interpolate(torch.rand(2, 3, 60, 60, generator=g) * 255,
-                                             size=(560, 560), mode="bilinear")
-    images = [(smooth[i] * 0.5 + torch.rand(3, 560, 560, generator=g) * 127).round()
-              .to(torch.uint8) for i in range(2)]
+    smooth = torch.nn.functional.interpolate(
+        torch.rand(2, 3, 60, 60, generator=g) * 255, size=(560, 560), mode="bilinear"
+    )
+    images = [
+        (smooth[i] * 0.5 + torch.rand(3, 560, 560, generator=g) * 127).round().to(torch.uint8)
+        for i in range(2)
+    ]
     boxes = torch.tensor([[[0.2, 0.2, 0.6, 0.6]]] * 2)
     labels, mask = torch.ones(2, 1, dtype=torch.long), torch.ones(2, 1, dtype=torch.bool)
     params = photo_decisions(images, boxes, mask, 0, replace(FIXED, interpolations=("linear",)))
@@ -427,19 +488,29 @@ def test_photometric_after_the_resize_on_photos():
     selects pixels, commutes. The fill is never distorted either way."""
     images, boxes, labels, mask = kangaroo_batch(16)
     n = len(images)
-    identity = PhotometricParams(torch.zeros(n), torch.ones(n), torch.ones(n), torch.zeros(n),
-                                 torch.zeros(n, dtype=torch.bool),
-                                 torch.arange(3).expand(n, 3).clone())
+    identity = PhotometricParams(
+        torch.zeros(n),
+        torch.ones(n),
+        torch.ones(n),
+        torch.zeros(n),
+        torch.zeros(n, dtype=torch.bool),
+        torch.arange(3).expand(n, 3).clone(),
+    )
     for name in ("linear", "area", "nearest", "cubic", "lanczos4"):
         diffs = []
         for seed in range(2):
             p = photo_decisions(images, boxes, mask, seed)
             ours = augment(images, boxes, labels, mask, p, interpolation=name).images
             distorted = [distort_image(im, p.photometric, i) for i, im in enumerate(images)]
-            exact = augment(distorted, boxes, labels, mask, replace(p, photometric=identity),
-                            interpolation=name)
-            fires = ((p.photometric.brightness != 0) | (p.photometric.contrast != 1)
-                     | (p.photometric.saturation != 1) | (p.photometric.hue != 0))
+            exact = augment(
+                distorted, boxes, labels, mask, replace(p, photometric=identity), interpolation=name
+            )
+            fires = (
+                (p.photometric.brightness != 0)
+                | (p.photometric.contrast != 1)
+                | (p.photometric.saturation != 1)
+                | (p.photometric.hue != 0)
+            )
             assert fires.sum() >= 4
             diffs.append((ours - exact.images)[fires].abs().flatten())
         d = torch.cat(diffs)
@@ -454,20 +525,24 @@ def test_fill_is_the_mean_and_never_distorted():
     """A small image expanded onto a large canvas with every photometric step firing: the
     output is exactly the mean (0 after subtraction) wherever only fill shows."""
     img = torch.randint(0, 256, (3, 60, 80), dtype=torch.uint8, generator=gen(20))
-    cfg = AugmentConfig(photometric=PhotometricConfig(1.0, 32, 1.0, 0.5, 1.5, 1.0, 0.5, 1.5, 1.0,
-                                                      18.0),
-                        expand_prob=1.0, samplers=(CropSampler(),), mirror_prob=0.5)
+    cfg = AugmentConfig(
+        photometric=PhotometricConfig(1.0, 32, 1.0, 0.5, 1.5, 1.0, 0.5, 1.5, 1.0, 18.0),
+        expand_prob=1.0,
+        samplers=(CropSampler(),),
+        mirror_prob=0.5,
+    )
     box = torch.tensor([[[0.2, 0.2, 0.8, 0.8]]])
     for seed in range(4):
-        p = draw(torch.tensor([60]), torch.tensor([80]), box, torch.tensor([[True]]), gen(seed),
-                 cfg)
+        p = draw(
+            torch.tensor([60]), torch.tensor([80]), box, torch.tensor([[True]]), gen(seed), cfg
+        )
         out = augment([img], box, torch.tensor([[1]]), torch.tensor([[True]]), p).images[0]
         e = p.expansion
         # The image's extent in the output (the crop is the whole canvas), one pixel of margin.
         y0 = int(e.top[0]) * 300 // int(e.height[0]) - 1
         y1 = (int(e.top[0]) + 60) * 300 // int(e.height[0]) + 2
         fill_rows = torch.ones(300, dtype=torch.bool)
-        fill_rows[max(y0, 0): y1] = False
+        fill_rows[max(y0, 0) : y1] = False
         assert fill_rows.sum() > 50
         assert (out[:, fill_rows] == 0).all()
         assert (out[:, ~fill_rows] != 0).any()
@@ -487,10 +562,28 @@ def test_output_ignores_the_padding_and_the_canvas_size():
     for i, im in enumerate(images):
         tight[i, :, : im.shape[-2], : im.shape[-1]] = im
         big[i, :, : im.shape[-2], : im.shape[-1]] = im
-    a = augment_batch(tight, sizes=sizes, boxes=boxes, labels=labels, mask=mask, params=params,
-                      mean=mean, size=300, plan=plan)
-    b = augment_batch(big, sizes=sizes, boxes=boxes, labels=labels, mask=mask, params=params,
-                      mean=mean, size=300, plan=plan)
+    a = augment_batch(
+        tight,
+        sizes=sizes,
+        boxes=boxes,
+        labels=labels,
+        mask=mask,
+        params=params,
+        mean=mean,
+        size=300,
+        plan=plan,
+    )
+    b = augment_batch(
+        big,
+        sizes=sizes,
+        boxes=boxes,
+        labels=labels,
+        mask=mask,
+        params=params,
+        mean=mean,
+        size=300,
+        plan=plan,
+    )
     assert torch.equal(a.images, b.images)
 
 
@@ -511,12 +604,23 @@ def test_per_image_and_batched_photometric_agree():
     images, boxes, labels, mask = kangaroo_batch(6)
     params = photo_decisions(images, boxes, mask, 7)
     sizes = torch.tensor([im.shape[-2:] for im in images])
-    padded = torch.zeros((6, 3, int(sizes[:, 0].max()), int(sizes[:, 1].max())),
-                         dtype=torch.uint8)
+    padded = torch.zeros((6, 3, int(sizes[:, 0].max()), int(sizes[:, 1].max())), dtype=torch.uint8)
     for i, im in enumerate(images):
         padded[i, :, : im.shape[-2], : im.shape[-1]] = im
     plan = host_plan(sizes, params)
-    runs = [augment_batch(padded, sizes=sizes, boxes=boxes, labels=labels, mask=mask,
-                          params=params, mean=MEAN.flatten(), size=300, plan=plan,
-                          per_image=flag).images for flag in (True, False)]
+    runs = [
+        augment_batch(
+            padded,
+            sizes=sizes,
+            boxes=boxes,
+            labels=labels,
+            mask=mask,
+            params=params,
+            mean=MEAN.flatten(),
+            size=300,
+            plan=plan,
+            per_image=flag,
+        ).images
+        for flag in (True, False)
+    ]
     assert torch.equal(runs[0], runs[1])

@@ -12,10 +12,10 @@ from scratchdet.config import config_from_dict
 from scratchdet.data.annotations import load_annotations
 from scratchdet.data.dataset import DetectionDataset
 from scratchdet.input import build_train_input
+from scratchdet.input.augment import AugmentConfig
 from scratchdet.input.batched import BatchParams
 from scratchdet.input.per_image import sample_train_params
 from scratchdet.input.pipeline import HostLayout, dataset_canvas, max_boxes
-from scratchdet.input.augment import AugmentConfig
 from scratchdet.input.sampling import sample_generator
 from scratchdet.models import build_model
 from scratchdet.ssd.priors import make_priors, ssd300_voc
@@ -29,17 +29,45 @@ def dataset(synth_splits) -> DetectionDataset:
     return DetectionDataset(load_annotations(synth_splits["trainval"]))
 
 
-def batches(synth_splits, dataset, device="cpu", *, pipeline="cpu", augment="ssd", batch=4,
-            steps=2, seed=0, workers=0, memory_format=torch.contiguous_format, start=0,
-            prior_config=PRIOR_CONFIG):
-    cfg = config_from_dict({"seed": seed, "data": {"train": str(synth_splits["trainval"]),
-                                                   "num_workers": workers, "augment": augment,
-                                                   "pipeline": pipeline},
-                            "train": {"batch_size": batch, "max_steps": steps}})
+def batches(
+    synth_splits,
+    dataset,
+    device="cpu",
+    *,
+    pipeline="cpu",
+    augment="ssd",
+    batch=4,
+    steps=2,
+    seed=0,
+    workers=0,
+    memory_format=torch.contiguous_format,
+    start=0,
+    prior_config=PRIOR_CONFIG,
+):
+    cfg = config_from_dict(
+        {
+            "seed": seed,
+            "data": {
+                "train": str(synth_splits["trainval"]),
+                "num_workers": workers,
+                "augment": augment,
+                "pipeline": pipeline,
+            },
+            "train": {"batch_size": batch, "max_steps": steps},
+        }
+    )
     priors = make_priors(prior_config).to(device)
-    return list(build_train_input(cfg, dataset, device=torch.device(device), priors=priors,
-                                  variances=prior_config.variances, start_step=start,
-                                  memory_format=memory_format))
+    return list(
+        build_train_input(
+            cfg,
+            dataset,
+            device=torch.device(device),
+            priors=priors,
+            variances=prior_config.variances,
+            start_step=start,
+            memory_format=memory_format,
+        )
+    )
 
 
 def test_layout_round_trips_targets_and_decisions(dataset):
@@ -48,8 +76,10 @@ def test_layout_round_trips_targets_and_decisions(dataset):
     buffer = torch.zeros(layout.nbytes, dtype=torch.uint8)
     pixels, table = layout.views(buffer)
     assert pixels.shape == (2, 3, 40, 64) and table.shape == (2, layout.columns)
-    boxes = [torch.tensor([[0.1, 0.2, 0.5, 0.6]]), torch.tensor([[0.0, 0.0, 1.0, 1.0],
-                                                                  [0.3, 0.3, 0.4, 0.9]])]
+    boxes = [
+        torch.tensor([[0.1, 0.2, 0.5, 0.6]]),
+        torch.tensor([[0.0, 0.0, 1.0, 1.0], [0.3, 0.3, 0.4, 0.9]]),
+    ]
     labels = [torch.tensor([3]), torch.tensor([1, 20])]
     layout.fill_targets(table, boxes, labels)
     g = torch.Generator().manual_seed(0)
@@ -61,11 +91,11 @@ def test_layout_round_trips_targets_and_decisions(dataset):
     assert torch.equal(got_boxes[1, :2], boxes[1]) and got_labels[1, :2].tolist() == [1, 20]
     sizes, got = layout.decisions_of(table)
     assert sizes.tolist() == [[40, 64], [30, 50]]
-    for field in ("brightness", "contrast", "saturation", "hue", "contrast_last",
-                  "channel_order"):
-        assert torch.equal(getattr(got.photometric, field),
-                           getattr(stacked.photometric, field).to(getattr(got.photometric,
-                                                                           field).dtype))
+    for field in ("brightness", "contrast", "saturation", "hue", "contrast_last", "channel_order"):
+        assert torch.equal(
+            getattr(got.photometric, field),
+            getattr(stacked.photometric, field).to(getattr(got.photometric, field).dtype),
+        )
     assert torch.equal(got.expansion.width, stacked.expansion.width)
     assert torch.equal(got.crops, stacked.crops) and torch.equal(got.mirror, stacked.mirror)
     assert torch.equal(got.interpolation, stacked.interpolation)
@@ -89,8 +119,9 @@ def test_layout_pads_short_and_empty_images_with_masked_zeros():
 @pytest.mark.parametrize("device", DEVICES)
 def test_output_shapes_types_and_memory_format(synth_splits, dataset, device, pipeline):
     num_priors = make_priors(PRIOR_CONFIG).shape[0]
-    for images, loc_t, labels_t in batches(synth_splits, dataset, device, pipeline=pipeline,
-                                           memory_format=torch.channels_last):
+    for images, loc_t, labels_t in batches(
+        synth_splits, dataset, device, pipeline=pipeline, memory_format=torch.channels_last
+    ):
         assert images.shape == (4, 3, 300, 300) and images.dtype == torch.float32
         assert images.device.type == device
         assert images.is_contiguous(memory_format=torch.channels_last)
@@ -112,8 +143,9 @@ def test_shapes_are_fixed_by_the_dataset(dataset):
 
 
 @pytest.mark.parametrize("pipeline", ["cpu", "device"])
-def test_same_seed_and_step_give_the_same_batch_whatever_the_workers(synth_splits, dataset,
-                                                                      pipeline):
+def test_same_seed_and_step_give_the_same_batch_whatever_the_workers(
+    synth_splits, dataset, pipeline
+):
     a = batches(synth_splits, dataset, pipeline=pipeline, seed=3, steps=2)
     b = batches(synth_splits, dataset, pipeline=pipeline, seed=3, steps=2, workers=2)
     resumed = batches(synth_splits, dataset, pipeline=pipeline, seed=3, steps=2, start=1)
@@ -164,10 +196,16 @@ def test_decisions_are_those_of_the_sample_seed(synth_splits, dataset):
     boxes = target["boxes"] / torch.tensor([w, h, w, h])
 
     def draw(seed: int, position: int) -> tuple:
-        p = sample_train_params(h, w, boxes=boxes, generator=sample_generator(seed, position),
-                                cfg=AugmentConfig())
-        return (p.crop, p.mirror, p.interpolation, p.photometric.brightness.item(),
-                p.expansion.width.item())
+        p = sample_train_params(
+            h, w, boxes=boxes, generator=sample_generator(seed, position), cfg=AugmentConfig()
+        )
+        return (
+            p.crop,
+            p.mirror,
+            p.interpolation,
+            p.photometric.brightness.item(),
+            p.expansion.width.item(),
+        )
 
     assert draw(5, 17) == draw(5, 17)
     assert len({draw(5, position) for position in range(8)}) == 8
@@ -179,11 +217,15 @@ def test_one_training_step_through_the_pipeline(synth_splits, dataset, pipeline)
     from scratchdet.engine.step import TrainStep
 
     torch.manual_seed(0)
-    model = build_model({"family": "dsod", "stem_channels": 8, "bottleneck": 8, "growth": 4},
-                        num_classes=5, load_pretrained=False)
+    model = build_model(
+        {"family": "dsod", "stem_channels": 8, "bottleneck": 8, "growth": 4},
+        num_classes=5,
+        load_pretrained=False,
+    )
     cfg = config_from_dict({"train": {"batch_size": 2, "lr": 0.01}})
-    (batch,) = batches(synth_splits, dataset, pipeline=pipeline, batch=2, steps=1,
-                       prior_config=model.prior_config)
+    (batch,) = batches(
+        synth_splits, dataset, pipeline=pipeline, batch=2, steps=1, prior_config=model.prior_config
+    )
     before = [p.detach().clone() for p in model.parameters()]
     metrics = TrainStep(model, cfg, device=torch.device("cpu"), accumulation=1)(0.01, [batch])
     loss, _, _, num_pos, grad_norm = metrics.tolist()
@@ -199,8 +241,25 @@ def test_pipeline_benchmark_tiny(tmp_path):
     from scratchdet.io import read_json
 
     out = tmp_path / "pipeline.json"
-    assert main(["benchmark", "pipeline", "--batch-size", "2", "--batches", "1", "--repeats", "1",
-                 "--warmup", "0", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "benchmark",
+                "pipeline",
+                "--batch-size",
+                "2",
+                "--batches",
+                "1",
+                "--repeats",
+                "1",
+                "--warmup",
+                "0",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     data = read_json(out)
     assert data["benchmark"] == "pipeline" and data["command"].startswith("scratchdet benchmark")
     assert len(data["cases"]) == 6 and len(data["results"]) == 2

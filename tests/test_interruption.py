@@ -25,21 +25,41 @@ MAX_STEPS = 5
 
 
 def _write_config(tmp_path: Path, train_json: Path) -> Path:
-    cfg = {"seed": 7, "model": TINY_DSOD,
-           "data": {"train": str(train_json), "num_workers": 0},
-           "train": {"batch_size": 2, "lr": 0.01, "max_steps": MAX_STEPS, "checkpoint_every": 1,
-                     "warmup_steps": 2, "milestones": [3], "deterministic": True}}
+    cfg = {
+        "seed": 7,
+        "model": TINY_DSOD,
+        "data": {"train": str(train_json), "num_workers": 0},
+        "train": {
+            "batch_size": 2,
+            "lr": 0.01,
+            "max_steps": MAX_STEPS,
+            "checkpoint_every": 1,
+            "warmup_steps": 2,
+            "milestones": [3],
+            "deterministic": True,
+        },
+    }
     path = tmp_path / "run.yaml"
     path.write_text(yaml.safe_dump(cfg))
     return path
 
 
 def _train_cmd(config: Path, out: Path) -> list[str]:
-    return [sys.executable, "-m", "scratchdet.cli", "train", "--config", str(config), "--out", str(out)]
+    return [
+        sys.executable,
+        "-m",
+        "scratchdet.cli",
+        "train",
+        "--config",
+        str(config),
+        "--out",
+        str(out),
+    ]
 
 
-def _wait_for_checkpoint(proc: subprocess.Popen, run: Path, count: int = 1,
-                         timeout: float = 300) -> None:
+def _wait_for_checkpoint(
+    proc: subprocess.Popen, run: Path, count: int = 1, timeout: float = 300
+) -> None:
     """Until `run` holds `count` snapshots (the training still running)."""
     deadline = time.monotonic() + timeout
     while len(list_snapshots(run)) < count:
@@ -60,8 +80,11 @@ def start():
     started: list[subprocess.Popen] = []
 
     def start(cmd: list[str]) -> subprocess.Popen:
-        started.append(subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                        start_new_session=True))
+        started.append(
+            subprocess.Popen(
+                cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True
+            )
+        )
         return started[-1]
 
     yield start
@@ -89,20 +112,22 @@ def _assert_same_result(run: Path, reference: Path) -> None:
 
 
 @pytest.mark.slow
-def test_sigkill_then_rerun_reaches_identical_weights(tmp_path, synth_splits, reference_run,
-                                                      start):
+def test_sigkill_then_rerun_reaches_identical_weights(tmp_path, synth_splits, reference_run, start):
     config = _write_config(tmp_path, synth_splits["trainval"])
     run = tmp_path / "run"
     proc = start(_train_cmd(config, run))
     _wait_for_checkpoint(proc, run)
     proc.send_signal(signal.SIGSTOP)  # paused, still holding the folder, so it cannot finish first
     try:
-        second = subprocess.run(_train_cmd(config, run), capture_output=True, text=True,
-                                check=False)
+        second = subprocess.run(
+            _train_cmd(config, run), capture_output=True, text=True, check=False
+        )
     finally:
         proc.send_signal(signal.SIGCONT)
     assert second.returncode == 2, second.stderr  # one run per folder, refused at once
-    assert f"{run}: this run folder is in use" in second.stderr and f"PID {proc.pid}" in second.stderr
+    assert (
+        f"{run}: this run folder is in use" in second.stderr and f"PID {proc.pid}" in second.stderr
+    )
     time.sleep(0.7)  # somewhere inside a later step, or inside a checkpoint write
     proc.kill()
     proc.communicate()
@@ -130,8 +155,9 @@ def test_sigterm_saves_a_checkpoint_and_exits(tmp_path, synth_splits, reference_
 
 
 @pytest.mark.slow
-def test_a_damaged_newest_snapshot_costs_one_interval_not_the_run(tmp_path, synth_splits,
-                                                                  reference_run, start):
+def test_a_damaged_newest_snapshot_costs_one_interval_not_the_run(
+    tmp_path, synth_splits, reference_run, start
+):
     config = _write_config(tmp_path, synth_splits["trainval"])
     run = tmp_path / "run"
     proc = start(_train_cmd(config, run))
@@ -152,26 +178,56 @@ def test_a_damaged_newest_snapshot_costs_one_interval_not_the_run(tmp_path, synt
     assert [s for s, _ in list_snapshots(run)] == [2, 3, 4], "keep_checkpoints: the last 3"
     # A snapshot carries what detection needs, like model_final.pt.
     dets = tmp_path / "dets.json"
-    subprocess.run([sys.executable, "-m", "scratchdet.cli", "detect", "--checkpoint",
-                    str(snapshot_path(run, 3)), "--data", str(synth_splits["test"]), "--out",
-                    str(dets), "--workers", "0"], check=True, capture_output=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "scratchdet.cli",
+            "detect",
+            "--checkpoint",
+            str(snapshot_path(run, 3)),
+            "--data",
+            str(synth_splits["test"]),
+            "--out",
+            str(dets),
+            "--workers",
+            "0",
+        ],
+        check=True,
+        capture_output=True,
+    )
     assert isinstance(json.loads(dets.read_text()), list)
 
 
 @pytest.mark.slow
-def test_a_finished_run_continues_to_more_steps_in_a_new_folder(tmp_path, synth_splits,
-                                                                reference_run):
+def test_a_finished_run_continues_to_more_steps_in_a_new_folder(
+    tmp_path, synth_splits, reference_run
+):
     """`train --continue-from RUN --max-steps N --out NEW`: RUN trained 4 of the reference's 5
     steps; NEW starts at RUN's newest snapshot and ends with the reference's weights, records
     where it came from, and a config that changes more than the schedule is refused."""
     config = _write_config(tmp_path, synth_splits["trainval"])
     short = tmp_path / "short"
-    done = subprocess.run(_train_cmd(config, short) + ["--set", "train.max_steps=4"],
-                          capture_output=True, text=True, check=False)
+    done = subprocess.run(
+        [*_train_cmd(config, short), "--set", "train.max_steps=4"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr
     new = tmp_path / "longer"
-    cont = [sys.executable, "-m", "scratchdet.cli", "train", "--continue-from", str(short),
-            "--max-steps", str(MAX_STEPS), "--out", str(new)]
+    cont = [
+        sys.executable,
+        "-m",
+        "scratchdet.cli",
+        "train",
+        "--continue-from",
+        str(short),
+        "--max-steps",
+        str(MAX_STEPS),
+        "--out",
+        str(new),
+    ]
     done = subprocess.run(cont, capture_output=True, text=True, check=False)
     assert done.returncode == 0, done.stderr
     assert f"{new}: finished at step {MAX_STEPS}" in done.stdout
@@ -187,10 +243,20 @@ def test_a_finished_run_continues_to_more_steps_in_a_new_folder(tmp_path, synth_
     again = subprocess.run(cont, capture_output=True, text=True, check=False)
     assert again.returncode == 0 and "finished at step 5" in again.stdout  # nothing redone
 
-    other = subprocess.run([*cont[:-1], str(tmp_path / "other"), "--set", "train.lr=0.1"],
-                           capture_output=True, text=True, check=False)
+    other = subprocess.run(
+        [*cont[:-1], str(tmp_path / "other"), "--set", "train.lr=0.1"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert other.returncode == 2 and "train.init_from instead" in other.stderr
     assert not (tmp_path / "other" / "checkpoints").exists()
-    few = subprocess.run([*cont[:7], "3", "--out", str(tmp_path / "few")],
-                         capture_output=True, text=True, check=False)
-    assert few.returncode == 2 and "--max-steps: 3 is not beyond the snapshot's step 3" in few.stderr
+    few = subprocess.run(
+        [*cont[:7], "3", "--out", str(tmp_path / "few")],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert (
+        few.returncode == 2 and "--max-steps: 3 is not beyond the snapshot's step 3" in few.stderr
+    )

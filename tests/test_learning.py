@@ -51,8 +51,16 @@ from scratchdet.engine.train import train
 from scratchdet.evaluation import evaluate
 
 # DSOD Table 3 row 1: DS/32-12-16-0.5, three dense blocks, plain prediction.
-DSOD_ROW1 = {"name": "dsod300", "stem_channels": 32, "bottleneck": 12, "growth": 16, "theta": 0.5,
-             "stem": False, "transition_wo_pool": False, "prediction": "plain"}
+DSOD_ROW1 = {
+    "name": "dsod300",
+    "stem_channels": 32,
+    "bottleneck": 12,
+    "growth": 16,
+    "theta": 0.5,
+    "stem": False,
+    "transition_wo_pool": False,
+    "prediction": "plain",
+}
 
 MEMORISE = {
     "dsod": (DSOD_ROW1, 75),
@@ -61,11 +69,22 @@ MEMORISE = {
     # measured mAP 0.85 at 75 steps, 0.90 at 100, 1.0 at 150 (one thread, CPU).
     "resnet": ({"name": "root_resnet18_ssd300", "root_stride": 2, "root_convs": 1}, 150),
     # ScratchDet Table 1 "scratch_bn-both": VGG-16 with BN in backbone and head, quarter width.
-    "vgg": ({"name": "ssd300_vgg16", "l2norm": "none", "bn_backbone": True, "bn_head": True,
-             "width": 0.25}, 125),
+    "vgg": (
+        {
+            "name": "ssd300_vgg16",
+            "l2norm": "none",
+            "bn_backbone": True,
+            "bn_head": True,
+            "width": 0.25,
+        },
+        125,
+    ),
 }
-MEMORISE_SET = {"object_size": (0.15, 0.6), "objects": (1, 3),
-                "classes": ("box", "disc", "triangle")}
+MEMORISE_SET = {
+    "object_size": (0.15, 0.6),
+    "objects": (1, 3),
+    "classes": ("box", "disc", "triangle"),
+}
 GENERALISE_SET = {"object_size": (0.2, 0.6), "objects": (1, 2), "classes": ("box",)}
 GENERALISE_STEPS = 160
 GENERALISE_SNAPSHOTS = 3  # the last snapshots scored: steps 120, 140 and 160
@@ -95,18 +114,35 @@ def _splits(root, n_train: int, n_test: int, seed: int, recipe: dict) -> dict[st
 def _memorise(tmp_path, splits, model, *, steps):
     """Train on the four training images without augmentation (batch 4); their mAP and the
     image-blind baselines' on them."""
-    cfg = config_from_dict({"seed": 0, "model": model,
-                            "data": {"train": splits["trainval"], "num_workers": 0,
-                                     "augment": "none", "pipeline": "cpu"},
-                            "train": {"batch_size": 4, "lr": 0.05, "max_steps": steps,
-                                      "warmup_steps": 10, "checkpoint_every": steps,
-                                      "log_every": 25, "device": "cpu", "amp": False,
-                                      "channels_last": False}})
+    cfg = config_from_dict(
+        {
+            "seed": 0,
+            "model": model,
+            "data": {
+                "train": splits["trainval"],
+                "num_workers": 0,
+                "augment": "none",
+                "pipeline": "cpu",
+            },
+            "train": {
+                "batch_size": 4,
+                "lr": 0.05,
+                "max_steps": steps,
+                "warmup_steps": 10,
+                "checkpoint_every": steps,
+                "log_every": 25,
+                "device": "cpu",
+                "amp": False,
+                "channels_last": False,
+            },
+        }
+    )
     run = tmp_path / "run"
     assert train(cfg, run)["status"] == "finished"
     dets = tmp_path / "dets.json"
-    detect(run / "model_final.pt", splits["trainval"], dets, cfg.detect, device="cpu",
-           num_workers=0)
+    detect(
+        run / "model_final.pt", splits["trainval"], dets, cfg.detect, device="cpu", num_workers=0
+    )
     score = evaluate(splits["trainval"], dets, "voc07")["map"]
     blind = max(blind_scores(splits["trainval"], splits["trainval"]).values())
     return score, blind
@@ -131,14 +167,30 @@ def test_learns_to_look_with_augmentation(tmp_path, pipeline):
     held-out images that image-blind boxes miss (the median of its last three snapshots)."""
     splits = _splits(tmp_path / "data", 64, 16, seed=2, recipe=GENERALISE_SET)
     interval = 20
-    cfg = config_from_dict({"seed": 0, "model": DSOD_ROW1,
-                            "data": {"train": splits["trainval"], "num_workers": 0,
-                                     "augment": "ssd", "pipeline": pipeline},
-                            "train": {"batch_size": 8, "lr": 0.05, "max_steps": GENERALISE_STEPS,
-                                      "warmup_steps": 10, "checkpoint_every": interval,
-                                      "keep_checkpoints": GENERALISE_SNAPSHOTS - 1,
-                                      "log_every": 25, "device": "cpu", "amp": False,
-                                      "channels_last": False}})
+    cfg = config_from_dict(
+        {
+            "seed": 0,
+            "model": DSOD_ROW1,
+            "data": {
+                "train": splits["trainval"],
+                "num_workers": 0,
+                "augment": "ssd",
+                "pipeline": pipeline,
+            },
+            "train": {
+                "batch_size": 8,
+                "lr": 0.05,
+                "max_steps": GENERALISE_STEPS,
+                "warmup_steps": 10,
+                "checkpoint_every": interval,
+                "keep_checkpoints": GENERALISE_SNAPSHOTS - 1,
+                "log_every": 25,
+                "device": "cpu",
+                "amp": False,
+                "channels_last": False,
+            },
+        }
+    )
     run = tmp_path / "run"
     assert train(cfg, run)["status"] == "finished"
     rows = learning_curve(run, splits["test"], tmp_path / "curve.csv", device="cpu")

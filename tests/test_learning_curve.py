@@ -17,16 +17,25 @@ from scratchdet.reports.learning_curve import (
     learning_curve_figure,
     learning_curve_table,
 )
-
-from .test_interruption import TINY_DSOD
+from tests.test_interruption import TINY_DSOD
 
 
 @pytest.mark.slow
 def test_every_kept_snapshot_is_scored(tmp_path, synth_splits):
-    cfg = config_from_dict({"seed": 0, "model": TINY_DSOD,
-                            "data": {"train": str(synth_splits["trainval"]), "num_workers": 0},
-                            "train": {"batch_size": 2, "max_steps": 6, "checkpoint_every": 2,
-                                      "keep_checkpoints": 10, "log_every": 2}})
+    cfg = config_from_dict(
+        {
+            "seed": 0,
+            "model": TINY_DSOD,
+            "data": {"train": str(synth_splits["trainval"]), "num_workers": 0},
+            "train": {
+                "batch_size": 2,
+                "max_steps": 6,
+                "checkpoint_every": 2,
+                "keep_checkpoints": 10,
+                "log_every": 2,
+            },
+        }
+    )
     run = tmp_path / "run"
     assert train(cfg, run)["status"] == "finished"
     out = tmp_path / "curve.csv"
@@ -45,15 +54,46 @@ def test_every_kept_snapshot_is_scored(tmp_path, synth_splits):
 
     # The same through the command line, with PreciseBN, and the report that compares the two.
     precise = tmp_path / "curve_precise_bn.csv"
-    assert main(["curve", "--run", str(run), "--data", str(synth_splits["test"]), "--out",
-                 str(precise), "--precise-bn", "2", "--device", "cpu",
-                 "--figure", str(tmp_path / "precise.png")]) == 0
+    assert (
+        main(
+            [
+                "curve",
+                "--run",
+                str(run),
+                "--data",
+                str(synth_splits["test"]),
+                "--out",
+                str(precise),
+                "--precise-bn",
+                "2",
+                "--device",
+                "cpu",
+                "--figure",
+                str(tmp_path / "precise.png"),
+            ]
+        )
+        == 0
+    )
     assert read_json(str(precise) + ".meta.json")["precise_bn"] == 2
     assert list(pd.read_csv(precise)["step"]) == [2, 4, 6]
     md, fig = tmp_path / "curves.md", tmp_path / "curves.png"
-    assert main(["report", "learning-curves", "--curve", f"tiny={out}",
-                 "--precise-bn-curve", f"tiny={precise}", "--out-md", str(md),
-                 "--out-png", str(fig)]) == 0
+    assert (
+        main(
+            [
+                "report",
+                "learning-curves",
+                "--curve",
+                f"tiny={out}",
+                "--precise-bn-curve",
+                f"tiny={precise}",
+                "--out-md",
+                str(md),
+                "--out-png",
+                str(fig),
+            ]
+        )
+        == 0
+    )
     table = md.read_text()
     assert "| tiny | finished | 6 |" in table and "mAP with PreciseBN" in table
     assert fig.stat().st_size > 1000
@@ -72,11 +112,18 @@ def test_curve_reports_read_the_csv_and_its_sidecar(tmp_path):
     import matplotlib.pyplot as plt
 
     curve = tmp_path / "curve.csv"
-    pd.DataFrame({"step": [1, 2, 3], "map": [0.1, 0.4, 0.3], "loss": [3.0, 2.0, 1.0],
-                  "checkpoint": ["a", "b", "model_final.pt"]}).to_csv(curve, index=False)
+    pd.DataFrame(
+        {
+            "step": [1, 2, 3],
+            "map": [0.1, 0.4, 0.3],
+            "loss": [3.0, 2.0, 1.0],
+            "checkpoint": ["a", "b", "model_final.pt"],
+        }
+    ).to_csv(curve, index=False)
     write_json(meta_path(curve), {"metric": "voc07", "blind": {"mean_box": 0.05, "whole": 0.02}})
-    cells = learning_curve_table({"run": curve}, {}, tmp_path / "c.md", title="curves",
-                                 note="smoke note")
+    cells = learning_curve_table(
+        {"run": curve}, {}, tmp_path / "c.md", title="curves", note="smoke note"
+    )
     assert cells == [["run", "", "3", "30.0", "5.0", "+25.0", "40.0 (2)"]]
     assert "- smoke note" in (tmp_path / "c.md").read_text()
     fig = draw_learning_curves({"run": curve}, "curves", "smoke note")

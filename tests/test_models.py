@@ -93,23 +93,30 @@ def _meta_count(cfg, num_classes: int = VOC) -> tuple[int, int]:
 
 # --- parameter counts ---------------------------------------------------------------------------
 
-@pytest.mark.parametrize("name, target, tol", [
-    ("dsod300", 14.72e6, 0.01),  # recomputed from the released code: 14.716M
-    ("dsod300_smallest", 5.87e6, 0.01),  # 5.83M learnable; 5.87M with BN statistics (below)
-    ("ssd300_vgg16", 26.29e6, 0.01),
-    ("scratchdet300", 24.6e6, 0.03),  # the Caffe release, VOC head: 24.55M
-    ("scratchdet300_mmdet", 24.6e6, 0.03),  # 24.57M
-])
+
+@pytest.mark.parametrize(
+    "name, target, tol",
+    [
+        ("dsod300", 14.72e6, 0.01),  # recomputed from the released code: 14.716M
+        ("dsod300_smallest", 5.87e6, 0.01),  # 5.83M learnable; 5.87M with BN statistics (below)
+        ("ssd300_vgg16", 26.29e6, 0.01),
+        ("scratchdet300", 24.6e6, 0.03),  # the Caffe release, VOC head: 24.55M
+        ("scratchdet300_mmdet", 24.6e6, 0.03),  # 24.57M
+    ],
+)
 def test_learnable_parameters_match_the_released_code(name, target, tol):
     params, _ = _meta_count(name)
     assert abs(params - target) <= tol * target, f"{name}: {params / 1e6:.3f}M"
 
 
-@pytest.mark.parametrize("cfg, num_classes, paper", [
-    ("dsod300", VOC, 14.80e6),  # the paper's 14.8M counts the saved model: + BN statistics
-    ("dsod300_smallest", VOC, 5.87e6),  # paper 5.9M
-    ("dsod300", 80, 21.78e6),  # DSOD300 COCO
-])
+@pytest.mark.parametrize(
+    "cfg, num_classes, paper",
+    [
+        ("dsod300", VOC, 14.80e6),  # the paper's 14.8M counts the saved model: + BN statistics
+        ("dsod300_smallest", VOC, 5.87e6),  # paper 5.9M
+        ("dsod300", 80, 21.78e6),  # DSOD300 COCO
+    ],
+)
 def test_dsod_counts_with_bn_statistics_match_the_paper(cfg, num_classes, paper):
     params, stats = _meta_count(cfg, num_classes)
     assert abs(params + stats - paper) <= 0.005 * paper
@@ -139,16 +146,19 @@ def test_list_models_rows():
     assert rows["scratchdet300_mmdet"]["priors"] == 8764  # SSDBNHead's anchors
     assert rows["scratchdet300_caffe"]["params"] == rows["scratchdet300"]["params"]
     # meta-device counting equals counting a real model
-    assert rows["dsod300_smallest"]["params"] == count_parameters(build_model("dsod300_smallest",
-                                                                              VOC))
+    assert rows["dsod300_smallest"]["params"] == count_parameters(
+        build_model("dsod300_smallest", VOC)
+    )
     coco = {r["name"]: r for r in list_models(num_classes=80)}
     assert coco["dsod300"]["params"] > rows["dsod300"]["params"]
 
 
 # --- forward + backward of every network, source sizes --------------------------------------------
 
-@pytest.mark.parametrize("cfg, num_classes",
-                         [pytest.param(c, n, id=r) for r, c, n in _unique_architectures()])
+
+@pytest.mark.parametrize(
+    "cfg, num_classes", [pytest.param(c, n, id=r) for r, c, n in _unique_architectures()]
+)
 def test_forward_backward_and_source_sizes(cfg, num_classes):
     """Every distinct network: shapes and a backward pass reaching every parameter, on the meta
     device (shapes without arithmetic; the numbers are checked per family below)."""
@@ -169,8 +179,17 @@ def test_forward_backward_and_source_sizes(cfg, num_classes):
     assert not missing, f"parameters outside the graph: {missing[:5]}"
 
 
-@pytest.mark.parametrize("cfg", ["dsod300", "ssd300_vgg16", "ssd300_vgg16_bn", "scratchdet300",
-                                 "scratchdet300_mmdet", "root_resnet18_ssd300"])
+@pytest.mark.parametrize(
+    "cfg",
+    [
+        "dsod300",
+        "ssd300_vgg16",
+        "ssd300_vgg16_bn",
+        "scratchdet300",
+        "scratchdet300_mmdet",
+        "root_resnet18_ssd300",
+    ],
+)
 def test_forward_backward_numbers_are_finite(cfg):
     """One network per family, for real: finite outputs and gradients from a fresh init."""
     torch.manual_seed(0)
@@ -194,6 +213,7 @@ def test_channels_last_bf16_forward():
 
 # --- outputs line up with the priors --------------------------------------------------------------
 
+
 def test_head_flattening_matches_prior_order():
     """Prediction i must belong to prior i: (map, y, x, anchor), NHWC, maps concatenated."""
     torch.manual_seed(0)
@@ -211,8 +231,8 @@ def test_head_flattening_matches_prior_order():
         conf_map = head.conf[k](head.norms[k](feats[k]))
         for y, x, j in {(0, 0, 0), (f - 1, 0, a - 1), (0, f - 1, 1), (f // 2, f - 1, a - 1)}:
             i = offset + (y * f + x) * a + j
-            assert torch.allclose(loc[:, i], loc_map[:, 4 * j: 4 * j + 4, y, x])
-            assert torch.allclose(conf[:, i], conf_map[:, 3 * j: 3 * j + 3, y, x])
+            assert torch.allclose(loc[:, i], loc_map[:, 4 * j : 4 * j + 4, y, x])
+            assert torch.allclose(conf[:, i], conf_map[:, 3 * j : 3 * j + 3, y, x])
             step = cfg.steps[k] / cfg.image_size
             assert priors[i, 0].item() == pytest.approx((x + 0.5) * step)
             assert priors[i, 1].item() == pytest.approx((y + 0.5) * step)
@@ -238,14 +258,25 @@ def test_ssd_refuses_priors_that_do_not_match_the_sources():
 
 # --- what the config keys build -------------------------------------------------------------------
 
+
 def _convs(module: nn.Module) -> list[nn.Conv2d]:
     return [m for m in module.modules() if isinstance(m, nn.Conv2d)]
 
 
 def test_ds_a_b_k_theta_and_stem_switches():
     with torch.device("meta"):
-        m = build_model({"family": "dsod", "stem_channels": 32, "bottleneck": 12, "growth": 16,
-                         "theta": 0.5, "stem": False, "transition_wo_pool": True}, VOC)
+        m = build_model(
+            {
+                "family": "dsod",
+                "stem_channels": 32,
+                "bottleneck": 12,
+                "growth": 16,
+                "theta": 0.5,
+                "stem": False,
+                "transition_wo_pool": True,
+            },
+            VOC,
+        )
         s = build_model("dsod300", VOC)
     root = _convs(m.backbone.root)
     assert [(c.out_channels, c.kernel_size, c.stride) for c in root] == [(32, (7, 7), (2, 2))]
@@ -254,8 +285,7 @@ def test_ds_a_b_k_theta_and_stem_switches():
     # root 32, block1 +6k = 128, transition x0.5 = 64, block2 +8k = 192, "First" x0.5 = 96
     assert m.source_channels[0] == 96
     stem = _convs(s.backbone.root)
-    assert [(c.out_channels, c.stride) for c in stem] == [(64, (2, 2)), (64, (1, 1)),
-                                                          (128, (1, 1))]
+    assert [(c.out_channels, c.stride) for c in stem] == [(64, (2, 2)), (64, (1, 1)), (128, (1, 1))]
     assert s.source_channels == (800, 512, 512, 256, 256, 256)
     assert build_model("dsod300_plain", VOC).source_channels[1] == 1568  # DSOD Table 1
 
@@ -264,35 +294,60 @@ def test_transition_without_pooling_switch_keeps_depth():
     with torch.device("meta"):
         with_t = build_model({"name": "dsod300_smallest", "transition_wo_pool": True}, VOC)
         without = build_model({"name": "dsod300_smallest", "transition_wo_pool": False}, VOC)
-    dense_layers = [sum(isinstance(x, DenseLayer) for x in m.backbone.modules())
-                    for m in (with_t, without)]
+    dense_layers = [
+        sum(isinstance(x, DenseLayer) for x in m.backbone.modules()) for m in (with_t, without)
+    ]
     assert dense_layers[0] == dense_layers[1] == 30
     assert len(_convs(with_t.backbone.body)) == len(_convs(without.backbone.body)) + 1
 
 
 def test_norm_layers_per_family():
-    names = ("dsod300", "ssd300_vgg16", "ssd300_vgg16_bn", "scratchdet300", "scratchdet300_mmdet",
-             "root_resnet18_ssd300")
+    names = (
+        "dsod300",
+        "ssd300_vgg16",
+        "ssd300_vgg16_bn",
+        "scratchdet300",
+        "scratchdet300_mmdet",
+        "root_resnet18_ssd300",
+    )
     with torch.device("meta"):
         models = {n: build_model(n, VOC) for n in names}
         coco = build_model("scratchdet300", COCO)
     l2 = {n: sum(isinstance(x, L2Norm) for x in m.modules()) for n, m in models.items()}
-    assert l2 == {"dsod300": 6, "ssd300_vgg16": 1, "ssd300_vgg16_bn": 0, "scratchdet300": 0,
-                  "scratchdet300_mmdet": 0, "root_resnet18_ssd300": 0}
+    assert l2 == {
+        "dsod300": 6,
+        "ssd300_vgg16": 1,
+        "ssd300_vgg16_bn": 0,
+        "scratchdet300": 0,
+        "scratchdet300_mmdet": 0,
+        "root_resnet18_ssd300": 0,
+    }
     bn_head = {n: isinstance(m.head.loc[0], nn.Sequential) for n, m in models.items()}
     # ScratchDet's Caffe scripts: ssd_pascal.py use_batchnorm = False, ssd_coco.py True
-    assert bn_head == {"dsod300": True, "ssd300_vgg16": False, "ssd300_vgg16_bn": True,
-                       "scratchdet300": False, "scratchdet300_mmdet": True,
-                       "root_resnet18_ssd300": True}
+    assert bn_head == {
+        "dsod300": True,
+        "ssd300_vgg16": False,
+        "ssd300_vgg16_bn": True,
+        "scratchdet300": False,
+        "scratchdet300_mmdet": True,
+        "root_resnet18_ssd300": True,
+    }
     assert isinstance(coco.head.loc[0], nn.Sequential) and coco.head.loc[0][1].eps == 1e-3
     assert models["dsod300"].head.loc[0][1].eps == 1e-3  # Caffe ConvBNLayer
     assert models["root_resnet18_ssd300"].head.loc[0][1].eps == 1e-3
     assert models["scratchdet300_mmdet"].head.loc[0][1].eps == 1e-5  # mmdetection
-    bn_backbone = {n: any(isinstance(x, nn.BatchNorm2d) for x in m.backbone.modules())
-                   for n, m in models.items()}
-    assert bn_backbone == {"dsod300": True, "ssd300_vgg16": False, "ssd300_vgg16_bn": True,
-                           "scratchdet300": True, "scratchdet300_mmdet": True,
-                           "root_resnet18_ssd300": True}
+    bn_backbone = {
+        n: any(isinstance(x, nn.BatchNorm2d) for x in m.backbone.modules())
+        for n, m in models.items()
+    }
+    assert bn_backbone == {
+        "dsod300": True,
+        "ssd300_vgg16": False,
+        "ssd300_vgg16_bn": True,
+        "scratchdet300": True,
+        "scratchdet300_mmdet": True,
+        "root_resnet18_ssd300": True,
+    }
 
 
 def test_resnet_roots():
@@ -323,7 +378,12 @@ def test_caffe_blocks_are_pre_activation_and_feed_the_head_raw_branches():
     assert all(isinstance(b.preact, nn.Sequential) for b in blocks[1:])
     shortcuts = [b.shortcut for b in blocks if isinstance(b.shortcut, nn.Conv2d)]
     assert [(c.in_channels, c.out_channels, c.bias) for c in shortcuts] == [
-        (64, 128, None), (128, 256, None), (256, 512, None), (512, 128, None), (128, 128, None)]
+        (64, 128, None),
+        (128, 256, None),
+        (256, 512, None),
+        (512, 128, None),
+        (128, 128, None),
+    ]
     outputs = {}
     last = [model.backbone.layer3[-1], model.backbone.layer4[-1], *model.backbone.extras.blocks]
     for i, block in enumerate(last):
@@ -347,8 +407,9 @@ def test_vgg_bn_backbone_is_the_released_vggnetbnbody():
 
     def after_pools(backbone):
         mods = [m for m in backbone.modules() if not list(m.children())]
-        return [type(mods[i + 1]).__name__ for i, m in enumerate(mods)
-                if isinstance(m, nn.MaxPool2d)]
+        return [
+            type(mods[i + 1]).__name__ for i, m in enumerate(mods) if isinstance(m, nn.MaxPool2d)
+        ]
 
     assert after_pools(caffe) == ["BatchNorm2d"] * 5
     assert after_pools(tv) == ["Conv2d"] * 5
@@ -371,8 +432,9 @@ def test_vgg_bn_imagenet_biases_fold_into_the_running_means(offline):
     model = build_model({"name": "ssd300_vgg16_bn", "pretrained": True}, VOC)
     conv, bn = model.backbone.conv4_3[0], model.backbone.conv4_3[1]
     assert conv.bias is None and torch.equal(conv.weight, reference["features.0.weight"])
-    assert torch.allclose(bn.running_mean, reference["features.1.running_mean"]
-                          - reference["features.0.bias"])
+    assert torch.allclose(
+        bn.running_mean, reference["features.1.running_mean"] - reference["features.0.bias"]
+    )
 
 
 def test_residual_extras_last_block_reaches_1x1_with_a_centre_shortcut():
@@ -387,6 +449,7 @@ def test_residual_extras_last_block_reaches_1x1_with_a_centre_shortcut():
 
 
 # --- initialisation -------------------------------------------------------------------------------
+
 
 def test_initialisation_follows_the_releases():
     torch.manual_seed(0)
@@ -418,27 +481,31 @@ def test_initialisation_follows_the_releases():
 
 # --- config errors --------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("cfg, key, words", [
-    ({"name": "dsod300", "growht": 4}, "model.growht", "allowed keys"),
-    ({"name": "dsod300", "pretrained": True}, "model.pretrained", "unknown key"),
-    ({"name": "dsod300", "prediction": "sparse"}, "model.prediction", "dense, plain"),
-    ({"name": "dsod300", "theta": 0}, "model.theta", "must be in (0, 1], got 0"),
-    ({"name": "dsod300", "theta": 1.5}, "model.theta", "must be in (0, 1], got 1.5"),
-    ({"name": "dsod300", "growth": 4.5}, "model.growth", "integer"),
-    ({"name": "ssd300_vgg16", "bn_head": 1}, "model.bn_head", "true or false"),
-    ({"name": "ssd300_vgg16", "bn_head": "yes"}, "model.bn_head", "true or false"),
-    ({"name": "scratchdet300", "depth": 152}, "model.depth", "18, 34, 50, 101"),
-    ({"name": "scratchdet300", "maxpool": False}, "model.root_stride", "downsample"),
-    ({"name": "scratchdet300_mmdet", "pretrained": True}, "model.pretrained", "root"),
-    ({"name": "scratchdet300", "pretrained": True}, "model.pretrained", "style: torchvision"),
-    ({"name": "scratchdet300", "depth": 50}, "model.style", "depth 18 and 34"),
-    ({"name": "scratchdet300_mmdet", "pool1_bn": True}, "model.pool1_bn", "style: caffe"),
-    ({"name": "scratchdet300", "extras": "residual"}, "model.extras", "caffe, mmdet, paper"),
-    ({"name": "ssd512"}, "model.name", "ssd300_vgg16"),
-    ({"name": "dsod300", "family": "vgg"}, "model.family", "dsod"),
-    ({"family": "yolo"}, "model.family", "resnet"),
-    ({"bn_head": True}, "model", "name"),
-])
+
+@pytest.mark.parametrize(
+    "cfg, key, words",
+    [
+        ({"name": "dsod300", "growht": 4}, "model.growht", "allowed keys"),
+        ({"name": "dsod300", "pretrained": True}, "model.pretrained", "unknown key"),
+        ({"name": "dsod300", "prediction": "sparse"}, "model.prediction", "dense, plain"),
+        ({"name": "dsod300", "theta": 0}, "model.theta", "must be in (0, 1], got 0"),
+        ({"name": "dsod300", "theta": 1.5}, "model.theta", "must be in (0, 1], got 1.5"),
+        ({"name": "dsod300", "growth": 4.5}, "model.growth", "integer"),
+        ({"name": "ssd300_vgg16", "bn_head": 1}, "model.bn_head", "true or false"),
+        ({"name": "ssd300_vgg16", "bn_head": "yes"}, "model.bn_head", "true or false"),
+        ({"name": "scratchdet300", "depth": 152}, "model.depth", "18, 34, 50, 101"),
+        ({"name": "scratchdet300", "maxpool": False}, "model.root_stride", "downsample"),
+        ({"name": "scratchdet300_mmdet", "pretrained": True}, "model.pretrained", "root"),
+        ({"name": "scratchdet300", "pretrained": True}, "model.pretrained", "style: torchvision"),
+        ({"name": "scratchdet300", "depth": 50}, "model.style", "depth 18 and 34"),
+        ({"name": "scratchdet300_mmdet", "pool1_bn": True}, "model.pool1_bn", "style: caffe"),
+        ({"name": "scratchdet300", "extras": "residual"}, "model.extras", "caffe, mmdet, paper"),
+        ({"name": "ssd512"}, "model.name", "ssd300_vgg16"),
+        ({"name": "dsod300", "family": "vgg"}, "model.family", "dsod"),
+        ({"family": "yolo"}, "model.family", "resnet"),
+        ({"bn_head": True}, "model", "name"),
+    ],
+)
 def test_config_errors_name_the_key(cfg, key, words):
     with pytest.raises(ConfigError) as err:
         build_model(cfg, VOC)
@@ -468,6 +535,7 @@ def test_canonical_configs_are_overridable_and_rebuild_from_their_record():
 
 
 # --- named models: declared as differences from their family's defaults --------------------------
+
 
 def test_named_models_are_their_family_defaults_with_their_changes():
     for name, variant in CANONICAL_MODELS.items():
@@ -526,9 +594,15 @@ print(len(rows), sorted(m for m in ("torch", "torchvision") if m in sys.modules)
 
 
 def test_config_validation_does_not_import_torch():
-    proc = subprocess.run([sys.executable, "-c", TORCH_FREE_VALIDATION], check=False, cwd=ROOT,
-                          env={**os.environ, "PYTHONPATH": str(ROOT)},
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-c", TORCH_FREE_VALIDATION],
+        check=False,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr
     count, loaded = proc.stdout.split(maxsplit=1)
     assert int(count) == len(PARAMS_ROWS) and loaded.strip() == "[]"
@@ -547,11 +621,16 @@ def test_network_input_mean_has_one_home():
     from scratchdet.models import pretrained
 
     assert CAFFE_MEAN_RGB == (123.0, 117.0, 104.0)
-    assert per_image.CAFFE_MEAN_RGB is pipeline.CAFFE_MEAN_RGB is CAFFE_MEAN_RGB \
+    assert (
+        per_image.CAFFE_MEAN_RGB
+        is pipeline.CAFFE_MEAN_RGB
+        is CAFFE_MEAN_RGB
         is pretrained.CAFFE_MEAN_RGB
+    )
 
 
 # --- ImageNet weights ----------------------------------------------------------------------------
+
 
 @pytest.fixture
 def offline(monkeypatch, tmp_path):
@@ -586,9 +665,18 @@ def test_pretrained_from_a_provisioned_file_and_input_mapping(offline):
     assert path.startswith(str(offline))
     (offline / "hub" / "checkpoints").mkdir(parents=True)
     torch.save(reference, path)
-    cfg = {"family": "resnet", "depth": 18, "root_kernel": 7, "root_stride": 2, "root_convs": 1,
-           "maxpool": True, "maxpool_kernel": 3, "extras": "ssd", "style": "torchvision",
-           "pretrained": True}
+    cfg = {
+        "family": "resnet",
+        "depth": 18,
+        "root_kernel": 7,
+        "root_stride": 2,
+        "root_convs": 1,
+        "maxpool": True,
+        "maxpool_kernel": 3,
+        "extras": "ssd",
+        "style": "torchvision",
+        "pretrained": True,
+    }
     model = build_model(cfg, VOC)
     assert torch.equal(model.backbone.layer1[0].conv1.weight, reference["layer1.0.conv1.weight"])
     assert torch.equal(model.backbone.root[0].weight, reference["conv1.weight"])

@@ -17,15 +17,41 @@ TINY_DSOD = {"name": "dsod300_smallest", "stem_channels": 16, "bottleneck": 16, 
 
 
 def _train(tmp_path: Path, splits: dict, name: str, **train) -> subprocess.CompletedProcess:
-    cfg = {"seed": 3, "model": TINY_DSOD,
-           "data": {"train": str(splits["trainval"]), "test": str(splits.get("test", "")),
-                    "num_workers": 0, "augment": "none"},
-           "train": {"batch_size": 2, "lr": 0.01, "max_steps": 6, "log_every": 4,
-                     "checkpoint_every": 6, "device": "cpu", **train}}
+    cfg = {
+        "seed": 3,
+        "model": TINY_DSOD,
+        "data": {
+            "train": str(splits["trainval"]),
+            "test": str(splits.get("test", "")),
+            "num_workers": 0,
+            "augment": "none",
+        },
+        "train": {
+            "batch_size": 2,
+            "lr": 0.01,
+            "max_steps": 6,
+            "log_every": 4,
+            "checkpoint_every": 6,
+            "device": "cpu",
+            **train,
+        },
+    }
     (tmp_path / f"{name}.yaml").write_text(yaml.safe_dump(cfg))
-    return subprocess.run([sys.executable, "-m", "scratchdet", "train", "--config",
-                           str(tmp_path / f"{name}.yaml"), "--out", str(tmp_path / name)],
-                          capture_output=True, text=True, check=False)
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "scratchdet",
+            "train",
+            "--config",
+            str(tmp_path / f"{name}.yaml"),
+            "--out",
+            str(tmp_path / name),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
 
 
 def _rows(path: Path) -> list[dict[str, str]]:
@@ -58,16 +84,22 @@ def test_a_run_logs_times_per_row_and_scores_the_held_out_split(tmp_path, synth_
     acc = events.EventAccumulator(str(folder))
     acc.Reload()
     tags = acc.Tags()["scalars"]
-    for tag in ("train/loss", "train/loc_loss", "train/conf_loss", "train/lr", "train/grad_norm",
-                "train/images_per_s", "eval/mAP"):
+    for tag in (
+        "train/loss",
+        "train/loc_loss",
+        "train/conf_loss",
+        "train/lr",
+        "train/grad_norm",
+        "train/images_per_s",
+        "eval/mAP",
+    ):
         assert tag in tags, tag
     assert [e.step for e in acc.Scalars("train/loss")] == [1, 2, 3, 4, 5, 6]
     assert [e.step for e in acc.Scalars("eval/mAP")] == [3, 6]
     assert acc.Scalars("eval/mAP")[0].value == pytest.approx(float(held_out[0]["map"]))
 
 
-def test_held_out_evaluation_is_refused_before_training_when_it_cannot_run(tmp_path,
-                                                                           synth_splits):
+def test_held_out_evaluation_is_refused_before_training_when_it_cannot_run(tmp_path, synth_splits):
     no_test = _train(tmp_path, {"trainval": synth_splits["trainval"]}, "a", eval_every=3)
     assert no_test.returncode == 2 and "train.eval_every: needs data.test" in no_test.stderr
     other = json.loads(Path(synth_splits["test"]).read_text())
@@ -78,8 +110,9 @@ def test_held_out_evaluation_is_refused_before_training_when_it_cannot_run(tmp_p
     info = other["info"]
     info["image_dir"] = str(Path(synth_splits["test"]).parent / info["image_dir"])
     (tmp_path / "other.json").write_text(json.dumps(other))
-    mismatch = _train(tmp_path, {**synth_splits, "test": tmp_path / "other.json"}, "b",
-                      eval_every=3)
+    mismatch = _train(
+        tmp_path, {**synth_splits, "test": tmp_path / "other.json"}, "b", eval_every=3
+    )
     assert mismatch.returncode == 2 and "differ from the training set's" in mismatch.stderr
     assert "--like" in mismatch.stderr
     assert not list((tmp_path / "b").glob("checkpoints/*"))
@@ -88,17 +121,40 @@ def test_held_out_evaluation_is_refused_before_training_when_it_cannot_run(tmp_p
 def test_eval_prints_the_ap_of_every_class_like_the_devkit(tmp_path, synth_splits):
     gt = json.loads(Path(synth_splits["test"]).read_text())
     first = gt["categories"][0]["id"]
-    dets = [{"image_id": a["image_id"], "category_id": a["category_id"], "bbox": a["bbox"],
-             "score": 0.9} for a in gt["annotations"] if a["category_id"] != first]
+    dets = [
+        {
+            "image_id": a["image_id"],
+            "category_id": a["category_id"],
+            "bbox": a["bbox"],
+            "score": 0.9,
+        }
+        for a in gt["annotations"]
+        if a["category_id"] != first
+    ]
     (tmp_path / "dets.json").write_text(json.dumps(dets))
-    done = subprocess.run([sys.executable, "-m", "scratchdet", "eval", "--gt",
-                           str(synth_splits["test"]), "--dets", str(tmp_path / "dets.json"),
-                           "--out", str(tmp_path / "m.json")],
-                          capture_output=True, text=True, check=False)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "scratchdet",
+            "eval",
+            "--gt",
+            str(synth_splits["test"]),
+            "--dets",
+            str(tmp_path / "dets.json"),
+            "--out",
+            str(tmp_path / "m.json"),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
     names = [c["name"] for c in sorted(gt["categories"], key=lambda c: c["id"])]
     per_class = json.loads((tmp_path / "m.json").read_text())["per_class"]
-    assert lines[:len(names)] == [f"AP for {n} = {per_class[n]:.4f}" for n in names]
+    assert lines[: len(names)] == [f"AP for {n} = {per_class[n]:.4f}" for n in names]
     assert lines[0] == f"AP for {names[0]} = 0.0000" and any("= 1.0000" in x for x in lines)
-    assert lines[-1].endswith(f"voc07 mAP = {json.loads((tmp_path / 'm.json').read_text())['map']:.4f}")
+    assert lines[-1].endswith(
+        f"voc07 mAP = {json.loads((tmp_path / 'm.json').read_text())['map']:.4f}"
+    )

@@ -12,8 +12,7 @@ import yaml
 from scratchdet.engine.gpus import assign_gpus, claim_gpus
 from scratchdet.errors import ConfigError
 from scratchdet.io import read_json
-
-from .test_interruption import TINY_DSOD
+from tests.test_interruption import TINY_DSOD
 
 
 def test_concurrent_claims_get_disjoint_gpus(tmp_path):
@@ -28,10 +27,19 @@ def test_concurrent_claims_get_disjoint_gpus(tmp_path):
 
 
 def test_a_killed_job_gives_its_gpu_back(tmp_path):
-    holder = subprocess.Popen([sys.executable, "-c", (
-        "import time; from pathlib import Path; from scratchdet.engine.gpus import claim_gpus; "
-        f"c = claim_gpus(1, total=1, lock_dir=Path({str(tmp_path)!r})); print('held', flush=True); "
-        "time.sleep(600)")], stdout=subprocess.PIPE, text=True)
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            (
+                "import time; from pathlib import Path; from scratchdet.engine.gpus import claim_gpus; "
+                f"c = claim_gpus(1, total=1, lock_dir=Path({str(tmp_path)!r})); print('held', flush=True); "
+                "time.sleep(600)"
+            ),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     assert holder.stdout.readline().strip() == "held"
     with pytest.raises(TimeoutError):
         claim_gpus(1, total=1, lock_dir=tmp_path, timeout=0.2, poll=0.05)
@@ -62,16 +70,43 @@ def test_detection_claims_a_gpu_no_other_job_holds(tmp_path):
 
     env = {k: v for k, v in os.environ.items() if k != "CUDA_VISIBLE_DEVICES"}
     env.update(SCRATCHDET_NUM_GPUS="2", SCRATCHDET_GPU_LOCK_DIR=str(tmp_path))
-    holder = subprocess.Popen([sys.executable, "-c", (
-        "import time; from scratchdet.engine.gpus import claim_gpus; "
-        "c = claim_gpus(1); print('held', c.ids, flush=True); time.sleep(600)")],
-        stdout=subprocess.PIPE, text=True, env=env)
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            (
+                "import time; from scratchdet.engine.gpus import claim_gpus; "
+                "c = claim_gpus(1); print('held', c.ids, flush=True); time.sleep(600)"
+            ),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
     try:
         assert holder.stdout.readline().strip() == "held [0]"
-        proc = subprocess.run([sys.executable, "-m", "scratchdet", "-v", "detect", "--gpus", "1",
-                               "--checkpoint", str(tmp_path / "none.pt"), "--data",
-                               str(tmp_path / "none.json"), "--out", str(tmp_path / "d.json")],
-                              capture_output=True, text=True, env=env, timeout=120, check=False)
+        proc = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "scratchdet",
+                "-v",
+                "detect",
+                "--gpus",
+                "1",
+                "--checkpoint",
+                str(tmp_path / "none.pt"),
+                "--data",
+                str(tmp_path / "none.json"),
+                "--out",
+                str(tmp_path / "d.json"),
+            ],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=120,
+            check=False,
+        )
     finally:
         holder.kill()
         holder.wait()
@@ -81,16 +116,39 @@ def test_detection_claims_a_gpu_no_other_job_holds(tmp_path):
 
 @pytest.mark.slow
 def test_two_process_training_on_cpu(tmp_path, synth_splits):
-    cfg = {"seed": 0, "model": TINY_DSOD,
-           "data": {"train": str(synth_splits["trainval"]), "num_workers": 0},
-           "train": {"batch_size": 4, "micro_batch": 1, "lr": 0.01, "max_steps": 2,
-                     "checkpoint_every": 1, "device": "cpu"}}
+    cfg = {
+        "seed": 0,
+        "model": TINY_DSOD,
+        "data": {"train": str(synth_splits["trainval"]), "num_workers": 0},
+        "train": {
+            "batch_size": 4,
+            "micro_batch": 1,
+            "lr": 0.01,
+            "max_steps": 2,
+            "checkpoint_every": 1,
+            "device": "cpu",
+        },
+    }
     path = tmp_path / "run.yaml"
     path.write_text(yaml.safe_dump(cfg))
     run = tmp_path / "run"
-    proc = subprocess.run([sys.executable, "-m", "scratchdet.cli", "train", "--config", str(path),
-                           "--out", str(run), "--nproc", "2"], capture_output=True, text=True,
-                          check=False)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "scratchdet.cli",
+            "train",
+            "--config",
+            str(path),
+            "--out",
+            str(run),
+            "--nproc",
+            "2",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert read_json(run / "status.json")["status"] == "finished"
     assert read_json(run / "provenance.json")["world_size"] == 2

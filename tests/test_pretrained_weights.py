@@ -17,20 +17,38 @@ from scratchdet.models import pretrained as pt
 from scratchdet.paper_tables import load_table
 
 ROOT = Path(__file__).resolve().parent.parent
-PRETRAINED_ROWS = [r for p in sorted((ROOT / "params").glob("*.tsv")) for r in load_table(p)
-                   if r.pretrained and not r.unpublished]
+PRETRAINED_ROWS = [
+    r
+    for p in sorted((ROOT / "params").glob("*.tsv"))
+    for r in load_table(p)
+    if r.pretrained and not r.unpublished
+]
 
 
 class _Requested(Exception):
     pass
 
 
-@pytest.mark.parametrize("model", [r.model for r in PRETRAINED_ROWS] + [
-    {"name": "ssd300_resnet101", "pretrained": True},
-    {"family": "resnet", "depth": 18, "root_kernel": 7, "root_stride": 2, "root_convs": 1,
-     "maxpool": True, "maxpool_kernel": 3, "extras": "ssd", "style": "torchvision",
-     "pretrained": True},
-], ids=repr)
+@pytest.mark.parametrize(
+    "model",
+    [r.model for r in PRETRAINED_ROWS]
+    + [
+        {"name": "ssd300_resnet101", "pretrained": True},
+        {
+            "family": "resnet",
+            "depth": 18,
+            "root_kernel": 7,
+            "root_stride": 2,
+            "root_convs": 1,
+            "maxpool": True,
+            "maxpool_kernel": 3,
+            "extras": "ssd",
+            "style": "torchvision",
+            "pretrained": True,
+        },
+    ],
+    ids=repr,
+)
 def test_the_weights_named_for_a_row_are_those_its_builder_loads(model, monkeypatch):
     loaded = []
 

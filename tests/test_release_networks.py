@@ -49,6 +49,7 @@ CAFFE_BN_EPS = 1e-5  # caffe.proto BatchNormParameter eps default (weiliu89/caff
 
 # --- the transcription ---------------------------------------------------------------------------
 
+
 def _strip(token: str, where: str) -> str:
     text, at, cite = token.partition("@")
     if not at or ":" not in cite:
@@ -90,10 +91,15 @@ def _normalise(token: str) -> str:
 
 # --- the model's trace ---------------------------------------------------------------------------
 
+
 def _token(module: nn.Module, out: Tensor) -> str:
     if isinstance(module, nn.Conv2d):
-        (k, _), (s, _), (p, _), (d, _) = (module.kernel_size, module.stride, module.padding,
-                                          module.dilation)
+        (k, _), (s, _), (p, _), (d, _) = (
+            module.kernel_size,
+            module.stride,
+            module.padding,
+            module.dilation,
+        )
         dil = f" d{d}" if d != 1 else ""
         bias = "bias" if module.bias is not None else "nobias"
         return f"conv {module.in_channels} {module.out_channels} {k} {s} {p}{dil} {bias}"
@@ -152,19 +158,26 @@ def _trace(backbone: nn.Module) -> tuple[list[str], list[int], list[Tensor]]:
             h.remove()
     # a source is the output of the last operation that returned that very tensor (an in-place
     # ReLU returns its input, so conv -> BN -> ReLU yields the ReLU)
-    producers = [max(i for i, o in enumerate(trace.outputs) if o is s) if any(
-        o is s for o in trace.outputs) else -1 for s in sources]
+    producers = [
+        max(i for i, o in enumerate(trace.outputs) if o is s)
+        if any(o is s for o in trace.outputs)
+        else -1
+        for s in sources
+    ]
     return trace.tokens, producers, sources
 
 
 # --- the comparison -------------------------------------------------------------------------------
 
+
 def _first_difference(got: list[str], want: list[str]) -> str:
     for i, (g, w) in enumerate(zip(got, want)):
         if g != w:
             lo = max(0, i - 4)
-            return (f"operation {i}: model {g!r}, release {w!r}\n"
-                    f"  model:   {got[lo: i + 3]}\n  release: {want[lo: i + 3]}")
+            return (
+                f"operation {i}: model {g!r}, release {w!r}\n"
+                f"  model:   {got[lo : i + 3]}\n  release: {want[lo : i + 3]}"
+            )
     return f"model has {len(got)} operations, release {len(want)}"
 
 
@@ -179,8 +192,14 @@ def _cases() -> list[Any]:
 
 def test_every_released_network_is_transcribed():
     names = {p.stem for p in TRANSCRIPTIONS}
-    assert names >= {"dsod300", "ssd300_vgg16", "ssd300_vgg16_bn", "root_resnet18_ssd300",
-                     "scratchdet300_caffe", "scratchdet300_mmdet"}
+    assert names >= {
+        "dsod300",
+        "ssd300_vgg16",
+        "ssd300_vgg16_bn",
+        "root_resnet18_ssd300",
+        "scratchdet300_caffe",
+        "scratchdet300_mmdet",
+    }
 
 
 @pytest.mark.parametrize("path, spec, case", _cases())
@@ -193,7 +212,8 @@ def test_network_matches_its_release(path, spec, case):
     assert got_tokens == want_tokens, f"{where}: {_first_difference(got_tokens, want_tokens)}"
     assert got_sources == want_sources, (
         f"{where}: the sources are the outputs of operations {got_sources} "
-        f"({[got_tokens[i] for i in got_sources]}), the release's {want_sources}")
+        f"({[got_tokens[i] for i in got_sources]}), the release's {want_sources}"
+    )
 
     priors = spec["priors"]
     cfg = model.prior_config
@@ -233,8 +253,10 @@ def _check_init(convs: list[nn.Conv2d], rule: str, where: str) -> None:
     for conv in convs:
         w = conv.weight.detach()
         fan_in, fan_out = w[0].numel(), w.shape[0] * w[0, 0].numel()
-        bound = {"caffe_xavier": (3 / fan_in) ** 0.5,
-                 "xavier_uniform": (6 / (fan_in + fan_out)) ** 0.5}.get(rule)
+        bound = {
+            "caffe_xavier": (3 / fan_in) ** 0.5,
+            "xavier_uniform": (6 / (fan_in + fan_out)) ** 0.5,
+        }.get(rule)
         if bound is not None:
             assert w.abs().max().item() <= bound * (1 + 1e-6), f"{where}: {conv} beyond {rule}"
         if conv.bias is not None:
@@ -242,8 +264,12 @@ def _check_init(convs: list[nn.Conv2d], rule: str, where: str) -> None:
     conv = max(convs, key=lambda c: c.weight.numel())
     w = conv.weight.detach()
     fan_in, fan_out = w[0].numel(), w.shape[0] * w[0, 0].numel()
-    std = {"caffe_xavier": (1 / fan_in) ** 0.5, "xavier_uniform": (2 / (fan_in + fan_out)) ** 0.5,
-           "gaussian_0.01": 0.01, "kaiming_fan_out": (2 / fan_out) ** 0.5}[rule]
+    std = {
+        "caffe_xavier": (1 / fan_in) ** 0.5,
+        "xavier_uniform": (2 / (fan_in + fan_out)) ** 0.5,
+        "gaussian_0.01": 0.01,
+        "kaiming_fan_out": (2 / fan_out) ** 0.5,
+    }[rule]
     assert w.std().item() == pytest.approx(std, rel=0.05), f"{where}: {conv} is not {rule}"
 
 
@@ -266,6 +292,7 @@ def test_transcription_tokens_cite_the_release():
     """A token without its file:line is refused (the data must stay checkable by a reader)."""
     with pytest.raises(AssertionError, match="does not cite"):
         _expand(["conv 3 64 3 1 1 nobias"], "inline")
-    assert _expand([{"repeat": 2, "vars": {"c": [8, 4]},
-                     "layers": ["bn {c} @ f.py:1", "relu @ f.py:2"]}], "inline") == [
-        "bn 8", "relu", "bn 12", "relu"]
+    assert _expand(
+        [{"repeat": 2, "vars": {"c": [8, 4]}, "layers": ["bn {c} @ f.py:1", "relu @ f.py:2"]}],
+        "inline",
+    ) == ["bn 8", "relu", "bn 12", "relu"]

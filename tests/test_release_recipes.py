@@ -19,8 +19,7 @@ import yaml
 from scratchdet.config import config_from_dict
 from scratchdet.workflow.run_configs import deep_merge
 from scratchdet.workflow.scales import load_scale
-
-from .paths import ROOT
+from tests.paths import ROOT
 
 DATA = yaml.safe_load((ROOT / "tests" / "releases" / "recipes.yaml").read_text())
 PAPER = load_scale(ROOT / "config" / "scales" / "paper.yaml")  # config/recipes.yaml, as trained
@@ -37,7 +36,9 @@ def _expected(script: dict) -> dict:
     iter_size = math.ceil(s["accum_batch_size"] / (per_gpu * s["gpus"]))
     caffe = _values(DATA["caffe"])
     return {
-        "lr": s["base_lr"] * s["valid_normalization_factor"] / s["loc_weight"]
+        "lr": s["base_lr"]
+        * s["valid_normalization_factor"]
+        / s["loc_weight"]
         * s["solver_lr_multiplier"],
         "batch_size": per_gpu * s["gpus"] * iter_size,
         "bn_group": per_gpu,
@@ -112,11 +113,16 @@ def test_release_values_cite_a_line():
 
 def test_known_values():
     """The arithmetic above on the transcribed lines gives the numbers docs/SPECS.md quotes."""
-    dsod, scratch = _expected(DATA["releases"]["dsod_voc0712"]), \
-        _expected(DATA["releases"]["scratchdet_coco"])
+    dsod, scratch = (
+        _expected(DATA["releases"]["dsod_voc0712"]),
+        _expected(DATA["releases"]["scratchdet_coco"]),
+    )
     assert (dsod["lr"], dsod["batch_size"], dsod["bn_group"]) == (pytest.approx(0.1), 128, 4)
-    assert (scratch["lr"], scratch["batch_size"], scratch["bn_group"]) == \
-        (pytest.approx(0.05), 128, 16)
+    assert (scratch["lr"], scratch["batch_size"], scratch["bn_group"]) == (
+        pytest.approx(0.05),
+        128,
+        16,
+    )
     bn12 = _expected(_scripts()["dsod_voc0712_bn12"])
     assert (bn12["batch_size"], bn12["bn_group"]) == (192, 12)
 
@@ -124,14 +130,16 @@ def test_known_values():
 def test_caffe_batchnorm_fraction_is_the_modules():
     from scratchdet.models.batchnorm import CAFFE_MOVING_AVERAGE_FRACTION
 
-    assert CAFFE_MOVING_AVERAGE_FRACTION == DATA["caffe"]["bn_moving_average_fraction"]["value"]
+    assert DATA["caffe"]["bn_moving_average_fraction"]["value"] == CAFFE_MOVING_AVERAGE_FRACTION
 
 
 def test_param_rules_are_the_releases():
     from scratchdet.engine.param_groups import RULES
 
-    assert RULES == {role: (float(r["lr_mult"]), float(r["decay_mult"]))
-                     for role, r in DATA["param_rules"].items()}
+    assert {
+        role: (float(r["lr_mult"]), float(r["decay_mult"]))
+        for role, r in DATA["param_rules"].items()
+    } == RULES
     assert all(r["at"] for r in DATA["param_rules"].values())
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from .reliability import (
+from tests.reliability import (
     CODE_INTERRUPTED,
     assert_good,
     mounted_tmpfs,
@@ -26,13 +26,16 @@ from .reliability import (
     start_cli,
     stop_group,
 )
-from .test_interruption import TINY_DSOD
+from tests.test_interruption import TINY_DSOD
 
 
 def _config(folder: Path, train_json: Path, name: str = "run.yaml", **sections) -> Path:
-    cfg = {"seed": 0, "model": TINY_DSOD,
-           "data": {"train": str(train_json), "num_workers": 0},
-           "train": {"batch_size": 2, "max_steps": 1, "checkpoint_every": 1, "device": "cpu"}}
+    cfg = {
+        "seed": 0,
+        "model": TINY_DSOD,
+        "data": {"train": str(train_json), "num_workers": 0},
+        "train": {"batch_size": 2, "max_steps": 1, "checkpoint_every": 1, "device": "cpu"},
+    }
     for section, values in sections.items():
         cfg[section] = cfg.get(section, {}) | values
     path = folder / name
@@ -45,8 +48,9 @@ def _config(folder: Path, train_json: Path, name: str = "run.yaml", **sections) 
 def trained(tmp_path_factory, synth_splits) -> Path:
     """model_final.pt of a one-step tiny run."""
     tmp = tmp_path_factory.mktemp("trained")
-    done = run_cli("train", "--config", str(_config(tmp, synth_splits["trainval"])),
-                   "--out", str(tmp / "run"))
+    done = run_cli(
+        "train", "--config", str(_config(tmp, synth_splits["trainval"])), "--out", str(tmp / "run")
+    )
     assert done.returncode == 0, done.stderr
     return tmp / "run" / "model_final.pt"
 
@@ -54,8 +58,17 @@ def trained(tmp_path_factory, synth_splits) -> Path:
 @pytest.fixture(scope="module")
 def detections(tmp_path_factory, trained, synth_splits) -> Path:
     out = tmp_path_factory.mktemp("dets") / "dets.json"
-    done = run_cli("detect", "--checkpoint", str(trained), "--data", str(synth_splits["test"]),
-                   "--out", str(out), "--workers", "0")
+    done = run_cli(
+        "detect",
+        "--checkpoint",
+        str(trained),
+        "--data",
+        str(synth_splits["test"]),
+        "--out",
+        str(out),
+        "--workers",
+        "0",
+    )
     assert done.returncode == 0, done.stderr
     return out
 
@@ -106,6 +119,7 @@ def _fill(folder: Path) -> None:
 
 # --- an output folder that is read-only or full -------------------------------------------------
 
+
 def test_train_into_a_read_only_folder(readonly, synth_splits, tmp_path):
     config = _config(tmp_path, synth_splits["trainval"])
     done = run_cli("train", "--config", str(config), "--out", str(readonly / "run"))
@@ -114,14 +128,30 @@ def test_train_into_a_read_only_folder(readonly, synth_splits, tmp_path):
 
 
 def test_detect_into_a_read_only_folder(readonly, trained, synth_splits):
-    done = run_cli("detect", "--checkpoint", str(trained), "--data", str(synth_splits["test"]),
-                   "--out", str(readonly / "dets.json"), "--workers", "0")
+    done = run_cli(
+        "detect",
+        "--checkpoint",
+        str(trained),
+        "--data",
+        str(synth_splits["test"]),
+        "--out",
+        str(readonly / "dets.json"),
+        "--workers",
+        "0",
+    )
     assert_good("detect read-only out", done, done.stderr, str(readonly))
 
 
 def test_eval_into_a_read_only_folder(readonly, detections, synth_splits):
-    done = run_cli("eval", "--gt", str(synth_splits["test"]), "--dets", str(detections),
-                   "--out", str(readonly / "eval.json"))
+    done = run_cli(
+        "eval",
+        "--gt",
+        str(synth_splits["test"]),
+        "--dets",
+        str(detections),
+        "--out",
+        str(readonly / "eval.json"),
+    )
     assert_good("eval read-only out", done, done.stderr, str(readonly))
 
 
@@ -136,8 +166,17 @@ def test_train_onto_a_full_disk(full, synth_splits, tmp_path):
 
 def test_detect_onto_a_full_disk(full, trained, synth_splits):
     _fill(full)
-    done = run_cli("detect", "--checkpoint", str(trained), "--data", str(synth_splits["test"]),
-                   "--out", str(full / "dets.json"), "--workers", "0")
+    done = run_cli(
+        "detect",
+        "--checkpoint",
+        str(trained),
+        "--data",
+        str(synth_splits["test"]),
+        "--out",
+        str(full / "dets.json"),
+        "--workers",
+        "0",
+    )
     line = assert_good("detect full disk", done, done.stderr, str(full / "dets.json"))
     assert "disk is full" in line, line
     assert not (full / "dets.json").exists() and no_leftovers(full) == []
@@ -145,8 +184,15 @@ def test_detect_onto_a_full_disk(full, trained, synth_splits):
 
 def test_eval_onto_a_full_disk(full, detections, synth_splits):
     _fill(full)
-    done = run_cli("eval", "--gt", str(synth_splits["test"]), "--dets", str(detections),
-                   "--out", str(full / "eval.json"))
+    done = run_cli(
+        "eval",
+        "--gt",
+        str(synth_splits["test"]),
+        "--dets",
+        str(detections),
+        "--out",
+        str(full / "eval.json"),
+    )
     line = assert_good("eval full disk", done, done.stderr, str(full / "eval.json"))
     assert "disk is full" in line, line
     assert not (full / "eval.json").exists() and no_leftovers(full) == []
@@ -154,8 +200,17 @@ def test_eval_onto_a_full_disk(full, detections, synth_splits):
 
 def test_an_output_path_that_is_a_folder(tmp_path, trained, synth_splits):
     (tmp_path / "dets.json").mkdir()
-    done = run_cli("detect", "--checkpoint", str(trained), "--data", str(synth_splits["test"]),
-                   "--out", str(tmp_path / "dets.json"), "--workers", "0")
+    done = run_cli(
+        "detect",
+        "--checkpoint",
+        str(trained),
+        "--data",
+        str(synth_splits["test"]),
+        "--out",
+        str(tmp_path / "dets.json"),
+        "--workers",
+        "0",
+    )
     assert_good("detect --out is a folder", done, done.stderr, str(tmp_path / "dets.json"))
     assert no_leftovers(tmp_path) == []
 
@@ -168,6 +223,7 @@ def test_a_run_folder_that_is_a_file(tmp_path, synth_splits):
 
 
 # --- Ctrl-C --------------------------------------------------------------------------------------
+
 
 def _interrupt(proc, when) -> str:
     """Wait until `when()` holds (the process still running), then Ctrl-C its process group."""
@@ -214,21 +270,36 @@ def test_ctrl_c_while_train_builds_its_model(tmp_path, synth_splits):
 def test_ctrl_c_while_train_steps(tmp_path, synth_splits, workers):
     """In the loop a Ctrl-C saves a snapshot first (its DataLoader workers, which get the signal
     too, must not die under the step that still needs them)."""
-    config = _config(tmp_path, synth_splits["trainval"], data={"num_workers": workers},
-                     train={"max_steps": 50})
+    config = _config(
+        tmp_path, synth_splits["trainval"], data={"num_workers": workers}, train={"max_steps": 50}
+    )
     run = tmp_path / "run"
     proc = start_cli("train", "--config", str(config), "--out", str(run))
     err = _interrupt(proc, lambda: (run / "checkpoints").is_dir())
-    line = assert_good(f"train Ctrl-C in the loop, {workers} workers", proc, err, str(run),
-                       expected=CODE_INTERRUPTED)
+    line = assert_good(
+        f"train Ctrl-C in the loop, {workers} workers",
+        proc,
+        err,
+        str(run),
+        expected=CODE_INTERRUPTED,
+    )
     assert "interrupted" in line and "snapshot saved" in line, line
     assert no_leftovers(tmp_path) == [] and not (run / "model_final.pt").exists()
 
 
 def test_ctrl_c_during_detect(tmp_path, trained, synth_splits):
     out = tmp_path / "dets.json"
-    proc = start_cli("detect", "--checkpoint", str(trained), "--data",
-                     str(synth_splits["trainval"]), "--out", str(out), "--workers", "1")
+    proc = start_cli(
+        "detect",
+        "--checkpoint",
+        str(trained),
+        "--data",
+        str(synth_splits["trainval"]),
+        "--out",
+        str(out),
+        "--workers",
+        "1",
+    )
     lock = tmp_path / ".dets.json.lock"
     err = _interrupt(proc, lambda: lock.exists())
     line = assert_good("detect Ctrl-C", proc, err, expected=CODE_INTERRUPTED)
@@ -244,8 +315,9 @@ def test_ctrl_c_during_eval(tmp_path):
 
     gt, dets = make_case(tmp_path / "case", 1000)
     out = tmp_path / "eval.json"
-    proc = start_cli("eval", "--gt", str(gt), "--dets", str(dets), "--metric", "coco",
-                     "--out", str(out))
+    proc = start_cli(
+        "eval", "--gt", str(gt), "--dets", str(dets), "--metric", "coco", "--out", str(out)
+    )
     err = _interrupt(proc, _after(1.5))
     line = assert_good("eval Ctrl-C", proc, err, expected=CODE_INTERRUPTED)
     assert "interrupted" in line, line
@@ -253,6 +325,7 @@ def test_ctrl_c_during_eval(tmp_path):
 
 
 # --- data read by DataLoader workers ------------------------------------------------------------
+
 
 @pytest.fixture
 def one_image_missing(tmp_path, synth_splits) -> tuple[Path, Path, Path]:
@@ -275,8 +348,12 @@ def one_image_missing(tmp_path, synth_splits) -> tuple[Path, Path, Path]:
 @pytest.mark.parametrize("workers", [0, 1])
 def test_train_meets_a_missing_image(tmp_path, one_image_missing, workers):
     train_json, _, _ = one_image_missing
-    config = _config(tmp_path, train_json, data={"num_workers": workers},
-                     train={"max_steps": 8, "checkpoint_every": 100})
+    config = _config(
+        tmp_path,
+        train_json,
+        data={"num_workers": workers},
+        train={"max_steps": 8, "checkpoint_every": 100},
+    )
     done = run_cli("train", "--config", str(config), "--out", str(tmp_path / "run"))
     ds = json.loads(train_json.read_text())
     missing = str(Path(ds["info"]["image_dir"]) / ds["images"][1]["file_name"])
@@ -288,13 +365,23 @@ def test_detect_meets_a_missing_image(tmp_path, trained, one_image_missing, work
     _, test_json, _ = one_image_missing
     ds = json.loads(test_json.read_text())
     missing = str(Path(ds["info"]["image_dir"]) / ds["images"][1]["file_name"])
-    done = run_cli("detect", "--checkpoint", str(trained), "--data", str(test_json),
-                   "--out", str(tmp_path / "dets.json"), "--workers", str(workers))
+    done = run_cli(
+        "detect",
+        "--checkpoint",
+        str(trained),
+        "--data",
+        str(test_json),
+        "--out",
+        str(tmp_path / "dets.json"),
+        "--workers",
+        str(workers),
+    )
     assert_good(f"detect missing image, {workers} workers", done, done.stderr, missing)
     assert not (tmp_path / "dets.json").exists()
 
 
 # --- inputs that cannot be used ------------------------------------------------------------------
+
 
 def _no_images(tmp_path: Path, synth_splits) -> Path:
     ds = json.loads(Path(synth_splits["test"]).read_text())
@@ -307,24 +394,43 @@ def _no_images(tmp_path: Path, synth_splits) -> Path:
 
 def test_train_on_an_annotation_file_with_no_images(tmp_path, synth_splits):
     empty = _no_images(tmp_path, synth_splits)
-    done = run_cli("train", "--config", str(_config(tmp_path, empty)), "--out",
-                   str(tmp_path / "run"))
+    done = run_cli(
+        "train", "--config", str(_config(tmp_path, empty)), "--out", str(tmp_path / "run")
+    )
     assert_good("train no images", done, done.stderr, str(empty))
     assert not (tmp_path / "run").exists()
 
 
 def test_detect_on_an_annotation_file_with_no_images(tmp_path, trained, synth_splits):
     empty = _no_images(tmp_path, synth_splits)
-    done = run_cli("detect", "--checkpoint", str(trained), "--data", str(empty),
-                   "--out", str(tmp_path / "dets.json"), "--workers", "0")
+    done = run_cli(
+        "detect",
+        "--checkpoint",
+        str(trained),
+        "--data",
+        str(empty),
+        "--out",
+        str(tmp_path / "dets.json"),
+        "--workers",
+        "0",
+    )
     assert_good("detect no images", done, done.stderr, str(empty))
     assert not (tmp_path / "dets.json").exists()
 
 
 @pytest.mark.parametrize("device", ["cuda:x", "gpu", "cuda:-1", "meta"])
 def test_detect_with_a_device_string_torch_does_not_know(tmp_path, trained, synth_splits, device):
-    done = run_cli("detect", "--checkpoint", str(trained), "--data", str(synth_splits["test"]),
-                   "--out", str(tmp_path / "dets.json"), "--device", device)
+    done = run_cli(
+        "detect",
+        "--checkpoint",
+        str(trained),
+        "--data",
+        str(synth_splits["test"]),
+        "--out",
+        str(tmp_path / "dets.json"),
+        "--device",
+        device,
+    )
     assert_good(f"detect --device {device}", done, done.stderr, "--device", device)
 
 
@@ -350,14 +456,27 @@ def test_a_folder_as_the_training_split(tmp_path, synth_splits):
 def test_detect_given_a_folder_for_a_file(tmp_path, trained, synth_splits, option):
     given = {"--data": str(synth_splits["test"]), "--checkpoint": str(trained)}
     given[option] = str(tmp_path)
-    done = run_cli("detect", *[x for kv in given.items() for x in kv],
-                   "--out", str(tmp_path / "dets.json"), "--workers", "0")
+    done = run_cli(
+        "detect",
+        *[x for kv in given.items() for x in kv],
+        "--out",
+        str(tmp_path / "dets.json"),
+        "--workers",
+        "0",
+    )
     assert_good(f"detect {option} folder", done, done.stderr, str(tmp_path))
 
 
 def test_eval_given_a_folder_for_the_ground_truth(tmp_path, detections):
-    done = run_cli("eval", "--gt", str(tmp_path), "--dets", str(detections),
-                   "--out", str(tmp_path / "eval.json"))
+    done = run_cli(
+        "eval",
+        "--gt",
+        str(tmp_path),
+        "--dets",
+        str(detections),
+        "--out",
+        str(tmp_path / "eval.json"),
+    )
     assert_good("eval --gt folder", done, done.stderr, str(tmp_path))
 
 
@@ -367,31 +486,46 @@ def test_a_config_that_is_not_utf8(tmp_path, synth_splits):
     done = run_cli("train", "--config", str(config), "--out", str(tmp_path / "run"))
     line = assert_good("train config not UTF-8", done, done.stderr, str(config))
     assert "UTF-8" in line, line
-    done = run_cli("detect", "--config", str(config), "--checkpoint", "x.pt", "--data", "x.json",
-                   "--out", str(tmp_path / "dets.json"))
+    done = run_cli(
+        "detect",
+        "--config",
+        str(config),
+        "--checkpoint",
+        "x.pt",
+        "--data",
+        "x.json",
+        "--out",
+        str(tmp_path / "dets.json"),
+    )
     assert_good("detect config not UTF-8", done, done.stderr, str(config))
 
 
-@pytest.mark.parametrize("args, option", [
-    (["--trainval", "-1"], "--trainval"),
-    (["--test", "0"], "--test"),
-    (["--objects", "5", "1"], "--objects"),
-    (["--object-size", "0.9", "0.1"], "--object-size"),
-    (["--classes", "box", "hexagon"], "--classes"),
-])
+@pytest.mark.parametrize(
+    "args, option",
+    [
+        (["--trainval", "-1"], "--trainval"),
+        (["--test", "0"], "--test"),
+        (["--objects", "5", "1"], "--objects"),
+        (["--object-size", "0.9", "0.1"], "--object-size"),
+        (["--classes", "box", "hexagon"], "--classes"),
+    ],
+)
 def test_data_synth_with_arguments_it_cannot_satisfy(tmp_path, args, option):
     done = run_cli("data", "synth", "--out", str(tmp_path / "synth"), *args)
     assert_good(f"data synth {' '.join(args)}", done, done.stderr, option)
     assert not (tmp_path / "synth").exists()
 
 
-@pytest.mark.parametrize("command, option", [
-    (["detect", "--checkpoint", "m.pt", "--data", "t.json", "--out", "d.json"], "--workers"),
-    (["curve", "--run", "run", "--data", "t.json", "--out", "c.csv"], "--workers"),
-    (["detect", "--checkpoint", "m.pt", "--data", "t.json", "--out", "d.json"], "--precise-bn"),
-    (["train", "--config", "c.yaml", "--out", "run"], "--nproc"),
-    (["train", "--config", "c.yaml", "--out", "run"], "--gpus"),
-])
+@pytest.mark.parametrize(
+    "command, option",
+    [
+        (["detect", "--checkpoint", "m.pt", "--data", "t.json", "--out", "d.json"], "--workers"),
+        (["curve", "--run", "run", "--data", "t.json", "--out", "c.csv"], "--workers"),
+        (["detect", "--checkpoint", "m.pt", "--data", "t.json", "--out", "d.json"], "--precise-bn"),
+        (["train", "--config", "c.yaml", "--out", "run"], "--nproc"),
+        (["train", "--config", "c.yaml", "--out", "run"], "--gpus"),
+    ],
+)
 def test_a_negative_count_on_the_command_line(tmp_path, command, option):
     done = run_cli(*command, option, "-1", cwd=tmp_path)
     assert_good(f"{command[0]} {option} -1", done, done.stderr, option)

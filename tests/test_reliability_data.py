@@ -31,8 +31,15 @@ TINY_DSOD = {"name": "dsod300_smallest", "stem_channels": 16, "bottleneck": 16, 
 
 def cli(*args: object, cwd: Path | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    return subprocess.run([sys.executable, "-m", "scratchdet", *map(str, args)], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=timeout, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "scratchdet", *map(str, args)],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
 
 
 def refused(proc: subprocess.CompletedProcess, *names: object) -> str:
@@ -76,18 +83,29 @@ def write_png16_rgb(path: Path, pixels: np.ndarray) -> None:
     raw = b"".join(b"\0" + pixels[y].astype(">u2").tobytes() for y in range(h))
 
     def chunk(kind: bytes, data: bytes) -> bytes:
-        return (struct.pack(">I", len(data)) + kind + data
-                + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
+        return (
+            struct.pack(">I", len(data))
+            + kind
+            + data
+            + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+        )
 
     ihdr = struct.pack(">IIBBBBB", w, h, 16, 2, 0, 0, 0)
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(raw))
-                     + chunk(b"IEND", b""))
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", ihdr)
+        + chunk(b"IDAT", zlib.compress(raw))
+        + chunk(b"IEND", b"")
+    )
 
 
 def run_config(tmp_path: Path, train_json: Path, **sections: dict) -> Path:
-    cfg = {"seed": 1, "model": TINY_DSOD, "data": {"train": str(train_json), "num_workers": 0,
-                                                   "augment": "none"},
-           "train": {"batch_size": 2, "max_steps": 2, "checkpoint_every": 1, "log_every": 1}}
+    cfg = {
+        "seed": 1,
+        "model": TINY_DSOD,
+        "data": {"train": str(train_json), "num_workers": 0, "augment": "none"},
+        "train": {"batch_size": 2, "max_steps": 2, "checkpoint_every": 1, "log_every": 1},
+    }
     for name, values in sections.items():
         cfg.setdefault(name, {}).update(values)
     path = tmp_path / "run.yaml"
@@ -129,9 +147,11 @@ def test_a_16_bit_png_is_read_as_8_bit_pixels_by_every_path(tree, tmp_path):
 
 def test_a_run_config_with_two_train_sections_is_refused(tmp_path, synth_splits):
     path = tmp_path / "run.yaml"
-    path.write_text(f"data: {{train: {synth_splits['trainval']}, num_workers: 0}}\n"
-                    "train: {lr: 0.01, max_steps: 1}\nmodel: {name: dsod300_smallest}\n"
-                    "train: {lr: 0.001, max_steps: 1}\n")
+    path.write_text(
+        f"data: {{train: {synth_splits['trainval']}, num_workers: 0}}\n"
+        "train: {lr: 0.01, max_steps: 1}\nmodel: {name: dsod300_smallest}\n"
+        "train: {lr: 0.001, max_steps: 1}\n"
+    )
     line = refused(cli("train", "--config", path, "--out", tmp_path / "run"), path, "train")
     assert "duplicate" in line and "line 4" in line
     assert not (tmp_path / "run").exists()
@@ -148,13 +168,18 @@ def test_duplicate_keys_are_refused_in_every_yaml_the_project_reads(tmp_path):
     with pytest.raises(ConfigError, match=r"t\.tsv:3: train\.lr: duplicate key"):  # a flow cell
         parse_yaml("train: {lr: 0.01, lr: 0.02}", "t.tsv:3")
     assert parse_yaml(dump_yaml({"digest": "7120035e42", "lr": 1e-3})) == {
-        "digest": "7120035e42", "lr": 0.001}  # what the project writes reads back as written
+        "digest": "7120035e42",
+        "lr": 0.001,
+    }  # what the project writes reads back as written
     # no module of the package reads YAML past the one loader (cli/runner.py's --set values
     # come next, with issue 20's traceback work; config.py reads their `1e-3` as a number)
     root = Path(__file__).resolve().parent.parent / "scratchdet"
-    direct = [p.relative_to(root).as_posix() for p in root.rglob("*.py")
-              if p.name != "yaml_io.py" and ("yaml.safe_load(" in p.read_text()
-                                             or "yaml.load(" in p.read_text())]
+    direct = [
+        p.relative_to(root).as_posix()
+        for p in root.rglob("*.py")
+        if p.name != "yaml_io.py"
+        and ("yaml.safe_load(" in p.read_text() or "yaml.load(" in p.read_text())
+    ]
     assert set(direct) <= {"cli/runner.py"}, direct
     smk = Path(__file__).resolve().parent.parent / "workflow"
     assert not [p for p in smk.rglob("*.smk") if "yaml.safe_load(" in p.read_text()]
@@ -164,8 +189,10 @@ def test_lr_written_1e_3_is_the_number_it_looks_like(tmp_path, synth_splits):
     from scratchdet.config import load_config
 
     path = tmp_path / "run.yaml"
-    path.write_text(f"data: {{train: {synth_splits['trainval']}}}\n"
-                    "train: {lr: 1e-3, weight_decay: 5E-4, max_loss: 1e+4}\n")
+    path.write_text(
+        f"data: {{train: {synth_splits['trainval']}}}\n"
+        "train: {lr: 1e-3, weight_decay: 5E-4, max_loss: 1e+4}\n"
+    )
     cfg = load_config(path)
     assert (cfg.train.lr, cfg.train.weight_decay, cfg.train.max_loss) == (0.001, 0.0005, 1e4)
     assert load_config(path, {"train.lr": "2e-3"}).train.lr == 0.002  # what --set gives: a str
@@ -184,9 +211,13 @@ def test_a_resume_on_other_data_is_refused_naming_both(tmp_path, synth_splits):
     config = run_config(tmp_path, train_json)
     out = tmp_path / "run"
     ok(cli("train", "--config", config, "--out", out))
-    other = dict(ann, images=ann["images"][:8],
-                 annotations=[a for a in ann["annotations"]
-                              if a["image_id"] in {i["id"] for i in ann["images"][:8]}])
+    other = dict(
+        ann,
+        images=ann["images"][:8],
+        annotations=[
+            a for a in ann["annotations"] if a["image_id"] in {i["id"] for i in ann["images"][:8]}
+        ],
+    )
     save_annotations(other, train_json)  # the split replaced by another
     # a finished run is not reported finished on other data
     refused(cli("train", "--config", config, "--out", out), train_json, "different data")
@@ -204,14 +235,28 @@ def test_a_split_without_boxes_is_refused_by_data_voc_and_train(tree, tmp_path):
     voc = copy_tree(tree, tmp_path / "VOCX")
     for xml in (voc / "Annotations").glob("*.xml"):
         text = xml.read_text()
-        xml.write_text(text[:text.index("\t<object>")] + "</annotation>\n")
-    refused(cli("data", "voc", "--voc-dir", voc, "--split", "trainval", "--out",
-                tmp_path / "empty.json"), voc, "no object")
+        xml.write_text(text[: text.index("\t<object>")] + "</annotation>\n")
+    refused(
+        cli(
+            "data", "voc", "--voc-dir", voc, "--split", "trainval", "--out", tmp_path / "empty.json"
+        ),
+        voc,
+        "no object",
+    )
     assert not (tmp_path / "empty.json").exists()
     empty = read_voc(voc, "trainval")
     save_annotations(empty, tmp_path / "empty.json")
-    refused(cli("train", "--config", run_config(tmp_path, tmp_path / "empty.json"), "--out",
-                tmp_path / "run"), tmp_path / "empty.json", "no box")
+    refused(
+        cli(
+            "train",
+            "--config",
+            run_config(tmp_path, tmp_path / "empty.json"),
+            "--out",
+            tmp_path / "run",
+        ),
+        tmp_path / "empty.json",
+        "no box",
+    )
     assert not (tmp_path / "run" / "status.json").exists()
 
 
@@ -221,23 +266,47 @@ def test_an_empty_category_list_is_one_line(tmp_path, synth_splits):
     ann["info"]["image_dir"] = str(Path(synth_splits["trainval"]).parent / ann["info"]["image_dir"])
     path = tmp_path / "nocat.json"
     path.write_text(json.dumps(ann))
-    refused(cli("train", "--config", run_config(tmp_path, path), "--out", tmp_path / "run"),
-            path, "categor")
+    refused(
+        cli("train", "--config", run_config(tmp_path, path), "--out", tmp_path / "run"),
+        path,
+        "categor",
+    )
 
 
 # --- 5. every bounded setting is checked --------------------------------------------------------
 
 BAD_VALUES = [
-    ("detect.conf_threshold", 1.5), ("detect.conf_threshold", -0.1), ("detect.nms_threshold", 1.2),
-    ("train.lr", 0), ("train.lr", -0.01), ("train.momentum", 1.0), ("train.momentum", -0.5),
-    ("train.weight_decay", -1e-4), ("train.gamma", 0), ("train.gamma", 1.5),
-    ("train.warmup_factor", 0), ("train.max_loss", 0), ("train.max_grad_norm", -1),
-    ("loss.iou_threshold", 0), ("loss.iou_threshold", 1.1), ("loss.neg_pos_ratio", 0),
-    ("loss.loc_weight", -1), ("data.image_size", 0), ("data.num_workers", -1),
-    ("detect.top_k", 0), ("detect.keep_top_k", -3), ("detect.batch_size", 0),
-    ("detect.precise_bn", -1), ("train.batch_size", 0), ("train.micro_batch", -2),
-    ("train.max_steps", 0), ("train.warmup_steps", -1), ("train.checkpoint_every", 0),
-    ("train.keep_checkpoints", 0), ("train.log_every", 0), ("seed", -1),
+    ("detect.conf_threshold", 1.5),
+    ("detect.conf_threshold", -0.1),
+    ("detect.nms_threshold", 1.2),
+    ("train.lr", 0),
+    ("train.lr", -0.01),
+    ("train.momentum", 1.0),
+    ("train.momentum", -0.5),
+    ("train.weight_decay", -1e-4),
+    ("train.gamma", 0),
+    ("train.gamma", 1.5),
+    ("train.warmup_factor", 0),
+    ("train.max_loss", 0),
+    ("train.max_grad_norm", -1),
+    ("loss.iou_threshold", 0),
+    ("loss.iou_threshold", 1.1),
+    ("loss.neg_pos_ratio", 0),
+    ("loss.loc_weight", -1),
+    ("data.image_size", 0),
+    ("data.num_workers", -1),
+    ("detect.top_k", 0),
+    ("detect.keep_top_k", -3),
+    ("detect.batch_size", 0),
+    ("detect.precise_bn", -1),
+    ("train.batch_size", 0),
+    ("train.micro_batch", -2),
+    ("train.max_steps", 0),
+    ("train.warmup_steps", -1),
+    ("train.checkpoint_every", 0),
+    ("train.keep_checkpoints", 0),
+    ("train.log_every", 0),
+    ("seed", -1),
 ]
 
 
@@ -264,26 +333,48 @@ def test_every_numeric_setting_declares_its_range():
     numeric = []
     for section in ("data", "train", "loss", "detect"):
         cls = type(getattr(RunConfig(), section))
-        numeric += [f"{section}.{f.name}" for f in msgspec.structs.fields(cls)
-                    if getattr(f.type, "__origin__", f.type) in (int, float)]
+        numeric += [
+            f"{section}.{f.name}"
+            for f in msgspec.structs.fields(cls)
+            if getattr(f.type, "__origin__", f.type) in (int, float)
+        ]
     assert "seed" in ranges
     assert sorted(k for k in numeric if k not in ranges) == []
 
 
 def test_the_cli_refuses_conf_threshold_1_5(tmp_path, synth_splits):
     config = run_config(tmp_path, synth_splits["trainval"], detect={"conf_threshold": 1.5})
-    refused(cli("train", "--config", config, "--out", tmp_path / "run"), config,
-            "detect.conf_threshold", "[0, 1]")
+    refused(
+        cli("train", "--config", config, "--out", tmp_path / "run"),
+        config,
+        "detect.conf_threshold",
+        "[0, 1]",
+    )
 
 
 # --- 6. two writers of one dataset folder -------------------------------------------------------
 
 
 def test_two_synth_writers_of_one_folder_do_not_both_succeed(tmp_path):
-    cmd = [sys.executable, "-m", "scratchdet", "data", "synth", "--out", str(tmp_path / "S"),
-           "--trainval", "30", "--test", "2"]
-    procs = [subprocess.Popen([*cmd, "--seed", str(seed)], stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True) for seed in (1, 2)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "scratchdet",
+        "data",
+        "synth",
+        "--out",
+        str(tmp_path / "S"),
+        "--trainval",
+        "30",
+        "--test",
+        "2",
+    ]
+    procs = [
+        subprocess.Popen(
+            [*cmd, "--seed", str(seed)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        for seed in (1, 2)
+    ]
     results = [(p.wait(timeout=300), p.stdout.read(), p.stderr.read()) for p in procs]
     codes = sorted(r[0] for r in results)
     assert codes == [0, 2], results
@@ -325,7 +416,8 @@ def test_a_split_list_with_a_byte_order_mark_reads(tree, tmp_path):
     lst = voc / "ImageSets/Main/trainval.txt"
     lst.write_bytes(b"\xef\xbb\xbf" + lst.read_bytes().replace(b"\n", b"\r\n"))
     assert [i["file_name"] for i in read_voc(voc, "trainval")["images"]] == [
-        f"{i:06d}.jpg" for i in range(1, 5)]
+        f"{i:06d}.jpg" for i in range(1, 5)
+    ]
 
 
 def test_upper_case_image_extensions_are_found(tree, tmp_path):
@@ -335,7 +427,8 @@ def test_upper_case_image_extensions_are_found(tree, tmp_path):
     out = tmp_path / "upper.json"
     ok(cli("data", "voc", "--voc-dir", voc, "--split", "trainval", "--out", out))
     assert [i["file_name"] for i in json.loads(out.read_text())["images"]] == [
-        f"{i:06d}.JPG" for i in range(1, 5)]
+        f"{i:06d}.JPG" for i in range(1, 5)
+    ]
     report = check_dataset(voc, "trainval")
     assert report["ok"], report
 
@@ -347,8 +440,17 @@ def test_a_data_folder_with_a_space_in_its_path(tree, tmp_path):
     ok(cli("data", "check", out))
     config = run_config(tmp_path, out, train={"max_steps": 1})
     ok(cli("train", "--config", config, "--out", tmp_path / "my runs" / "r 1"))
-    ok(cli("detect", "--checkpoint", tmp_path / "my runs" / "r 1" / "model_final.pt", "--data",
-           out, "--out", tmp_path / "my runs" / "dets x.json"))
+    ok(
+        cli(
+            "detect",
+            "--checkpoint",
+            tmp_path / "my runs" / "r 1" / "model_final.pt",
+            "--data",
+            out,
+            "--out",
+            tmp_path / "my runs" / "dets x.json",
+        )
+    )
 
 
 # --- weak messages: params tables ---------------------------------------------------------------
@@ -364,8 +466,9 @@ def test_a_params_row_missing_a_cell_is_one_line(tmp_path):
     lines[2] = "\t".join(cells[:-3])  # a row two tabs short
     path = tmp_path / "t.tsv"
     path.write_text("\n".join(lines) + "\n")
-    with pytest.raises(ConfigError,
-                       match=r"t\.tsv:3: paper_params_m: 3 field\(s\) missing: the row has 13"):
+    with pytest.raises(
+        ConfigError, match=r"t\.tsv:3: paper_params_m: 3 field\(s\) missing: the row has 13"
+    ):
         load_table(path)
     lines = (root / "params/dsod_table4.tsv").read_text().splitlines()
     lines[0] = lines[0].replace("\tmodel\t", "\t")
@@ -386,9 +489,13 @@ def _dvc_repo(tmp_path: Path) -> tuple[Path, Path, Path]:
     metrics = run_dir / "metrics.json"
     metrics.write_text('{"map": 0.0, "ap": [0.0, 0.0]}\n')
     (run_dir / "train/status.json").write_text('{"status": "finished", "step": 2}\n')
-    for cmd in (["git", "init", "-q"], ["dvc", "init", "-q"],
-                ["dvc", "remote", "add", "-d", "shipped", str(remote)],
-                ["dvc", "add", "-q", "results/default/t/row/abc"], ["dvc", "push", "-q"]):
+    for cmd in (
+        ["git", "init", "-q"],
+        ["dvc", "init", "-q"],
+        ["dvc", "remote", "add", "-d", "shipped", str(remote)],
+        ["dvc", "add", "-q", "results/default/t/row/abc"],
+        ["dvc", "push", "-q"],
+    ):
         subprocess.run(cmd, cwd=repo, check=True, capture_output=True)
     return repo, metrics, remote
 
@@ -414,14 +521,21 @@ def test_a_cache_object_altered_in_place_is_caught_after_a_pull(tmp_path):
     repo, metrics, _ = _dvc_repo(tmp_path)
     _corrupt_in_place(_object(repo / ".dvc/cache", metrics.read_bytes()))
     shutil.rmtree(metrics.parent)
-    refused(cli("artifacts", "pull", "--results", "results/default", cwd=repo),
-            "metrics.json", "corrupt", "abc.dvc")
+    refused(
+        cli("artifacts", "pull", "--results", "results/default", cwd=repo),
+        "metrics.json",
+        "corrupt",
+        "abc.dvc",
+    )
     # after a plain `dvc pull` (which restores 0.9 and calls it up to date), verify says so
     shutil.rmtree(metrics.parent)
     subprocess.run(["dvc", "pull", "-q"], cwd=repo, check=True, capture_output=True)
     assert b'"map": 0.9' in metrics.read_bytes()
-    refused(cli("artifacts", "verify", "--results", "results/default", cwd=repo),
-            "metrics.json", "corrupt")
+    refused(
+        cli("artifacts", "verify", "--results", "results/default", cwd=repo),
+        "metrics.json",
+        "corrupt",
+    )
 
 
 @pytest.mark.skipif(shutil.which("dvc") is None, reason="needs DVC")
@@ -430,14 +544,18 @@ def test_a_corrupt_object_in_the_remote_is_caught_after_a_pull(tmp_path):
     _corrupt_in_place(_object(remote, metrics.read_bytes()))
     shutil.rmtree(metrics.parent)
     shutil.rmtree(repo / ".dvc/cache")  # a fresh clone: everything comes from the remote
-    refused(cli("artifacts", "pull", "--results", "results/default", cwd=repo),
-            "metrics.json", "corrupt")
+    refused(
+        cli("artifacts", "pull", "--results", "results/default", cwd=repo),
+        "metrics.json",
+        "corrupt",
+    )
     # an intact pull passes and says how much it checked
     repo2, _, _ = _dvc_repo(tmp_path / "second")
     shutil.rmtree(repo2 / "results/default/t/row/abc")
     assert "verified" in ok(cli("artifacts", "pull", "--results", "results/default", cwd=repo2))
-    assert "2 files match" in ok(cli("artifacts", "verify", "--results", "results/default",
-                                     cwd=repo2))
+    assert "2 files match" in ok(
+        cli("artifacts", "verify", "--results", "results/default", cwd=repo2)
+    )
 
 
 @pytest.mark.skipif(shutil.which("dvc") is None, reason="needs DVC")
@@ -452,9 +570,11 @@ def test_a_report_reads_no_number_from_a_damaged_pulled_copy(tmp_path):
     _corrupt_in_place(_object(repo / ".dvc/cache", metrics.read_bytes()))
     shutil.rmtree(metrics.parent)
     subprocess.run(["dvc", "pull", "-q"], cwd=repo, check=True, capture_output=True)
-    row = next(r for r in load_table(Path(__file__).resolve().parent.parent
-                                     / "params/dsod_table4.tsv") if "params_m" not in r.paper
-               or r.paper["params_m"] is None)
+    row = next(
+        r
+        for r in load_table(Path(__file__).resolve().parent.parent / "params/dsod_table4.tsv")
+        if "params_m" not in r.paper or r.paper["params_m"] is None
+    )
     with pytest.raises(ScratchdetError, match=r"metrics\.json: corrupt"):
         collect([row], {row.id: metrics.parent}, {})
     metrics.chmod(0o644)

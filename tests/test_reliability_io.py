@@ -18,6 +18,7 @@ from scratchdet.io import write_json
 def _refuse(code: int):
     def write(*args, **kwargs):
         raise OSError(code, os.strerror(code))
+
     return write
 
 
@@ -65,11 +66,14 @@ def test_a_real_short_write_is_enospc_not_unexpected_pos(tmp_path, monkeypatch):
     assert os.listdir(tmp_path) == []
 
 
-@pytest.mark.parametrize("code, named, words", [
-    (errno.EROFS, "folder", "read-only file system"),
-    (errno.EACCES, "folder", "permission denied"),
-    (errno.EDQUOT, "file", "quota"),
-])
+@pytest.mark.parametrize(
+    "code, named, words",
+    [
+        (errno.EROFS, "folder", "read-only file system"),
+        (errno.EACCES, "folder", "permission denied"),
+        (errno.EDQUOT, "file", "quota"),
+    ],
+)
 def test_a_refused_write_names_the_file_or_its_folder(tmp_path, monkeypatch, code, named, words):
     monkeypatch.setattr(os, "replace", _refuse(code))
     out = tmp_path / "eval.json"
@@ -82,11 +86,29 @@ def test_a_refused_write_names_the_file_or_its_folder(tmp_path, monkeypatch, cod
 def test_a_full_disk_while_logging_metrics(tmp_path, monkeypatch):
     log = TrainingLog(tmp_path / "metrics.csv")
     real_open = open
-    monkeypatch.setattr("builtins.open", lambda f, mode="r", *a, **k: _refuse(errno.ENOSPC)()
-                        if "a" in mode else real_open(f, mode, *a, **k))
+    monkeypatch.setattr(
+        "builtins.open",
+        lambda f, mode="r", *a, **k: (
+            _refuse(errno.ENOSPC)() if "a" in mode else real_open(f, mode, *a, **k)
+        ),
+    )
     with pytest.raises(DataError, match=f"{tmp_path / 'metrics.csv'}: cannot write: the disk"):
-        log.append(dict.fromkeys(("step", "lr", "loss", "loc_loss", "conf_loss", "grad_norm",
-                                  "num_pos", "images_per_s", "elapsed_s"), 1))
+        log.append(
+            dict.fromkeys(
+                (
+                    "step",
+                    "lr",
+                    "loss",
+                    "loc_loss",
+                    "conf_loss",
+                    "grad_norm",
+                    "num_pos",
+                    "images_per_s",
+                    "elapsed_s",
+                ),
+                1,
+            )
+        )
 
 
 def test_an_error_of_a_dataloader_worker_comes_back_as_itself():
@@ -105,8 +127,9 @@ def test_an_error_of_a_dataloader_worker_comes_back_as_itself():
     assert str(caught.value) == "/data/000002.jpg: image file not found"
     assert caught.value.path == "/data/000002.jpg"
     assert caught.value.problem == "image file not found"
-    text = ("Traceback (most recent call last):\n  ...\n"
-            "scratchdet.errors.ConfigError: a.yaml: k: bad\n")
+    text = (
+        "Traceback (most recent call last):\n  ...\nscratchdet.errors.ConfigError: a.yaml: k: bad\n"
+    )
     assert str(ConfigError(text)) == "a.yaml: k: bad"
 
 

@@ -14,8 +14,7 @@ import pytest
 
 from scratchdet.errors import ConfigError
 from scratchdet.paper_tables import load_table
-
-from .reliability import judge
+from tests.reliability import judge
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -42,8 +41,15 @@ def test_the_dry_run_stops_on_an_extra_cell_in_one_line(tmp_path):
     shutil.copy(ROOT / "Snakefile", tmp_path / "Snakefile")
     _extra_cell(tmp_path)
     env = os.environ | {"PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    done = subprocess.run([sys.executable, "-m", "snakemake", "-n", "--quiet"], cwd=tmp_path,
-                          env=env, capture_output=True, text=True, timeout=300, check=False)
+    done = subprocess.run(
+        [sys.executable, "-m", "snakemake", "-n", "--quiet"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     out = done.stdout + done.stderr
     assert done.returncode != 0, out[-3000:]
     assert "params/scratchdet_table3.tsv:3: <row>" in out, out[-3000:]

@@ -10,15 +10,16 @@ from pathlib import Path
 import pytest
 import yaml
 
-from .paths import ROOT, SHARED
+from tests.paths import ROOT, SHARED
 
 # An absolute path on some machine that ends in shared/papers or shared/datasets.
 MACHINE_PATH = re.compile(r"(?<![\w.])/[\w.-]+(?:/[\w.-]+)*/shared/(?:papers|datasets)\b")
 
 
 def tracked_text_files() -> list[str]:
-    listed = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, text=True,
-                            check=True).stdout
+    listed = subprocess.run(
+        ["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout
     names = []
     for name in filter(None, listed.split("\0")):
         path = ROOT / name
@@ -44,14 +45,17 @@ def test_specs_the_code_cites_live_in_the_repository():
             continue
         for line in (ROOT / name).read_text(errors="replace").splitlines():
             if "SPECS.md" in line:
-                assert re.search(r"(?:^|[^\w/.])(?:\.\./)?docs/SPECS\.md|\(SPECS\.md\)", line) \
-                    or name.startswith("docs/"), f"{name}: {line.strip()}"
+                assert re.search(
+                    r"(?:^|[^\w/.])(?:\.\./)?docs/SPECS\.md|\(SPECS\.md\)", line
+                ) or name.startswith("docs/"), f"{name}: {line.strip()}"
 
 
 def test_license_and_citation_agree_with_the_package():
     pyproject = (ROOT / "pyproject.toml").read_text()  # (tomllib needs Python 3.11)
-    project = {key: re.search(rf'^{key} = (.+)$', pyproject, re.MULTILINE).group(1)
-               for key in ("version", "license")}
+    project = {
+        key: re.search(rf"^{key} = (.+)$", pyproject, re.MULTILINE).group(1)
+        for key in ("version", "license")
+    }
     assert project["license"] == '{ text = "MIT" }'
     project["version"] = project["version"].strip('"')
     assert (ROOT / "LICENSE").read_text().startswith("MIT License")
@@ -103,8 +107,11 @@ def test_every_module_declares_its_public_names():
     for path in _package_modules():
         where = path.relative_to(ROOT)
         tree = ast.parse(path.read_text())
-        if not any(isinstance(n, ast.Assign) and any(getattr(t, "id", None) == "__all__"
-                                                     for t in n.targets) for n in tree.body):
+        if not any(
+            isinstance(n, ast.Assign)
+            and any(getattr(t, "id", None) == "__all__" for t in n.targets)
+            for n in tree.body
+        ):
             problems.append(f"{where}: no __all__")
             continue
         dotted = ".".join(where.with_suffix("").parts).removesuffix(".__init__")
@@ -124,6 +131,9 @@ def test_no_module_imports_a_private_name_of_another():
     for path in _package_modules():
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.ImportFrom):
-                found += [f"{path.relative_to(ROOT)}: {node.module}.{a.name}" for a in node.names
-                          if a.name.startswith("_") and not a.name.startswith("__")]
+                found += [
+                    f"{path.relative_to(ROOT)}: {node.module}.{a.name}"
+                    for a in node.names
+                    if a.name.startswith("_") and not a.name.startswith("__")
+                ]
     assert found == []

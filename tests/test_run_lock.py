@@ -18,16 +18,23 @@ import yaml
 from scratchdet.cli import main
 from scratchdet.engine.run_lock import HELD_ENV, RUN_LOCK_NAME, lock_output_file, lock_run_folder
 from scratchdet.errors import DataError
-
-from .test_interruption import TINY_DSOD
+from tests.test_interruption import TINY_DSOD
 
 
 def _holder(kind: str, path: Path) -> subprocess.Popen:
     """Another process holding the lock of `path` (as `scratchdet train|detect` does)."""
-    proc = subprocess.Popen([sys.executable, "-c", (
-        f"import time; from scratchdet.engine.run_lock import {kind}; "
-        f"lock = {kind}({str(path)!r}); print('held', flush=True); time.sleep(600)")],
-        stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            (
+                f"import time; from scratchdet.engine.run_lock import {kind}; "
+                f"lock = {kind}({str(path)!r}); print('held', flush=True); time.sleep(600)"
+            ),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     assert proc.stdout.readline().strip() == "held"
     return proc
 
@@ -43,12 +50,20 @@ def _cli(capsys, *args: str) -> tuple[int, str]:
     return code, capsys.readouterr().err
 
 
-def test_second_train_on_a_run_folder_refuses_naming_folder_and_holder(tmp_path, synth_splits,
-                                                                        capsys):
+def test_second_train_on_a_run_folder_refuses_naming_folder_and_holder(
+    tmp_path, synth_splits, capsys
+):
     run = tmp_path / "run"
     config = tmp_path / "run.yaml"
-    config.write_text(yaml.safe_dump({"model": TINY_DSOD, "data": {
-        "train": str(synth_splits["trainval"]), "num_workers": 0}, "train": {"batch_size": 2}}))
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "model": TINY_DSOD,
+                "data": {"train": str(synth_splits["trainval"]), "num_workers": 0},
+                "train": {"batch_size": 2},
+            }
+        )
+    )
     holder = _holder("lock_run_folder", run)
     try:
         code, err = _cli(capsys, "train", "--config", str(config), "--out", str(run))
@@ -65,8 +80,16 @@ def test_second_detect_on_one_output_file_refuses(tmp_path, capsys):
     out = tmp_path / "dets" / "detections.json"
     holder = _holder("lock_output_file", out)
     try:
-        code, err = _cli(capsys, "detect", "--checkpoint", str(tmp_path / "model_final.pt"),
-                         "--data", str(tmp_path / "test.json"), "--out", str(out))
+        code, err = _cli(
+            capsys,
+            "detect",
+            "--checkpoint",
+            str(tmp_path / "model_final.pt"),
+            "--data",
+            str(tmp_path / "test.json"),
+            "--out",
+            str(out),
+        )
     finally:
         _stop(holder)
     assert code == 2 and str(out) in err and f"PID {holder.pid}" in err, err
@@ -110,8 +133,11 @@ def test_dvc_versions_no_lock_or_temporary_file(tmp_path, monkeypatch):
     repo = tmp_path / "repo"
     repo.mkdir()
     shutil.copy(Path(__file__).resolve().parent.parent / ".dvcignore", repo / ".dvcignore")
-    for cmd in (["git", "init", "-q"], ["dvc", "init", "-q"],
-                ["dvc", "remote", "add", "-d", "local", str(tmp_path / "remote")]):
+    for cmd in (
+        ["git", "init", "-q"],
+        ["dvc", "init", "-q"],
+        ["dvc", "remote", "add", "-d", "local", str(tmp_path / "remote")],
+    ):
         subprocess.run(cmd, cwd=repo, check=True, capture_output=True)
     row = repo / "results" / "t" / "r" / "0123456789"
     write_json(row / "train" / "status.json", {"status": "finished", "step": 2})
@@ -127,9 +153,20 @@ def test_dvc_versions_no_lock_or_temporary_file(tmp_path, monkeypatch):
 
 def _config_with_workers(tmp_path: Path, train_json: Path, max_steps: int) -> Path:
     config = tmp_path / "run.yaml"
-    config.write_text(yaml.safe_dump({"model": TINY_DSOD, "data": {
-        "train": str(train_json), "num_workers": 2}, "train": {
-        "batch_size": 2, "max_steps": max_steps, "checkpoint_every": 1, "device": "cpu"}}))
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "model": TINY_DSOD,
+                "data": {"train": str(train_json), "num_workers": 2},
+                "train": {
+                    "batch_size": 2,
+                    "max_steps": max_steps,
+                    "checkpoint_every": 1,
+                    "device": "cpu",
+                },
+            }
+        )
+    )
     return config
 
 
@@ -146,18 +183,33 @@ def _children(pid: int) -> list[int]:
 
 
 @pytest.mark.slow
-def test_a_rerun_right_after_sigkill_starts_although_dataloader_workers_linger(tmp_path,
-                                                                                 synth_splits):
+def test_a_rerun_right_after_sigkill_starts_although_dataloader_workers_linger(
+    tmp_path, synth_splits
+):
     """SIGKILL a training that reads with DataLoader workers: the workers outlive it by seconds
     (they notice their parent's death on a timer), yet the lock died with the process that took
     it, so the command run again at once (as a Slurm requeue does) starts and finishes."""
     config = _config_with_workers(tmp_path, synth_splits["trainval"], max_steps=3)
     run = tmp_path / "run"
-    cmd = [sys.executable, "-m", "scratchdet.cli", "train", "--config", str(config),
-           "--out", str(run)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "scratchdet.cli",
+        "train",
+        "--config",
+        str(config),
+        "--out",
+        str(run),
+    ]
     env = os.environ | {"OMP_NUM_THREADS": "1"}
-    first = subprocess.Popen(cmd, env=env, start_new_session=True, stdout=subprocess.DEVNULL,
-                             stderr=subprocess.PIPE, text=True)
+    first = subprocess.Popen(
+        cmd,
+        env=env,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         deadline = time.monotonic() + 180
         while not (run / "checkpoints").is_dir() or len(_children(first.pid)) < 2:
@@ -170,8 +222,9 @@ def test_a_rerun_right_after_sigkill_starts_although_dataloader_workers_linger(t
         with lock_run_folder(run) as lock:  # at once: the workers are still there
             assert lock.held
             assert any(_running(w) for w in workers), "the workers lived on (the case tested)"
-        rerun = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300,
-                               check=False)
+        rerun = subprocess.run(
+            cmd, env=env, capture_output=True, text=True, timeout=300, check=False
+        )
     finally:
         try:
             os.killpg(first.pid, signal.SIGKILL)  # the orphaned workers, whatever happened
@@ -185,12 +238,15 @@ def test_a_rerun_right_after_sigkill_starts_although_dataloader_workers_linger(t
 def test_the_lock_is_not_inherited_by_a_forked_child(tmp_path):
     """A child forked while the lock is held (a DataLoader worker) does not keep it alive."""
     run = tmp_path / "run"
-    code = (f"import os, sys, time; from scratchdet.engine.run_lock import lock_run_folder\n"
-            f"lock = lock_run_folder({str(run)!r})\n"
-            f"if os.fork() == 0:\n    time.sleep(600)\n"  # the child lingers, the parent dies
-            f"print('held', flush=True); time.sleep(600)\n")
-    holder = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True,
-                              start_new_session=True)
+    code = (
+        f"import os, sys, time; from scratchdet.engine.run_lock import lock_run_folder\n"
+        f"lock = lock_run_folder({str(run)!r})\n"
+        f"if os.fork() == 0:\n    time.sleep(600)\n"  # the child lingers, the parent dies
+        f"print('held', flush=True); time.sleep(600)\n"
+    )
+    holder = subprocess.Popen(
+        [sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, start_new_session=True
+    )
     try:
         assert holder.stdout.readline().strip() == "held"
         with pytest.raises(DataError, match=f"PID {holder.pid}"):

@@ -28,9 +28,8 @@ import yaml
 from scratchdet.engine.checkpoint import list_snapshots, load_checkpoint
 from scratchdet.engine.training_log import TrainingLog
 from scratchdet.io import read_json
-
-from .slurm_cluster import LocalSlurm, missing_requirements
-from .test_interruption import TINY_DSOD
+from tests.slurm_cluster import LocalSlurm, missing_requirements
+from tests.test_interruption import TINY_DSOD
 
 ROOT = Path(__file__).resolve().parent.parent
 WORKFLOW_FILES = ("Snakefile", "workflow", "config", "params")
@@ -55,8 +54,9 @@ def slurm(tmp_path_factory):
         yield cluster
     finally:
         cluster.stop()
-        assert not any(Path(f"/proc/{pid}").exists() and _running(pid)
-                       for pid in cluster.pids().values()), "a Slurm daemon outlived stop()"
+        assert not any(
+            Path(f"/proc/{pid}").exists() and _running(pid) for pid in cluster.pids().values()
+        ), "a Slurm daemon outlived stop()"
 
 
 def _running(pid: int) -> bool:
@@ -71,12 +71,29 @@ def test_default_scale_subset_runs_through_the_slurm_profile(slurm, tmp_path, ca
     for name in WORKFLOW_FILES:
         src = ROOT / name
         (shutil.copytree if src.is_dir() else shutil.copy)(src, tmp_path / name)
-    env = _job_env(slurm) | {"SCRATCHDET_GPU_PARTITION": slurm.gpu_partition,
-                             "SCRATCHDET_CPU_PARTITION": slurm.cpu_partition}
+    env = _job_env(slurm) | {
+        "SCRATCHDET_GPU_PARTITION": slurm.gpu_partition,
+        "SCRATCHDET_CPU_PARTITION": slurm.cpu_partition,
+    }
     proc = subprocess.run(
-        [sys.executable, "-m", "snakemake", "--workflow-profile", "profiles/slurm",
-         "--config", f"tables={TABLES}", "--jobs", "2"],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=1500, check=False)
+        [
+            sys.executable,
+            "-m",
+            "snakemake",
+            "--workflow-profile",
+            "profiles/slurm",
+            "--config",
+            f"tables={TABLES}",
+            "--jobs",
+            "2",
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1500,
+        check=False,
+    )
     log = proc.stdout + proc.stderr
     assert proc.returncode == 0, log[-4000:]
     report = tmp_path / "reports" / "default" / "dsod_table6.md"
@@ -86,8 +103,13 @@ def test_default_scale_subset_runs_through_the_slurm_profile(slurm, tmp_path, ca
     ctl_log = (slurm.root / "slurmctld.log").read_text()
     assert ctl_log.count("done") >= 3, ctl_log[-2000:]
     # Training and detection ran on the GPU partition, everything else on the CPU one.
-    jobs = subprocess.run(["squeue", "-h", "--states=all", "-o", "%P %k"], capture_output=True,
-                          text=True, env=env, check=True).stdout.split("\n")
+    jobs = subprocess.run(
+        ["squeue", "-h", "--states=all", "-o", "%P %k"],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=True,
+    ).stdout.split("\n")
     rules = {}
     for line in filter(None, jobs):
         partition, comment = line.split(" ", 1)
@@ -115,8 +137,11 @@ def _group(proc: subprocess.Popen):
 
 
 def _job_env(slurm: LocalSlurm) -> dict[str, str]:
-    return os.environ | slurm.env | {
-        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    return (
+        os.environ
+        | slurm.env
+        | {"PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    )
 
 
 def _profile_sbatch_options() -> list[str]:
@@ -136,41 +161,89 @@ def _wait(what: str, until, timeout: float = 600, poll: float = 0.2):
 
 
 @pytest.mark.slow
-def test_a_requeued_training_job_resumes_to_the_same_weights(slurm, tmp_path, synth_splits,
-                                                              cancel_jobs):
+def test_a_requeued_training_job_resumes_to_the_same_weights(
+    slurm, tmp_path, synth_splits, cancel_jobs
+):
     options = _profile_sbatch_options()
     assert "--requeue" in options and any(o.startswith("--signal=USR1@") for o in options)
     config = tmp_path / "run.yaml"
-    config.write_text(yaml.safe_dump({
-        "seed": 3, "model": TINY_DSOD,
-        "data": {"train": str(synth_splits["trainval"]), "num_workers": 0},
-        "train": {"batch_size": 2, "lr": 0.01, "max_steps": 6, "checkpoint_every": 1,
-                  "milestones": [4], "deterministic": True, "device": "cpu"}}))
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "seed": 3,
+                "model": TINY_DSOD,
+                "data": {"train": str(synth_splits["trainval"]), "num_workers": 0},
+                "train": {
+                    "batch_size": 2,
+                    "lr": 0.01,
+                    "max_steps": 6,
+                    "checkpoint_every": 1,
+                    "milestones": [4],
+                    "deterministic": True,
+                    "device": "cpu",
+                },
+            }
+        )
+    )
     env = _job_env(slurm) | {"OMP_NUM_THREADS": "1"}
     train = [sys.executable, "-m", "scratchdet.cli", "-v", "train", "--config", str(config)]
     # The uninterrupted run, on this machine, while the cluster runs the interrupted one.
-    reference = subprocess.Popen([*train, "--out", str(tmp_path / "reference")], env=env,
-                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                 start_new_session=True)
+    reference = subprocess.Popen(
+        [*train, "--out", str(tmp_path / "reference")],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     with _group(reference):
         _requeue_twice(slurm, tmp_path, train, env, options, reference)
 
 
-def _requeue_twice(slurm: LocalSlurm, tmp_path: Path, train: list[str], env: dict[str, str],
-                   options: list[str], reference: subprocess.Popen) -> None:
+def _requeue_twice(
+    slurm: LocalSlurm,
+    tmp_path: Path,
+    train: list[str],
+    env: dict[str, str],
+    options: list[str],
+    reference: subprocess.Popen,
+) -> None:
     run, log = tmp_path / "run", tmp_path / "job.log"
     script = tmp_path / "job.sh"  # as the executor does: the command is a step of the batch job
     script.write_text(f"#!/bin/sh\nsrun -n1 {shlex.join([*train, '--out', str(run)])}\n")
-    job = subprocess.run(["sbatch", "--parsable", "--export=ALL", f"--output={log}",
-                          "--open-mode=append", "--time=30", "--cpus-per-task=1", "--mem=3000",
-                          *options, str(script)], capture_output=True, text=True, env=env,
-                         check=True).stdout.strip().split(";")[0]
+    job = (
+        subprocess.run(
+            [
+                "sbatch",
+                "--parsable",
+                "--export=ALL",
+                f"--output={log}",
+                "--open-mode=append",
+                "--time=30",
+                "--cpus-per-task=1",
+                "--mem=3000",
+                *options,
+                str(script),
+            ],
+            capture_output=True,
+            text=True,
+            env=env,
+            check=True,
+        )
+        .stdout.strip()
+        .split(";")[0]
+    )
 
     def requeue_after_next_snapshot(how: list[str]) -> int:
         """Once the job saved a snapshot, interrupt it; returns the step it saved on its way out."""
         after = list_snapshots(run)[-1][0] if list_snapshots(run) else 0
-        _wait("a new snapshot", lambda: list_snapshots(run) and list_snapshots(run)[-1][0] > after
-              and slurm.state(job) == "RUNNING")
+        _wait(
+            "a new snapshot",
+            lambda: (
+                list_snapshots(run)
+                and list_snapshots(run)[-1][0] > after
+                and slurm.state(job) == "RUNNING"
+            ),
+        )
         subprocess.run([*how, job], check=True, env=env)
 
         def requeued() -> bool:
@@ -195,8 +268,9 @@ def _requeue_twice(slurm: LocalSlurm, tmp_path: Path, train: list[str], env: dic
     assert f"Slurm job {job} requeued" in text, text[-3000:]
     assert f"resuming {run} from step {first}" in text, text[-3000:]
     assert f"resuming {run} from step {second}" in text, text[-3000:]
-    restarts = subprocess.run(["scontrol", "show", "job", job], capture_output=True, text=True,
-                              env=env, check=True).stdout
+    restarts = subprocess.run(
+        ["scontrol", "show", "job", job], capture_output=True, text=True, env=env, check=True
+    ).stdout
     assert "Restarts=2" in restarts, restarts
     final, expected = (load_checkpoint(r / "model_final.pt") for r in (run, tmp_path / "reference"))
     assert final["step"] == expected["step"] == 6
@@ -205,31 +279,66 @@ def _requeue_twice(slurm: LocalSlurm, tmp_path: Path, train: list[str], env: dic
     steps = [row["step"] for row in TrainingLog(run / "metrics.csv").read()]
     assert steps == [str(i) for i in range(6)], "every step logged once"
     losses = [(r["step"], r["loss"]) for r in TrainingLog(run / "metrics.csv").read()]
-    assert losses == [(r["step"], r["loss"]) for r in
-                      TrainingLog(tmp_path / "reference" / "metrics.csv").read()]
+    assert losses == [
+        (r["step"], r["loss"]) for r in TrainingLog(tmp_path / "reference" / "metrics.csv").read()
+    ]
 
 
 @pytest.mark.slow
-def test_the_multinode_script_trains_one_run_over_several_torchrun_agents(slurm, tmp_path,
-                                                                          synth_splits,
-                                                                          cancel_jobs):
+def test_the_multinode_script_trains_one_run_over_several_torchrun_agents(
+    slurm, tmp_path, synth_splits, cancel_jobs
+):
     """profiles/slurm/multinode.sbatch as the README runs it, with two tasks standing
     in for two nodes (one torchrun agent each, one CPU process per agent, gloo). The script
     picks the rendezvous port itself (from the job id, outside the ephemeral range)."""
     config = tmp_path / "run.yaml"
-    config.write_text(yaml.safe_dump({
-        "seed": 0, "model": TINY_DSOD,
-        "data": {"train": str(synth_splits["trainval"]), "num_workers": 0},
-        "train": {"batch_size": 4, "micro_batch": 1, "lr": 0.01, "max_steps": 2,
-                  "checkpoint_every": 1, "device": "cpu"}}))
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "seed": 0,
+                "model": TINY_DSOD,
+                "data": {"train": str(synth_splits["trainval"]), "num_workers": 0},
+                "train": {
+                    "batch_size": 4,
+                    "micro_batch": 1,
+                    "lr": 0.01,
+                    "max_steps": 2,
+                    "checkpoint_every": 1,
+                    "device": "cpu",
+                },
+            }
+        )
+    )
     run, log = tmp_path / "run", tmp_path / "job.log"
-    env = {k: v for k, v in _job_env(slurm).items() if k != "SCRATCHDET_RDZV_PORT"} \
-        | {"OMP_NUM_THREADS": "1", "SCRATCHDET_PROCS_PER_NODE": "1"}
-    job = subprocess.run(["sbatch", "--parsable", "--export=ALL", f"--output={log}",
-                          "--nodes=1", "--ntasks-per-node=2", "--cpus-per-task=1", "--mem=6000",
-                          "--time=30", str(ROOT / "profiles/slurm/multinode.sbatch"),
-                          str(config), str(run)], capture_output=True, text=True, env=env,
-                         check=True).stdout.strip().split(";")[0]
+    env = {k: v for k, v in _job_env(slurm).items() if k != "SCRATCHDET_RDZV_PORT"} | {
+        "OMP_NUM_THREADS": "1",
+        "SCRATCHDET_PROCS_PER_NODE": "1",
+    }
+    job = (
+        subprocess.run(
+            [
+                "sbatch",
+                "--parsable",
+                "--export=ALL",
+                f"--output={log}",
+                "--nodes=1",
+                "--ntasks-per-node=2",
+                "--cpus-per-task=1",
+                "--mem=6000",
+                "--time=30",
+                str(ROOT / "profiles/slurm/multinode.sbatch"),
+                str(config),
+                str(run),
+            ],
+            capture_output=True,
+            text=True,
+            env=env,
+            check=True,
+        )
+        .stdout.strip()
+        .split(";")[0]
+    )
+
     def ended() -> bool:
         text = log.read_text() if log.exists() else ""
         assert "Traceback" not in text, text[-3000:]  # a failing agent: no need to wait longer
@@ -254,10 +363,16 @@ def _ephemeral_ports() -> tuple[int, int]:
 def _script_port(job: str, host: str = "localhost") -> int:
     """The rendezvous port multinode.sbatch's rdzv_port picks for a job (run on its own)."""
     script = (ROOT / "profiles/slurm/multinode.sbatch").read_text()
-    functions = "\n".join(script[script.index(f"{name}() {{"):].split("\n}\n")[0] + "\n}"
-                          for name in ("port_in_use", "rdzv_port"))
-    done = subprocess.run(["bash", "-c", f"{functions}\nrdzv_port {job} {host}"],
-                          capture_output=True, text=True, check=True)
+    functions = "\n".join(
+        script[script.index(f"{name}() {{") :].split("\n}\n")[0] + "\n}"
+        for name in ("port_in_use", "rdzv_port")
+    )
+    done = subprocess.run(
+        ["bash", "-c", f"{functions}\nrdzv_port {job} {host}"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return int(done.stdout)
 
 

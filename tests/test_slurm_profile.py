@@ -30,7 +30,7 @@ def slurm_args(monkeypatch):
     from snakemake.cli import parse_args
 
     monkeypatch.chdir(ROOT)  # where Snakemake looks for the default workflow profile
-    _, args = parse_args(COMMAND.split()[1:] + ["--config", "scale=paper"])
+    _, args = parse_args([*COMMAND.split()[1:], "--config", "scale=paper"])
     return args
 
 
@@ -49,12 +49,19 @@ def test_training_jobs_are_retried_requeued_and_warned(slurm_args):
     assert "slurm_extra" in slurm_args.set_resources["train"]
 
 
-@pytest.mark.parametrize("env, gpu, cpu", [
-    ({"SCRATCHDET_GPU_PARTITION": "a100", "SCRATCHDET_CPU_PARTITION": "short"}, "a100", "short"),
-    ({"SBATCH_PARTITION": "all"}, "all", "all"),
-    ({"SCRATCHDET_GPU_PARTITION": "a100", "SBATCH_PARTITION": "all"}, "a100", "all"),
-    ({}, "", ""),  # the cluster's default partition
-])
+@pytest.mark.parametrize(
+    "env, gpu, cpu",
+    [
+        (
+            {"SCRATCHDET_GPU_PARTITION": "a100", "SCRATCHDET_CPU_PARTITION": "short"},
+            "a100",
+            "short",
+        ),
+        ({"SBATCH_PARTITION": "all"}, "all", "all"),
+        ({"SCRATCHDET_GPU_PARTITION": "a100", "SBATCH_PARTITION": "all"}, "a100", "all"),
+        ({}, "", ""),  # the cluster's default partition
+    ],
+)
 def test_partitions_are_set_from_the_environment(monkeypatch, env, gpu, cpu):
     for name in ("SCRATCHDET_GPU_PARTITION", "SCRATCHDET_CPU_PARTITION", "SBATCH_PARTITION"):
         monkeypatch.delenv(name, raising=False)

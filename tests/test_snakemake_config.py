@@ -24,13 +24,20 @@ def test_the_shipped_config_is_valid_and_returned_unchanged():
     assert check_workflow_config(copy.deepcopy(config)) == config
 
 
-@pytest.mark.parametrize("change, key, words", [
-    ({"scale": "huge"}, "scale", "must be one of default, proof, paper, got 'huge'"),
-    ({"figure1": []}, "figure1", "at least one"),
-    ({"tables": ["Bad-Name"]}, "tables[0]", "must match"),
-    ({"data_dir": ""}, "data_dir", "must not be empty"),
-    ({"existing_data": {"train2017.zip": 3}}, "existing_data.train2017.zip", "expected a string"),
-])
+@pytest.mark.parametrize(
+    "change, key, words",
+    [
+        ({"scale": "huge"}, "scale", "must be one of default, proof, paper, got 'huge'"),
+        ({"figure1": []}, "figure1", "at least one"),
+        ({"tables": ["Bad-Name"]}, "tables[0]", "must match"),
+        ({"data_dir": ""}, "data_dir", "must not be empty"),
+        (
+            {"existing_data": {"train2017.zip": 3}},
+            "existing_data.train2017.zip",
+            "expected a string",
+        ),
+    ],
+)
 def test_a_bad_value_names_its_key(change, key, words):
     with pytest.raises(ConfigError) as err:
         check_workflow_config(shipped() | change)

@@ -209,8 +209,9 @@ def test_ties_follow_caffes_scan_order():
     grid = torch.stack([cx.flatten(), cy.flatten()], 1)
     priors = torch.cat([torch.cat([grid, torch.full_like(grid, s)], 1) for s in (0.125, 0.25)])
     copies = torch.tensor([[0.375, 0.375, 0.625, 0.625]]).repeat(10, 1)
-    others = torch.tensor([[0.25, 0.25, 0.5, 0.5], [0.4375, 0.375, 0.6875, 0.625],
-                           [0.0, 0.0, 0.125, 0.25]])
+    others = torch.tensor(
+        [[0.25, 0.25, 0.5, 0.5], [0.4375, 0.375, 0.6875, 0.625], [0.0, 0.0, 0.125, 0.25]]
+    )
     boxes = [torch.cat([others[:1], copies[:5], others[1:], copies[5:]]), copies[:3]]
     labels = [torch.arange(1, len(b) + 1) for b in boxes]
     gt_b, gt_l, mask = host_targets(boxes, labels, box_slots(len(boxes[0])))
@@ -224,8 +225,9 @@ def test_ties_follow_caffes_scan_order():
 
 def test_the_port_handles_the_released_special_cases():
     """The oracle itself, on hand-made cases with known answers."""
-    priors = np.array([[0.0, 0.0, 0.5, 0.5], [0.5, 0.0, 1.0, 0.5], [0.0, 0.0, 0.4, 0.5]],
-                      dtype=np.float32)
+    priors = np.array(
+        [[0.0, 0.0, 0.5, 0.5], [0.5, 0.0, 1.0, 0.5], [0.0, 0.0, 0.4, 0.5]], dtype=np.float32
+    )
     # Two equal GTs on prior 0: the first takes it; the second takes its next best (prior 2,
     # IoU 0.8) even though prior 0 fits it better; prior 1 overlaps nothing.
     gt = np.array([[0.0, 0.0, 0.5, 0.5], [0.0, 0.0, 0.5, 0.5]], dtype=np.float32)
@@ -244,11 +246,13 @@ def test_shared_best_prior_goes_to_the_first_gt_and_the_other_takes_its_next():
     gt_a = [0.3125, 0.375, 0.5625, 0.625]
     gt_b = [0.4375, 0.375, 0.6875, 0.625]
     mask = torch.tensor([[True, True]])
-    _, lab = match(torch.tensor([[gt_a, gt_b]]), torch.tensor([[1, 2]]), mask,
-                   priors=priors, variances=VAR)
+    _, lab = match(
+        torch.tensor([[gt_a, gt_b]]), torch.tensor([[1, 2]]), mask, priors=priors, variances=VAR
+    )
     assert lab.tolist() == [[1, 0, 2]]
-    _, lab = match(torch.tensor([[gt_b, gt_a]]), torch.tensor([[2, 1]]), mask,
-                   priors=priors, variances=VAR)
+    _, lab = match(
+        torch.tensor([[gt_b, gt_a]]), torch.tensor([[2, 1]]), mask, priors=priors, variances=VAR
+    )
     assert lab.tolist() == [[2, 0, 1]]
     gt_idx, overlap = match_indices(torch.tensor([[gt_a, gt_b]]), mask, priors)
     assert gt_idx[0].tolist()[::2] == [0, 1] and overlap[0, 0].item() == 2.0
@@ -257,14 +261,26 @@ def test_shared_best_prior_goes_to_the_first_gt_and_the_other_takes_its_next():
 def test_a_gt_overlapping_no_prior_gets_no_match():
     priors = cxcywh([[0.5, 0.5, 0.2, 0.2], [0.1, 0.1, 0.05, 0.05]])
     gt = torch.tensor([[[3.0, 3.0, 3.5, 3.5]]])  # the old rule forced it onto prior 0
-    loc_t, lab = match(gt, torch.tensor([[4]]), torch.tensor([[True]]), priors=priors,
-                       variances=VAR)
+    loc_t, lab = match(
+        gt, torch.tensor([[4]]), torch.tensor([[True]]), priors=priors, variances=VAR
+    )
     assert lab.tolist() == [[0, 0]] and (loc_t == 0).all()
 
 
 def test_box_slots_are_a_few_static_buckets():
-    assert [box_slots(n) for n in (0, 1, 4, 5, 7, 9, 13, 20, 33, 50, 100)] == \
-        [4, 4, 4, 6, 8, 12, 16, 24, 48, 64, 128]
+    assert [box_slots(n) for n in (0, 1, 4, 5, 7, 9, 13, 20, 33, 50, 100)] == [
+        4,
+        4,
+        4,
+        6,
+        8,
+        12,
+        16,
+        24,
+        48,
+        64,
+        128,
+    ]
     assert box_slots(50, limit=40) == 40
     assert len({box_slots(n) for n in range(1, 129)}) == 11
 
@@ -280,8 +296,9 @@ def test_batched_iou_is_torchvisions_bit_for_bit():
 def test_forced_match_below_threshold():
     priors = cxcywh([[0.5, 0.5, 0.4, 0.4], [0.1, 0.1, 0.1, 0.1]])
     gt = torch.tensor([[[0.4, 0.4, 0.5, 0.5]]])  # IoU with prior 0 = 0.01/0.16 < 0.5
-    loc_t, lab = match(gt, torch.tensor([[4]]), torch.tensor([[True]]), priors=priors,
-                       variances=VAR)
+    loc_t, lab = match(
+        gt, torch.tensor([[4]]), torch.tensor([[True]]), priors=priors, variances=VAR
+    )
     assert lab.tolist() == [[4, 0]]
     torch.testing.assert_close(decode(loc_t[0, 0], priors[0], VAR), gt[0, 0])
 
@@ -291,14 +308,21 @@ def test_padded_slots_never_match_and_threshold_is_inclusive():
     real = [0.0, 0.0, 0.5, 1.0]  # equals prior 0
     pad = [0.5, 0.0, 1.0, 1.0]  # equals prior 1, but masked out
     gt = torch.tensor([[real, pad]])
-    _, lab = match(gt, torch.tensor([[3, 9]]), torch.tensor([[True, False]]),
-                   priors=priors, variances=VAR)
+    _, lab = match(
+        gt, torch.tensor([[3, 9]]), torch.tensor([[True, False]]), priors=priors, variances=VAR
+    )
     assert lab.tolist() == [[3, 0, 0]]
     # A prior with IoU exactly 0.5 to a GT is positive (>=), one just below is not.
     priors = cxcywh([[0.5, 0.5, 0.5, 0.5], [0.5, 0.5, 0.5, 0.25], [0.5, 0.5, 0.5, 0.24]])
     gt = box_convert(cxcywh([[[0.5, 0.5, 0.5, 0.5]]]), "cxcywh", "xyxy")
-    _, lab = match(gt, torch.tensor([[1]]), torch.tensor([[True]]), priors=priors,
-                   variances=VAR, iou_threshold=0.5)
+    _, lab = match(
+        gt,
+        torch.tensor([[1]]),
+        torch.tensor([[True]]),
+        priors=priors,
+        variances=VAR,
+        iou_threshold=0.5,
+    )
     assert lab.tolist() == [[1, 1, 0]]
 
 
@@ -320,12 +344,30 @@ def test_matching_benchmark_writes_the_component_schema(tmp_path):
     from scratchdet.io import read_json
 
     out = tmp_path / "matching.json"
-    assert main(["benchmark", "matching", "--batch-size", "2", "--boxes", "3", "--repeats", "2",
-                 "--warmup", "0", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "benchmark",
+                "matching",
+                "--batch-size",
+                "2",
+                "--boxes",
+                "3",
+                "--repeats",
+                "2",
+                "--warmup",
+                "0",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     (case,) = read_json(out)["cases"]
     assert case["case"] == "batch 2, 3 boxes" and case["box_slots"] == 4
     assert case["reference"]["name"].startswith("torchvision")
     for side in ("ours", "reference"):
         assert 0 < case[side]["min_ms"] <= case[side]["median_ms"]
     assert case["ratio_min"] == pytest.approx(
-        case["ours"]["min_ms"] / case["reference"]["min_ms"], rel=1e-3)
+        case["ours"]["min_ms"] / case["reference"]["min_ms"], rel=1e-3
+    )

@@ -22,8 +22,14 @@ def kept_detections(loc, conf, priors, variances, keep_top_k=200, **thresholds):
     ``labels`` by decreasing score."""
     d = batch_detections(loc, conf, priors=priors, variances=variances, **thresholds)
     keep = d.rank < keep_top_k
-    return [{"boxes": d.boxes[keep & (d.image == i)], "scores": d.scores[keep & (d.image == i)],
-             "labels": d.labels[keep & (d.image == i)]} for i in range(loc.shape[0])]
+    return [
+        {
+            "boxes": d.boxes[keep & (d.image == i)],
+            "scores": d.scores[keep & (d.image == i)],
+            "labels": d.labels[keep & (d.image == i)],
+        }
+        for i in range(loc.shape[0])
+    ]
 
 
 def logits_for(probs: list[list[float]]) -> torch.Tensor:
@@ -169,18 +175,25 @@ def test_one_call_nms_equals_torchvision_batched_nms(n):
     groups = torch.randint(0, 40, (n,), generator=g)
     want = batched_nms(boxes, scores, groups, 0.45)
     offsets = groups.to(boxes.dtype) * (boxes.max() + 1.0) if n else groups.float()
-    got = torch.ops.torchvision.nms(boxes + offsets[:, None], scores, 0.45) if n \
+    got = (
+        torch.ops.torchvision.nms(boxes + offsets[:, None], scores, 0.45)
+        if n
         else nms_by_group(boxes, scores, groups, 0.45)
+    )
     assert torch.equal(got, want)
     assert torch.equal(nms_by_group(boxes, scores, groups, 0.45), want)
 
 
 def _random_head(seed: int, b: int = 3, p: int = 300, k: int = 5):
     gen = torch.Generator().manual_seed(seed)
-    priors = torch.cat([torch.rand(p, 2, generator=gen),
-                        0.05 + 0.3 * torch.rand(p, 2, generator=gen)], 1)
-    return (torch.randn(b, p, 4, generator=gen) * 0.5, torch.randn(b, p, k, generator=gen) * 2,
-            priors)
+    priors = torch.cat(
+        [torch.rand(p, 2, generator=gen), 0.05 + 0.3 * torch.rand(p, 2, generator=gen)], 1
+    )
+    return (
+        torch.randn(b, p, 4, generator=gen) * 0.5,
+        torch.randn(b, p, k, generator=gen) * 2,
+        priors,
+    )
 
 
 @pytest.mark.parametrize("top_k", [40, 400])
@@ -204,10 +217,24 @@ def test_batch_detections_compiles_as_one_graph():
     variances = torch.tensor(VAR)
     torch._dynamo.reset()
     compiled = torch.compile(batch_detections, fullgraph=True, backend="aot_eager")
-    got = compiled(loc, conf, priors=priors, variances=variances, conf_threshold=0.1,
-                   nms_threshold=0.45, top_k=40)
-    want = batch_detections(loc, conf, priors=priors, variances=variances, conf_threshold=0.1,
-                            nms_threshold=0.45, top_k=40)
+    got = compiled(
+        loc,
+        conf,
+        priors=priors,
+        variances=variances,
+        conf_threshold=0.1,
+        nms_threshold=0.45,
+        top_k=40,
+    )
+    want = batch_detections(
+        loc,
+        conf,
+        priors=priors,
+        variances=variances,
+        conf_threshold=0.1,
+        nms_threshold=0.45,
+        top_k=40,
+    )
     assert len(want.image) > 0
     for g, w in zip(got, want):
         assert torch.equal(g, w)
@@ -220,8 +247,23 @@ def test_postprocess_benchmark_writes_the_component_schema(tmp_path):
     from scratchdet.io import read_json
 
     out = tmp_path / "postprocess.json"
-    assert main(["benchmark", "postprocess", "--batch-size", "1", "--repeats", "2",
-                 "--warmup", "0", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "benchmark",
+                "postprocess",
+                "--batch-size",
+                "1",
+                "--repeats",
+                "2",
+                "--warmup",
+                "0",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     cases = read_json(out)["cases"]
     assert [c["case"] for c in cases] == ["batch 1, untrained scores", "batch 1, peaked scores"]
     for case in cases:

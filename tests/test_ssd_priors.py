@@ -95,17 +95,20 @@ def test_ssd300_feature_maps_override():
     assert num_priors(cfg) == 8732 - 4 + 9 * 4
 
 
-@pytest.mark.parametrize("maps, expected", [
-    ((38, 19, 10, 5, 5, 5), 8892),  # ScratchDet Caffe: conv8/conv9 keep 5x5 (ssd_pascal.py:255)
-    ((38, 19, 10, 5, 3, 3), 8764),  # ScratchDet mmdetection: layer8 keeps 3x3 (SSDRES300)
-])
+@pytest.mark.parametrize(
+    "maps, expected",
+    [
+        ((38, 19, 10, 5, 5, 5), 8892),  # ScratchDet Caffe: conv8/conv9 keep 5x5 (ssd_pascal.py:255)
+        ((38, 19, 10, 5, 3, 3), 8764),  # ScratchDet mmdetection: layer8 keeps 3x3 (SSDRES300)
+    ],
+)
 def test_scratchdet_release_maps_keep_ssd_steps_and_sizes(maps, expected):
     """Both releases keep SSD300's steps (8 ... 300) and sizes on their last maps, so the priors of
     a 5x5 map with step 300 sit mostly outside the image, as released."""
     for factory in (ssd300_voc, ssd300_coco):
         cfg = factory(feature_maps=maps)
         assert num_priors(cfg) == expected and cfg.steps == (8, 16, 32, 64, 100, 300)
-    last = make_priors(ssd300_voc(feature_maps=maps))[-maps[-1] ** 2 * 4:]
+    last = make_priors(ssd300_voc(feature_maps=maps))[-(maps[-1] ** 2) * 4 :]
     assert last[:, 0].max().item() == pytest.approx((maps[-1] - 0.5) * 300 / 300)
 
 
@@ -124,8 +127,9 @@ def test_lists_normalised_to_tuples_and_frozen():
         feature_maps=[2], steps=[150], min_sizes=[100], max_sizes=[200], aspect_ratios=[[2]]
     )
     assert cfg.aspect_ratios == ((2.0,),)
-    assert cfg == PriorConfig(feature_maps=(2,), steps=(150,), min_sizes=(100,),
-                              max_sizes=(200,), aspect_ratios=((2,),))
+    assert cfg == PriorConfig(
+        feature_maps=(2,), steps=(150,), min_sizes=(100,), max_sizes=(200,), aspect_ratios=((2,),)
+    )
     with pytest.raises(dataclasses.FrozenInstanceError):
         cfg.image_size = 512  # type: ignore[misc]
 

@@ -12,15 +12,23 @@ from scratchdet.engine.checkpoint import load_checkpoint
 from scratchdet.engine.train import train
 from scratchdet.engine.training_log import TrainingLog
 from scratchdet.errors import ConfigError
-
-from .test_interruption import TINY_DSOD
+from tests.test_interruption import TINY_DSOD
 
 
 def _cfg(train_json, **data):
-    return config_from_dict({"seed": 3, "model": TINY_DSOD,
-                             "data": {"train": str(train_json), "num_workers": 0} | data,
-                             "train": {"batch_size": 2, "max_steps": 2, "checkpoint_every": 1,
-                                       "deterministic": True}})
+    return config_from_dict(
+        {
+            "seed": 3,
+            "model": TINY_DSOD,
+            "data": {"train": str(train_json), "num_workers": 0} | data,
+            "train": {
+                "batch_size": 2,
+                "max_steps": 2,
+                "checkpoint_every": 1,
+                "deterministic": True,
+            },
+        }
+    )
 
 
 @pytest.mark.slow
@@ -59,8 +67,12 @@ def test_init_from_copies_matching_tensors_and_keeps_new_class_scores(tmp_path, 
         if name not in report["skipped"]:
             assert torch.equal(own[name], tensor), name
 
-    cfg = config_from_dict(_cfg(synth_splits["trainval"]).to_dict()
-                           | {"train": _cfg(synth_splits["trainval"]).to_dict()["train"]
-                              | {"init_from": str(source / "model_final.pt")}})
+    cfg = config_from_dict(
+        _cfg(synth_splits["trainval"]).to_dict()
+        | {
+            "train": _cfg(synth_splits["trainval"]).to_dict()["train"]
+            | {"init_from": str(source / "model_final.pt")}
+        }
+    )
     train(cfg, tmp_path / "finetune")
     assert read_json(tmp_path / "finetune" / "provenance.json")["init_from"]["loaded"] > 0

@@ -16,6 +16,15 @@ from torchvision.transforms.v2 import functional as F
 
 from scratchdet.config import AUGMENTATIONS as config_augmentations
 from scratchdet.errors import ConfigError
+from scratchdet.input.augment import (
+    AUGMENT_CONFIGS,
+    NO_AUGMENTATION,
+    SSD_CROP_SAMPLERS,
+    AugmentConfig,
+    CropSampler,
+    PhotometricConfig,
+    augment_config,
+)
 from scratchdet.input.geometry import (
     box_iou_batched,
     crop_boxes,
@@ -33,29 +42,25 @@ from scratchdet.input.photometric import (
     distort_image,
     sample_photometric,
 )
-from scratchdet.input.augment import (
-    AUGMENT_CONFIGS,
-    NO_AUGMENTATION,
-    SSD_CROP_SAMPLERS,
-    AugmentConfig,
-    CropSampler,
-    PhotometricConfig,
-    augment_config,
-)
 from scratchdet.input.sampling import sample_generator
 from scratchdet.input.test_time import SSDTestTransform
 from scratchdet.models.input import CAFFE_MEAN_RGB
-
-from .paths import KANGAROO
+from tests.paths import KANGAROO
 
 MEAN = torch.tensor(CAFFE_MEAN_RGB)[:, None, None]
-NO_PHOTOMETRIC = PhotometricConfig(brightness_prob=0, contrast_prob=0, saturation_prob=0,
-                                   hue_prob=0)
+NO_PHOTOMETRIC = PhotometricConfig(
+    brightness_prob=0, contrast_prob=0, saturation_prob=0, hue_prob=0
+)
 # Geometry only, nearest-neighbour resize: box edges must match pixel edges to one pixel.
 GEOMETRY = AugmentConfig(photometric=NO_PHOTOMETRIC, interpolations=("nearest",))
 # Nothing random but the mirror.
-FIXED = AugmentConfig(photometric=NO_PHOTOMETRIC, expand_prob=0.0, samplers=(CropSampler(),),
-                      interpolations=("linear",), mirror_prob=0.0)
+FIXED = AugmentConfig(
+    photometric=NO_PHOTOMETRIC,
+    expand_prob=0.0,
+    samplers=(CropSampler(),),
+    interpolations=("linear",),
+    mirror_prob=0.0,
+)
 
 
 def gen(seed: int) -> torch.Generator:
@@ -72,8 +77,9 @@ def apply(t: SSDTrainTransform, image, boxes, labels, params):
 def augment(t: SSDTrainTransform, image, boxes, labels, generator):
     """One sample as the CPU pipeline augments it (``pipeline._AugmentOnCpu``): every decision
     drawn from the sample's generator, then applied."""
-    return apply(t, image, boxes, labels, t.sample(image.shape[-2], image.shape[-1], boxes,
-                                                   generator))
+    return apply(
+        t, image, boxes, labels, t.sample(image.shape[-2], image.shape[-1], boxes, generator)
+    )
 
 
 def white_box_image(h: int, w: int, box: tuple[int, int, int, int]) -> torch.Tensor:
@@ -120,7 +126,12 @@ def test_defaults_are_caffe_ssd_recipe():
     assert SSD_CROP_SAMPLERS[0] == CropSampler(1, 1, 1, 1, None, None, 1)
     for s in SSD_CROP_SAMPLERS[1:]:
         assert (s.min_scale, s.max_scale, s.min_aspect_ratio, s.max_aspect_ratio, s.max_trials) == (
-            0.3, 1.0, 0.5, 2.0, 50)
+            0.3,
+            1.0,
+            0.5,
+            2.0,
+            50,
+        )
     cfg = AugmentConfig()
     p = cfg.photometric
     assert (p.brightness_prob, p.brightness_delta) == (0.5, 32)
@@ -131,13 +142,20 @@ def test_defaults_are_caffe_ssd_recipe():
     assert cfg.interpolations == ("linear", "area", "nearest", "cubic", "lanczos4")
 
 
-@pytest.mark.parametrize("kwargs", [
-    {"expand_prob": 1.5}, {"mirror_prob": -0.1}, {"max_expand_ratio": 0.5},
-    {"interpolations": ("bilinear",)}, {"interpolations": ()}, {"samplers": ()},
-    {"samplers": (CropSampler(min_scale=0.0),)},
-    {"photometric": PhotometricConfig(hue_delta=120)},
-    {"photometric": PhotometricConfig(contrast_lower=2.0)},
-])
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"expand_prob": 1.5},
+        {"mirror_prob": -0.1},
+        {"max_expand_ratio": 0.5},
+        {"interpolations": ("bilinear",)},
+        {"interpolations": ()},
+        {"samplers": ()},
+        {"samplers": (CropSampler(min_scale=0.0),)},
+        {"photometric": PhotometricConfig(hue_delta=120)},
+        {"photometric": PhotometricConfig(contrast_lower=2.0)},
+    ],
+)
 def test_bad_config_is_a_config_error(kwargs):
     with pytest.raises(ConfigError):
         AugmentConfig(**kwargs)
@@ -149,8 +167,7 @@ def test_bad_input_is_rejected():
     with pytest.raises(ValueError):
         augment(t, torch.zeros((3, 10, 10)), boxes, labels, gen(0))  # float image
     with pytest.raises(ValueError):
-        augment(t, torch.zeros((3, 10, 10), dtype=torch.uint8), torch.zeros((2, 4)), labels,
-                gen(0))
+        augment(t, torch.zeros((3, 10, 10), dtype=torch.uint8), torch.zeros((2, 4)), labels, gen(0))
 
 
 # ----------------------------------------------------------------------------- photometric
@@ -204,11 +221,17 @@ def test_batched_ops_use_per_image_parameters():
         assert torch.equal(adjust_contrast(imgs, factors)[i], adjust_contrast(imgs[i], f))
 
 
-def params(brightness=0.0, contrast=1.0, saturation=1.0, hue=0.0, contrast_last=False,
-           order=(0, 1, 2)) -> PhotometricParams:
-    return PhotometricParams(torch.tensor([brightness]), torch.tensor([contrast]),
-                             torch.tensor([saturation]), torch.tensor([hue]),
-                             torch.tensor([contrast_last]), torch.tensor([order]))
+def params(
+    brightness=0.0, contrast=1.0, saturation=1.0, hue=0.0, contrast_last=False, order=(0, 1, 2)
+) -> PhotometricParams:
+    return PhotometricParams(
+        torch.tensor([brightness]),
+        torch.tensor([contrast]),
+        torch.tensor([saturation]),
+        torch.tensor([hue]),
+        torch.tensor([contrast_last]),
+        torch.tensor([order]),
+    )
 
 
 def test_distortion_order_follows_caffe():
@@ -232,8 +255,13 @@ def test_distortion_order_follows_caffe():
 def test_photometric_parameter_distributions():
     n = 20000
     p = sample_photometric(n, gen(5), PhotometricConfig())
-    for fired in (p.brightness != 0, p.contrast != 1, p.saturation != 1, p.hue != 0,
-                  p.contrast_last):
+    for fired in (
+        p.brightness != 0,
+        p.contrast != 1,
+        p.saturation != 1,
+        p.hue != 0,
+        p.contrast_last,
+    ):
         assert abs(fired.float().mean().item() - 0.5) < 0.02
     assert p.brightness.abs().max() <= 32 and p.brightness.abs().max() > 31
     assert p.contrast.min() >= 0.5 and p.contrast.max() <= 1.5
@@ -321,19 +349,26 @@ def test_crops_without_boxes_use_the_whole_image():
     crops, chosen = sample_crops(torch.zeros(50, 0, 4), no_boxes, gen(18))
     assert (chosen == 0).all() and torch.equal(crops, torch.tensor([[0.0, 0, 1, 1]]).expand(50, 4))
     # Without the whole-image sampler nothing qualifies: fall back to the whole canvas (-1).
-    crops, chosen = sample_crops(torch.zeros(5, 0, 4), torch.zeros(5, 0, dtype=torch.bool), gen(19),
-                                 SSD_CROP_SAMPLERS[1:])
+    crops, chosen = sample_crops(
+        torch.zeros(5, 0, 4), torch.zeros(5, 0, dtype=torch.bool), gen(19), SSD_CROP_SAMPLERS[1:]
+    )
     assert (chosen == -1).all() and torch.equal(crops, torch.tensor([[0.0, 0, 1, 1]]).expand(5, 4))
 
 
 def test_crop_boxes_centre_rule_clip_and_drop():
     crop = torch.tensor([[0.2, 0.2, 0.6, 0.6]])
-    boxes = torch.tensor([[[0.3, 0.3, 0.5, 0.5],     # inside
-                           [0.1, 0.1, 0.5, 0.5],     # centre 0.3 inside: clipped
-                           [0.5, 0.5, 0.9, 0.9],     # centre 0.7 outside: dropped
-                           [0.4, 0.4, 0.8, 0.8],     # centre 0.6 on the edge: kept (inclusive)
-                           [0.3, 0.3, 0.3, 0.5],     # zero width: dropped
-                           [0.3, 0.3, 0.5, 0.5]]])   # padding slot: dropped
+    boxes = torch.tensor(
+        [
+            [
+                [0.3, 0.3, 0.5, 0.5],  # inside
+                [0.1, 0.1, 0.5, 0.5],  # centre 0.3 inside: clipped
+                [0.5, 0.5, 0.9, 0.9],  # centre 0.7 outside: dropped
+                [0.4, 0.4, 0.8, 0.8],  # centre 0.6 on the edge: kept (inclusive)
+                [0.3, 0.3, 0.3, 0.5],  # zero width: dropped
+                [0.3, 0.3, 0.5, 0.5],
+            ]
+        ]
+    )  # padding slot: dropped
     valid = torch.tensor([[True, True, True, True, True, False]])
     out, keep = crop_boxes(boxes, valid, crop)
     assert keep.tolist() == [[True, True, False, True, False, False]]
@@ -412,8 +447,10 @@ def test_white_box_encloses_bright_pixels_under_full_recipe():
 def test_labels_stay_aligned_with_boxes():
     """Four boxes painted with their own grey level: each output box shows its label's grey."""
     img = torch.zeros((3, 240, 320), dtype=torch.uint8)
-    boxes = torch.tensor([[20, 20, 140, 100], [180, 30, 300, 110], [30, 140, 150, 220],
-                          [170, 130, 310, 230]], dtype=torch.float32)
+    boxes = torch.tensor(
+        [[20, 20, 140, 100], [180, 30, 300, 110], [30, 140, 150, 220], [170, 130, 310, 230]],
+        dtype=torch.float32,
+    )
     levels = torch.tensor([40, 90, 160, 230])
     for (x0, y0, x1, y1), v in zip(boxes.int().tolist(), levels.tolist()):
         img[:, y0:y1, x0:x1] = v
@@ -441,8 +478,10 @@ def test_mirror_flips_image_and_boxes():
     torch.testing.assert_close(b0, torch.tensor([[0.1, 0.1, 0.4, 0.8]]))
     torch.testing.assert_close(b1, torch.tensor([[0.6, 0.1, 0.9, 0.8]]))
     assert torch.equal(out1, out0.flip(-1))
-    expected = F.resize(img, [300, 300], interpolation=InterpolationMode.BILINEAR,
-                        antialias=False).float() - MEAN
+    expected = (
+        F.resize(img, [300, 300], interpolation=InterpolationMode.BILINEAR, antialias=False).float()
+        - MEAN
+    )
     assert torch.equal(out0, expected)
 
 
@@ -500,9 +539,13 @@ def test_zero_box_images():
 def test_degenerate_boxes_are_dropped():
     t = SSDTrainTransform(config=FIXED)
     img = torch.zeros((3, 50, 50), dtype=torch.uint8)
-    boxes = torch.tensor([[10.0, 10.0, 10.0, 30.0],  # zero width
-                          [5.0, 5.0, 20.0, 20.0],
-                          [60.0, 60.0, 70.0, 70.0]])  # outside the image
+    boxes = torch.tensor(
+        [
+            [10.0, 10.0, 10.0, 30.0],  # zero width
+            [5.0, 5.0, 20.0, 20.0],
+            [60.0, 60.0, 70.0, 70.0],
+        ]
+    )  # outside the image
     _, b, lab = augment(t, img, boxes, torch.tensor([1, 2, 3]), gen(0))
     assert lab.tolist() == [2]
     torch.testing.assert_close(b, torch.tensor([[0.1, 0.1, 0.4, 0.4]]))
@@ -515,8 +558,7 @@ def test_test_transform_is_caffes_linear_warp():
     """What detection's workers ship: Caffe's test-time ``interp_mode: LINEAR`` warp, uint8."""
     img = torch.randint(0, 256, (3, 150, 200), dtype=torch.uint8, generator=gen(25))
     out = SSDTestTransform().resize(img)
-    expected = F.resize(img, [300, 300], interpolation=InterpolationMode.BILINEAR,
-                        antialias=False)
+    expected = F.resize(img, [300, 300], interpolation=InterpolationMode.BILINEAR, antialias=False)
     assert out.dtype == torch.uint8 and torch.equal(out, expected)
 
 
@@ -531,8 +573,10 @@ def kangaroo_samples(count: int = 4) -> list[tuple[torch.Tensor, torch.Tensor]]:
         root = ET.parse(xml).getroot()
         with Image.open(KANGAROO / "images" / root.findtext("filename")) as pil:
             image = F.pil_to_tensor(pil.convert("RGB"))
-        boxes = [[float(o.findtext(f"bndbox/{k}")) for k in ("xmin", "ymin", "xmax", "ymax")]
-                 for o in root.iter("object")]
+        boxes = [
+            [float(o.findtext(f"bndbox/{k}")) for k in ("xmin", "ymin", "xmax", "ymax")]
+            for o in root.iter("object")
+        ]
         xyxy = torch.tensor(boxes) - torch.tensor([1.0, 1.0, 0.0, 0.0])  # VOC 1-based inclusive
         samples.append((image, xyxy))
     return samples
@@ -565,15 +609,20 @@ def test_real_photos_boxes_match_their_content():
                 vx1, vy1 = min(x1, ox + cw), min(y1, oy + ch)
                 ob = mirror_boxes(ob[None, None], torch.tensor([p.mirror]))[0, 0] * 300
                 # The output box, mapped back through the crop, is the visible part of the box.
-                back = torch.tensor([ob[0] * cw / 300 + ox, ob[1] * ch / 300 + oy,
-                                     ob[2] * cw / 300 + ox, ob[3] * ch / 300 + oy])
+                back = torch.tensor(
+                    [
+                        ob[0] * cw / 300 + ox,
+                        ob[1] * ch / 300 + oy,
+                        ob[2] * cw / 300 + ox,
+                        ob[3] * ch / 300 + oy,
+                    ]
+                )
                 visible = torch.tensor([vx0, vy0, vx1, vy1], dtype=torch.float32)
-                torch.testing.assert_close(back, visible,
-                                           atol=1e-3, rtol=0)
+                torch.testing.assert_close(back, visible, atol=1e-3, rtol=0)
                 if min(ob[2] - ob[0], ob[3] - ob[1]) < 24 or min(vx1 - vx0, vy1 - vy0) < 24:
                     continue
-                src = image[:, int(vy0):int(vy1), int(vx0):int(vx1)]
-                dst = pixels[:, int(ob[1]):int(ob[3]), int(ob[0]):int(ob[2])]
+                src = image[:, int(vy0) : int(vy1), int(vx0) : int(vx1)]
+                dst = pixels[:, int(ob[1]) : int(ob[3]), int(ob[0]) : int(ob[2])]
                 diff = (region_signature(src) - region_signature(dst)).abs().mean()
                 assert diff < 12, (k, seed, float(diff))
                 checked += 1
@@ -586,8 +635,9 @@ def test_no_augmentation_is_the_test_time_resize():
     image = torch.randint(0, 256, (3, 120, 200), dtype=torch.uint8, generator=g)
     boxes = torch.tensor([[10.0, 20.0, 60.0, 100.0], [150.0, 0.0, 200.0, 40.0]])
     labels = torch.tensor([1, 2])
-    out, out_boxes, out_labels = augment(SSDTrainTransform(config=NO_AUGMENTATION), image,
-                                         boxes, labels, g)
+    out, out_boxes, out_labels = augment(
+        SSDTrainTransform(config=NO_AUGMENTATION), image, boxes, labels, g
+    )
     assert torch.equal(out, SSDTestTransform().resize(image).float() - MEAN)
     assert torch.allclose(out_boxes, boxes / torch.tensor([200.0, 120.0, 200.0, 120.0]))
     assert out_labels.tolist() == [1, 2]

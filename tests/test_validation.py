@@ -24,22 +24,28 @@ class Outer(Config):
     inner: Inner = msgspec.field(default_factory=Inner)
 
 
-@pytest.mark.parametrize("data, key, problem", [
-    ({"inner": {"count": -1}}, "inner.count", "must be >= 0, got -1"),
-    ({"inner": {"share": 1}}, "inner.share", "must be in [0, 1), got 1"),
-    ({"inner": {"share": "x"}}, "inner.share", "expected a number, got 'x'"),
-    ({"inner": {"shar": 1}}, "inner.shar",
-     "unknown key (did you mean 'share'?); allowed keys here: count, share, mode, priors, free, "
-     "steps"),
-    ({"inner": {"mode": "q"}}, "inner.mode", "must be one of x, y, got 'q'"),
-    ({"inner": {"priors": "q"}}, "inner.priors", "must be one of null, voc, coco, got 'q'"),
-    ({"inner": {"steps": [1, "a"]}}, "inner.steps[1]", "expected an integer, got 'a'"),
-    ({"inner": {"count": True}}, "inner.count", "expected an integer, got True"),
-    ({"inner": {"share": 10 ** 400}}, "inner.share", "must be a finite number"),
-    ({"inner": {"free": {"a": [0.1, float("inf")]}}}, "inner.free.a[1]", "finite"),
-    ({"inner": []}, "inner", "expected a mapping, got []"),
-    ([], "<top>", "expected a mapping, got []"),
-])
+@pytest.mark.parametrize(
+    "data, key, problem",
+    [
+        ({"inner": {"count": -1}}, "inner.count", "must be >= 0, got -1"),
+        ({"inner": {"share": 1}}, "inner.share", "must be in [0, 1), got 1"),
+        ({"inner": {"share": "x"}}, "inner.share", "expected a number, got 'x'"),
+        (
+            {"inner": {"shar": 1}},
+            "inner.shar",
+            "unknown key (did you mean 'share'?); allowed keys here: count, share, mode, priors, free, "
+            "steps",
+        ),
+        ({"inner": {"mode": "q"}}, "inner.mode", "must be one of x, y, got 'q'"),
+        ({"inner": {"priors": "q"}}, "inner.priors", "must be one of null, voc, coco, got 'q'"),
+        ({"inner": {"steps": [1, "a"]}}, "inner.steps[1]", "expected an integer, got 'a'"),
+        ({"inner": {"count": True}}, "inner.count", "expected an integer, got True"),
+        ({"inner": {"share": 10**400}}, "inner.share", "must be a finite number"),
+        ({"inner": {"free": {"a": [0.1, float("inf")]}}}, "inner.free.a[1]", "finite"),
+        ({"inner": []}, "inner", "expected a mapping, got []"),
+        ([], "<top>", "expected a mapping, got []"),
+    ],
+)
 def test_the_first_problem_names_file_and_dotted_key(data, key, problem):
     with pytest.raises(ConfigError) as err:
         convert(data, Outer, path="f.yaml")

@@ -43,27 +43,36 @@ def workdir(tmp_path, monkeypatch) -> Path:
 def plan(workdir: Path, *targets: str, **config) -> list[str]:
     """Output files of every job a dry run would execute (Snakemake's API, no network)."""
     with SnakemakeApi(OutputSettings(quiet={Quietness.ALL})) as api:
-        wf = api.workflow(snakefile=workdir / "Snakefile", workdir=workdir,
-                          config_settings=ConfigSettings(config=config),
-                          resource_settings=ResourceSettings(cores=2))
+        wf = api.workflow(
+            snakefile=workdir / "Snakefile",
+            workdir=workdir,
+            config_settings=ConfigSettings(config=config),
+            resource_settings=ResourceSettings(cores=2),
+        )
         updated: list[str] = []
-        wf.dag(DAGSettings(targets=set(targets))).execute_workflow(executor="dryrun",
-                                                                   updated_files=updated)
+        wf.dag(DAGSettings(targets=set(targets))).execute_workflow(
+            executor="dryrun", updated_files=updated
+        )
     return updated
 
 
 def rules_of(workdir: Path, **config) -> dict[str, str | None]:
     """Rule name -> docstring, as the workflow defines them for `config`."""
     with SnakemakeApi(OutputSettings(quiet={Quietness.ALL})) as api:
-        wf = api.workflow(snakefile=workdir / "Snakefile", workdir=workdir,
-                          config_settings=ConfigSettings(config=config),
-                          resource_settings=ResourceSettings(cores=2))
+        wf = api.workflow(
+            snakefile=workdir / "Snakefile",
+            workdir=workdir,
+            config_settings=ConfigSettings(config=config),
+            resource_settings=ResourceSettings(cores=2),
+        )
         return {rule.name: rule.docstring for rule in wf._workflow.rules}
 
 
 def train_jobs(files: list[str]) -> list[str]:
     """table/row of each planned training job."""
-    return sorted("/".join(Path(f).parts[-5:-3]) for f in files if f.endswith("train/model_final.pt"))
+    return sorted(
+        "/".join(Path(f).parts[-5:-3]) for f in files if f.endswith("train/model_final.pt")
+    )
 
 
 @pytest.fixture()
@@ -77,11 +86,19 @@ def no_network(monkeypatch):
 
 def _snakemake(*args: str, cwd: Path, timeout: int = 600) -> subprocess.CompletedProcess:
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
-    return subprocess.run([sys.executable, "-m", "snakemake", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=timeout, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "snakemake", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
 
 
 # --- planning -----------------------------------------------------------------------------------
+
 
 def test_default_scale_plans_every_row_but_the_pretrained_ones(workdir):
     planned = train_jobs(plan(workdir))
@@ -123,8 +140,11 @@ def test_datasets_the_lab_has_are_linked_not_downloaded(workdir, no_network, tmp
     assert {f"{a}.done" for a in existing} <= names  # their link jobs
     assert "VOCtrainval_11-May-2012.tar" in names  # the others still download
     with SnakemakeApi(OutputSettings(quiet={Quietness.ALL})) as api:
-        wf = api.workflow(snakefile=workdir / "Snakefile", workdir=workdir,
-                          resource_settings=ResourceSettings(cores=2))
+        wf = api.workflow(
+            snakefile=workdir / "Snakefile",
+            workdir=workdir,
+            resource_settings=ResourceSettings(cores=2),
+        )
         local = set(wf._workflow._localrules)
     assert {"download", "imagenet_weights", "existing_data"} <= local
 
@@ -135,26 +155,39 @@ def test_the_main_job_writes_the_page_a_reader_lands_on(workdir):
 
 def test_a_subset_of_tables_can_be_planned(workdir):
     planned = train_jobs(plan(workdir, tables=["scratchdet_table3"]))
-    assert planned == ["scratchdet_table3/scratchdet300_voc07", "scratchdet_table3/scratchdet300_voc12"]
+    assert planned == [
+        "scratchdet_table3/scratchdet300_voc07",
+        "scratchdet_table3/scratchdet300_voc12",
+    ]
 
 
 def test_a_tables_report_file_plans_that_table_only(workdir):
     files = plan(workdir, "reports/default/dsod_table3.md")
     rows = TABLES["dsod_table3"]
     # its rows, and the run one of them is fine-tuned from (DSOD Table 6's COCO run)
-    assert train_jobs(files) == sorted({r.key for r in rows} | {r.init_from for r in rows
-                                                                if r.init_from})
+    assert train_jobs(files) == sorted(
+        {r.key for r in rows} | {r.init_from for r in rows if r.init_from}
+    )
     assert {Path(f).name for f in files if f.startswith("reports/")} == {
-        "dsod_table3.md", "dsod_table3.csv", "dsod_table3.csv.meta.json"}
+        "dsod_table3.md",
+        "dsod_table3.csv",
+        "dsod_table3.csv.meta.json",
+    }
     # the same jobs as selecting the table in the config (plus the all rule and the page)
     selected = plan(workdir, tables=["dsod_table3"])
     assert train_jobs(selected) == train_jobs(files)
     assert {Path(f).name for f in selected if f.startswith("reports/")} == {
-        "dsod_table3.md", "dsod_table3.csv", "dsod_table3.csv.meta.json", "index.html"}
+        "dsod_table3.md",
+        "dsod_table3.csv",
+        "dsod_table3.csv.meta.json",
+        "index.html",
+    }
     files = plan(workdir, "reports/default/scratchdet_table5.md")
-    assert train_jobs(files) == ["scratchdet_table4/scratchdet300_coco",
-                                 "scratchdet_table5/scratchdet300_coco_voc07",
-                                 "scratchdet_table5/scratchdet300_coco_voc12"]
+    assert train_jobs(files) == [
+        "scratchdet_table4/scratchdet300_coco",
+        "scratchdet_table5/scratchdet300_coco_voc07",
+        "scratchdet_table5/scratchdet300_coco_voc12",
+    ]
 
 
 def test_the_rule_list_is_the_same_at_every_scale_and_every_rule_says_what_it_does(workdir):
@@ -174,11 +207,15 @@ def test_paper_scale_fetches_imagenet_weights_in_jobs_of_their_own(workdir, no_n
 
 # --- config errors ------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("config, key, message", [
-    ({"scale": "huge"}, "scale", "must be one of default, proof, paper, got 'huge'"),
-    ({"colour": "red"}, "colour", "unknown key; allowed keys here: scale, tables"),
-    ({"showcase": ["dsod_table4"]}, "showcase[0]", "must match"),
-])
+
+@pytest.mark.parametrize(
+    "config, key, message",
+    [
+        ({"scale": "huge"}, "scale", "must be one of default, proof, paper, got 'huge'"),
+        ({"colour": "red"}, "colour", "unknown key; allowed keys here: scale, tables"),
+        ({"showcase": ["dsod_table4"]}, "showcase[0]", "must match"),
+    ],
+)
 def test_a_wrong_config_key_or_value_is_a_clear_error(workdir, config, key, message):
     with pytest.raises(ConfigError) as err:
         plan(workdir, **config)
@@ -198,18 +235,30 @@ def test_a_typo_in_a_figure_row_names_the_table(workdir):
         plan(workdir, showcase=["dsod_table4/dsod301"])
 
 
-@pytest.mark.parametrize("old, new, message", [
-    ("{name: scratchdet300}", "{name: scratchdet300, bn_haed: true}",
-     r"params/scratchdet_table3.tsv:2: model.bn_haed: unknown key"),
-    ("{name: scratchdet300}", "{name: scratchdet301}",
-     r"params/scratchdet_table3.tsv:2: model.name: unknown model 'scratchdet301'"),
-    ("\t\t80.4", "\t{lr: fast}\t80.4",
-     r"params/scratchdet_table3.tsv:2: train.lr: expected"),
-    ("\t\t80.4", "\t{milestones: 40000}\t80.4",
-     r"params/scratchdet_table3.tsv:2: train.milestones"),
-])
+@pytest.mark.parametrize(
+    "old, new, message",
+    [
+        (
+            "{name: scratchdet300}",
+            "{name: scratchdet300, bn_haed: true}",
+            r"params/scratchdet_table3.tsv:2: model.bn_haed: unknown key",
+        ),
+        (
+            "{name: scratchdet300}",
+            "{name: scratchdet301}",
+            r"params/scratchdet_table3.tsv:2: model.name: unknown model 'scratchdet301'",
+        ),
+        ("\t\t80.4", "\t{lr: fast}\t80.4", r"params/scratchdet_table3.tsv:2: train.lr: expected"),
+        (
+            "\t\t80.4",
+            "\t{milestones: 40000}\t80.4",
+            r"params/scratchdet_table3.tsv:2: train.milestones",
+        ),
+    ],
+)
 def test_a_bad_model_or_train_cell_fails_the_dry_run_naming_file_line_and_key(
-        workdir, old, new, message):
+    workdir, old, new, message
+):
     path = workdir / "params/scratchdet_table3.tsv"
     text = path.read_text()
     assert old in text
@@ -227,11 +276,10 @@ def test_the_dry_run_is_short_and_states_what_a_paper_run_needs(workdir):
     assert "Using workflow specific profile profiles/default" in out
     assert '"max_steps"' not in out and "--json" not in out
     assert "Preflight" not in out  # the smoke scale needs nothing from anyone
-    done = _snakemake("-n", "--quiet", "rules", "--config", "scale=paper", cwd=workdir,
-                      timeout=300)
+    done = _snakemake("-n", "--quiet", "rules", "--config", "scale=paper", cwd=workdir, timeout=300)
     out = done.stdout + done.stderr
     assert done.returncode == 0, out[-3000:]
-    preflight = done.stderr[done.stderr.index("Preflight, paper scale"):]
+    preflight = done.stderr[done.stderr.index("Preflight, paper scale") :]
     assert "data/downloads/VOC2012test.tar: the VOC 2012 test images are only given" in preflight
     assert "ImageNet weights: 2 file(s)" in preflight and "vgg16-397923af.pth" in preflight
     # only CPU speed numbers are committed: no invented estimate, but what to run instead
@@ -253,13 +301,20 @@ def test_the_dry_run_says_to_restore_what_the_shipped_remote_holds(workdir):
 
 
 def test_a_run_folder_of_another_config_is_refused(workdir):
-    done = _snakemake("-n", "results/default/dsod_table6/dsod300_coco/0000000000/run.yaml",
-                      cwd=workdir, timeout=300)
+    done = _snakemake(
+        "-n",
+        "results/default/dsod_table6/dsod300_coco/0000000000/run.yaml",
+        cwd=workdir,
+        timeout=300,
+    )
     assert done.returncode != 0
-    assert "0000000000 is not the folder of the row's current run config" in done.stdout + done.stderr
+    assert (
+        "0000000000 is not the folder of the row's current run config" in done.stdout + done.stderr
+    )
 
 
 # --- lint ---------------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("scale", ["default", "paper"])
 def test_lint_is_clean(workdir, scale):
@@ -272,13 +327,19 @@ def test_lint_is_clean(workdir, scale):
 def test_snakefmt_is_clean():
     """The workflow files are formatted as `snakefmt Snakefile workflow/` leaves them (its
     settings are in pyproject.toml)."""
-    done = subprocess.run([sys.executable, "-m", "snakefmt", "--check", "Snakefile", "workflow"],
-                          cwd=ROOT,
-                          capture_output=True, text=True, timeout=120, check=False)
+    done = subprocess.run(
+        [sys.executable, "-m", "snakefmt", "--check", "Snakefile", "workflow"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert done.returncode == 0, done.stdout + done.stderr
 
 
 # --- the default scale, for real ---------------------------------------------------------------
+
 
 @pytest.mark.slow
 def test_default_scale_runs_and_reports_every_table(workdir):
@@ -296,8 +357,9 @@ def test_default_scale_runs_and_reports_every_table(workdir):
         assert not any(c.endswith(" diff") for c in df.columns)  # smoke: nothing to compare
         metric = "mAP" if "map" in rows[0].paper else "AP"
         for r, (_, line) in zip(rows, df.iterrows()):
-            assert line[f"{metric} paper"] == fmt(r.paper["map" if metric == "mAP" else "AP"],
-                                                  csv=True)
+            assert line[f"{metric} paper"] == fmt(
+                r.paper["map" if metric == "mAP" else "AP"], csv=True
+            )
             if r.pretrained:
                 assert line["status"].startswith("not run (needs ImageNet weights")
             else:
@@ -307,22 +369,25 @@ def test_default_scale_runs_and_reports_every_table(workdir):
                 assert (value == "NaN") == line["status"].startswith("diverged")
     # Divergence is a result: SSD without BatchNorm at lr 0.05 diverges here as in the paper,
     # its row reads NAN, and the workflow went on to finish every other row and report.
-    table1 = pd.read_csv(reports / "scratchdet_table1.csv", dtype=str,
-                         keep_default_na=False).set_index("row")
+    table1 = pd.read_csv(
+        reports / "scratchdet_table1.csv", dtype=str, keep_default_na=False
+    ).set_index("row")
     assert table1.loc["scratch_bn-none_lr0.05", "mAP reproduced"] == "NaN"
     assert table1.loc["scratch_bn-none_lr0.05", "status"].startswith("diverged")
     figures = reports / "figures"
     pngs = [figures / "scratchdet_figure1.png"] + [
-        figures / key / f"{kind}.png" for key in ("dsod_table4/dsod300",
-                                                  "scratchdet_table3/scratchdet300_voc07")
-        for kind in ("pr_curves", "detections")]
+        figures / key / f"{kind}.png"
+        for key in ("dsod_table4/dsod300", "scratchdet_table3/scratchdet300_voc07")
+        for kind in ("pr_curves", "detections")
+    ]
     for png in pngs:
         assert png.read_bytes().startswith(b"\x89PNG"), png
     page = (reports / "index.html").read_text()  # the page a reader lands on
     assert "Smoke scale: numbers are not comparable to the paper" in page
     assert page.count("<figure>") >= len(pngs) and "<h2>DSOD Table 3" in page
     [tar_path] = (workdir / "results/default/scratchdet_table3/scratchdet300_voc12").glob(
-        "*/voc2012_test_submission.tar.gz")  # in the run folder named after the config digest
+        "*/voc2012_test_submission.tar.gz"
+    )  # in the run folder named after the config digest
     with tarfile.open(tar_path) as tf:
         assert all(n.startswith("results/VOC2012/Main/comp3_det_test_") for n in tf.getnames())
 

@@ -42,19 +42,31 @@ ALL_ROWS = [r for rows in TABLES.values() for r in rows]
 
 def test_every_paper_table_has_a_params_file():
     assert {p.stem for p in TABLE_FILES} == {
-        "dsod_table3", "dsod_table4", "dsod_table5", "dsod_table6", "scratchdet_table1",
-        "scratchdet_table2", "scratchdet_table3", "scratchdet_table4", "scratchdet_table5"}
+        "dsod_table3",
+        "dsod_table4",
+        "dsod_table5",
+        "dsod_table6",
+        "scratchdet_table1",
+        "scratchdet_table2",
+        "scratchdet_table3",
+        "scratchdet_table4",
+        "scratchdet_table5",
+    }
 
 
-@pytest.mark.parametrize(("column", "value", "problem"), [
-    ("eval", "voc2007", "must be one of voc07, voc12, coco"),
-    ("row", "a b", "a path-safe id"),
-    ("init_from", "dsod_table3", "table/row or empty"),
-    ("model", "name: dsod300", "a YAML flow mapping"),
-    ("pretrained", "maybe", "must be one of yes, no, unpublished"),
-])
-def test_a_bad_params_cell_is_one_line_naming_file_line_and_column(tmp_path, column, value,
-                                                                    problem):
+@pytest.mark.parametrize(
+    ("column", "value", "problem"),
+    [
+        ("eval", "voc2007", "must be one of voc07, voc12, coco"),
+        ("row", "a b", "a path-safe id"),
+        ("init_from", "dsod_table3", "table/row or empty"),
+        ("model", "name: dsod300", "a YAML flow mapping"),
+        ("pretrained", "maybe", "must be one of yes, no, unpublished"),
+    ],
+)
+def test_a_bad_params_cell_is_one_line_naming_file_line_and_column(
+    tmp_path, column, value, problem
+):
     """Every shipped table loads (TABLES above); a bad fixed cell stops at its file and line."""
     lines = (ROOT / "params" / "dsod_table3.tsv").read_text().splitlines()
     header = lines[0].split("\t")
@@ -80,10 +92,20 @@ def test_paper_values_from_specs():
     assert math.isnan(rows["scratchdet_table1/scratch_bn-none_lr0.05"].paper["map"])  # NAN
     assert rows["dsod_table3/ds64-36-48-1_stem"].paper["map"] is None  # not recovered
     assert rows["dsod_table6/dsod300_coco"].paper == {
-        "AP": 29.3, "AP50": 47.3, "AP75": 30.6, "APs": 9.4, "APm": 31.5, "APl": 47.0}
+        "AP": 29.3,
+        "AP50": 47.3,
+        "AP75": 30.6,
+        "APs": 9.4,
+        "APm": 31.5,
+        "APl": 47.0,
+    }
     nan_rows = [r.id for r in TABLES["scratchdet_table1"] if r.paper["map"] != r.paper["map"]]
-    assert nan_rows == ["scratch_bn-none_lr0.01", "scratch_bn-none_lr0.05",
-                        "scratch_bn-head_lr0.05", "pretrained_bn-none_lr0.05"]
+    assert nan_rows == [
+        "scratch_bn-none_lr0.01",
+        "scratch_bn-none_lr0.05",
+        "scratch_bn-head_lr0.05",
+        "pretrained_bn-none_lr0.05",
+    ]
 
 
 @pytest.mark.parametrize("row", ALL_ROWS, ids=lambda r: r.key)
@@ -110,8 +132,11 @@ def test_run_config_layers_scale_recipe_and_row():
     paper = run_config(row, SCALES["paper"], "data")
     assert paper["train"]["lr"] == 0.01  # row
     assert paper["train"]["milestones"] == [40000, 75000, 90000]  # recipe
-    assert paper["data"] == {"num_workers": 8, "train": "data/voc/trainval_0712.json",
-                             "test": "data/voc/test_07.json"}  # scale base + split files
+    assert paper["data"] == {
+        "num_workers": 8,
+        "train": "data/voc/trainval_0712.json",
+        "test": "data/voc/test_07.json",
+    }  # scale base + split files
     smoke = run_config(row, SCALES["default"], "data")
     assert smoke["train"]["lr"] == 0.01 and smoke["train"]["max_steps"] < 10
     assert smoke["data"]["train"] == "data/synth/16trainval_4test_seed0/trainval.json"
@@ -155,24 +180,38 @@ def test_run_paths_layout():
     assert p.detections("data/coco/val2017.json").name == "dets_val2017.json"
     assert p.coco_submission.name == "detections_test-dev2017_dsod300coco_results.zip"
     assert p.job_file("results/paper/logs", "train") == Path(
-        "results/paper/logs/dsod_table6/dsod300_coco/0123abcdef/train.log")
+        "results/paper/logs/dsod_table6/dsod300_coco/0123abcdef/train.log"
+    )
 
 
 def test_the_wildcard_form_of_the_run_layout_formats_to_a_runs_files():
     pattern = RunPaths.wildcards("results/paper")
     assert str(pattern.metrics) == "results/paper/{table}/{row}/{digest}/metrics.json"
-    assert str(pattern.detections("{testset}")) == \
-        "results/paper/{table}/{row}/{digest}/dets_{testset}.json"
+    assert (
+        str(pattern.detections("{testset}"))
+        == "results/paper/{table}/{row}/{digest}/dets_{testset}.json"
+    )
     assert pattern.coco_submission.name == "detections_test-dev2017_{alg}_results.zip"
-    assert str(pattern.job_file("L", "detect_{testset}", ".tsv")) == \
-        "L/{table}/{row}/{digest}/detect_{testset}.tsv"
+    assert (
+        str(pattern.job_file("L", "detect_{testset}", ".tsv"))
+        == "L/{table}/{row}/{digest}/detect_{testset}.tsv"
+    )
     run = RunPaths.of("results/paper", "dsod_table6", "dsod300_coco", "0123abcdef")
     values = {"table": "dsod_table6", "row": "dsod300_coco", "digest": "0123abcdef"}
-    for name in ("run_config", "train_dir", "model", "status", "metrics_csv", "provenance",
-                 "metrics", "voc_submission"):
+    for name in (
+        "run_config",
+        "train_dir",
+        "model",
+        "status",
+        "metrics_csv",
+        "provenance",
+        "metrics",
+        "voc_submission",
+    ):
         assert str(getattr(pattern, name)).format(**values) == str(getattr(run, name)), name
-    assert str(pattern.coco_submission).format(**values, alg="dsod300coco") == \
-        str(run.coco_submission)
+    assert str(pattern.coco_submission).format(**values, alg="dsod300coco") == str(
+        run.coco_submission
+    )
 
 
 def test_voc_splits_are_the_official_split_files():
@@ -196,8 +235,10 @@ def test_download_options_verify_or_ask_a_person():
     assert download_options({"url": "u", "md5": "a" * 32}) == f"--md5 {'a' * 32}"
     opts = download_options({"url": "u", "manual": "log in; then put it 'here'"})
     assert shlex.split(opts) == ["--manual", "log in; then put it 'here'"]
-    assert extracted_dir("data", "VOCtest_06-Nov-2007.tar", "VOCdevkit") == \
-        "data/extracted/VOCtest_06-Nov-2007/VOCdevkit"
+    assert (
+        extracted_dir("data", "VOCtest_06-Nov-2007.tar", "VOCdevkit")
+        == "data/extracted/VOCtest_06-Nov-2007/VOCdevkit"
+    )
 
 
 def _with_cell(row: Row, **cells) -> Row:
@@ -209,11 +250,11 @@ def test_check_row_names_the_params_file_line_and_key():
     assert row.where.endswith("params/scratchdet_table3.tsv:3")
     check_row(row, SCALES["paper"])
     with pytest.raises(ConfigError, match=r"scratchdet_table3.tsv:3: model.bn_haed: unknown key"):
-        check_row(_with_cell(row, model={"name": "scratchdet300", "bn_haed": True}),
-                     SCALES["paper"])
+        check_row(
+            _with_cell(row, model={"name": "scratchdet300", "bn_haed": True}), SCALES["paper"]
+        )
     with pytest.raises(ConfigError, match=r"scratchdet_table3.tsv:3: model.depth: must be one of"):
-        check_row(_with_cell(row, model={"name": "scratchdet300", "depth": 35}),
-                     SCALES["default"])
+        check_row(_with_cell(row, model={"name": "scratchdet300", "depth": 35}), SCALES["default"])
     with pytest.raises(ConfigError, match=r"scratchdet_table3.tsv:3: train.max_step: unknown key"):
         check_row(_with_cell(row, train={"max_step": 5}), SCALES["default"])
     # over the paper recipe (batch 128, micro-batch 32) a micro-batch of 48 does not divide
@@ -222,10 +263,13 @@ def test_check_row_names_the_params_file_line_and_key():
 
 
 def test_a_bad_recipe_names_the_scale_file_not_a_row():
-    scale = {**SCALES["default"], "recipes": {**SCALES["default"]["recipes"],
-                                               "dsod_coco": {"train": {"lr": -1}}}}
-    with pytest.raises(ConfigError,
-                       match=r"default.yaml \(recipes.dsod_coco over base\): train.lr"):
+    scale = {
+        **SCALES["default"],
+        "recipes": {**SCALES["default"]["recipes"], "dsod_coco": {"train": {"lr": -1}}},
+    }
+    with pytest.raises(
+        ConfigError, match=r"default.yaml \(recipes.dsod_coco over base\): train.lr"
+    ):
         check_scale(scale, "config/scales/default.yaml")
     check_scale(SCALES["default"], "config/scales/default.yaml")
 

@@ -44,10 +44,13 @@ def paper() -> Plan:
 
 
 def test_planning_modules_import_without_torch():
-    code = ("import sys; import scratchdet.workflow.plan, scratchdet.workflow.preflight; "
-            "print('torch' in sys.modules)")
-    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
-                          check=True)
+    code = (
+        "import sys; import scratchdet.workflow.plan, scratchdet.workflow.preflight; "
+        "print('torch' in sys.modules)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
+    )
     assert done.stdout.strip() == "False"
 
 
@@ -62,9 +65,11 @@ def test_a_rows_folder_is_the_digest_of_its_run_config(default):
     key = "scratchdet_table3/scratchdet300_voc07"
     paths = default.paths(key)
     assert paths.root == Path("results/default", key, config_digest(default.row_config(key)))
-    assert default.run_wildcards(key) == {"table": "scratchdet_table3",
-                                          "row": "scratchdet300_voc07",
-                                          "digest": paths.root.name}
+    assert default.run_wildcards(key) == {
+        "table": "scratchdet_table3",
+        "row": "scratchdet300_voc07",
+        "digest": paths.root.name,
+    }
     assert json.loads(default.run_config_json(key, paths.root.name)) == default.row_config(key)
     with pytest.raises(ValueError, match="0000000000 is not the folder of the row's current"):
         default.run_config_json(key, "0000000000")
@@ -79,8 +84,12 @@ def test_a_fine_tuned_row_starts_from_its_parents_final_weights(default):
 
 def test_repeated_options_survive_the_shell():
     text = repeated_option("--skip", [("a", "needs ImageNet weights, offline"), ("b", "it's x")])
-    assert shlex.split(text) == ["--skip", "a=needs ImageNet weights, offline",
-                                 "--skip", "b=it's x"]
+    assert shlex.split(text) == [
+        "--skip",
+        "a=needs ImageNet weights, offline",
+        "--skip",
+        "b=it's x",
+    ]
 
 
 def test_report_arguments_name_every_row_once(default):
@@ -97,21 +106,27 @@ def test_report_arguments_name_every_row_once(default):
 def test_figure1_labels_and_title():
     row = load_table(ROOT / "params/scratchdet_table1.tsv")
     by_id = {r.id: r for r in row}
-    assert figure1_label(by_id["scratch_bn-none_lr0.01"]) == "scratch_bn-none_lr0.01 (paper NAN mAP)"
+    assert (
+        figure1_label(by_id["scratch_bn-none_lr0.01"]) == "scratch_bn-none_lr0.01 (paper NAN mAP)"
+    )
     assert figure1_title("default") == "ScratchDet Figure 1, default scale"
 
 
 def test_a_selected_table_loads_the_tables_its_rows_are_fine_tuned_from():
     plan = load(tables=["dsod_table4"])
-    assert plan.selected == ["dsod_table4"] and sorted(plan.tables) == ["dsod_table4",
-                                                                         "dsod_table6"]
+    assert plan.selected == ["dsod_table4"] and sorted(plan.tables) == [
+        "dsod_table4",
+        "dsod_table6",
+    ]
     assert "dsod_table6/dsod300_coco" in plan.run_keys  # DSOD300 + COCO starts from it
 
 
 def test_refs_into_unselected_tables_are_dropped_and_typos_are_errors():
     plan = load(tables=["dsod_table4"])
     assert plan.showcase == ["dsod_table4/dsod300"] and plan.figure1 == []
-    with pytest.raises(ConfigError, match="'dsod_table4/dsod301' is not a row of params/dsod_table4"):
+    with pytest.raises(
+        ConfigError, match="'dsod_table4/dsod301' is not a row of params/dsod_table4"
+    ):
         load(showcase=["dsod_table4/dsod301"])
     with pytest.raises(ConfigError, match="'dsod_table9' has no file"):
         load(tables=["dsod_table9"])
@@ -119,30 +134,44 @@ def test_refs_into_unselected_tables_are_dropped_and_typos_are_errors():
 
 def test_an_init_from_into_a_missing_table_names_the_row(tmp_path):
     for path in (ROOT / "params").glob("*.tsv"):
-        (tmp_path / path.name).write_text(path.read_text().replace(
-            "dsod_table6/dsod300_coco", "dsod_table7/dsod300_coco"))
+        (tmp_path / path.name).write_text(
+            path.read_text().replace("dsod_table6/dsod300_coco", "dsod_table7/dsod300_coco")
+        )
     cfg = config(tables=["dsod_table4"])
-    with pytest.raises(ConfigError, match=r"dsod_table4.tsv: dsod300_coco.init_from: "
-                                          r"'dsod_table7/dsod300_coco' is not a table/row"):
+    with pytest.raises(
+        ConfigError,
+        match=r"dsod_table4.tsv: dsod300_coco.init_from: "
+        r"'dsod_table7/dsod300_coco' is not a table/row",
+    ):
         Plan.load(cfg, ROOT / "config/scales/default.yaml", tmp_path)
 
 
 def test_data_rule_arguments(paper):
     parts = shlex.split(paper.voc_split_options("trainval_0712"))
-    assert parts == ["--voc-dir", "data/extracted/VOCtrainval_06-Nov-2007/VOCdevkit/VOC2007",
-                     "--split", "trainval",
-                     "--voc-dir", "data/extracted/VOCtrainval_11-May-2012/VOCdevkit/VOC2012",
-                     "--split", "trainval"]
-    assert paper.archives_of("data/coco/val2017.json") == ("annotations_trainval2017.zip",
-                                                           "val2017.zip")
+    assert parts == [
+        "--voc-dir",
+        "data/extracted/VOCtrainval_06-Nov-2007/VOCdevkit/VOC2007",
+        "--split",
+        "trainval",
+        "--voc-dir",
+        "data/extracted/VOCtrainval_11-May-2012/VOCdevkit/VOC2012",
+        "--split",
+        "trainval",
+    ]
+    assert paper.archives_of("data/coco/val2017.json") == (
+        "annotations_trainval2017.zip",
+        "val2017.zip",
+    )
     assert paper.official_file("voc12_test") == "data/voc/test_12.json"
     assert paper.download_options("VOC2012test.tar").startswith("--manual ")
 
 
 def test_paper_scale_names_the_imagenet_weight_files_of_its_pretrained_rows(paper):
     assert sorted(paper.imagenet_weights) == ["vgg16-397923af.pth", "vgg16_bn-6c64b313.pth"]
-    assert all(url.startswith("https://download.pytorch.org/models/")
-               for url in paper.imagenet_weights.values())
+    assert all(
+        url.startswith("https://download.pytorch.org/models/")
+        for url in paper.imagenet_weights.values()
+    )
     row = paper.rows["scratchdet_table1/pretrained_bn-both_lr0.01"]
     assert paper.weight_files(row) == ["data/torch/hub/checkpoints/vgg16_bn-6c64b313.pth"]
     assert paper.weight_files(paper.rows["scratchdet_table3/scratchdet300_voc07"]) == []
@@ -157,14 +186,21 @@ def test_proof_scale_trains_its_rows_only_with_their_overrides_and_baselines():
     vgg = proof.row_config("scratchdet_table1/scratch_bn-both_lr0.01")
     assert vgg["model"]["width"] == 0.25 and vgg["train"]["lr"] == 0.01  # row's own lr stays
     dsod = proof.row_config("dsod_table3/ds32-12-16-0.5_3blocks")
-    assert "width" not in dsod["model"] and dsod["train"]["lr"] == proof.scale["recipes"][
-        "dsod_voc0712"]["train"]["lr"]
-    assert proof.dataset == "data/synth/96trainval_32test_seed1_obj1-3_size0.15-0.6_box-disc-triangle"
+    assert (
+        "width" not in dsod["model"]
+        and dsod["train"]["lr"] == proof.scale["recipes"]["dsod_voc0712"]["train"]["lr"]
+    )
+    assert (
+        proof.dataset == "data/synth/96trainval_32test_seed1_obj1-3_size0.15-0.6_box-disc-triangle"
+    )
     # One baseline for the four rows: same training split, test split and metric.
     assert list(proof.baseline_jobs) == ["trainval__test__voc07"]
     job = proof.baseline_jobs["trainval__test__voc07"]
-    assert job == {"train": f"{proof.dataset}/trainval.json", "gt": f"{proof.dataset}/test.json",
-                   "metric": "voc07"}
+    assert job == {
+        "train": f"{proof.dataset}/trainval.json",
+        "gt": f"{proof.dataset}/test.json",
+        "metric": "voc07",
+    }
     assert proof.learning_curves and proof.precise_bn_check > 0
     options = shlex.split(proof.curve_options("precise_bn"))
     assert options[::2] == ["--precise-bn-curve"] * len(rows)

@@ -23,29 +23,65 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def _timing(images_per_s: float) -> dict:
-    return {"images_per_s": {"median": images_per_s, "q1": images_per_s, "q3": images_per_s,
-                             "min": images_per_s, "max": images_per_s, "n": 1,
-                             "raw": [images_per_s]}}
+    return {
+        "images_per_s": {
+            "median": images_per_s,
+            "q1": images_per_s,
+            "q3": images_per_s,
+            "min": images_per_s,
+            "max": images_per_s,
+            "n": 1,
+            "raw": [images_per_s],
+        }
+    }
 
 
-def gpu_benchmark(folder: Path, created: str = "2026-12-01T00:00:00+00:00",
-                  device: str = "NVIDIA H200") -> Path:
+def gpu_benchmark(
+    folder: Path, created: str = "2026-12-01T00:00:00+00:00", device: str = "NVIDIA H200"
+) -> Path:
     """A `scratchdet benchmark train` result as a GPU run writes it (only the fields read)."""
     results = [
-        {"model": "scratchdet300", "batch_size": 32,
-         "modes": {"synthetic": _timing(500.0), "cpu_augment": _timing(400.0),
-                   "device_augment": _timing(480.0)}},
-        {"model": "scratchdet300", "batch_size": 128,
-         "modes": {"synthetic": _timing(520.0), "cpu_augment": _timing(410.0),
-                   "device_augment": _timing(500.0)}},
-        {"model": "dsod300", "batch_size": 32,
-         "modes": {"synthetic": _timing(300.0), "cpu_augment": _timing(250.0),
-                   "device_augment": _timing(280.0)}},
+        {
+            "model": "scratchdet300",
+            "batch_size": 32,
+            "modes": {
+                "synthetic": _timing(500.0),
+                "cpu_augment": _timing(400.0),
+                "device_augment": _timing(480.0),
+            },
+        },
+        {
+            "model": "scratchdet300",
+            "batch_size": 128,
+            "modes": {
+                "synthetic": _timing(520.0),
+                "cpu_augment": _timing(410.0),
+                "device_augment": _timing(500.0),
+            },
+        },
+        {
+            "model": "dsod300",
+            "batch_size": 32,
+            "modes": {
+                "synthetic": _timing(300.0),
+                "cpu_augment": _timing(250.0),
+                "device_augment": _timing(280.0),
+            },
+        },
     ]
     path = folder / "train_h200.json"
-    path.write_text(json.dumps({"schema": 1, "benchmark": "train", "device": device,
-                                "device_type": "cuda", "results": results,
-                                "provenance": {"created": created}}))
+    path.write_text(
+        json.dumps(
+            {
+                "schema": 1,
+                "benchmark": "train",
+                "device": device,
+                "device_type": "cuda",
+                "results": results,
+                "provenance": {"created": created},
+            }
+        )
+    )
     return path
 
 
@@ -72,16 +108,23 @@ def test_runs_the_shipped_remote_holds_are_named_in_one_line(monkeypatch):
         pytest.skip("results/default is restored in this checkout")
     text = preflight_report(plan, ROOT / "benchmarks/results")
     assert text.count("\n") == 1
-    assert text.startswith("Restore first: 50 of the 50 runs this plan trains are in the DVC "
-                           "remote 'shipped'") and "`dvc pull`" in text
+    assert (
+        text.startswith(
+            "Restore first: 50 of the 50 runs this plan trains are in the DVC remote 'shipped'"
+        )
+        and "`dvc pull`" in text
+    )
 
 
 def test_a_paper_run_needs_every_archive_and_a_person_for_voc2012_test(paper):
     downloads = paper.config["downloads"]
     assert needed_archives(paper) == list(downloads)
     voc_only = load(scale="paper", tables=["scratchdet_table1"])
-    assert needed_archives(voc_only) == ["VOCtrainval_06-Nov-2007.tar", "VOCtest_06-Nov-2007.tar",
-                                         "VOCtrainval_11-May-2012.tar"]
+    assert needed_archives(voc_only) == [
+        "VOCtrainval_06-Nov-2007.tar",
+        "VOCtest_06-Nov-2007.tar",
+        "VOCtrainval_11-May-2012.tar",
+    ]
     text = preflight_report(voc_only, ROOT / "benchmarks/results")
     assert "Needs a person: nothing" in text and "VOC2012test" not in text
     assert "ImageNet weights: 2 file(s)" in text  # its pretrained rows
@@ -108,8 +151,11 @@ def test_the_estimate_reads_the_newest_gpu_benchmark(paper, tmp_path):
     assert path.name == "train_h200.json" and bench["device"] == "NVIDIA H200"
     text = preflight_report(paper, tmp_path)
     assert "measured on NVIDIA H200" in text and "no estimate" not in text
-    lines = {line.split()[0]: line for line in text.splitlines() if line.startswith("  ")
-             and "/" in line.split()[0]}
+    lines = {
+        line.split()[0]: line
+        for line in text.splitlines()
+        if line.startswith("  ") and "/" in line.split()[0]
+    }
     # ScratchDet300, VOC recipe: 100k steps x 128 images, micro-batch 32, data.pipeline auto:
     # the device pipeline on a GPU
     voc07 = lines["scratchdet_table3/scratchdet300_voc07"]
@@ -134,9 +180,12 @@ def test_estimate_row_matches_the_input_pipeline_and_notes_model_changes(paper, 
     cfg = paper.row_config(row.key)
     assert "pipeline" not in cfg["data"]  # auto: the device pipeline on the GPU measured
     assert estimate_row(row, cfg, bench).images_per_s == 480.0
-    for data, expected in (({"pipeline": "cpu"}, 400.0), ({"pipeline": "device"}, 480.0),
-                           ({"pipeline": "auto", "augment": "ssd"}, 480.0),
-                           ({"pipeline": "cpu", "augment": "none"}, 400.0)):
+    for data, expected in (
+        ({"pipeline": "cpu"}, 400.0),
+        ({"pipeline": "device"}, 480.0),
+        ({"pipeline": "auto", "augment": "ssd"}, 480.0),
+        ({"pipeline": "cpu", "augment": "none"}, 400.0),
+    ):
         changed_cfg = {**cfg, "data": {**cfg["data"], **data}}
         config_from_dict(changed_cfg)  # values the config schema accepts
         assert estimate_row(row, changed_cfg, bench).images_per_s == expected, data
@@ -148,8 +197,14 @@ def test_estimate_row_matches_the_input_pipeline_and_notes_model_changes(paper, 
     changed = paper.rows["dsod_table3/ds64-192-48-1"]  # dsod300 with stem: false, plain head
     est = estimate_row(changed, paper.row_config(changed.key), bench)
     assert "measured on dsod300, the row changes prediction, stem" in est.basis
-    assert estimate_row(paper.rows["dsod_table4/ssd300s_vgg16"],
-                        paper.row_config("dsod_table4/ssd300s_vgg16"), bench) is None
+    assert (
+        estimate_row(
+            paper.rows["dsod_table4/ssd300s_vgg16"],
+            paper.row_config("dsod_table4/ssd300s_vgg16"),
+            bench,
+        )
+        is None
+    )
 
 
 def test_the_estimate_reads_a_gpu_benchmark_as_the_train_benchmark_writes_it(paper, tmp_path):
@@ -158,10 +213,38 @@ def test_the_estimate_reads_a_gpu_benchmark_as_the_train_benchmark_writes_it(pap
     cuda) and its model as the paper rows' scratchdet300."""
     tiny = "{family: dsod, stem_channels: 8, bottleneck: 8, growth: 4}"
     out = tmp_path / "run.json"
-    assert main(["benchmark", "train", "--models", tiny, "--batch-sizes", "2", "--steps", "1",
-                 "--warmup", "0", "--repeats", "1", "--workers", "0", "--synth-images", "4",
-                 "--modes", "synthetic", "device_augment", "cpu_augment", "torchvision",
-                 "--reference", "backbone", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "benchmark",
+                "train",
+                "--models",
+                tiny,
+                "--batch-sizes",
+                "2",
+                "--steps",
+                "1",
+                "--warmup",
+                "0",
+                "--repeats",
+                "1",
+                "--workers",
+                "0",
+                "--synth-images",
+                "4",
+                "--modes",
+                "synthetic",
+                "device_augment",
+                "cpu_augment",
+                "torchvision",
+                "--reference",
+                "backbone",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     data = json.loads(out.read_text())
     data.update(device="NVIDIA H100 80GB HBM3", device_type="cuda")
     data["config"]["device"] = "cuda"
@@ -173,8 +256,11 @@ def test_the_estimate_reads_a_gpu_benchmark_as_the_train_benchmark_writes_it(pap
     text = preflight_report(paper, tmp_path)
     assert "measured on NVIDIA H100 80GB HBM3" in text and "no estimate" not in text
     device_ips = row["modes"]["device_augment"]["images_per_s"]["median"]
-    [voc07] = [line for line in text.splitlines()
-               if line.startswith("  scratchdet_table3/scratchdet300_voc07 ")]
+    [voc07] = [
+        line
+        for line in text.splitlines()
+        if line.startswith("  scratchdet_table3/scratchdet300_voc07 ")
+    ]
     assert f"{100000 * 128 / device_ips / 3600:8.1f} GPU-h" in voc07
     assert "measured at batch 2, the row's micro-batch is 32" in voc07
     assert "(no benchmark of dsod300)" in text
@@ -185,13 +271,18 @@ def test_the_preflight_states_the_data_volume_existing_data_and_local_downloads(
     text = preflight_report(paper, ROOT / "benchmarks/results")
     sizes = sum(e["size_mb"] for e in paper.config["downloads"].values())
     assert 25_000 < sizes < 40_000  # the recorded sizes: about 30 GB for VOC + COCO
-    assert f"Data: 9 of 9 archives to download into data/downloads, about {sizes / 1000:.0f} GB" \
+    assert (
+        f"Data: 9 of 9 archives to download into data/downloads, about {sizes / 1000:.0f} GB"
         in text
+    )
     assert "existing_data" in text and "localrules: download, imagenet_weights" in text
     lab = load(scale="paper", existing_data={"train2017.zip": "/datasets/coco"})
     text = preflight_report(lab, ROOT / "benchmarks/results")
     rest = sizes - paper.config["downloads"]["train2017.zip"]["size_mb"]
-    assert f"Data: 8 of 9 archives to download into data/downloads, about {rest / 1000:.0f} GB" \
-        in text
-    assert "Used where they are (config existing_data, linked, not copied): train2017.zip -> " \
+    assert (
+        f"Data: 8 of 9 archives to download into data/downloads, about {rest / 1000:.0f} GB" in text
+    )
+    assert (
+        "Used where they are (config existing_data, linked, not copied): train2017.zip -> "
         "/datasets/coco" in text
+    )

@@ -7,6 +7,6 @@ files under ``benchmarks/results/`` (``common.Record``); ``PAPER_FPS`` holds the
 
 from __future__ import annotations
 
-from .fps import PAPER_FPS
+from scratchdet.benchmark.fps import PAPER_FPS
 
 __all__ = ["PAPER_FPS"]

@@ -21,11 +21,11 @@ from typing import Any
 
 import torch
 
-from ..errors import ConfigError
-from ..io import write_json
-from ..provenance import describe_device, provenance
-from ..yaml_io import parse_yaml
-from .fps import RESULTS_DIR
+from scratchdet.benchmark.fps import RESULTS_DIR
+from scratchdet.errors import ConfigError
+from scratchdet.io import write_json
+from scratchdet.provenance import describe_device, provenance
+from scratchdet.yaml_io import parse_yaml
 
 __all__ = [
     "NUM_CLASSES",
@@ -83,9 +83,15 @@ def summary(values: Sequence[float], digits: int = 6) -> dict[str, Any]:
         raise ValueError("summary of no values")
     s = sorted(float(v) for v in values)
     r = lambda v: round(v, digits)
-    return {"median": r(_quantile(s, 0.5)), "q1": r(_quantile(s, 0.25)),
-            "q3": r(_quantile(s, 0.75)), "min": r(s[0]), "max": r(s[-1]), "n": len(s),
-            "raw": [r(float(v)) for v in values]}
+    return {
+        "median": r(_quantile(s, 0.5)),
+        "q1": r(_quantile(s, 0.25)),
+        "q3": r(_quantile(s, 0.75)),
+        "min": r(s[0]),
+        "max": r(s[-1]),
+        "n": len(s),
+        "raw": [r(float(v)) for v in values],
+    }
 
 
 def parse_model(spec: str) -> tuple[str, str | dict[str, Any]]:
@@ -104,7 +110,7 @@ def command_line(argv: Sequence[str] | None) -> str:
     """The ``scratchdet benchmark ...`` command that reproduces this run, from the command line
     after the program's name (default ``sys.argv[1:]``)."""
     args = list(sys.argv[1:] if argv is None else argv)
-    args = args[args.index("benchmark"):] if "benchmark" in args else ["benchmark", *args]
+    args = args[args.index("benchmark") :] if "benchmark" in args else ["benchmark", *args]
     return "scratchdet " + shlex.join(args)
 
 
@@ -122,15 +128,28 @@ def load_average() -> list[float] | None:
 class Record:
     """Collects one benchmark run; ``write`` stores it atomically."""
 
-    def __init__(self, benchmark: str, device: torch.device, *, config: Mapping[str, Any],
-                 argv: Sequence[str] | None, seed: int | None = None):
+    def __init__(
+        self,
+        benchmark: str,
+        device: torch.device,
+        *,
+        config: Mapping[str, Any],
+        argv: Sequence[str] | None,
+        seed: int | None = None,
+    ):
         # paths as text: a benchmark called from Python may be given Path objects
         config = {k: str(v) if isinstance(v, Path) else v for k, v in config.items()}
         self.data: dict[str, Any] = {
-            "schema": SCHEMA, "benchmark": benchmark, "device": describe_device(device),
-            "device_type": device.type, "command": command_line(argv), "config": dict(config),
+            "schema": SCHEMA,
+            "benchmark": benchmark,
+            "device": describe_device(device),
+            "device_type": device.type,
+            "command": command_line(argv),
+            "config": dict(config),
             "load_average": {"start": load_average()},
-            "provenance": provenance(dict(config), seed, device), "results": []}
+            "provenance": provenance(dict(config), seed, device),
+            "results": [],
+        }
 
     def add(self, row: dict[str, Any]) -> dict[str, Any]:
         self.data["results"].append(row)

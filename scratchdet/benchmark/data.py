@@ -8,12 +8,12 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from ..config import config_from_dict
-from ..data.annotations import load_annotations
-from ..data.dataset import DetectionDataset
-from ..input import TrainBatch, build_train_input
-from ..models.input import CAFFE_MEAN_RGB
-from ..ssd.matching import match
+from scratchdet.config import config_from_dict
+from scratchdet.data.annotations import load_annotations
+from scratchdet.data.dataset import DetectionDataset
+from scratchdet.input import TrainBatch, build_train_input
+from scratchdet.models.input import CAFFE_MEAN_RGB
+from scratchdet.ssd.matching import match
 
 __all__ = [
     "pipeline_batches",
@@ -25,8 +25,9 @@ __all__ = [
 ]
 
 
-def random_targets(batch: int, num_classes: int, generator: torch.Generator,
-                   boxes_per_image: int = 3) -> tuple[Tensor, Tensor, Tensor]:
+def random_targets(
+    batch: int, num_classes: int, generator: torch.Generator, boxes_per_image: int = 3
+) -> tuple[Tensor, Tensor, Tensor]:
     """Padded normalised xyxy boxes, labels 1..C and an all-True mask (CPU tensors)."""
     centre = torch.rand(batch, boxes_per_image, 2, generator=generator) * 0.6 + 0.2
     half = torch.rand(batch, boxes_per_image, 2, generator=generator) * 0.25 + 0.03
@@ -45,8 +46,16 @@ def to_network_input(images01: Tensor) -> Tensor:
     return images01 * 255.0 - mean
 
 
-def synthetic_batch(*, batch: int, num_classes: int, priors: Tensor, variances, size: int,
-                    memory_format: torch.memory_format, seed: int) -> TrainBatch:
+def synthetic_batch(
+    *,
+    batch: int,
+    num_classes: int,
+    priors: Tensor,
+    variances,
+    size: int,
+    memory_format: torch.memory_format,
+    seed: int,
+) -> TrainBatch:
     """A fixed batch already on the priors' device: the step alone, no input cost."""
     g = torch.Generator().manual_seed(seed)
     images = to_network_input(synthetic_images(batch, size, g).to(priors.device))
@@ -59,9 +68,9 @@ def training_split(data: str | None, n_images: int, workdir: str | Path) -> Path
     """The annotation JSON to read: ``data`` as given, else a synthetic VOC split in ``workdir``."""
     if data:
         return Path(data)
-    from ..data.annotations import save_annotations
-    from ..data.synth import make_synthetic_voc
-    from ..data.voc import read_voc
+    from scratchdet.data.annotations import save_annotations
+    from scratchdet.data.synth import make_synthetic_voc
+    from scratchdet.data.voc import read_voc
 
     root = Path(workdir)
     voc = make_synthetic_voc(root / "synth", n_trainval=n_images, n_test=1, seed=0)
@@ -70,15 +79,36 @@ def training_split(data: str | None, n_images: int, workdir: str | Path) -> Path
     return out
 
 
-def pipeline_batches(split: Path, *, pipeline: str, batch: int, steps: int, priors: Tensor,
-                     variances, memory_format: torch.memory_format, workers: int,
-                     seed: int) -> Iterator[TrainBatch]:
+def pipeline_batches(
+    split: Path,
+    *,
+    pipeline: str,
+    batch: int,
+    steps: int,
+    priors: Tensor,
+    variances,
+    memory_format: torch.memory_format,
+    workers: int,
+    seed: int,
+) -> Iterator[TrainBatch]:
     """The training input exactly as ``scratchdet train`` builds it (``input.build_train_input``)
     for ``pipeline`` ('cpu' or 'device'), with the SSD augmentation."""
-    cfg = config_from_dict({"seed": seed, "data": {"train": str(split), "num_workers": workers,
-                                                   "pipeline": pipeline},
-                            "train": {"batch_size": batch, "max_steps": steps}})
+    cfg = config_from_dict(
+        {
+            "seed": seed,
+            "data": {"train": str(split), "num_workers": workers, "pipeline": pipeline},
+            "train": {"batch_size": batch, "max_steps": steps},
+        }
+    )
     dataset = DetectionDataset(load_annotations(split))
-    return iter(build_train_input(cfg, dataset, device=priors.device, priors=priors,
-                                  variances=variances, start_step=0,
-                                  memory_format=memory_format))
+    return iter(
+        build_train_input(
+            cfg,
+            dataset,
+            device=priors.device,
+            priors=priors,
+            variances=variances,
+            start_step=0,
+            memory_format=memory_format,
+        )
+    )

@@ -31,12 +31,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..errors import ConfigError
-from ..evaluation import evaluate, load_detections, voc_ap
-from ..evaluation.coco import BACKENDS, available_backends, coco_eval
-from ..evaluation.reference import reference_voc_ap
-from .common import Record, check_positive, summary
-from .fps import RESULTS_DIR
+from scratchdet.benchmark.common import Record, check_positive, summary
+from scratchdet.benchmark.fps import RESULTS_DIR
+from scratchdet.errors import ConfigError
+from scratchdet.evaluation import evaluate, load_detections, voc_ap
+from scratchdet.evaluation.coco import BACKENDS, available_backends, coco_eval
+from scratchdet.evaluation.reference import reference_voc_ap
 
 __all__ = ["TOLERANCE", "make_case", "max_difference", "run_eval"]
 
@@ -44,12 +44,18 @@ VOC07_TEST_IMAGES, N_CLASSES, DETS_PER_IMAGE = 4952, 20, 200
 TOLERANCE = 1e-9
 
 
-def make_case(out_dir: Path, n_images: int = VOC07_TEST_IMAGES, seed: int = 0,
-              dets_per_image: int = DETS_PER_IMAGE) -> tuple[Path, Path]:
+def make_case(
+    out_dir: Path,
+    n_images: int = VOC07_TEST_IMAGES,
+    seed: int = 0,
+    dets_per_image: int = DETS_PER_IMAGE,
+) -> tuple[Path, Path]:
     """Write gt.json and dets.json under ``out_dir``; the same bytes for the same arguments."""
     rng = np.random.default_rng(seed)
-    images = [{"id": i + 1, "file_name": f"{i + 1:06d}.jpg", "width": 500, "height": 375}
-              for i in range(n_images)]
+    images = [
+        {"id": i + 1, "file_name": f"{i + 1:06d}.jpg", "width": 500, "height": 375}
+        for i in range(n_images)
+    ]
     cats = [{"id": c + 1, "name": f"class{c + 1:02d}"} for c in range(N_CLASSES)]
     n_obj = rng.integers(0, 5, n_images) + (rng.random(n_images) < 0.4)  # ~2.4 per image
     img_of = np.repeat(np.arange(1, n_images + 1), n_obj)
@@ -58,14 +64,27 @@ def make_case(out_dir: Path, n_images: int = VOC07_TEST_IMAGES, seed: int = 0,
     xy = (rng.uniform(0, 1, (n, 2)) * (np.array([500, 375]) - wh)).round()
     cat = rng.integers(1, N_CLASSES + 1, n)
     diff = rng.random(n) < 0.2
-    anns = [{"id": k + 1, "image_id": int(img_of[k]), "category_id": int(cat[k]),
-             "bbox": [float(xy[k, 0]), float(xy[k, 1]), float(wh[k, 0]), float(wh[k, 1])],
-             "area": float(wh[k, 0] * wh[k, 1]), "iscrowd": 0, "difficult": int(diff[k]),
-             "truncated": 0} for k in range(n)]
+    anns = [
+        {
+            "id": k + 1,
+            "image_id": int(img_of[k]),
+            "category_id": int(cat[k]),
+            "bbox": [float(xy[k, 0]), float(xy[k, 1]), float(wh[k, 0]), float(wh[k, 1])],
+            "area": float(wh[k, 0] * wh[k, 1]),
+            "iscrowd": 0,
+            "difficult": int(diff[k]),
+            "truncated": 0,
+        }
+        for k in range(n)
+    ]
     out_dir.mkdir(parents=True, exist_ok=True)
     gt_path = out_dir / "gt.json"
-    gt = {"info": {"source": "synthetic", "image_dir": "JPEGImages"}, "images": images,
-          "categories": cats, "annotations": anns}
+    gt = {
+        "info": {"source": "synthetic", "image_dir": "JPEGImages"},
+        "images": images,
+        "categories": cats,
+        "annotations": anns,
+    }
     gt_path.write_text(json.dumps(gt))
 
     # Per image: three jittered copies of each box (TPs, duplicates, near misses), the rest
@@ -85,9 +104,15 @@ def make_case(out_dir: Path, n_images: int = VOC07_TEST_IMAGES, seed: int = 0,
             d_xy[i] = xy[k] + rng.normal(0, 0.08 * wh[k].mean(), 2)
             d_wh[i] = np.abs(wh[k] + rng.normal(0, 0.08 * wh[k].mean(), 2))
             d_score[i] = rng.uniform(0.3, 1.0)
-    dets = [{"image_id": int(i), "category_id": int(c), "bbox": [float(x), float(y), float(w),
-                                                                  float(h)], "score": float(s)}
-            for i, c, (x, y), (w, h), s in zip(d_img, d_cat, d_xy, d_wh, d_score)]
+    dets = [
+        {
+            "image_id": int(i),
+            "category_id": int(c),
+            "bbox": [float(x), float(y), float(w), float(h)],
+            "score": float(s),
+        }
+        for i, c, (x, y), (w, h), s in zip(d_img, d_cat, d_xy, d_wh, d_score)
+    ]
     dets_path = out_dir / "dets.json"
     with open(dets_path, "w") as fh:
         json.dump(dets, fh)
@@ -131,23 +156,37 @@ def _voc_part(args: SimpleNamespace, folder: Path, record: Record) -> None:
         with open(dets_path) as fh:
             return reference_voc_ap(gt_naive, json.load(fh), args.metric)
 
-    end_to_end, res_e2e = _measure(lambda: evaluate(gt_path, dets_path, args.metric),
-                                   args.repeats)
+    end_to_end, res_e2e = _measure(lambda: evaluate(gt_path, dets_path, args.metric), args.repeats)
     read, dets = _measure(lambda: load_detections(dets_path), args.repeats)
     match_ap, res_ap = _measure(lambda: voc_ap(gt, dets, args.metric), args.repeats)
     naive_t, res_naive = _measure(naive, args.naive_repeats)
-    diffs = {"end_to_end": max_difference(res_e2e, res_naive),
-             "match_and_ap": max_difference(res_ap, res_naive)}
+    diffs = {
+        "end_to_end": max_difference(res_e2e, res_naive),
+        "match_and_ap": max_difference(res_ap, res_naive),
+    }
     if max(diffs.values()) > TOLERANCE:
         raise RuntimeError(f"evaluation disagrees with the reference implementation: {diffs}")
     ratio = lambda k: round(naive_t[k]["median"] / end_to_end[k]["median"], 2)
-    record.add({"case": "voc", "metric": args.metric, "images": n_images, "classes": N_CLASSES,
-                "detections": len(dets), "ground_truth_boxes": len(gt["annotations"]),
-                "file_mb": round(dets_path.stat().st_size / 1e6, 1), "parser": "msgspec",
-                "generate_s": round(generate_s, 2), "end_to_end": end_to_end,
-                "read_detections": read, "match_and_ap": match_ap, "naive": naive_t,
-                "speedup_end_to_end": {"wall": ratio("wall_s"), "cpu": ratio("cpu_s")},
-                "map": res_e2e["map"], "max_abs_diff_vs_reference": diffs})
+    record.add(
+        {
+            "case": "voc",
+            "metric": args.metric,
+            "images": n_images,
+            "classes": N_CLASSES,
+            "detections": len(dets),
+            "ground_truth_boxes": len(gt["annotations"]),
+            "file_mb": round(dets_path.stat().st_size / 1e6, 1),
+            "parser": "msgspec",
+            "generate_s": round(generate_s, 2),
+            "end_to_end": end_to_end,
+            "read_detections": read,
+            "match_and_ap": match_ap,
+            "naive": naive_t,
+            "speedup_end_to_end": {"wall": ratio("wall_s"), "cpu": ratio("cpu_s")},
+            "map": res_e2e["map"],
+            "max_abs_diff_vs_reference": diffs,
+        }
+    )
 
 
 def _coco_part(args: SimpleNamespace, folder: Path, record: Record) -> None:
@@ -157,19 +196,33 @@ def _coco_part(args: SimpleNamespace, folder: Path, record: Record) -> None:
     dets = load_detections(dets_path)
     timings, stats = {}, {}
     for backend in available_backends():
-        timings[backend], res = _measure(lambda b=backend: coco_eval(gt, dets, backend=b),
-                                         args.repeats)
+        timings[backend], res = _measure(
+            lambda b=backend: coco_eval(gt, dets, backend=b), args.repeats
+        )
         stats[backend] = res["stats"]
     names = list(stats)
-    identical = all(np.array_equal(np.array(list(stats[n].values())),
-                                   np.array(list(stats[names[0]].values())), equal_nan=True)
-                    for n in names[1:])
+    identical = all(
+        np.array_equal(
+            np.array(list(stats[n].values())),
+            np.array(list(stats[names[0]].values())),
+            equal_nan=True,
+        )
+        for n in names[1:]
+    )
     if not identical:
         raise RuntimeError(f"COCO backends disagree: {stats}")
-    record.add({"case": "coco", "images": args.coco_images, "detections": len(dets),
-                "backends": timings, "stats": stats.get(names[0]) if names else None,
-                "identical_across_backends": identical, "versions": _versions(names),
-                "backends_missing": [b for b in BACKENDS if b not in names]})
+    record.add(
+        {
+            "case": "coco",
+            "images": args.coco_images,
+            "detections": len(dets),
+            "backends": timings,
+            "stats": stats.get(names[0]) if names else None,
+            "identical_across_backends": identical,
+            "versions": _versions(names),
+            "backends_missing": [b for b in BACKENDS if b not in names],
+        }
+    )
 
 
 def _versions(names: list[str]) -> dict[str, str | None]:
@@ -182,11 +235,18 @@ def _versions(names: list[str]) -> dict[str, str | None]:
     return out
 
 
-def run_eval(*, scale: float = 1.0, metric: str = "voc07", repeats: int = 5,
-             naive_repeats: int = 1, coco_images: int = 500, seed: int = 0,
-             workdir: str | Path | None = None, out: str | Path | None = None,
-             argv: Sequence[str] | None = None
-             ) -> dict[str, Any]:
+def run_eval(
+    *,
+    scale: float = 1.0,
+    metric: str = "voc07",
+    repeats: int = 5,
+    naive_repeats: int = 1,
+    coco_images: int = 500,
+    seed: int = 0,
+    workdir: str | Path | None = None,
+    out: str | Path | None = None,
+    argv: Sequence[str] | None = None,
+) -> dict[str, Any]:
     """``scratchdet benchmark eval``: the keywords are its options (``--help``); ``argv`` is
     the command line to record (default ``sys.argv``)."""
     args = SimpleNamespace(**locals())  # the options, as the private helpers take them

@@ -31,37 +31,43 @@ from typing import Any
 
 import torch
 
-from ..errors import ConfigError
-from .common import Record, check_positive, summary
-from .eval import make_case
-from .fps import RESULTS_DIR
+from scratchdet.benchmark.common import Record, check_positive, summary
+from scratchdet.benchmark.eval import make_case
+from scratchdet.benchmark.fps import RESULTS_DIR
+from scratchdet.errors import ConfigError
 
 __all__ = ["OURS", "PYCOCOTOOLS", "VOC_PLAIN", "component_case", "run_eval_startup"]
 
-OURS = ("import json, sys\n"
-        "from scratchdet.cli import main\n"
-        "rc = main(sys.argv[1:])\n"
-        "print('MODULES ' + json.dumps({'rc': rc, 'torch': 'torch' in sys.modules,\n"
-        "    'torchvision': 'torchvision' in sys.modules}))\n")
+OURS = (
+    "import json, sys\n"
+    "from scratchdet.cli import main\n"
+    "rc = main(sys.argv[1:])\n"
+    "print('MODULES ' + json.dumps({'rc': rc, 'torch': 'torch' in sys.modules,\n"
+    "    'torchvision': 'torchvision' in sys.modules}))\n"
+)
 """`scratchdet ARGS` in this interpreter, then whether torch / torchvision were imported."""
 
-PYCOCOTOOLS = ("import contextlib, io, json, sys\n"
-               "from pycocotools.coco import COCO\n"
-               "from pycocotools.cocoeval import COCOeval\n"
-               "with contextlib.redirect_stdout(io.StringIO()):\n"
-               "    gt = COCO(sys.argv[1])\n"
-               "    ev = COCOeval(gt, gt.loadRes(sys.argv[2]), 'bbox')\n"
-               "    ev.evaluate(); ev.accumulate(); ev.summarize()\n"
-               "s = float(ev.stats[0])\n"
-               "json.dump({'map': None if s == -1 else s}, open(sys.argv[3], 'w'))\n")
+PYCOCOTOOLS = (
+    "import contextlib, io, json, sys\n"
+    "from pycocotools.coco import COCO\n"
+    "from pycocotools.cocoeval import COCOeval\n"
+    "with contextlib.redirect_stdout(io.StringIO()):\n"
+    "    gt = COCO(sys.argv[1])\n"
+    "    ev = COCOeval(gt, gt.loadRes(sys.argv[2]), 'bbox')\n"
+    "    ev.evaluate(); ev.accumulate(); ev.summarize()\n"
+    "s = float(ev.stats[0])\n"
+    "json.dump({'map': None if s == -1 else s}, open(sys.argv[3], 'w'))\n"
+)
 """The plain pycocotools evaluation; its AP (IoU 0.5:0.95) is `scratchdet eval --metric coco`'s
 ``map`` (-1, "no ground truth", is NaN there and None here)."""
 
-VOC_PLAIN = ("import json, sys\n"
-             "from scratchdet.evaluation.reference import reference_voc_ap\n"
-             "gt, dets = (json.load(open(p)) for p in sys.argv[1:3])\n"
-             "json.dump({'map': reference_voc_ap(gt, dets, 'voc07')['map']}, "
-             "open(sys.argv[3], 'w'))\n")
+VOC_PLAIN = (
+    "import json, sys\n"
+    "from scratchdet.evaluation.reference import reference_voc_ap\n"
+    "gt, dets = (json.load(open(p)) for p in sys.argv[1:3])\n"
+    "json.dump({'map': reference_voc_ap(gt, dets, 'voc07')['map']}, "
+    "open(sys.argv[3], 'w'))\n"
+)
 """Plain Python: json.load and the devkit's per-detection loop (imports only math)."""
 
 TOLERANCE = 1e-9
@@ -70,14 +76,17 @@ TOLERANCE = 1e-9
 def _run(code: str, args: list[str]) -> tuple[float, dict[str, Any] | None]:
     """Wall seconds of a fresh interpreter running ``code``; ours reports its modules."""
     t0 = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True,
-                          check=False)
+    proc = subprocess.run(
+        [sys.executable, "-c", code, *args], capture_output=True, text=True, check=False
+    )
     seconds = time.perf_counter() - t0
     if proc.returncode != 0:
-        raise RuntimeError(f"benchmark subprocess failed ({proc.returncode}): "
-                           f"{proc.stderr.strip().splitlines()[-1:]}")
+        raise RuntimeError(
+            f"benchmark subprocess failed ({proc.returncode}): "
+            f"{proc.stderr.strip().splitlines()[-1:]}"
+        )
     lines = [x for x in proc.stdout.splitlines() if x.startswith("MODULES ")]
-    return seconds, json.loads(lines[0][len("MODULES "):]) if lines else None
+    return seconds, json.loads(lines[0][len("MODULES ") :]) if lines else None
 
 
 def _ms(values: list[float]) -> dict[str, Any]:
@@ -85,18 +94,38 @@ def _ms(values: list[float]) -> dict[str, Any]:
     return {"min_ms": s["min"], "median_ms": s["median"], "raw_ms": s["raw"]}
 
 
-def component_case(case: str, *, ours_name: str, ours_s: list[float], ref_name: str,
-                   ref_s: list[float], **extra: Any) -> dict[str, Any]:
+def component_case(
+    case: str,
+    *,
+    ours_name: str,
+    ours_s: list[float],
+    ref_name: str,
+    ref_s: list[float],
+    **extra: Any,
+) -> dict[str, Any]:
     """One case of a component benchmark file (the schema of benchmarks/README.md)."""
     ours, ref = _ms(ours_s), _ms(ref_s)
-    return {"case": case, "ours": {"name": ours_name, **ours},
-            "reference": {"name": ref_name, **ref},
-            "ratio_min": round(ours["min_ms"] / ref["min_ms"], 4),
-            "ratio_median": round(ours["median_ms"] / ref["median_ms"], 4), **extra}
+    return {
+        "case": case,
+        "ours": {"name": ours_name, **ours},
+        "reference": {"name": ref_name, **ref},
+        "ratio_min": round(ours["min_ms"] / ref["min_ms"], 4),
+        "ratio_median": round(ours["median_ms"] / ref["median_ms"], 4),
+        **extra,
+    }
 
 
-def _pair(label: str, ours_args: list[str], ours_out: Path, ref_code: str, ref_args: list[str],
-          ref_out: Path, ref_name: str, repeats: int, warmup: int) -> dict[str, Any]:
+def _pair(
+    label: str,
+    ours_args: list[str],
+    ours_out: Path,
+    ref_code: str,
+    ref_args: list[str],
+    ref_out: Path,
+    ref_name: str,
+    repeats: int,
+    warmup: int,
+) -> dict[str, Any]:
     ours_s, ref_s, torch_seen = [], [], set()
     for i in range(warmup + repeats):
         t_ours, modules = _run(OURS, ours_args)
@@ -109,17 +138,29 @@ def _pair(label: str, ours_args: list[str], ours_out: Path, ref_code: str, ref_a
     ref_map = json.loads(ref_out.read_text())["map"]
     ours_map = None if ours_map is None or math.isnan(ours_map) else ours_map
     if (ours_map is None) != (ref_map is None) or (
-            ours_map is not None and abs(ours_map - ref_map) > TOLERANCE):
+        ours_map is not None and abs(ours_map - ref_map) > TOLERANCE
+    ):
         raise RuntimeError(f"{label}: scratchdet eval says mAP {ours_map}, {ref_name} {ref_map}")
-    return component_case(label, ours_name=f"scratchdet eval {' '.join(ours_args[5:7])}",
-                          ours_s=ours_s,
-                          ref_name=ref_name, ref_s=ref_s, torch_imported=any(torch_seen),
-                          map=ours_map)
+    return component_case(
+        label,
+        ours_name=f"scratchdet eval {' '.join(ours_args[5:7])}",
+        ours_s=ours_s,
+        ref_name=ref_name,
+        ref_s=ref_s,
+        torch_imported=any(torch_seen),
+        map=ours_map,
+    )
 
 
-def run_eval_startup(*, images: int = 500, repeats: int = 7, warmup: int = 1, seed: int = 0,
-                     out: str | Path | None = None, argv: Sequence[str] | None = None) -> dict[str,
-                                                                                               Any]:
+def run_eval_startup(
+    *,
+    images: int = 500,
+    repeats: int = 7,
+    warmup: int = 1,
+    seed: int = 0,
+    out: str | Path | None = None,
+    argv: Sequence[str] | None = None,
+) -> dict[str, Any]:
     """``scratchdet benchmark eval-startup``: the keywords are its options (``--help``); ``argv`` is
     the command line to record (default ``sys.argv``)."""
     args = SimpleNamespace(**locals())  # the options, as the private helpers take them
@@ -129,29 +170,62 @@ def run_eval_startup(*, images: int = 500, repeats: int = 7, warmup: int = 1, se
     try:
         import pycocotools  # noqa: F401  (the reference)
     except ImportError:
-        raise ConfigError(None, "eval-startup", "the reference needs pycocotools: pip install "
-                                                "pycocotools") from None
+        raise ConfigError(
+            None, "eval-startup", "the reference needs pycocotools: pip install pycocotools"
+        ) from None
     config = {k: v for k, v in vars(args).items() if k not in ("func", "argv")}
-    record = Record("eval-startup", torch.device("cpu"), config=config, argv=args.argv,
-                    seed=args.seed)
+    record = Record(
+        "eval-startup", torch.device("cpu"), config=config, argv=args.argv, seed=args.seed
+    )
     cases = record.data["cases"] = []
     with tempfile.TemporaryDirectory(prefix="scratchdet-eval-startup-") as tmp:
         folder = Path(tmp)
         for label, n_images, dets_per_image, metric in (
-                ("start-up: 1 image, 15 detections, COCO metric", 1, 15, "coco"),
-                (f"end to end: {args.images} images, 200 detections each, COCO metric",
-                 args.images, 200, "coco"),
-                (f"end to end: {args.images} images, 200 detections each, VOC07 metric",
-                 args.images, 200, "voc07")):
-            gt, dets = make_case(folder / f"{n_images}_{dets_per_image}", n_images, args.seed,
-                                 dets_per_image)
+            ("start-up: 1 image, 15 detections, COCO metric", 1, 15, "coco"),
+            (
+                f"end to end: {args.images} images, 200 detections each, COCO metric",
+                args.images,
+                200,
+                "coco",
+            ),
+            (
+                f"end to end: {args.images} images, 200 detections each, VOC07 metric",
+                args.images,
+                200,
+                "voc07",
+            ),
+        ):
+            gt, dets = make_case(
+                folder / f"{n_images}_{dets_per_image}", n_images, args.seed, dets_per_image
+            )
             ours_out, ref_out = folder / "ours.json", folder / "ref.json"
-            ours_args = ["eval", "--gt", str(gt), "--dets", str(dets), "--metric", metric,
-                         "--out", str(ours_out)]
-            ref_code, ref_name = ((PYCOCOTOOLS, "pycocotools script (COCO, loadRes, COCOeval)")
-                                  if metric == "coco" else
-                                  (VOC_PLAIN, "plain Python: json.load + devkit loop"))
-            cases.append(_pair(label, ours_args, ours_out, ref_code,
-                               [str(gt), str(dets), str(ref_out)], ref_out, ref_name,
-                               args.repeats, args.warmup))
+            ours_args = [
+                "eval",
+                "--gt",
+                str(gt),
+                "--dets",
+                str(dets),
+                "--metric",
+                metric,
+                "--out",
+                str(ours_out),
+            ]
+            ref_code, ref_name = (
+                (PYCOCOTOOLS, "pycocotools script (COCO, loadRes, COCOeval)")
+                if metric == "coco"
+                else (VOC_PLAIN, "plain Python: json.load + devkit loop")
+            )
+            cases.append(
+                _pair(
+                    label,
+                    ours_args,
+                    ours_out,
+                    ref_code,
+                    [str(gt), str(dets), str(ref_out)],
+                    ref_out,
+                    ref_name,
+                    args.repeats,
+                    args.warmup,
+                )
+            )
     return record.write(args.out or RESULTS_DIR / "eval-startup_cpu.json")

@@ -15,4 +15,3 @@ PAPER_FPS: dict[str, tuple[float, str]] = {
     "dsod300": (17.4, "DSOD (ICCV 2017), Titan X"),
     "scratchdet300": (17.8, "ScratchDet (CVPR 2019), Titan X"),
 }
-

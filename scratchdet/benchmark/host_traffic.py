@@ -25,13 +25,24 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 __all__ = ["HostTraffic", "HostTrafficCounter"]
 
-_COPIES = {"aten._to_copy.default", "aten.copy_.default", "aten._copy_from.default",
-           "aten._copy_from_and_resize.default"}
-_DATA_DEPENDENT = {"aten._local_scalar_dense.default", "aten.nonzero.default",
-                   "aten.nonzero_static.default", "aten.masked_select.default",
-                   "aten._unique2.default", "aten.unique_dim.default",
-                   "aten.unique_consecutive.default", "aten.repeat_interleave.Tensor",
-                   "torchvision.nms.default", "scratchdet.topk_nms.default"}
+_COPIES = {
+    "aten._to_copy.default",
+    "aten.copy_.default",
+    "aten._copy_from.default",
+    "aten._copy_from_and_resize.default",
+}
+_DATA_DEPENDENT = {
+    "aten._local_scalar_dense.default",
+    "aten.nonzero.default",
+    "aten.nonzero_static.default",
+    "aten.masked_select.default",
+    "aten._unique2.default",
+    "aten.unique_dim.default",
+    "aten.unique_consecutive.default",
+    "aten.repeat_interleave.Tensor",
+    "torchvision.nms.default",
+    "scratchdet.topk_nms.default",
+}
 
 
 @dataclass
@@ -43,8 +54,11 @@ class HostTraffic:
     data_dependent: list[str] = field(default_factory=list)
 
     def counts(self) -> dict[str, int]:
-        return {"to_device": len(self.to_device), "to_host": len(self.to_host),
-                "data_dependent": len(self.data_dependent)}
+        return {
+            "to_device": len(self.to_device),
+            "to_host": len(self.to_host),
+            "data_dependent": len(self.data_dependent),
+        }
 
 
 def _devices(args: Any) -> list[torch.device]:
@@ -107,7 +121,7 @@ def _fake_result(name: str, args: tuple) -> Any:
     if name in ("torchvision.nms.default", "scratchdet.topk_nms.default"):
         return torch.empty(0, dtype=torch.long, device=x.device)
     if name == "aten.index.Tensor":
-        return x.new_empty((0,) + tuple(x.shape[1:]))
+        return x.new_empty((0, *tuple(x.shape[1:])))
     return x.new_empty((0,))
 
 
@@ -121,8 +135,11 @@ class _Function(TorchFunctionMode):
         if func in (torch.tensor, torch.as_tensor) and self.device.type != "cpu":
             target = kwargs.get("device")
             data = args[0] if args else kwargs.get("data")
-            if target is not None and torch.device(target).type == self.device.type and \
-                    not (isinstance(data, torch.Tensor) and data.device.type != "cpu"):
+            if (
+                target is not None
+                and torch.device(target).type == self.device.type
+                and not (isinstance(data, torch.Tensor) and data.device.type != "cpu")
+            ):
                 self.traffic.to_device.append(f"torch.{func.__name__}")
         return func(*args, **kwargs)
 

@@ -24,11 +24,7 @@ from typing import Any
 
 import torch
 
-from ..engine.device import memory_format_for, resolve_device
-from ..models import CANONICAL_MODELS, build_model, count_parameters
-from ..models.input import CAFFE_MEAN_RGB
-from ..ssd.postprocess import batch_detections
-from .common import (
+from scratchdet.benchmark.common import (
     NUM_CLASSES,
     Record,
     check_positive,
@@ -37,23 +33,35 @@ from .common import (
     summary,
     timed,
 )
-from .fps import PAPER_FPS
-from .host_traffic import HostTrafficCounter
+from scratchdet.benchmark.fps import PAPER_FPS
+from scratchdet.benchmark.host_traffic import HostTrafficCounter
+from scratchdet.engine.device import memory_format_for, resolve_device
+from scratchdet.models import CANONICAL_MODELS, build_model, count_parameters
+from scratchdet.models.input import CAFFE_MEAN_RGB
+from scratchdet.ssd.postprocess import batch_detections
 
 __all__ = ["run_infer"]
 
 log = logging.getLogger(__name__)
 
 
-
-def _bench(model: torch.nn.Module, forward: Any, batch: int, args: SimpleNamespace,
-           device: torch.device, memory_format: torch.memory_format) -> dict[str, Any]:
+def _bench(
+    model: torch.nn.Module,
+    forward: Any,
+    batch: int,
+    args: SimpleNamespace,
+    device: torch.device,
+    memory_format: torch.memory_format,
+) -> dict[str, Any]:
     g = torch.Generator().manual_seed(args.seed)
     mean = torch.tensor(CAFFE_MEAN_RGB)[None, :, None, None]
     images = (torch.rand(batch, 3, 300, 300, generator=g) * 255 - mean).to(device)
     images = images.contiguous(memory_format=memory_format)
-    autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if args.amp and device.type == "cuda"
-                else nullcontext())
+    autocast = (
+        torch.autocast("cuda", dtype=torch.bfloat16)
+        if args.amp and device.type == "cuda"
+        else nullcontext()
+    )
     priors = model.priors
     variances = torch.tensor(model.prior_config.variances, device=device)
 
@@ -63,8 +71,9 @@ def _bench(model: torch.nn.Module, forward: Any, batch: int, args: SimpleNamespa
 
     def detections(loc: torch.Tensor, conf: torch.Tensor) -> int:
         d = batch_detections(loc.float(), conf.float(), priors=priors, variances=variances)
-        rows = torch.cat([d.image[:, None].float(), d.scores[:, None], d.boxes,
-                          d.rank[:, None].float()], 1).cpu()
+        rows = torch.cat(
+            [d.image[:, None].float(), d.scores[:, None], d.boxes, d.rank[:, None].float()], 1
+        ).cpu()
         return int((rows[:, -1] < 200).sum())
 
     fwd, post, total, cpu, dets = [], [], [], [], 0
@@ -82,16 +91,31 @@ def _bench(model: torch.nn.Module, forward: Any, batch: int, args: SimpleNamespa
         with HostTrafficCounter(device) as traffic:
             detections(*forward_only())
     ms = lambda xs: [1000 * x for x in xs]
-    return {"latency_ms": summary(ms(total)), "forward_ms": summary(ms(fwd)),
-            "postprocess_ms": summary(ms(post)),
-            "process_cpu_ms": summary(ms(cpu)), "fps": summary([batch / t for t in total]),
-            "detections_per_image": dets, "host_traffic": traffic.counts()}
+    return {
+        "latency_ms": summary(ms(total)),
+        "forward_ms": summary(ms(fwd)),
+        "postprocess_ms": summary(ms(post)),
+        "process_cpu_ms": summary(ms(cpu)),
+        "fps": summary([batch / t for t in total]),
+        "detections_per_image": dets,
+        "host_traffic": traffic.counts(),
+    }
 
 
-def run_infer(*, models: Sequence[str] | None = None, batch_sizes: Sequence[int] = (1, 32),
-              iters: int = 20, warmup: int = 3, compile: bool = False, amp: bool = True,
-              channels_last: bool = True, device: str = "auto", seed: int = 0,
-              out: str | Path | None = None, argv: Sequence[str] | None = None) -> dict[str, Any]:
+def run_infer(
+    *,
+    models: Sequence[str] | None = None,
+    batch_sizes: Sequence[int] = (1, 32),
+    iters: int = 20,
+    warmup: int = 3,
+    compile: bool = False,
+    amp: bool = True,
+    channels_last: bool = True,
+    device: str = "auto",
+    seed: int = 0,
+    out: str | Path | None = None,
+    argv: Sequence[str] | None = None,
+) -> dict[str, Any]:
     """``scratchdet benchmark infer``: the keywords are its options (``--help``); ``argv`` is
     the command line to record (default ``sys.argv``)."""
     args = SimpleNamespace(**locals())  # the options, as the private helpers take them
@@ -104,10 +128,13 @@ def run_infer(*, models: Sequence[str] | None = None, batch_sizes: Sequence[int]
         torch.backends.cudnn.benchmark = True
     memory_format = memory_format_for(device, args.channels_last)
     config = {k: v for k, v in vars(args).items() if k not in ("func", "argv")}
-    config.update(memory_format=str(memory_format), num_classes=NUM_CLASSES,
-                  amp_active=args.amp and device.type == "cuda",
-                  postprocess="batch_detections: conf 0.01, NMS 0.45, top_k 400, keep_top_k 200 "
-                              "(defaults), one copy back per batch")
+    config.update(
+        memory_format=str(memory_format),
+        num_classes=NUM_CLASSES,
+        amp_active=args.amp and device.type == "cuda",
+        postprocess="batch_detections: conf 0.01, NMS 0.45, top_k 400, keep_top_k 200 "
+        "(defaults), one copy back per batch",
+    )
     record = Record("infer", device, config=config, argv=args.argv, seed=args.seed)
     for label, cfg in (parse_model(m) for m in args.models or CANONICAL_MODELS):
         torch.manual_seed(args.seed)
@@ -116,8 +143,12 @@ def run_infer(*, models: Sequence[str] | None = None, batch_sizes: Sequence[int]
         forward = torch.compile(model) if args.compile else model
         for batch in args.batch_sizes:
             log.info("infer benchmark: %s at batch %d", label, batch)
-            row: dict[str, Any] = {"model": label, "model_config": cfg, "batch_size": batch,
-                                   "params": count_parameters(model)}
+            row: dict[str, Any] = {
+                "model": label,
+                "model_config": cfg,
+                "batch_size": batch,
+                "params": count_parameters(model),
+            }
             try:
                 row.update(_bench(model, forward, batch, args, device, memory_format))
             except (torch.cuda.OutOfMemoryError, RuntimeError) as exc:

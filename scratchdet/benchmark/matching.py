@@ -24,26 +24,46 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..engine.device import resolve_device
-from ..input.pipeline import HostLayout
-from ..ssd.matching import box_slots, match
-from ..ssd.priors import make_priors, ssd300_voc
-from .common import NUM_CLASSES, Record, check_positive, default_out, summary, sync
+from scratchdet.benchmark.common import (
+    NUM_CLASSES,
+    Record,
+    check_positive,
+    default_out,
+    summary,
+    sync,
+)
+from scratchdet.engine.device import resolve_device
+from scratchdet.input.pipeline import HostLayout
+from scratchdet.ssd.matching import box_slots, match
+from scratchdet.ssd.priors import make_priors, ssd300_voc
 
-__all__ = ["VARIANCES", "case_line", "case_record", "compare", "matching_case", "run_matching",
-           "torchvision_matching"]
+__all__ = [
+    "VARIANCES",
+    "case_line",
+    "case_record",
+    "compare",
+    "matching_case",
+    "run_matching",
+    "torchvision_matching",
+]
 
 VARIANCES = (0.1, 0.1, 0.2, 0.2)
 
 
-def compare(ours: Callable[[], Any], reference: Callable[[], Any], *, repeats: int, warmup: int,
-            device: torch.device) -> tuple[list[float], list[float]]:
+def compare(
+    ours: Callable[[], Any],
+    reference: Callable[[], Any],
+    *,
+    repeats: int,
+    warmup: int,
+    device: torch.device,
+) -> tuple[list[float], list[float]]:
     """Milliseconds of ``ours`` and ``reference``, run alternately ``repeats`` times each after
     ``warmup`` untimed rounds (the order flips every round, so neither always runs second)."""
     times: dict[str, list[float]] = {"ours": [], "reference": []}
     fns = {"ours": ours, "reference": reference}
     for r in range(warmup + repeats):
-        for name in (("ours", "reference") if r % 2 == 0 else ("reference", "ours")):
+        for name in ("ours", "reference") if r % 2 == 0 else ("reference", "ours"):
             sync(device)
             t0 = time.perf_counter()
             fns[name]()
@@ -53,42 +73,54 @@ def compare(ours: Callable[[], Any], reference: Callable[[], Any], *, repeats: i
     return times["ours"], times["reference"]
 
 
-def case_record(case: str, *, ours_name: str, ours: Sequence[float], ref_name: str,
-                ref: Sequence[float], **extra: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+def case_record(
+    case: str,
+    *,
+    ours_name: str,
+    ours: Sequence[float],
+    ref_name: str,
+    ref: Sequence[float],
+    **extra: Any,
+) -> tuple[dict[str, Any], dict[str, Any]]:
     """(the ``cases`` entry, the ``results`` row with the raw values) of one case."""
     so, sr = summary(ours, 4), summary(ref, 4)
-    entry = {"case": case,
-             "ours": {"name": ours_name, "min_ms": so["min"], "median_ms": so["median"]},
-             "reference": {"name": ref_name, "min_ms": sr["min"], "median_ms": sr["median"]},
-             "ratio_min": round(so["min"] / sr["min"], 4),
-             "ratio_median": round(so["median"] / sr["median"], 4), **extra}
+    entry = {
+        "case": case,
+        "ours": {"name": ours_name, "min_ms": so["min"], "median_ms": so["median"]},
+        "reference": {"name": ref_name, "min_ms": sr["min"], "median_ms": sr["median"]},
+        "ratio_min": round(so["min"] / sr["min"], 4),
+        "ratio_median": round(so["median"] / sr["median"], 4),
+        **extra,
+    }
     return entry, {"case": case, "ours_ms": so, "reference_ms": sr, **extra}
 
 
 def case_line(entry: dict[str, Any]) -> str:
     """One line of a ``cases`` entry, as the component benchmarks print them."""
-    return (f"{entry['case']}: ours {entry['ours']['min_ms']:.1f}/"
-            f"{entry['ours']['median_ms']:.1f} ms, torchvision "
-            f"{entry['reference']['min_ms']:.1f}/{entry['reference']['median_ms']:.1f} ms "
-            f"(min/median); ratio {entry['ratio_min']:.2f}/{entry['ratio_median']:.2f}")
+    return (
+        f"{entry['case']}: ours {entry['ours']['min_ms']:.1f}/"
+        f"{entry['ours']['median_ms']:.1f} ms, torchvision "
+        f"{entry['reference']['min_ms']:.1f}/{entry['reference']['median_ms']:.1f} ms "
+        f"(min/median); ratio {entry['ratio_min']:.2f}/{entry['ratio_median']:.2f}"
+    )
 
 
-def matching_case(batch: int, boxes_per_image: int, seed: int) -> tuple[list[Tensor],
-                                                                         list[Tensor]]:
+def matching_case(batch: int, boxes_per_image: int, seed: int) -> tuple[list[Tensor], list[Tensor]]:
     """Per-image normalised xyxy boxes (``boxes_per_image`` each, sizes as in VOC: 3% to 80%
     of the side) and labels 1..20."""
     g = torch.Generator().manual_seed(seed)
     boxes, labels = [], []
     for _ in range(batch):
         centre = torch.rand(boxes_per_image, 2, generator=g)
-        half = (0.015 + 0.385 * torch.rand(boxes_per_image, 2, generator=g) ** 2)
+        half = 0.015 + 0.385 * torch.rand(boxes_per_image, 2, generator=g) ** 2
         boxes.append(torch.cat([centre - half, centre + half], 1).clamp(0, 1))
         labels.append(torch.randint(1, NUM_CLASSES + 1, (boxes_per_image,), generator=g))
     return boxes, labels
 
 
-def torchvision_matching(boxes: Sequence[Tensor], labels: Sequence[Tensor],
-                         anchors_xyxy: Tensor) -> list[tuple[Tensor, Tensor]]:
+def torchvision_matching(
+    boxes: Sequence[Tensor], labels: Sequence[Tensor], anchors_xyxy: Tensor
+) -> list[tuple[Tensor, Tensor]]:
     """torchvision SSD's per-image matching and targets (its ``forward`` + ``compute_loss``)."""
     from torchvision.models.detection._utils import BoxCoder, SSDMatcher
     from torchvision.ops import boxes as box_ops
@@ -107,10 +139,18 @@ def torchvision_matching(boxes: Sequence[Tensor], labels: Sequence[Tensor],
     return out
 
 
-def run_matching(*, batch_size: int = 32, boxes: Sequence[int] = (3, 20, 50), repeats: int = 15,
-                 warmup: int = 2, threads: int = 0, device: str = "cpu", seed: int = 0,
-                 out: str | Path | None = None, argv: Sequence[str] | None = None) -> dict[str,
-                                                                                           Any]:
+def run_matching(
+    *,
+    batch_size: int = 32,
+    boxes: Sequence[int] = (3, 20, 50),
+    repeats: int = 15,
+    warmup: int = 2,
+    threads: int = 0,
+    device: str = "cpu",
+    seed: int = 0,
+    out: str | Path | None = None,
+    argv: Sequence[str] | None = None,
+) -> dict[str, Any]:
     """``scratchdet benchmark matching``: the keywords are its options (``--help``); ``argv`` is
     the command line to record (default ``sys.argv``)."""
     args = SimpleNamespace(**locals())  # the options, as the private helpers take them
@@ -134,22 +174,27 @@ def run_matching(*, batch_size: int = 32, boxes: Sequence[int] = (3, 20, 50), re
     for n in args.boxes:
         boxes, labels = matching_case(args.batch_size, n, args.seed)
         slots = box_slots(n)
-        layout = HostLayout(batch=len(boxes), height=1, width=1, max_boxes=slots,
-                            decisions=False)
+        layout = HostLayout(batch=len(boxes), height=1, width=1, max_boxes=slots, decisions=False)
         table = torch.zeros(len(boxes), layout.columns)
         layout.fill_targets(table, boxes, labels)  # as the training input packs them
         gt = tuple(t.to(device) for t in layout.targets(table))
         boxes = [b.to(device) for b in boxes]
         labels = [lab.to(device) for lab in labels]
-        ours, ref = compare(lambda gt=gt: match(*gt, priors=priors, variances=variances),
-                            lambda boxes=boxes, labels=labels: torchvision_matching(
-                                boxes, labels, anchors),
-                            repeats=args.repeats, warmup=args.warmup, device=device)
-        entry, row = case_record(f"batch {args.batch_size}, {n} boxes",
-                                 ours_name="scratchdet match",
-                                 ours=ours, ref_name="torchvision SSDMatcher + box_iou per image",
-                                 ref=ref,
-                                 box_slots=slots)
+        ours, ref = compare(
+            lambda gt=gt: match(*gt, priors=priors, variances=variances),
+            lambda boxes=boxes, labels=labels: torchvision_matching(boxes, labels, anchors),
+            repeats=args.repeats,
+            warmup=args.warmup,
+            device=device,
+        )
+        entry, row = case_record(
+            f"batch {args.batch_size}, {n} boxes",
+            ours_name="scratchdet match",
+            ours=ours,
+            ref_name="torchvision SSDMatcher + box_iou per image",
+            ref=ref,
+            box_slots=slots,
+        )
         cases.append(entry)
         record.add(row)
         print(case_line(entry))

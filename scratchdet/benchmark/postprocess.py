@@ -25,12 +25,12 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..config import DetectConfig
-from ..engine.device import resolve_device
-from ..ssd.postprocess import batch_detections
-from ..ssd.priors import make_priors, ssd300_voc
-from .common import NUM_CLASSES, Record, check_positive, default_out
-from .matching import VARIANCES, case_line, case_record, compare
+from scratchdet.benchmark.common import NUM_CLASSES, Record, check_positive, default_out
+from scratchdet.benchmark.matching import VARIANCES, case_line, case_record, compare
+from scratchdet.config import DetectConfig
+from scratchdet.engine.device import resolve_device
+from scratchdet.ssd.postprocess import batch_detections
+from scratchdet.ssd.priors import make_priors, ssd300_voc
 
 __all__ = ["SCORES", "detections", "head_outputs", "run_postprocess", "torchvision_postprocess"]
 
@@ -54,39 +54,60 @@ def head_outputs(kind: str, batch: int, num_priors: int, seed: int) -> tuple[Ten
     return loc, conf
 
 
-def torchvision_postprocess(loc: Tensor, conf: Tensor, anchors_px: Tensor,
-                            settings: DetectConfig) -> list[dict[str, Tensor]]:
+def torchvision_postprocess(
+    loc: Tensor, conf: Tensor, anchors_px: Tensor, settings: DetectConfig
+) -> list[dict[str, Tensor]]:
     """torchvision's ``SSD.postprocess_detections`` itself, on a stand-in for the model that
     holds only what the method reads."""
     from torchvision.models.detection._utils import BoxCoder
     from torchvision.models.detection.ssd import SSD
 
-    model = SimpleNamespace(box_coder=BoxCoder(weights=(10.0, 10.0, 5.0, 5.0)),
-                            score_thresh=settings.conf_threshold,
-                            topk_candidates=settings.top_k, nms_thresh=settings.nms_threshold,
-                            detections_per_img=settings.keep_top_k)
+    model = SimpleNamespace(
+        box_coder=BoxCoder(weights=(10.0, 10.0, 5.0, 5.0)),
+        score_thresh=settings.conf_threshold,
+        topk_candidates=settings.top_k,
+        nms_thresh=settings.nms_threshold,
+        detections_per_img=settings.keep_top_k,
+    )
     head = {"bbox_regression": loc, "cls_logits": conf}
-    return SSD.postprocess_detections(model, head, [anchors_px] * loc.shape[0],
-                                      [(_SIZE, _SIZE)] * loc.shape[0])
+    return SSD.postprocess_detections(
+        model, head, [anchors_px] * loc.shape[0], [(_SIZE, _SIZE)] * loc.shape[0]
+    )
 
 
-def detections(loc: Tensor, conf: Tensor, *, priors: Tensor, variances: Tensor,
-               settings: DetectConfig) -> Tensor:
+def detections(
+    loc: Tensor, conf: Tensor, *, priors: Tensor, variances: Tensor, settings: DetectConfig
+) -> Tensor:
     """Rows (image, label, score, x0, y0, x1, y1) of a batch, as ``engine.detect`` computes them
     (there the rows then go to the host in one copy): ``batch_detections``, then each image's
     ``keep_top_k`` best (``rank < keep_top_k``)."""
-    d = batch_detections(loc, conf, priors=priors, variances=variances,
-                         conf_threshold=settings.conf_threshold,
-                         nms_threshold=settings.nms_threshold, top_k=settings.top_k)
-    rows = torch.cat([d.image[:, None].float(), d.labels[:, None].float(), d.scores[:, None],
-                      d.boxes], dim=1)
+    d = batch_detections(
+        loc,
+        conf,
+        priors=priors,
+        variances=variances,
+        conf_threshold=settings.conf_threshold,
+        nms_threshold=settings.nms_threshold,
+        top_k=settings.top_k,
+    )
+    rows = torch.cat(
+        [d.image[:, None].float(), d.labels[:, None].float(), d.scores[:, None], d.boxes], dim=1
+    )
     return rows[d.rank < settings.keep_top_k]
 
 
-def run_postprocess(*, batch_size: int = 32, scores: Sequence[str] = ("untrained", "peaked"),
-                    repeats: int = 15, warmup: int = 2, threads: int = 0, device: str = "cpu",
-                    seed: int = 0, out: str | Path | None = None, argv: Sequence[str] | None = None
-                    ) -> dict[str, Any]:
+def run_postprocess(
+    *,
+    batch_size: int = 32,
+    scores: Sequence[str] = ("untrained", "peaked"),
+    repeats: int = 15,
+    warmup: int = 2,
+    threads: int = 0,
+    device: str = "cpu",
+    seed: int = 0,
+    out: str | Path | None = None,
+    argv: Sequence[str] | None = None,
+) -> dict[str, Any]:
     """``scratchdet benchmark postprocess``: the keywords are its options (``--help``); ``argv`` is
     the command line to record (default ``sys.argv``)."""
     args = SimpleNamespace(**locals())  # the options, as the private helpers take them
@@ -103,26 +124,42 @@ def run_postprocess(*, batch_size: int = 32, scores: Sequence[str] = ("untrained
     anchors_px = box_convert(priors, "cxcywh", "xyxy") * _SIZE
     variances = torch.tensor(VARIANCES, device=device)
     config = {k: v for k, v in vars(args).items() if k not in ("func", "argv")}
-    config.update(threads=torch.get_num_threads(), priors=int(priors.shape[0]),
-                  num_classes=NUM_CLASSES, conf_threshold=settings.conf_threshold,
-                  nms_threshold=settings.nms_threshold, top_k=settings.top_k,
-                  keep_top_k=settings.keep_top_k)
+    config.update(
+        threads=torch.get_num_threads(),
+        priors=int(priors.shape[0]),
+        num_classes=NUM_CLASSES,
+        conf_threshold=settings.conf_threshold,
+        nms_threshold=settings.nms_threshold,
+        top_k=settings.top_k,
+        keep_top_k=settings.keep_top_k,
+    )
     record = Record("postprocess", device, config=config, argv=args.argv, seed=args.seed)
     cases = []
     for kind in args.scores:
-        loc, conf = (t.to(device) for t in head_outputs(kind, args.batch_size, priors.shape[0],
-                                                        args.seed))
-        per_image = len(detections(loc, conf, priors=priors, variances=variances,
-                                        settings=settings)) / loc.shape[0]
-        ours, ref = compare(lambda loc=loc, conf=conf: detections(
-                                loc, conf, priors=priors, variances=variances, settings=settings),
-                            lambda loc=loc, conf=conf: torchvision_postprocess(
-                                loc, conf, anchors_px, settings),
-                            repeats=args.repeats, warmup=args.warmup, device=device)
-        entry, row = case_record(f"batch {args.batch_size}, {kind} scores",
-                                 ours_name="scratchdet postprocess", ours=ours,
-                                 ref_name="torchvision SSD.postprocess_detections", ref=ref,
-                                 detections_per_image=round(per_image, 2))
+        loc, conf = (
+            t.to(device) for t in head_outputs(kind, args.batch_size, priors.shape[0], args.seed)
+        )
+        per_image = (
+            len(detections(loc, conf, priors=priors, variances=variances, settings=settings))
+            / loc.shape[0]
+        )
+        ours, ref = compare(
+            lambda loc=loc, conf=conf: detections(
+                loc, conf, priors=priors, variances=variances, settings=settings
+            ),
+            lambda loc=loc, conf=conf: torchvision_postprocess(loc, conf, anchors_px, settings),
+            repeats=args.repeats,
+            warmup=args.warmup,
+            device=device,
+        )
+        entry, row = case_record(
+            f"batch {args.batch_size}, {kind} scores",
+            ours_name="scratchdet postprocess",
+            ours=ours,
+            ref_name="torchvision SSD.postprocess_detections",
+            ref=ref,
+            detections_per_image=round(per_image, 2),
+        )
         cases.append(entry)
         record.add(row)
         print(case_line(entry))

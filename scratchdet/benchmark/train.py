@@ -30,15 +30,23 @@ from typing import Any
 
 import torch
 
-from ..config import config_from_dict
-from ..engine.device import memory_format_for, resolve_device
-from ..engine.step import TrainStep, make_optimizer
-from ..models import build_model, count_parameters, resolve_config
-from . import data as bdata
-from .arguments import DEFAULT_WORKERS, TRAIN_MODES
-from .common import NUM_CLASSES, Record, check_positive, default_out, parse_model, summary, sync
-from .host_traffic import HostTrafficCounter
-from .tvref import backbone_reference, targets_for, torchvision_vgg16
+from scratchdet.benchmark import data as bdata
+from scratchdet.benchmark.arguments import DEFAULT_WORKERS, TRAIN_MODES
+from scratchdet.benchmark.common import (
+    NUM_CLASSES,
+    Record,
+    check_positive,
+    default_out,
+    parse_model,
+    summary,
+    sync,
+)
+from scratchdet.benchmark.host_traffic import HostTrafficCounter
+from scratchdet.benchmark.tvref import backbone_reference, targets_for, torchvision_vgg16
+from scratchdet.config import config_from_dict
+from scratchdet.engine.device import memory_format_for, resolve_device
+from scratchdet.engine.step import TrainStep, make_optimizer
+from scratchdet.models import build_model, count_parameters, resolve_config
 
 __all__ = ["LR", "REAL_MODES", "run_train"]
 
@@ -48,8 +56,9 @@ REAL_MODES = ("device_augment", "cpu_augment")
 LR = 1e-4  # small: random inputs must not blow the weights up while timing
 
 
-def _timed_steps(step: Callable[[], torch.Tensor], warmup: int, steps: int, repeats: int,
-                 device: torch.device) -> tuple[list[float], float]:
+def _timed_steps(
+    step: Callable[[], torch.Tensor], warmup: int, steps: int, repeats: int, device: torch.device
+) -> tuple[list[float], float]:
     """Seconds per repeat of ``steps`` calls after ``warmup`` calls; and the last loss."""
     loss = None
     for _ in range(warmup):
@@ -69,8 +78,9 @@ class _Trainer:
     """The optimizer step of ``scratchdet train`` (``engine.step.TrainStep``) on our models, and
     the same SGD around torchvision's detector for the reference."""
 
-    def __init__(self, model: torch.nn.Module, device: torch.device, amp: bool,
-                 compile: bool = False):
+    def __init__(
+        self, model: torch.nn.Module, device: torch.device, amp: bool, compile: bool = False
+    ):
         self.cfg = config_from_dict({"train": {"lr": LR, "amp": amp, "compile": compile}})
         self.model = model
         self.device = device
@@ -84,9 +94,11 @@ class _Trainer:
     def torchvision(self, images: list, targets: list) -> torch.Tensor:
         if self.step is None:
             self.step = make_optimizer(self.model, self.cfg)
-            self.autocast = (torch.autocast("cuda", dtype=torch.bfloat16)
-                             if self.cfg.train.amp and self.device.type == "cuda"
-                             else nullcontext())
+            self.autocast = (
+                torch.autocast("cuda", dtype=torch.bfloat16)
+                if self.cfg.train.amp and self.device.type == "cuda"
+                else nullcontext()
+            )
         self.step.zero_grad(set_to_none=True)
         with self.autocast:
             losses = self.model(images, targets)
@@ -119,8 +131,10 @@ def _sync_check(step: Callable[[], torch.Tensor], device: torch.device) -> dict[
 
 
 def _rate(times: Sequence[float], batch: int, steps: int) -> dict[str, Any]:
-    return {"images_per_s": summary([batch * steps / t for t in times]),
-            "step_ms": summary([1000 * t / steps for t in times])}
+    return {
+        "images_per_s": summary([batch * steps / t for t in times]),
+        "step_ms": summary([1000 * t / steps for t in times]),
+    }
 
 
 def _release(device: torch.device) -> None:
@@ -140,9 +154,15 @@ def _guard(fn: Callable[[], dict[str, Any]], device: torch.device) -> dict[str, 
         _release(device)
 
 
-def _bench_ours(label: str, cfg: Any, batch: int, args: SimpleNamespace,
-                device: torch.device, memory_format: torch.memory_format,
-                split_path: Callable[[], Any]) -> dict[str, Any]:
+def _bench_ours(
+    label: str,
+    cfg: Any,
+    batch: int,
+    args: SimpleNamespace,
+    device: torch.device,
+    memory_format: torch.memory_format,
+    split_path: Callable[[], Any],
+) -> dict[str, Any]:
     """Our model in the synthetic and real-data modes; returns the row."""
     torch.manual_seed(args.seed)
     model = build_model(cfg, NUM_CLASSES, load_pretrained=False).to(device)
@@ -150,74 +170,127 @@ def _bench_ours(label: str, cfg: Any, batch: int, args: SimpleNamespace,
     priors, variances = model.priors, model.prior_config.variances
     trainer = _Trainer(model, device, args.amp, args.compile)
     total = args.warmup + args.steps * args.repeats + 2  # + the two of _sync_check
-    row: dict[str, Any] = {"model": label, "model_config": cfg, "batch_size": batch,
-                           "params": count_parameters(model), "priors": int(priors.shape[0]),
-                           "compiled": bool(args.compile), "modes": {}}
+    row: dict[str, Any] = {
+        "model": label,
+        "model_config": cfg,
+        "batch_size": batch,
+        "params": count_parameters(model),
+        "priors": int(priors.shape[0]),
+        "compiled": bool(args.compile),
+        "modes": {},
+    }
 
     def run(batches: Iterator[bdata.TrainBatch]) -> dict[str, Any]:
-        times, loss = _timed_steps(lambda: trainer.ours(next(batches)), args.warmup,
-                                   args.steps, args.repeats, device)
-        return {**_rate(times, batch, args.steps), "last_loss": loss,
-                **_sync_check(lambda: trainer.ours(next(batches)), device)}
+        times, loss = _timed_steps(
+            lambda: trainer.ours(next(batches)), args.warmup, args.steps, args.repeats, device
+        )
+        return {
+            **_rate(times, batch, args.steps),
+            "last_loss": loss,
+            **_sync_check(lambda: trainer.ours(next(batches)), device),
+        }
 
     def synthetic() -> dict[str, Any]:
-        fixed = bdata.synthetic_batch(batch=batch, num_classes=NUM_CLASSES, priors=priors,
-                                      variances=variances, size=300, memory_format=memory_format,
-                                      seed=args.seed)
+        fixed = bdata.synthetic_batch(
+            batch=batch,
+            num_classes=NUM_CLASSES,
+            priors=priors,
+            variances=variances,
+            size=300,
+            memory_format=memory_format,
+            seed=args.seed,
+        )
         return run(iter(lambda: fixed, None))
 
     def real(pipeline: str) -> Callable[[], dict[str, Any]]:
-        return lambda: run(bdata.pipeline_batches(split_path(), pipeline=pipeline, batch=batch,
-                                                  steps=total, priors=priors,
-                                                  variances=variances, memory_format=memory_format,
-                                                  workers=args.workers,
-                                                  seed=args.seed))
+        return lambda: run(
+            bdata.pipeline_batches(
+                split_path(),
+                pipeline=pipeline,
+                batch=batch,
+                steps=total,
+                priors=priors,
+                variances=variances,
+                memory_format=memory_format,
+                workers=args.workers,
+                seed=args.seed,
+            )
+        )
 
-    for mode, fn in (("synthetic", synthetic), ("device_augment", real("device")),
-                     ("cpu_augment", real("cpu"))):
+    for mode, fn in (
+        ("synthetic", synthetic),
+        ("device_augment", real("device")),
+        ("cpu_augment", real("cpu")),
+    ):
         if mode in args.modes:
             row["modes"][mode] = _guard(fn, device)
     return row
 
 
-def _bench_model(label: str, cfg: Any, batch: int, args: SimpleNamespace,
-                 device: torch.device, memory_format: torch.memory_format,
-                 split_path: Callable[[], Any]) -> dict[str, Any]:
+def _bench_model(
+    label: str,
+    cfg: Any,
+    batch: int,
+    args: SimpleNamespace,
+    device: torch.device,
+    memory_format: torch.memory_format,
+    split_path: Callable[[], Any],
+) -> dict[str, Any]:
     row = _bench_ours(label, cfg, batch, args, device, memory_format, split_path)
     _release(device)
     if "torchvision" in args.modes and args.reference in ("backbone", "both"):
         torch.manual_seed(args.seed)
         fresh = build_model(cfg, NUM_CLASSES, load_pretrained=False)
         row["modes"]["torchvision"] = _guard(
-            lambda: _bench_torchvision(backbone_reference(fresh), batch, args, device,
-                                       memory_format), device)
+            lambda: _bench_torchvision(
+                backbone_reference(fresh), batch, args, device, memory_format
+            ),
+            device,
+        )
         row["torchvision_model"] = "torchvision.models.detection.SSD(our backbone, SSDHead)"
     _derive(row)
     return row
 
 
-def _bench_torchvision(tv_model: torch.nn.Module, batch: int, args: SimpleNamespace,
-                       device: torch.device, memory_format: torch.memory_format) -> dict[str, Any]:
+def _bench_torchvision(
+    tv_model: torch.nn.Module,
+    batch: int,
+    args: SimpleNamespace,
+    device: torch.device,
+    memory_format: torch.memory_format,
+) -> dict[str, Any]:
     tv_model = tv_model.to(device).to(memory_format=memory_format).train()
     trainer = _Trainer(tv_model, device, args.amp)
     g = torch.Generator().manual_seed(args.seed)
     images = list(bdata.synthetic_images(batch, 300, g).to(device))
     boxes, labels, mask = (t.to(device) for t in bdata.random_targets(batch, NUM_CLASSES, g))
     targets = targets_for(boxes, labels, mask, 300)
-    times, loss = _timed_steps(lambda: trainer.torchvision(images, targets), args.warmup,
-                               args.steps, args.repeats, device)
-    return {**_rate(times, batch, args.steps), "last_loss": loss,
-            "params": count_parameters(tv_model)}
+    times, loss = _timed_steps(
+        lambda: trainer.torchvision(images, targets), args.warmup, args.steps, args.repeats, device
+    )
+    return {
+        **_rate(times, batch, args.steps),
+        "last_loss": loss,
+        "params": count_parameters(tv_model),
+    }
 
 
-def _bench_tv_vgg16(batch: int, args: SimpleNamespace, device: torch.device,
-                    memory_format: torch.memory_format) -> dict[str, Any]:
+def _bench_tv_vgg16(
+    batch: int, args: SimpleNamespace, device: torch.device, memory_format: torch.memory_format
+) -> dict[str, Any]:
     torch.manual_seed(args.seed)
     model = torchvision_vgg16(NUM_CLASSES + 1)
-    row = {"model": "torchvision.ssd300_vgg16", "model_config": None, "batch_size": batch,
-           "modes": {"torchvision": _guard(lambda: _bench_torchvision(
-               model, batch, args, device, memory_format), device)},
-           "torchvision_model": "torchvision.models.detection.ssd300_vgg16(weights=None)"}
+    row = {
+        "model": "torchvision.ssd300_vgg16",
+        "model_config": None,
+        "batch_size": batch,
+        "modes": {
+            "torchvision": _guard(
+                lambda: _bench_torchvision(model, batch, args, device, memory_format), device
+            )
+        },
+        "torchvision_model": "torchvision.models.detection.ssd300_vgg16(weights=None)",
+    }
     _derive(row)
     return row
 
@@ -240,14 +313,26 @@ def _derive(row: dict[str, Any]) -> None:
     row["speedup_vs_torchvision"] = round(synth / tv, 3) if synth and tv else None
 
 
-def run_train(*, models: Sequence[str] = ("scratchdet300", "dsod300", "ssd300_vgg16"),
-              batch_sizes: Sequence[int] = (32, 128), modes: Sequence[str] = TRAIN_MODES,
-              reference: str = "both", steps: int = 20, warmup: int = 5, repeats: int = 5,
-              workers: int = DEFAULT_WORKERS, data: str | None = None, synth_images: int = 256,
-              compile: bool = False, amp: bool = True, channels_last: bool = True,
-              device: str = "auto", seed: int = 0, out: str | Path | None = None,
-              argv: Sequence[str] | None = None
-              ) -> dict[str, Any]:
+def run_train(
+    *,
+    models: Sequence[str] = ("scratchdet300", "dsod300", "ssd300_vgg16"),
+    batch_sizes: Sequence[int] = (32, 128),
+    modes: Sequence[str] = TRAIN_MODES,
+    reference: str = "both",
+    steps: int = 20,
+    warmup: int = 5,
+    repeats: int = 5,
+    workers: int = DEFAULT_WORKERS,
+    data: str | None = None,
+    synth_images: int = 256,
+    compile: bool = False,
+    amp: bool = True,
+    channels_last: bool = True,
+    device: str = "auto",
+    seed: int = 0,
+    out: str | Path | None = None,
+    argv: Sequence[str] | None = None,
+) -> dict[str, Any]:
     """``scratchdet benchmark train``: the keywords are its options (``--help``); ``argv`` is
     the command line to record (default ``sys.argv``)."""
     args = SimpleNamespace(**locals())  # the options, as the private helpers take them
@@ -265,8 +350,13 @@ def run_train(*, models: Sequence[str] = ("scratchdet300", "dsod300", "ssd300_vg
         torch.backends.cudnn.benchmark = True
     memory_format = memory_format_for(device, args.channels_last)
     config = {k: v for k, v in vars(args).items() if k not in ("func", "argv")}
-    config.update(memory_format=str(memory_format), amp_active=args.amp and device.type == "cuda",
-                  cudnn_benchmark=device.type == "cuda", num_classes=NUM_CLASSES, lr=LR)
+    config.update(
+        memory_format=str(memory_format),
+        amp_active=args.amp and device.type == "cuda",
+        cudnn_benchmark=device.type == "cuda",
+        num_classes=NUM_CLASSES,
+        lr=LR,
+    )
     record = Record("train", device, config=config, argv=args.argv, seed=args.seed)
 
     with tempfile.TemporaryDirectory(prefix="scratchdet-bench-") as tmp:
@@ -280,8 +370,7 @@ def run_train(*, models: Sequence[str] = ("scratchdet300", "dsod300", "ssd300_vg
         for batch in args.batch_sizes:
             for label, cfg in models:
                 log.info("train benchmark: %s at batch %d", label, batch)
-                record.add(_bench_model(label, cfg, batch, args, device, memory_format,
-                                        split_path))
+                record.add(_bench_model(label, cfg, batch, args, device, memory_format, split_path))
             if "torchvision" in args.modes and args.reference in ("vgg16", "both"):
                 record.add(_bench_tv_vgg16(batch, args, device, memory_format))
     return record.write(args.out or default_out("train", device))

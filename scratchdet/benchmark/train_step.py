@@ -23,14 +23,21 @@ from typing import Any
 
 import torch
 
-from ..config import config_from_dict
-from ..engine.device import memory_format_for, resolve_device
-from ..engine.step import TrainStep, make_optimizer
-from ..models import build_model, resolve_config
-from . import data as bdata
-from .common import NUM_CLASSES, Record, check_positive, default_out, parse_model, sync
-from .eval_startup import component_case
-from .tvref import backbone_reference, targets_for
+from scratchdet.benchmark import data as bdata
+from scratchdet.benchmark.common import (
+    NUM_CLASSES,
+    Record,
+    check_positive,
+    default_out,
+    parse_model,
+    sync,
+)
+from scratchdet.benchmark.eval_startup import component_case
+from scratchdet.benchmark.tvref import backbone_reference, targets_for
+from scratchdet.config import config_from_dict
+from scratchdet.engine.device import memory_format_for, resolve_device
+from scratchdet.engine.step import TrainStep, make_optimizer
+from scratchdet.models import build_model, resolve_config
 
 __all__ = ["LR", "run_train_step"]
 
@@ -43,11 +50,15 @@ def _graph_breaks() -> dict[str, int]:
     return {reason.splitlines()[0][:120]: n for reason, n in counters["graph_break"].items()}
 
 
-def _tv_step(model: torch.nn.Module, cfg: Any, device: torch.device,
-             images: list, targets: list) -> Callable[[], torch.Tensor]:
+def _tv_step(
+    model: torch.nn.Module, cfg: Any, device: torch.device, images: list, targets: list
+) -> Callable[[], torch.Tensor]:
     optimizer = make_optimizer(model, cfg)
-    autocast = (torch.autocast("cuda", dtype=torch.bfloat16)
-                if cfg.train.amp and device.type == "cuda" else nullcontext())
+    autocast = (
+        torch.autocast("cuda", dtype=torch.bfloat16)
+        if cfg.train.amp and device.type == "cuda"
+        else nullcontext()
+    )
 
     def step() -> torch.Tensor:
         optimizer.zero_grad(set_to_none=True)
@@ -57,20 +68,32 @@ def _tv_step(model: torch.nn.Module, cfg: Any, device: torch.device,
         loss.backward()
         optimizer.step()
         return loss
+
     return step
 
 
-def _bench(label: str, model_cfg: Any, args: SimpleNamespace, device: torch.device,
-           memory_format: torch.memory_format) -> list[dict[str, Any]]:
+def _bench(
+    label: str,
+    model_cfg: Any,
+    args: SimpleNamespace,
+    device: torch.device,
+    memory_format: torch.memory_format,
+) -> list[dict[str, Any]]:
     batch = args.batch_size
     cfg = config_from_dict({"train": {"lr": LR, "amp": args.amp, "batch_size": batch}})
     torch.manual_seed(args.seed)
     model = build_model(model_cfg, NUM_CLASSES, load_pretrained=False)
     tv_model = backbone_reference(copy.deepcopy(model))
     model = model.to(device).to(memory_format=memory_format).train()
-    fixed = bdata.synthetic_batch(batch=batch, num_classes=NUM_CLASSES, priors=model.priors,
-                                  variances=model.prior_config.variances, size=300,
-                                  memory_format=memory_format, seed=args.seed)
+    fixed = bdata.synthetic_batch(
+        batch=batch,
+        num_classes=NUM_CLASSES,
+        priors=model.priors,
+        variances=model.prior_config.variances,
+        size=300,
+        memory_format=memory_format,
+        seed=args.seed,
+    )
     eager = TrainStep(model, cfg, device=device, accumulation=1)
     steps: dict[str, Callable[[], Any]] = {"eager": lambda: eager(LR, [fixed])}
     if args.compile:
@@ -78,16 +101,18 @@ def _bench(label: str, model_cfg: Any, args: SimpleNamespace, device: torch.devi
         # of TrainStep._whole: start each model from none, so no model falls back to eager.
         torch._dynamo.reset()
         compiled_model = copy.deepcopy(model)
-        compiled_cfg = config_from_dict({"train": {"lr": LR, "amp": args.amp,
-                                                   "batch_size": batch, "compile": True}})
+        compiled_cfg = config_from_dict(
+            {"train": {"lr": LR, "amp": args.amp, "batch_size": batch, "compile": True}}
+        )
         compiled = TrainStep(compiled_model, compiled_cfg, device=device, accumulation=1)
         steps["compiled"] = lambda: compiled(LR, [fixed])
     tv_model = tv_model.to(device).to(memory_format=memory_format).train()
     g = torch.Generator().manual_seed(args.seed)
     images = list(bdata.synthetic_images(batch, 300, g).to(device))
     boxes, labels, mask = (t.to(device) for t in bdata.random_targets(batch, NUM_CLASSES, g))
-    steps["torchvision"] = _tv_step(tv_model, cfg, device, images, targets_for(boxes, labels,
-                                                                                mask, 300))
+    steps["torchvision"] = _tv_step(
+        tv_model, cfg, device, images, targets_for(boxes, labels, mask, 300)
+    )
     from torch._dynamo.utils import counters
 
     counters.clear()
@@ -112,29 +137,57 @@ def _bench(label: str, model_cfg: Any, args: SimpleNamespace, device: torch.devi
             seconds[name].append((time.perf_counter() - t0) / args.steps)
     tv_name = "torchvision SSD, same backbone (tvref.backbone_reference)"
     what = f"{label}, batch {batch}"
-    cases = [component_case(f"{what}: eager step", ours_name="TrainStep (eager)",
-                            ours_s=seconds["eager"],
-                            ref_name=tv_name, ref_s=seconds["torchvision"],
-                            first_step_s=first_s["eager"])]
+    cases = [
+        component_case(
+            f"{what}: eager step",
+            ours_name="TrainStep (eager)",
+            ours_s=seconds["eager"],
+            ref_name=tv_name,
+            ref_s=seconds["torchvision"],
+            first_step_s=first_s["eager"],
+        )
+    ]
     if args.compile:
-        cases.append(component_case(
-            f"{what}: compiled step", ours_name="TrainStep (train.compile)",
-            ours_s=seconds["compiled"], ref_name=tv_name,
-            ref_s=seconds["torchvision"], first_step_s=first_s["compiled"], graph_breaks=breaks,
-            compile_options="mode=reduce-overhead" if device.type == "cuda" else "inductor"))
-        cases.append(component_case(
-            f"{what}: compiled vs eager", ours_name="TrainStep (train.compile)",
-            ours_s=seconds["compiled"],
-            ref_name="TrainStep (eager)", ref_s=seconds["eager"]))
+        cases.append(
+            component_case(
+                f"{what}: compiled step",
+                ours_name="TrainStep (train.compile)",
+                ours_s=seconds["compiled"],
+                ref_name=tv_name,
+                ref_s=seconds["torchvision"],
+                first_step_s=first_s["compiled"],
+                graph_breaks=breaks,
+                compile_options="mode=reduce-overhead" if device.type == "cuda" else "inductor",
+            )
+        )
+        cases.append(
+            component_case(
+                f"{what}: compiled vs eager",
+                ours_name="TrainStep (train.compile)",
+                ours_s=seconds["compiled"],
+                ref_name="TrainStep (eager)",
+                ref_s=seconds["eager"],
+            )
+        )
     return cases
 
 
-def run_train_step(*, models: Sequence[str] = ("dsod300_smallest", "scratchdet300"),
-                   batch_size: int = 4, steps: int = 2, repeats: int = 5, warmup: int = 2,
-                   compile: bool = False, amp: bool = True, channels_last: bool = True,
-                   threads: int = 0, device: str = "auto", seed: int = 0,
-                   out: str | Path | None = None, argv: Sequence[str] | None = None) -> dict[str,
-                                                                                             Any]:
+def run_train_step(
+    *,
+    models: Sequence[str] = ("dsod300_smallest", "scratchdet300"),
+    batch_size: int = 4,
+    steps: int = 2,
+    repeats: int = 5,
+    warmup: int = 2,
+    compile: bool = False,
+    amp: bool = True,
+    channels_last: bool = True,
+    threads: int = 0,
+    device: str = "auto",
+    seed: int = 0,
+    out: str | Path | None = None,
+    argv: Sequence[str] | None = None,
+) -> dict[str, Any]:
     """``scratchdet benchmark train-step``: the keywords are its options (``--help``); ``argv`` is
     the command line to record (default ``sys.argv``)."""
     args = SimpleNamespace(**locals())  # the options, as the private helpers take them
@@ -151,8 +204,12 @@ def run_train_step(*, models: Sequence[str] = ("dsod300_smallest", "scratchdet30
         torch.set_num_threads(args.threads)
     memory_format = memory_format_for(device, args.channels_last)
     config = {k: v for k, v in vars(args).items() if k not in ("func", "argv")}
-    config.update(memory_format=str(memory_format), lr=LR, num_classes=NUM_CLASSES,
-                  amp_active=args.amp and device.type == "cuda")
+    config.update(
+        memory_format=str(memory_format),
+        lr=LR,
+        num_classes=NUM_CLASSES,
+        amp_active=args.amp and device.type == "cuda",
+    )
     record = Record("train-step", device, config=config, argv=args.argv, seed=args.seed)
     cases = record.data["cases"] = []
     for label, cfg in models:

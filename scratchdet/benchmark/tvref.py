@@ -21,8 +21,8 @@ from torchvision.models.detection.anchor_utils import DefaultBoxGenerator
 from torchvision.models.detection.ssd import SSD as TorchvisionSSD
 from torchvision.models.detection.ssd import SSDHead, ssd300_vgg16
 
-from ..models import SSD
-from ..models.input import CAFFE_MEAN_RGB
+from scratchdet.models import SSD
+from scratchdet.models.input import CAFFE_MEAN_RGB
 
 __all__ = ["MEAN_01", "STD_01", "backbone_reference", "targets_for", "torchvision_vgg16"]
 
@@ -49,17 +49,32 @@ def backbone_reference(model: SSD) -> TorchvisionSSD:
     anchors = DefaultBoxGenerator(
         aspect_ratios=[list(ar) for ar in pc.aspect_ratios],
         scales=[s / size for s in pc.min_sizes] + [pc.max_sizes[-1] / size],
-        steps=[round(s) for s in pc.steps], clip=pc.clip)
-    head = SSDHead(list(model.backbone.out_channels), anchors.num_anchors_per_location(),
-                   model.num_outputs)
-    return TorchvisionSSD(_DictBackbone(model.backbone), anchors, (size, size), model.num_outputs,
-                          image_mean=MEAN_01, image_std=STD_01, head=head)
+        steps=[round(s) for s in pc.steps],
+        clip=pc.clip,
+    )
+    head = SSDHead(
+        list(model.backbone.out_channels), anchors.num_anchors_per_location(), model.num_outputs
+    )
+    return TorchvisionSSD(
+        _DictBackbone(model.backbone),
+        anchors,
+        (size, size),
+        model.num_outputs,
+        image_mean=MEAN_01,
+        image_std=STD_01,
+        head=head,
+    )
 
 
 def torchvision_vgg16(num_classes: int) -> TorchvisionSSD:
     """torchvision's ``ssd300_vgg16`` from scratch; ``num_classes`` includes background."""
-    return ssd300_vgg16(weights=None, weights_backbone=None, num_classes=num_classes,
-                        image_mean=MEAN_01, image_std=STD_01)
+    return ssd300_vgg16(
+        weights=None,
+        weights_backbone=None,
+        num_classes=num_classes,
+        image_mean=MEAN_01,
+        image_std=STD_01,
+    )
 
 
 def targets_for(boxes: Tensor, labels: Tensor, mask: Tensor, size: int) -> list[dict[str, Tensor]]:

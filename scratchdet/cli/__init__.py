@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import (
+from scratchdet.cli import (
     artifacts,
     benchmark,
     config,
@@ -27,17 +27,28 @@ from . import (
     train,
     workflow,
 )
-from .runner import EXIT_INTERRUPTED, run_parsed
+from scratchdet.cli.runner import EXIT_INTERRUPTED, run_parsed
 
 __all__ = ["GROUPS", "build_parser", "main"]
 
-GROUPS = (data, train, detect, evaluate, curve, report, workflow, artifacts, benchmark, models,
-          config)
+GROUPS = (
+    data,
+    train,
+    detect,
+    evaluate,
+    curve,
+    report,
+    workflow,
+    artifacts,
+    benchmark,
+    models,
+    config,
+)
 """The command groups, in the order `scratchdet --help` lists them."""
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .. import __version__
+    from scratchdet import __version__
 
     p = argparse.ArgumentParser(prog="scratchdet", description=__doc__.splitlines()[0])
     p.add_argument("-v", "--verbose", action="store_true", help="log more to stderr")

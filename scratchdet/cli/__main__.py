@@ -2,6 +2,6 @@
 
 import sys
 
-from . import main
+from scratchdet.cli import main
 
 sys.exit(main())

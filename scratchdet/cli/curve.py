@@ -5,30 +5,37 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .detect import add_detect_options, detect_config
-from .options import add_out
+from scratchdet.cli.detect import add_detect_options, detect_config
+from scratchdet.cli.options import add_out
 
 __all__ = ["register"]
 
 
 def cmd_curve(args: argparse.Namespace) -> None:
-    from ..engine.learning_curve import learning_curve
+    from scratchdet.engine.learning_curve import learning_curve
 
-    rows = learning_curve(args.run, args.data, args.out, metric=args.metric,
-                          detect_cfg=detect_config(args),
-                          device=args.device, num_workers=args.workers)
+    rows = learning_curve(
+        args.run,
+        args.data,
+        args.out,
+        metric=args.metric,
+        detect_cfg=detect_config(args),
+        device=args.device,
+        num_workers=args.workers,
+    )
     if args.figure:
-        from ..reports.learning_curve import learning_curve_figure
+        from scratchdet.reports.learning_curve import learning_curve_figure
 
-        learning_curve_figure({args.title or Path(args.run).name: args.out}, args.figure,
-                              note=args.note)
+        learning_curve_figure(
+            {args.title or Path(args.run).name: args.out}, args.figure, note=args.note
+        )
     for row in rows:
         print(f"step {row['step']:>7}: {args.metric} mAP {row['map']:.4f}  loss {row['loss']:.3f}")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``curve``."""
-    from ..evaluation import EVAL_METRICS
+    from scratchdet.evaluation import EVAL_METRICS
 
     s = subparsers.add_parser("curve", help="learning curve: score every kept snapshot of a run")
     s.add_argument("--run", required=True, help="run folder (train.keep_checkpoints snapshots)")

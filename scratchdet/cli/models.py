@@ -10,7 +10,7 @@ __all__ = ["register"]
 def cmd_models(args: argparse.Namespace) -> None:
     import json
 
-    from ..models import list_models
+    from scratchdet.models import list_models
 
     rows = list_models(num_classes=args.num_classes)
     if args.json:
@@ -18,14 +18,20 @@ def cmd_models(args: argparse.Namespace) -> None:
         return
     print(f"{'name':<22} {'params':>10} {'priors':>7}  sources")
     for r in rows:
-        print(f"{r['name']:<22} {r['params'] / 1e6:>9.2f}M {r['priors']:>7}  "
-              f"{'/'.join(str(s) for s in r['sources'])}")
+        print(
+            f"{r['name']:<22} {r['params'] / 1e6:>9.2f}M {r['priors']:>7}  "
+            f"{'/'.join(str(s) for s in r['sources'])}"
+        )
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``models``."""
     s = subparsers.add_parser("models", help="list the canonical models")
     s.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    s.add_argument("--num-classes", type=int, default=20,
-                   help="object classes, background excluded (default 20, VOC)")
+    s.add_argument(
+        "--num-classes",
+        type=int,
+        default=20,
+        help="object classes, background excluded (default 20, VOC)",
+    )
     s.set_defaults(func=cmd_models)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..benchmark.fps import RESULTS_DIR
+from scratchdet.benchmark.fps import RESULTS_DIR
 
 __all__ = ["add_also_out", "add_out", "add_result_out"]
 

@@ -18,13 +18,21 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from ..errors import ConfigError, ScratchdetError
+from scratchdet.errors import ConfigError, ScratchdetError
 
 if TYPE_CHECKING:
-    from ..config import RunConfig
+    from scratchdet.config import RunConfig
 
-__all__ = ["EXIT_BAD_INPUT", "EXIT_INTERRUPTED", "add_count", "interrupted_message",
-           "load_run_config", "parse_override", "parse_pairs", "run_parsed"]
+__all__ = [
+    "EXIT_BAD_INPUT",
+    "EXIT_INTERRUPTED",
+    "add_count",
+    "interrupted_message",
+    "load_run_config",
+    "parse_override",
+    "parse_pairs",
+    "run_parsed",
+]
 
 EXIT_BAD_INPUT = 2
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports a job Ctrl-C stopped
@@ -48,7 +56,7 @@ def _check_counts(args: argparse.Namespace) -> None:
 def load_run_config(path: str | Path, overrides: dict[str, Any] | None = None) -> RunConfig:
     """`config.load_config` for a file a user named (a folder, an unreadable file or one that is
     not UTF-8 text is a ConfigError naming it: `yaml_io.load_yaml`)."""
-    from ..config import load_config
+    from scratchdet.config import load_config
 
     return load_config(path, overrides)
 
@@ -59,8 +67,10 @@ def interrupted_message(args: argparse.Namespace) -> str:
     if not out:
         return "scratchdet: interrupted (Ctrl-C)"
     if getattr(args, "func", None) is not None and args.func.__name__ == "cmd_train":
-        return (f"scratchdet: interrupted (Ctrl-C); nothing half-written is left in {out}: run "
-                "the same command again to continue")
+        return (
+            f"scratchdet: interrupted (Ctrl-C); nothing half-written is left in {out}: run "
+            "the same command again to continue"
+        )
     return f"scratchdet: interrupted (Ctrl-C); {out} was not written: run the same command again"
 
 
@@ -86,8 +96,10 @@ def parse_pairs(values: list[str], option: str) -> dict[str, str]:
 def run_parsed(args: argparse.Namespace, verbose: bool = False) -> int:
     """Run a parsed subcommand: one line and exit status 2 for bad input, one line and 130 for
     Ctrl-C (outputs are written atomically, so none is left half-written), a traceback for bugs."""
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
     func: Callable[[argparse.Namespace], None] = args.func
     try:
         _check_counts(args)

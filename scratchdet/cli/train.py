@@ -7,15 +7,15 @@ import os
 from pathlib import Path
 from typing import Any
 
-from ..errors import ConfigError
-from .options import add_out
-from .runner import add_count, load_run_config, parse_override
+from scratchdet.cli.options import add_out
+from scratchdet.cli.runner import add_count, load_run_config, parse_override
+from scratchdet.errors import ConfigError
 
 __all__ = ["register"]
 
 
 def cmd_train(args: argparse.Namespace) -> None:
-    from ..engine.gpus import assign_gpus
+    from scratchdet.engine.gpus import assign_gpus
 
     if args.continue_from or args.max_steps:
         _continue(args)
@@ -29,7 +29,7 @@ def cmd_train(args: argparse.Namespace) -> None:
         claim = assign_gpus(args.gpus)  # held (flock) until this process exits
         if nproc > 1:
             raise SystemExit(_launch_workers(args, nproc))
-    from ..engine.train import train
+    from scratchdet.engine.train import train
 
     try:
         status = train(cfg, args.out, restart_stale=args.restart_stale)
@@ -37,18 +37,20 @@ def cmd_train(args: argparse.Namespace) -> None:
         if exc.path is None and exc.key.split(".")[0] in cfg.to_dict():
             raise ConfigError(args.config, exc.key, exc.problem) from None
         raise
-    print(f"{args.out}: {status['status']} at step {status['step']}"
-          + (f" ({status['reason']})" if status.get("reason") else ""))
+    print(
+        f"{args.out}: {status['status']} at step {status['step']}"
+        + (f" ({status['reason']})" if status.get("reason") else "")
+    )
     del claim
 
 
 def _continue(args: argparse.Namespace) -> None:
     """--continue-from RUN --max-steps N: seed --out with RUN's newest snapshot and train there
     with RUN's config (or --config) raised to N steps, written as --out/run.yaml."""
-    from ..config import dump_config, load_config
-    from ..engine.continue_run import continued, prepare_continuation
-    from ..io import write_text
-    from ..run_folder import TrainFolder
+    from scratchdet.config import dump_config, load_config
+    from scratchdet.engine.continue_run import continued, prepare_continuation
+    from scratchdet.io import write_text
+    from scratchdet.run_folder import TrainFolder
 
     if not (args.continue_from and args.max_steps):
         raise ConfigError(None, "--continue-from", "give --continue-from RUN with --max-steps N")
@@ -68,9 +70,9 @@ def _launch_workers(args: argparse.Namespace, nproc: int) -> int:
     import signal
     import subprocess
 
-    from ..engine.distributed import torchrun_command
-    from ..engine.preemption import PREEMPT_SIGNAL, torchrun_signal_env
-    from ..engine.run_lock import HELD_ENV, lock_run_folder
+    from scratchdet.engine.distributed import torchrun_command
+    from scratchdet.engine.preemption import PREEMPT_SIGNAL, torchrun_signal_env
+    from scratchdet.engine.run_lock import HELD_ENV, lock_run_folder
 
     argv = ["train", "--config", str(args.config), "--out", str(args.out)]
     if args.restart_stale:
@@ -78,8 +80,10 @@ def _launch_workers(args: argparse.Namespace, nproc: int) -> int:
     for override in args.set:
         argv += ["--set", override]
     lock = lock_run_folder(args.out)  # held for the workers, whose rank 0 would take it
-    proc = subprocess.Popen(torchrun_command(nproc, argv), env=os.environ | torchrun_signal_env()
-                            | {HELD_ENV: str(lock.path.resolve())})
+    proc = subprocess.Popen(
+        torchrun_command(nproc, argv),
+        env=os.environ | torchrun_signal_env() | {HELD_ENV: str(lock.path.resolve())},
+    )
 
     def forward(signum: int, frame: Any) -> None:
         proc.send_signal(signum)
@@ -98,18 +102,43 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     s = subparsers.add_parser("train", help="train (or resume) one run")
     s.add_argument("--config", help="YAML run config (required unless --continue-from)")
     add_out(s, "run folder (resumed if it holds a checkpoint)")
-    s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config value, e.g. --set train.lr=0.05")
-    s.add_argument("--restart-stale", action="store_true",
-                   help="discard a run in --out made with another config instead of refusing")
-    add_count(s, "--gpus", default=0,
-                   help="GPUs to claim on this machine (sets CUDA_VISIBLE_DEVICES unless already set)")
-    add_count(s, "--nproc", default=0,
-                   help="training processes (torch.distributed); default: one per GPU, or 1")
-    s.add_argument("--continue-from", metavar="RUN", help="continue the run folder RUN to "
-                   "--max-steps in the new folder --out, from RUN's newest snapshot (recorded in "
-                   "--out/continued_from.json); its config, or --config, may change the schedule "
-                   "only")
-    s.add_argument("--max-steps", type=int, default=0, metavar="N",
-                   help="with --continue-from: the new run's train.max_steps")
+    s.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config value, e.g. --set train.lr=0.05",
+    )
+    s.add_argument(
+        "--restart-stale",
+        action="store_true",
+        help="discard a run in --out made with another config instead of refusing",
+    )
+    add_count(
+        s,
+        "--gpus",
+        default=0,
+        help="GPUs to claim on this machine (sets CUDA_VISIBLE_DEVICES unless already set)",
+    )
+    add_count(
+        s,
+        "--nproc",
+        default=0,
+        help="training processes (torch.distributed); default: one per GPU, or 1",
+    )
+    s.add_argument(
+        "--continue-from",
+        metavar="RUN",
+        help="continue the run folder RUN to "
+        "--max-steps in the new folder --out, from RUN's newest snapshot (recorded in "
+        "--out/continued_from.json); its config, or --config, may change the schedule "
+        "only",
+    )
+    s.add_argument(
+        "--max-steps",
+        type=int,
+        default=0,
+        metavar="N",
+        help="with --continue-from: the new run's train.max_steps",
+    )
     s.set_defaults(func=cmd_train)

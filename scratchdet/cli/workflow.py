@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import argparse
 
-from .options import add_out
+from scratchdet.cli.options import add_out
 
 __all__ = ["register"]
 
 
 def cmd_run_config(args: argparse.Namespace) -> None:
-    from ..config import write_run_config
+    from scratchdet.config import write_run_config
 
     write_run_config(args.json, args.out)
     print(args.out)

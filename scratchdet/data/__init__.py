@@ -9,13 +9,24 @@ from typing import Any
 # Loaded on first use (PEP 562): `scratchdet eval` and the report commands need the annotation
 # format but not torch, whose import costs seconds per workflow job.
 _EXPORTS = {
-    "class_names": "annotations", "image_dir": "annotations", "label_maps": "annotations",
-    "load_annotations": "annotations", "merge_annotations": "annotations",
-    "save_annotations": "annotations", "validate_annotations": "annotations",
-    "check_dataset": "check", "format_report": "check", "read_coco": "coco",
-    "DetectionDataset": "dataset", "read_image": "dataset",
-    "SYNTH_CLASSES": "synth", "make_synthetic_voc": "synth",
-    "VOC_CLASSES": "voc", "read_voc": "voc", "read_voc_files": "voc", "read_voc_many": "voc",
+    "class_names": "annotations",
+    "image_dir": "annotations",
+    "label_maps": "annotations",
+    "load_annotations": "annotations",
+    "merge_annotations": "annotations",
+    "save_annotations": "annotations",
+    "validate_annotations": "annotations",
+    "check_dataset": "check",
+    "format_report": "check",
+    "read_coco": "coco",
+    "DetectionDataset": "dataset",
+    "read_image": "dataset",
+    "SYNTH_CLASSES": "synth",
+    "make_synthetic_voc": "synth",
+    "VOC_CLASSES": "voc",
+    "read_voc": "voc",
+    "read_voc_files": "voc",
+    "read_voc_many": "voc",
 }
 __all__ = list(_EXPORTS)
 

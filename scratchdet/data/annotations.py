@@ -25,8 +25,8 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from ..errors import DataError
-from ..io import read_json, write_json
+from scratchdet.errors import DataError
+from scratchdet.io import read_json, write_json
 
 __all__ = [
     "BOX_TOLERANCE",
@@ -165,8 +165,9 @@ def iter_problems(ds: Any, path: str | Path = "<annotations>") -> Iterator[Probl
         img_id = img.get("id")
         where = f"image {_image_label(img, img_id)}"
         if not _is_int(img_id):
-            yield problem("schema", f"images[{i}] ({where}): 'id' must be an integer, "
-                                    f"got {img_id!r}")
+            yield problem(
+                "schema", f"images[{i}] ({where}): 'id' must be an integer, got {img_id!r}"
+            )
             continue
         if img_id in images:
             yield problem("duplicate_id", f"image id {img_id} ({where}) appears more than once")
@@ -238,14 +239,20 @@ def iter_problems(ds: Any, path: str | Path = "<annotations>") -> Iterator[Probl
         )
         if bad_flag is not None:
             yield problem("schema", f"{where}: '{bad_flag}' must be 0 or 1, got {ann[bad_flag]!r}")
-        if "area" in ann and not (_is_number(ann["area"]) and math.isfinite(ann["area"])
-                                  and ann["area"] >= 0):
+        if "area" in ann and not (
+            _is_number(ann["area"]) and math.isfinite(ann["area"]) and ann["area"] >= 0
+        ):
             yield problem("schema", f"{where}: 'area' must be a finite number >= 0")
         bbox = ann.get("bbox")
-        if not (isinstance(bbox, list) and len(bbox) == 4 and all(_is_number(v) for v in bbox)
-                and all(math.isfinite(v) for v in bbox)):
-            yield problem("bad_box",
-                          f"{where}: bbox must be 4 finite numbers [x, y, w, h], got {bbox!r}")
+        if not (
+            isinstance(bbox, list)
+            and len(bbox) == 4
+            and all(_is_number(v) for v in bbox)
+            and all(math.isfinite(v) for v in bbox)
+        ):
+            yield problem(
+                "bad_box", f"{where}: bbox must be 4 finite numbers [x, y, w, h], got {bbox!r}"
+            )
             continue
         x, y, w, h = bbox
         if w <= 0 or h <= 0:
@@ -261,8 +268,9 @@ def iter_problems(ds: Any, path: str | Path = "<annotations>") -> Iterator[Probl
             )
     for img_id, img in images.items():
         if img_id not in annotated:
-            yield problem("empty_image",
-                          f"image id {img_id} ({img['file_name']}) has no annotations")
+            yield problem(
+                "empty_image", f"image id {img_id} ({img['file_name']}) has no annotations"
+            )
 
 
 def validate_annotations(ds: Any, path: str | Path = "<annotations>") -> dict:
@@ -338,8 +346,12 @@ def merge_annotations(parts: list[dict], source: str = "merged") -> dict:
         for ann in part["annotations"]:
             annotations.append(dict(ann, id=len(annotations) + 1, image_id=id_map[ann["image_id"]]))
         info["parts"].append({k: v for k, v in part["info"].items() if k != "image_dir"})
-    return {"info": info, "images": images, "categories": [dict(c) for c in cats],
-            "annotations": annotations}
+    return {
+        "info": info,
+        "images": images,
+        "categories": [dict(c) for c in cats],
+        "annotations": annotations,
+    }
 
 
 def image_dir(ds: dict, json_path: str | Path | None = None) -> Path:
@@ -420,8 +432,11 @@ def check_trainable(ds: dict, path: str | Path) -> None:
     if not ds["categories"]:
         raise DataError(path, "the category list is empty: no class to train a detector of")
     if not any(not a.get("iscrowd") for a in ds["annotations"]):
-        raise DataError(path, f"no boxes to train on ({len(ds['images'])} images, no non-crowd "
-                              "annotation): is this the right split?")
+        raise DataError(
+            path,
+            f"no boxes to train on ({len(ds['images'])} images, no non-crowd "
+            "annotation): is this the right split?",
+        )
 
 
 def data_record(path: str | Path) -> dict[str, str]:
@@ -434,14 +449,21 @@ def data_record(path: str | Path) -> dict[str, str]:
     raw = Path(path).read_bytes()
     try:
         images = json.loads(raw).get("images") or []
-        listing = "\n".join(f"{i.get('file_name')}\t{i.get('width')}x{i.get('height')}"
-                            for i in images if isinstance(i, dict))
+        listing = "\n".join(
+            f"{i.get('file_name')}\t{i.get('width')}x{i.get('height')}"
+            for i in images
+            if isinstance(i, dict)
+        )
     except (ValueError, AttributeError):
         listing = ""  # not loadable: load_annotations names the fault
     ann = hashlib.sha256(raw).hexdigest()
     img = hashlib.sha256(listing.encode()).hexdigest()
-    return {"file": str(path), "annotations_sha256": ann, "images_sha256": img,
-            "sha256": hashlib.sha256(f"{ann}\n{img}".encode()).hexdigest()}
+    return {
+        "file": str(path),
+        "annotations_sha256": ann,
+        "images_sha256": img,
+        "sha256": hashlib.sha256(f"{ann}\n{img}".encode()).hexdigest(),
+    }
 
 
 def same_data(recorded: Any, current: dict[str, str] | None) -> bool:

@@ -17,9 +17,7 @@ from typing import Any
 
 from PIL import Image
 
-from ..errors import DataError
-from ..io import read_json
-from .annotations import (
+from scratchdet.data.annotations import (
     FATAL_KINDS,
     WARNING_KINDS,
     Problem,
@@ -28,8 +26,10 @@ from .annotations import (
     iter_problems,
     structure_problem,
 )
-from .dataset import read_image
-from .voc import read_voc
+from scratchdet.data.dataset import read_image
+from scratchdet.data.voc import read_voc
+from scratchdet.errors import DataError
+from scratchdet.io import read_json
 
 __all__ = ["EXIF_ORIENTATION", "check_dataset", "format_report", "verify_images"]
 
@@ -54,12 +54,21 @@ def _image_problems(path: Path, width: int, height: int, decode: bool) -> list[P
     except (OSError, ValueError) as exc:
         return [Problem("unreadable_image", p, f"cannot read image header: {exc}")]
     if (w, h) != (width, height):
-        return [Problem("size_mismatch", p,
-                        f"image is {w}x{h} but the annotations say {width}x{height}")]
+        return [
+            Problem(
+                "size_mismatch", p, f"image is {w}x{h} but the annotations say {width}x{height}"
+            )
+        ]
     orientation = _exif_orientation(path)
     if orientation not in (1, None):
-        return [Problem("exif_orientation", p, f"EXIF orientation {orientation} is not applied: "
-                        "pixels and boxes are used as stored (VOC boxes are in stored pixels)")]
+        return [
+            Problem(
+                "exif_orientation",
+                p,
+                f"EXIF orientation {orientation} is not applied: "
+                "pixels and boxes are used as stored (VOC boxes are in stored pixels)",
+            )
+        ]
     return []
 
 
@@ -72,10 +81,13 @@ def _exif_orientation(path: Path) -> int | None:
         return None
 
 
-def _summarise(source: str, ds: dict | None, problems: Iterable[Problem],
-               max_examples: int) -> dict[str, Any]:
-    faults = {k: {"count": 0, "fatal": k in FATAL_KINDS, "examples": []}
-              for k in (*FATAL_KINDS, *WARNING_KINDS)}
+def _summarise(
+    source: str, ds: dict | None, problems: Iterable[Problem], max_examples: int
+) -> dict[str, Any]:
+    faults = {
+        k: {"count": 0, "fatal": k in FATAL_KINDS, "examples": []}
+        for k in (*FATAL_KINDS, *WARNING_KINDS)
+    }
     for p in problems:
         entry = faults.setdefault(p.kind, {"count": 0, "fatal": p.fatal, "examples": []})
         entry["count"] += 1
@@ -93,8 +105,14 @@ def _summarise(source: str, ds: dict | None, problems: Iterable[Problem],
     }
 
 
-def check_dataset(source: dict | str | Path, split: str = "trainval", *, decode: bool = True,
-                  max_examples: int = 5, workers: int = 0) -> dict[str, Any]:
+def check_dataset(
+    source: dict | str | Path,
+    split: str = "trainval",
+    *,
+    decode: bool = True,
+    max_examples: int = 5,
+    workers: int = 0,
+) -> dict[str, Any]:
     """Scan `source` and return a report: counts and first examples per fault kind.
 
     `source`: an internal-format dict or JSON path, or a VOC folder (with ImageSets/Main/) whose
@@ -125,9 +143,14 @@ def check_dataset(source: dict | str | Path, split: str = "trainval", *, decode:
         return _summarise(label, None, problems, max_examples)
 
     root = image_dir(ds, json_path)
-    valid = [img for img in ds["images"] if isinstance(img, dict)
-             and isinstance(img.get("file_name"), str) and isinstance(img.get("width"), int)
-             and isinstance(img.get("height"), int)]
+    valid = [
+        img
+        for img in ds["images"]
+        if isinstance(img, dict)
+        and isinstance(img.get("file_name"), str)
+        and isinstance(img.get("width"), int)
+        and isinstance(img.get("height"), int)
+    ]
     jobs = [(root / img["file_name"], img["width"], img["height"], decode) for img in valid]
     with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1) as pool:
         for found in pool.map(lambda job: _image_problems(*job), jobs):
@@ -135,8 +158,9 @@ def check_dataset(source: dict | str | Path, split: str = "trainval", *, decode:
     return _summarise(label, ds, problems, max_examples)
 
 
-def verify_images(ds: dict, json_path: str | Path | None = None, workers: int = 0,
-                  drop: bool = False) -> list[str]:
+def verify_images(
+    ds: dict, json_path: str | Path | None = None, workers: int = 0, drop: bool = False
+) -> list[str]:
     """Decode every image of `ds` in full; DataError naming the first one that fails.
 
     What `scratchdet data voc` runs before it writes a split: a truncated, empty or unreadable
@@ -151,11 +175,17 @@ def verify_images(ds: dict, json_path: str | Path | None = None, workers: int = 
         per_image = list(pool.map(lambda job: _image_problems(*job), jobs))
     found = [p for problems in per_image for p in problems if p.fatal]
     if found and not drop:
-        more = (f" ({len(found) - 1} more image(s) fail too: `scratchdet data check` lists them)"
-                if len(found) > 1 else "")
+        more = (
+            f" ({len(found) - 1} more image(s) fail too: `scratchdet data check` lists them)"
+            if len(found) > 1
+            else ""
+        )
         raise DataError(found[0].path, found[0].message + more)
-    bad = {img["id"] for img, problems in zip(ds["images"], per_image)
-           if any(p.fatal for p in problems)}
+    bad = {
+        img["id"]
+        for img, problems in zip(ds["images"], per_image)
+        if any(p.fatal for p in problems)
+    }
     ds["images"] = [img for img in ds["images"] if img["id"] not in bad]
     ds["annotations"] = [a for a in ds["annotations"] if a["image_id"] not in bad]
     return [f"{p.path}: {p.message}" for p in found]
@@ -165,8 +195,10 @@ def format_report(report: dict[str, Any]) -> str:
     """Human-readable summary: one line per fault kind that occurred, with its first examples."""
     lines = [
         f"dataset: {report['source']}",
-        (f"  {report['images']} images, {report['annotations']} annotations, "
-         f"{len(report['categories'])} categories"),
+        (
+            f"  {report['images']} images, {report['annotations']} annotations, "
+            f"{len(report['categories'])} categories"
+        ),
     ]
     for kind, entry in report["faults"].items():
         if not entry["count"]:

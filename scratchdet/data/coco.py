@@ -17,15 +17,16 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from ..errors import DataError
-from ..io import read_json
-from .annotations import CLIP_TOLERANCE, ProblemLog, validate_annotations
+from scratchdet.data.annotations import CLIP_TOLERANCE, ProblemLog, validate_annotations
+from scratchdet.errors import DataError
+from scratchdet.io import read_json
 
 __all__ = ["read_coco"]
 
 
-def read_coco(instances_json: str | Path, image_dir: str | Path,
-              log: ProblemLog | None = None) -> dict:
+def read_coco(
+    instances_json: str | Path, image_dir: str | Path, log: ProblemLog | None = None
+) -> dict:
     """Read a COCO instances file whose images live in `image_dir` (e.g. train2017/)."""
     log = log if log is not None else ProblemLog()
     path = Path(instances_json)
@@ -61,8 +62,11 @@ def read_coco(instances_json: str | Path, image_dir: str | Path,
             continue
         where = f"annotation id {ann['id']} (image id {ann['image_id']})"
         bbox = ann["bbox"]
-        if not (isinstance(bbox, list) and len(bbox) == 4
-                and all(isinstance(v, (int, float)) and math.isfinite(v) for v in bbox)):
+        if not (
+            isinstance(bbox, list)
+            and len(bbox) == 4
+            and all(isinstance(v, (int, float)) and math.isfinite(v) for v in bbox)
+        ):
             log.add("bad_box", path, f"{where}: bbox must be 4 finite numbers, got {bbox!r}")
             continue
         x, y, w, h = (float(v) for v in bbox)
@@ -79,22 +83,37 @@ def read_coco(instances_json: str | Path, image_dir: str | Path,
             x0, y0 = max(x, 0.0), max(y, 0.0)
             x1, y1 = min(x + w, float(W)), min(y + h, float(H))
             if overshoot > CLIP_TOLERANCE or x1 <= x0 or y1 <= y0:
-                log.add("box_outside_image", path,
-                        f"{where}: bbox {bbox} lies outside the {W}x{H} image by {overshoot:g} px")
+                log.add(
+                    "box_outside_image",
+                    path,
+                    f"{where}: bbox {bbox} lies outside the {W}x{H} image by {overshoot:g} px",
+                )
                 continue
             x, y, w, h = x0, y0, x1 - x0, y1 - y0
             clipped += 1
             log.add("clipped_box", path, f"{where}: bbox {bbox} clipped to the {W}x{H} image")
         area = ann.get("area", w * h)
-        annotations.append({
-            "id": ann["id"], "image_id": ann["image_id"], "category_id": ann.get("category_id"),
-            "bbox": [x, y, w, h], "area": area, "iscrowd": ann.get("iscrowd", 0),
-            "difficult": 0, "truncated": 0,
-        })
+        annotations.append(
+            {
+                "id": ann["id"],
+                "image_id": ann["image_id"],
+                "category_id": ann.get("category_id"),
+                "bbox": [x, y, w, h],
+                "area": area,
+                "iscrowd": ann.get("iscrowd", 0),
+                "difficult": 0,
+                "truncated": 0,
+            }
+        )
 
     ds = {
-        "info": {"image_dir": str(Path(image_dir).resolve()), "source": "coco",
-                 "instances": path.name, "clipped_boxes": clipped, "dropped_boxes": dropped},
+        "info": {
+            "image_dir": str(Path(image_dir).resolve()),
+            "source": "coco",
+            "instances": path.name,
+            "clipped_boxes": clipped,
+            "dropped_boxes": dropped,
+        },
         "images": images,
         "categories": categories,
         "annotations": annotations,

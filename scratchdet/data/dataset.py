@@ -29,19 +29,23 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..errors import DataError
-from .annotations import BoxTable, image_dir, load_annotations, validate_annotations
+from scratchdet.data.annotations import BoxTable, image_dir, load_annotations, validate_annotations
+from scratchdet.errors import DataError
 
 __all__ = ["DetectionDataset", "Transform", "read_image"]
 
-Transform = Callable[[torch.Tensor, torch.Tensor, torch.Tensor],
-                     tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
+Transform = Callable[
+    [torch.Tensor, torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+]
 
 try:  # torchvision >= 0.29 warns that its image codecs move to torchcodec; they still work.
     from torchvision.io import ImageReadMode, decode_image
 
-    warnings.filterwarnings("ignore", message="The image decoding and encoding capabilities of "
-                            "TorchVision are deprecated", category=DeprecationWarning)
+    warnings.filterwarnings(
+        "ignore",
+        message="The image decoding and encoding capabilities of TorchVision are deprecated",
+        category=DeprecationWarning,
+    )
 except ImportError:  # a future torchvision without them: Pillow only
     decode_image = None
 
@@ -52,8 +56,11 @@ def _decode_pil(path: str) -> torch.Tensor:
             grey = (np.array(im).astype(np.uint16) >> 8).astype(np.uint8)
             rgb = np.repeat(grey[:, :, None], 3, axis=2)
         elif im.mode in ("I", "F"):  # 32-bit samples: no one scale maps them to 0-255
-            raise DataError(path, f"32-bit {im.mode!r} samples are not supported; convert the "
-                                  "image to 8 bits per channel")
+            raise DataError(
+                path,
+                f"32-bit {im.mode!r} samples are not supported; convert the "
+                "image to 8 bits per channel",
+            )
         else:
             rgb = np.array(im.convert("RGB"))  # load() raises OSError on a truncated file
     return torch.from_numpy(rgb).permute(2, 0, 1).contiguous()
@@ -83,8 +90,9 @@ def read_image(path: str | Path) -> torch.Tensor:
             try:
                 # EXIF orientation is not applied (here, in Pillow's fallback and in the readers'
                 # header sizes): VOC boxes are in the stored pixel orientation.
-                return _to_uint8(decode_image(data, mode=ImageReadMode.RGB,
-                                              apply_exif_orientation=False))
+                return _to_uint8(
+                    decode_image(data, mode=ImageReadMode.RGB, apply_exif_orientation=False)
+                )
             except RuntimeError as exc:  # decoding bytes: the message holds no path
                 if "truncated" in str(exc) or "incomplete" in str(exc):
                     raise DataError(path, "image file is truncated") from None
@@ -105,8 +113,12 @@ class DetectionDataset(torch.utils.data.Dataset):
     left out unless `keep_crowd`: SSD training does not match priors to them.
     """
 
-    def __init__(self, annotations: dict | str | Path, transform: Transform | None = None,
-                 keep_crowd: bool = False):
+    def __init__(
+        self,
+        annotations: dict | str | Path,
+        transform: Transform | None = None,
+        keep_crowd: bool = False,
+    ):
         if isinstance(annotations, dict):
             self.source = "<annotations>"
             ds = validate_annotations(annotations)
@@ -132,8 +144,11 @@ class DetectionDataset(torch.utils.data.Dataset):
         image = read_image(path)
         h, w = (int(v) for v in self.sizes[i])
         if tuple(image.shape[1:]) != (h, w):
-            raise DataError(path, f"image is {image.shape[2]}x{image.shape[1]} but the annotations "
-                                  f"({self.source}) say {w}x{h}")
+            raise DataError(
+                path,
+                f"image is {image.shape[2]}x{image.shape[1]} but the annotations "
+                f"({self.source}) say {w}x{h}",
+            )
         gt = self.table[i]
         boxes = torch.from_numpy(gt.boxes.copy())
         labels = torch.from_numpy(gt.labels.copy())
@@ -142,7 +157,11 @@ class DetectionDataset(torch.utils.data.Dataset):
             rows = torch.arange(len(labels), dtype=torch.int64)
             image, boxes, rows = self.transform(image, boxes, rows)
             labels, difficult = labels[rows], difficult[rows]
-        target = {"boxes": boxes, "labels": labels, "difficult": difficult,
-                  "image_id": int(self.image_ids[i]), "orig_size": (h, w)}
+        target = {
+            "boxes": boxes,
+            "labels": labels,
+            "difficult": difficult,
+            "image_id": int(self.image_ids[i]),
+            "orig_size": (h, w),
+        }
         return image, target
-

@@ -26,9 +26,9 @@ import urllib.request
 import zipfile
 from pathlib import Path
 
-from ..errors import DataError
-from ..io import write_text
-from ..progress import Progress
+from scratchdet.errors import DataError
+from scratchdet.io import write_text
+from scratchdet.progress import Progress
 
 __all__ = ["CHUNK", "extract", "fetch", "file_digest", "verify"]
 
@@ -51,8 +51,9 @@ def verify(path: str | Path, md5: str | None = None, sha256: str | None = None) 
         if expected:
             got = file_digest(path, algorithm)
             if got.lower() != expected.lower():
-                raise DataError(path, f"{algorithm} is {got}, expected {expected}: a corrupt or "
-                                      "tampered file")
+                raise DataError(
+                    path, f"{algorithm} is {got}, expected {expected}: a corrupt or tampered file"
+                )
 
 
 def _open(url: str, start: int, timeout: float):
@@ -85,16 +86,27 @@ def _transfer(url: str, part: Path, timeout: float, name: str) -> None:
         total = _total_size(resp, done)
         # A line every 5% of a known size, every 64 MiB otherwise (and every 30 s).
         every = None if total else 64 * CHUNK
-        with open(part, "ab" if resumed else "wb") as fh, \
-                Progress(f"download {name}", total, initial=done, every=every,
-                         in_bytes=True) as progress:
+        with (
+            open(part, "ab" if resumed else "wb") as fh,
+            Progress(
+                f"download {name}", total, initial=done, every=every, in_bytes=True
+            ) as progress,
+        ):
             while block := resp.read(CHUNK):
                 fh.write(block)
                 progress.update(len(block))
 
 
-def fetch(url: str, dest: str | Path, *, md5: str | None = None, sha256: str | None = None,
-          retries: int = 5, timeout: float = 60.0, manual: str | None = None) -> Path:
+def fetch(
+    url: str,
+    dest: str | Path,
+    *,
+    md5: str | None = None,
+    sha256: str | None = None,
+    retries: int = 5,
+    timeout: float = 60.0,
+    manual: str | None = None,
+) -> Path:
     """Download `url` to `dest` (resumable, verified); a verified `dest` is not fetched again.
 
     `manual` marks an archive that needs a login (VOC 2012 test): it is never fetched, and the
@@ -107,13 +119,18 @@ def fetch(url: str, dest: str | Path, *, md5: str | None = None, sha256: str | N
         verify(dest, md5, sha256)
         return dest
     if not (md5 or sha256):
-        raise DataError(dest, f"no checksum configured for {url}: refusing an unverifiable download")
+        raise DataError(
+            dest, f"no checksum configured for {url}: refusing an unverifiable download"
+        )
     if dest.exists():
         try:
             verify(dest, md5, sha256)
         except DataError as exc:  # kept: it may be the user's own copy; say what to do
-            raise DataError(dest, f"{exc.problem}; this existing file is not the one expected: "
-                                  "delete it and run again to download it afresh") from None
+            raise DataError(
+                dest,
+                f"{exc.problem}; this existing file is not the one expected: "
+                "delete it and run again to download it afresh",
+            ) from None
         return dest
     dest.parent.mkdir(parents=True, exist_ok=True)
     part = dest.with_name(dest.name + ".part")
@@ -123,13 +140,18 @@ def fetch(url: str, dest: str | Path, *, md5: str | None = None, sha256: str | N
             break
         except (urllib.error.URLError, OSError) as exc:
             if attempt == retries:
-                kept = (f" (the partial file {part.name} is kept; run again to resume)"
-                        if part.exists() and part.stat().st_size else "")
-                raise DataError(dest, f"download of {url} failed after {retries} tries: "
-                                      f"{exc}{kept}")
-            log.warning("%s: %s; resuming in %ds (try %d/%d)", url, exc, 2 ** attempt, attempt,
-                        retries)
-            time.sleep(2 ** attempt)
+                kept = (
+                    f" (the partial file {part.name} is kept; run again to resume)"
+                    if part.exists() and part.stat().st_size
+                    else ""
+                )
+                raise DataError(
+                    dest, f"download of {url} failed after {retries} tries: {exc}{kept}"
+                )
+            log.warning(
+                "%s: %s; resuming in %ds (try %d/%d)", url, exc, 2**attempt, attempt, retries
+            )
+            time.sleep(2**attempt)
     try:
         verify(part, md5, sha256)
     except DataError as exc:
@@ -148,8 +170,11 @@ def _extract_zip(archive: Path, into: Path) -> int:
     with zipfile.ZipFile(archive) as zf:
         for info in zf.infolist():
             if os.path.isabs(info.filename) or not _inside(into, info.filename):
-                raise DataError(archive, f"member {info.filename!r} would be written outside "
-                                         f"{into}; refusing to extract")
+                raise DataError(
+                    archive,
+                    f"member {info.filename!r} would be written outside "
+                    f"{into}; refusing to extract",
+                )
         zf.extractall(into)
         return len(zf.infolist())
 

@@ -11,18 +11,22 @@ from __future__ import annotations
 import copy
 import random
 
-from ..errors import DataError
+from scratchdet.errors import DataError
 
 __all__ = ["split_dataset"]
 
 
-def split_dataset(ds: dict, n_test: int, seed: int = 0,
-                  source: str = "<annotations>") -> tuple[dict, dict]:
+def split_dataset(
+    ds: dict, n_test: int, seed: int = 0, source: str = "<annotations>"
+) -> tuple[dict, dict]:
     """(train, test): ``n_test`` images chosen by ``seed`` go to test, the rest to train."""
     ids = sorted(img["id"] for img in ds["images"])
     if not 0 < n_test < len(ids):
-        raise DataError(source, f"cannot put {n_test} of {len(ids)} images in the test part: "
-                                "need at least one image on each side")
+        raise DataError(
+            source,
+            f"cannot put {n_test} of {len(ids)} images in the test part: "
+            "need at least one image on each side",
+        )
     random.Random(seed).shuffle(ids)
     test_ids = set(ids[:n_test])
 

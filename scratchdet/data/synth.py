@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from ..errors import DataError
+from scratchdet.errors import DataError
 
 __all__ = [
     "GENERATOR_VERSION",
@@ -79,8 +79,9 @@ def _background(rng: np.random.Generator, w: int, h: int) -> Image.Image:
     return img
 
 
-def _draw_shape(mask: ImageDraw.ImageDraw, shape: str, x0: float, y0: float, x1: float,
-                y1: float) -> None:
+def _draw_shape(
+    mask: ImageDraw.ImageDraw, shape: str, x0: float, y0: float, x1: float, y1: float
+) -> None:
     w, h = x1 - x0, y1 - y0
     if shape == "box":
         mask.rectangle([x0, y0, x1, y1], fill=255)
@@ -108,12 +109,12 @@ def _iou(a: tuple[float, ...], b: tuple[float, ...]) -> float:
     return inter / union if union > 0 else 0.0
 
 
-def _place(rng: np.random.Generator, W: int, H: int, truncate: bool,
-           size: tuple[float, float] | None) -> tuple[float, ...]:
+def _place(
+    rng: np.random.Generator, W: int, H: int, truncate: bool, size: tuple[float, float] | None
+) -> tuple[float, ...]:
     """Corners of one object: log-uniform size (12 px to 70% of the short side, or the fractions
     of the short side in `size`), aspect 1:2..2:1; cut by a border if `truncate`."""
-    lo, hi = (12.0, 0.7 * min(W, H)) if size is None else (size[0] * min(W, H),
-                                                             size[1] * min(W, H))
+    lo, hi = (12.0, 0.7 * min(W, H)) if size is None else (size[0] * min(W, H), size[1] * min(W, H))
     side = math.exp(rng.uniform(math.log(lo), math.log(hi)))
     ar = math.exp(rng.uniform(math.log(0.5), math.log(2.0)))
     w = min(max(side * math.sqrt(ar), 8.0), 0.9 * W)
@@ -133,9 +134,13 @@ def _place(rng: np.random.Generator, W: int, H: int, truncate: bool,
     return (x0, y0, x0 + w, y0 + h)
 
 
-def _make_image(seed: int, number: int, classes: Sequence[str],
-                size: tuple[float, float] | None = None,
-                count: tuple[int, int] = (1, 5)) -> tuple[Image.Image, list[dict]]:
+def _make_image(
+    seed: int,
+    number: int,
+    classes: Sequence[str],
+    size: tuple[float, float] | None = None,
+    count: tuple[int, int] = (1, 5),
+) -> tuple[Image.Image, list[dict]]:
     rng = np.random.default_rng([seed, number])
     W, H = (int(v) for v in rng.integers(SIZE_RANGE[0], SIZE_RANGE[1] + 1, size=2))
     img = _background(rng, W, H)
@@ -166,11 +171,18 @@ def _make_image(seed: int, number: int, classes: Sequence[str],
         img.paste(colour, (0, 0, W, H), mask)
         left, top, right, bottom = extent
         cut = left == 0 or top == 0 or right == W or bottom == H
-        objects.append({
-            "name": name, "difficult": int(difficult), "truncated": int(truncated and cut),
-            # 1-based inclusive corners of the drawn pixels
-            "xmin": left + 1, "ymin": top + 1, "xmax": right, "ymax": bottom,
-        })
+        objects.append(
+            {
+                "name": name,
+                "difficult": int(difficult),
+                "truncated": int(truncated and cut),
+                # 1-based inclusive corners of the drawn pixels
+                "xmin": left + 1,
+                "ymin": top + 1,
+                "xmax": right,
+                "ymax": bottom,
+            }
+        )
     return img, objects
 
 
@@ -199,11 +211,18 @@ def _voc_xml(folder: str, stem: str, W: int, H: int, objects: list[dict]) -> str
     return "\n".join(parts) + "\n"
 
 
-def make_synthetic_voc(out_root: str | Path, n_trainval: int = 160, n_test: int = 80, *,
-                       seed: int = 0,
-                       classes: Sequence[str] = SYNTH_CLASSES, name: str = "VOCSYNTH",
-                       overwrite: bool = False, object_size: tuple[float, float] | None = None,
-                       objects: tuple[int, int] = (1, 5)) -> Path:
+def make_synthetic_voc(
+    out_root: str | Path,
+    n_trainval: int = 160,
+    n_test: int = 80,
+    *,
+    seed: int = 0,
+    classes: Sequence[str] = SYNTH_CLASSES,
+    name: str = "VOCSYNTH",
+    overwrite: bool = False,
+    object_size: tuple[float, float] | None = None,
+    objects: tuple[int, int] = (1, 5),
+) -> Path:
     """Write the synthetic tree and return its VOC folder (`out_root/VOCdevkit/{name}`).
 
     trainval holds images 1..n_trainval, test the next n_test; train/val split trainval by odd /
@@ -231,17 +250,29 @@ def make_synthetic_voc(out_root: str | Path, n_trainval: int = 160, n_test: int 
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise DataError(target, "another process is writing this dataset now; wait for it "
-                                    "(or write to another --out)") from None
+            raise DataError(
+                target,
+                "another process is writing this dataset now; wait for it "
+                "(or write to another --out)",
+            ) from None
         if target.exists() and not overwrite:  # finished by another writer meanwhile
             raise DataError(target, "already exists; delete it or pass overwrite=True")
-        return _write_tree(devkit, target, name, n_trainval, n_test, seed, classes,
-                           object_size, objects)
+        return _write_tree(
+            devkit, target, name, n_trainval, n_test, seed, classes, object_size, objects
+        )
 
 
-def _write_tree(devkit: Path, target: Path, name: str, n_trainval: int, n_test: int, seed: int,
-                classes: Sequence[str], object_size: tuple[float, float] | None,
-                objects: tuple[int, int]) -> Path:
+def _write_tree(
+    devkit: Path,
+    target: Path,
+    name: str,
+    n_trainval: int,
+    n_test: int,
+    seed: int,
+    classes: Sequence[str],
+    object_size: tuple[float, float] | None,
+    objects: tuple[int, int],
+) -> Path:
     """Build the tree in a temporary folder beside `target`, then rename it into place."""
     tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=devkit))
     try:
@@ -254,15 +285,24 @@ def _write_tree(devkit: Path, target: Path, name: str, n_trainval: int, n_test: 
             xml = _voc_xml(name, stem, img.width, img.height, drawn)
             (tmp / "Annotations" / f"{stem}.xml").write_text(xml)
         trainval, test = stems[:n_trainval], stems[n_trainval:]
-        splits = {"trainval": trainval, "test": test,
-                  "train": trainval[0::2], "val": trainval[1::2]}
+        splits = {
+            "trainval": trainval,
+            "test": test,
+            "train": trainval[0::2],
+            "val": trainval[1::2],
+        }
         for split, ids in splits.items():
             (tmp / "ImageSets" / "Main" / f"{split}.txt").write_text("".join(s + "\n" for s in ids))
-        params = {"generator": "scratchdet.data.synth", "version": GENERATOR_VERSION, "seed": seed,
-                  "n_trainval": n_trainval, "n_test": n_test, "classes": list(classes)}
+        params = {
+            "generator": "scratchdet.data.synth",
+            "version": GENERATOR_VERSION,
+            "seed": seed,
+            "n_trainval": n_trainval,
+            "n_test": n_test,
+            "classes": list(classes),
+        }
         if object_size is not None or tuple(objects) != (1, 5):
-            params |= {"object_size": object_size and list(object_size),
-                       "objects": list(objects)}
+            params |= {"object_size": object_size and list(object_size), "objects": list(objects)}
         (tmp / "classes.txt").write_text("".join(c + "\n" for c in classes))
         (tmp / "generator.json").write_text(json.dumps(params, indent=1) + "\n")
         tmp.chmod(0o755)

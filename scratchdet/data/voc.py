@@ -34,8 +34,13 @@ from pathlib import Path
 
 from PIL import Image
 
-from ..errors import DataError
-from .annotations import CLIP_TOLERANCE, ProblemLog, merge_annotations, validate_annotations
+from scratchdet.data.annotations import (
+    CLIP_TOLERANCE,
+    ProblemLog,
+    merge_annotations,
+    validate_annotations,
+)
+from scratchdet.errors import DataError
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -51,8 +56,25 @@ __all__ = [
 ]
 
 VOC_CLASSES: tuple[str, ...] = (
-    "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
-    "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train",
+    "aeroplane",
+    "bicycle",
+    "bird",
+    "boat",
+    "bottle",
+    "bus",
+    "car",
+    "cat",
+    "chair",
+    "cow",
+    "diningtable",
+    "dog",
+    "horse",
+    "motorbike",
+    "person",
+    "pottedplant",
+    "sheep",
+    "sofa",
+    "train",
     "tvmonitor",
 )
 
@@ -74,8 +96,12 @@ class _Builder:
 
     def dataset(self, image_dir: str | Path, info: dict) -> dict:
         ds = {
-            "info": {"image_dir": str(Path(image_dir).resolve()), "source": "voc", **info,
-                     "clipped_boxes": self.clipped},
+            "info": {
+                "image_dir": str(Path(image_dir).resolve()),
+                "source": "voc",
+                **info,
+                "clipped_boxes": self.clipped,
+            },
             "images": self.images,
             "categories": [{"id": i, "name": n} for n, i in self.cat_ids.items()],
             "annotations": self.annotations,
@@ -93,8 +119,11 @@ class _Builder:
                 with Image.open(image_path) as im:  # reads the header only
                     size = im.size
             except (OSError, ValueError) as exc:
-                log.add("unreadable_image", image_path,
-                        f"cannot read the image size (the XML has no <size>): {exc}")
+                log.add(
+                    "unreadable_image",
+                    image_path,
+                    f"cannot read the image size (the XML has no <size>): {exc}",
+                )
                 return
         width, height = size
         image_id = len(self.images) + 1
@@ -103,13 +132,15 @@ class _Builder:
             ann = self._object(xml_path, obj, k, width, height)
             if ann is not None:
                 objects.append(ann)
-        self.images.append({"id": image_id, "file_name": file_name, "width": width,
-                            "height": height})
+        self.images.append(
+            {"id": image_id, "file_name": file_name, "width": width, "height": height}
+        )
         for ann in objects:
             self.annotations.append({"id": len(self.annotations) + 1, "image_id": image_id, **ann})
 
-    def _object(self, xml_path: Path, obj: ET.Element, k: int, width: int,
-                height: int) -> dict | None:
+    def _object(
+        self, xml_path: Path, obj: ET.Element, k: int, width: int, height: int
+    ) -> dict | None:
         log = self.log
         name = (obj.findtext("name") or "").strip()
         where = f"object #{k}"
@@ -118,8 +149,11 @@ class _Builder:
             return None
         where = f"object #{k} ({name})"
         if name not in self.cat_ids:
-            log.add("unknown_category", xml_path,
-                    f"{where}: unknown class {name!r}; known classes: {', '.join(self.classes)}")
+            log.add(
+                "unknown_category",
+                xml_path,
+                f"{where}: unknown class {name!r}; known classes: {', '.join(self.classes)}",
+            )
             return None
         flags = {}
         for tag in ("difficult", "truncated"):
@@ -155,17 +189,28 @@ class _Builder:
             cx0, cy0 = max(x0, 0.0), max(y0, 0.0)
             cx1, cy1 = min(x1, float(width)), min(y1, float(height))
             if overshoot > CLIP_TOLERANCE or cx1 <= cx0 or cy1 <= cy0:
-                log.add("box_outside_image", xml_path,
-                        f"{where}: box {shown} lies outside the {width}x{height} image by "
-                        f"{overshoot:g} px (at most {CLIP_TOLERANCE:g} px is clipped)")
+                log.add(
+                    "box_outside_image",
+                    xml_path,
+                    f"{where}: box {shown} lies outside the {width}x{height} image by "
+                    f"{overshoot:g} px (at most {CLIP_TOLERANCE:g} px is clipped)",
+                )
                 return None
             x0, y0, x1, y1 = cx0, cy0, cx1, cy1
             self.clipped += 1
-            log.add("clipped_box", xml_path,
-                    f"{where}: box {shown} clipped to the {width}x{height} image")
+            log.add(
+                "clipped_box",
+                xml_path,
+                f"{where}: box {shown} clipped to the {width}x{height} image",
+            )
         w, h = x1 - x0, y1 - y0
-        return {"category_id": self.cat_ids[name], "bbox": [x0, y0, w, h], "area": w * h,
-                "iscrowd": 0, **flags}
+        return {
+            "category_id": self.cat_ids[name],
+            "bbox": [x0, y0, w, h],
+            "area": w * h,
+            "iscrowd": 0,
+            **flags,
+        }
 
 
 def _xml_size(root: ET.Element) -> tuple[int, int] | None:
@@ -203,8 +248,9 @@ def read_split_ids(voc_dir: str | Path, split: str) -> list[str]:
         lines = path.read_text(encoding="utf-8-sig").splitlines()  # a byte-order mark is no id
     except FileNotFoundError:
         available = sorted(p.stem for p in path.parent.glob("*.txt") if "_" not in p.stem)
-        raise DataError(path, f"split list not found (splits present: {available or 'none'})"
-                        ) from None
+        raise DataError(
+            path, f"split list not found (splits present: {available or 'none'})"
+        ) from None
     ids = [line.split()[0] for line in lines if line.strip()]
     if not ids:
         raise DataError(path, "split list is empty")
@@ -216,15 +262,20 @@ def default_classes(voc_dir: str | Path) -> tuple[str, ...]:
     path = Path(voc_dir) / "classes.txt"
     if not path.is_file():
         return VOC_CLASSES
-    names = tuple(line.strip() for line in path.read_text(encoding="utf-8-sig").splitlines()
-                  if line.strip())
+    names = tuple(
+        line.strip() for line in path.read_text(encoding="utf-8-sig").splitlines() if line.strip()
+    )
     if not names or len(set(names)) != len(names):
         raise DataError(path, "must list one or more distinct class names, one per line")
     return names
 
 
-def read_voc(voc_dir: str | Path, split: str, classes: Sequence[str] | None = None,
-             log: ProblemLog | None = None) -> dict:
+def read_voc(
+    voc_dir: str | Path,
+    split: str,
+    classes: Sequence[str] | None = None,
+    log: ProblemLog | None = None,
+) -> dict:
     """Read `voc_dir` (e.g. VOCdevkit/VOC2007) split `split` (trainval, test, ...).
 
     Images are `JPEGImages/{id}.jpg`; ids are numbered 1..N in split-list order and categories
@@ -254,13 +305,23 @@ def read_voc(voc_dir: str | Path, split: str, classes: Sequence[str] | None = No
             continue
         # 000005.jpg as in the devkit, else the same stem with another image extension in any
         # case (000005.JPG, as cameras and some exports name them)
-        file_name = next((stem + ext for ext in IMAGE_EXTENSIONS if stem + ext in present),
-                         None) or next((n for n in sorted(present) if Path(n).stem == stem
-                                        and Path(n).suffix.lower() in IMAGE_EXTENSIONS), None)
+        file_name = next(
+            (stem + ext for ext in IMAGE_EXTENSIONS if stem + ext in present), None
+        ) or next(
+            (
+                n
+                for n in sorted(present)
+                if Path(n).stem == stem and Path(n).suffix.lower() in IMAGE_EXTENSIONS
+            ),
+            None,
+        )
         if file_name is None:
-            log.add("missing_image", jpeg_dir / f"{stem}.jpg",
-                    f"image of {xml_path.name} not found (nor {stem} with another image "
-                    f"extension: {', '.join(sorted({e.lower() for e in IMAGE_EXTENSIONS}))}, any case)")
+            log.add(
+                "missing_image",
+                jpeg_dir / f"{stem}.jpg",
+                f"image of {xml_path.name} not found (nor {stem} with another image "
+                f"extension: {', '.join(sorted({e.lower() for e in IMAGE_EXTENSIONS}))}, any case)",
+            )
             continue
         root = _parse_xml(xml_path, log)
         if root is not None:
@@ -268,8 +329,11 @@ def read_voc(voc_dir: str | Path, split: str, classes: Sequence[str] | None = No
     return builder.dataset(jpeg_dir, {"splits": [f"{voc_dir.name}/{split}"]})
 
 
-def read_voc_many(parts: Iterable[tuple[str | Path, str]], classes: Sequence[str] | None = None,
-                  log: ProblemLog | None = None) -> dict:
+def read_voc_many(
+    parts: Iterable[tuple[str | Path, str]],
+    classes: Sequence[str] | None = None,
+    log: ProblemLog | None = None,
+) -> dict:
     """Merge several (voc_dir, split) pairs, e.g. VOC2007 trainval + VOC2012 trainval.
 
     file_names become paths relative to the common folder (e.g. "VOC2007/JPEGImages/000005.jpg").
@@ -277,7 +341,8 @@ def read_voc_many(parts: Iterable[tuple[str | Path, str]], classes: Sequence[str
     dsets = [read_voc(d, s, classes, log) for d, s in parts]
     merged = merge_annotations(dsets, source="voc")
     merged["info"] = {
-        "image_dir": merged["info"]["image_dir"], "source": "voc",
+        "image_dir": merged["info"]["image_dir"],
+        "source": "voc",
         "splits": [s for d in dsets for s in d["info"]["splits"]],
         "clipped_boxes": sum(d["info"]["clipped_boxes"] for d in dsets),
     }
@@ -292,8 +357,12 @@ def _find_image(image_dir: Path, root: ET.Element, xml_path: Path) -> Path | Non
     return next((c for c in candidates if c.is_file()), None)
 
 
-def read_voc_files(xml_paths: Iterable[str | Path], image_dir: str | Path,
-                   classes: Sequence[str] | None = None, log: ProblemLog | None = None) -> dict:
+def read_voc_files(
+    xml_paths: Iterable[str | Path],
+    image_dir: str | Path,
+    classes: Sequence[str] | None = None,
+    log: ProblemLog | None = None,
+) -> dict:
     """Read VOC XMLs from a flat layout (e.g. annots/*.xml next to images/*.jpg).
 
     Images are found by the XML's <filename>, else by the XML's stem. With `classes=None` the class
@@ -311,17 +380,22 @@ def read_voc_files(xml_paths: Iterable[str | Path], image_dir: str | Path,
     if not parsed and log.strict:
         raise DataError(image_dir, "no annotation XML files given")
     if classes is None:
-        classes = sorted({(o.findtext("name") or "").strip() for _, r in parsed
-                          for o in r.findall("object")} - {""})
+        classes = sorted(
+            {(o.findtext("name") or "").strip() for _, r in parsed for o in r.findall("object")}
+            - {""}
+        )
         if not classes:
             raise DataError(image_dir, "no object names found in the XML files; pass classes=")
     builder = _Builder(classes, log)
     for xml_path, root in parsed:
         image_path = _find_image(image_dir, root, xml_path)
         if image_path is None:
-            log.add("missing_image", xml_path,
-                    f"no image for this XML in {image_dir} (tried <filename> and "
-                    f"{xml_path.stem}.jpg/.jpeg/.png)")
+            log.add(
+                "missing_image",
+                xml_path,
+                f"no image for this XML in {image_dir} (tried <filename> and "
+                f"{xml_path.stem}.jpg/.jpeg/.png)",
+            )
             continue
         builder.add_image(xml_path, root, image_path, image_path.name)
     return builder.dataset(image_dir, {"layout": "flat"})
@@ -337,14 +411,20 @@ def read_voc_files(xml_paths: Iterable[str | Path], image_dir: str | Path,
 def annotation_classes(path: str | Path) -> tuple[str, ...]:
     """The class names of an internal-format (or COCO) annotation file, in category-id order:
     the order that fixes the model's labels."""
-    from ..io import read_json
+    from scratchdet.io import read_json
 
     raw = read_json(path)
     cats = raw.get("categories") if isinstance(raw, dict) else None
-    if not isinstance(cats, list) or not cats or not all(
-            isinstance(c, dict) and "id" in c and "name" in c for c in cats):
-        raise DataError(path, "not an annotation file with categories (expected the JSON that "
-                              "`scratchdet data voc|coco` writes)")
+    if (
+        not isinstance(cats, list)
+        or not cats
+        or not all(isinstance(c, dict) and "id" in c and "name" in c for c in cats)
+    ):
+        raise DataError(
+            path,
+            "not an annotation file with categories (expected the JSON that "
+            "`scratchdet data voc|coco` writes)",
+        )
     return tuple(str(c["name"]) for c in sorted(cats, key=lambda c: c["id"]))
 
 
@@ -359,8 +439,11 @@ def parse_classes(spec: str) -> tuple[str, ...]:
     else:
         names = tuple(n.strip() for n in spec.split(",") if n.strip())
     if not names or len(set(names)) != len(names):
-        raise DataError(spec, "--classes must name one or more distinct classes (a file with one "
-                              "name a line, or a comma-separated list)")
+        raise DataError(
+            spec,
+            "--classes must name one or more distinct classes (a file with one "
+            "name a line, or a comma-separated list)",
+        )
     return names
 
 

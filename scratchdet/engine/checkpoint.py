@@ -31,15 +31,23 @@ from typing import Any
 
 import torch
 
-from ..config import RunConfig, same_config
-from ..data.annotations import same_data
-from ..errors import DataError
-from ..io import atomic_path
-from ..run_folder import RUN_FILES, TrainFolder
+from scratchdet.config import RunConfig, same_config
+from scratchdet.data.annotations import same_data
+from scratchdet.errors import DataError
+from scratchdet.io import atomic_path
+from scratchdet.run_folder import RUN_FILES, TrainFolder
 
-__all__ = ["SNAPSHOT_DIR", "CheckpointStore", "Snapshot", "list_snapshots",
-           "load_checkpoint", "read_init_source", "save_checkpoint", "snapshot_path",
-           "trained_model_record"]
+__all__ = [
+    "SNAPSHOT_DIR",
+    "CheckpointStore",
+    "Snapshot",
+    "list_snapshots",
+    "load_checkpoint",
+    "read_init_source",
+    "save_checkpoint",
+    "snapshot_path",
+    "trained_model_record",
+]
 
 log = logging.getLogger(__name__)
 
@@ -63,16 +71,21 @@ def save_checkpoint(obj: dict[str, Any], path: str | Path) -> None:
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     path = Path(path)
     if path.is_dir():
-        raise DataError(path, "is a folder; give a checkpoint file (a run's model_final.pt or "
-                              "checkpoints/step_*.pt)")
+        raise DataError(
+            path,
+            "is a folder; give a checkpoint file (a run's model_final.pt or checkpoints/step_*.pt)",
+        )
     if not path.is_file():
         raise DataError(path, "checkpoint not found")
     try:
         obj = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
         why = _ANSI.sub("", str(exc).splitlines()[0])
-        raise DataError(path, f"refused to load: the checkpoint holds objects other than tensors "
-                              f"and plain containers ({why})") from None
+        raise DataError(
+            path,
+            f"refused to load: the checkpoint holds objects other than tensors "
+            f"and plain containers ({why})",
+        ) from None
     except (RuntimeError, EOFError, OSError) as exc:
         raise DataError(path, f"unreadable or truncated checkpoint ({exc})") from None
     if not isinstance(obj, dict):
@@ -88,11 +101,18 @@ def read_init_source(path: str | Path) -> dict[str, Any]:
     return source
 
 
-def trained_model_record(model_state: dict[str, Any], cfg: RunConfig, class_names: list[str],
-                         step: int) -> dict[str, Any]:
+def trained_model_record(
+    model_state: dict[str, Any], cfg: RunConfig, class_names: list[str], step: int
+) -> dict[str, Any]:
     """What any trained-model file holds: the weights and what detection needs to use them."""
-    return {"model": model_state, "model_config": dict(cfg.model), "class_names": list(class_names),
-            "image_size": cfg.data.image_size, "step": step, "config": cfg.to_dict()}
+    return {
+        "model": model_state,
+        "model_config": dict(cfg.model),
+        "class_names": list(class_names),
+        "image_size": cfg.data.image_size,
+        "step": step,
+        "config": cfg.to_dict(),
+    }
 
 
 def snapshot_path(run_dir: str | Path, step: int) -> Path:
@@ -149,8 +169,9 @@ class CheckpointStore:
         for path in stale:
             path.unlink(missing_ok=True)
         if stale:
-            log.warning("%s: removed %d temporary file(s) of interrupted writes", self.run_dir,
-                        len(stale))
+            log.warning(
+                "%s: removed %d temporary file(s) of interrupted writes", self.run_dir, len(stale)
+            )
         return stale
 
     def resume_point(self) -> Snapshot | None:
@@ -174,9 +195,12 @@ class CheckpointStore:
             self._resume_read = True
             return self._resume
         if found:
-            raise DataError(self.folder, f"none of the {len(found)} snapshot(s) can be read (see "
-                                         "the warnings above); run again with --restart-stale to "
-                                         "start this run over")
+            raise DataError(
+                self.folder,
+                f"none of the {len(found)} snapshot(s) can be read (see "
+                "the warnings above); run again with --restart-stale to "
+                "start this run over",
+            )
         self._resume_read = True
         return None
 
@@ -218,9 +242,16 @@ class CheckpointStore:
         log.warning("%s held %s: discarded, training anew", self.run_dir, reason)
         return True
 
-    def save(self, step: int, model: torch.nn.Module, *, optimizer: torch.optim.Optimizer,
-             cfg: RunConfig, class_names: list[str], data: dict[str, str] | None = None
-             ) -> Path | None:
+    def save(
+        self,
+        step: int,
+        model: torch.nn.Module,
+        *,
+        optimizer: torch.optim.Optimizer,
+        cfg: RunConfig,
+        class_names: list[str],
+        data: dict[str, str] | None = None,
+    ) -> Path | None:
         """Write the snapshot of `step` (rank 0 only), then drop all but the newest `keep`."""
         if not self.writer:
             return None
@@ -233,6 +264,6 @@ class CheckpointStore:
                 log.warning("%s: removed, superseded by the snapshot of step %d", other, step)
                 other.unlink(missing_ok=True)
         older = [p for s, p in found if s <= step]
-        for other in older[:-self.keep]:
+        for other in older[: -self.keep]:
             other.unlink(missing_ok=True)
         return path

@@ -15,15 +15,22 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ..config import RunConfig, config_from_dict, load_config
-from ..errors import ConfigError, DataError
-from ..io import read_json, write_json
-from ..run_folder import RunStatus, TrainFolder
+from scratchdet.config import RunConfig, config_from_dict, load_config
+from scratchdet.errors import ConfigError, DataError
+from scratchdet.io import read_json, write_json
+from scratchdet.run_folder import RunStatus, TrainFolder
 
 __all__ = ["CONTINUED_FROM", "SCHEDULE_KEYS", "continued", "prepare_continuation"]
 
-SCHEDULE_KEYS = ("max_steps", "milestones", "checkpoint_every", "keep_checkpoints", "log_every",
-                 "eval_every", "tensorboard")
+SCHEDULE_KEYS = (
+    "max_steps",
+    "milestones",
+    "checkpoint_every",
+    "keep_checkpoints",
+    "log_every",
+    "eval_every",
+    "tensorboard",
+)
 """The train.* keys a continuation may change (a key absent from this version is ignored)."""
 
 CONTINUED_FROM = "continued_from.json"
@@ -42,40 +49,63 @@ def _without_schedule(cfg: RunConfig) -> dict[str, Any]:
     return d
 
 
-def prepare_continuation(run: str | Path, out: str | Path, max_steps: int,
-                         cfg: RunConfig | None = None) -> RunConfig:
+def prepare_continuation(
+    run: str | Path, out: str | Path, max_steps: int, cfg: RunConfig | None = None
+) -> RunConfig:
     """Seed the new run folder `out` with RUN's newest snapshot and return the run config to
     train there (RUN's own, or `cfg`, with `train.max_steps = max_steps`)."""
-    from .checkpoint import list_snapshots, load_checkpoint, save_checkpoint, snapshot_path
+    from scratchdet.engine.checkpoint import (
+        list_snapshots,
+        load_checkpoint,
+        save_checkpoint,
+        snapshot_path,
+    )
 
     run, out = Path(run), Path(out)
     if not TrainFolder(run).config.is_file():
-        raise DataError(run, "not a run folder (no config.yaml): --continue-from takes the folder "
-                             "`scratchdet train --out` wrote")
+        raise DataError(
+            run,
+            "not a run folder (no config.yaml): --continue-from takes the folder "
+            "`scratchdet train --out` wrote",
+        )
     recorded = load_config(TrainFolder(run).config)
     base = cfg if cfg is not None else recorded
     if _without_schedule(base) != _without_schedule(recorded):
-        raise ConfigError(None, "--continue-from", f"the config differs from {run}'s in more than "
-                          f"the schedule (train.{', train.'.join(SCHEDULE_KEYS)}): start a new "
-                          "run from its weights with train.init_from instead")
+        raise ConfigError(
+            None,
+            "--continue-from",
+            f"the config differs from {run}'s in more than "
+            f"the schedule (train.{', train.'.join(SCHEDULE_KEYS)}): start a new "
+            "run from its weights with train.init_from instead",
+        )
     raw = base.to_dict()
     raw["train"]["max_steps"] = max_steps
     new = config_from_dict(raw)
     snapshots = list_snapshots(run)
     if not snapshots:
-        raise DataError(run / "checkpoints", "no snapshot to continue from (train.keep_checkpoints"
-                                             " and checkpoint_every keep them)")
+        raise DataError(
+            run / "checkpoints",
+            "no snapshot to continue from (train.keep_checkpoints and checkpoint_every keep them)",
+        )
     if out.exists() and any(out.iterdir()):
         raise ConfigError(None, "--out", f"{out} is not empty: continue into a new folder")
     step, path = snapshots[-1]
     if max_steps <= step:
-        raise ConfigError(None, "--max-steps", f"{max_steps} is not beyond the snapshot's step "
-                                               f"{step} ({path})")
+        raise ConfigError(
+            None, "--max-steps", f"{max_steps} is not beyond the snapshot's step {step} ({path})"
+        )
     state = load_checkpoint(path)
     state["config"] = new.to_dict()  # the new run's own: its resume check compares with it
     save_checkpoint(state, snapshot_path(out, step))
     status = RunStatus.read_if_present(TrainFolder(run).status)
-    write_json(out / CONTINUED_FROM, {"run": str(run), "snapshot": str(path), "step": step,
-                                      "run_status": status and status.to_dict(),
-                                      "max_steps": max_steps})
+    write_json(
+        out / CONTINUED_FROM,
+        {
+            "run": str(run),
+            "snapshot": str(path),
+            "step": step,
+            "run_status": status and status.to_dict(),
+            "max_steps": max_steps,
+        },
+    )
     return new

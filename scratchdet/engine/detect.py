@@ -19,21 +19,21 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from ..config import DetectConfig, RunConfig, config_from_dict
-from ..data.annotations import label_maps, load_annotations
-from ..data.dataset import DetectionDataset
-from ..errors import DataError
-from ..input import SSDTestTransform, build_train_input
-from ..io import write_json
-from ..models import build_model
-from ..models.input import CAFFE_MEAN_RGB
-from ..progress import Progress
-from ..run_folder import RunStatus
-from ..ssd.postprocess import batch_detections
-from .checkpoint import load_checkpoint
-from .device import memory_format_for, resolve_device
-from .precise_bn import precise_bn
-from .run_lock import lock_output_file
+from scratchdet.config import DetectConfig, RunConfig, config_from_dict
+from scratchdet.data.annotations import label_maps, load_annotations
+from scratchdet.data.dataset import DetectionDataset
+from scratchdet.engine.checkpoint import load_checkpoint
+from scratchdet.engine.device import memory_format_for, resolve_device
+from scratchdet.engine.precise_bn import precise_bn
+from scratchdet.engine.run_lock import lock_output_file
+from scratchdet.errors import DataError
+from scratchdet.input import SSDTestTransform, build_train_input
+from scratchdet.io import write_json
+from scratchdet.models import build_model
+from scratchdet.models.input import CAFFE_MEAN_RGB
+from scratchdet.progress import Progress
+from scratchdet.run_folder import RunStatus
+from scratchdet.ssd.postprocess import batch_detections
 
 log = logging.getLogger(__name__)
 
@@ -57,32 +57,47 @@ def _collate(batch):
     return torch.stack(images), torch.tensor(indices)
 
 
-def load_trained_model(checkpoint: str | Path, device: torch.device) -> tuple[torch.nn.Module, dict]:
+def load_trained_model(
+    checkpoint: str | Path, device: torch.device
+) -> tuple[torch.nn.Module, dict]:
     state = load_checkpoint(checkpoint, map_location=device)
     for key in ("model", "model_config", "class_names"):
         if key not in state:
-            raise DataError(checkpoint, f"not a trained-model file: missing '{key}' (pass "
-                                        "model_final.pt or a checkpoints/step_*.pt of a run)")
-    model = build_model(state["model_config"], num_classes=len(state["class_names"]),
-                        load_pretrained=False)  # the checkpoint holds the trained weights
+            raise DataError(
+                checkpoint,
+                f"not a trained-model file: missing '{key}' (pass "
+                "model_final.pt or a checkpoints/step_*.pt of a run)",
+            )
+    model = build_model(
+        state["model_config"], num_classes=len(state["class_names"]), load_pretrained=False
+    )  # the checkpoint holds the trained weights
     model.load_state_dict(state["model"])
     return model.to(device).eval(), state
 
 
-def _precise_bn_batches(state: dict, model: torch.nn.Module, device: torch.device,
-                        memory_format: torch.memory_format,
-                        num_batches: int) -> Iterator[torch.Tensor]:
+def _precise_bn_batches(
+    state: dict,
+    model: torch.nn.Module,
+    device: torch.device,
+    memory_format: torch.memory_format,
+    num_batches: int,
+) -> Iterator[torch.Tensor]:
     """Training images for PreciseBN: the run's own input pipeline, past its last step."""
     if "config" not in state:
         raise DataError("<checkpoint>", "PreciseBN needs the run config in the checkpoint")
     cfg: RunConfig = config_from_dict(state["config"])
     micro_steps = -(-num_batches // cfg.accumulation)
     dataset = DetectionDataset(load_annotations(cfg.data.train))
-    batches = build_train_input(cfg, dataset, device=device, priors=model.priors,
-                                variances=model.prior_config.variances,
-                                start_step=cfg.train.max_steps,
-                                max_steps=cfg.train.max_steps + micro_steps,
-                                memory_format=memory_format)
+    batches = build_train_input(
+        cfg,
+        dataset,
+        device=device,
+        priors=model.priors,
+        variances=model.prior_config.variances,
+        start_step=cfg.train.max_steps,
+        max_steps=cfg.train.max_steps + micro_steps,
+        memory_format=memory_format,
+    )
     return (batch.images for batch in batches)
 
 
@@ -92,8 +107,15 @@ def _forward(model: torch.nn.Module, images: torch.Tensor, autocast) -> tuple[to
         return model(images)
 
 
-def detect(checkpoint: str | Path, data: str | Path, out: str | Path,
-           cfg: DetectConfig | None = None, *, device: str = "auto", num_workers: int = 2) -> int:
+def detect(
+    checkpoint: str | Path,
+    data: str | Path,
+    out: str | Path,
+    cfg: DetectConfig | None = None,
+    *,
+    device: str = "auto",
+    num_workers: int = 2,
+) -> int:
     """Write detections of `checkpoint` on split `data` to `out`; returns how many were written.
 
     `checkpoint`: `model_final.pt` or any `checkpoints/step_*.pt` snapshot of a training run.
@@ -106,19 +128,29 @@ def detect(checkpoint: str | Path, data: str | Path, out: str | Path,
         return _detect(checkpoint, data, out, cfg, device, num_workers)
 
 
-def _detect(checkpoint: str | Path, data: str | Path, out: str | Path, cfg: DetectConfig | None,
-            device: str, num_workers: int) -> int:
+def _detect(
+    checkpoint: str | Path,
+    data: str | Path,
+    out: str | Path,
+    cfg: DetectConfig | None,
+    device: str,
+    num_workers: int,
+) -> int:
     cfg = cfg or DetectConfig()
     dev = resolve_device(device, "--device")
     model, state = load_trained_model(checkpoint, dev)
     ann = load_annotations(data)
     if not ann["images"]:
-        raise DataError(data, "holds no images, so there is nothing to detect on; give --data a "
-                              "split with images")
+        raise DataError(
+            data,
+            "holds no images, so there is nothing to detect on; give --data a split with images",
+        )
     names = [c["name"] for c in sorted(ann["categories"], key=lambda c: c["id"])]
     if names != state["class_names"]:
-        raise DataError(data, f"categories {names} differ from those the model was trained on "
-                              f"{state['class_names']}")
+        raise DataError(
+            data,
+            f"categories {names} differ from those the model was trained on {state['class_names']}",
+        )
     if state.get("status") == RunStatus.DIVERGED:  # the final model records how the run ended
         write_json(out, [])
         return 0
@@ -128,42 +160,65 @@ def _detect(checkpoint: str | Path, data: str | Path, out: str | Path, cfg: Dete
     model = model.to(memory_format=memory_format)
     if cfg.precise_bn:
         model.train()
-        precise_bn(model, _precise_bn_batches(state, model, dev, memory_format, cfg.precise_bn),
-                   cfg.precise_bn)
+        precise_bn(
+            model,
+            _precise_bn_batches(state, model, dev, memory_format, cfg.precise_bn),
+            cfg.precise_bn,
+        )
         model.eval()
     _, label_to_cat = label_maps(ann)
     dataset = DetectionDataset(ann)
-    loader = DataLoader(_TestSamples(dataset, state.get("image_size", 300)),
-                        batch_size=cfg.batch_size, num_workers=num_workers, collate_fn=_collate,
-                        pin_memory=dev.type == "cuda")
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if dev.type == "cuda" \
-        else nullcontext()
+    loader = DataLoader(
+        _TestSamples(dataset, state.get("image_size", 300)),
+        batch_size=cfg.batch_size,
+        num_workers=num_workers,
+        collate_fn=_collate,
+        pin_memory=dev.type == "cuda",
+    )
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if dev.type == "cuda" else nullcontext()
     mean = torch.tensor(CAFFE_MEAN_RGB, device=dev)[None, :, None, None]
     priors, variances = model.priors, torch.tensor(model.prior_config.variances, device=dev)
     found: list[np.ndarray] = []
     with Progress("detect", len(dataset), unit="image") as progress:  # after each batch's copy
         for pixels, indices in loader:
-            images = (pixels.to(dev, non_blocking=True).float() - mean) \
-                .contiguous(memory_format=memory_format)
+            images = (pixels.to(dev, non_blocking=True).float() - mean).contiguous(
+                memory_format=memory_format
+            )
             loc, conf = _forward(model, images, autocast)
-            d = batch_detections(loc.float(), conf.float(), priors=priors, variances=variances,
-                                 conf_threshold=cfg.conf_threshold, nms_threshold=cfg.nms_threshold,
-                                 top_k=cfg.top_k)
-            rows = torch.cat([d.image[:, None].float(), d.labels[:, None].float(),
-                              d.scores[:, None], d.boxes, d.rank[:, None].float()], dim=1).cpu()
+            d = batch_detections(
+                loc.float(),
+                conf.float(),
+                priors=priors,
+                variances=variances,
+                conf_threshold=cfg.conf_threshold,
+                nms_threshold=cfg.nms_threshold,
+                top_k=cfg.top_k,
+            )
+            rows = torch.cat(
+                [
+                    d.image[:, None].float(),
+                    d.labels[:, None].float(),
+                    d.scores[:, None],
+                    d.boxes,
+                    d.rank[:, None].float(),
+                ],
+                dim=1,
+            ).cpu()
             rows = rows.numpy()
             rows = rows[rows[:, 7] < cfg.keep_top_k]
             rows[:, 0] = indices.numpy()[rows[:, 0].astype(np.int64)]  # batch slot -> dataset index
             found.append(rows)
             progress.update(len(indices))
-    results = _to_coco(np.concatenate(found) if found else np.zeros((0, 8), np.float32),
-                       dataset, label_to_cat)
+    results = _to_coco(
+        np.concatenate(found) if found else np.zeros((0, 8), np.float32), dataset, label_to_cat
+    )
     write_json(out, results, indent=None)
     return len(results)
 
 
-def _to_coco(rows: np.ndarray, dataset: DetectionDataset,
-             label_to_cat: dict[int, int]) -> list[dict[str, Any]]:
+def _to_coco(
+    rows: np.ndarray, dataset: DetectionDataset, label_to_cat: dict[int, int]
+) -> list[dict[str, Any]]:
     """Rows (dataset index, label, score, x0, y0, x1, y1 normalised, rank) -> COCO results."""
     index = rows[:, 0].astype(np.int64)
     h, w = dataset.sizes[index, 0], dataset.sizes[index, 1]
@@ -173,6 +228,7 @@ def _to_coco(rows: np.ndarray, dataset: DetectionDataset,
     cats = np.array([label_to_cat[int(lab)] for lab in range(1, len(label_to_cat) + 1)])
     category = cats[rows[:, 1].astype(np.int64) - 1]
     ids = dataset.image_ids[index]
-    return [{"image_id": int(i), "category_id": int(c), "bbox": b, "score": float(s)}
-            for i, c, b, s in zip(ids.tolist(), category.tolist(), xywh.tolist(),
-                                  scores.tolist())]
+    return [
+        {"image_id": int(i), "category_id": int(c), "bbox": b, "score": float(s)}
+        for i, c, b, s in zip(ids.tolist(), category.tolist(), xywh.tolist(), scores.tolist())
+    ]

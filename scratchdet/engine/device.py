@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from ..errors import ConfigError
+from scratchdet.errors import ConfigError
 
 __all__ = ["memory_format_for", "resolve_device"]
 
@@ -23,14 +23,22 @@ def resolve_device(name: str, key: str = "device") -> torch.device:
         raise ConfigError(None, key, f"{name!r}: only CPU and CUDA devices are supported; {usage}")
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(None, key, f"{name!r}: CUDA was asked for but torch sees no GPU")
-    if device.type == "cuda" and device.index is not None \
-            and device.index >= torch.cuda.device_count():
-        raise ConfigError(None, key, f"{name!r}: torch sees {torch.cuda.device_count()} GPU(s), "
-                                     f"cuda:0 to cuda:{torch.cuda.device_count() - 1}")
+    if (
+        device.type == "cuda"
+        and device.index is not None
+        and device.index >= torch.cuda.device_count()
+    ):
+        raise ConfigError(
+            None,
+            key,
+            f"{name!r}: torch sees {torch.cuda.device_count()} GPU(s), "
+            f"cuda:0 to cuda:{torch.cuda.device_count() - 1}",
+        )
     return device
 
 
 def memory_format_for(device: torch.device, channels_last: bool) -> torch.memory_format:
     """NHWC on CUDA, where cuDNN convolutions are faster in it; the default layout elsewhere."""
-    return torch.channels_last if channels_last and device.type == "cuda" \
-        else torch.contiguous_format
+    return (
+        torch.channels_last if channels_last and device.type == "cuda" else torch.contiguous_format
+    )

@@ -60,8 +60,11 @@ def init_distributed(device: torch.device) -> DistContext:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return DistContext()
-    ctx = DistContext(rank=int(os.environ["RANK"]), world_size=world,
-                      local_rank=int(os.environ.get("LOCAL_RANK", "0")))
+    ctx = DistContext(
+        rank=int(os.environ["RANK"]),
+        world_size=world,
+        local_rank=int(os.environ.get("LOCAL_RANK", "0")),
+    )
     if not dist.is_initialized():
         if device.type == "cuda":
             torch.cuda.set_device(ctx.local_rank)
@@ -76,5 +79,13 @@ def shutdown_distributed(ctx: DistContext) -> None:
 
 def torchrun_command(nproc: int, argv: list[str]) -> list[str]:
     """The command that runs `scratchdet <argv>` as `nproc` processes on this node."""
-    return [sys.executable, "-m", "torch.distributed.run", "--standalone",
-            f"--nproc_per_node={nproc}", "-m", "scratchdet.cli", *argv]
+    return [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc_per_node={nproc}",
+        "-m",
+        "scratchdet.cli",
+        *argv,
+    ]

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
-from ..errors import ConfigError
+from scratchdet.errors import ConfigError
 
 __all__ = [
     "GPU_COUNT_ENV",
@@ -72,13 +72,20 @@ class GpuClaim:
         self._handles.clear()
 
 
-def claim_gpus(n: int, *, total: int | None = None, lock_dir: Path | None = None,
-               timeout: float = 24 * 3600, poll: float = 2.0) -> GpuClaim:
+def claim_gpus(
+    n: int,
+    *,
+    total: int | None = None,
+    lock_dir: Path | None = None,
+    timeout: float = 24 * 3600,
+    poll: float = 2.0,
+) -> GpuClaim:
     """Lock `n` free GPUs out of `total`, waiting up to `timeout` seconds for them."""
     total = count_gpus() if total is None else total
     if n > total:
-        raise ConfigError(None, "resources.gpu", f"the job asks for {n} GPUs but this machine has "
-                                                 f"{total}")
+        raise ConfigError(
+            None, "resources.gpu", f"the job asks for {n} GPUs but this machine has {total}"
+        )
     lock_dir = lock_dir or default_lock_dir()
     lock_dir.mkdir(parents=True, exist_ok=True)
     deadline = time.monotonic() + timeout
@@ -97,8 +104,9 @@ def claim_gpus(n: int, *, total: int | None = None, lock_dir: Path | None = None
                 return claim
         claim.release()  # not enough free now: give back the partial set so nobody deadlocks
         if time.monotonic() > deadline:
-            raise TimeoutError(f"no {n} free GPUs among {total} after {timeout:.0f} s "
-                               f"(locks in {lock_dir})")
+            raise TimeoutError(
+                f"no {n} free GPUs among {total} after {timeout:.0f} s (locks in {lock_dir})"
+            )
         time.sleep(poll)
 
 
@@ -109,11 +117,15 @@ def assign_gpus(n: int, **kwargs) -> GpuClaim | None:
     if os.environ.get("CUDA_VISIBLE_DEVICES"):
         visible = [v for v in os.environ["CUDA_VISIBLE_DEVICES"].split(",") if v]
         if n > len(visible):
-            raise ConfigError(None, "resources.gpu", f"the job asks for {n} GPUs but "
-                                                     f"CUDA_VISIBLE_DEVICES lists {len(visible)}")
+            raise ConfigError(
+                None,
+                "resources.gpu",
+                f"the job asks for {n} GPUs but CUDA_VISIBLE_DEVICES lists {len(visible)}",
+            )
         return None
     claim = claim_gpus(n, **kwargs)
     os.environ["CUDA_VISIBLE_DEVICES"] = claim.visible_devices
-    log.info("claimed GPU %s (CUDA_VISIBLE_DEVICES=%s)", claim.visible_devices,
-             claim.visible_devices)
+    log.info(
+        "claimed GPU %s (CUDA_VISIBLE_DEVICES=%s)", claim.visible_devices, claim.visible_devices
+    )
     return claim

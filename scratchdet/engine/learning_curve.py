@@ -20,16 +20,16 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from ..config import DetectConfig
-from ..errors import DataError
-from ..evaluation import evaluate
-from ..evaluation.baselines import score_baselines
-from ..io import meta_path, read_json, write_json, write_text
-from ..provenance import provenance
-from ..run_folder import RunStatus, TrainFolder
-from .checkpoint import list_snapshots
-from .detect import detect
-from .training_log import TrainingLog
+from scratchdet.config import DetectConfig
+from scratchdet.engine.checkpoint import list_snapshots
+from scratchdet.engine.detect import detect
+from scratchdet.engine.training_log import TrainingLog
+from scratchdet.errors import DataError
+from scratchdet.evaluation import evaluate
+from scratchdet.evaluation.baselines import score_baselines
+from scratchdet.io import meta_path, read_json, write_json, write_text
+from scratchdet.provenance import provenance
+from scratchdet.run_folder import RunStatus, TrainFolder
 
 __all__ = ["COLUMNS", "blind_scores", "learning_curve"]
 
@@ -38,7 +38,9 @@ COLUMNS = ("step", "map", "loss", "checkpoint")
 
 def blind_scores(train: str | Path, test: str | Path, metric: str = "voc07") -> dict[str, float]:
     """The image-blind baselines' mAP on ``test`` (predictions from ``train``'s boxes), by kind."""
-    return {kind: result["map"] for kind, (result, _) in score_baselines(train, test, metric).items()}
+    return {
+        kind: result["map"] for kind, (result, _) in score_baselines(train, test, metric).items()
+    }
 
 
 def _mean_loss(rows: list[dict[str, str]], after: int, upto: int) -> float:
@@ -47,21 +49,30 @@ def _mean_loss(rows: list[dict[str, str]], after: int, upto: int) -> float:
     return sum(finite) / len(finite) if finite else math.nan
 
 
-def learning_curve(run: str | Path, data: str | Path, out_csv: str | Path, *,
-                   metric: str = "voc07", detect_cfg: DetectConfig | None = None,
-                   device: str = "auto", num_workers: int = 0) -> list[dict[str, Any]]:
+def learning_curve(
+    run: str | Path,
+    data: str | Path,
+    out_csv: str | Path,
+    *,
+    metric: str = "voc07",
+    detect_cfg: DetectConfig | None = None,
+    device: str = "auto",
+    num_workers: int = 0,
+) -> list[dict[str, Any]]:
     """Score every snapshot of ``run`` (and its final model) on ``data``; write ``out_csv``."""
     run = Path(run)
     points = [(step, path) for step, path in list_snapshots(run)]
     files = TrainFolder(run)
     final = files.model
     status = RunStatus.read_if_present(files.status)
-    if final.exists() and status is not None and (not points
-                                                  or points[-1][0] < status.steps_done):
+    if final.exists() and status is not None and (not points or points[-1][0] < status.steps_done):
         points.append((status.steps_done, final))
     if not points:
-        raise DataError(run, "no snapshot and no model_final.pt: train the run first (and keep "
-                             "snapshots with train.keep_checkpoints)")
+        raise DataError(
+            run,
+            "no snapshot and no model_final.pt: train the run first (and keep "
+            "snapshots with train.keep_checkpoints)",
+        )
     log_rows = TrainingLog(files.metrics_csv).read()
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="scratchdet-curve-") as tmp:
@@ -70,19 +81,33 @@ def learning_curve(run: str | Path, data: str | Path, out_csv: str | Path, *,
         for step, path in points:
             detect(path, data, dets, detect_cfg, device=device, num_workers=num_workers)
             score = evaluate(data, dets, metric)["map"]
-            rows.append({"step": step, "map": score, "loss": _mean_loss(log_rows, previous, step),
-                         "checkpoint": path.relative_to(run).as_posix()})
+            rows.append(
+                {
+                    "step": step,
+                    "map": score,
+                    "loss": _mean_loss(log_rows, previous, step),
+                    "checkpoint": path.relative_to(run).as_posix(),
+                }
+            )
             previous = step
     text = io.StringIO()
     writer = csv.DictWriter(text, fieldnames=COLUMNS, lineterminator="\n")
     writer.writeheader()
     writer.writerows(rows)
     write_text(out_csv, text.getvalue())
-    train = read_json(files.provenance)["config"]["data"]["train"] \
-        if files.provenance.exists() else None
-    meta = {"run": str(run), "data": str(data), "metric": metric,
-            "precise_bn": (detect_cfg or DetectConfig()).precise_bn,
-            "blind": blind_scores(train, data, metric) if train else None,
-            "blind_train_split": train, "provenance": provenance()}
+    train = (
+        read_json(files.provenance)["config"]["data"]["train"]
+        if files.provenance.exists()
+        else None
+    )
+    meta = {
+        "run": str(run),
+        "data": str(data),
+        "metric": metric,
+        "precise_bn": (detect_cfg or DetectConfig()).precise_bn,
+        "blind": blind_scores(train, data, metric) if train else None,
+        "blind_train_split": train,
+        "provenance": provenance(),
+    }
     write_json(meta_path(out_csv), meta)
     return rows

@@ -21,14 +21,21 @@ import math
 from pathlib import Path
 from typing import Any
 
-from ..config import RunConfig
-from ..errors import ConfigError, DataError
+from scratchdet.config import RunConfig
+from scratchdet.errors import ConfigError, DataError
 
 __all__ = ["EVAL_COLUMNS", "TrainMonitor", "check_monitor_config"]
 
 EVAL_COLUMNS = ("step", "map", "image_blind")
-TRAIN_SCALARS = ("loss", "loc_loss", "conf_loss", "lr", "grad_norm", "images_per_s",
-                 "window_images_per_s")
+TRAIN_SCALARS = (
+    "loss",
+    "loc_loss",
+    "conf_loss",
+    "lr",
+    "grad_norm",
+    "images_per_s",
+    "window_images_per_s",
+)
 
 
 def check_monitor_config(cfg: RunConfig, class_names: list[str]) -> None:
@@ -39,20 +46,25 @@ def check_monitor_config(cfg: RunConfig, class_names: list[str]) -> None:
         try:
             import tensorboard  # noqa: F401
         except ImportError:
-            raise ConfigError(None, "train.tensorboard", "needs the tensorboard package: pip "
-                                                         "install tensorboard") from None
+            raise ConfigError(
+                None, "train.tensorboard", "needs the tensorboard package: pip install tensorboard"
+            ) from None
     if t.eval_every:
         if not cfg.data.test:
-            raise ConfigError(None, "train.eval_every", "needs data.test, the held-out split to "
-                                                        "score")
-        from ..data.annotations import class_names as names_of
-        from ..data.annotations import load_annotations
+            raise ConfigError(
+                None, "train.eval_every", "needs data.test, the held-out split to score"
+            )
+        from scratchdet.data.annotations import class_names as names_of
+        from scratchdet.data.annotations import load_annotations
 
         theirs = names_of(load_annotations(cfg.data.test, resolve_image_dir=False))
         if theirs != list(class_names):
-            raise DataError(cfg.data.test, f"classes {theirs} differ from the training set's "
-                                           f"{list(class_names)} (convert it with `scratchdet "
-                                           "data voc --like TRAIN.json`)")
+            raise DataError(
+                cfg.data.test,
+                f"classes {theirs} differ from the training set's "
+                f"{list(class_names)} (convert it with `scratchdet "
+                "data voc --like TRAIN.json`)",
+            )
 
 
 class TrainMonitor:
@@ -89,17 +101,23 @@ class TrainMonitor:
             return None
         import sys
 
-        from ..evaluation import evaluate
-        from ..io import atomic_path
-        from .checkpoint import save_checkpoint
-        from .detect import detect
-        from .learning_curve import blind_scores
+        from scratchdet.engine.checkpoint import save_checkpoint
+        from scratchdet.engine.detect import detect
+        from scratchdet.engine.learning_curve import blind_scores
+        from scratchdet.evaluation import evaluate
+        from scratchdet.io import atomic_path
 
         model_file, dets = self.out / ".eval_model.tmp.pt", self.out / ".eval_dets.tmp.json"
         try:
             save_checkpoint(record, model_file)
-            detect(model_file, self.cfg.data.test, dets, self.cfg.detect, device=str(device),
-                   num_workers=0)
+            detect(
+                model_file,
+                self.cfg.data.test,
+                dets,
+                self.cfg.detect,
+                device=str(device),
+                num_workers=0,
+            )
             score = float(evaluate(self.cfg.data.test, dets, "voc07")["map"])
         finally:
             model_file.unlink(missing_ok=True)
@@ -117,8 +135,12 @@ class TrainMonitor:
             self.writer.add_scalar("eval/mAP", score, step)
             self.writer.add_scalar("eval/image_blind", self._blind, step)
             self.writer.flush()
-        print(f"eval: step {step}: voc07 mAP {score:.4f} on {self.cfg.data.test} "
-              f"(image-blind {self._blind:.4f})", file=sys.stderr, flush=True)
+        print(
+            f"eval: step {step}: voc07 mAP {score:.4f} on {self.cfg.data.test} "
+            f"(image-blind {self._blind:.4f})",
+            file=sys.stderr,
+            flush=True,
+        )
         return score
 
     def close(self) -> None:

@@ -36,8 +36,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..config import RunConfig
-from ..models.layers import L2Norm
+from scratchdet.config import RunConfig
+from scratchdet.models.layers import L2Norm
 
 __all__ = ["ROLES", "RULES", "optimizer_param_groups", "parameter_roles", "set_lr"]
 
@@ -62,14 +62,15 @@ def _convbn_backbone(model_cfg: Mapping[str, Any] | None) -> bool:
     """Whether the backbone's BN comes from Caffe's ConvBNLayer (SSD's ResNet-50/101 bodies)."""
     if not model_cfg:
         return False
-    from ..models.registry import resolve_config
+    from scratchdet.models.registry import resolve_config
 
     _, opts = resolve_config(model_cfg)
     return int(getattr(opts, "depth", 0) or 0) >= 50
 
 
-def parameter_roles(model: nn.Module, model_cfg: Mapping[str, Any] | None = None
-                    ) -> Iterator[tuple[str, nn.Parameter, str]]:
+def parameter_roles(
+    model: nn.Module, model_cfg: Mapping[str, Any] | None = None
+) -> Iterator[tuple[str, nn.Parameter, str]]:
     """(name, parameter, role) of every parameter of ``model``, each once."""
     convbn = _convbn_backbone(model_cfg)
     seen: set[int] = set()
@@ -79,8 +80,13 @@ def parameter_roles(model: nn.Module, model_cfg: Mapping[str, Any] | None = None
                 continue
             seen.add(id(param))
             if isinstance(module, nn.modules.batchnorm._BatchNorm):
-                role = ("bn_head" if mod_name.startswith("head.")
-                        else "bn_backbone_convbn" if convbn else "bn_backbone")
+                role = (
+                    "bn_head"
+                    if mod_name.startswith("head.")
+                    else "bn_backbone_convbn"
+                    if convbn
+                    else "bn_backbone"
+                )
             elif isinstance(module, L2Norm):
                 role = "l2norm"
             elif p_name == "bias":
@@ -97,10 +103,18 @@ def optimizer_param_groups(model: nn.Module, cfg: RunConfig) -> list[dict[str, A
     by_mults: dict[tuple[float, float], dict[str, Any]] = {}
     for _, param, role in parameter_roles(model, cfg.model if t.param_groups == "caffe" else None):
         lr_mult, decay_mult = RULES[role] if t.param_groups == "caffe" else (1.0, 1.0)
-        group = by_mults.setdefault((lr_mult, decay_mult), {
-            "params": [], "lr_mult": lr_mult, "decay_mult": decay_mult, "roles": [],
-            "lr": t.lr * lr_mult, "weight_decay": t.weight_decay * decay_mult,
-            "caffe_sgd": t.sgd == "caffe"})
+        group = by_mults.setdefault(
+            (lr_mult, decay_mult),
+            {
+                "params": [],
+                "lr_mult": lr_mult,
+                "decay_mult": decay_mult,
+                "roles": [],
+                "lr": t.lr * lr_mult,
+                "weight_decay": t.weight_decay * decay_mult,
+                "caffe_sgd": t.sgd == "caffe",
+            },
+        )
         group["params"].append(param)
         if role not in group["roles"]:
             group["roles"].append(role)
@@ -116,8 +130,11 @@ def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
         new = lr * group.get("lr_mult", 1.0)
         old = group["lr"]
         if group.get("caffe_sgd") and new != old and old > 0 and new > 0:
-            buffers = [optimizer.state[p]["momentum_buffer"] for p in group["params"]
-                       if optimizer.state.get(p, {}).get("momentum_buffer") is not None]
+            buffers = [
+                optimizer.state[p]["momentum_buffer"]
+                for p in group["params"]
+                if optimizer.state.get(p, {}).get("momentum_buffer") is not None
+            ]
             if buffers:
                 torch._foreach_mul_(buffers, old / new)
         group["lr"] = new

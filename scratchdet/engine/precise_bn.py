@@ -20,7 +20,7 @@ import torch
 from torch import nn
 from torch.optim.swa_utils import update_bn
 
-from ..progress import Progress
+from scratchdet.progress import Progress
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ from contextlib import AbstractContextManager, nullcontext
 
 import torch
 
-from ..config import TrainConfig
+from scratchdet.config import TrainConfig
 
 __all__ = ["autocast_for", "resolved_precision", "set_matmul_precision"]
 

@@ -20,8 +20,13 @@ import shutil
 import signal
 import subprocess
 
-__all__ = ["PREEMPT_SIGNAL", "TORCHRUN_SIGNALS", "requeue_if_preempted", "slurm_job_id",
-           "torchrun_signal_env"]
+__all__ = [
+    "PREEMPT_SIGNAL",
+    "TORCHRUN_SIGNALS",
+    "requeue_if_preempted",
+    "slurm_job_id",
+    "torchrun_signal_env",
+]
 
 log = logging.getLogger(__name__)
 
@@ -36,8 +41,10 @@ torchrun itself and orphans the workers."""
 def torchrun_signal_env() -> dict[str, str]:
     """The environment that makes torchrun pass TORCHRUN_SIGNALS on: `--signals-to-handle` reads
     PET_SIGNALS_TO_HANDLE (torch >= 2.9); older versions read TORCHELASTIC_SIGNALS_TO_HANDLE."""
-    return {"PET_SIGNALS_TO_HANDLE": TORCHRUN_SIGNALS,
-            "TORCHELASTIC_SIGNALS_TO_HANDLE": TORCHRUN_SIGNALS}
+    return {
+        "PET_SIGNALS_TO_HANDLE": TORCHRUN_SIGNALS,
+        "TORCHELASTIC_SIGNALS_TO_HANDLE": TORCHRUN_SIGNALS,
+    }
 
 
 def slurm_job_id() -> str | None:
@@ -63,8 +70,9 @@ def requeue_if_preempted(signum: int, is_main: bool = True) -> bool:
         return False
     proc = subprocess.run([scontrol, "requeue", job], capture_output=True, text=True, check=False)
     if proc.returncode != 0:
-        log.warning("Slurm job %s: scontrol requeue failed: %s", job,
-                    (proc.stderr or proc.stdout).strip())
+        log.warning(
+            "Slurm job %s: scontrol requeue failed: %s", job, (proc.stderr or proc.stdout).strip()
+        )
         return False
     log.warning("Slurm job %s requeued: it resumes from the saved snapshot when it runs again", job)
     return True

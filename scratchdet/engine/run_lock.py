@@ -34,8 +34,8 @@ from typing import IO
 
 from typing_extensions import Self
 
-from ..errors import DataError
-from ..io import writing
+from scratchdet.errors import DataError
+from scratchdet.io import writing
 
 __all__ = ["HELD_ENV", "RUN_LOCK_NAME", "FileLock", "lock_output_file", "lock_run_folder"]
 
@@ -51,8 +51,9 @@ class FileLock:
     `path` None is a lock someone else holds for us (another rank, the launching process).
     """
 
-    def __init__(self, path: Path | None, handle: IO[str] | None = None,
-                 created: Path | None = None):
+    def __init__(
+        self, path: Path | None, handle: IO[str] | None = None, created: Path | None = None
+    ):
         self.path = path
         self._handle = handle
         self._created = created  # the folder this lock created, removed again if left unused
@@ -91,8 +92,13 @@ class FileLock:
         that it is gone (`_acquire` checks) and starts over.
         """
         folder, path = self._created, self.path
-        if folder is None or path is None or not self.held or not folder.is_dir() \
-                or [p.name for p in folder.iterdir()] != [path.name]:
+        if (
+            folder is None
+            or path is None
+            or not self.held
+            or not folder.is_dir()
+            or [p.name for p in folder.iterdir()] != [path.name]
+        ):
             return
         path.unlink(missing_ok=True)
         self.release()
@@ -114,8 +120,11 @@ def _holder(handle: IO[str]) -> str:
 
 
 def _in_use(what: Path, kind: str, holder: str, lock_path: Path) -> DataError:
-    return DataError(what, f"{kind} is in use by another scratchdet process ({holder}; lock file "
-                           f"{lock_path.name}); wait for it to end or stop it")
+    return DataError(
+        what,
+        f"{kind} is in use by another scratchdet process ({holder}; lock file "
+        f"{lock_path.name}); wait for it to end or stop it",
+    )
 
 
 def _acquire(lock_path: Path, what: Path, kind: str) -> FileLock:
@@ -142,9 +151,11 @@ def _acquire(lock_path: Path, what: Path, kind: str) -> FileLock:
             raise _in_use(what, kind, holder, lock_path) from None
         except OSError as exc:  # a filesystem without lock support
             handle.close()
-            raise DataError(lock_path, f"cannot lock {kind} ({exc}); the filesystem must support "
-                                       "POSIX locks (NFS with locking, Lustre with -o flock)"
-                            ) from None
+            raise DataError(
+                lock_path,
+                f"cannot lock {kind} ({exc}); the filesystem must support "
+                "POSIX locks (NFS with locking, Lustre with -o flock)",
+            ) from None
         if not _still_linked(lock_path, handle):  # removed by its last holder: lock the new one
             handle.close()
             continue

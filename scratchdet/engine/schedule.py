@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import bisect
 
-from ..config import TrainConfig
+from scratchdet.config import TrainConfig
 
 __all__ = ["lr_at"]
 

@@ -35,12 +35,12 @@ import torch
 from torch import Tensor, nn
 from torch.optim.sgd import sgd
 
-from ..config import RunConfig
-from ..errors import ConfigError
-from ..input import TrainBatch
-from ..ssd.loss import MultiBoxLoss
-from .param_groups import optimizer_param_groups, set_lr
-from .precision import autocast_for
+from scratchdet.config import RunConfig
+from scratchdet.engine.param_groups import optimizer_param_groups, set_lr
+from scratchdet.engine.precision import autocast_for
+from scratchdet.errors import ConfigError
+from scratchdet.input import TrainBatch
+from scratchdet.ssd.loss import MultiBoxLoss
 
 __all__ = ["STEP_STATS", "TrainStep", "compile_options", "make_optimizer", "optimizer_step"]
 
@@ -71,8 +71,9 @@ def make_optimizer(model: nn.Module, cfg: RunConfig) -> torch.optim.SGD:
     return optimizer
 
 
-def optimizer_step(optimizer: torch.optim.SGD, skip: Tensor,
-                   lrs: Sequence[Tensor] | None = None) -> None:
+def optimizer_step(
+    optimizer: torch.optim.SGD, skip: Tensor, lrs: Sequence[Tensor] | None = None
+) -> None:
     """One SGD step of every parameter group, skipped on the device where ``skip`` (a 0-dim bool)
     is true; ``lrs``: each group's rate as a device tensor (the compiled step's), else the
     groups' ``lr``.
@@ -93,11 +94,20 @@ def optimizer_step(optimizer: torch.optim.SGD, skip: Tensor,
             if not params:
                 continue
             buffers = [optimizer.state[p].get("momentum_buffer") for p in params]
-            sgd(params, [p.grad for p in params], buffers, foreach=group.get("foreach"),
-                fused=group.get("fused"), found_inf=found_inf,
-                weight_decay=group["weight_decay"], momentum=group["momentum"],
-                lr=group["lr"] if lrs is None else lrs[i], dampening=group["dampening"],
-                nesterov=group["nesterov"], maximize=group["maximize"])
+            sgd(
+                params,
+                [p.grad for p in params],
+                buffers,
+                foreach=group.get("foreach"),
+                fused=group.get("fused"),
+                found_inf=found_inf,
+                weight_decay=group["weight_decay"],
+                momentum=group["momentum"],
+                lr=group["lr"] if lrs is None else lrs[i],
+                dampening=group["dampening"],
+                nesterov=group["nesterov"],
+                maximize=group["maximize"],
+            )
             if group["momentum"]:
                 for p, buffer in zip(params, buffers):
                     optimizer.state[p]["momentum_buffer"] = buffer
@@ -115,8 +125,12 @@ def _forward(net: nn.Module, images: Tensor, micro_batch: int) -> tuple[Tensor, 
     except ValueError as exc:
         if "Expected more than 1 value per channel" not in str(exc):
             raise
-        raise ConfigError(None, "train.micro_batch", f"{micro_batch} image(s) per forward pass is "
-                          "too few for BatchNorm on this model's 1x1 maps; use 2 or more") from None
+        raise ConfigError(
+            None,
+            "train.micro_batch",
+            f"{micro_batch} image(s) per forward pass is "
+            "too few for BatchNorm on this model's 1x1 maps; use 2 or more",
+        ) from None
 
 
 class TrainStep:
@@ -128,10 +142,17 @@ class TrainStep:
     tests pass a cheap backend).
     """
 
-    def __init__(self, model: nn.Module, cfg: RunConfig, *, device: torch.device,
-                 accumulation: int, net: nn.Module | None = None,
-                 optimizer: torch.optim.SGD | None = None,
-                 compile: dict[str, Any] | None = None):
+    def __init__(
+        self,
+        model: nn.Module,
+        cfg: RunConfig,
+        *,
+        device: torch.device,
+        accumulation: int,
+        net: nn.Module | None = None,
+        optimizer: torch.optim.SGD | None = None,
+        compile: dict[str, Any] | None = None,
+    ):
         self.model, self.net = model, net if net is not None else model
         self.optimizer = optimizer if optimizer is not None else make_optimizer(model, cfg)
         self.accumulation = accumulation
@@ -139,15 +160,19 @@ class TrainStep:
         self.clip = cfg.train.max_grad_norm if cfg.train.max_grad_norm > 0 else math.inf
         self.distributed = self.net is not model
         self.autocast: Any = autocast_for(cfg.train, device)
-        self.criterion = MultiBoxLoss(neg_pos_ratio=cfg.loss.neg_pos_ratio,
-                                      loc_weight=cfg.loss.loc_weight)
+        self.criterion = MultiBoxLoss(
+            neg_pos_ratio=cfg.loss.neg_pos_ratio, loc_weight=cfg.loss.loc_weight
+        )
         self.sums = torch.zeros(4, device=device)  # loss, loc, conf, num_pos of the micro-batches
         self.micro = 0
         self.result: Tensor | None = None
         # Compiled: every group's rate is a device tensor (data, not a constant of the graph).
         self.compiled = cfg.train.compile
-        self.lrs = [torch.zeros((), device=device) for _ in self.optimizer.param_groups] \
-            if self.compiled else None
+        self.lrs = (
+            [torch.zeros((), device=device) for _ in self.optimizer.param_groups]
+            if self.compiled
+            else None
+        )
         self.whole: Callable[[Tensor, Tensor, Tensor], Tensor] = self._whole
         self.micro_fn: Callable[[Tensor, Tensor, Tensor], Tensor] = self._micro
         self.update: Callable[[Tensor], Tensor] = self._update
@@ -155,22 +180,23 @@ class TrainStep:
             options = compile_options(device) if compile is None else compile
             self.whole, self.micro_fn, self.update = (
                 torch.compile(fn, dynamic=False, **options)
-                for fn in (self._whole, self._micro, self._update))
+                for fn in (self._whole, self._micro, self._update)
+            )
 
     def _micro(self, images: Tensor, loc_t: Tensor, labels_t: Tensor) -> Tensor:
         """Forward, loss and backward of one micro-batch; its (loss, loc, conf, num_pos)."""
         with self.autocast:
             loc_p, conf_p = _forward(self.net, images, self.micro_batch)
         losses = self.criterion(loc_p.float(), conf_p.float(), loc_t, labels_t)
-        values = torch.stack([losses["loss"], losses["loc"], losses["conf"],
-                              losses["num_pos"].float()])
+        values = torch.stack(
+            [losses["loss"], losses["loc"], losses["conf"], losses["num_pos"].float()]
+        )
         (values[0] / self.accumulation).backward()
         return values.detach()
 
     def _update(self, sums: Tensor) -> Tensor:
         """Gradient norm, clipping and the (possibly skipped) update; the step's ``STEP_STATS``."""
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.clip,
-                                                   foreach=True)
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.clip, foreach=True)
         optimizer_step(self.optimizer, ~torch.isfinite(grad_norm), self.lrs)
         return torch.cat([sums[:3] / self.accumulation, sums[3:], grad_norm.reshape(1).float()])
 

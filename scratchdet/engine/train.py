@@ -31,24 +31,16 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 from typing_extensions import Self
 
-from ..config import RunConfig, dump_config, same_config
-from ..data.annotations import (
+from scratchdet.config import RunConfig, dump_config, same_config
+from scratchdet.data.annotations import (
     check_trainable,
     class_names,
     data_record,
     load_annotations,
     same_data,
 )
-from ..data.dataset import DetectionDataset
-from ..errors import ConfigError, DataError
-from ..input import build_train_input
-from ..io import write_json, write_text
-from ..models import build_model
-from ..models.batchnorm import convert_batchnorm
-from ..progress import Progress
-from ..provenance import provenance, seed_everything
-from ..run_folder import RunStatus, TrainFolder
-from .checkpoint import (
+from scratchdet.data.dataset import DetectionDataset
+from scratchdet.engine.checkpoint import (
     CheckpointStore,
     list_snapshots,
     load_checkpoint,
@@ -56,15 +48,23 @@ from .checkpoint import (
     save_checkpoint,
     trained_model_record,
 )
-from .device import memory_format_for, resolve_device
-from .distributed import DistContext, init_distributed, shutdown_distributed
-from .monitor import TrainMonitor, check_monitor_config
-from .precision import set_matmul_precision
-from .preemption import PREEMPT_SIGNAL, requeue_if_preempted
-from .run_lock import FileLock, lock_run_folder
-from .schedule import lr_at
-from .step import STEP_STATS, TrainStep, make_optimizer
-from .training_log import TrainingLog
+from scratchdet.engine.device import memory_format_for, resolve_device
+from scratchdet.engine.distributed import DistContext, init_distributed, shutdown_distributed
+from scratchdet.engine.monitor import TrainMonitor, check_monitor_config
+from scratchdet.engine.precision import set_matmul_precision
+from scratchdet.engine.preemption import PREEMPT_SIGNAL, requeue_if_preempted
+from scratchdet.engine.run_lock import FileLock, lock_run_folder
+from scratchdet.engine.schedule import lr_at
+from scratchdet.engine.step import STEP_STATS, TrainStep, make_optimizer
+from scratchdet.engine.training_log import TrainingLog
+from scratchdet.errors import ConfigError, DataError
+from scratchdet.input import build_train_input
+from scratchdet.io import write_json, write_text
+from scratchdet.models import build_model
+from scratchdet.models.batchnorm import convert_batchnorm
+from scratchdet.progress import Progress
+from scratchdet.provenance import provenance, seed_everything
+from scratchdet.run_folder import RunStatus, TrainFolder
 
 __all__ = ["StepLog", "initialise_from", "train"]
 
@@ -114,8 +114,9 @@ class StepLog:
 
     FIELDS = STEP_STATS
 
-    def __init__(self, capacity: int, device: torch.device, ctx: DistContext,
-                 time_offset: float = 0.0):
+    def __init__(
+        self, capacity: int, device: torch.device, ctx: DistContext, time_offset: float = 0.0
+    ):
         self.buffer = torch.zeros(capacity, len(self.FIELDS), device=device)
         self.steps: list[tuple[int, float, float]] = []  # (step, lr, host time) of the rows
         self.ctx = ctx
@@ -144,9 +145,17 @@ class StepLog:
         out, before = [], self.t0
         for (step, lr, _), end, row in zip(self.steps, ends, rows):
             step_s = max(end - before, 1e-9)
-            out.append({"step": step, "lr": lr, **dict(zip(self.FIELDS, row)),
-                        "time_s": self.offset + end - self.start, "step_s": step_s,
-                        "images_per_s": batch_size / step_s, "window_images_per_s": window})
+            out.append(
+                {
+                    "step": step,
+                    "lr": lr,
+                    **dict(zip(self.FIELDS, row)),
+                    "time_s": self.offset + end - self.start,
+                    "step_s": step_s,
+                    "images_per_s": batch_size / step_s,
+                    "window_images_per_s": window,
+                }
+            )
             before = end
         for row in out:
             row["num_pos"] = round(row["num_pos"] * self.ctx.world_size)
@@ -166,10 +175,16 @@ def initialise_from(model: torch.nn.Module, checkpoint: str | Path) -> dict[str,
         else:
             skipped.append(name)
     if not loaded:
-        raise DataError(checkpoint, "no tensor matches this model's layers: a different architecture?")
+        raise DataError(
+            checkpoint, "no tensor matches this model's layers: a different architecture?"
+        )
     model.load_state_dict(loaded, strict=False)
-    return {"checkpoint": str(checkpoint), "loaded": len(loaded), "skipped": skipped,
-            "fresh": sorted(set(own) - set(loaded))}
+    return {
+        "checkpoint": str(checkpoint),
+        "loaded": len(loaded),
+        "skipped": skipped,
+        "fresh": sorted(set(own) - set(loaded)),
+    }
 
 
 def train(cfg: RunConfig, out_dir: str | Path, restart_stale: bool = False) -> dict[str, Any]:
@@ -188,8 +203,9 @@ def train(cfg: RunConfig, out_dir: str | Path, restart_stale: bool = False) -> d
 
 
 def _train_in(cfg: RunConfig, out: Path, restart_stale: bool, lock: FileLock) -> dict[str, Any]:
-    store = CheckpointStore(out, cfg.train.keep_checkpoints,
-                            writer=int(os.environ.get("RANK", "0")) == 0)
+    store = CheckpointStore(
+        out, cfg.train.keep_checkpoints, writer=int(os.environ.get("RANK", "0")) == 0
+    )
     store.sweep()
     data = data_record(cfg.data.train) if Path(cfg.data.train).is_file() else None
     if restart_stale and store.writer:
@@ -205,11 +221,19 @@ def _train_in(cfg: RunConfig, out: Path, restart_stale: bool, lock: FileLock) ->
                 _check_same_data(done.get("data"), data, out)
                 log.info("%s already finished; nothing to do", out)
                 return RunStatus.read(files.status).to_dict()
-            raise ConfigError(files.config, "<run>", "this run directory holds a finished "
-                              "run with a different config; use a new --out or delete the directory")
+            raise ConfigError(
+                files.config,
+                "<run>",
+                "this run directory holds a finished "
+                "run with a different config; use a new --out or delete the directory",
+            )
         if cfg.train.batch_size % (cfg.micro_batch * ctx.world_size):
-            raise ConfigError(None, "train.batch_size", f"{cfg.train.batch_size} is not a multiple "
-                              f"of micro_batch {cfg.micro_batch} x {ctx.world_size} processes")
+            raise ConfigError(
+                None,
+                "train.batch_size",
+                f"{cfg.train.batch_size} is not a multiple "
+                f"of micro_batch {cfg.micro_batch} x {ctx.world_size} processes",
+            )
         return _train(cfg, out, ctx, device, store, lock, data)
     finally:
         shutdown_distributed(ctx)
@@ -220,10 +244,13 @@ def _check_same_data(recorded: Any, data: dict[str, str] | None, out: Path) -> N
     if same_data(recorded, data):
         return
     assert data is not None
-    raise DataError(data["file"], f"the run in {out} trained on different data: "
-                                  f"{recorded.get('file')} (sha256:{recorded.get('sha256', '')[:16]})"
-                                  f", this file is sha256:{data['sha256'][:16]}; restore that split "
-                                  "or train in a new --out")
+    raise DataError(
+        data["file"],
+        f"the run in {out} trained on different data: "
+        f"{recorded.get('file')} (sha256:{recorded.get('sha256', '')[:16]})"
+        f", this file is sha256:{data['sha256'][:16]}; restore that split "
+        "or train in a new --out",
+    )
 
 
 def _check_image_size(cfg: RunConfig, model: torch.nn.Module) -> None:
@@ -231,21 +258,34 @@ def _check_image_size(cfg: RunConfig, model: torch.nn.Module) -> None:
     targets with a different number of boxes (a shape error inside the loss)."""
     size = model.prior_config.image_size
     if cfg.data.image_size != size:
-        raise ConfigError(None, "data.image_size", f"{cfg.data.image_size}: this model takes "
-                          f"{size} x {size} images (its default boxes are laid out for that "
-                          f"size); set data.image_size: {size}")
+        raise ConfigError(
+            None,
+            "data.image_size",
+            f"{cfg.data.image_size}: this model takes "
+            f"{size} x {size} images (its default boxes are laid out for that "
+            f"size); set data.image_size: {size}",
+        )
 
 
 def _check_folder(lock: FileLock, out: Path) -> None:
     """Stop before writing into a run folder that was deleted (or replaced) under the run."""
     if not lock.intact():
-        raise DataError(out, "the run folder was deleted while training; nothing more is written "
-                             "there: run the command again to train anew")
+        raise DataError(
+            out,
+            "the run folder was deleted while training; nothing more is written "
+            "there: run the command again to train anew",
+        )
 
 
-def _train(cfg: RunConfig, out: Path, ctx: DistContext, device: torch.device,
-           store: CheckpointStore, lock: FileLock, data: dict[str, str] | None = None
-           ) -> dict[str, Any]:
+def _train(
+    cfg: RunConfig,
+    out: Path,
+    ctx: DistContext,
+    device: torch.device,
+    store: CheckpointStore,
+    lock: FileLock,
+    data: dict[str, str] | None = None,
+) -> dict[str, Any]:
     files, resume = TrainFolder(out), store.resume_point()
     seed_everything(cfg.seed)  # same initial weights on every process
     if cfg.train.deterministic:
@@ -258,13 +298,16 @@ def _train(cfg: RunConfig, out: Path, ctx: DistContext, device: torch.device,
 
     ann = load_annotations(cfg.data.train)
     if not ann["images"]:
-        raise DataError(cfg.data.train, "holds no images, so there is nothing to train on; give "
-                                        "data.train a split with images")
+        raise DataError(
+            cfg.data.train,
+            "holds no images, so there is nothing to train on; give data.train a split with images",
+        )
     names = class_names(ann)
     check_trainable(ann, cfg.data.train)
     # A resumed run takes its weights from the checkpoint: no ImageNet download needed.
-    model = build_model(cfg.model, num_classes=len(names),
-                        load_pretrained=resume is None).to(device)
+    model = build_model(cfg.model, num_classes=len(names), load_pretrained=resume is None).to(
+        device
+    )
     # The release's BatchNorm statistic group and running average (models/batchnorm.py).
     model = convert_batchnorm(model, t.bn_group, t.bn_stats)
     set_matmul_precision(t, device)
@@ -280,8 +323,12 @@ def _train(cfg: RunConfig, out: Path, ctx: DistContext, device: torch.device,
     training_log = TrainingLog(files.metrics_csv)
     if resume is not None:
         if not same_config(resume.config, cfg):
-            raise ConfigError(resume.path, "<run>", "the checkpoint to resume was made with a "
-                              "different config; use a new --out or delete the directory")
+            raise ConfigError(
+                resume.path,
+                "<run>",
+                "the checkpoint to resume was made with a "
+                "different config; use a new --out or delete the directory",
+            )
         _check_same_data(resume.data, data, out)
         state = load_checkpoint(resume.path, map_location=device)
         model.load_state_dict(state["model"])
@@ -291,24 +338,38 @@ def _train(cfg: RunConfig, out: Path, ctx: DistContext, device: torch.device,
     if ctx.is_main:
         training_log.truncate(start_step)
         write_text(files.config, dump_config(cfg))
-        write_json(files.provenance,
-                   provenance(cfg.to_dict(), cfg.seed, device)
-                   | {"world_size": ctx.world_size, "init_from": init_report, "data": data})
-    net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) \
-        if ctx.enabled else model
+        write_json(
+            files.provenance,
+            provenance(cfg.to_dict(), cfg.seed, device)
+            | {"world_size": ctx.world_size, "init_from": init_report, "data": data},
+        )
+    net = (
+        DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+        if ctx.enabled
+        else model
+    )
 
-    batches = build_train_input(cfg, DetectionDataset(ann), device=device, priors=model.priors,
-                                variances=model.prior_config.variances, start_step=start_step,
-                                rank=ctx.rank, world_size=ctx.world_size,
-                                memory_format=memory_format)
-    trainer = TrainStep(model, cfg, device=device, accumulation=accumulation, net=net,
-                        optimizer=optimizer)
+    batches = build_train_input(
+        cfg,
+        DetectionDataset(ann),
+        device=device,
+        priors=model.priors,
+        variances=model.prior_config.variances,
+        start_step=start_step,
+        rank=ctx.rank,
+        world_size=ctx.world_size,
+        memory_format=memory_format,
+    )
+    trainer = TrainStep(
+        model, cfg, device=device, accumulation=accumulation, net=net, optimizer=optimizer
+    )
 
     def checkpoint(step: int) -> None:
         _check_folder(lock, out)
         try:
-            store.save(step, model, optimizer=optimizer, cfg=cfg, class_names=names,
-                       data=data)  # rank 0 writes, the others wait
+            store.save(
+                step, model, optimizer=optimizer, cfg=cfg, class_names=names, data=data
+            )  # rank 0 writes, the others wait
         except (OSError, DataError):
             _check_folder(lock, out)  # the folder went while the snapshot was written: say so
             raise
@@ -318,8 +379,14 @@ def _train(cfg: RunConfig, out: Path, ctx: DistContext, device: torch.device,
     check_monitor_config(cfg, names)
     monitor = TrainMonitor(cfg, out, enabled=ctx.is_main)
     # Counts steps on the host; the loss shown is the mean of the rows of the last read.
-    progress = Progress("train", t.max_steps, unit="step", initial=start_step,
-                        every=t.log_every, enabled=ctx.is_main)
+    progress = Progress(
+        "train",
+        t.max_steps,
+        unit="step",
+        initial=start_step,
+        every=t.log_every,
+        enabled=ctx.is_main,
+    )
 
     def flush() -> RunStatus | None:
         """Log the buffered steps; the status of the first diverged one, if any."""
@@ -354,11 +421,17 @@ def _train(cfg: RunConfig, out: Path, ctx: DistContext, device: torch.device,
             # snapshots, at a stop and at the end: never more than log_every rows apart.
             full = step % t.log_every == 0
             # With several processes a stop signal is agreed on at the reads only (a collective).
-            stopping = ctx.any(stop.signum is not None, device) if ctx.enabled and full \
+            stopping = (
+                ctx.any(stop.signum is not None, device)
+                if ctx.enabled and full
                 else stop.signum is not None and not ctx.enabled
+            )
             due = step % t.checkpoint_every == 0 and step < t.max_steps
-            diverged = flush() if full or due or stopping or step == t.max_steps \
-                or monitor.due(step) else None
+            diverged = (
+                flush()
+                if full or due or stopping or step == t.max_steps or monitor.due(step)
+                else None
+            )
             progress.update()
             if diverged is not None:
                 status = diverged
@@ -367,16 +440,22 @@ def _train(cfg: RunConfig, out: Path, ctx: DistContext, device: torch.device,
             if stopping:
                 checkpoint(step)
                 signum = stop.signum or signal.SIGTERM
-                log.warning("%s: interrupted by %s at step %d: snapshot saved; run the same "
-                            "command to resume", out, signal.Signals(signum).name, step)
+                log.warning(
+                    "%s: interrupted by %s at step %d: snapshot saved; run the same "
+                    "command to resume",
+                    out,
+                    signal.Signals(signum).name,
+                    step,
+                )
                 requeue_if_preempted(signum, ctx.is_main)
                 raise SystemExit(128 + signum)
             if due:
                 checkpoint(step)
             if monitor.due(step):  # after the read: its time is left out of the step times
                 paused = time.perf_counter()
-                monitor.evaluate(step, trained_model_record(model.state_dict(), cfg, names, step),
-                                 device)
+                monitor.evaluate(
+                    step, trained_model_record(model.state_dict(), cfg, names, step), device
+                )
                 ctx.barrier()
                 steplog.exclude(time.perf_counter() - paused)
     monitor.close()

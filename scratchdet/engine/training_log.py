@@ -21,12 +21,23 @@ import math
 from pathlib import Path
 from typing import Any
 
-from ..io import write_text, writing
+from scratchdet.io import write_text, writing
 
 __all__ = ["COLUMNS", "TrainingLog"]
 
-COLUMNS = ("step", "lr", "loss", "loc_loss", "conf_loss", "grad_norm", "num_pos", "time_s",
-           "step_s", "images_per_s", "window_images_per_s")
+COLUMNS = (
+    "step",
+    "lr",
+    "loss",
+    "loc_loss",
+    "conf_loss",
+    "grad_norm",
+    "num_pos",
+    "time_s",
+    "step_s",
+    "images_per_s",
+    "window_images_per_s",
+)
 
 
 class TrainingLog:
@@ -38,8 +49,7 @@ class TrainingLog:
     def truncate(self, last_step: int) -> None:
         """Keep rows with step < last_step (rewritten atomically), i.e. those the checkpoint covers."""
         rows = [_new_layout(r) for r in self.read() if int(r["step"]) < last_step]
-        lines = [",".join(COLUMNS)] + [",".join(str(r.get(c) or "") for c in COLUMNS)
-                                       for r in rows]
+        lines = [",".join(COLUMNS)] + [",".join(str(r.get(c) or "") for c in COLUMNS) for r in rows]
         write_text(self.path, "\n".join(lines) + "\n")
 
     def append(self, row: dict[str, Any]) -> None:
@@ -56,8 +66,11 @@ class TrainingLog:
         with open(self.path, newline="") as fh:
             # A row cut short by a kill has fewer fields than the header; it is dropped and redone.
             reader = csv.DictReader(fh)
-            return [r for r in reader
-                    if None not in r.values() and len(r) == len(reader.fieldnames or ())]
+            return [
+                r
+                for r in reader
+                if None not in r.values() and len(r) == len(reader.fieldnames or ())
+            ]
 
     def last_time(self) -> float:
         """`time_s` of the last row (0 when there is none, or an old log has none): where a

@@ -7,11 +7,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..data.annotations import load_annotations
-from ..errors import ConfigError
-from .coco import coco_eval
-from .results_io import load_detections
-from .voc import VOC_METRICS, voc_ap
+from scratchdet.data.annotations import load_annotations
+from scratchdet.errors import ConfigError
+from scratchdet.evaluation.coco import coco_eval
+from scratchdet.evaluation.results_io import load_detections
+from scratchdet.evaluation.voc import VOC_METRICS, voc_ap
 
 EVAL_METRICS = (*VOC_METRICS, "coco")
 """What `evaluate` (and `scratchdet eval --metric`) can score a detections file with."""
@@ -27,8 +27,9 @@ def evaluate(gt_path: str | Path, dets_path: str | Path, metric: str) -> dict:
     pycocotools numbers by name. `map` is a fraction in [0, 1] (NaN when undefined).
     """
     if metric not in EVAL_METRICS:
-        raise ConfigError(None, "metric", f"unknown metric {metric!r}, expected one of "
-                                          f"{', '.join(EVAL_METRICS)}")
+        raise ConfigError(
+            None, "metric", f"unknown metric {metric!r}, expected one of {', '.join(EVAL_METRICS)}"
+        )
     gt = load_annotations(gt_path, resolve_image_dir=False)
     dets = load_detections(dets_path)
     if metric == "coco":

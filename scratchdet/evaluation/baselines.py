@@ -22,8 +22,8 @@ from typing import Any
 
 import numpy as np
 
-from ..data.annotations import load_annotations
-from ..errors import DataError
+from scratchdet.data.annotations import load_annotations
+from scratchdet.errors import DataError
 
 BASELINES = ("mean-box", "whole-image", "image-blind")
 
@@ -45,20 +45,24 @@ def mean_boxes(train: dict, source: str = "<train annotations>") -> dict[int, np
         sums[cat] = sums.get(cat, 0.0) + rel
         counts[cat] = counts.get(cat, 0) + 1
     if not sums:
-        raise DataError(source, "no (non-crowd) boxes to average: an image-blind baseline needs "
-                                "training annotations")
+        raise DataError(
+            source,
+            "no (non-crowd) boxes to average: an image-blind baseline needs training annotations",
+        )
     return {cat: sums[cat] / counts[cat] for cat in sorted(sums)}
 
 
-def baseline_detections(kind: str, train: dict, test: dict,
-                        train_source: str = "<train annotations>") -> list[dict[str, Any]]:
+def baseline_detections(
+    kind: str, train: dict, test: dict, train_source: str = "<train annotations>"
+) -> list[dict[str, Any]]:
     """Image-blind detections of kind ``kind`` (one of ``BASELINES``) for every image of ``test``.
 
     Classes are those of the training set that the test set also declares (by category id).
     """
     if kind not in BASELINES:
-        raise DataError(train_source, f"unknown baseline {kind!r}; expected one of "
-                                      f"{', '.join(BASELINES)}")
+        raise DataError(
+            train_source, f"unknown baseline {kind!r}; expected one of {', '.join(BASELINES)}"
+        )
     means = mean_boxes(train, train_source)
     test_cats = {int(c["id"]) for c in test["categories"]}
     cats = [c for c in means if c in test_cats]
@@ -77,20 +81,26 @@ def baseline_detections(kind: str, train: dict, test: dict,
         for cat in cats:
             for rel, score in ranked:
                 x0, y0, x1, y1 = rel[cat] * scale
-                out.append({"image_id": img["id"], "category_id": cat,
-                            "bbox": [round(float(v), 2) for v in (x0, y0, x1 - x0, y1 - y0)],
-                            "score": score})
+                out.append(
+                    {
+                        "image_id": img["id"],
+                        "category_id": cat,
+                        "bbox": [round(float(v), 2) for v in (x0, y0, x1 - x0, y1 - y0)],
+                        "score": score,
+                    }
+                )
     return out
 
 
-def score_baselines(train: str | Path, test: str | Path, metric: str = "voc07",
-                    kinds: tuple[str, ...] = BASELINES) -> dict[str, tuple[dict, list]]:
+def score_baselines(
+    train: str | Path, test: str | Path, metric: str = "voc07", kinds: tuple[str, ...] = BASELINES
+) -> dict[str, tuple[dict, list]]:
     """Each baseline of ``kinds`` for the split ``test`` (boxes averaged over ``train``), scored
     with ``metric`` as ``scratchdet eval`` scores detections: kind -> (result, detections).
 
     The one scorer of the baselines (``scratchdet eval --baseline`` and the learning curves)."""
-    from .coco import coco_eval
-    from .voc import voc_ap
+    from scratchdet.evaluation.coco import coco_eval
+    from scratchdet.evaluation.voc import voc_ap
 
     train_ds = load_annotations(train, resolve_image_dir=False)
     test_ds = load_annotations(test, resolve_image_dir=False)
@@ -98,7 +108,10 @@ def score_baselines(train: str | Path, test: str | Path, metric: str = "voc07",
     for kind in kinds:
         dets = baseline_detections(kind, train_ds, test_ds, str(train))
         source = f"<{kind} baseline>"
-        result = (coco_eval(test_ds, dets, gt_source=test, dets_source=source) if metric == "coco"
-                  else voc_ap(test_ds, dets, metric, gt_source=test, dets_source=source))
+        result = (
+            coco_eval(test_ds, dets, gt_source=test, dets_source=source)
+            if metric == "coco"
+            else voc_ap(test_ds, dets, metric, gt_source=test, dets_source=source)
+        )
         out[kind] = (result, dets)
     return out

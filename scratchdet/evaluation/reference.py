@@ -34,7 +34,8 @@ def reference_voc_ap(gt: dict, dets: list[dict], metric: str, thr: float = 0.5) 
             if ann["category_id"] == c:
                 ign = bool(ann.get("difficult", 0) or ann.get("iscrowd", 0))
                 boxes.setdefault(ann["image_id"], []).append(
-                    {"bbox": [float(v) for v in ann["bbox"]], "ignore": ign, "taken": False})
+                    {"bbox": [float(v) for v in ann["bbox"]], "ignore": ign, "taken": False}
+                )
                 npos += not ign
         npos_all[cat["name"]] = npos
         mine = [d for d in dets if d["category_id"] == c]
@@ -71,12 +72,18 @@ def reference_voc_ap(gt: dict, dets: list[dict], metric: str, thr: float = 0.5) 
                 above = [p for r, p in zip(rec, prec) if r >= i / 10]
                 ap += (max(above) if above else 0.0) / 11
         else:
-            mrec, mpre = [0.0] + rec + [1.0], [0.0] + prec + [0.0]
+            mrec, mpre = [0.0, *rec, 1.0], [0.0, *prec, 0.0]
             for i in range(len(mpre) - 2, -1, -1):
                 mpre[i] = max(mpre[i], mpre[i + 1])
-            ap = sum((mrec[i + 1] - mrec[i]) * mpre[i + 1]
-                     for i in range(len(mrec) - 1) if mrec[i + 1] != mrec[i])
+            ap = sum(
+                (mrec[i + 1] - mrec[i]) * mpre[i + 1]
+                for i in range(len(mrec) - 1)
+                if mrec[i + 1] != mrec[i]
+            )
         per_class[cat["name"]] = ap
     valid = [v for v in per_class.values() if not math.isnan(v)]
-    return {"map": sum(valid) / len(valid) if valid else math.nan, "per_class": per_class,
-            "npos": npos_all}
+    return {
+        "map": sum(valid) / len(valid) if valid else math.nan,
+        "per_class": per_class,
+        "npos": npos_all,
+    }

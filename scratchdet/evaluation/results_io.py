@@ -29,7 +29,7 @@ import msgspec
 import numpy as np
 import orjson
 
-from ..errors import DataError
+from scratchdet.errors import DataError
 
 __all__ = [
     "DET_DTYPE",
@@ -46,11 +46,17 @@ __all__ = [
 ]
 
 #: One record per detection. `x, y, w, h` is the COCO box in pixels of the original image.
-DET_DTYPE = np.dtype([
-    ("image_id", np.int64), ("category_id", np.int64),
-    ("x", np.float64), ("y", np.float64), ("w", np.float64), ("h", np.float64),
-    ("score", np.float64),
-])
+DET_DTYPE = np.dtype(
+    [
+        ("image_id", np.int64),
+        ("category_id", np.int64),
+        ("x", np.float64),
+        ("y", np.float64),
+        ("w", np.float64),
+        ("h", np.float64),
+        ("score", np.float64),
+    ]
+)
 assert DET_DTYPE.itemsize == 7 * 8  # no padding: `float_rows` relies on it
 
 FIELDS = ("image_id", "category_id", "bbox", "score")
@@ -93,12 +99,14 @@ def _non_finite_hint(raw: bytes, exc: ValueError) -> str:
     """Why a parse failed, where the cause is a NaN or an infinity (JSON has neither): the
     detector produced non-finite scores or boxes, which no metric can rank."""
     pos = getattr(exc, "pos", None)
-    window = raw[max(0, (pos or 0) - 12):(pos or 0) + 12] if pos is not None else raw[:0]
+    window = raw[max(0, (pos or 0) - 12) : (pos or 0) + 12] if pos is not None else raw[:0]
     for token in (b"NaN", b"Infinity"):
         if token in window or (pos is None and token in raw):
-            return (f" ({token.decode()}: the detections hold non-finite numbers, which "
-                    "JSON does not allow and no metric can rank; the model that wrote them "
-                    "diverged or is broken)")
+            return (
+                f" ({token.decode()}: the detections hold non-finite numbers, which "
+                "JSON does not allow and no metric can rank; the model that wrote them "
+                "diverged or is broken)"
+            )
     return ""
 
 
@@ -137,8 +145,9 @@ def _from_msgspec(raw: bytes, path: Source) -> np.ndarray | None:
     except OverflowError:  # msgspec accepts up to 2**64 - 1
         return None
     out["score"] = np.fromiter(map(attrgetter("score"), items), np.float64, n)
-    xywh = np.fromiter(itertools.chain.from_iterable(map(attrgetter("bbox"), items)),
-                       np.float64, 4 * n).reshape(n, 4)
+    xywh = np.fromiter(
+        itertools.chain.from_iterable(map(attrgetter("bbox"), items)), np.float64, 4 * n
+    ).reshape(n, 4)
     _check_values(out, xywh, path)
     return out
 
@@ -147,13 +156,19 @@ def _check_values(out: np.ndarray, xywh: np.ndarray, source: Source) -> None:
     """Finite scores and boxes, w, h >= 0; then store the box columns into `out`."""
     if not np.isfinite(out["score"]).all():
         i = int(np.flatnonzero(~np.isfinite(out["score"]))[0])
-        raise DataError(source, f"detection {i}: score {out['score'][i]} is not finite (the "
-                                "model that wrote it diverged or is broken)")
+        raise DataError(
+            source,
+            f"detection {i}: score {out['score'][i]} is not finite (the "
+            "model that wrote it diverged or is broken)",
+        )
     bad = ~np.isfinite(xywh).all(axis=1) | (xywh[:, 2] < 0) | (xywh[:, 3] < 0)
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
-        raise DataError(source, f"detection {i}: bbox {xywh[i].tolist()} must be finite with "
-                                "non-negative width and height")
+        raise DataError(
+            source,
+            f"detection {i}: bbox {xywh[i].tolist()} must be finite with "
+            "non-negative width and height",
+        )
     for j, key in enumerate("xywh"):
         out[key] = xywh[:, j]
 
@@ -174,24 +189,30 @@ def detections_from_list(items: Any, source: Source = "<detections>") -> np.ndar
     box values finite numbers, and widths/heights non-negative.
     """
     if not isinstance(items, list):
-        raise DataError(source, "expected a JSON list of detections (COCO results format), "
-                                f"got {type(items).__name__}")
+        raise DataError(
+            source,
+            f"expected a JSON list of detections (COCO results format), got {type(items).__name__}",
+        )
     n = len(items)
     out = np.empty(n, dtype=DET_DTYPE)
     if n == 0:
         return out
     if set(map(type, items)) != {dict}:
         i = _first_bad(items, lambda d: type(d) is dict)
-        raise DataError(source, f"detection {i} is {type(items[i]).__name__}, expected an object "
-                                f"with fields {', '.join(FIELDS)}")
+        raise DataError(
+            source,
+            f"detection {i} is {type(items[i]).__name__}, expected an object "
+            f"with fields {', '.join(FIELDS)}",
+        )
     columns: dict[str, list] = {}
     for key in FIELDS:
         try:
             columns[key] = list(map(itemgetter(key), items))
         except KeyError:
             i = _first_bad(items, lambda d, key=key: key in d)
-            raise DataError(source, f"detection {i} has no '{key}' field "
-                                    f"(expected {', '.join(FIELDS)})") from None
+            raise DataError(
+                source, f"detection {i} has no '{key}' field (expected {', '.join(FIELDS)})"
+            ) from None
 
     for key in ("image_id", "category_id"):
         values = columns[key]
@@ -201,9 +222,10 @@ def detections_from_list(items: Any, source: Source = "<detections>") -> np.ndar
         try:
             out[key] = np.fromiter(values, np.int64, n)
         except OverflowError:
-            i = _first_bad(values, lambda v: -2**63 <= v < 2**63)
-            raise DataError(source, f"detection {i}: {key} {values[i]} does not fit in 64 bits") \
-                from None
+            i = _first_bad(values, lambda v: -(2**63) <= v < 2**63)
+            raise DataError(
+                source, f"detection {i}: {key} {values[i]} does not fit in 64 bits"
+            ) from None
 
     scores = columns["score"]
     if not set(map(type, scores)) <= {int, float}:
@@ -214,8 +236,9 @@ def detections_from_list(items: Any, source: Source = "<detections>") -> np.ndar
     boxes = columns["bbox"]
     if set(map(type, boxes)) != {list} or set(map(len, boxes)) != {4}:
         i = _first_bad(boxes, lambda b: type(b) is list and len(b) == 4)
-        raise DataError(source, f"detection {i}: bbox must be a list [x, y, w, h], "
-                                f"got {boxes[i]!r}")
+        raise DataError(
+            source, f"detection {i}: bbox must be a list [x, y, w, h], got {boxes[i]!r}"
+        )
     flat = itertools.chain.from_iterable(boxes)
     if not set(map(type, flat)) <= {int, float}:
         i = _first_bad(boxes, lambda b: all(type(v) in (int, float) for v in b))
@@ -229,13 +252,16 @@ def as_detections(dets: Any, source: Source = "<detections>") -> np.ndarray:
     """Accept a `DET_DTYPE` array (checked) or a COCO results list (converted)."""
     if isinstance(dets, np.ndarray):
         if dets.dtype != DET_DTYPE:
-            raise DataError(source, f"detections array has dtype {dets.dtype}, "
-                                    f"expected {DET_DTYPE}")
+            raise DataError(
+                source, f"detections array has dtype {dets.dtype}, expected {DET_DTYPE}"
+            )
         dets = np.ascontiguousarray(dets.reshape(-1))
         values = float_rows(dets)[:, 2:]  # x, y, w, h, score
         if not np.isfinite(values).all() or (values[:, 2:4] < 0).any():
-            raise DataError(source, "detections must have finite boxes and scores and "
-                                    "non-negative width and height")
+            raise DataError(
+                source,
+                "detections must have finite boxes and scores and non-negative width and height",
+            )
         return dets
     return detections_from_list(dets, source)
 
@@ -251,8 +277,10 @@ def float_rows(dets: np.ndarray) -> np.ndarray:
 def detections_to_list(dets: np.ndarray) -> list[dict[str, Any]]:
     """The inverse of `detections_from_list` (Python ints and floats, as json would give)."""
     cols = [dets[k].tolist() for k in ("image_id", "category_id", "x", "y", "w", "h", "score")]
-    return [{"image_id": i, "category_id": c, "bbox": [x, y, w, h], "score": s}
-            for i, c, x, y, w, h, s in zip(*cols)]
+    return [
+        {"image_id": i, "category_id": c, "bbox": [x, y, w, h], "score": s}
+        for i, c, x, y, w, h, s in zip(*cols)
+    ]
 
 
 #: Largest id range looked up through a dense table (int32, 4 bytes per id) instead of a binary
@@ -278,8 +306,14 @@ def lookup(known: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarra
     return pos, known[pos] == values
 
 
-def index_of(values: np.ndarray, known: np.ndarray, *, key: str, source: Source = "<detections>",
-             gt_source: Source = "ground truth") -> np.ndarray:
+def index_of(
+    values: np.ndarray,
+    known: np.ndarray,
+    *,
+    key: str,
+    source: Source = "<detections>",
+    gt_source: Source = "ground truth",
+) -> np.ndarray:
     """Positions of `values` in the sorted unique array `known`; DataError for values not there.
 
     A detection on an image or category the ground truth lacks would otherwise be dropped
@@ -290,6 +324,9 @@ def index_of(values: np.ndarray, known: np.ndarray, *, key: str, source: Source 
         missing = np.unique(values[~found])
         shown = ", ".join(str(v) for v in missing[:5].tolist())
         more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
-        raise DataError(source, f"{int((~found).sum())} detections have a {key} that is not in "
-                                f"the ground truth {gt_source}: {shown}{more}")
+        raise DataError(
+            source,
+            f"{int((~found).sum())} detections have a {key} that is not in "
+            f"the ground truth {gt_source}: {shown}{more}",
+        )
     return pos.astype(np.int64, copy=False)

@@ -24,8 +24,8 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import ConfigError, DataError
-from .results_io import Source, as_detections, float_rows, index_of, lookup
+from scratchdet.errors import ConfigError, DataError
+from scratchdet.evaluation.results_io import Source, as_detections, float_rows, index_of, lookup
 
 __all__ = [
     "VOC_METRICS",
@@ -68,8 +68,11 @@ def _number(v: Any) -> bool:
 def prepare_ground_truth(gt: Any, source: Source = "ground truth") -> GroundTruth:
     """Check the fields evaluation relies on and turn them into arrays (DataError otherwise)."""
     if not isinstance(gt, dict):
-        raise DataError(source, f"expected a JSON object with images, categories and "
-                                f"annotations, got {type(gt).__name__}")
+        raise DataError(
+            source,
+            f"expected a JSON object with images, categories and "
+            f"annotations, got {type(gt).__name__}",
+        )
     for key in ("images", "categories", "annotations"):
         if not isinstance(gt.get(key), list):
             raise DataError(source, f"'{key}' must be a list")
@@ -82,8 +85,11 @@ def prepare_ground_truth(gt: Any, source: Source = "ground truth") -> GroundTrut
         raise DataError(source, "image ids are not unique")
     cats: dict[int, str] = {}
     for i, cat in enumerate(gt["categories"]):
-        if not isinstance(cat, dict) or type(cat.get("id")) is not int \
-                or not isinstance(cat.get("name"), str):
+        if (
+            not isinstance(cat, dict)
+            or type(cat.get("id")) is not int
+            or not isinstance(cat.get("name"), str)
+        ):
             raise DataError(source, f"category {i} needs an integer 'id' and a string 'name'")
         if cat["id"] in cats:
             raise DataError(source, f"category id {cat['id']} appears twice")
@@ -102,23 +108,40 @@ def prepare_ground_truth(gt: Any, source: Source = "ground truth") -> GroundTrut
         if not isinstance(ann, dict):
             raise DataError(source, f"annotation {i} is not an object")
         if type(ann.get("image_id")) is not int or ann["image_id"] not in img_set:
-            raise DataError(source, f"annotation {i}: image_id {ann.get('image_id')!r} is not "
-                                    "an image of this file")
+            raise DataError(
+                source,
+                f"annotation {i}: image_id {ann.get('image_id')!r} is not an image of this file",
+            )
         if type(ann.get("category_id")) is not int or ann["category_id"] not in cats:
-            raise DataError(source, f"annotation {i}: category_id {ann.get('category_id')!r} "
-                                    "is not a category of this file")
+            raise DataError(
+                source,
+                f"annotation {i}: category_id {ann.get('category_id')!r} "
+                "is not a category of this file",
+            )
         box = ann.get("bbox")
-        if not (isinstance(box, list) and len(box) == 4 and all(map(_number, box))
-                and box[2] >= 0 and box[3] >= 0):
-            raise DataError(source, f"annotation {i}: bbox must be [x, y, w, h] with finite "
-                                    f"values and w, h >= 0, got {box!r}")
+        if not (
+            isinstance(box, list)
+            and len(box) == 4
+            and all(map(_number, box))
+            and box[2] >= 0
+            and box[3] >= 0
+        ):
+            raise DataError(
+                source,
+                f"annotation {i}: bbox must be [x, y, w, h] with finite "
+                f"values and w, h >= 0, got {box!r}",
+            )
         img_col[i], cat_col[i], xywh[i] = ann["image_id"], ann["category_id"], box
         ignore[i] = _flag(ann, "difficult", i, source) | _flag(ann, "iscrowd", i, source)
     return GroundTruth(
-        image_ids=img_sorted, category_ids=cat_sorted,
+        image_ids=img_sorted,
+        category_ids=cat_sorted,
         category_names=[cats[c] for c in cat_sorted.tolist()],
-        image=np.searchsorted(img_sorted, img_col), label=np.searchsorted(cat_sorted, cat_col),
-        xywh=xywh, ignore=ignore)
+        image=np.searchsorted(img_sorted, img_col),
+        label=np.searchsorted(cat_sorted, cat_col),
+        xywh=xywh,
+        ignore=ignore,
+    )
 
 
 def ap_voc07(rec: np.ndarray, prec: np.ndarray) -> float:
@@ -144,8 +167,9 @@ def ap_voc12(rec: np.ndarray, prec: np.ndarray) -> float:
     return float(np.sum((mrec[step + 1] - mrec[step]) * mpre[step + 1]))
 
 
-def match_detections(gt: GroundTruth, *, image: np.ndarray, label: np.ndarray, xywh: np.ndarray,
-                     iou_threshold: float) -> tuple[np.ndarray, np.ndarray]:
+def match_detections(
+    gt: GroundTruth, *, image: np.ndarray, label: np.ndarray, xywh: np.ndarray, iou_threshold: float
+) -> tuple[np.ndarray, np.ndarray]:
     """Devkit matching of detections that are already in evaluation order (class, score desc).
 
     Returns `(tp, ignored)` booleans; a detection that is neither is a false positive.
@@ -196,8 +220,15 @@ def match_detections(gt: GroundTruth, *, image: np.ndarray, label: np.ndarray, x
     return tp, ignored
 
 
-def voc_ap(gt: Any, dets: Any, metric: str = "voc07", iou_threshold: float = 0.5, *,
-           gt_source: Source = "ground truth", dets_source: Source = "<detections>") -> dict:
+def voc_ap(
+    gt: Any,
+    dets: Any,
+    metric: str = "voc07",
+    iou_threshold: float = 0.5,
+    *,
+    gt_source: Source = "ground truth",
+    dets_source: Source = "<detections>",
+) -> dict:
     """Per-class AP and mAP with the VOC devkit rules.
 
     `gt` is the internal annotation dict (or a `GroundTruth`); `dets` a COCO results list or a
@@ -206,16 +237,21 @@ def voc_ap(gt: Any, dets: Any, metric: str = "voc07", iou_threshold: float = 0.5
     without a non-difficult box get AP NaN and are left out of the mAP (NaN if no class has one).
     """
     if metric not in VOC_METRICS:
-        raise ConfigError(None, "metric", f"unknown VOC metric {metric!r}, expected one of "
-                                          f"{', '.join(VOC_METRICS)}")
+        raise ConfigError(
+            None,
+            "metric",
+            f"unknown VOC metric {metric!r}, expected one of {', '.join(VOC_METRICS)}",
+        )
     if not 0.0 < iou_threshold <= 1.0:
         raise ConfigError(None, "iou_threshold", f"must be in (0, 1], got {iou_threshold}")
     g = gt if isinstance(gt, GroundTruth) else prepare_ground_truth(gt, gt_source)
     d = as_detections(dets, dets_source)
-    image = index_of(d["image_id"], g.image_ids, key="image_id", source=dets_source,
-                     gt_source=gt_source)
-    label = index_of(d["category_id"], g.category_ids, key="category_id", source=dets_source,
-                     gt_source=gt_source)
+    image = index_of(
+        d["image_id"], g.image_ids, key="image_id", source=dets_source, gt_source=gt_source
+    )
+    label = index_of(
+        d["category_id"], g.category_ids, key="category_id", source=dets_source, gt_source=gt_source
+    )
 
     n_cls = len(g.category_ids)
     # Evaluation order: by class, then descending score; stable, so ties keep file order.
@@ -224,8 +260,9 @@ def voc_ap(gt: Any, dets: Any, metric: str = "voc07", iou_threshold: float = 0.5
     order = order[np.argsort(label[order].astype(small), kind="stable")]
     image, label = image[order], label[order]
     xywh = float_rows(d)[order, 2:6]
-    tp, ignored = match_detections(g, image=image, label=label, xywh=xywh,
-                                   iou_threshold=iou_threshold)
+    tp, ignored = match_detections(
+        g, image=image, label=label, xywh=xywh, iou_threshold=iou_threshold
+    )
 
     npos = np.bincount(g.label[~g.ignore], minlength=n_cls)
     ndet = np.bincount(label, minlength=n_cls)
@@ -240,7 +277,7 @@ def voc_ap(gt: Any, dets: Any, metric: str = "voc07", iou_threshold: float = 0.5
         if npos[c] == 0:
             per_class[name] = math.nan
             continue
-        hits = tp_k[bounds[c]:bounds[c + 1]]
+        hits = tp_k[bounds[c] : bounds[c + 1]]
         ctp = np.cumsum(hits)
         rank = np.arange(1, len(hits) + 1)
         per_class[name] = ap_fn(ctp / npos[c], ctp / rank)

@@ -10,10 +10,18 @@
 - ``test_time.py``: resize + mean for detection.
 """
 
-from .pipeline import TrainBatch, TrainInput, build_train_input, resolve_pipeline
-from .augment import AUGMENT_CONFIGS, NO_AUGMENTATION, AugmentConfig, augment_config
-from .test_time import SSDTestTransform
+from scratchdet.input.augment import AUGMENT_CONFIGS, NO_AUGMENTATION, AugmentConfig, augment_config
+from scratchdet.input.pipeline import TrainBatch, TrainInput, build_train_input, resolve_pipeline
+from scratchdet.input.test_time import SSDTestTransform
 
-__all__ = ["AUGMENT_CONFIGS", "NO_AUGMENTATION", "AugmentConfig",
-           "SSDTestTransform", "TrainBatch", "TrainInput", "augment_config", "build_train_input",
-           "resolve_pipeline"]
+__all__ = [
+    "AUGMENT_CONFIGS",
+    "NO_AUGMENTATION",
+    "AugmentConfig",
+    "SSDTestTransform",
+    "TrainBatch",
+    "TrainInput",
+    "augment_config",
+    "build_train_input",
+    "resolve_pipeline",
+]

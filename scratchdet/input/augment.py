@@ -17,13 +17,21 @@ from typing import Annotated, Literal
 import msgspec
 from torchvision.transforms import InterpolationMode
 
-from ..config import AUGMENTATIONS
-from ..errors import ConfigError
-from ..validation import bounds, check
+from scratchdet.config import AUGMENTATIONS
+from scratchdet.errors import ConfigError
+from scratchdet.validation import bounds, check
 
-__all__ = ["AUGMENT_CONFIGS", "CAFFE_INTERPOLATIONS", "INTERPOLATIONS", "NO_AUGMENTATION",
-           "SSD_CROP_SAMPLERS", "AugmentConfig", "CropSampler", "PhotometricConfig",
-           "augment_config"]
+__all__ = [
+    "AUGMENT_CONFIGS",
+    "CAFFE_INTERPOLATIONS",
+    "INTERPOLATIONS",
+    "NO_AUGMENTATION",
+    "SSD_CROP_SAMPLERS",
+    "AugmentConfig",
+    "CropSampler",
+    "PhotometricConfig",
+    "augment_config",
+]
 
 Probability = Annotated[float, bounds("[0, 1]")]
 NonNegative = Annotated[float, bounds("[0, inf)")]
@@ -104,8 +112,9 @@ class AugmentConfig:
     max_expand_ratio: Annotated[float, bounds("[1, inf)")] = 4.0
     samplers: Annotated[tuple[CropSampler, ...], msgspec.Meta(min_length=1)] = SSD_CROP_SAMPLERS
     mirror_prob: Probability = 0.5
-    interpolations: Annotated[tuple[Interpolation, ...],
-                              msgspec.Meta(min_length=1)] = CAFFE_INTERPOLATIONS
+    interpolations: Annotated[tuple[Interpolation, ...], msgspec.Meta(min_length=1)] = (
+        CAFFE_INTERPOLATIONS
+    )
 
     def __post_init__(self) -> None:
         check(self, path=None, key="augment")  # every knob's range, as for a config file
@@ -115,21 +124,33 @@ class AugmentConfig:
             ("saturation", p.saturation_lower, p.saturation_upper),
         ]:
             if lo > hi:
-                raise ConfigError(None, f"augment.photometric.{name}_lower",
-                                  "need 0 <= lower <= upper")
+                raise ConfigError(
+                    None, f"augment.photometric.{name}_lower", "need 0 <= lower <= upper"
+                )
         for i, s in enumerate(self.samplers):
             if s.min_scale > s.max_scale:
-                raise ConfigError(None, f"augment.samplers[{i}]",
-                                  "need 0 < min_scale <= max_scale <= 1")
+                raise ConfigError(
+                    None, f"augment.samplers[{i}]", "need 0 < min_scale <= max_scale <= 1"
+                )
             if s.min_aspect_ratio > s.max_aspect_ratio:
-                raise ConfigError(None, f"augment.samplers[{i}]",
-                                  "need 0 < min_aspect_ratio <= max_aspect_ratio")
+                raise ConfigError(
+                    None, f"augment.samplers[{i}]", "need 0 < min_aspect_ratio <= max_aspect_ratio"
+                )
 
 
 NO_AUGMENTATION = AugmentConfig(
-    photometric=PhotometricConfig(brightness_prob=0.0, contrast_prob=0.0, saturation_prob=0.0,
-                                  hue_prob=0.0, channel_swap_prob=0.0),
-    expand_prob=0.0, samplers=(CropSampler(),), mirror_prob=0.0, interpolations=("linear",))
+    photometric=PhotometricConfig(
+        brightness_prob=0.0,
+        contrast_prob=0.0,
+        saturation_prob=0.0,
+        hue_prob=0.0,
+        channel_swap_prob=0.0,
+    ),
+    expand_prob=0.0,
+    samplers=(CropSampler(),),
+    mirror_prob=0.0,
+    interpolations=("linear",),
+)
 """``data.augment: none``: the whole image, warp-resized (linear, as at test time); no
 distortion, expansion, crop or mirror. For debugging and memorisation checks."""
 
@@ -141,6 +162,7 @@ assert tuple(AUGMENT_CONFIGS) == AUGMENTATIONS
 def augment_config(name: str) -> AugmentConfig:
     """The AugmentConfig of a ``data.augment`` value."""
     if name not in AUGMENT_CONFIGS:
-        raise ConfigError(None, "data.augment", f"must be one of {', '.join(AUGMENTATIONS)}, "
-                                                f"got {name!r}")
+        raise ConfigError(
+            None, "data.augment", f"must be one of {', '.join(AUGMENTATIONS)}, got {name!r}"
+        )
     return AUGMENT_CONFIGS[name]

@@ -58,10 +58,15 @@ from torch import Tensor
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms.v2 import functional as TF
 
-from .geometry import Expansion, boxes_to_canvas, crop_boxes, mirror_boxes
-from .per_image import TrainParams
-from .photometric import PhotometricParams, apply_photometric, distort_image, photometric_steps
-from .augment import CAFFE_INTERPOLATIONS
+from scratchdet.input.augment import CAFFE_INTERPOLATIONS
+from scratchdet.input.geometry import Expansion, boxes_to_canvas, crop_boxes, mirror_boxes
+from scratchdet.input.per_image import TrainParams
+from scratchdet.input.photometric import (
+    PhotometricParams,
+    apply_photometric,
+    distort_image,
+    photometric_steps,
+)
 
 __all__ = [
     "DEVICE_INTERPOLATIONS",
@@ -111,22 +116,32 @@ class BatchParams:
         def cat(get) -> Tensor:
             return torch.cat([get(p) for p in params])
 
-        photometric = PhotometricParams(*(cat(lambda p, f=f: getattr(p.photometric, f))
-                                          for f in PhotometricParams.__dataclass_fields__))
-        expansion = Expansion(*(cat(lambda p, f=f: getattr(p.expansion, f))
-                                for f in Expansion.__dataclass_fields__))
+        photometric = PhotometricParams(
+            *(
+                cat(lambda p, f=f: getattr(p.photometric, f))
+                for f in PhotometricParams.__dataclass_fields__
+            )
+        )
+        expansion = Expansion(
+            *(cat(lambda p, f=f: getattr(p.expansion, f)) for f in Expansion.__dataclass_fields__)
+        )
         crops = torch.stack([p.crop_in_canvas() for p in params]).to(torch.float32)
         mirror = torch.tensor([p.mirror for p in params], dtype=torch.bool)
-        interpolation = torch.tensor([interpolation_code(p.interpolation) for p in params],
-                                     dtype=torch.int64)
+        interpolation = torch.tensor(
+            [interpolation_code(p.interpolation) for p in params], dtype=torch.int64
+        )
         sampler = torch.tensor([p.sampler for p in params], dtype=torch.int64)
         return BatchParams(photometric, expansion, crops, mirror, interpolation, sampler)
 
     def to(self, device: torch.device | str) -> BatchParams:
-        return BatchParams(self.photometric.to(device), self.expansion.to(device),
-                           self.crops.to(device), self.mirror.to(device),
-                           self.interpolation.to(device),
-                           None if self.sampler is None else self.sampler.to(device))
+        return BatchParams(
+            self.photometric.to(device),
+            self.expansion.to(device),
+            self.crops.to(device),
+            self.mirror.to(device),
+            self.interpolation.to(device),
+            None if self.sampler is None else self.sampler.to(device),
+        )
 
 
 class AugmentedBatch(NamedTuple):
@@ -159,12 +174,28 @@ def crop_plans(sizes: Tensor, params: BatchParams) -> tuple[CropPlan, ...]:
     crops = params.crops.to("cpu", torch.float64)
     top, bottom = (crops[:, 1] * eh).round().long(), (crops[:, 3] * eh).round().long()
     left, right = (crops[:, 0] * ew).round().long(), (crops[:, 2] * ew).round().long()
-    rows = zip((top - e.top).tolist(), (left - e.left).tolist(), (bottom - top).tolist(),
-               (right - left).tolist(), sizes.tolist(), params.mirror.tolist(),
-               params.interpolation.tolist())
-    return tuple(CropPlan(t, lf, max(h, 1), max(w, 1), int(hw[0]), int(hw[1]), bool(m),
-                          CAFFE_INTERPOLATIONS[int(c)])
-                 for t, lf, h, w, hw, m, c in rows)
+    rows = zip(
+        (top - e.top).tolist(),
+        (left - e.left).tolist(),
+        (bottom - top).tolist(),
+        (right - left).tolist(),
+        sizes.tolist(),
+        params.mirror.tolist(),
+        params.interpolation.tolist(),
+    )
+    return tuple(
+        CropPlan(
+            t,
+            lf,
+            max(h, 1),
+            max(w, 1),
+            int(hw[0]),
+            int(hw[1]),
+            bool(m),
+            CAFFE_INTERPOLATIONS[int(c)],
+        )
+        for t, lf, h, w, hw, m, c in rows
+    )
 
 
 class HostPlan(NamedTuple):
@@ -180,8 +211,9 @@ def host_plan(sizes: Tensor, params: BatchParams) -> HostPlan:
     return HostPlan(photometric_steps(params.photometric), crop_plans(sizes, params))
 
 
-def window_axis(start: int, length: int, extent: int, limit: int
-                ) -> tuple[int, int, int, slice | None]:
+def window_axis(
+    start: int, length: int, extent: int, limit: int
+) -> tuple[int, int, int, slice | None]:
     """One axis of a crop window: (window length n, first and last window pixel that lies in
     the image, the source slice that fills them, or None when no pixel does). Window pixel m is
     source pixel ``start + k m + k // 2``, with ``k`` the smallest step giving ``n <= limit``
@@ -203,8 +235,11 @@ def _interpolate(x: Tensor, size: tuple[int, int], name: str) -> Tensor:
     return nnf.interpolate(x, size=size, mode=mode, antialias=antialias, align_corners=False)
 
 
-_V2_MODES = {"bilinear": InterpolationMode.BILINEAR, "bicubic": InterpolationMode.BICUBIC,
-             "nearest": InterpolationMode.NEAREST}
+_V2_MODES = {
+    "bilinear": InterpolationMode.BILINEAR,
+    "bicubic": InterpolationMode.BICUBIC,
+    "nearest": InterpolationMode.NEAREST,
+}
 _COVERED = 1e-2  # at or below this coverage an output pixel is fill
 
 
@@ -218,8 +253,7 @@ class Resampled(NamedTuple):
     # (on the CPU only, where reading them costs nothing; None: all, or not computed)
 
 
-def resample_crops(pixels: Tensor, plans: Sequence[CropPlan], size: int, limit: int
-                   ) -> Resampled:
+def resample_crops(pixels: Tensor, plans: Sequence[CropPlan], size: int, limit: int) -> Resampled:
     """Steps 1 and 2 of the module docstring, one image at a time (a crop's window has its own
     size, which neither ``F.interpolate`` nor v2 can batch).
 
@@ -247,7 +281,7 @@ def resample_crops(pixels: Tensor, plans: Sequence[CropPlan], size: int, limit: 
         whole = (y0, x0, y1, x1) == (0, 0, ny - 1, nx - 1)
         if not whole:  # zeros around the image: the colour premultiplied by the coverage
             window = part.new_zeros((3, ny, nx))
-            window[:, y0: y1 + 1, x0: x1 + 1] = part
+            window[:, y0 : y1 + 1, x0 : x1 + 1] = part
             part = window
         out = TF.resize(part, [size, size], interpolation=_V2_MODES[mode], antialias=antialias)
         colour[i] = out.flip(-1) if p.mirror else out
@@ -256,9 +290,9 @@ def resample_crops(pixels: Tensor, plans: Sequence[CropPlan], size: int, limit: 
         # Each axis' coverage, as a 2-pixel-wide strip: antialiased F.interpolate returns
         # garbage along an axis of size 1 (torch 2.x).
         ind_y = colour.new_zeros((1, 1, ny, 2), dtype=torch.float32)
-        ind_y[..., y0: y1 + 1, :] = 1.0
+        ind_y[..., y0 : y1 + 1, :] = 1.0
         ind_x = colour.new_zeros((1, 1, 2, nx), dtype=torch.float32)
-        ind_x[..., x0: x1 + 1] = 1.0
+        ind_x[..., x0 : x1 + 1] = 1.0
         ind_x = ind_x.flip(-1) if p.mirror else ind_x
         cy = _interpolate(ind_y, (size, 2), p.interpolation)[..., :1].clamp_(0.0, 1.0)
         cx = _interpolate(ind_x, (2, size), p.interpolation)[..., :1, :].clamp_(0.0, 1.0)
@@ -274,9 +308,20 @@ def resample_crops(pixels: Tensor, plans: Sequence[CropPlan], size: int, limit: 
     return result
 
 
-def augment_batch(pixels: Tensor, *, sizes: Tensor, boxes: Tensor, labels: Tensor, mask: Tensor,
-                  params: BatchParams, mean: Tensor, size: int, plan: HostPlan | None = None,
-                  limit: int | None = None, per_image: bool | None = None) -> AugmentedBatch:
+def augment_batch(
+    pixels: Tensor,
+    *,
+    sizes: Tensor,
+    boxes: Tensor,
+    labels: Tensor,
+    mask: Tensor,
+    params: BatchParams,
+    mean: Tensor,
+    size: int,
+    plan: HostPlan | None = None,
+    limit: int | None = None,
+    per_image: bool | None = None,
+) -> AugmentedBatch:
     """Apply ``params`` to a padded batch; every tensor on one device, nothing copied.
 
     ``pixels`` uint8 ``[B, 3, H, W]``: image i in its top-left ``sizes[i]`` = (h, w) corner (the
@@ -317,4 +362,3 @@ def augment_batch(pixels: Tensor, *, sizes: Tensor, boxes: Tensor, labels: Tenso
     out_boxes = mirror_boxes(out_boxes, params.mirror, keep)
     out_labels = torch.where(keep, labels, torch.zeros_like(labels))
     return AugmentedBatch(out, out_boxes, out_labels, keep)
-

@@ -24,11 +24,19 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from .augment import SSD_CROP_SAMPLERS, CropSampler
-from .sampling import uniform
+from scratchdet.input.augment import SSD_CROP_SAMPLERS, CropSampler
+from scratchdet.input.sampling import uniform
 
-__all__ = ["Expansion", "box_iou_batched", "boxes_to_canvas", "crop_boxes", "mirror_boxes",
-           "sample_crops", "sample_expansion", "sampling_grid"]
+__all__ = [
+    "Expansion",
+    "box_iou_batched",
+    "boxes_to_canvas",
+    "crop_boxes",
+    "mirror_boxes",
+    "sample_crops",
+    "sample_expansion",
+    "sampling_grid",
+]
 
 
 @dataclass
@@ -41,12 +49,14 @@ class Expansion:
     left: Tensor
 
     def to(self, device: torch.device | str) -> Expansion:
-        return Expansion(self.height.to(device), self.width.to(device), self.top.to(device),
-                         self.left.to(device))
+        return Expansion(
+            self.height.to(device), self.width.to(device), self.top.to(device), self.left.to(device)
+        )
 
 
-def sample_expansion(heights: Tensor, widths: Tensor, *, generator: torch.Generator, prob: float,
-                     max_ratio: float) -> Expansion:
+def sample_expansion(
+    heights: Tensor, widths: Tensor, *, generator: torch.Generator, prob: float, max_ratio: float
+) -> Expansion:
     """Caffe's ``ExpandImage`` for a batch: canvas ``int(ratio * size)`` with ratio ~ U(1, max),
     image at offset ``floor(U(0, canvas - size))``; no expansion with probability 1 - prob."""
     heights = heights.to("cpu", torch.int64)
@@ -88,8 +98,12 @@ def box_iou_batched(a: Tensor, b: Tensor) -> Tensor:
     return torch.where(union > 0, inter / torch.where(union > 0, union, 1.0), 0.0)
 
 
-def sample_crops(gt: Tensor, valid: Tensor, generator: torch.Generator,
-                 samplers: Sequence[CropSampler] = SSD_CROP_SAMPLERS) -> tuple[Tensor, Tensor]:
+def sample_crops(
+    gt: Tensor,
+    valid: Tensor,
+    generator: torch.Generator,
+    samplers: Sequence[CropSampler] = SSD_CROP_SAMPLERS,
+) -> tuple[Tensor, Tensor]:
     """Caffe's ``GenerateBatchSamples`` + random pick, for a batch, all trials at once.
 
     ``gt`` ``[B, G, 4]`` is normalised to the canvas, ``valid`` ``[B, G]`` marks real boxes.
@@ -129,8 +143,9 @@ def sample_crops(gt: Tensor, valid: Tensor, generator: torch.Generator,
     meets = (iou >= min_iou[..., None]) & (iou <= max_iou[..., None]) & valid[:, None, None, :]
     constrained = torch.tensor([s.constrained for s in samplers], device=dev)[None, :, None]
     ok = torch.where(constrained, meets.any(-1), True)
-    ok &= torch.tensor([[t < s.max_trials for t in range(trials)] for s in samplers],
-                       device=dev)[None]
+    ok &= torch.tensor([[t < s.max_trials for t in range(trials)] for s in samplers], device=dev)[
+        None
+    ]
     first = ok.to(torch.uint8).argmax(-1)  # argmax returns the first of equal maxima
     found = ok.any(-1)  # [B, S]
     chosen_crops = crops.gather(2, first[:, :, None, None].expand(n, n_samplers, 1, 4))[:, :, 0]
@@ -155,8 +170,12 @@ def crop_boxes(boxes: Tensor, valid: Tensor, crop: Tensor) -> tuple[Tensor, Tens
     origin = c[..., :2].repeat(1, 1, 2)
     size = (c[..., 2:] - c[..., :2]).repeat(1, 1, 2)
     projected = ((boxes - origin) / size).clamp(0.0, 1.0)
-    keep = (valid & inside & (projected[..., 2] > projected[..., 0])
-            & (projected[..., 3] > projected[..., 1]))
+    keep = (
+        valid
+        & inside
+        & (projected[..., 2] > projected[..., 0])
+        & (projected[..., 3] > projected[..., 1])
+    )
     return torch.where(keep[..., None], projected, 0.0), keep
 
 
@@ -167,8 +186,9 @@ def mirror_boxes(boxes: Tensor, flip: Tensor, valid: Tensor | None = None) -> Te
     return out if valid is None else torch.where(valid[..., None], out, 0.0)
 
 
-def sampling_grid(crops: Tensor, *, mirror: Tensor, expansion: Expansion,
-                  padded_hw: tuple[int, int], size: int) -> Tensor:
+def sampling_grid(
+    crops: Tensor, *, mirror: Tensor, expansion: Expansion, padded_hw: tuple[int, int], size: int
+) -> Tensor:
     """The ``grid_sample`` grid ``[B, size, size, 2]`` that cuts each crop (``[B, 4]`` xyxy
     normalised to its expanded canvas) out of the canvas, mirrors it where ``mirror`` ``[B]`` says
     and warps it to ``size`` x ``size``, in the coordinates of the padded batch the images sit in
@@ -188,5 +208,6 @@ def sampling_grid(crops: Tensor, *, mirror: Tensor, expansion: Expansion,
     gx = to_grid(tx, crops[:, 0], crops[:, 2], expansion.width, expansion.left, padded_hw[1])
     gy = to_grid(ty, crops[:, 1], crops[:, 3], expansion.height, expansion.top, padded_hw[0])
     n = len(crops)
-    return torch.stack((gx[:, None, :].expand(n, size, size), gy[:, :, None].expand(n, size, size)),
-                       dim=-1)
+    return torch.stack(
+        (gx[:, None, :].expand(n, size, size), gy[:, :, None].expand(n, size, size)), dim=-1
+    )

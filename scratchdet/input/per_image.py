@@ -36,9 +36,9 @@ from torch import Tensor
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms.v2 import functional as F
 
-from ..errors import ConfigError
-from ..models.input import CAFFE_MEAN_RGB
-from .geometry import (
+from scratchdet.errors import ConfigError
+from scratchdet.input.augment import INTERPOLATIONS, AugmentConfig
+from scratchdet.input.geometry import (
     Expansion,
     boxes_to_canvas,
     crop_boxes,
@@ -46,12 +46,18 @@ from .geometry import (
     sample_crops,
     sample_expansion,
 )
-from .photometric import PhotometricParams, distort_image, sample_photometric
-from .augment import INTERPOLATIONS, AugmentConfig
-from .sampling import uniform
+from scratchdet.input.photometric import PhotometricParams, distort_image, sample_photometric
+from scratchdet.input.sampling import uniform
+from scratchdet.models.input import CAFFE_MEAN_RGB
 
-__all__ = ["SSDTrainTransform", "TrainParams", "check_image_input",
-           "normalise_boxes", "resize_mode", "sample_train_params"]
+__all__ = [
+    "SSDTrainTransform",
+    "TrainParams",
+    "check_image_input",
+    "normalise_boxes",
+    "resize_mode",
+    "sample_train_params",
+]
 
 
 @dataclass
@@ -70,8 +76,9 @@ class TrainParams:
         """The crop, xyxy normalised to the canvas ``[4]`` (float64)."""
         top, left, h, w = self.crop
         eh, ew = float(self.expansion.height[0]), float(self.expansion.width[0])
-        return torch.tensor([left / ew, top / eh, (left + w) / ew, (top + h) / eh],
-                            dtype=torch.float64)
+        return torch.tensor(
+            [left / ew, top / eh, (left + w) / ew, (top + h) / eh], dtype=torch.float64
+        )
 
 
 def check_image_input(image: Tensor, boxes: Tensor, labels: Tensor) -> None:
@@ -90,8 +97,9 @@ def resize_mode(name: str) -> tuple[InterpolationMode, bool]:
     mode, antialias = INTERPOLATIONS[name]
     if mode == InterpolationMode.LANCZOS:
         try:
-            F.resize(torch.zeros(3, 4, 4, dtype=torch.uint8), [2, 2], interpolation=mode,
-                     antialias=True)
+            F.resize(
+                torch.zeros(3, 4, 4, dtype=torch.uint8), [2, 2], interpolation=mode, antialias=True
+            )
         except (ValueError, TypeError, RuntimeError, NotImplementedError):
             return InterpolationMode.BICUBIC, True
     return mode, antialias
@@ -103,15 +111,17 @@ def normalise_boxes(boxes: Tensor, height: int, width: int) -> Tensor:
     return boxes.to(torch.float32) / scale
 
 
-def sample_train_params(height: int, width: int, *, boxes: Tensor, generator: torch.Generator,
-                        cfg: AugmentConfig) -> TrainParams:
+def sample_train_params(
+    height: int, width: int, *, boxes: Tensor, generator: torch.Generator, cfg: AugmentConfig
+) -> TrainParams:
     """Draw every random decision for one ``height x width`` image whose ``boxes`` ``[N, 4]``
     are xyxy normalised to it. Both input pipelines draw with this (one CPU generator per sample,
     ``sampling.sample_generator``), so a sample gets the same decisions on either."""
     photometric = sample_photometric(1, generator, cfg.photometric)
     h, w = torch.tensor([height]), torch.tensor([width])
-    exp = sample_expansion(h, w, generator=generator, prob=cfg.expand_prob,
-                           max_ratio=cfg.max_expand_ratio)
+    exp = sample_expansion(
+        h, w, generator=generator, prob=cfg.expand_prob, max_ratio=cfg.max_expand_ratio
+    )
     gt = boxes_to_canvas(boxes.to(torch.float32)[None], h, w, exp)
     valid = torch.ones(gt.shape[:2], dtype=torch.bool)
     crop, sampler = sample_crops(gt, valid, generator, cfg.samplers)
@@ -124,8 +134,9 @@ def sample_train_params(height: int, width: int, *, boxes: Tensor, generator: to
     mirror = bool(uniform((1,), generator)[0] < cfg.mirror_prob)
     pick = int(uniform((1,), generator)[0] * len(cfg.interpolations))
     interpolation = cfg.interpolations[min(pick, len(cfg.interpolations) - 1)]
-    return TrainParams(photometric, exp, (top, left, ch, cw), int(sampler[0]), mirror,
-                       interpolation)
+    return TrainParams(
+        photometric, exp, (top, left, ch, cw), int(sampler[0]), mirror, interpolation
+    )
 
 
 class SSDTrainTransform:
@@ -135,8 +146,12 @@ class SSDTrainTransform:
     sample its own, ``sampling.sample_generator``), ``apply_uint8`` applies them.
     """
 
-    def __init__(self, size: int = 300, mean: Sequence[float] = CAFFE_MEAN_RGB,
-                 config: AugmentConfig | None = None):
+    def __init__(
+        self,
+        size: int = 300,
+        mean: Sequence[float] = CAFFE_MEAN_RGB,
+        config: AugmentConfig | None = None,
+    ):
         if size < 1:
             raise ConfigError(None, "size", f"must be >= 1, got {size}")
         if len(mean) != 3:
@@ -145,11 +160,17 @@ class SSDTrainTransform:
         self.fill = [round(float(m)) for m in mean]  # the canvas is uint8
         self.config = config if config is not None else AugmentConfig()
 
-    def sample(self, height: int, width: int, boxes: Tensor,
-               generator: torch.Generator) -> TrainParams:
+    def sample(
+        self, height: int, width: int, boxes: Tensor, generator: torch.Generator
+    ) -> TrainParams:
         """Draw every random decision for one ``height x width`` image with pixel ``boxes``."""
-        return sample_train_params(height, width, boxes=normalise_boxes(boxes, height, width),
-                                   generator=generator, cfg=self.config)
+        return sample_train_params(
+            height,
+            width,
+            boxes=normalise_boxes(boxes, height, width),
+            generator=generator,
+            cfg=self.config,
+        )
 
     def render(self, image: Tensor, params: TrainParams) -> Tensor:
         """The distorted crop of the canvas, uint8 ``[3, ch, cw]``, before the resize.
@@ -173,16 +194,18 @@ class SSDTrainTransform:
             canvas[:, vy0 - y0 : vy1 - y0, vx0 - x0 : vx1 - x0] = distorted
         return canvas
 
-    def apply_uint8(self, image: Tensor, boxes: Tensor, labels: Tensor,
-                    params: TrainParams) -> tuple[Tensor, Tensor, Tensor]:
+    def apply_uint8(
+        self, image: Tensor, boxes: Tensor, labels: Tensor, params: TrainParams
+    ) -> tuple[Tensor, Tensor, Tensor]:
         """Apply the decisions in ``params`` to an image, its pixel boxes and their labels. The
         image stays uint8 ``[3, S, S]`` (the device subtracts the mean): what the CPU pipeline's
         workers send, a quarter of the bytes of float32."""
         check_image_input(image, boxes, labels)
         _, height, width = image.shape
         h, w = torch.tensor([height]), torch.tensor([width])
-        gt = boxes_to_canvas(normalise_boxes(boxes, height, width)[None].double(), h, w,
-                             params.expansion)
+        gt = boxes_to_canvas(
+            normalise_boxes(boxes, height, width)[None].double(), h, w, params.expansion
+        )
         valid = torch.ones(gt.shape[:2], dtype=torch.bool)
         out_boxes, keep = crop_boxes(gt, valid, params.crop_in_canvas()[None])
         flip = torch.tensor([params.mirror])
@@ -192,8 +215,12 @@ class SSDTrainTransform:
         out_labels = labels[keep[0]][nonzero]
 
         mode, antialias = resize_mode(params.interpolation)
-        pixels = F.resize(self.render(image, params), [self.size, self.size], interpolation=mode,
-                          antialias=antialias)
+        pixels = F.resize(
+            self.render(image, params),
+            [self.size, self.size],
+            interpolation=mode,
+            antialias=antialias,
+        )
         if params.mirror:
             pixels = F.horizontal_flip(pixels)
         return pixels, out_boxes[nonzero], out_labels

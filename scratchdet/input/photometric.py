@@ -26,15 +26,31 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from .augment import PhotometricConfig
-from .sampling import uniform
+from scratchdet.input.augment import PhotometricConfig
+from scratchdet.input.sampling import uniform
 
-__all__ = ["PHOTOMETRIC_STEPS", "PhotometricParams", "adjust_brightness", "adjust_contrast",
-           "adjust_hue", "adjust_saturation", "apply_photometric", "distort_image",
-           "photometric_steps", "sample_photometric", "saturate_uint8"]
+__all__ = [
+    "PHOTOMETRIC_STEPS",
+    "PhotometricParams",
+    "adjust_brightness",
+    "adjust_contrast",
+    "adjust_hue",
+    "adjust_saturation",
+    "apply_photometric",
+    "distort_image",
+    "photometric_steps",
+    "sample_photometric",
+    "saturate_uint8",
+]
 
-PHOTOMETRIC_STEPS = ("brightness", "contrast_first", "saturation", "hue", "contrast_last",
-                     "channels")
+PHOTOMETRIC_STEPS = (
+    "brightness",
+    "contrast_first",
+    "saturation",
+    "hue",
+    "contrast_last",
+    "channels",
+)
 """The steps of ``apply_photometric``, in order (contrast sits at one of two places per image)."""
 
 
@@ -53,8 +69,9 @@ class PhotometricParams:
         return PhotometricParams(*(getattr(self, f).to(device) for f in self.__dataclass_fields__))
 
 
-def sample_photometric(n: int, generator: torch.Generator,
-                       cfg: PhotometricConfig) -> PhotometricParams:
+def sample_photometric(
+    n: int, generator: torch.Generator, cfg: PhotometricConfig
+) -> PhotometricParams:
     """Draw Caffe's ``ApplyDistort`` decisions for ``n`` images at once."""
     u = uniform((n, 10), generator).cpu()
 
@@ -63,11 +80,16 @@ def sample_photometric(n: int, generator: torch.Generator,
 
     p = cfg
     brightness = maybe(u[:, 1] < p.brightness_prob, (2 * u[:, 2] - 1) * p.brightness_delta, 0.0)
-    contrast = maybe(u[:, 3] < p.contrast_prob,
-                     p.contrast_lower + u[:, 4] * (p.contrast_upper - p.contrast_lower), 1.0)
-    saturation = maybe(u[:, 5] < p.saturation_prob,
-                       p.saturation_lower + u[:, 6] * (p.saturation_upper - p.saturation_lower),
-                       1.0)
+    contrast = maybe(
+        u[:, 3] < p.contrast_prob,
+        p.contrast_lower + u[:, 4] * (p.contrast_upper - p.contrast_lower),
+        1.0,
+    )
+    saturation = maybe(
+        u[:, 5] < p.saturation_prob,
+        p.saturation_lower + u[:, 6] * (p.saturation_upper - p.saturation_lower),
+        1.0,
+    )
     hue = maybe(u[:, 7] < p.hue_prob, (2 * u[:, 8] - 1) * p.hue_delta, 0.0)
     shuffled = torch.argsort(uniform((n, 3), generator).cpu(), dim=1)
     order = torch.where((u[:, 9] < p.channel_swap_prob)[:, None], shuffled, torch.arange(3))
@@ -127,8 +149,11 @@ def adjust_hue(x: Tensor, delta: Tensor | float) -> Tensor:
     maxc = torch.maximum(torch.maximum(r, g), b)  # much faster than aminmax over dim -3 on CPU
     span = maxc - torch.minimum(torch.minimum(r, g), b)
     safe = torch.where(span > 0, span, 1.0)
-    h6 = torch.where(maxc == r, (g - b) / safe,
-                     torch.where(maxc == g, 2.0 + (b - r) / safe, 4.0 + (r - g) / safe))
+    h6 = torch.where(
+        maxc == r,
+        (g - b) / safe,
+        torch.where(maxc == g, 2.0 + (b - r) / safe, 4.0 + (r - g) / safe),
+    )
     h6 = h6 + _per_image(delta, h6, trailing=2) / 30.0  # 180 units = 6 sectors
     # h6 lies in [-4, 8] (|delta| <= 90): two conditional shifts wrap it into [0, 6), much
     # cheaper than torch.remainder (a division and a floor per element).
@@ -144,8 +169,12 @@ def adjust_hue(x: Tensor, delta: Tensor | float) -> Tensor:
 
 def distort_image(image: Tensor, params: PhotometricParams, index: int = 0) -> Tensor:
     """Apply image ``index``'s distortion to one uint8 ``[3, H, W]`` image (skipping idle steps)."""
-    b, c, s, h = (float(params.brightness[index]), float(params.contrast[index]),
-                  float(params.saturation[index]), float(params.hue[index]))
+    b, c, s, h = (
+        float(params.brightness[index]),
+        float(params.contrast[index]),
+        float(params.saturation[index]),
+        float(params.hue[index]),
+    )
     order = params.channel_order[index]
     steps: list = []
     if b != 0.0:
@@ -181,8 +210,11 @@ def photometric_steps(params: PhotometricParams) -> frozenset[str]:
     return frozenset(step for step, needed in needs.items() if needed)
 
 
-def apply_photometric(x: Tensor, params: PhotometricParams,
-                      steps: frozenset[str] | tuple[str, ...] = PHOTOMETRIC_STEPS) -> Tensor:
+def apply_photometric(
+    x: Tensor,
+    params: PhotometricParams,
+    steps: frozenset[str] | tuple[str, ...] = PHOTOMETRIC_STEPS,
+) -> Tensor:
     """Caffe's ``ApplyDistort`` on a float batch ``[B, 3, H, W]`` in 0..255, per-image parameters
     (on ``x``'s device).
 

@@ -42,21 +42,31 @@ from torch import Tensor
 from torch.utils.data import DataLoader
 from torchvision.transforms.v2 import functional as F
 
-from ..models.input import CAFFE_MEAN_RGB
-from ..ssd.matching import box_slots, match
-from .batched import BatchParams, HostPlan, augment_batch, host_plan
-from .geometry import Expansion
-from .per_image import SSDTrainTransform, normalise_boxes, sample_train_params
-from .photometric import PhotometricParams
-from .augment import AugmentConfig, augment_config
-from .sampling import StreamBatchSampler, sample_generator
+from scratchdet.input.augment import AugmentConfig, augment_config
+from scratchdet.input.batched import BatchParams, HostPlan, augment_batch, host_plan
+from scratchdet.input.geometry import Expansion
+from scratchdet.input.per_image import SSDTrainTransform, normalise_boxes, sample_train_params
+from scratchdet.input.photometric import PhotometricParams
+from scratchdet.input.sampling import StreamBatchSampler, sample_generator
+from scratchdet.models.input import CAFFE_MEAN_RGB
+from scratchdet.ssd.matching import box_slots, match
 
 if TYPE_CHECKING:
-    from ..config import RunConfig
-    from ..data.dataset import DetectionDataset
+    from scratchdet.config import RunConfig
+    from scratchdet.data.dataset import DetectionDataset
 
-__all__ = ["MAX_CANVAS", "HostBatch", "HostLayout", "TrainBatch", "TrainInput", "augment_buffer",
-           "build_train_input", "dataset_canvas", "device_pipeline_on_cpu", "resolve_pipeline"]
+__all__ = [
+    "MAX_CANVAS",
+    "HostBatch",
+    "HostLayout",
+    "TrainBatch",
+    "TrainInput",
+    "augment_buffer",
+    "build_train_input",
+    "dataset_canvas",
+    "device_pipeline_on_cpu",
+    "resolve_pipeline",
+]
 
 MAX_CANVAS = 1024
 """Largest side of the device pipeline's canvas; larger images are downscaled in the workers
@@ -116,46 +126,55 @@ class HostLayout:
     def views(self, buffer: Tensor) -> tuple[Tensor, Tensor]:
         """(pixels uint8 ``[B, 3, H, W]``, table float32 ``[B, columns]``): views, no copy."""
         pixels = buffer[: self.batch * 3 * self.height * self.width]
-        table = buffer[self.pixel_bytes: self.nbytes].view(torch.float32)
-        return (pixels.view(self.batch, 3, self.height, self.width),
-                table.view(self.batch, self.columns))
+        table = buffer[self.pixel_bytes : self.nbytes].view(torch.float32)
+        return (
+            pixels.view(self.batch, 3, self.height, self.width),
+            table.view(self.batch, self.columns),
+        )
 
     def targets(self, table: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """(boxes ``[B, G, 4]``, labels long ``[B, G]``, mask bool ``[B, G]``) from the table."""
         g = self.max_boxes
         boxes = table[:, : 4 * g].reshape(self.batch, g, 4)
-        return boxes, table[:, 4 * g: 5 * g].long(), table[:, 5 * g: 6 * g] > 0.5
+        return boxes, table[:, 4 * g : 5 * g].long(), table[:, 5 * g : 6 * g] > 0.5
 
     def decisions_of(self, table: Tensor) -> tuple[Tensor, BatchParams]:
         """(sizes long ``[B, 2]`` (h, w), the batch's decisions) from the table."""
-        d = table[:, 6 * self.max_boxes:]
-        photometric = PhotometricParams(d[:, 2], d[:, 3], d[:, 4], d[:, 5], d[:, 6] > 0.5,
-                                        d[:, 7:10].long())
+        d = table[:, 6 * self.max_boxes :]
+        photometric = PhotometricParams(
+            d[:, 2], d[:, 3], d[:, 4], d[:, 5], d[:, 6] > 0.5, d[:, 7:10].long()
+        )
         expansion = Expansion(*(d[:, k].long() for k in range(10, 14)))
-        return d[:, :2].long(), BatchParams(photometric, expansion, d[:, 14:18], d[:, 18] > 0.5,
-                                            d[:, 19].long())
+        return d[:, :2].long(), BatchParams(
+            photometric, expansion, d[:, 14:18], d[:, 18] > 0.5, d[:, 19].long()
+        )
 
-    def fill_targets(self, table: Tensor, boxes: Sequence[Tensor],
-                     labels: Sequence[Tensor]) -> None:
+    def fill_targets(
+        self, table: Tensor, boxes: Sequence[Tensor], labels: Sequence[Tensor]
+    ) -> None:
         g = self.max_boxes
         for i, (b, lab) in enumerate(zip(boxes, labels)):
             n = len(b)
             if n > g:
                 raise ValueError(f"a sample has {n} boxes, more than max_boxes={g}")
             table[i, : 4 * n] = b.reshape(-1)
-            table[i, 4 * g: 4 * g + n] = lab
-            table[i, 5 * g: 5 * g + n] = 1.0
+            table[i, 4 * g : 4 * g + n] = lab
+            table[i, 5 * g : 5 * g + n] = 1.0
 
-    def fill_decisions(self, table: Tensor, sizes: Sequence[tuple[int, int]],
-                       stacked: BatchParams) -> None:
+    def fill_decisions(
+        self, table: Tensor, sizes: Sequence[tuple[int, int]], stacked: BatchParams
+    ) -> None:
         p, e = stacked.photometric, stacked.expansion
-        columns = [torch.tensor(sizes, dtype=torch.float32),
-                   *(getattr(p, f).float()[:, None] for f in _PHOTOMETRIC),
-                   p.channel_order.float(),
-                   *(getattr(e, f).float()[:, None] for f in ("height", "width", "top", "left")),
-                   stacked.crops, stacked.mirror.float()[:, None],
-                   stacked.interpolation.float()[:, None]]
-        table[:, 6 * self.max_boxes:] = torch.cat(columns, dim=1)
+        columns = [
+            torch.tensor(sizes, dtype=torch.float32),
+            *(getattr(p, f).float()[:, None] for f in _PHOTOMETRIC),
+            p.channel_order.float(),
+            *(getattr(e, f).float()[:, None] for f in ("height", "width", "top", "left")),
+            stacked.crops,
+            stacked.mirror.float()[:, None],
+            stacked.interpolation.float()[:, None],
+        ]
+        table[:, 6 * self.max_boxes :] = torch.cat(columns, dim=1)
 
 
 @dataclass
@@ -194,8 +213,7 @@ class _Samples(torch.utils.data.Dataset):
     def __getitem__(self, key: tuple[int, int]):
         position, index = key
         image, target = self.dataset[index]
-        return self.prepare(image, target["boxes"], target["labels"],
-                            sample_generator(self.seed, position)) + (position,)
+        return (*self.prepare(image, target["boxes"], target["labels"], sample_generator(self.seed, position)), position)
 
 
 class _AugmentOnCpu:
@@ -221,11 +239,14 @@ class _DecideOnCpu:
         norm = normalise_boxes(boxes, h, w)  # the same for the downscaled image
         scale = min(self.canvas[0] / h, self.canvas[1] / w)
         if scale < 1:
-            image = F.resize(image, [max(1, math.floor(h * scale)), max(1, math.floor(w * scale))],
-                             antialias=True)
-        params = sample_train_params(image.shape[-2], image.shape[-1], boxes=norm,
-                                     generator=generator,
-                                     cfg=self.config)
+            image = F.resize(
+                image,
+                [max(1, math.floor(h * scale)), max(1, math.floor(w * scale))],
+                antialias=True,
+            )
+        params = sample_train_params(
+            image.shape[-2], image.shape[-1], boxes=norm, generator=generator, cfg=self.config
+        )
         return image, norm, labels.long(), params
 
 
@@ -273,9 +294,15 @@ def max_boxes(dataset: DetectionDataset) -> int:
 # --------------------------------------------------------------------------------------------
 
 
-def augment_buffer(layout: HostLayout, buffer: Tensor, *, mean: Tensor, size: int,
-                   plan: HostPlan | None = None, slots: int | None = None
-                   ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+def augment_buffer(
+    layout: HostLayout,
+    buffer: Tensor,
+    *,
+    mean: Tensor,
+    size: int,
+    plan: HostPlan | None = None,
+    slots: int | None = None,
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """A micro-batch's buffer (on the device) -> (images ``[B, 3, S, S]`` float32 - mean, boxes
     ``[B, G, 4]``, labels ``[B, G]``, mask ``[B, G]``): the augmentation, before matching.
     ``plan`` comes from the ``HostBatch``; without it, it is read back from the table (a device
@@ -285,22 +312,45 @@ def augment_buffer(layout: HostLayout, buffer: Tensor, *, mean: Tensor, size: in
     if not layout.decisions:
         return pixels.float() - mean[None, :, None, None], boxes, labels, mask
     sizes, params = layout.decisions_of(table)
-    return tuple(augment_batch(pixels, sizes=sizes, boxes=boxes, labels=labels, mask=mask,
-                               params=params, mean=mean, size=size, plan=plan))
+    return tuple(
+        augment_batch(
+            pixels,
+            sizes=sizes,
+            boxes=boxes,
+            labels=labels,
+            mask=mask,
+            params=params,
+            mean=mean,
+            size=size,
+            plan=plan,
+        )
+    )
 
 
-def device_pipeline_on_cpu(samples: Sequence[tuple[Tensor, Tensor, Tensor]], *,
-                           seeds: Sequence[int],
-                           positions: Sequence[int], canvas: tuple[int, int], size: int,
-                           config: AugmentConfig) -> Tensor:
+def device_pipeline_on_cpu(
+    samples: Sequence[tuple[Tensor, Tensor, Tensor]],
+    *,
+    seeds: Sequence[int],
+    positions: Sequence[int],
+    canvas: tuple[int, int],
+    size: int,
+    config: AugmentConfig,
+) -> Tensor:
     """The device pipeline's whole work for a micro-batch, in this process on the CPU: each
     sample (uint8 image, pixel boxes, labels) as a worker prepares it, packed, then augmented.
     Returns the images ``[B, 3, S, S]``; for the pipeline benchmark and tests."""
     prepare = _DecideOnCpu(canvas, config)
-    prepared = [prepare(image, boxes, labels, sample_generator(seed, position)) + (position,)
-                for (image, boxes, labels), seed, position in zip(samples, seeds, positions)]
-    layout = HostLayout(batch=len(samples), height=canvas[0], width=canvas[1],
-                        max_boxes=max(1, max(len(s[1]) for s in samples)), decisions=True)
+    prepared = [
+        (*prepare(image, boxes, labels, sample_generator(seed, position)), position)
+        for (image, boxes, labels), seed, position in zip(samples, seeds, positions)
+    ]
+    layout = HostLayout(
+        batch=len(samples),
+        height=canvas[0],
+        width=canvas[1],
+        max_boxes=max(1, max(len(s[1]) for s in samples)),
+        decisions=True,
+    )
     host = _Pack(layout)(prepared)
     mean = torch.as_tensor(CAFFE_MEAN_RGB, dtype=torch.float32)
     return augment_buffer(layout, host.buffer, mean=mean, size=size, plan=host.plan)[0]
@@ -309,9 +359,18 @@ def device_pipeline_on_cpu(samples: Sequence[tuple[Tensor, Tensor, Tensor]], *,
 class TrainInput:
     """Iterates ``TrainBatch`` micro-batches on ``device`` from a resumable stream position."""
 
-    def __init__(self, loader: DataLoader, layout: HostLayout, *, device: torch.device,
-                 priors: Tensor, variances: Sequence[float], size: int, iou_threshold: float,
-                 memory_format: torch.memory_format):
+    def __init__(
+        self,
+        loader: DataLoader,
+        layout: HostLayout,
+        *,
+        device: torch.device,
+        priors: Tensor,
+        variances: Sequence[float],
+        size: int,
+        iou_threshold: float,
+        memory_format: torch.memory_format,
+    ):
         self.loader, self.layout, self.device = loader, layout, device
         self.priors = priors
         self.variances = torch.as_tensor(variances, dtype=torch.float32, device=device)
@@ -348,45 +407,84 @@ class TrainInput:
             ahead = start(next(hosts, None))
             yield buffer, host
 
-    def to_train_batch(self, buffer: Tensor, plan: HostPlan | None = None,
-                       slots: int | None = None) -> TrainBatch:
+    def to_train_batch(
+        self, buffer: Tensor, plan: HostPlan | None = None, slots: int | None = None
+    ) -> TrainBatch:
         """A copied buffer -> images and matched targets; device ops only, no host sync (given
         the host batch's ``plan``; see ``augment_buffer``). ``slots`` (known on the host when the
         batch was packed) trims the box slots to the batch's bucket, so that matching does not
         pay for the dataset's most crowded image."""
-        images, boxes, labels, mask = augment_buffer(self.layout, buffer, mean=self.mean,
-                                                     size=self.size,
-                                                     plan=plan, slots=slots)
-        loc_t, labels_t = match(boxes, labels, mask, priors=self.priors,
-                                variances=self.variances,
-                                iou_threshold=self.iou_threshold)
+        images, boxes, labels, mask = augment_buffer(
+            self.layout, buffer, mean=self.mean, size=self.size, plan=plan, slots=slots
+        )
+        loc_t, labels_t = match(
+            boxes,
+            labels,
+            mask,
+            priors=self.priors,
+            variances=self.variances,
+            iou_threshold=self.iou_threshold,
+        )
         return TrainBatch(images.contiguous(memory_format=self.memory_format), loc_t, labels_t)
 
 
-def build_train_input(cfg: RunConfig, dataset: DetectionDataset, *, device: torch.device,
-                      priors: Tensor, variances: Sequence[float], start_step: int,
-                      max_steps: int | None = None, rank: int = 0, world_size: int = 1,
-                      memory_format: torch.memory_format = torch.contiguous_format) -> TrainInput:
+def build_train_input(
+    cfg: RunConfig,
+    dataset: DetectionDataset,
+    *,
+    device: torch.device,
+    priors: Tensor,
+    variances: Sequence[float],
+    start_step: int,
+    max_steps: int | None = None,
+    rank: int = 0,
+    world_size: int = 1,
+    memory_format: torch.memory_format = torch.contiguous_format,
+) -> TrainInput:
     """The run's input from ``start_step`` to ``max_steps`` (default ``train.max_steps``):
     ``data.pipeline`` picks the pipeline, ``data.augment`` the augmentation."""
     config = augment_config(cfg.data.augment)
     micro = cfg.micro_batch
-    sampler = StreamBatchSampler(len(dataset), batch_size=cfg.train.batch_size, micro_batch=micro,
-                                 seed=cfg.seed, start_step=start_step,
-                                 max_steps=cfg.train.max_steps if max_steps is None else max_steps,
-                                 rank=rank, world_size=world_size)
+    sampler = StreamBatchSampler(
+        len(dataset),
+        batch_size=cfg.train.batch_size,
+        micro_batch=micro,
+        seed=cfg.seed,
+        start_step=start_step,
+        max_steps=cfg.train.max_steps if max_steps is None else max_steps,
+        rank=rank,
+        world_size=world_size,
+    )
     size = cfg.data.image_size
     if resolve_pipeline(cfg.data.pipeline, device) == "device":
         canvas = dataset_canvas(dataset)
-        layout = HostLayout(batch=micro, height=canvas[0], width=canvas[1],
-                            max_boxes=max_boxes(dataset), decisions=True)
+        layout = HostLayout(
+            batch=micro,
+            height=canvas[0],
+            width=canvas[1],
+            max_boxes=max_boxes(dataset),
+            decisions=True,
+        )
         prepare: Callable = _DecideOnCpu(canvas, config)
     else:
-        layout = HostLayout(batch=micro, height=size, width=size, max_boxes=max_boxes(dataset),
-                            decisions=False)
+        layout = HostLayout(
+            batch=micro, height=size, width=size, max_boxes=max_boxes(dataset), decisions=False
+        )
         prepare = _AugmentOnCpu(size, config)
-    loader = DataLoader(_Samples(dataset, cfg.seed, prepare), batch_sampler=sampler,
-                        collate_fn=_Pack(layout), num_workers=cfg.data.num_workers,
-                        pin_memory=device.type == "cuda")
-    return TrainInput(loader, layout, device=device, priors=priors, variances=variances, size=size,
-                      iou_threshold=cfg.loss.iou_threshold, memory_format=memory_format)
+    loader = DataLoader(
+        _Samples(dataset, cfg.seed, prepare),
+        batch_sampler=sampler,
+        collate_fn=_Pack(layout),
+        num_workers=cfg.data.num_workers,
+        pin_memory=device.type == "cuda",
+    )
+    return TrainInput(
+        loader,
+        layout,
+        device=device,
+        priors=priors,
+        variances=variances,
+        size=size,
+        iou_threshold=cfg.loss.iou_threshold,
+        memory_format=memory_format,
+    )

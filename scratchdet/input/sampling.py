@@ -14,8 +14,7 @@ from collections.abc import Iterator, Sequence
 import torch
 from torch import Tensor
 
-__all__ = ["StreamBatchSampler", "epoch_permutation", "sample_generator",
-           "sample_seed", "uniform"]
+__all__ = ["StreamBatchSampler", "epoch_permutation", "sample_generator", "sample_seed", "uniform"]
 
 
 def epoch_permutation(seed: int, epoch: int, n: int) -> torch.Tensor:
@@ -33,8 +32,9 @@ def sample_generator(seed: int, position: int) -> torch.Generator:
     return torch.Generator().manual_seed(sample_seed(seed, position))
 
 
-def uniform(shape: Sequence[int], generator: torch.Generator,
-            dtype: torch.dtype = torch.float32) -> Tensor:
+def uniform(
+    shape: Sequence[int], generator: torch.Generator, dtype: torch.dtype = torch.float32
+) -> Tensor:
     """Uniform [0, 1) drawn on the generator's own device (so any generator works)."""
     return torch.rand(tuple(shape), generator=generator, device=generator.device, dtype=dtype)
 
@@ -46,20 +46,33 @@ class StreamBatchSampler:
     process `rank` takes its own slice of them, so together they see the single-process stream.
     """
 
-    def __init__(self, n: int, *, batch_size: int, micro_batch: int, seed: int, start_step: int,
-                 max_steps: int, rank: int = 0, world_size: int = 1):
+    def __init__(
+        self,
+        n: int,
+        *,
+        batch_size: int,
+        micro_batch: int,
+        seed: int,
+        start_step: int,
+        max_steps: int,
+        rank: int = 0,
+        world_size: int = 1,
+    ):
         if n == 0:
             raise ValueError("the training set is empty")
         if batch_size % (micro_batch * world_size):
-            raise ValueError(f"batch_size {batch_size} is not a multiple of micro_batch "
-                             f"{micro_batch} x {world_size} processes")
+            raise ValueError(
+                f"batch_size {batch_size} is not a multiple of micro_batch "
+                f"{micro_batch} x {world_size} processes"
+            )
         self.n, self.batch_size, self.micro_batch = n, batch_size, micro_batch
         self.seed, self.start_step, self.max_steps = seed, start_step, max_steps
         self.rank, self.world_size = rank, world_size
 
     def __len__(self) -> int:
         return (self.max_steps - self.start_step) * (
-            self.batch_size // (self.micro_batch * self.world_size))
+            self.batch_size // (self.micro_batch * self.world_size)
+        )
 
     def __iter__(self) -> Iterator[list[tuple[int, int]]]:
         position = self.start_step * self.batch_size

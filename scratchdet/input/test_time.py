@@ -5,9 +5,9 @@ from __future__ import annotations
 from torch import Tensor
 from torchvision.transforms.v2 import functional as F
 
-from ..errors import ConfigError
-from .augment import INTERPOLATIONS
-from .per_image import resize_mode
+from scratchdet.errors import ConfigError
+from scratchdet.input.augment import INTERPOLATIONS
+from scratchdet.input.per_image import resize_mode
 
 __all__ = ["SSDTestTransform"]
 

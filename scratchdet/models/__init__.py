@@ -19,11 +19,11 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from .dsod_options import DSODOptions
-from .family import Family, Variant
-from .input import CAFFE_MEAN_RGB
-from .options import ModelOptions
-from .registry import (
+from scratchdet.models.dsod_options import DSODOptions
+from scratchdet.models.family import Family, Variant
+from scratchdet.models.input import CAFFE_MEAN_RGB
+from scratchdet.models.options import ModelOptions
+from scratchdet.models.registry import (
     CANONICAL_MODELS,
     FAMILIES,
     build_model,
@@ -31,16 +31,16 @@ from .registry import (
     list_models,
     resolve_config,
 )
-from .resnet_options import ResNetOptions
-from .vgg_options import VGGOptions
+from scratchdet.models.resnet_options import ResNetOptions
+from scratchdet.models.vgg_options import VGGOptions
 
 if TYPE_CHECKING:  # for type checkers and editors; at run time see __getattr__
-    from .detector import SSD
-    from .dsod import build_dsod
-    from .heads import MultiBoxHead
-    from .layers import L2Norm
-    from .resnet import build_resnet
-    from .vgg import build_vgg
+    from scratchdet.models.detector import SSD
+    from scratchdet.models.dsod import build_dsod
+    from scratchdet.models.heads import MultiBoxHead
+    from scratchdet.models.layers import L2Norm
+    from scratchdet.models.resnet import build_resnet
+    from scratchdet.models.vgg import build_vgg
 
 # Public names that need torch: the module of each, imported on first access.
 _NETWORK_NAMES = {

@@ -60,8 +60,15 @@ class GroupBatchNorm2d(nn.BatchNorm2d):
     """``BatchNorm2d`` whose training statistics come from groups of ``group`` images (0: the
     whole batch) and whose running statistics follow ``stats``: 'caffe' or 'torch'."""
 
-    def __init__(self, num_features: int, *, group: int = 0, stats: str = "torch",
-                 fraction: float = CAFFE_MOVING_AVERAGE_FRACTION, **kwargs):
+    def __init__(
+        self,
+        num_features: int,
+        *,
+        group: int = 0,
+        stats: str = "torch",
+        fraction: float = CAFFE_MOVING_AVERAGE_FRACTION,
+        **kwargs,
+    ):
         super().__init__(num_features, **kwargs)
         if stats not in ("caffe", "torch"):
             raise ValueError(f"stats must be 'caffe' or 'torch', got {stats!r}")
@@ -78,8 +85,11 @@ class GroupBatchNorm2d(nn.BatchNorm2d):
         groups = n // self.group if self.group else 1
         if groups * (self.group or n) != n:
             raise ValueError(f"{n} images do not split into BatchNorm groups of {self.group}")
-        channels_last = x.dim() == 4 and not x.is_contiguous() \
+        channels_last = (
+            x.dim() == 4
+            and not x.is_contiguous()
             and x.is_contiguous(memory_format=torch.channels_last)
+        )
         xv = x.reshape(n // groups, groups * c, *x.shape[2:])  # image i*G + k -> group k
         weight = self.weight.repeat(groups) if self.weight is not None else None
         bias = self.bias.repeat(groups) if self.bias is not None else None
@@ -114,11 +124,16 @@ def convert_batchnorm(model: nn.Module, group: int = 0, stats: str = "torch") ->
     if group == 0 and stats == "torch":
         return model
     if type(model) is nn.BatchNorm2d:
-        new = GroupBatchNorm2d(model.num_features, group=group, stats=stats, eps=model.eps,
-                               momentum=model.momentum, affine=model.affine,
-                               track_running_stats=model.track_running_stats,
-                               device=model.running_mean.device if model.running_mean is not None
-                               else None)
+        new = GroupBatchNorm2d(
+            model.num_features,
+            group=group,
+            stats=stats,
+            eps=model.eps,
+            momentum=model.momentum,
+            affine=model.affine,
+            track_running_stats=model.track_running_stats,
+            device=model.running_mean.device if model.running_mean is not None else None,
+        )
         if model.affine:
             new.weight, new.bias = model.weight, model.bias
         if model.track_running_stats:

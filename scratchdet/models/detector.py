@@ -11,6 +11,7 @@ from typing import Any
 
 from torch import Tensor, nn
 
+from scratchdet.models.heads import MultiBoxHead
 from scratchdet.ssd.priors import (
     PriorConfig,
     dsod300_coco,
@@ -21,13 +22,12 @@ from scratchdet.ssd.priors import (
     ssd300_voc,
 )
 
-from .heads import MultiBoxHead
-
 __all__ = ["SSD", "select_priors"]
 
 
-def select_priors(source_sizes: tuple[int, ...], num_classes: int,
-                  dataset: str | None = None) -> PriorConfig:
+def select_priors(
+    source_sizes: tuple[int, ...], num_classes: int, dataset: str | None = None
+) -> PriorConfig:
     """The SSD300 prior layout for these sources: VOC or COCO sizes (COCO when ``dataset`` is
     ``None`` and there are 80 classes), DSOD's released layout when the last map is 2x2."""
     dataset = dataset or ("coco" if num_classes == 80 else "voc")
@@ -48,16 +48,26 @@ class SSD(nn.Module):
         name, config: what was built, recorded for checkpoints and provenance.
     """
 
-    def __init__(self, backbone: nn.Module, head: MultiBoxHead, prior_config: PriorConfig, *,
-                 name: str = "", config: Mapping[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        backbone: nn.Module,
+        head: MultiBoxHead,
+        prior_config: PriorConfig,
+        *,
+        name: str = "",
+        config: Mapping[str, Any] | None = None,
+    ) -> None:
         super().__init__()
         sizes = tuple(backbone.out_sizes)
         if sizes != tuple(prior_config.feature_maps):
-            raise ValueError(f"backbone sources are {sizes} but the priors expect "
-                             f"{prior_config.feature_maps}")
+            raise ValueError(
+                f"backbone sources are {sizes} but the priors expect {prior_config.feature_maps}"
+            )
         if tuple(head.anchors) != num_priors_per_cell(prior_config):
-            raise ValueError(f"head predicts {head.anchors} boxes per cell but the priors have "
-                             f"{num_priors_per_cell(prior_config)}")
+            raise ValueError(
+                f"head predicts {head.anchors} boxes per cell but the priors have "
+                f"{num_priors_per_cell(prior_config)}"
+            )
         if len(backbone.out_channels) != len(head.anchors):
             raise ValueError("backbone and head disagree on the number of sources")
         self.backbone = backbone

@@ -16,13 +16,12 @@ import torch
 from torch import Tensor, nn
 from torchvision.ops import Conv2dNormActivation
 
+from scratchdet.models.detector import SSD, select_priors
+from scratchdet.models.dsod_options import DSODOptions
+from scratchdet.models.heads import MultiBoxHead
+from scratchdet.models.layers import conv_out_size, init_caffe
+from scratchdet.models.prediction import DENSE_WIDTHS, DSOD_PLAIN_EXTRAS, DenseExtras, PlainExtras
 from scratchdet.ssd.priors import num_priors_per_cell
-
-from .detector import SSD, select_priors
-from .dsod_options import DSODOptions
-from .heads import MultiBoxHead
-from .layers import conv_out_size, init_caffe
-from .prediction import DENSE_WIDTHS, DSOD_PLAIN_EXTRAS, DenseExtras, PlainExtras
 
 __all__ = ["DSODBackbone", "DenseLayer", "bn_relu_conv", "build_dsod"]
 
@@ -33,11 +32,15 @@ DENSE_SCALE2_HALF = 256
 ROOT_OUT_SIZE = 75  # both roots (stem block, DenseNet 7x7 + pool) take 300 to 75
 
 
-def bn_relu_conv(cin: int, cout: int, kernel: int, stride: int = 1,
-                 padding: int = 0) -> nn.Sequential:
+def bn_relu_conv(
+    cin: int, cout: int, kernel: int, stride: int = 1, padding: int = 0
+) -> nn.Sequential:
     """DSOD's pre-activation unit: BN -> ReLU -> conv (no bias); a ``ConvUnit``."""
-    return nn.Sequential(nn.BatchNorm2d(cin), nn.ReLU(inplace=True),
-                         nn.Conv2d(cin, cout, kernel, stride, padding, bias=False))
+    return nn.Sequential(
+        nn.BatchNorm2d(cin),
+        nn.ReLU(inplace=True),
+        nn.Conv2d(cin, cout, kernel, stride, padding, bias=False),
+    )
 
 
 class DenseLayer(nn.Module):
@@ -45,16 +48,18 @@ class DenseLayer(nn.Module):
 
     def __init__(self, cin: int, bottleneck: int, growth: int) -> None:
         super().__init__()
-        self.new = nn.Sequential(bn_relu_conv(cin, bottleneck, 1),
-                                 bn_relu_conv(bottleneck, growth, 3, 1, 1))
+        self.new = nn.Sequential(
+            bn_relu_conv(cin, bottleneck, 1), bn_relu_conv(bottleneck, growth, 3, 1, 1)
+        )
 
     def forward(self, x: Tensor) -> Tensor:
         return torch.cat([x, self.new(x)], dim=1)
 
 
 def _dense_block(cin: int, layers: int, bottleneck: int, growth: int) -> tuple[nn.Sequential, int]:
-    block = nn.Sequential(*(DenseLayer(cin + i * growth, bottleneck, growth)
-                            for i in range(layers)))
+    block = nn.Sequential(
+        *(DenseLayer(cin + i * growth, bottleneck, growth) for i in range(layers))
+    )
     return block, cin + layers * growth
 
 
@@ -139,8 +144,9 @@ class DSODBackbone(nn.Module):
         return [first, second, *self.extras(second)]
 
 
-def build_dsod(opts: DSODOptions, num_classes: int, *, name: str = "",
-               load_pretrained: bool = True) -> SSD:
+def build_dsod(
+    opts: DSODOptions, num_classes: int, *, name: str = "", load_pretrained: bool = True
+) -> SSD:
     """A DSOD300 detector for ``num_classes`` object classes (+ background).
 
     Learnable parameters for 21 outputs; the paper counts the saved model, i.e. also the BN
@@ -159,6 +165,13 @@ def build_dsod(opts: DSODOptions, num_classes: int, *, name: str = "",
     del load_pretrained  # no ImageNet weights exist for DSOD backbones
     backbone = DSODBackbone(opts)
     prior_config = select_priors(backbone.out_sizes, num_classes, opts.priors)
-    head = MultiBoxHead(backbone.out_channels, num_priors_per_cell(prior_config), num_classes + 1,
-                        bn=opts.bn_head, l2norm=opts.l2norm, init="caffe", bn_eps=1e-3)
+    head = MultiBoxHead(
+        backbone.out_channels,
+        num_priors_per_cell(prior_config),
+        num_classes + 1,
+        bn=opts.bn_head,
+        l2norm=opts.l2norm,
+        init="caffe",
+        bn_eps=1e-3,
+    )
     return SSD(backbone, head, prior_config, name=name, config=opts.as_dict(name))

@@ -19,7 +19,7 @@ import types
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from .options import ModelOptions, from_mapping
+from scratchdet.models.options import ModelOptions, from_mapping
 
 __all__ = ["Family", "Variant"]
 
@@ -63,10 +63,17 @@ class Family:
         defaults = self.options()
         restated = [k for k in changes if getattr(options, k) == getattr(defaults, k)]
         if restated:
-            raise ValueError(f"model {name!r} restates the {self.name!r} defaults of "
-                             f"{', '.join(restated)}; declare only what differs")
-        variant = Variant(name=name, family=self.name, changes=types.MappingProxyType(changes),
-                          description=description, options=options)
+            raise ValueError(
+                f"model {name!r} restates the {self.name!r} defaults of "
+                f"{', '.join(restated)}; declare only what differs"
+            )
+        variant = Variant(
+            name=name,
+            family=self.name,
+            changes=types.MappingProxyType(changes),
+            description=description,
+            options=options,
+        )
         self.variants[name] = variant
         return variant
 

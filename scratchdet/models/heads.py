@@ -12,7 +12,7 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from .layers import L2Norm, caffe_xavier_, init_weights
+from scratchdet.models.layers import L2Norm, caffe_xavier_, init_weights
 
 __all__ = ["HeadInit", "L2NormMode", "MultiBoxHead"]
 
@@ -35,9 +35,17 @@ class MultiBoxHead(nn.Module):
         bn_eps: Caffe's ``ConvBNLayer`` uses 1e-3; PyTorch / mmdetection 1e-5.
     """
 
-    def __init__(self, in_channels: Sequence[int], anchors: Sequence[int], num_outputs: int, *,
-                 bn: bool = False, l2norm: L2NormMode = "none", init: HeadInit = "caffe",
-                 bn_eps: float = 1e-5) -> None:
+    def __init__(
+        self,
+        in_channels: Sequence[int],
+        anchors: Sequence[int],
+        num_outputs: int,
+        *,
+        bn: bool = False,
+        l2norm: L2NormMode = "none",
+        init: HeadInit = "caffe",
+        bn_eps: float = 1e-5,
+    ) -> None:
         super().__init__()
         if len(in_channels) != len(anchors):
             raise ValueError(f"{len(in_channels)} sources but {len(anchors)} anchor counts")
@@ -45,11 +53,14 @@ class MultiBoxHead(nn.Module):
         self.anchors = tuple(anchors)
         self.norms = nn.ModuleList(
             L2Norm(c) if l2norm == "all" or (l2norm == "first" and i == 0) else nn.Identity()
-            for i, c in enumerate(in_channels))
-        self.loc = nn.ModuleList(self._predictor(c, a * 4, bn, bn_eps)
-                                 for c, a in zip(in_channels, anchors))
-        self.conf = nn.ModuleList(self._predictor(c, a * num_outputs, bn, bn_eps)
-                                  for c, a in zip(in_channels, anchors))
+            for i, c in enumerate(in_channels)
+        )
+        self.loc = nn.ModuleList(
+            self._predictor(c, a * 4, bn, bn_eps) for c, a in zip(in_channels, anchors)
+        )
+        self.conf = nn.ModuleList(
+            self._predictor(c, a * num_outputs, bn, bn_eps) for c, a in zip(in_channels, anchors)
+        )
         self._init(init)
 
     @staticmethod

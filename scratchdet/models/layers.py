@@ -11,8 +11,16 @@ from collections.abc import Callable, Iterable
 import torch
 from torch import Tensor, nn
 
-__all__ = ["CenterCrop", "L2Norm", "caffe_xavier_", "chain_outputs", "conv_out_size", "init_caffe",
-           "init_kaiming", "init_weights"]
+__all__ = [
+    "CenterCrop",
+    "L2Norm",
+    "caffe_xavier_",
+    "chain_outputs",
+    "conv_out_size",
+    "init_caffe",
+    "init_kaiming",
+    "init_weights",
+]
 
 
 def caffe_xavier_(weight: Tensor) -> Tensor:
@@ -45,8 +53,10 @@ def init_caffe(module: nn.Module) -> None:
 def init_kaiming(module: nn.Module) -> None:
     """He-normal (fan_out) convolutions, BatchNorm 1/0: torchvision's ResNet init and mmcv's
     ``kaiming_init`` default, which ScratchDet's mmdetection release applies to its backbone."""
-    init_weights(module, lambda conv: nn.init.kaiming_normal_(conv.weight, mode="fan_out",
-                                                              nonlinearity="relu"))
+    init_weights(
+        module,
+        lambda conv: nn.init.kaiming_normal_(conv.weight, mode="fan_out", nonlinearity="relu"),
+    )
 
 
 def chain_outputs(blocks: Iterable[nn.Module], x: Tensor) -> list[Tensor]:
@@ -58,8 +68,15 @@ def chain_outputs(blocks: Iterable[nn.Module], x: Tensor) -> list[Tensor]:
     return outs
 
 
-def conv_out_size(size: int, kernel: int, *, stride: int = 1, padding: int = 0, dilation: int = 1,
-                  ceil: bool = False) -> int:
+def conv_out_size(
+    size: int,
+    kernel: int,
+    *,
+    stride: int = 1,
+    padding: int = 0,
+    dilation: int = 1,
+    ceil: bool = False,
+) -> int:
     """Spatial output size of a conv/pool; ``ceil`` is Caffe's (and ``ceil_mode``'s) rounding."""
     span = size + 2 * padding - dilation * (kernel - 1) - 1
     return (math.ceil(span / stride) if ceil else span // stride) + 1

@@ -58,9 +58,11 @@ def from_mapping(cls: type[T], raw: Mapping[str, Any]) -> T:
     except ConfigError as err:
         if not err.problem.startswith("unknown key"):
             raise
-        head = err.problem.partition(";")[0].replace("unknown key", f"unknown key for the "
-                                                                    f"{cls.family!r} family")
-        raise ConfigError(None, err.key, f"{head}; allowed keys: name, family, "
-                                         f"{', '.join(struct_keys(cls))}") from None
+        head = err.problem.partition(";")[0].replace(
+            "unknown key", f"unknown key for the {cls.family!r} family"
+        )
+        raise ConfigError(
+            None, err.key, f"{head}; allowed keys: name, family, {', '.join(struct_keys(cls))}"
+        ) from None
     opts.validate()
     return opts

@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor, nn
 
-from .layers import chain_outputs, conv_out_size
+from scratchdet.models.layers import chain_outputs, conv_out_size
 
 __all__ = [
     "DENSE_WIDTHS",
@@ -36,11 +36,19 @@ ExtraSpec = tuple[int, int, int, int]
 """(1x1 reduction channels, 3x3 output channels, 3x3 stride, 3x3 padding)."""
 
 # SSD300 (ssd_pascal.py): conv6_2 .. conv9_2 -> 10, 5, 3, 1 from a 19x19 map.
-SSD300_EXTRAS: tuple[ExtraSpec, ...] = ((256, 512, 2, 1), (128, 256, 2, 1),
-                                        (128, 256, 1, 0), (128, 256, 1, 0))
+SSD300_EXTRAS: tuple[ExtraSpec, ...] = (
+    (256, 512, 2, 1),
+    (128, 256, 2, 1),
+    (128, 256, 1, 0),
+    (128, 256, 1, 0),
+)
 # DSOD Figure 1 "plain": the same channels, every 3x3 strided and padded -> 10, 5, 3, 2.
-DSOD_PLAIN_EXTRAS: tuple[ExtraSpec, ...] = ((256, 512, 2, 1), (128, 256, 2, 1),
-                                            (128, 256, 2, 1), (128, 256, 2, 1))
+DSOD_PLAIN_EXTRAS: tuple[ExtraSpec, ...] = (
+    (256, 512, 2, 1),
+    (128, 256, 2, 1),
+    (128, 256, 2, 1),
+    (128, 256, 2, 1),
+)
 # DSOD300 scales 3..6 (DSOD300_V3_Body): half width n of each scale; the scale has 2n channels.
 DENSE_WIDTHS: tuple[int, ...] = (256, 128, 128, 128)
 
@@ -78,8 +86,9 @@ class LearnHalfReuseHalf(nn.Module):
 
     def __init__(self, in_channels: int, width: int, unit: ConvUnit) -> None:
         super().__init__()
-        self.reuse = nn.Sequential(nn.MaxPool2d(2, 2, ceil_mode=True),
-                                   unit(in_channels, width, 1, 1, 0))
+        self.reuse = nn.Sequential(
+            nn.MaxPool2d(2, 2, ceil_mode=True), unit(in_channels, width, 1, 1, 0)
+        )
         self.learn = nn.Sequential(unit(in_channels, width, 1, 1, 0), unit(width, width, 3, 2, 1))
         self.out_channels = 2 * width
 

@@ -34,11 +34,17 @@ from torchvision.models import (
 from scratchdet.errors import ConfigError, DataError, ScratchdetError
 from scratchdet.models.input import CAFFE_MEAN_RGB  # the network input's mean
 
-__all__ = ["CAFFE_MEAN_RGB", "ImageNetInput", "checkpoint_path", "fetch_weights",
-           "imagenet_weights", "load_state_dict", "weights_file"]
+__all__ = [
+    "CAFFE_MEAN_RGB",
+    "ImageNetInput",
+    "checkpoint_path",
+    "fetch_weights",
+    "imagenet_weights",
+    "load_state_dict",
+    "weights_file",
+]
 
-_RESNET = {18: ResNet18_Weights, 34: ResNet34_Weights, 50: ResNet50_Weights,
-           101: ResNet101_Weights}
+_RESNET = {18: ResNet18_Weights, 34: ResNet34_Weights, 50: ResNet50_Weights, 101: ResNet101_Weights}
 _HASH_PREFIX = re.compile(r"-([a-f0-9]{8,})\.")  # torch.hub's: <name>-<sha256 prefix>.<ext>
 
 
@@ -47,7 +53,7 @@ def imagenet_weights(model: Mapping[str, Any] | str) -> WeightsEnum | None:
 
     The same choice as the builders make (vgg.py: VGG16 or VGG16_BN by ``bn_backbone``;
     resnet.py: by ``depth``); tests/test_pretrained_weights.py checks that they agree."""
-    from .registry import resolve_config  # registry imports this module
+    from scratchdet.models.registry import resolve_config  # registry imports this module
 
     _, opts = resolve_config(model)
     if not getattr(opts, "pretrained", False):
@@ -67,8 +73,11 @@ def weights_file(weights: WeightsEnum) -> str:
 def _sha256_prefix(path: Path) -> str:
     match = _HASH_PREFIX.search(path.name)
     if not match:
-        raise DataError(path, "the file name carries no SHA-256 prefix (<name>-<hex>.pth), so the "
-                              "download cannot be verified")
+        raise DataError(
+            path,
+            "the file name carries no SHA-256 prefix (<name>-<hex>.pth), so the "
+            "download cannot be verified",
+        )
     return match.group(1)
 
 
@@ -84,8 +93,11 @@ def fetch_weights(url: str, dest: str | Path) -> Path:
         digest = hashlib.sha256(dest.read_bytes()).hexdigest()
         if digest.startswith(prefix):
             return dest
-        raise DataError(dest, f"exists but its SHA-256 {digest[:12]}... does not start with "
-                              f"{prefix} (a corrupt copy): delete it and run again")
+        raise DataError(
+            dest,
+            f"exists but its SHA-256 {digest[:12]}... does not start with "
+            f"{prefix} (a corrupt copy): delete it and run again",
+        )
     try:
         _download(url, dest, prefix)
     except (OSError, RuntimeError) as err:  # URLError is an OSError; a wrong hash a RuntimeError
@@ -98,23 +110,28 @@ def _download(url: str, dest: Path, prefix: str) -> None:
     terminal, lines in a job's log); a SHA-256 that does not start with `prefix` leaves nothing."""
     import urllib.request
 
-    from ..io import atomic_path
-    from ..progress import Progress
+    from scratchdet.io import atomic_path
+    from scratchdet.progress import Progress
 
     with urllib.request.urlopen(url, timeout=60) as resp, atomic_path(dest) as tmp:
         length = resp.headers.get("Content-Length", "")
         total = int(length) if length.isdigit() else None
         digest = hashlib.sha256()
-        with open(tmp, "wb") as fh, Progress(f"download {dest.name}", total, in_bytes=True,
-                                             every=None if total else 64 << 20) as progress:
+        with (
+            open(tmp, "wb") as fh,
+            Progress(
+                f"download {dest.name}", total, in_bytes=True, every=None if total else 64 << 20
+            ) as progress,
+        ):
             while block := resp.read(1 << 20):
                 fh.write(block)
                 digest.update(block)
                 progress.update(len(block))
         if not digest.hexdigest().startswith(prefix):
-            raise RuntimeError(f"invalid hash value (expected a SHA-256 starting with {prefix}, "
-                               f"got {digest.hexdigest()[:12]}...)")
-
+            raise RuntimeError(
+                f"invalid hash value (expected a SHA-256 starting with {prefix}, "
+                f"got {digest.hexdigest()[:12]}...)"
+            )
 
 
 def checkpoint_path(weights: WeightsEnum) -> str:
@@ -129,11 +146,13 @@ def load_state_dict(weights: WeightsEnum) -> dict[str, Tensor]:
         return weights.get_state_dict(progress=False, check_hash=True)
     except (OSError, RuntimeError, ValueError) as err:  # URLError is an OSError
         raise ConfigError(
-            None, "model.pretrained",
+            None,
+            "model.pretrained",
             f"cannot load ImageNet weights {type(weights).__name__}.{weights.name} ({err}). "
             f"Download {weights.url} on a machine with internet access and place it at "
             f"{checkpoint_path(weights)} (that is $TORCH_HOME/hub/checkpoints/; TORCH_HOME "
-            f"defaults to ~/.cache/torch), or set pretrained: false.") from err
+            f"defaults to ~/.cache/torch), or set pretrained: false.",
+        ) from err
 
 
 class ImageNetInput(nn.Module):
@@ -141,8 +160,11 @@ class ImageNetInput(nn.Module):
     ImageNet normalisation, so torchvision's pretrained weights see the statistics they were
     trained on while the data pipeline stays the same for every model."""
 
-    def __init__(self, mean: tuple[float, ...] = (0.485, 0.456, 0.406),
-                 std: tuple[float, ...] = (0.229, 0.224, 0.225)) -> None:
+    def __init__(
+        self,
+        mean: tuple[float, ...] = (0.485, 0.456, 0.406),
+        std: tuple[float, ...] = (0.229, 0.224, 0.225),
+    ) -> None:
         super().__init__()
         caffe = torch.tensor(CAFFE_MEAN_RGB).view(1, 3, 1, 1)
         m = torch.tensor(mean).view(1, 3, 1, 1) * 255.0
@@ -157,11 +179,16 @@ class ImageNetInput(nn.Module):
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m scratchdet.models.pretrained --url URL --out FILE``: one verified download."""
-    parser = argparse.ArgumentParser(prog="python -m scratchdet.models.pretrained",
-                                     description=fetch_weights.__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m scratchdet.models.pretrained",
+        description=fetch_weights.__doc__.splitlines()[0],
+    )
     parser.add_argument("--url", required=True, help="torchvision's URL of the weights")
-    parser.add_argument("--out", required=True,
-                        help="destination: $TORCH_HOME/hub/checkpoints/<the URL's file name>")
+    parser.add_argument(
+        "--out",
+        required=True,
+        help="destination: $TORCH_HOME/hub/checkpoints/<the URL's file name>",
+    )
     args = parser.parse_args(argv)
     try:
         path = fetch_weights(args.url, args.out)

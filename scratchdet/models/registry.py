@@ -17,20 +17,25 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from scratchdet.errors import ConfigError
-
-from .dsod_options import DSOD
-from .family import Family, Variant
-from .options import ModelOptions, from_mapping
-from .resnet_options import RESNET
-from .vgg_options import VGG
+from scratchdet.models.dsod_options import DSOD
+from scratchdet.models.family import Family, Variant
+from scratchdet.models.options import ModelOptions, from_mapping
+from scratchdet.models.resnet_options import RESNET
+from scratchdet.models.vgg_options import VGG
 
 if TYPE_CHECKING:
     from torch import nn
 
-    from .detector import SSD
+    from scratchdet.models.detector import SSD
 
-__all__ = ["CANONICAL_MODELS", "FAMILIES", "build_model", "count_parameters", "list_models",
-           "resolve_config"]
+__all__ = [
+    "CANONICAL_MODELS",
+    "FAMILIES",
+    "build_model",
+    "count_parameters",
+    "list_models",
+    "resolve_config",
+]
 
 FAMILIES: dict[str, Family] = {f.name: f for f in (DSOD, VGG, RESNET)}
 
@@ -40,8 +45,10 @@ def _canonical_models(families: Mapping[str, Family]) -> dict[str, Variant]:
     for family in families.values():
         for name, variant in family.variants.items():
             if name in models:
-                raise ValueError(f"model {name!r} is declared by the {models[name].family!r} "
-                                 f"and the {family.name!r} families")
+                raise ValueError(
+                    f"model {name!r} is declared by the {models[name].family!r} "
+                    f"and the {family.name!r} families"
+                )
             models[name] = variant
     return models
 
@@ -63,25 +70,37 @@ def resolve_config(cfg: Mapping[str, Any] | str) -> tuple[str, ModelOptions]:
     base: Mapping[str, Any] = {}
     if name is not None:
         if name not in CANONICAL_MODELS:
-            raise ConfigError(None, "model.name", f"unknown model {name!r}; canonical models: "
-                                                  f"{', '.join(CANONICAL_MODELS)}")
+            raise ConfigError(
+                None,
+                "model.name",
+                f"unknown model {name!r}; canonical models: {', '.join(CANONICAL_MODELS)}",
+            )
         variant = CANONICAL_MODELS[name]
         if family is not None and family != variant.family:
-            raise ConfigError(None, "model.family", f"{name!r} is a {variant.family!r} model, "
-                                                    f"not {family!r}")
+            raise ConfigError(
+                None, "model.family", f"{name!r} is a {variant.family!r} model, not {family!r}"
+            )
         family, base = variant.family, variant.changes
     elif family is None:
-        raise ConfigError(None, "model", "needs a 'name' (one of "
-                                         f"{', '.join(CANONICAL_MODELS)}) or a 'family' "
-                                         f"({', '.join(FAMILIES)})")
+        raise ConfigError(
+            None,
+            "model",
+            "needs a 'name' (one of "
+            f"{', '.join(CANONICAL_MODELS)}) or a 'family' "
+            f"({', '.join(FAMILIES)})",
+        )
     if family not in FAMILIES:
-        raise ConfigError(None, "model.family", f"unknown family {family!r}; expected one of "
-                                                f"{', '.join(FAMILIES)}")
+        raise ConfigError(
+            None,
+            "model.family",
+            f"unknown family {family!r}; expected one of {', '.join(FAMILIES)}",
+        )
     return name or "", from_mapping(FAMILIES[family].options, {**base, **raw})
 
 
-def build_model(cfg: Mapping[str, Any] | str, num_classes: int, *,
-                load_pretrained: bool = True) -> SSD:
+def build_model(
+    cfg: Mapping[str, Any] | str, num_classes: int, *, load_pretrained: bool = True
+) -> SSD:
     """Build the detector described by ``cfg`` for ``num_classes`` object classes (VOC: 20).
 
     The model predicts ``num_classes + 1`` scores per prior (class 0 = background).
@@ -112,13 +131,15 @@ def list_models(num_classes: int = 20) -> list[dict[str, Any]]:
     for name, variant in CANONICAL_MODELS.items():
         with torch.device("meta"):
             model = build_model(name, num_classes)
-        rows.append({
-            "name": name,
-            "params": count_parameters(model),
-            "priors": int(model.priors.shape[0]),
-            "sources": list(model.source_sizes),
-            "channels": list(model.source_channels),
-            "family": variant.family,
-            "description": variant.description,
-        })
+        rows.append(
+            {
+                "name": name,
+                "params": count_parameters(model),
+                "priors": int(model.priors.shape[0]),
+                "sources": list(model.source_sizes),
+                "channels": list(model.source_channels),
+                "family": variant.family,
+                "description": variant.description,
+            }
+        )
     return rows

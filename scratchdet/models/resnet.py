@@ -47,18 +47,29 @@ from torchvision.models import (
 from torchvision.models.resnet import BasicBlock, conv1x1
 from torchvision.ops import Conv2dNormActivation
 
+from scratchdet.models.detector import SSD, select_priors
+from scratchdet.models.dsod import bn_relu_conv
+from scratchdet.models.heads import MultiBoxHead
+from scratchdet.models.layers import (
+    CenterCrop,
+    chain_outputs,
+    conv_out_size,
+    init_caffe,
+    init_kaiming,
+)
+from scratchdet.models.prediction import SSD300_EXTRAS, PlainExtras
+from scratchdet.models.pretrained import ImageNetInput, load_state_dict
+from scratchdet.models.resnet_options import ResNetOptions
 from scratchdet.ssd.priors import num_priors_per_cell
 
-from .detector import SSD, select_priors
-from .dsod import bn_relu_conv
-from .heads import MultiBoxHead
-from .layers import CenterCrop, chain_outputs, conv_out_size, init_caffe, init_kaiming
-from .prediction import SSD300_EXTRAS, PlainExtras
-from .pretrained import ImageNetInput, load_state_dict
-from .resnet_options import ResNetOptions
-
-__all__ = ["EXTRA_SPECS", "CaffeResNetBackbone", "PreActBlock", "ResNetBackbone",
-           "ResidualExtras", "build_resnet"]
+__all__ = [
+    "EXTRA_SPECS",
+    "CaffeResNetBackbone",
+    "PreActBlock",
+    "ResNetBackbone",
+    "ResidualExtras",
+    "build_resnet",
+]
 
 _TORCHVISION: dict[int, tuple[Callable[..., ResNet], type[WeightsEnum]]] = {
     18: (resnet18, ResNet18_Weights),
@@ -83,9 +94,16 @@ EXTRA_SPECS: dict[str, tuple[tuple[int, int], ...]] = {
 def _root(opts: ResNetOptions) -> nn.Sequential:
     k = opts.root_kernel
     layers: list[nn.Module] = [
-        Conv2dNormActivation(3 if i == 0 else ROOT_CHANNELS, ROOT_CHANNELS, k,
-                             opts.root_stride if i == 0 else 1, k // 2, bias=False)
-        for i in range(opts.root_convs)]
+        Conv2dNormActivation(
+            3 if i == 0 else ROOT_CHANNELS,
+            ROOT_CHANNELS,
+            k,
+            opts.root_stride if i == 0 else 1,
+            k // 2,
+            bias=False,
+        )
+        for i in range(opts.root_convs)
+    ]
     if opts.maxpool:
         layers.append(nn.MaxPool2d(3, 2, 1) if opts.maxpool_kernel == 3 else nn.MaxPool2d(2, 2))
     return nn.Sequential(*layers)
@@ -102,16 +120,23 @@ class PreActBlock(nn.Module):
     unpadded and centre-crops the identity shortcut (the paper's 3 -> 1 map).
     """
 
-    def __init__(self, cin: int, cout: int, stride: int = 1, *, preact: bool = True,
-                 padding: int = 1) -> None:
+    def __init__(
+        self, cin: int, cout: int, stride: int = 1, *, preact: bool = True, padding: int = 1
+    ) -> None:
         super().__init__()
-        self.preact: nn.Module = (nn.Sequential(nn.BatchNorm2d(cin), nn.ReLU(inplace=True))
-                                  if preact else nn.Identity())
+        self.preact: nn.Module = (
+            nn.Sequential(nn.BatchNorm2d(cin), nn.ReLU(inplace=True)) if preact else nn.Identity()
+        )
         project = stride != 1 or cin != cout
         if project and padding != 1:
             raise ValueError("an unpadded block needs an identity shortcut")
-        self.shortcut: nn.Module = (nn.Conv2d(cin, cout, 1, stride, bias=False) if project
-                                    else CenterCrop(1) if padding == 0 else nn.Identity())
+        self.shortcut: nn.Module = (
+            nn.Conv2d(cin, cout, 1, stride, bias=False)
+            if project
+            else CenterCrop(1)
+            if padding == 0
+            else nn.Identity()
+        )
         self.project = project
         self.conv1 = nn.Conv2d(cin, cout, 3, stride, padding, bias=False)
         self.bn1 = nn.BatchNorm2d(cout)
@@ -143,9 +168,14 @@ class ResidualExtras(nn.Module):
     shortcut, so the block has exactly the parameters of a padded one.
     """
 
-    def __init__(self, in_channels: int, width: int = EXTRA_WIDTH,
-                 specs: tuple[tuple[int, int], ...] = EXTRA_SPECS["paper"], *,
-                 preact: bool = False) -> None:
+    def __init__(
+        self,
+        in_channels: int,
+        width: int = EXTRA_WIDTH,
+        specs: tuple[tuple[int, int], ...] = EXTRA_SPECS["paper"],
+        *,
+        preact: bool = False,
+    ) -> None:
         super().__init__()
         self.specs, self.preact = tuple(specs), preact
         blocks: list[nn.Module] = []
@@ -154,9 +184,13 @@ class ResidualExtras(nn.Module):
             if preact:
                 blocks.append(PreActBlock(cin, width, stride, padding=padding))
             else:
-                shortcut = (nn.Sequential(conv1x1(cin, width, stride), nn.BatchNorm2d(width))
-                            if stride != 1 or cin != width else
-                            CenterCrop(1) if padding == 0 else None)
+                shortcut = (
+                    nn.Sequential(conv1x1(cin, width, stride), nn.BatchNorm2d(width))
+                    if stride != 1 or cin != width
+                    else CenterCrop(1)
+                    if padding == 0
+                    else None
+                )
                 block = BasicBlock(cin, width, stride=stride, downsample=shortcut)
                 if padding != 1:
                     block.conv1 = nn.Conv2d(cin, width, 3, stride, padding, bias=False)
@@ -189,15 +223,17 @@ def _bn_unit(cin: int, cout: int, kernel: int, stride: int, padding: int) -> nn.
 class ResNetBackbone(nn.Module):
     """Post-activation: root + torchvision stages + extras -> [38, 19, extras...]."""
 
-    def __init__(self, opts: ResNetOptions, weights: WeightsEnum | None = None,
-                 load_weights: bool = True) -> None:
+    def __init__(
+        self, opts: ResNetOptions, weights: WeightsEnum | None = None, load_weights: bool = True
+    ) -> None:
         super().__init__()
         make, _ = _TORCHVISION[opts.depth]
         bottleneck = opts.depth >= 50
         self.root_downsampling = opts.root_downsampling
         last_stride_1 = self.root_downsampling == 4
-        tv = make(weights=None,
-                  replace_stride_with_dilation=[False, False, last_stride_1 and bottleneck])
+        tv = make(
+            weights=None, replace_stride_with_dilation=[False, False, last_stride_1 and bottleneck]
+        )
         if last_stride_1 and not bottleneck:
             tv.layer4[0].conv1.stride = (1, 1)
             tv.layer4[0].downsample[0].stride = (1, 1)
@@ -248,10 +284,17 @@ class CaffeResNetBackbone(nn.Module):
         stages, cin = [], ROOT_CHANNELS
         for i, (n, width) in enumerate(zip(CAFFE_BLOCKS[opts.depth], STAGE_WIDTHS)):
             stride = (1, 2, 2, last_stride)[i]
-            stages.append(nn.ModuleList(
-                PreActBlock(cin if j == 0 else width, width, stride if j == 0 else 1,
-                            preact=j > 0 or i > 0 or opts.pool1_bn)
-                for j in range(n)))
+            stages.append(
+                nn.ModuleList(
+                    PreActBlock(
+                        cin if j == 0 else width,
+                        width,
+                        stride if j == 0 else 1,
+                        preact=j > 0 or i > 0 or opts.pool1_bn,
+                    )
+                    for j in range(n)
+                )
+            )
             cin = width
         self.layer1, self.layer2, self.layer3, self.layer4 = stages
         if opts.extras == "ssd":
@@ -259,8 +302,11 @@ class CaffeResNetBackbone(nn.Module):
         else:
             self.extras = ResidualExtras(cin, specs=EXTRA_SPECS[opts.extras], preact=True)
         init_caffe(self)
-        self.out_channels = (STAGE_WIDTHS[1 if self.root_downsampling == 4 else 2], cin,
-                             *self.extras.out_channels)
+        self.out_channels = (
+            STAGE_WIDTHS[1 if self.root_downsampling == 4 else 2],
+            cin,
+            *self.extras.out_channels,
+        )
         self.out_sizes = (38, 19, *self.extras.out_sizes(19))
 
     def forward(self, x: Tensor) -> list[Tensor]:
@@ -272,8 +318,9 @@ class CaffeResNetBackbone(nn.Module):
         return [s38, b4, *self.extras(x)]
 
 
-def build_resnet(opts: ResNetOptions, num_classes: int, *, name: str = "",
-                 load_pretrained: bool = True) -> SSD:
+def build_resnet(
+    opts: ResNetOptions, num_classes: int, *, name: str = "", load_pretrained: bool = True
+) -> SSD:
     """A ResNet-based SSD300 for ``num_classes`` object classes (+ background).
 
     Init per release. ``style: caffe``: Caffe-xavier convs, BN 1/0; the head as Caffe's
@@ -294,7 +341,13 @@ def build_resnet(opts: ResNetOptions, num_classes: int, *, name: str = "",
     if bn_head is None:  # ssd_coco.py: use_batchnorm = True; ssd_pascal.py: False
         bn_head = (opts.priors or ("coco" if num_classes == 80 else "voc")) == "coco"
     caffe = opts.style == "caffe"
-    head = MultiBoxHead(backbone.out_channels, num_priors_per_cell(prior_config), num_classes + 1,
-                        bn=bn_head, l2norm=opts.l2norm, init="caffe" if caffe else "xavier",
-                        bn_eps=1e-3 if caffe else 1e-5)
+    head = MultiBoxHead(
+        backbone.out_channels,
+        num_priors_per_cell(prior_config),
+        num_classes + 1,
+        bn=bn_head,
+        l2norm=opts.l2norm,
+        init="caffe" if caffe else "xavier",
+        bn_eps=1e-3 if caffe else 1e-5,
+    )
     return SSD(backbone, head, prior_config, name=name, config=opts.as_dict(name))

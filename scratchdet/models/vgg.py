@@ -21,14 +21,19 @@ from torchvision.models import VGG16_BN_Weights, VGG16_Weights, WeightsEnum
 from torchvision.models.vgg import cfgs, make_layers
 from torchvision.ops import Conv2dNormActivation
 
+from scratchdet.models.detector import SSD, select_priors
+from scratchdet.models.heads import MultiBoxHead
+from scratchdet.models.layers import init_caffe
+from scratchdet.models.prediction import (
+    DENSE_WIDTHS,
+    SSD300_EXTRAS,
+    ConvUnit,
+    DenseExtras,
+    PlainExtras,
+)
+from scratchdet.models.pretrained import ImageNetInput, load_state_dict
+from scratchdet.models.vgg_options import VGGOptions
 from scratchdet.ssd.priors import num_priors_per_cell
-
-from .detector import SSD, select_priors
-from .heads import MultiBoxHead
-from .layers import init_caffe
-from .prediction import DENSE_WIDTHS, SSD300_EXTRAS, ConvUnit, DenseExtras, PlainExtras
-from .pretrained import ImageNetInput, load_state_dict
-from .vgg_options import VGGOptions
 
 __all__ = ["VGG16Backbone", "build_vgg", "reduce_fc6", "reduce_fc7"]
 
@@ -53,8 +58,9 @@ def _unit(bn: bool) -> ConvUnit:
     """conv -> [BN] -> ReLU; the conv has a bias only without BN."""
 
     def make(cin: int, cout: int, kernel: int, stride: int, padding: int) -> nn.Module:
-        return Conv2dNormActivation(cin, cout, kernel, stride, padding,
-                                    norm_layer=nn.BatchNorm2d if bn else None)
+        return Conv2dNormActivation(
+            cin, cout, kernel, stride, padding, norm_layer=nn.BatchNorm2d if bn else None
+        )
 
     return make
 
@@ -67,8 +73,9 @@ def _caffe_bn_layout(features: list[nn.Module]) -> list[nn.Module]:
         if isinstance(m, nn.Conv2d):
             m.register_parameter("bias", None)
         elif isinstance(m, nn.MaxPool2d):
-            channels = next(c.out_channels for c in reversed(features[:i])
-                            if isinstance(c, nn.Conv2d))
+            channels = next(
+                c.out_channels for c in reversed(features[:i]) if isinstance(c, nn.Conv2d)
+            )
             out += [nn.BatchNorm2d(channels), nn.ReLU(inplace=True)]
     return out
 
@@ -81,9 +88,16 @@ class VGG16Backbone(nn.Module):
     Caffe-xavier initialised.
     """
 
-    def __init__(self, bn: bool = False, *, prediction: str = "plain",
-                 weights: WeightsEnum | None = None, load_weights: bool = True,
-                 width: float = 1.0, bn_layout: str = "caffe") -> None:
+    def __init__(
+        self,
+        bn: bool = False,
+        *,
+        prediction: str = "plain",
+        weights: WeightsEnum | None = None,
+        load_weights: bool = True,
+        width: float = 1.0,
+        bn_layout: str = "caffe",
+    ) -> None:
         super().__init__()
         unit = _unit(bn)
 
@@ -95,7 +109,7 @@ class VGG16Backbone(nn.Module):
         pools = [i for i, m in enumerate(features) if isinstance(m, nn.MaxPool2d)]
         features[pools[2]].ceil_mode = True  # pool3: 75 -> 38 as Caffe rounds
         pool5: list[nn.Module] = [nn.MaxPool2d(3, 1, 1)]  # pool5: keeps 19x19
-        trunk = features[:pools[4]]
+        trunk = features[: pools[4]]
         if bn and bn_layout == "caffe":
             trunk = _caffe_bn_layout(trunk)
             pool5 += [nn.BatchNorm2d(w(512)), nn.ReLU(inplace=True)]
@@ -105,8 +119,15 @@ class VGG16Backbone(nn.Module):
         self.fc7 = nn.Sequential(
             *trunk[cut:],
             *pool5,
-            Conv2dNormActivation(w(512), w(1024), 3, 1, padding=6, dilation=6,  # fc6 (atrous)
-                                 norm_layer=nn.BatchNorm2d if bn else None),
+            Conv2dNormActivation(
+                w(512),
+                w(1024),
+                3,
+                1,
+                padding=6,
+                dilation=6,  # fc6 (atrous)
+                norm_layer=nn.BatchNorm2d if bn else None,
+            ),
             unit(w(1024), w(1024), 1, 1, 0),  # fc7
         )
         if prediction == "dense":
@@ -130,8 +151,9 @@ class VGG16Backbone(nn.Module):
 
     def _load_imagenet(self, state: dict[str, Tensor], features: list[nn.Module]) -> None:
         trunk = nn.Sequential(*features)  # same module objects as in conv4_3 / fc7
-        own = {k.removeprefix("features."): v for k, v in state.items()
-               if k.startswith("features.")}
+        own = {
+            k.removeprefix("features."): v for k, v in state.items() if k.startswith("features.")
+        }
         for i, m in enumerate(features):
             if isinstance(m, nn.Conv2d) and m.bias is None:  # Caffe layout: fold into the BN
                 bias = own.pop(f"{i}.bias")
@@ -151,8 +173,9 @@ class VGG16Backbone(nn.Module):
         return [c4, f7, *self.extras(f7)]
 
 
-def build_vgg(opts: VGGOptions, num_classes: int, *, name: str = "",
-              load_pretrained: bool = True) -> SSD:
+def build_vgg(
+    opts: VGGOptions, num_classes: int, *, name: str = "", load_pretrained: bool = True
+) -> SSD:
     """SSD300-VGG16 for ``num_classes`` object classes (+ background); 26.29M parameters for 21.
 
     ``load_pretrained=False`` builds the same network without fetching weights (used when a
@@ -160,12 +183,25 @@ def build_vgg(opts: VGGOptions, num_classes: int, *, name: str = "",
     """
     weights: WeightsEnum | None = None
     if opts.pretrained:
-        weights = (VGG16_BN_Weights.IMAGENET1K_V1 if opts.bn_backbone
-                   else VGG16_Weights.IMAGENET1K_V1)
-    backbone = VGG16Backbone(opts.bn_backbone, prediction=opts.prediction, weights=weights,
-                             load_weights=load_pretrained,
-                             width=opts.width, bn_layout=opts.bn_layout)
+        weights = (
+            VGG16_BN_Weights.IMAGENET1K_V1 if opts.bn_backbone else VGG16_Weights.IMAGENET1K_V1
+        )
+    backbone = VGG16Backbone(
+        opts.bn_backbone,
+        prediction=opts.prediction,
+        weights=weights,
+        load_weights=load_pretrained,
+        width=opts.width,
+        bn_layout=opts.bn_layout,
+    )
     prior_config = select_priors(backbone.out_sizes, num_classes, opts.priors)
-    head = MultiBoxHead(backbone.out_channels, num_priors_per_cell(prior_config), num_classes + 1,
-                        bn=opts.bn_head, l2norm=opts.l2norm, init="caffe", bn_eps=1e-3)
+    head = MultiBoxHead(
+        backbone.out_channels,
+        num_priors_per_cell(prior_config),
+        num_classes + 1,
+        bn=opts.bn_head,
+        l2norm=opts.l2norm,
+        init="caffe",
+        bn_eps=1e-3,
+    )
     return SSD(backbone, head, prior_config, name=name, config=opts.as_dict(name))

@@ -8,10 +8,9 @@ from __future__ import annotations
 from typing import Annotated, ClassVar, Literal
 
 from scratchdet.errors import ConfigError
+from scratchdet.models.family import Family
+from scratchdet.models.options import ModelOptions, doc
 from scratchdet.validation import bounds
-
-from .family import Family
-from .options import ModelOptions, doc
 
 __all__ = ["VGG", "VGGOptions"]
 
@@ -21,23 +20,35 @@ class VGGOptions(ModelOptions, frozen=True):
 
     family: ClassVar[str] = "vgg"
 
-    bn_backbone: Annotated[bool, doc("BatchNorm after every backbone and extra-layer "
-                                     "conv")] = False
-    bn_layout: Annotated[Literal["caffe", "torchvision"], doc(
-        "with bn_backbone: caffe = ScratchDet's VGGNetBNBody (convs without bias, BN-ReLU also "
-        "after pool1..pool5); torchvision = vgg16_bn (conv biases, no BN after the "
-        "pools)")] = "caffe"
+    bn_backbone: Annotated[bool, doc("BatchNorm after every backbone and extra-layer conv")] = False
+    bn_layout: Annotated[
+        Literal["caffe", "torchvision"],
+        doc(
+            "with bn_backbone: caffe = ScratchDet's VGGNetBNBody (convs without bias, BN-ReLU also "
+            "after pool1..pool5); torchvision = vgg16_bn (conv biases, no BN after the "
+            "pools)"
+        ),
+    ] = "caffe"
     bn_head: Annotated[bool, doc("BatchNorm after the loc/conf convs")] = False
     pretrained: Annotated[bool, doc("torchvision ImageNet weights (VGG16 or VGG16_BN)")] = False
-    prediction: Annotated[Literal["plain", "dense"],
-                          doc("SSD extra layers or DSOD's dense structure")] = "plain"
-    l2norm: Annotated[Literal["none", "first", "all"], doc(
-        "L2Norm (scale 20) before the head: SSD puts it on conv4_3")] = "first"
-    priors: Annotated[Literal["voc", "coco"] | None,
-                      doc("prior sizes; null = coco for 80 classes, else voc")] = None
-    width: Annotated[float, bounds("(0, 1]"), doc(
-        "channel multiplier of every backbone and extra-layer conv: 1 is the papers' network; "
-        "smaller ones are for quick checks on a CPU (no paper table uses them)")] = 1.0
+    prediction: Annotated[
+        Literal["plain", "dense"], doc("SSD extra layers or DSOD's dense structure")
+    ] = "plain"
+    l2norm: Annotated[
+        Literal["none", "first", "all"],
+        doc("L2Norm (scale 20) before the head: SSD puts it on conv4_3"),
+    ] = "first"
+    priors: Annotated[
+        Literal["voc", "coco"] | None, doc("prior sizes; null = coco for 80 classes, else voc")
+    ] = None
+    width: Annotated[
+        float,
+        bounds("(0, 1]"),
+        doc(
+            "channel multiplier of every backbone and extra-layer conv: 1 is the papers' network; "
+            "smaller ones are for quick checks on a CPU (no paper table uses them)"
+        ),
+    ] = 1.0
 
     def validate(self) -> None:
         if self.bn_layout != "caffe" and not self.bn_backbone:
@@ -48,8 +59,14 @@ class VGGOptions(ModelOptions, frozen=True):
 
 VGG = Family(VGGOptions, builder="scratchdet.models.vgg:build_vgg")
 
-VGG.register_variant("ssd300_vgg16", "SSD300, truncated VGG-16, no BN, L2Norm on conv4_3 "
-                     "(SSD300S, DSOD Table 4)")
-VGG.register_variant("ssd300_vgg16_bn", "SSD300, VGG-16 with BN in backbone and head, no L2Norm "
-                     "(ScratchDet Table 1; VGGNetBNBody: no conv biases, BN after the pools)",
-                     bn_backbone=True, bn_head=True, l2norm="none")
+VGG.register_variant(
+    "ssd300_vgg16", "SSD300, truncated VGG-16, no BN, L2Norm on conv4_3 (SSD300S, DSOD Table 4)"
+)
+VGG.register_variant(
+    "ssd300_vgg16_bn",
+    "SSD300, VGG-16 with BN in backbone and head, no L2Norm "
+    "(ScratchDet Table 1; VGGNetBNBody: no conv biases, BN after the pools)",
+    bn_backbone=True,
+    bn_head=True,
+    l2norm="none",
+)

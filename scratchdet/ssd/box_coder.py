@@ -46,8 +46,9 @@ def encode(gt_xyxy: Tensor, priors_cxcywh: Tensor, variances: Sequence[float] | 
     return torch.cat([d_ctr, d_wh], dim=-1)
 
 
-def encode_parts(gt_xyxy: Tensor, priors_cxcywh: Tensor,
-                 variances: Sequence[float] | Tensor) -> tuple[Tensor, Tensor, Tensor]:
+def encode_parts(
+    gt_xyxy: Tensor, priors_cxcywh: Tensor, variances: Sequence[float] | Tensor
+) -> tuple[Tensor, Tensor, Tensor]:
     """``encode`` split into what depends on the box and what on the prior:
     ``encode(gt, priors) == (gt_part - prior_offset) / prior_scale`` up to rounding (the size
     offset as ``log(g) - log(p)`` instead of ``log(g / p)``). Matching gathers ``gt_part`` (one

@@ -65,8 +65,11 @@ class MultiBoxLoss(nn.Module):
                 f"{tuple(labels_t.shape)}"
             )
         device_type = loc_pred.device.type
-        no_autocast = torch.autocast(device_type, enabled=False) \
-            if torch.amp.is_autocast_available(device_type) else nullcontext()
+        no_autocast = (
+            torch.autocast(device_type, enabled=False)
+            if torch.amp.is_autocast_available(device_type)
+            else nullcontext()
+        )
         with no_autocast:
             loc_pred, conf_pred, loc_t = loc_pred.float(), conf_pred.float(), loc_t.float()
             labels_t = labels_t.long()

@@ -87,7 +87,7 @@ def _tie_factor(p: int, device: torch.device) -> Tensor:
     relative, far above its 2**-53 rounding). Zero stays zero, but zero never matches."""
     if p >= 1 << 20:
         raise ValueError(f"{p} priors: the tie-breaking key supports fewer than 2**20")
-    return 1.0 - torch.arange(p, dtype=torch.float64, device=device) * 2.0 ** -_TIE_BITS
+    return 1.0 - torch.arange(p, dtype=torch.float64, device=device) * 2.0**-_TIE_BITS
 
 
 def _chunk(b: int, g: int, p: int, device: torch.device) -> int:
@@ -152,8 +152,7 @@ def match_indices(gt_boxes: Tensor, gt_mask: Tensor, priors: Tensor) -> tuple[Te
     none = torch.full((b,), -1, dtype=torch.long, device=device)
     for _ in range(g):
         pos = rank.argmax(dim=2, keepdim=True)  # [B, G, 1]
-        best = key.gather(2, pos).squeeze(2).masked_fill_(rank.gather(2, pos).squeeze(2) == 0,
-                                                          -1.0)
+        best = key.gather(2, pos).squeeze(2).masked_fill_(rank.gather(2, pos).squeeze(2) == 0, -1.0)
         best_key, j = best.max(dim=1)  # the global pair: largest IoU, lower prior, lower GT
         found = best_key > 0
         i = torch.where(found, cand[batch, j, pos[batch, j, 0]], none)  # [B]
@@ -200,8 +199,9 @@ def match(
     with torch.no_grad():
         gt_idx, overlap = match_indices(gt_boxes, gt_mask.bool(), priors)
         gt_labels = gt_labels.long()
-        gt_part, prior_offset, prior_scale = encode_parts(gt_boxes.float(), priors.float(),
-                                                          variances)
+        gt_part, prior_offset, prior_scale = encode_parts(
+            gt_boxes.float(), priors.float(), variances
+        )
         background = ~((overlap >= iou_threshold) & (overlap > MIN_OVERLAP))
         loc_t = torch.empty(b, p, 4, dtype=torch.float32, device=device)
         labels = torch.empty(b, p, dtype=torch.long, device=device)
@@ -210,7 +210,8 @@ def match(
             e = min(b, s + step)
             idx, bg = gt_idx[s:e], background[s:e]
             torch.gather(gt_labels[s:e], 1, idx, out=labels[s:e]).masked_fill_(bg, 0)
-            loc = torch.gather(gt_part[s:e], 1, idx.unsqueeze(-1).expand(e - s, p, 4),
-                               out=loc_t[s:e])
+            loc = torch.gather(
+                gt_part[s:e], 1, idx.unsqueeze(-1).expand(e - s, p, 4), out=loc_t[s:e]
+            )
             loc.sub_(prior_offset).div_(prior_scale).masked_fill_(bg.unsqueeze(-1), 0.0)
     return loc_t, labels

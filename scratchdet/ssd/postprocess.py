@@ -29,8 +29,15 @@ from torchvision.ops import batched_nms, nms
 
 from scratchdet.ssd.box_coder import decode
 
-__all__ = ["DETECTION_DEFAULTS", "DetectionDefaults", "Detections", "batch_detections",
-           "nms_by_group", "topk_nms", "topk_nms_vectorised"]
+__all__ = [
+    "DETECTION_DEFAULTS",
+    "DetectionDefaults",
+    "Detections",
+    "batch_detections",
+    "nms_by_group",
+    "topk_nms",
+    "topk_nms_vectorised",
+]
 
 MAX_ONE_CALL_BOXES = 100_000
 """Above this many candidates the one-call NMS would need a > 1.2 GB suppression mask
@@ -71,8 +78,9 @@ def nms_by_group(boxes: Tensor, scores: Tensor, groups: Tensor, iou_threshold: f
     return nms(boxes + offsets[:, None], scores, iou_threshold)
 
 
-def topk_nms_vectorised(boxes: Tensor, scores: Tensor, above: Tensor, *, top_k: int,
-                        iou_threshold: float) -> Tensor:
+def topk_nms_vectorised(
+    boxes: Tensor, scores: Tensor, above: Tensor, *, top_k: int, iou_threshold: float
+) -> Tensor:
     """``topk_nms`` without a loop over images and classes (its path off the CPU; public for the
     test that compares the two): the candidates from one ``nonzero``, their rank in their
     (image, class) group from one sort, then one offset NMS over the survivors."""
@@ -96,8 +104,9 @@ def topk_nms_vectorised(boxes: Tensor, scores: Tensor, above: Tensor, *, top_k: 
 
 
 @torch.library.custom_op("scratchdet::topk_nms", mutates_args=())
-def topk_nms(boxes: Tensor, scores: Tensor, above: Tensor, top_k: int,
-             iou_threshold: float) -> Tensor:
+def topk_nms(
+    boxes: Tensor, scores: Tensor, above: Tensor, top_k: int, iou_threshold: float
+) -> Tensor:
     """Per image and class: the candidates (``above``: the score passed the confidence
     threshold), their ``top_k`` best, then greedy NMS (torchvision ``nms``).
 
@@ -111,13 +120,11 @@ def topk_nms(boxes: Tensor, scores: Tensor, above: Tensor, top_k: int,
     ``torch.compile`` sees one node of data-dependent size.
     """
     if scores.device.type != "cpu":
-        return topk_nms_vectorised(boxes, scores, above, top_k=top_k,
-                                   iou_threshold=iou_threshold)
+        return topk_nms_vectorised(boxes, scores, above, top_k=top_k, iou_threshold=iou_threshold)
     _, p, c = scores.shape
     counts = torch.count_nonzero(above, dim=1)  # [B, C]
     out = []
-    for image, (most, total) in enumerate(zip(counts.amax(1).tolist(),
-                                              counts.sum(1).tolist())):
+    for image, (most, total) in enumerate(zip(counts.amax(1).tolist(), counts.sum(1).tolist())):
         if total == 0:
             continue
         base = image * p * c

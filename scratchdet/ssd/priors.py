@@ -159,8 +159,9 @@ def dsod300_voc(consistent_last_step: bool = False) -> PriorConfig:
 
 def dsod300_coco(consistent_last_step: bool = False) -> PriorConfig:
     """DSOD300 COCO priors: COCO sizes (``DSOD300_coco.py``) on the 2x2-last-map layout."""
-    return replace(dsod300_voc(consistent_last_step), min_sizes=COCO_MIN_SIZES,
-                   max_sizes=COCO_MAX_SIZES)
+    return replace(
+        dsod300_voc(consistent_last_step), min_sizes=COCO_MIN_SIZES, max_sizes=COCO_MAX_SIZES
+    )
 
 
 def num_priors_per_cell(cfg: PriorConfig) -> tuple[int, ...]:

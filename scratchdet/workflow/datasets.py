@@ -13,22 +13,39 @@ import shlex
 from pathlib import Path
 from typing import Any
 
-__all__ = ["SPLITS", "SPLIT_ARCHIVES", "SYNTH_FOLDER", "VOC_SOURCES", "dataset_dir",
-           "download_options", "extracted_dir", "split_file", "synth_folder", "synth_options",
-           "voc_split_sources"]
+__all__ = [
+    "SPLITS",
+    "SPLIT_ARCHIVES",
+    "SYNTH_FOLDER",
+    "VOC_SOURCES",
+    "dataset_dir",
+    "download_options",
+    "extracted_dir",
+    "split_file",
+    "synth_folder",
+    "synth_options",
+    "voc_split_sources",
+]
 
 # Logical split -> dataset file (under the dataset folder) for each kind of dataset. The
 # synthetic dataset stands in for every split at the smoke scale.
 SPLITS = {
     "synth": {
-        "voc07+12": "trainval.json", "voc07++12": "trainval.json", "coco": "trainval.json",
-        "voc07_test": "test.json", "voc12_test": "test.json", "coco_val": "test.json",
+        "voc07+12": "trainval.json",
+        "voc07++12": "trainval.json",
+        "coco": "trainval.json",
+        "voc07_test": "test.json",
+        "voc12_test": "test.json",
+        "coco_val": "test.json",
         "coco_testdev": "test.json",
     },
     "official": {
-        "voc07+12": "voc/trainval_0712.json", "voc07++12": "voc/trainval_0712_test07.json",
-        "coco": "coco/train2017.json", "voc07_test": "voc/test_07.json",
-        "voc12_test": "voc/test_12.json", "coco_val": "coco/val2017.json",
+        "voc07+12": "voc/trainval_0712.json",
+        "voc07++12": "voc/trainval_0712_test07.json",
+        "coco": "coco/train2017.json",
+        "voc07_test": "voc/test_07.json",
+        "voc12_test": "voc/test_12.json",
+        "coco_val": "coco/val2017.json",
         "coco_testdev": "coco/test-dev2017.json",
     },
 }
@@ -65,11 +82,15 @@ def synth_options(synth: dict[str, Any]) -> str:
 
 VOC_SOURCES: dict[str, tuple[tuple[str, str, str], ...]] = {
     # logical split -> the (archive, VOC year, image set) it merges, from the extracted devkits
-    "voc07+12": (("VOCtrainval_06-Nov-2007.tar", "VOC2007", "trainval"),
-                 ("VOCtrainval_11-May-2012.tar", "VOC2012", "trainval")),
-    "voc07++12": (("VOCtrainval_06-Nov-2007.tar", "VOC2007", "trainval"),
-                  ("VOCtest_06-Nov-2007.tar", "VOC2007", "test"),
-                  ("VOCtrainval_11-May-2012.tar", "VOC2012", "trainval")),
+    "voc07+12": (
+        ("VOCtrainval_06-Nov-2007.tar", "VOC2007", "trainval"),
+        ("VOCtrainval_11-May-2012.tar", "VOC2012", "trainval"),
+    ),
+    "voc07++12": (
+        ("VOCtrainval_06-Nov-2007.tar", "VOC2007", "trainval"),
+        ("VOCtest_06-Nov-2007.tar", "VOC2007", "test"),
+        ("VOCtrainval_11-May-2012.tar", "VOC2012", "trainval"),
+    ),
     "voc07_test": (("VOCtest_06-Nov-2007.tar", "VOC2007", "test"),),
 }
 """The labelled VOC splits; VOC 2012 test has no labels and becomes an image list instead."""

@@ -18,21 +18,28 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ..errors import ConfigError
-from ..paper_tables import Row, load_table
-from ..run_folder import RunPaths, config_digest
-from .datasets import SPLIT_ARCHIVES, SPLITS, dataset_dir, split_file, synth_folder, synth_options
-from .rule_options import RuleOptions
-from .run_configs import (
+from scratchdet.errors import ConfigError
+from scratchdet.paper_tables import Row, load_table
+from scratchdet.run_folder import RunPaths, config_digest
+from scratchdet.workflow.datasets import (
+    SPLIT_ARCHIVES,
+    SPLITS,
+    dataset_dir,
+    split_file,
+    synth_folder,
+    synth_options,
+)
+from scratchdet.workflow.rule_options import RuleOptions
+from scratchdet.workflow.run_configs import (
     check_references,
     check_row,
     check_scale,
     run_config,
     skip_reason,
 )
-from .scales import load_scale
-from .servers import submission_file
-from .snakemake_config import check_workflow_config
+from scratchdet.workflow.scales import load_scale
+from scratchdet.workflow.servers import submission_file
+from scratchdet.workflow.snakemake_config import check_workflow_config
 
 __all__ = ["Plan", "PlanFolders"]
 
@@ -100,8 +107,12 @@ class Plan(PlanFolders, RuleOptions):
     """The tables to report (config `tables`, or all of params/)."""
 
     @classmethod
-    def load(cls, config: dict[str, Any], scale_file: str | Path | None = None,
-             params_dir: str | Path = "params") -> Plan:
+    def load(
+        cls,
+        config: dict[str, Any],
+        scale_file: str | Path | None = None,
+        params_dir: str | Path = "params",
+    ) -> Plan:
         """Read the scale and the selected params tables (with any table a selected row is
         fine-tuned from) and check them all: recipes, references between rows, every row's model
         and train cells. Errors name the file, line and key."""
@@ -110,8 +121,10 @@ class Plan(PlanFolders, RuleOptions):
         scale = load_scale(scale_file)
         # No table named: all of params/, or those of the rows the scale trains (scale `rows`).
         selected = config["tables"] or (
-            sorted({ref.split("/")[0] for ref in scale["rows"]}) if "rows" in scale
-            else sorted(p.stem for p in Path(params_dir).glob("*.tsv")))
+            sorted({ref.split("/")[0] for ref in scale["rows"]})
+            if "rows" in scale
+            else sorted(p.stem for p in Path(params_dir).glob("*.tsv"))
+        )
         tables: dict[str, list[Row]] = {}
         wanted = list(selected)
         while wanted:
@@ -145,8 +158,9 @@ class Plan(PlanFolders, RuleOptions):
     @functools.cached_property
     def skipped(self) -> dict[str, str]:
         """table/row -> why it does not run at this scale."""
-        return {k: why for k, r in self.rows.items()
-                if (why := skip_reason(r, self.tables, self.scale))}
+        return {
+            k: why for k, r in self.rows.items() if (why := skip_reason(r, self.tables, self.scale))
+        }
 
     @functools.cached_property
     def run_keys(self) -> list[str]:
@@ -162,10 +176,12 @@ class Plan(PlanFolders, RuleOptions):
         refs = self.scale.get(name, self.config[name])  # a scale may choose its own
         for ref in refs:
             if ref.split("/")[0] in self.tables and ref not in self.rows:
-                raise ConfigError("config", name,
-                                  f"{ref!r} is not a row of params/{ref.split('/')[0]}.tsv")
-        return [ref for ref in refs if ref.split("/")[0] in self.selected
-                and ref not in self.skipped]
+                raise ConfigError(
+                    "config", name, f"{ref!r} is not a row of params/{ref.split('/')[0]}.tsv"
+                )
+        return [
+            ref for ref in refs if ref.split("/")[0] in self.selected and ref not in self.skipped
+        ]
 
     @functools.cached_property
     def showcase(self) -> list[str]:
@@ -196,9 +212,11 @@ class Plan(PlanFolders, RuleOptions):
         """The row's run config for the folder asked for; a folder of another config is refused."""
         current = self.paths(key).root.name
         if digest != current:
-            raise ValueError(f"{self.results}/{key}/{digest} is not the folder of the row's "
-                             f"current run config ({current}); ask for the reports, not old "
-                             "folders")
+            raise ValueError(
+                f"{self.results}/{key}/{digest} is not the folder of the row's "
+                f"current run config ({current}); ask for the reports, not old "
+                "folders"
+            )
         return json.dumps(self.row_config(key), sort_keys=True)
 
     def init_checkpoint(self, row: Row) -> list[str]:
@@ -242,8 +260,10 @@ class Plan(PlanFolders, RuleOptions):
     @property
     def test_files(self) -> dict[str, str]:
         """Every file a test split can stand for, by file stem (detections are named after it)."""
-        return {Path(self.split_file(s)).stem: self.split_file(s)
-                for s in ("voc07_test", "voc12_test", "coco_val", "coco_testdev")}
+        return {
+            Path(self.split_file(s)).stem: self.split_file(s)
+            for s in ("voc07_test", "voc12_test", "coco_val", "coco_testdev")
+        }
 
     @property
     def synth_name(self) -> str:

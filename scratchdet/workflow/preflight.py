@@ -14,14 +14,23 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ..benchmark.fps import RESULTS_DIR
-from ..paper_tables import EVALS, Row
-from .datasets import SPLIT_ARCHIVES
-from .plan import Plan
+from scratchdet.benchmark.fps import RESULTS_DIR
+from scratchdet.paper_tables import EVALS, Row
+from scratchdet.workflow.datasets import SPLIT_ARCHIVES
+from scratchdet.workflow.plan import Plan
 
-__all__ = ["PIPELINE_MODE", "Estimate", "estimate_row", "gpu_train_benchmark", "needed_archives",
-           "pipeline_mode", "preflight_report", "restorable_runs", "restore_line",
-           "train_benchmarks"]
+__all__ = [
+    "PIPELINE_MODE",
+    "Estimate",
+    "estimate_row",
+    "gpu_train_benchmark",
+    "needed_archives",
+    "pipeline_mode",
+    "preflight_report",
+    "restorable_runs",
+    "restore_line",
+    "train_benchmarks",
+]
 
 PIPELINE_MODE = {"cpu": "cpu_augment", "device": "device_augment"}
 """A run config's `data.pipeline` (where augmentation and matching run) -> the training
@@ -88,8 +97,9 @@ def estimate_row(row: Row, run_config: dict[str, Any], bench: dict[str, Any]) ->
     entry = min(entries, key=lambda e: (abs(e["batch_size"] - micro), -e["batch_size"]))
     basis = []
     if set(row.model) - {"name"}:
-        basis.append(f"measured on {name}, the row changes "
-                     f"{', '.join(sorted(set(row.model) - {'name'}))}")
+        basis.append(
+            f"measured on {name}, the row changes {', '.join(sorted(set(row.model) - {'name'}))}"
+        )
     if entry["batch_size"] != micro:
         basis.append(f"measured at batch {entry['batch_size']}, the row's micro-batch is {micro}")
     mode = pipeline_mode(run_config)
@@ -107,23 +117,39 @@ def _gpu_hours(plan: Plan, bench_dir: Path) -> list[str]:
     keys = list(plan.run_keys)
     found = gpu_train_benchmark(bench_dir)
     if found is None:
-        others = ", ".join(f"{p.name} ({d.get('device', '?')})"
-                           for p, d in train_benchmarks(bench_dir)) or "none"
+        others = (
+            ", ".join(f"{p.name} ({d.get('device', '?')})" for p, d in train_benchmarks(bench_dir))
+            or "none"
+        )
         models = sorted({plan.rows[k].model.get("name", "?") for k in keys})
-        micro = sorted({plan.row_config(k)["train"].get("micro_batch")
-                        or plan.row_config(k)["train"]["batch_size"] for k in keys})
-        why = ("GPU-hours: no estimate. No GPU training benchmark is committed in "
-               f"{bench_dir}/ (training benchmarks there: {others}); CPU numbers say nothing "
-               "about a GPU. On the GPU the runs will use, run")
-        command = (f"    scratchdet benchmark train --device cuda --models {' '.join(models)} "
-                   f"--batch-sizes {' '.join(map(str, micro))} "
-                   f"--modes cpu_augment device_augment --out {bench_dir}/train_<gpu>.json")
-        return [why, command,
-                "  and commit the file: this preflight then estimates every row from it."]
+        micro = sorted(
+            {
+                plan.row_config(k)["train"].get("micro_batch")
+                or plan.row_config(k)["train"]["batch_size"]
+                for k in keys
+            }
+        )
+        why = (
+            "GPU-hours: no estimate. No GPU training benchmark is committed in "
+            f"{bench_dir}/ (training benchmarks there: {others}); CPU numbers say nothing "
+            "about a GPU. On the GPU the runs will use, run"
+        )
+        command = (
+            f"    scratchdet benchmark train --device cuda --models {' '.join(models)} "
+            f"--batch-sizes {' '.join(map(str, micro))} "
+            f"--modes cpu_augment device_augment --out {bench_dir}/train_<gpu>.json"
+        )
+        return [
+            why,
+            command,
+            "  and commit the file: this preflight then estimates every row from it.",
+        ]
     path, bench = found
-    head = (f"GPU-hours of training, from {path} (measured on {bench.get('device', '?')}, "
-            f"{bench.get('provenance', {}).get('created', '?')}): steps x batch / images per "
-            "second of the row's model (detection and evaluation not included):")
+    head = (
+        f"GPU-hours of training, from {path} (measured on {bench.get('device', '?')}, "
+        f"{bench.get('provenance', {}).get('created', '?')}): steps x batch / images per "
+        "second of the row's model (detection and evaluation not included):"
+    )
     lines = [head]
     total, missing = 0.0, []
     width = max(len(k) for k in keys)
@@ -132,16 +158,26 @@ def _gpu_hours(plan: Plan, bench_dir: Path) -> list[str]:
         est = estimate_row(plan.rows[key], cfg, bench)
         if est is None:
             missing.append(key)
-            lines.append(f"  {key:<{width}}  {'-':>8}        (no benchmark of "
-                         f"{plan.rows[key].model.get('name')})")
+            lines.append(
+                f"  {key:<{width}}  {'-':>8}        (no benchmark of "
+                f"{plan.rows[key].model.get('name')})"
+            )
             continue
         total += est.hours
-        lines.append(f"  {key:<{width}}  {est.hours:8.1f} GPU-h  "
-                     f"({cfg['train']['max_steps']} steps x {cfg['train']['batch_size']} images "
-                     f"at {est.images_per_s:.1f}/s{'; ' + est.basis if est.basis else ''})")
-    lines.append(f"  total: {total:.0f} GPU-hours for {len(keys) - len(missing)} of {len(keys)} "
-                 "training runs" + (f"; {len(missing)} without an estimate (benchmark their "
-                                    "models to include them)" if missing else ""))
+        lines.append(
+            f"  {key:<{width}}  {est.hours:8.1f} GPU-h  "
+            f"({cfg['train']['max_steps']} steps x {cfg['train']['batch_size']} images "
+            f"at {est.images_per_s:.1f}/s{'; ' + est.basis if est.basis else ''})"
+        )
+    lines.append(
+        f"  total: {total:.0f} GPU-hours for {len(keys) - len(missing)} of {len(keys)} "
+        "training runs"
+        + (
+            f"; {len(missing)} without an estimate (benchmark their models to include them)"
+            if missing
+            else ""
+        )
+    )
     return lines
 
 
@@ -155,23 +191,36 @@ def _data_lines(plan: Plan) -> list[str]:
     fetched = [a for a in archives if a not in existing]
     sizes = [plan.config["downloads"][a].get("size_mb") for a in fetched]
     known = sum(s for s in sizes if s)
-    volume = (f"about {known / 1000:.0f} GB of archives" if all(sizes) else
-              f"at least {known / 1000:.0f} GB of archives (sizes not recorded for "
-              f"{', '.join(a for a, s in zip(fetched, sizes) if not s)})")
-    lines = [(f"Data: {len(fetched)} of {len(archives)} archives to download into "
-              f"{Path(plan.data, 'downloads')}, {volume}, and about as much again extracted "
-              f"(so about {2 * known / 1000:.0f} GB free in {plan.data}/ until the archives "
-              "are deleted; sizes from config/downloads.yaml).")]
+    volume = (
+        f"about {known / 1000:.0f} GB of archives"
+        if all(sizes)
+        else f"at least {known / 1000:.0f} GB of archives (sizes not recorded for "
+        f"{', '.join(a for a, s in zip(fetched, sizes) if not s)})"
+    )
+    lines = [
+        (
+            f"Data: {len(fetched)} of {len(archives)} archives to download into "
+            f"{Path(plan.data, 'downloads')}, {volume}, and about as much again extracted "
+            f"(so about {2 * known / 1000:.0f} GB free in {plan.data}/ until the archives "
+            "are deleted; sizes from config/downloads.yaml)."
+        )
+    ]
     if existing:
-        lines.append("  Used where they are (config existing_data, linked, not copied): "
-                     + ", ".join(f"{a} -> {existing[a]}" for a in archives if a in existing))
+        lines.append(
+            "  Used where they are (config existing_data, linked, not copied): "
+            + ", ".join(f"{a} -> {existing[a]}" for a in archives if a in existing)
+        )
     else:
-        lines.append("  A dataset the lab already has is used where it is, without copying: "
-                     "config/config.yaml `existing_data` (archive -> the folder holding its "
-                     "VOCdevkit/ or COCO folders).")
-    lines.append("  Downloads run as local jobs (Snakemake localrules: download, "
-                 "imagenet_weights) on the machine running Snakemake, under the Slurm profile the "
-                 "login node: compute nodes often have no internet.")
+        lines.append(
+            "  A dataset the lab already has is used where it is, without copying: "
+            "config/config.yaml `existing_data` (archive -> the folder holding its "
+            "VOCdevkit/ or COCO folders)."
+        )
+    lines.append(
+        "  Downloads run as local jobs (Snakemake localrules: download, "
+        "imagenet_weights) on the machine running Snakemake, under the Slurm profile the "
+        "login node: compute nodes often have no internet."
+    )
     return lines
 
 
@@ -179,7 +228,7 @@ def restorable_runs(plan: Plan) -> dict[str, list[str]]:
     """The runs this plan would train whose folder is missing but whose `<digest>.dvc` file is
     there (committed by `scratchdet artifacts push`), by the DVC remote that holds them ("" for
     the repository's default remote, `shipped`)."""
-    from ..yaml_io import load_yaml
+    from scratchdet.yaml_io import load_yaml
 
     found: dict[str, list[str]] = {}
     for key in plan.run_keys:
@@ -199,12 +248,15 @@ def restore_line(plan: Plan) -> str:
         return ""
     n = sum(len(v) for v in found.values())
     remotes = " and ".join(f"'{r or 'shipped'}'" for r in sorted(found))
-    command = ("dvc pull" if set(found) == {""} else
-               f"scratchdet artifacts pull --results {plan.results}")
-    return (f"Restore first: {n} of the {len(plan.run_keys)} runs this plan trains are in the "
-            f"DVC remote {remotes} (their .dvc files are here, their folders not): `{command}` "
-            "restores them, and then only what they lack runs (at the default scale: the "
-            "reports).\n")
+    command = (
+        "dvc pull" if set(found) == {""} else f"scratchdet artifacts pull --results {plan.results}"
+    )
+    return (
+        f"Restore first: {n} of the {len(plan.run_keys)} runs this plan trains are in the "
+        f"DVC remote {remotes} (their .dvc files are here, their folders not): `{command}` "
+        "restores them, and then only what they lack runs (at the default scale: the "
+        "reports).\n"
+    )
 
 
 def preflight_report(plan: Plan, bench_dir: str | Path = RESULTS_DIR) -> str:
@@ -217,9 +269,11 @@ def preflight_report(plan: Plan, bench_dir: str | Path = RESULTS_DIR) -> str:
     if plan.scale["smoke"] and not manual and not weights:
         return restore
     skipped = len(plan.skipped)
-    head = (f"Preflight, {plan.scale_name} scale: {len(plan.run_keys)} training runs "
-            f"({skipped} row{'s' if skipped != 1 else ''} of the tables cannot run at this "
-            "scale; the reports say why).")
+    head = (
+        f"Preflight, {plan.scale_name} scale: {len(plan.run_keys)} training runs "
+        f"({skipped} row{'s' if skipped != 1 else ''} of the tables cannot run at this "
+        "scale; the reports say why)."
+    )
     lines = [head]
     if manual:
         lines.append("Needs a person before the jobs that use it can run:")
@@ -230,9 +284,11 @@ def preflight_report(plan: Plan, bench_dir: str | Path = RESULTS_DIR) -> str:
         lines.append("Needs a person: nothing (every archive is fetched and checksummed by a job).")
     lines.extend(_data_lines(plan))
     if weights:
-        lines.append(f"ImageNet weights: {len(weights)} file(s) fetched by imagenet_weights jobs "
-                     f"into {plan.torch_home} (TORCH_HOME of the training jobs), verified: "
-                     + ", ".join(sorted(weights)))
+        lines.append(
+            f"ImageNet weights: {len(weights)} file(s) fetched by imagenet_weights jobs "
+            f"into {plan.torch_home} (TORCH_HOME of the training jobs), verified: "
+            + ", ".join(sorted(weights))
+        )
     if not plan.scale["smoke"]:
         lines.extend(_gpu_hours(plan, Path(bench_dir)))
     return restore + "\n".join(lines) + "\n"

@@ -16,11 +16,11 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..paper_tables import Row
-from .datasets import download_options, extracted_dir, voc_split_sources
+from scratchdet.paper_tables import Row
+from scratchdet.workflow.datasets import download_options, extracted_dir, voc_split_sources
 
 if TYPE_CHECKING:
-    from .plan import Plan
+    from scratchdet.workflow.plan import Plan
 
 __all__ = ["RuleOptions", "figure1_label", "figure1_title", "repeated_option"]
 
@@ -35,7 +35,7 @@ def figure1_label(row: Row) -> str:
     paper = row.paper.get("map")
     if paper is None:
         return row.id
-    from ..reports.tables import fmt  # the reports' number format (NAN for a diverged run)
+    from scratchdet.reports.tables import fmt  # the reports' number format (NAN for a diverged run)
 
     return f"{row.id} (paper {fmt(paper)} mAP)"
 
@@ -54,7 +54,9 @@ class RuleOptions:
         """`scratchdet data voc` options that merge the devkit splits of data/voc/<name>.json."""
         return " ".join(
             f"--voc-dir {shlex.quote(extracted_dir(self.data, archive, 'VOCdevkit', year))} "
-            f"--split {image_set}" for archive, year, image_set in voc_split_sources()[name])
+            f"--split {image_set}"
+            for archive, year, image_set in voc_split_sources()[name]
+        )
 
     def download_options(self: Plan, archive: str) -> str:
         return download_options(self.config["downloads"][archive])
@@ -73,9 +75,11 @@ class RuleOptions:
         jobs = {}
         for key in self.run_keys:
             row = self.rows[key]
-            jobs[self.baseline_name(row)] = {"train": self.split_file(row.train_data),
-                                             "gt": self.local_gt(row),
-                                             "metric": row.metric}
+            jobs[self.baseline_name(row)] = {
+                "train": self.split_file(row.train_data),
+                "gt": self.local_gt(row),
+                "metric": row.metric,
+            }
         return jobs
 
     def baseline_file(self: Plan, key: str) -> str:
@@ -83,15 +87,18 @@ class RuleOptions:
 
     def baseline_options(self: Plan, table: str) -> str:
         """--baseline ROW=FILE for each row of `table` that runs at this scale."""
-        return repeated_option("--baseline", ((self.rows[k].id, self.baseline_file(k))
-                                              for k in self.table_runs(table)))
+        return repeated_option(
+            "--baseline", ((self.rows[k].id, self.baseline_file(k)) for k in self.table_runs(table))
+        )
 
     def curve_options(self: Plan, kind: str) -> str:
         """--curve LABEL=CSV (kind "plain") or --precise-bn-curve (kind "precise_bn") per run."""
-        attr, option = (("learning_curve", "--curve") if kind == "plain"
-                        else ("learning_curve_precise_bn", "--precise-bn-curve"))
-        return repeated_option(option, ((k, getattr(self.paths(k), attr))
-                                        for k in self.run_keys))
+        attr, option = (
+            ("learning_curve", "--curve")
+            if kind == "plain"
+            else ("learning_curve_precise_bn", "--precise-bn-curve")
+        )
+        return repeated_option(option, ((k, getattr(self.paths(k), attr)) for k in self.run_keys))
 
     # --- ImageNet weights ----------------------------------------------------------------------
 
@@ -106,30 +113,41 @@ class RuleOptions:
     def weights_of(self: Plan, row: Row) -> dict[str, str]:
         if not row.pretrained or row.unpublished:
             return {}
-        from ..models.pretrained import imagenet_weights, weights_file  # torch: only when needed
+        from scratchdet.models.pretrained import (  # torch: only when needed
+            imagenet_weights,
+            weights_file,
+        )
 
         weights = imagenet_weights(row.model)
         return {} if weights is None else {weights_file(weights): weights.url}
 
     def weight_files(self: Plan, row: Row) -> list[str]:
         """The weight files a row's training job reads from `torch_home`."""
-        return [str(Path(self.torch_home, "hub", "checkpoints", name))
-                for name in self.weights_of(row)]
+        return [
+            str(Path(self.torch_home, "hub", "checkpoints", name)) for name in self.weights_of(row)
+        ]
 
     # --- the report rules ------------------------------------------------------------------------
 
     def run_options(self: Plan, table: str) -> str:
         """--run ROW=FOLDER for each row of `table` that runs at this scale."""
-        return repeated_option("--run", ((self.rows[k].id, self.paths(k).root)
-                                         for k in self.table_runs(table)))
+        return repeated_option(
+            "--run", ((self.rows[k].id, self.paths(k).root) for k in self.table_runs(table))
+        )
 
     def skip_options(self: Plan, table: str) -> str:
         """--skip ROW=REASON for each row of `table` that does not run at this scale."""
-        return repeated_option("--skip", ((self.rows[k].id, why)
-                                          for k, why in self.skipped.items()
-                                          if self.rows[k].table == table))
+        return repeated_option(
+            "--skip",
+            (
+                (self.rows[k].id, why)
+                for k, why in self.skipped.items()
+                if self.rows[k].table == table
+            ),
+        )
 
     def figure1_options(self: Plan) -> str:
         """--run LABEL=TRAIN_DIR for each run of ScratchDet Figure 1."""
-        return repeated_option("--run", ((figure1_label(self.rows[k]), self.paths(k).train_dir)
-                                         for k in self.figure1))
+        return repeated_option(
+            "--run", ((figure1_label(self.rows[k]), self.paths(k).train_dir) for k in self.figure1)
+        )

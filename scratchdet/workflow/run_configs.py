@@ -13,15 +13,20 @@ import copy
 from pathlib import Path
 from typing import Any
 
-from ..config import config_from_dict
-from ..errors import ConfigError
-from ..models.registry import resolve_config
-from ..paper_tables import Row
-from ..yaml_io import load_yaml
-from .datasets import split_file
+from scratchdet.config import config_from_dict
+from scratchdet.errors import ConfigError
+from scratchdet.models.registry import resolve_config
+from scratchdet.paper_tables import Row
+from scratchdet.workflow.datasets import split_file
 
-__all__ = ["check_references", "check_row", "check_scale", "deep_merge", "run_config",
-           "skip_reason"]
+__all__ = [
+    "check_references",
+    "check_row",
+    "check_scale",
+    "deep_merge",
+    "run_config",
+    "skip_reason",
+]
 
 
 def check_references(tables: dict[str, list[Row]], scale: dict[str, Any]) -> None:
@@ -29,12 +34,18 @@ def check_references(tables: dict[str, list[Row]], scale: dict[str, Any]) -> Non
     keys = {r.key: r for rows in tables.values() for r in rows}
     for r in keys.values():
         if r.recipe not in scale["recipes"]:
-            raise ConfigError(f"params/{r.table}.tsv", f"{r.id}.recipe",
-                              f"recipe {r.recipe!r} is not defined by the scale; defined: "
-                              f"{', '.join(sorted(scale['recipes']))}")
+            raise ConfigError(
+                f"params/{r.table}.tsv",
+                f"{r.id}.recipe",
+                f"recipe {r.recipe!r} is not defined by the scale; defined: "
+                f"{', '.join(sorted(scale['recipes']))}",
+            )
         if r.init_from and r.init_from not in keys:
-            raise ConfigError(f"params/{r.table}.tsv", f"{r.id}.init_from",
-                              f"{r.init_from!r} is not a table/row of the loaded tables")
+            raise ConfigError(
+                f"params/{r.table}.tsv",
+                f"{r.id}.init_from",
+                f"{r.init_from!r} is not a table/row of the loaded tables",
+            )
 
 
 def skip_reason(row: Row, tables: dict[str, list[Row]], scale: dict[str, Any]) -> str | None:
@@ -65,28 +76,43 @@ def deep_merge(base: dict[str, Any], *overrides: dict[str, Any]) -> dict[str, An
     return out
 
 
-def run_config(row: Row, scale: dict[str, Any], data_dir: str | Path = "data",
-               init_checkpoint: str | Path | None = None) -> dict[str, Any]:
+def run_config(
+    row: Row,
+    scale: dict[str, Any],
+    data_dir: str | Path = "data",
+    init_checkpoint: str | Path | None = None,
+) -> dict[str, Any]:
     """The run config of `row` at `scale`: scale base < recipe < the row's own overrides < the
     scale's `row_overrides` for the row (e.g. the proof scale's CPU-sized settings)."""
-    raw = deep_merge(scale["base"], scale["recipes"][row.recipe], {"train": row.train}, {
-        "model": row.model,
-        "data": {"train": split_file(scale, row.train_data, data_dir),
-                 "test": split_file(scale, row.gt_split, data_dir)},
-    }, scale.get("row_overrides", {}).get(row.key, {}))
+    raw = deep_merge(
+        scale["base"],
+        scale["recipes"][row.recipe],
+        {"train": row.train},
+        {
+            "model": row.model,
+            "data": {
+                "train": split_file(scale, row.train_data, data_dir),
+                "test": split_file(scale, row.gt_split, data_dir),
+            },
+        },
+        scale.get("row_overrides", {}).get(row.key, {}),
+    )
     if init_checkpoint is not None:
         raw["train"]["init_from"] = str(init_checkpoint)
     config_from_dict(raw, row.where or row.key)  # fail at planning, not in the job
     return raw
 
 
-def check_scale(scale: dict[str, Any], scale_file: str | Path,
-                rows: dict[str, Row] | None = None) -> None:
+def check_scale(
+    scale: dict[str, Any], scale_file: str | Path, rows: dict[str, Row] | None = None
+) -> None:
     """Every recipe of a scale, laid over its base, is a valid run config (any model); every row
     the scale names (`rows`, `row_overrides`) exists among `rows`, when given."""
     for name, recipe in scale["recipes"].items():
-        config_from_dict(deep_merge(scale["base"], recipe, {"model": {"name": "<any>"}}),
-                         f"{scale_file} (recipes.{name} over base)")
+        config_from_dict(
+            deep_merge(scale["base"], recipe, {"model": {"name": "<any>"}}),
+            f"{scale_file} (recipes.{name} over base)",
+        )
     if rows is None:
         return
     loaded = {key.split("/")[0] for key in rows}
@@ -104,6 +130,12 @@ def check_row(row: Row, scale: dict[str, Any]) -> None:
         resolve_config(row.model)
     except ConfigError as err:
         raise ConfigError(row.where, err.key, err.problem) from None
-    config_from_dict(deep_merge(scale["base"], scale["recipes"][row.recipe],
-                                {"train": row.train, "model": row.model},
-                                scale.get("row_overrides", {}).get(row.key, {})), row.where)
+    config_from_dict(
+        deep_merge(
+            scale["base"],
+            scale["recipes"][row.recipe],
+            {"train": row.train, "model": row.model},
+            scale.get("row_overrides", {}).get(row.key, {}),
+        ),
+        row.where,
+    )

@@ -22,14 +22,23 @@ from typing import Annotated, Any, Literal
 
 from msgspec import field
 
-from ..data.synth import SYNTH_CLASSES
-from ..errors import ConfigError
-from ..validation import Config, bounds, convert
-from .run_configs import deep_merge
-from ..yaml_io import load_yaml
+from scratchdet.data.synth import SYNTH_CLASSES
+from scratchdet.errors import ConfigError
+from scratchdet.validation import Config, bounds, convert
+from scratchdet.workflow.run_configs import deep_merge
+from scratchdet.yaml_io import load_yaml
 
-__all__ = ["OVERLAY_KEYS", "Job", "Resources", "ScaleFile", "Synth", "load_recipes", "load_scale",
-           "recipes_file", "resolve"]
+__all__ = [
+    "OVERLAY_KEYS",
+    "Job",
+    "Resources",
+    "ScaleFile",
+    "Synth",
+    "load_recipes",
+    "load_scale",
+    "recipes_file",
+    "resolve",
+]
 
 OVERLAY_KEYS = ("released_recipes", "every_recipe", "recipe_overrides")
 """The keys of a scale file that say how its recipes differ; resolved away into `recipes`."""
@@ -127,8 +136,12 @@ def load_recipes(path: str | Path) -> dict[str, Sections]:
     recipes = convert(load_yaml(path), dict[str, Any], path=path)
     for name, sections in recipes.items():
         if not RECIPE_NAME.match(name):
-            raise ConfigError(path, name, "a recipe name is lower-case letters, digits and _ "
-                                          "(the params column `recipe` names it)")
+            raise ConfigError(
+                path,
+                name,
+                "a recipe name is lower-case letters, digits and _ "
+                "(the params column `recipe` names it)",
+            )
         convert(sections, Sections, path=path, key=name)
     return recipes
 
@@ -140,37 +153,56 @@ def load_scale(scale_file: str | Path, recipes_path: str | Path | None = None) -
     return resolve(load_yaml(scale_file), load_recipes(recipes_path), scale_file, recipes_path)
 
 
-def resolve(overlay: Any, recipes: dict[str, Sections], scale_file: str | Path,
-            recipes_path: str | Path = "config/recipes.yaml") -> dict[str, Any]:
+def resolve(
+    overlay: Any,
+    recipes: dict[str, Sections],
+    scale_file: str | Path,
+    recipes_path: str | Path = "config/recipes.yaml",
+) -> dict[str, Any]:
     """A scale file's contents (`overlay`) over `recipes`: its own keys as written, then
     `recipes` with one entry per recipe, `every_recipe` and the recipe's `recipe_overrides`
     laid over its released settings (or over nothing with `released_recipes: false`)."""
     if isinstance(overlay, dict) and "recipes" in overlay:
-        raise ConfigError(scale_file, "recipes", f"the recipes are defined once, in "
-                          f"{recipes_path}; a scale changes them with every_recipe and "
-                          "recipe_overrides (config/README.md, \"Scales\")")
+        raise ConfigError(
+            scale_file,
+            "recipes",
+            f"the recipes are defined once, in "
+            f"{recipes_path}; a scale changes them with every_recipe and "
+            'recipe_overrides (config/README.md, "Scales")',
+        )
     scale = convert(overlay, ScaleFile, path=scale_file)
     _check(scale, scale_file, recipes, recipes_path)
     resolved = {key: value for key, value in overlay.items() if key not in OVERLAY_KEYS}
     resolved["recipes"] = {
-        name: deep_merge(recipe if scale.released_recipes else {}, scale.every_recipe,
-                         scale.recipe_overrides.get(name, {}))
-        for name, recipe in recipes.items()}
+        name: deep_merge(
+            recipe if scale.released_recipes else {},
+            scale.every_recipe,
+            scale.recipe_overrides.get(name, {}),
+        )
+        for name, recipe in recipes.items()
+    }
     return resolved
 
 
-def _check(scale: ScaleFile, scale_file: str | Path, recipes: dict[str, Sections],
-          recipes_path: str | Path) -> None:
+def _check(
+    scale: ScaleFile, scale_file: str | Path, recipes: dict[str, Sections], recipes_path: str | Path
+) -> None:
     """What the struct's types do not say: the synthetic dataset's recipe where the scale
     generates one, [min, max] pairs, lists without repeats, rows as table/row, overrides of
     recipes that exist; and each override a mapping, checked here so that the error names its
     recipe or row."""
     if scale.dataset == "synth" and scale.synth is None:
-        raise ConfigError(scale_file, "synth", "missing key (`dataset: synth` needs the "
-                                               "synthetic set's {trainval, test, seed})")
+        raise ConfigError(
+            scale_file,
+            "synth",
+            "missing key (`dataset: synth` needs the synthetic set's {trainval, test, seed})",
+        )
     if not scale.pretrained_skip_reason.strip():
-        raise ConfigError(scale_file, "pretrained_skip_reason",
-                          "is empty; say why rows that fine-tune ImageNet weights do not run")
+        raise ConfigError(
+            scale_file,
+            "pretrained_skip_reason",
+            "is empty; say why rows that fine-tune ImageNet weights do not run",
+        )
     for i, row in enumerate(scale.rows or []):
         if not ROW_KEY.match(row):
             raise ConfigError(scale_file, f"rows[{i}]", f"{row!r} is not table/row")
@@ -178,20 +210,25 @@ def _check(scale: ScaleFile, scale_file: str | Path, recipes: dict[str, Sections
     for key in ("objects", "object_size"):
         pair = getattr(synth, key, None)
         if pair is not None and len(pair) != 2:
-            raise ConfigError(scale_file, f"synth.{key}", f"needs two values, [min, max], got "
-                                                          f"{pair}")
+            raise ConfigError(
+                scale_file, f"synth.{key}", f"needs two values, [min, max], got {pair}"
+            )
     classes = synth.classes if synth else None
     if classes == []:
-        raise ConfigError(scale_file, "synth.classes", "needs at least one class (or leave it "
-                                                       "out: all five)")
+        raise ConfigError(
+            scale_file, "synth.classes", "needs at least one class (or leave it out: all five)"
+        )
     for key, items in (("rows", scale.rows), ("synth.classes", classes)):
         for i, item in enumerate(items or []):
             if item in items[:i]:
                 raise ConfigError(scale_file, f"{key}[{i}]", f"{item!r} is listed twice")
     for name, sections in scale.recipe_overrides.items():
         if name not in recipes:
-            raise ConfigError(scale_file, f"recipe_overrides.{name}",
-                              f"not a recipe of {recipes_path} (recipes: {', '.join(recipes)})")
+            raise ConfigError(
+                scale_file,
+                f"recipe_overrides.{name}",
+                f"not a recipe of {recipes_path} (recipes: {', '.join(recipes)})",
+            )
         convert(sections, Sections, path=scale_file, key=f"recipe_overrides.{name}")
     for row, sections in scale.row_overrides.items():  # which rows exist: check_scale
         convert(sections, Sections, path=scale_file, key=f"row_overrides.{row}")

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..paper_tables import Row
-from ..run_folder import RunPaths
+from scratchdet.paper_tables import Row
+from scratchdet.run_folder import RunPaths
 
 __all__ = ["submission_file", "voc_competition"]
 

@@ -13,13 +13,17 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
-from ..validation import Config, convert
+from scratchdet.validation import Config, convert
 
 __all__ = ["Download", "WorkflowConfig", "check_workflow_config"]
 
-RowRef = Annotated[str, msgspec.Meta(pattern=r"^[a-z0-9_]+/[A-Za-z0-9._+-]+$",
-                                     description='a table row, "table/row" (file name in params/ '
-                                                 'without .tsv, then its row id)')]
+RowRef = Annotated[
+    str,
+    msgspec.Meta(
+        pattern=r"^[a-z0-9_]+/[A-Za-z0-9._+-]+$",
+        description='a table row, "table/row" (file name in params/ without .tsv, then its row id)',
+    ),
+]
 Folder = Annotated[str, msgspec.Meta(min_length=1)]
 TableName = Annotated[str, msgspec.Meta(pattern=r"^[a-z0-9_]+$")]
 

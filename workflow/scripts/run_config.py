@@ -13,6 +13,14 @@ from scratchdet.cli import main
 snakemake = globals()["snakemake"]  # injected by Snakemake's script directive
 
 with open(snakemake.log[0], "w") as log, redirect_stdout(log), redirect_stderr(log):
-    code = main(["workflow", "run-config", "--json", snakemake.params.config,
-                 "--out", snakemake.output.config])
+    code = main(
+        [
+            "workflow",
+            "run-config",
+            "--json",
+            snakemake.params.config,
+            "--out",
+            snakemake.output.config,
+        ]
+    )
 sys.exit(code)
