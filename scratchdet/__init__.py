@@ -1,4 +1,5 @@
-"""scratchdet: reproduce DSOD (ICCV 2017) and ScratchDet (CVPR 2019), detectors trained from scratch."""
+"""scratchdet: reproduce DSOD (ICCV 2017) and ScratchDet (CVPR 2019), detectors trained from
+scratch."""
 
 __all__ = ["__version__"]
 

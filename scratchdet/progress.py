@@ -39,13 +39,12 @@ def format_bytes(n: float) -> str:
     """Binary units with one decimal: ``512 B``, ``1.5 KiB``, ``439.0 MiB``."""
     if n < 1024:
         return f"{int(n)} B"
-    for unit in ("KiB", "MiB", "GiB"):
+    units = ("KiB", "MiB", "GiB", "TiB")
+    for step, unit in enumerate(units):
         n /= 1024
-        if n < 1024:
-            break
-    else:
-        n, unit = n / 1024, "TiB"
-    return f"{n:.1f} {unit}"
+        if n < 1024 or step == len(units) - 1:
+            return f"{n:.1f} {unit}"
+    raise AssertionError("unreachable")
 
 
 def _format_field(value: Any) -> str:
@@ -73,7 +72,8 @@ class Progress:
     `total`: units in the task (None: unknown; no percentage or ETA). `initial`: units already
     done before this process started (a resumed run): the count starts there, the rate and
     ETA count only what this process does. `every`: units between lines, which fall on its
-    multiples (default: 5% of `total`). `in_bytes`: units are bytes, shown as KiB/MiB/GiB. `fields` (``set``) are
+    multiples (default: 5% of `total`). `in_bytes`: units are bytes, shown as KiB/MiB/GiB. `fields`
+    (``set``) are
     shown after the count, e.g. the loss; set them when their values are already on the host.
     """
 

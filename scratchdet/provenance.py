@@ -42,7 +42,8 @@ PACKAGES = (
 
 
 def code_version() -> dict[str, Any]:
-    """Git commit of the source tree (and whether it had uncommitted changes), if it is a checkout."""
+    """Git commit of the source tree (and whether it had uncommitted changes), if it is a
+    checkout."""
     root = Path(__file__).resolve().parent.parent
     try:
         commit = subprocess.run(

@@ -9,6 +9,7 @@ SLURM_JOB_ID and this cluster's name), so no job outlives the test that submitte
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -28,7 +29,8 @@ def missing_requirements() -> str | None:
     """Why a cluster cannot be started here, or None."""
     absent = [d for d in DAEMONS if shutil.which(d) is None and not Path(f"/usr/sbin/{d}").exists()]
     if absent:
-        return f"not installed: {', '.join(absent)} (apt-get install slurmctld slurmd slurm-client munge)"
+        packages = "slurmctld slurmd slurm-client munge"
+        return f"not installed: {', '.join(absent)} (apt-get install {packages})"
     if os.geteuid() != 0:
         return "the local Slurm cluster needs root"
     return None
@@ -209,10 +211,8 @@ PartitionName={self.gpu_partition} Nodes={self.host} MaxTime=INFINITE State=UP
 
 
 def _signal(pid: int, sig: int) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.kill(pid, sig)
-    except ProcessLookupError:
-        pass
 
 
 def _alive(pid: int) -> bool:

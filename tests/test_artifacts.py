@@ -117,7 +117,7 @@ def test_a_pull_checks_the_remote_each_dvc_file_names(dvc_repo, capsys):
 
 
 def test_nothing_to_pull_is_an_error_naming_the_folder(dvc_repo):
-    with pytest.raises(ScratchdetError, match="results/paper: no .dvc file to pull"):
+    with pytest.raises(ScratchdetError, match=r"results/paper: no .dvc file to pull"):
         pull(Path("results/paper"))
 
 
@@ -127,7 +127,7 @@ def test_the_dataset_pushed_with_a_scale_is_its_own(tmp_path):
     scale = yaml.safe_load((ROOT / "config/scales/default.yaml").read_text())
     assert scale_dataset(Path("results/default"), ROOT) == dataset_dir(scale, "data")
     assert scale_dataset(Path("results/paper"), ROOT) is None  # downloads, checksums verified
-    with pytest.raises(ScratchdetError, match="config/scales/huge.yaml: no such scale file"):
+    with pytest.raises(ScratchdetError, match=r"config/scales/huge.yaml: no such scale file"):
         scale_dataset(Path("results/huge"), ROOT)
 
 

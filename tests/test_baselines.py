@@ -76,7 +76,7 @@ def test_image_blind_scores_near_zero_on_the_synthetic_set(synth_splits):
 
 def test_bad_inputs_name_the_problem():
     empty = _dataset([[]])
-    with pytest.raises(DataError, match="no .*boxes to average"):
+    with pytest.raises(DataError, match=r"no .*boxes to average"):
         mean_boxes(empty, "train.json")
     with pytest.raises(DataError, match="unknown baseline"):
         baseline_detections("median", _dataset([[(1, (0, 0, 5, 5))]]), empty)

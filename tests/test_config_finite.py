@@ -38,7 +38,7 @@ def test_non_finite_numbers_are_refused_naming_file_and_key(tmp_path, text, key)
 def test_an_override_cannot_sneak_nan_in(tmp_path):
     path = tmp_path / "run.yaml"
     path.write_text("train: {lr: 0.01}\n")
-    with pytest.raises(ConfigError, match="train.lr: must be a finite number"):
+    with pytest.raises(ConfigError, match=r"train.lr: must be a finite number"):
         load_config(path, {"train.lr": float("nan")})
     with pytest.raises(ConfigError, match="finite"):
         config_from_dict({"train": {"gamma": 10**400}})  # too large for a float

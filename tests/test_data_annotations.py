@@ -375,7 +375,10 @@ def test_split_is_reproducible_disjoint_and_complete():
     }
     train, test = split_dataset(ds, 5, seed=3)
     again_train, again_test = split_dataset({**ds, "images": images[::-1]}, 5, seed=3)
-    ids = lambda part: sorted(img["id"] for img in part["images"])
+
+    def ids(part):
+        return sorted(img["id"] for img in part["images"])
+
     assert len(ids(test)) == 5 and len(ids(train)) == 15
     assert ids(test) == ids(again_test) and ids(train) == ids(again_train)
     assert not set(ids(test)) & set(ids(train))

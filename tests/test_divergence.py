@@ -98,5 +98,5 @@ def test_single_image_micro_batch_with_batchnorm_on_1x1_map_is_a_config_error(
             "train": {"batch_size": 1, "max_steps": 1},
         }
     )
-    with pytest.raises(ConfigError, match="train.micro_batch: 1 image"):
+    with pytest.raises(ConfigError, match=r"train.micro_batch: 1 image"):
         train(cfg, tmp_path / "run")

@@ -164,12 +164,12 @@ def test_no_detections_give_zero_and_input_not_mutated(backend: str) -> None:
 
 def test_bad_input_is_named() -> None:
     gt, dets = random_case(9)
-    with pytest.raises(DataError, match="image_id.*999"):
+    with pytest.raises(DataError, match=r"image_id.*999"):
         coco_eval(
             gt, [*dets, {"image_id": 999, "category_id": 1, "bbox": [0, 0, 1, 1], "score": 0.5}]
         )
     gt["annotations"][0]["id"] = 0  # pycocotools' "unmatched" marker
-    with pytest.raises(DataError, match="gt.json: annotation 0: 'id'"):
+    with pytest.raises(DataError, match=r"gt.json: annotation 0: 'id'"):
         coco_eval(gt, dets, gt_source="gt.json")
 
 

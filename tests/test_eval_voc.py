@@ -229,10 +229,10 @@ def test_no_detections_gives_zero_and_arrays_equal_lists() -> None:
 def test_unknown_image_or_category_is_an_error() -> None:
     gt, dets = random_case(1)
     bad = [*dets, {"image_id": 424242, "category_id": 10, "bbox": [0, 0, 1, 1], "score": 0.1}]
-    with pytest.raises(DataError, match="image_id.*424242"):
+    with pytest.raises(DataError, match=r"image_id.*424242"):
         voc_ap(gt, bad, "voc07")
     bad = [*dets, {"image_id": 1000, "category_id": 99, "bbox": [0, 0, 1, 1], "score": 0.1}]
-    with pytest.raises(DataError, match="category_id.*99"):
+    with pytest.raises(DataError, match=r"category_id.*99"):
         voc_ap(gt, bad, "voc07")
     with pytest.raises(ConfigError, match="metric"):
         voc_ap(gt, dets, "voc10")
@@ -241,14 +241,14 @@ def test_unknown_image_or_category_is_an_error() -> None:
 def test_bad_ground_truth_is_named() -> None:
     gt, dets = random_case(2)
     gt["annotations"][0]["bbox"] = [0, 0, -3, 4]
-    with pytest.raises(DataError, match="my_gt.json.*annotation 0.*bbox"):
+    with pytest.raises(DataError, match=r"my_gt.json.*annotation 0.*bbox"):
         voc_ap(gt, dets, "voc07", gt_source="my_gt.json")
     gt, dets = random_case(2)
     gt["annotations"][1]["category_id"] = 5
-    with pytest.raises(DataError, match="annotation 1.*category_id"):
+    with pytest.raises(DataError, match=r"annotation 1.*category_id"):
         voc_ap(gt, dets, "voc07")
     gt["annotations"][1]["category_id"] = [10]  # unhashable: still a DataError, not a TypeError
-    with pytest.raises(DataError, match="annotation 1.*category_id"):
+    with pytest.raises(DataError, match=r"annotation 1.*category_id"):
         voc_ap(gt, dets, "voc07")
     gt, dets = random_case(2)
     gt["annotations"][2]["difficult"] = 2
@@ -353,7 +353,7 @@ def test_malformed_detection_files(tmp_path, parser: str, content: str, problem:
 
 
 def test_missing_file(tmp_path, parser: str) -> None:
-    with pytest.raises(DataError, match="nope.json: file not found"):
+    with pytest.raises(DataError, match=r"nope.json: file not found"):
         load_detections(tmp_path / "nope.json")
 
 

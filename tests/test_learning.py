@@ -13,7 +13,8 @@ learning curves measured on this project's 2-core CI machine (`scratchdet curve`
 Memorisation (`MEMORISE`: 4 images, batch 4, lr 0.05 after a 10-step warmup, no augmentation),
 on the training images at steps 50 / 75 / 100 / 125 / 150:
 
-- DSOD Table 3 row 1 options (DS/32-12-16-0.5, 3 dense blocks, plain head): 0.92 / 1.00 / 1.00 / - / 1.00
+- DSOD Table 3 row 1 options (DS/32-12-16-0.5, 3 dense blocks, plain head): 0.92 / 1.00 / 1.00 / -
+/ 1.00
 - ScratchDet Table 2 ds_1x3x3 (Root-ResNet-18, one 3x3/2 root conv): 0.62 / 1.00 / - / - / -
 - VGG-16 with BN in backbone and head (ScratchDet Table 1), a quarter of the width:
   0.05 / 0.88 / 0.92 / 0.95 / 1.00

@@ -413,7 +413,7 @@ def test_vgg_bn_backbone_is_the_released_vggnetbnbody():
 
     assert after_pools(caffe) == ["BatchNorm2d"] * 5
     assert after_pools(tv) == ["Conv2d"] * 5
-    with pytest.raises(ConfigError, match="model.bn_layout"):
+    with pytest.raises(ConfigError, match=r"model.bn_layout"):
         resolve_config({"name": "ssd300_vgg16", "bn_layout": "torchvision"})
 
 
@@ -559,9 +559,9 @@ def test_register_variant_refuses_restated_defaults_duplicates_and_bad_values():
     assert variant.options == DSODOptions(growth=16, theta=0.5) and variant.family == "dsod"
     with pytest.raises(ValueError, match="declared twice"):
         family.register_variant("tiny", "again", growth=8)
-    with pytest.raises(ValueError, match="restates .* growth"):
+    with pytest.raises(ValueError, match=r"restates .* growth"):
         family.register_variant("restating", "says a default", growth=48, theta=0.5)
-    with pytest.raises(ValueError, match="restates .* theta"):
+    with pytest.raises(ValueError, match=r"restates .* theta"):
         family.register_variant("int_for_float", "1 is the default 1.0", theta=1)
     with pytest.raises(ConfigError) as err:
         family.register_variant("typo", "a misspelt key", growht=16)
@@ -721,5 +721,5 @@ def test_vgg_width_scales_every_conv_and_keeps_the_sources():
     assert count_parameters(narrow) < count_parameters(full) / 10
     loc, conf = narrow(torch.zeros(2, 3, 300, 300))
     assert loc.shape == (2, 8732, 4) and conf.shape == (2, 8732, 21)
-    with pytest.raises(ConfigError, match="model.width"):
+    with pytest.raises(ConfigError, match=r"model.width"):
         build_model({"name": "ssd300_vgg16", "width": 0.5, "pretrained": True}, VOC)

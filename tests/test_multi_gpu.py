@@ -32,8 +32,10 @@ def test_a_killed_job_gives_its_gpu_back(tmp_path):
             sys.executable,
             "-c",
             (
-                "import time; from pathlib import Path; from scratchdet.engine.gpus import claim_gpus; "
-                f"c = claim_gpus(1, total=1, lock_dir=Path({str(tmp_path)!r})); print('held', flush=True); "
+                "import time; from pathlib import Path; from scratchdet.engine.gpus import "
+                "claim_gpus; "
+                f"c = claim_gpus(1, total=1, lock_dir=Path({str(tmp_path)!r})); print('held', "
+                f"flush=True); "
                 "time.sleep(600)"
             ),
         ],

@@ -197,7 +197,7 @@ def test_lr_written_1e_3_is_the_number_it_looks_like(tmp_path, synth_splits):
     assert (cfg.train.lr, cfg.train.weight_decay, cfg.train.max_loss) == (0.001, 0.0005, 1e4)
     assert load_config(path, {"train.lr": "2e-3"}).train.lr == 0.002  # what --set gives: a str
     path.write_text("train: {lr: fast}\n")
-    with pytest.raises(Exception, match="train.lr: expected a number, got 'fast'"):
+    with pytest.raises(Exception, match=r"train.lr: expected a number, got 'fast'"):
         load_config(path)
 
 

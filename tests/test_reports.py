@@ -267,7 +267,7 @@ def test_table_report_needs_every_run_result(tmp_path):
         out_md=tmp_path / "t.md",
         out_csv=tmp_path / "t.csv",
     )
-    with pytest.raises(DataError, match="metrics.json"):
+    with pytest.raises(DataError, match=r"metrics.json"):
         write_table_report(params, runs={i: tmp_path / i for i in ids}, skips={}, **args)
     with pytest.raises(ConfigError, match="neither a run folder nor a reason"):
         write_table_report(params, runs={ids[0]: tmp_path}, skips={}, **args)
@@ -401,7 +401,7 @@ def test_step_axes_are_labelled_with_whole_steps(tmp_path):
     fig.canvas.draw()
     for ax in fig.axes:
         labels = [t.get_text() for t in ax.get_xticklabels() if t.get_text()]
-        assert labels and all(label.lstrip("−-").isdigit() for label in labels), labels
+        assert labels and all(label.lstrip("\N{MINUS SIGN}-").isdigit() for label in labels), labels
     plt.close(fig)
 
 
@@ -572,7 +572,7 @@ def test_run_config_is_validated_before_it_is_written(tmp_path):
     write_run_config(json.dumps(cfg), tmp_path / "run.yaml")
     written = yaml.safe_load((tmp_path / "run.yaml").read_text())
     assert written["train"]["lr"] == 0.1 and written["train"]["batch_size"] == 32  # defaults
-    with pytest.raises(ConfigError, match="train.lr"):
+    with pytest.raises(ConfigError, match=r"train.lr"):
         write_run_config(json.dumps({"train": {"lr": -1}}), tmp_path / "bad.yaml")
     assert not (tmp_path / "bad.yaml").exists()
 

@@ -3,6 +3,7 @@ folder (or file) and the holder's PID; the kernel frees the lock when its holder
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -226,10 +227,8 @@ def test_a_rerun_right_after_sigkill_starts_although_dataloader_workers_linger(
             cmd, env=env, capture_output=True, text=True, timeout=300, check=False
         )
     finally:
-        try:
-            os.killpg(first.pid, signal.SIGKILL)  # the orphaned workers, whatever happened
-        except ProcessLookupError:
-            pass
+        with contextlib.suppress(ProcessLookupError):  # the orphaned workers, whatever happened
+            os.killpg(first.pid, signal.SIGKILL)
     assert "in use" not in rerun.stderr, rerun.stderr
     assert rerun.returncode == 0, rerun.stderr
     assert json.loads((run / "status.json").read_text())["status"] == "finished"
@@ -256,7 +255,5 @@ def test_the_lock_is_not_inherited_by_a_forked_child(tmp_path):
         with lock_run_folder(run) as lock:  # the forked child still runs; the lock is free
             assert lock.held
     finally:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(holder.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass

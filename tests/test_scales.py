@@ -155,7 +155,8 @@ _DELETE = object()
             "proof",
             "recipe_overrides.dsod_cocoa",
             {"train": {"lr": 1}},
-            r"recipe_overrides\.dsod_cocoa: not a recipe of \S*recipes\.yaml \(recipes: dsod_voc0712,",
+            r"recipe_overrides\.dsod_cocoa: not a recipe of \S*recipes\.yaml \(recipes: "
+            r"dsod_voc0712,",
         ),
         ("default", "every_recipe", [1], r"every_recipe: expected a mapping, got \[1\]"),
         (

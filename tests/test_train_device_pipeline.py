@@ -46,7 +46,7 @@ def test_device_augmentation_trains_and_repeats(tmp_path, synth_splits):
 
 
 def test_unknown_augment_mode_is_a_config_error(synth_splits):
-    with pytest.raises(ConfigError, match="data.pipeline"):
+    with pytest.raises(ConfigError, match=r"data.pipeline"):
         _cfg(synth_splits["trainval"], pipeline="gpu")
 
 

@@ -646,5 +646,5 @@ def test_no_augmentation_is_the_test_time_resize():
 def test_augment_names_agree_with_the_config_schema():
     assert set(config_augmentations) == set(AUGMENT_CONFIGS)
     assert augment_config("none") is NO_AUGMENTATION
-    with pytest.raises(ConfigError, match="data.augment"):
+    with pytest.raises(ConfigError, match=r"data.augment"):
         augment_config("gpu")

@@ -33,7 +33,8 @@ class Outer(Config):
         (
             {"inner": {"shar": 1}},
             "inner.shar",
-            "unknown key (did you mean 'share'?); allowed keys here: count, share, mode, priors, free, "
+            "unknown key (did you mean 'share'?); allowed keys here: count, share, mode, priors, "
+            "free, "
             "steps",
         ),
         ({"inner": {"mode": "q"}}, "inner.mode", "must be one of x, y, got 'q'"),

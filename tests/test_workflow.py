@@ -231,7 +231,7 @@ def test_a_malformed_params_row_is_rejected_at_planning(workdir):
 
 
 def test_a_typo_in_a_figure_row_names_the_table(workdir):
-    with pytest.raises(ConfigError, match="not a row of params/dsod_table4.tsv"):
+    with pytest.raises(ConfigError, match=r"not a row of params/dsod_table4.tsv"):
         plan(workdir, showcase=["dsod_table4/dsod301"])
 
 

@@ -145,7 +145,7 @@ def test_run_config_layers_scale_recipe_and_row():
 def test_a_bad_row_override_fails_at_planning():
     row = TABLES["scratchdet_table1"][0]
     bad = Row(**{**row.__dict__, "train": {"lr": "fast"}})
-    with pytest.raises(ConfigError, match="train.lr"):
+    with pytest.raises(ConfigError, match=r"train.lr"):
         run_config(bad, SCALES["default"])
 
 

@@ -93,7 +93,7 @@ def test_a_verified_file_is_not_fetched_again(server, tmp_path):
 def test_a_corrupt_existing_file_is_named_with_what_to_do(server, tmp_path):
     dest = tmp_path / "a.bin"
     dest.write_bytes(PAYLOAD[:-1])
-    with pytest.raises(DataError, match="a.bin: .*md5 is .*delete it and run again"):
+    with pytest.raises(DataError, match=r"a.bin: .*md5 is .*delete it and run again"):
         fetch(server, dest, md5=MD5)
     assert dest.exists() and _Handler.requests == []  # kept, not overwritten behind the user
 

@@ -214,7 +214,7 @@ def test_a_scale_row_that_does_not_exist_is_named(tmp_path):
     path.parent.mkdir()
     path.write_text(yaml.safe_dump(scale))
     shutil.copy(ROOT / "config/recipes.yaml", tmp_path / "recipes.yaml")
-    with pytest.raises(ConfigError, match="row_overrides.dsod_table3/no_such_row"):
+    with pytest.raises(ConfigError, match=r"row_overrides.dsod_table3/no_such_row"):
         Plan.load(config(scale="proof"), path, ROOT / "params")
 
 

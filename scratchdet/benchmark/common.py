@@ -82,7 +82,10 @@ def summary(values: Sequence[float], digits: int = 6) -> dict[str, Any]:
     if not values:
         raise ValueError("summary of no values")
     s = sorted(float(v) for v in values)
-    r = lambda v: round(v, digits)
+
+    def r(v: float) -> float:
+        return round(v, digits)
+
     return {
         "median": r(_quantile(s, 0.5)),
         "q1": r(_quantile(s, 0.25)),

@@ -166,7 +166,10 @@ def _voc_part(args: SimpleNamespace, folder: Path, record: Record) -> None:
     }
     if max(diffs.values()) > TOLERANCE:
         raise RuntimeError(f"evaluation disagrees with the reference implementation: {diffs}")
-    ratio = lambda k: round(naive_t[k]["median"] / end_to_end[k]["median"], 2)
+
+    def ratio(k: str) -> float:
+        return round(naive_t[k]["median"] / end_to_end[k]["median"], 2)
+
     record.add(
         {
             "case": "voc",

@@ -10,7 +10,8 @@ constant few per batch; ``HostTrafficCounter`` checks it on any device, includin
 ``torch.tensor``/``torch.as_tensor`` calls that build a ``device`` tensor from host data
 (``TorchFunctionMode``; they copy without going through the dispatcher). On ``meta`` a
 data-dependent op cannot run; it is counted and answered with a stand-in result (``nonzero``:
-every element; NMS, ``topk_nms``: nothing kept) so that the code under test carries on. On CUDA the training benchmark also runs a step under
+every element; NMS, ``topk_nms``: nothing kept) so that the code under test carries on. On CUDA the
+training benchmark also runs a step under
 ``torch.cuda.set_sync_debug_mode("error")``.
 """
 

@@ -1,12 +1,15 @@
 """Inference latency and FPS per model and batch size, NMS included (the papers' FPS column).
 
-One iteration = forward + what ``scratchdet detect`` does next (``ssd.postprocess.batch_detections``:
+One iteration = forward + what ``scratchdet detect`` does next
+(``ssd.postprocess.batch_detections``:
 decode, per-class top-k, one confidence filter and one NMS for the batch, then the one copy of
 the detections to the host, keep 200 per image) on a fixed batch already on the device, with the
 device synchronised after each part so both are timed. ``host_traffic`` counts one iteration's
-copies and data-dependent ops (``host_traffic.py``). Weights are the models' from-scratch initialisation: nearly every class score of an
+copies and data-dependent ops (``host_traffic.py``). Weights are the models' from-scratch
+initialisation: nearly every class score of an
 untrained head is above the 0.01 threshold, so NMS sees the most candidates it can (400 per
-class), which makes the NMS share an upper bound of what a trained model costs. ``process_cpu_ms`` is
+class), which makes the NMS share an upper bound of what a trained model costs. ``process_cpu_ms``
+is
 the CPU time of this process (all its threads) per iteration: on a shared CPU it varies less
 than wall time; on a GPU it is the host's share only.
 """
@@ -90,7 +93,10 @@ def _bench(
                 dets = kept / batch
         with HostTrafficCounter(device) as traffic:
             detections(*forward_only())
-    ms = lambda xs: [1000 * x for x in xs]
+
+    def ms(xs: list[float]) -> list[float]:
+        return [1000 * x for x in xs]
+
     return {
         "latency_ms": summary(ms(total)),
         "forward_ms": summary(ms(fwd)),

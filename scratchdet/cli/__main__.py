@@ -1,4 +1,5 @@
-"""``python -m scratchdet.cli``: the same as the ``scratchdet`` command (torchrun starts workers so)."""
+"""``python -m scratchdet.cli``: the same as the ``scratchdet`` command (torchrun starts workers
+so)."""
 
 import sys
 

@@ -112,7 +112,8 @@ def cmd_voc(args: argparse.Namespace) -> None:
                 None,
                 "--like",
                 (
-                    f"the classes found in {args.annotations} ({', '.join(class_names(ds))}) differ "
+                    f"the classes found in {args.annotations} ({', '.join(class_names(ds))}) "
+                    f"differ "
                     f"from those of {sibling} ({', '.join(theirs)}), so their ids would not match: "
                     f"number them alike with --like {sibling} (or --classes)"
                 ),

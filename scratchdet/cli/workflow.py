@@ -1,4 +1,5 @@
-"""``scratchdet workflow ...``: what the Snakemake rules need from the package besides the stages."""
+"""``scratchdet workflow ...``: what the Snakemake rules need from the package besides the
+stages."""
 
 from __future__ import annotations
 

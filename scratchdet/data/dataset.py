@@ -3,7 +3,8 @@
 Images are decoded to uint8 RGB tensors `[3, H, W]` with torchvision's decoder (libjpeg-turbo,
 handles grayscale and CMYK JPEG, PNG, WebP, GIF) and with Pillow for anything else. 16-bit
 samples (16-bit PNG, 16-bit grey TIFF) become their top byte on both paths. EXIF orientation is
-never applied: annotations are in the stored pixel orientation (`data check` warns of the tag). A truncated or
+never applied: annotations are in the stored pixel orientation (`data check` warns of the tag). A
+truncated or
 unreadable file, or one whose size disagrees with the JSON (the boxes would then be wrong), is a
 DataError naming the file.
 

@@ -147,7 +147,7 @@ def fetch(
                 )
                 raise DataError(
                     dest, f"download of {url} failed after {retries} tries: {exc}{kept}"
-                )
+                ) from exc
             log.warning(
                 "%s: %s; resuming in %ds (try %d/%d)", url, exc, 2**attempt, attempt, retries
             )

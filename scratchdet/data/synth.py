@@ -14,7 +14,8 @@ Images are 200-500 px on each side with a smooth colour gradient plus pixel nois
 lines. Each class is a filled shape with its own colour (box/red, disc/blue, triangle/green,
 cross/yellow, ring/magenta), sized from ~12 px to 70% of the short side, 1 to 5 per image, at
 random places (``object_size`` and ``objects`` narrow both: the learning tests use a few mid-sized
-objects, which a detector learns in minutes on a CPU while image-blind boxes still score ~0). About 10% of objects are
+objects, which a detector learns in minutes on a CPU while image-blind boxes still score ~0). About
+10% of objects are
 drawn at low contrast and marked `difficult`; about 15% are cut by the image border and marked
 `truncated` (their box is the visible part). Boxes are the exact extent of the drawn pixels.
 

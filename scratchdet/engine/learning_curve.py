@@ -1,6 +1,7 @@
 """A run's learning curve: every snapshot it kept, detected and scored on one split.
 
-``learning_curve(run, data)`` runs ``scratchdet detect`` on each ``checkpoints/step_*.pt`` of the run
+``learning_curve(run, data)`` runs ``scratchdet detect`` on each ``checkpoints/step_*.pt`` of the
+run
 (``train.keep_checkpoints`` decides how many stay; ``checkpoint_every`` how far apart) and on
 ``model_final.pt``, scores each with the split's metric, and returns one row per step with the
 training loss around that step (the mean of the ``metrics.csv`` rows since the previous point).

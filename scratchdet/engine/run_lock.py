@@ -25,6 +25,7 @@ with its lock manager or NFSv4, Lustre mounted with `-o flock`, GPFS).
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import socket
@@ -102,10 +103,8 @@ class FileLock:
             return
         path.unlink(missing_ok=True)
         self.release()
-        try:
+        with contextlib.suppress(OSError):  # someone else just started using it
             folder.rmdir()
-        except OSError:  # someone else just started using it
-            pass
 
 
 def _holder(handle: IO[str]) -> str:

@@ -19,6 +19,7 @@ readable snapshot and reaches the same weights: the data stream is a function of
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -80,10 +81,8 @@ class _StopRequest:
 
     def __enter__(self) -> Self:
         for sig in (signal.SIGTERM, signal.SIGINT, PREEMPT_SIGNAL):
-            try:
+            with contextlib.suppress(ValueError):  # not the main thread: leave signals alone
                 self._old[sig] = signal.signal(sig, self._handle)
-            except ValueError:  # not the main thread: leave signals alone
-                pass
         return self
 
     def _handle(self, signum: int, frame: Any) -> None:

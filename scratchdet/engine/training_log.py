@@ -47,7 +47,8 @@ class TrainingLog:
         self.path = Path(path)
 
     def truncate(self, last_step: int) -> None:
-        """Keep rows with step < last_step (rewritten atomically), i.e. those the checkpoint covers."""
+        """Keep rows with step < last_step (rewritten atomically), i.e. those the checkpoint
+        covers."""
         rows = [_new_layout(r) for r in self.read() if int(r["step"]) < last_step]
         lines = [",".join(COLUMNS)] + [",".join(str(r.get(c) or "") for c in COLUMNS) for r in rows]
         write_text(self.path, "\n".join(lines) + "\n")

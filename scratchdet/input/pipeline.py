@@ -213,7 +213,12 @@ class _Samples(torch.utils.data.Dataset):
     def __getitem__(self, key: tuple[int, int]):
         position, index = key
         image, target = self.dataset[index]
-        return (*self.prepare(image, target["boxes"], target["labels"], sample_generator(self.seed, position)), position)
+        return (
+            *self.prepare(
+                image, target["boxes"], target["labels"], sample_generator(self.seed, position)
+            ),
+            position,
+        )
 
 
 class _AugmentOnCpu:

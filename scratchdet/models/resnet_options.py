@@ -37,7 +37,8 @@ class ResNetOptions(ModelOptions, frozen=True):
         doc(
             "caffe: ScratchDet's Caffe release (pre-activation blocks, 1x1 shortcuts without BN, "
             "sources = the last conv of a residual branch before the addition, Caffe-xavier init); "
-            "torchvision: post-activation blocks as torchvision and ScratchDet's mmdetection release "
+            "torchvision: post-activation blocks as torchvision and ScratchDet's mmdetection "
+            "release "
             "(Kaiming init, head BN eps 1e-5)"
         ),
     ] = "caffe"
@@ -59,7 +60,8 @@ class ResNetOptions(ModelOptions, frozen=True):
     bn_head: Annotated[
         bool | None,
         doc(
-            "BatchNorm after the loc/conf convs; null = as the Caffe release's scripts: with for COCO "
+            "BatchNorm after the loc/conf convs; null = as the Caffe release's scripts: with for "
+            "COCO "
             "(ssd_coco.py), without for VOC (ssd_pascal.py)"
         ),
     ] = None

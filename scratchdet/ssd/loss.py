@@ -44,7 +44,8 @@ def hard_negative_mask(background_loss: Tensor, positive: Tensor, neg_pos_ratio:
 
 
 class MultiBoxLoss(nn.Module):
-    """SSD training loss; ``forward`` returns a dict with ``loss``, ``loc``, ``conf``, ``num_pos``."""
+    """SSD training loss; ``forward`` returns a dict with ``loss``, ``loc``, ``conf``,
+    ``num_pos``."""
 
     def __init__(self, neg_pos_ratio: float = 3.0, loc_weight: float = 1.0) -> None:
         super().__init__()
