@@ -147,7 +147,7 @@ def test_dvc_versions_no_lock_or_temporary_file(tmp_path, monkeypatch):
     (row / "train" / "checkpoints" / ".step_00000002.pt.x1y2.tmp").write_bytes(b"half")
     with lock_run_folder(row / "train"), lock_output_file(row / "detections.json"):
         push(repo / "results", None, repo=repo, remote="local")
-    manifest = read_json(next((repo / ".dvc" / "cache").rglob("*.dir")))
+    manifest = read_json(next(p for p in repo.rglob("*.dir") if ".dvc" in p.parts))
     names = sorted(entry["relpath"] for entry in manifest)
     assert names == ["train/checkpoints/step_00000001.pt", "train/status.json"], names
 
