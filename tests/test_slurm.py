@@ -32,7 +32,7 @@ from tests.slurm_cluster import LocalSlurm, missing_requirements
 from tests.test_interruption import TINY_DSOD
 
 ROOT = Path(__file__).resolve().parent.parent
-WORKFLOW_FILES = ("Snakefile", "workflow", "config", "params")
+WORKFLOW_FILES = ("Snakefile", "profiles", "workflow", "config", "params")
 PROFILE = ROOT / "profiles" / "slurm" / "config.yaml"
 ENDED = ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY")
 # One small table keeps the cluster run to a few jobs; any table goes through the same rules.

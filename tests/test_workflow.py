@@ -16,7 +16,6 @@ import pandas as pd
 import pytest
 import yaml
 from snakemake.api import SnakemakeApi
-from snakemake.exceptions import WorkflowError
 from snakemake.settings.enums import Quietness
 from snakemake.settings.types import ConfigSettings, DAGSettings, OutputSettings, ResourceSettings
 
@@ -226,7 +225,8 @@ def test_a_wrong_config_key_or_value_is_a_clear_error(workdir, config, key, mess
 def test_a_malformed_params_row_is_rejected_at_planning(workdir):
     path = workdir / "params/scratchdet_table3.tsv"
     path.write_text(path.read_text().replace("\tvoc07\t", "\tvoc2007\t", 1))
-    with pytest.raises(WorkflowError, match="'voc2007' is not one of"):
+    message = r"scratchdet_table3.tsv:2: eval: must be one of voc07, voc12, coco, got 'voc2007'"
+    with pytest.raises(ConfigError, match=message):
         plan(workdir)
 
 
