@@ -62,8 +62,8 @@ class TrainFolder:
         return self.root / "status.json"
 
     @property
-    def metrics_csv(self) -> Path:
-        """The per-step training log (engine/training_log.py)."""
+    def training_log(self) -> Path:
+        """The per-step training log, metrics.csv (engine/training_log.py)."""
         return self.root / "metrics.csv"
 
     @property
@@ -78,7 +78,7 @@ class TrainFolder:
     @property
     def files(self) -> tuple[Path, ...]:
         """Every file of the folder besides its snapshots (written through atomic_path)."""
-        return (self.model, self.status, self.metrics_csv, self.config, self.provenance)
+        return (self.model, self.status, self.training_log, self.config, self.provenance)
 
 
 RUN_FILES = tuple(p.name for p in TrainFolder(Path()).files)
@@ -128,10 +128,6 @@ class RunPaths:
     @property
     def status(self) -> Path:
         return self.train.status
-
-    @property
-    def metrics_csv(self) -> Path:
-        return self.train.metrics_csv
 
     @property
     def provenance(self) -> Path:

@@ -203,7 +203,6 @@ def test_the_wildcard_form_of_the_run_layout_formats_to_a_runs_files():
         "train_dir",
         "model",
         "status",
-        "metrics_csv",
         "provenance",
         "metrics",
         "voc_submission",

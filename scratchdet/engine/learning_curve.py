@@ -74,7 +74,7 @@ def learning_curve(
             "no snapshot and no model_final.pt: train the run first (and keep "
             "snapshots with train.keep_checkpoints)",
         )
-    log_rows = TrainingLog(files.metrics_csv).read()
+    log_rows = TrainingLog(files.training_log).read()
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="scratchdet-curve-") as tmp:
         dets = Path(tmp) / "dets.json"

@@ -319,7 +319,7 @@ def _train(
     if t.init_from and resume is None:
         init_report = initialise_from(model, t.init_from)
     start_step = 0
-    training_log = TrainingLog(files.metrics_csv)
+    training_log = TrainingLog(files.training_log)
     if resume is not None:
         if not same_config(resume.config, cfg):
             raise ConfigError(

@@ -64,7 +64,7 @@ def integer_steps(ax: plt.Axes) -> None:
 
 def read_metrics(run_dir: str | Path) -> pd.DataFrame:
     """A run's metrics.csv (one row per optimizer step); inf becomes NaN so plots show gaps."""
-    path = TrainFolder(Path(run_dir)).metrics_csv
+    path = TrainFolder(Path(run_dir)).training_log
     if not path.exists():
         raise DataError(path, "no metrics.csv: was the run trained?")
     df = pd.read_csv(path)
