@@ -30,7 +30,7 @@ include: "workflow/rules/common.smk"
 
 wildcard_constraints:
     table="|".join(PLAN.tables),
-    row=r"[A-Za-z0-9][A-Za-z0-9._+-]*",
+    row=ROW_ID,
     testset="|".join(PLAN.test_files),
     digest=DIGEST_PATTERN,
 

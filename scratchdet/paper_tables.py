@@ -25,8 +25,11 @@ from scratchdet.yaml_io import parse_yaml
 __all__ = [
     "EVALS",
     "FIXED",
+    "NAME",
     "NOT_METRICS",
     "PAPER_PREFIX",
+    "ROW_ID",
+    "ROW_REF",
     "TITLES",
     "ParamsRow",
     "Row",
@@ -63,6 +66,14 @@ TITLES = {
 """Each params table's title in the reports (the file stem where none is given)."""
 
 
+NAME = r"[a-z0-9_]+"
+"""A params table's file stem, or a recipe's name."""
+ROW_ID = r"[A-Za-z0-9][A-Za-z0-9._+-]*"
+"""A row's id: also its folder name, so path-safe (the Snakefile's `row` wildcard constraint)."""
+ROW_REF = rf"{NAME}/{ROW_ID}"
+"""A row named across tables, "table/row" (init_from, the workflow config's showcase rows)."""
+
+
 def _pattern(regex: str, what: str) -> msgspec.Meta:
     return msgspec.Meta(pattern=regex, description=what)
 
@@ -70,9 +81,9 @@ def _pattern(regex: str, what: str) -> msgspec.Meta:
 class ParamsRow(Config):
     """The fixed cells of one params row, as text (a TSV has no types): what each may hold."""
 
-    row: Annotated[str, _pattern(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$", "a path-safe id")]
+    row: Annotated[str, _pattern(f"^{ROW_ID}$", "a path-safe id")]
     """Id of the row, also its folder name under results/<scale>/<table>/."""
-    recipe: Annotated[str, _pattern(r"^[a-z0-9_]+$", "a recipe name")]
+    recipe: Annotated[str, _pattern(f"^{NAME}$", "a recipe name")]
     """Training recipe (config/recipes.yaml)."""
     train_data: Literal["voc07+12", "voc07++12", "coco"]
     eval: Literal["voc07", "voc12", "coco"]
@@ -80,7 +91,7 @@ class ParamsRow(Config):
     pretrained: Literal["yes", "no", "unpublished"]
     """yes = fine-tunes torchvision's ImageNet weights; unpublished = needs ImageNet weights that
     were never released (shown as not run at every scale)."""
-    init_from: Annotated[str, _pattern(r"^([a-z0-9_]+/[A-Za-z0-9._+-]+)?$", "table/row or empty")]
+    init_from: Annotated[str, _pattern(f"^({ROW_REF})?$", "table/row or empty")]
     """table/row whose trained weights initialise this run (empty = none)."""
     model: Annotated[str, _pattern(r"^\{.*\}$", "a YAML flow mapping {...}")]
     """Model config for scratchdet.models.build_model."""

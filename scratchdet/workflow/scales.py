@@ -24,6 +24,7 @@ from msgspec import field
 
 from scratchdet.data.synth import SYNTH_CLASSES
 from scratchdet.errors import ConfigError
+from scratchdet.paper_tables import NAME
 from scratchdet.validation import Config, bounds, convert
 from scratchdet.workflow.run_configs import deep_merge
 from scratchdet.yaml_io import load_yaml
@@ -43,7 +44,7 @@ __all__ = [
 OVERLAY_KEYS = ("released_recipes", "every_recipe", "recipe_overrides")
 """The keys of a scale file that say how its recipes differ; resolved away into `recipes`."""
 
-RECIPE_NAME = re.compile(r"^[a-z0-9_]+$")  # the params column `recipe` (paper_tables.ParamsRow)
+RECIPE_NAME = re.compile(f"^{NAME}$")  # the params column `recipe` (paper_tables.ParamsRow)
 
 ROW_KEY = re.compile(r"^[^/]+/[^/]+$")  # table/row
 

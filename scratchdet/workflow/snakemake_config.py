@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
+from scratchdet.paper_tables import NAME, ROW_REF
 from scratchdet.validation import Config, convert
 
 __all__ = ["Download", "WorkflowConfig", "check_workflow_config"]
@@ -20,12 +21,12 @@ __all__ = ["Download", "WorkflowConfig", "check_workflow_config"]
 RowRef = Annotated[
     str,
     msgspec.Meta(
-        pattern=r"^[a-z0-9_]+/[A-Za-z0-9._+-]+$",
+        pattern=f"^{ROW_REF}$",
         description='a table row, "table/row" (file name in params/ without .tsv, then its row id)',
     ),
 ]
 Folder = Annotated[str, msgspec.Meta(min_length=1)]
-TableName = Annotated[str, msgspec.Meta(pattern=r"^[a-z0-9_]+$")]
+TableName = Annotated[str, msgspec.Meta(pattern=f"^{NAME}$")]
 
 
 class Download(Config):

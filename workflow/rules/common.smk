@@ -8,6 +8,7 @@ from pathlib import Path
 
 from snakemake.utils import min_version
 
+from scratchdet.paper_tables import ROW_ID
 from scratchdet.run_folder import DIGEST_PATTERN
 from scratchdet.workflow import datasets, servers
 from scratchdet.workflow.plan import Plan
