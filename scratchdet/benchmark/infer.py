@@ -38,10 +38,11 @@ from scratchdet.benchmark.common import (
 )
 from scratchdet.benchmark.fps import PAPER_FPS
 from scratchdet.benchmark.host_traffic import HostTrafficCounter
+from scratchdet.config import DetectConfig
+from scratchdet.engine.detect import detection_rows
 from scratchdet.engine.device import memory_format_for, resolve_device
 from scratchdet.models import CANONICAL_MODELS, build_model, count_parameters
 from scratchdet.models.input import CAFFE_MEAN_RGB
-from scratchdet.ssd.postprocess import batch_detections
 
 __all__ = ["run_infer"]
 
@@ -72,12 +73,11 @@ def _bench(
         with autocast:
             return forward(images)
 
+    settings = DetectConfig()
+
     def detections(loc: torch.Tensor, conf: torch.Tensor) -> int:
-        d = batch_detections(loc.float(), conf.float(), priors=priors, variances=variances)
-        rows = torch.cat(
-            [d.image[:, None].float(), d.scores[:, None], d.boxes, d.rank[:, None].float()], 1
-        ).cpu()
-        return int((rows[:, -1] < 200).sum())
+        rows = detection_rows(loc, conf, priors=priors, variances=variances, cfg=settings).cpu()
+        return int((rows[:, 7] < settings.keep_top_k).sum())
 
     fwd, post, total, cpu, dets = [], [], [], [], 0
     with torch.inference_mode():

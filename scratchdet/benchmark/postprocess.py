@@ -28,8 +28,8 @@ from torch import Tensor
 from scratchdet.benchmark.common import NUM_CLASSES, Record, check_positive, default_out
 from scratchdet.benchmark.matching import VARIANCES, case_line, case_record, compare
 from scratchdet.config import DetectConfig
+from scratchdet.engine.detect import detection_rows
 from scratchdet.engine.device import resolve_device
-from scratchdet.ssd.postprocess import batch_detections
 from scratchdet.ssd.priors import make_priors, ssd300_voc
 
 __all__ = ["SCORES", "detections", "head_outputs", "run_postprocess", "torchvision_postprocess"]
@@ -78,22 +78,10 @@ def torchvision_postprocess(
 def detections(
     loc: Tensor, conf: Tensor, *, priors: Tensor, variances: Tensor, settings: DetectConfig
 ) -> Tensor:
-    """Rows (image, label, score, x0, y0, x1, y1) of a batch, as ``engine.detect`` computes them
-    (there the rows then go to the host in one copy): ``batch_detections``, then each image's
-    ``keep_top_k`` best (``rank < keep_top_k``)."""
-    d = batch_detections(
-        loc,
-        conf,
-        priors=priors,
-        variances=variances,
-        conf_threshold=settings.conf_threshold,
-        nms_threshold=settings.nms_threshold,
-        top_k=settings.top_k,
-    )
-    rows = torch.cat(
-        [d.image[:, None].float(), d.labels[:, None].float(), d.scores[:, None], d.boxes], dim=1
-    )
-    return rows[d.rank < settings.keep_top_k]
+    """A batch's detection rows as ``engine.detect`` computes them (``detection_rows``), then
+    each image's ``keep_top_k`` best (``rank < keep_top_k``), here on the device."""
+    rows = detection_rows(loc, conf, priors=priors, variances=variances, cfg=settings)
+    return rows[rows[:, 7] < settings.keep_top_k]
 
 
 def run_postprocess(
